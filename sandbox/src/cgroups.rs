@@ -1,0 +1,617 @@
+//! Control groups for a container, cgroup v1 and v2, through `cgroups-rs`.
+//!
+//! `linux.resources` is applied by cgroups-rs's `FsManager`, which speaks the OCI types.
+//! On v2 it converts `cpu.shares` to `cpu.weight` with the linear formula of runc 1.1
+//! (`1 + (shares - 2) * 9999 / 262142`, see [`shares_to_weight`]) and `memory.swap`
+//! (memory+swap in OCI) to `memory.swap.max` (swap alone).
+//!
+//! Device rules (`linux.resources.devices`) are enforced on v1 by the `devices`
+//! controller, with the OCI default devices allowed after the spec's rules as runc does.
+//! On v2 the kernel needs an eBPF program for that; peapod does not load one yet, so on v2
+//! device access is limited only by which nodes exist in the container's /dev (created by
+//! peapod from `linux.devices`) and by the capabilities it holds (no CAP_MKNOD by default).
+//!
+//! Statistics and OOM counts are read from the cgroup files directly (see [`CgroupFiles`])
+//! so that one code path serves v1 and v2 and can be tested on fixture trees.
+
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cgroups_rs::fs::hierarchies;
+use cgroups_rs::{FreezerState, FsManager, Manager};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources};
+
+/// A cgroup operation that failed; `path` is relative to the hierarchy root.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Creating the cgroup (directories in every hierarchy) failed.
+    #[error("create cgroup {path}: {source}")]
+    Create {
+        /// The cgroup.
+        path: String,
+        /// Cause.
+        #[source]
+        source: Box<cgroups_rs::fs::error::Error>,
+    },
+    /// Applying `linux.resources` failed (a value the kernel refused).
+    #[error("apply linux.resources to cgroup {path}: {source}")]
+    Apply {
+        /// The cgroup.
+        path: String,
+        /// Cause.
+        #[source]
+        source: Box<cgroups_rs::manager::Error>,
+    },
+    /// Moving a process into the cgroup failed.
+    #[error("add pid {pid} to cgroup {path}: {source}")]
+    AddProc {
+        /// The cgroup.
+        path: String,
+        /// The process.
+        pid: i32,
+        /// Cause.
+        #[source]
+        source: Box<cgroups_rs::manager::Error>,
+    },
+    /// Freezing or thawing failed.
+    #[error("{} cgroup {path}: {source}", if *frozen { "freeze" } else { "thaw" })]
+    Freeze {
+        /// The cgroup.
+        path: String,
+        /// True to freeze, false to thaw.
+        frozen: bool,
+        /// Cause.
+        #[source]
+        source: Box<cgroups_rs::manager::Error>,
+    },
+    /// Removing the cgroup failed (processes still inside it after the timeout).
+    #[error("remove cgroup {path}: {source}")]
+    Remove {
+        /// The cgroup.
+        path: String,
+        /// Cause.
+        #[source]
+        source: Box<cgroups_rs::fs::error::Error>,
+    },
+    /// A cgroup file could not be read or parsed.
+    #[error("read {file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting up an OOM notification failed.
+    #[error("watch OOM events of cgroup {path}: {source}")]
+    Watch {
+        /// The cgroup.
+        path: String,
+        /// Cause.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, CgroupError>;
+
+/// Converts cgroup v1 `cpu.shares` (2..=262144, default 1024) to cgroup v2 `cpu.weight`
+/// (1..=10000, default 100) as runc 1.1 and cgroups-rs do: `1 + (shares - 2) * 9999 /
+/// 262142`; 0 means unset. So 1024 shares become weight 39, 2 become 1, 262144 become 10000.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    match shares {
+        0 => 0,
+        1..=2 => 1,
+        s if s >= 262_144 => 10_000,
+        s => 1 + (s - 2) * 9999 / 262_142,
+    }
+}
+
+/// True when `/sys/fs/cgroup` is the cgroup v2 unified hierarchy.
+pub fn is_v2() -> bool {
+    hierarchies::is_cgroup2_unified_mode()
+}
+
+/// The OCI default devices (runc's `AllowedDevices`): null, zero, full, random, urandom,
+/// tty, ptmx, and the pty slaves (136:*), all `rwm`.
+pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    let rule = |major: i64, minor: Option<i64>| {
+        let b = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        match minor {
+            Some(m) => b.minor(m).build(),
+            None => b.build(),
+        }
+        .expect("all fields set")
+    };
+    vec![
+        rule(1, Some(3)),
+        rule(1, Some(5)),
+        rule(1, Some(7)),
+        rule(1, Some(8)),
+        rule(1, Some(9)),
+        rule(5, Some(0)),
+        rule(5, Some(2)),
+        rule(136, None),
+    ]
+}
+
+/// A container's cgroup (one directory per v1 hierarchy, or one on v2).
+pub struct Cgroup {
+    path: String,
+    manager: FsManager,
+    cg: cgroups_rs::fs::Cgroup,
+    files: CgroupFiles,
+}
+
+impl std::fmt::Debug for Cgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cgroup")
+            .field("path", &self.path)
+            .field("v2", &self.files.v2)
+            .finish()
+    }
+}
+
+impl Cgroup {
+    /// Creates the cgroup at `path` (relative to each hierarchy's root; parents are created
+    /// as needed) and applies `resources`. On error nothing created here is left.
+    pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Self> {
+        let cg = cgroups_rs::fs::Cgroup::new(hierarchies::auto(), path).map_err(|source| CgroupError::Create {
+            path: path.to_string(),
+            source: Box::new(source),
+        })?;
+        let mut me = Self::load(path, cg)?;
+        if let Some(resources) = resources {
+            if let Err(e) = me.update(resources) {
+                let _ = me.cg.delete();
+                return Err(e);
+            }
+        }
+        Ok(me)
+    }
+
+    /// Opens an existing cgroup at `path` (for `delete` from another process).
+    pub fn open(path: &str) -> Result<Self> {
+        Self::load(path, cgroups_rs::fs::Cgroup::load(hierarchies::auto(), path))
+    }
+
+    fn load(path: &str, cg: cgroups_rs::fs::Cgroup) -> Result<Self> {
+        let manager = FsManager::new(path).map_err(|source| CgroupError::Apply {
+            path: path.to_string(),
+            source: Box::new(source),
+        })?;
+        Ok(Self {
+            path: path.to_string(),
+            manager,
+            cg,
+            files: CgroupFiles::host(path),
+        })
+    }
+
+    /// The path relative to each hierarchy's root, e.g. `peapod/c1`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// True on the cgroup v2 unified hierarchy.
+    pub fn is_v2(&self) -> bool {
+        self.files.v2
+    }
+
+    /// The files behind this cgroup, for reading statistics.
+    pub fn files(&self) -> &CgroupFiles {
+        &self.files
+    }
+
+    /// Applies `resources` (OCI `linux.resources`) to the running cgroup. On v1 device
+    /// rules get the OCI default devices appended; on v2 they are not enforced (module docs).
+    pub fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+        let mut r = resources.clone();
+        if self.files.v2 {
+            r.set_devices(None);
+        } else if let Some(rules) = resources.devices() {
+            let mut all = rules.clone();
+            all.extend(default_device_rules());
+            r.set_devices(Some(all));
+        }
+        self.manager.set(&r).map_err(|source| CgroupError::Apply {
+            path: self.path.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup.
+    pub fn add_proc(&mut self, pid: Pid) -> Result<()> {
+        let tgid = cgroups_rs::CgroupPid::from(u64::try_from(pid.as_raw()).unwrap_or_default());
+        self.manager.add_proc(tgid).map_err(|source| CgroupError::AddProc {
+            path: self.path.clone(),
+            pid: pid.as_raw(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The processes in the cgroup (`cgroup.procs`), sorted, without duplicates.
+    pub fn procs(&self) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .cg
+            .procs()
+            .into_iter()
+            .filter_map(|p| i32::try_from(p.pid).ok())
+            .map(Pid::from_raw)
+            .collect();
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// Freezes (pause) or thaws (resume) every process: v1 `freezer.state`, v2 `cgroup.freeze`.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let state = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
+        self.manager.freeze(state).map_err(|source| CgroupError::Freeze {
+            path: self.path.clone(),
+            frozen,
+            source: Box::new(source),
+        })
+    }
+
+    /// Sends `signal` to every process in the cgroup. SIGKILL on v2 uses `cgroup.kill`
+    /// (atomic, 5.14+); otherwise the cgroup is frozen, signalled process by process, and
+    /// thawed, so no process can fork away in between (runc's signalAllProcesses).
+    /// Processes that exit meanwhile (ESRCH) are not an error.
+    pub fn signal_all(&self, signal: Signal) -> Result<()> {
+        if self.files.v2 && signal == Signal::SIGKILL && self.cg.kill().is_ok() {
+            return Ok(());
+        }
+        let frozen = self.freeze(true).is_ok();
+        for pid in self.procs() {
+            let _ = kill(pid, signal);
+        }
+        if frozen {
+            self.freeze(false)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the cgroup, waiting up to `timeout` for exiting processes to leave.
+    /// Processes must have been killed and reaped by the caller.
+    pub fn destroy(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.cg.delete() {
+                Ok(()) => return Ok(()),
+                Err(source) if Instant::now() >= deadline => {
+                    return Err(CgroupError::Remove {
+                        path: self.path.clone(),
+                        source: Box::new(source),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// True while the cgroup directory exists.
+    pub fn exists(&self) -> bool {
+        self.cg.exists()
+    }
+
+    /// Opens a notifier that becomes readable when the kernel OOM-kills a process here.
+    pub fn watch_oom(&self) -> Result<OomWatcher> {
+        OomWatcher::new(&self.files).map_err(|source| CgroupError::Watch {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Resource usage of a cgroup, the same on v1 and v2.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// CPU time used by all processes, in nanoseconds (v1 `cpuacct.usage`, v2 `cpu.stat`
+    /// `usage_usec` × 1000).
+    pub cpu_usage_ns: u64,
+    /// Memory in use, bytes (v1 `memory.usage_in_bytes`, v2 `memory.current`).
+    pub memory_usage: u64,
+    /// Memory limit in bytes, `None` when unlimited.
+    pub memory_limit: Option<u64>,
+    /// Peak memory use in bytes (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`; 0 on
+    /// v2 kernels before 5.19).
+    pub memory_max_usage: u64,
+    /// Processes (threads count too on v1) in the cgroup (`pids.current`).
+    pub pids_current: u64,
+    /// Process limit, `None` when unlimited (`pids.max`).
+    pub pids_limit: Option<u64>,
+    /// Processes killed by the OOM killer (`oom_kill` in v1 `memory.oom_control`, v2
+    /// `memory.events`).
+    pub oom_kills: u64,
+}
+
+/// Where a cgroup's files live: per controller on v1 (`<root>/<controller>/<path>`), one
+/// directory on v2 (`<root>/<path>`). The root is `/sys/fs/cgroup` on a host; tests point
+/// it at a fixture tree.
+#[derive(Debug, Clone)]
+pub struct CgroupFiles {
+    root: PathBuf,
+    path: String,
+    v2: bool,
+}
+
+impl CgroupFiles {
+    /// The host's files for the cgroup at `path`.
+    pub fn host(path: &str) -> Self {
+        Self::new("/sys/fs/cgroup", path, is_v2())
+    }
+
+    /// Files under `root` (a cgroup mount, or a fixture).
+    pub fn new(root: impl Into<PathBuf>, path: &str, v2: bool) -> Self {
+        Self {
+            root: root.into(),
+            path: path.to_string(),
+            v2,
+        }
+    }
+
+    /// Full path of `file` of `controller` (the controller is ignored on v2).
+    pub fn file(&self, controller: &str, file: &str) -> PathBuf {
+        if self.v2 {
+            self.root.join(&self.path).join(file)
+        } else {
+            self.root.join(controller).join(&self.path).join(file)
+        }
+    }
+
+    fn read(&self, controller: &str, file: &str) -> Result<String> {
+        let path = self.file(controller, file);
+        fs::read_to_string(&path).map_err(|source| CgroupError::Read { file: path, source })
+    }
+
+    fn read_u64(&self, controller: &str, file: &str) -> Result<u64> {
+        let path = self.file(controller, file);
+        let text = self.read(controller, file)?;
+        text.trim().parse().map_err(|_| CgroupError::Read {
+            file: path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a number: {text:?}")),
+        })
+    }
+
+    /// A limit file: `max` (v2) or a value at or above 2^62 (v1's page-rounded
+    /// `PAGE_COUNTER_MAX`) means unlimited.
+    fn read_limit(&self, controller: &str, file: &str) -> Result<Option<u64>> {
+        let text = self.read(controller, file)?;
+        let t = text.trim();
+        if t == "max" {
+            return Ok(None);
+        }
+        Ok(t.parse::<u64>().ok().filter(|v| *v < (1 << 62)))
+    }
+
+    /// The `oom_kill` count; 0 if the kernel does not report it.
+    pub fn oom_kills(&self) -> Result<u64> {
+        let text = if self.v2 {
+            self.read("memory", "memory.events")?
+        } else {
+            self.read("memory", "memory.oom_control")?
+        };
+        Ok(keyed_value(&text, "oom_kill").unwrap_or(0))
+    }
+
+    /// Reads [`Stats`].
+    pub fn stats(&self) -> Result<Stats> {
+        let cpu_usage_ns = if self.v2 {
+            keyed_value(&self.read("cpu", "cpu.stat")?, "usage_usec").unwrap_or(0) * 1000
+        } else {
+            self.read_u64("cpuacct", "cpuacct.usage")?
+        };
+        let (usage, limit, peak) = if self.v2 {
+            ("memory.current", "memory.max", "memory.peak")
+        } else {
+            (
+                "memory.usage_in_bytes",
+                "memory.limit_in_bytes",
+                "memory.max_usage_in_bytes",
+            )
+        };
+        Ok(Stats {
+            cpu_usage_ns,
+            memory_usage: self.read_u64("memory", usage)?,
+            memory_limit: self.read_limit("memory", limit)?,
+            memory_max_usage: self.read_u64("memory", peak).unwrap_or(0),
+            pids_current: self.read_u64("pids", "pids.current")?,
+            pids_limit: self.read_limit("pids", "pids.max")?,
+            oom_kills: self.oom_kills()?,
+        })
+    }
+}
+
+/// `value` of the line `key value` in a flat-keyed cgroup file.
+fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Becomes readable when the cgroup sees an OOM kill.
+///
+/// v1: an eventfd registered in `cgroup.event_control` for `memory.oom_control` (the
+/// kernel's memory-cgroup notification API). v2: an inotify watch on `memory.events`,
+/// whose `oom_kill` counter is compared on each change.
+pub struct OomWatcher {
+    fd: OwnedFd,
+    files: CgroupFiles,
+    seen: u64,
+    _oom_control: Option<fs::File>,
+}
+
+impl OomWatcher {
+    fn new(files: &CgroupFiles) -> std::result::Result<Self, nix::Error> {
+        let seen = files.oom_kills().unwrap_or(0);
+        if files.v2 {
+            use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+            let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
+            ino.add_watch(&files.file("memory", "memory.events"), AddWatchFlags::IN_MODIFY)?;
+            return Ok(Self {
+                fd: OwnedFd::from(ino),
+                files: files.clone(),
+                seen,
+                _oom_control: None,
+            });
+        }
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        use std::os::fd::AsRawFd;
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let oom_control = fs::File::open(files.file("memory", "memory.oom_control")).map_err(io_to_nix)?;
+        let line = format!("{} {}", efd.as_fd().as_raw_fd(), oom_control.as_raw_fd());
+        fs::write(files.file("memory", "cgroup.event_control"), line).map_err(io_to_nix)?;
+        Ok(Self {
+            fd: OwnedFd::from(efd),
+            files: files.clone(),
+            seen,
+            _oom_control: Some(oom_control),
+        })
+    }
+
+    /// Drains pending notifications; returns how many OOM kills happened since the last
+    /// call (0 on a spurious wake-up or when the cgroup is gone).
+    pub fn take(&mut self) -> u64 {
+        let mut buf = [0u8; 4096];
+        while nix::unistd::read(&self.fd, &mut buf).is_ok_and(|n| n > 0) {}
+        let now = self.files.oom_kills().unwrap_or(self.seen);
+        let new = now.saturating_sub(self.seen);
+        self.seen = now;
+        new
+    }
+
+    /// Blocks up to `timeout` for the next OOM kill; returns how many happened (0 on timeout).
+    pub fn wait(&mut self, timeout: Duration) -> u64 {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.take();
+            if n > 0 {
+                return n;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return 0;
+            }
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(ms));
+        }
+    }
+}
+
+impl AsFd for OomWatcher {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn io_to_nix(e: std::io::Error) -> nix::Error {
+    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// True if `path` (relative) exists in any hierarchy: used by tests to prove removal.
+pub fn exists_anywhere(path: &str) -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    if is_v2() {
+        return root.join(path).exists();
+    }
+    fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join(path).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_convert_like_runc() {
+        assert_eq!(shares_to_weight(0), 0);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(102), 4);
+    }
+
+    fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let p = dir.path().join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, content).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn stats_read_v2_files() {
+        let dir = fixture(&[
+            ("pod/c/cpu.stat", "usage_usec 1500\nuser_usec 1000\n"),
+            ("pod/c/memory.current", "4096\n"),
+            ("pod/c/memory.max", "max\n"),
+            ("pod/c/memory.peak", "8192\n"),
+            ("pod/c/pids.current", "3\n"),
+            ("pod/c/pids.max", "64\n"),
+            ("pod/c/memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 1\n"),
+        ]);
+        let s = CgroupFiles::new(dir.path(), "pod/c", true).stats().unwrap();
+        assert_eq!(
+            s,
+            Stats {
+                cpu_usage_ns: 1_500_000,
+                memory_usage: 4096,
+                memory_limit: None,
+                memory_max_usage: 8192,
+                pids_current: 3,
+                pids_limit: Some(64),
+                oom_kills: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn stats_read_v1_files() {
+        let dir = fixture(&[
+            ("cpuacct/c/cpuacct.usage", "123\n"),
+            ("memory/c/memory.usage_in_bytes", "10\n"),
+            ("memory/c/memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory/c/memory.max_usage_in_bytes", "20\n"),
+            (
+                "memory/c/memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+            ),
+            ("pids/c/pids.current", "1\n"),
+            ("pids/c/pids.max", "max\n"),
+        ]);
+        let s = CgroupFiles::new(dir.path(), "c", false).stats().unwrap();
+        assert_eq!(s.cpu_usage_ns, 123);
+        assert_eq!(s.memory_limit, None);
+        assert_eq!(s.memory_max_usage, 20);
+        assert_eq!(s.pids_limit, None);
+        assert_eq!(s.oom_kills, 3);
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let dir = fixture(&[]);
+        let err = CgroupFiles::new(dir.path(), "x", true).stats().unwrap_err();
+        assert!(err.to_string().contains("x/cpu.stat"), "{err}");
+    }
+}

@@ -1,0 +1,120 @@
+//! The sync channel between the runtime and a container's init helper: one
+//! `SOCK_SEQPACKET` socketpair, one JSON message per packet, close-on-exec on both ends.
+//!
+//! Close-on-exec is the signal: when container init's `execve` succeeds its end closes,
+//! so the runtime reads end-of-file; when anything fails, the child sends
+//! [`FromChild::Failed`] with the cause first (youki's `ErrorEnclosure`), so errors never
+//! surface as a bare "exit status 1".
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use oci_spec::runtime::{Process, Spec};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::namespaces::NamespacePlan;
+
+/// Largest message: a spec with many mounts and env entries stays far below this.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// One end of the channel.
+#[derive(Debug)]
+pub struct Channel(OwnedFd);
+
+impl Channel {
+    /// A connected pair (parent end, child end), both close-on-exec.
+    pub fn pair() -> io::Result<(Channel, Channel)> {
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        Ok((Channel(a), Channel(b)))
+    }
+
+    /// Wraps an inherited end (in the init helper).
+    pub(crate) fn from_fd(fd: OwnedFd) -> Channel {
+        Channel(fd)
+    }
+
+    /// Sends one message.
+    pub fn send<T: Serialize>(&self, msg: &T) -> io::Result<()> {
+        let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        send(self.0.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)?;
+        Ok(())
+    }
+
+    /// Receives one message; `None` when the peer closed its end.
+    pub fn recv<T: DeserializeOwned>(&self) -> io::Result<Option<T>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let n = loop {
+            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Err(nix::Error::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&buf[..n]).map(Some).map_err(io::Error::other)
+    }
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// What the runtime tells the init helper and container init.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToChild {
+    /// Create a container: enter namespaces, clone its init.
+    Init(Box<InitConfig>),
+    /// Enter the namespaces of a running container and run a process there.
+    Exec(Box<ExecConfig>),
+    /// The runtime has recorded the new pid: go on.
+    Continue,
+    /// `start`: exec the container's program.
+    Start,
+}
+
+/// What the init helper and container init report.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromChild {
+    /// The helper cloned the process, which has this pid in the runtime's pid namespace.
+    Spawned {
+        /// Host pid.
+        pid: i32,
+    },
+    /// Container init finished setting up and waits for `Start`.
+    Ready,
+    /// Setup failed at `stage`; `error` is the full cause chain.
+    Failed {
+        /// e.g. `rootfs`, `namespaces`, `process`.
+        stage: String,
+        /// The error, with its sources.
+        error: String,
+    },
+}
+
+/// Everything container init needs, already validated by `spec::validate`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// The OCI spec.
+    pub spec: Spec,
+    /// Absolute host path of the rootfs.
+    pub rootfs: PathBuf,
+    /// Namespaces in join order.
+    pub namespaces: Vec<NamespacePlan>,
+    /// The host runs the unified cgroup v2 hierarchy.
+    pub cgroup_v2: bool,
+}
+
+/// Everything an exec'd process needs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// Host pid of the container's init, whose namespaces are joined.
+    pub target: i32,
+    /// The process to run.
+    pub process: Process,
+}

@@ -1,0 +1,825 @@
+//! One container and its OCI lifecycle (OCI runtime spec, "Lifecycle" and "Operations"):
+//! `create` → `start` → (`kill`, `exec`, `pause`/`resume`, `update`, `stats`) → `wait` →
+//! `delete`.
+//!
+//! Every resource is recorded in `<state_root>/<id>/state.json` before it is created
+//! (cgroup path, rootfs mounts, pid), so that `delete` — from this process or another one,
+//! such as `containerd-shim-peapod-v2 delete` after a shim crash — undoes exactly what
+//! exists, and a failed `create` leaves nothing behind.
+//!
+//! Container init and exec'd processes are children of the calling process
+//! (`CLONE_PARENT`). The caller must be their only waiter: either it calls [`Container::wait`]
+//! / [`ExecProcess::wait`], or it runs its own reaper and reports exits with
+//! [`Container::record_exit`].
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio as StdStdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Process};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::{Cgroup, CgroupError, Stats};
+use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
+use crate::init::INIT_ENV;
+use crate::rootfs::{self, RootfsError, RootfsMount};
+use crate::spec::{self, SpecError};
+use crate::sys::{self, SysError};
+
+/// Where container state lives.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding one `<id>/state.json` per container; `/run/peapod/containers` by
+    /// default (tmpfs, so stale state vanishes with a reboot, like the containers).
+    pub state_root: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_root: PathBuf::from("/run/peapod/containers"),
+        }
+    }
+}
+
+/// The container's stdio, handed in by the caller (pipes, FIFOs, a pty slave, files).
+/// A missing stream is connected to `/dev/null`.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    /// fd 0 of the process.
+    pub stdin: Option<OwnedFd>,
+    /// fd 1.
+    pub stdout: Option<OwnedFd>,
+    /// fd 2.
+    pub stderr: Option<OwnedFd>,
+}
+
+/// What `create` needs besides the bundle's `config.json`.
+#[derive(Debug, Default)]
+pub struct CreateOptions {
+    /// Container id: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+    pub id: String,
+    /// The bundle directory (holds `config.json` and, usually, `rootfs/`).
+    pub bundle: PathBuf,
+    /// Filesystems to mount on the spec's `root.path` first (containerd's
+    /// `CreateTaskRequest.rootfs`); empty when the rootfs is already in place.
+    pub rootfs_mounts: Vec<RootfsMount>,
+    /// The process's stdio.
+    pub stdio: Stdio,
+}
+
+/// Lifecycle status (OCI runtime spec "State"), plus `Paused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// `create` is in progress.
+    Creating,
+    /// Init waits for `start`.
+    Created,
+    /// The program runs.
+    Running,
+    /// Frozen by `pause`.
+    Paused,
+    /// Init has exited.
+    Stopped,
+}
+
+/// The persisted state of a container (`state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Absolute rootfs path.
+    pub rootfs: PathBuf,
+    /// peapod mounted `CreateOptions::rootfs_mounts` on `rootfs` and must unmount them.
+    pub rootfs_mounted: bool,
+    /// cgroup path relative to the hierarchy roots; recorded before the cgroup is created.
+    pub cgroup_path: String,
+    /// Host pid of container init, once cloned.
+    pub pid: Option<i32>,
+    /// Start time of `pid` (clock ticks since boot, `/proc/<pid>/stat` field 22), to tell
+    /// our init from a later process that reuses the pid.
+    pub pid_start_time: Option<u64>,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Exit code once stopped: the code, or 128 + signal number.
+    pub exit_code: Option<i32>,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+}
+
+/// A lifecycle operation that failed. `id` names the container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec is invalid; nothing was created.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A container with this id exists already.
+    #[error("container {id}: already exists")]
+    AlreadyExists {
+        /// Container id.
+        id: String,
+    },
+    /// No container with this id.
+    #[error("container {id}: not found")]
+    NotFound {
+        /// Container id.
+        id: String,
+    },
+    /// The operation is not allowed in the container's current status.
+    #[error("container {id}: cannot {op} a {status:?} container")]
+    InvalidStatus {
+        /// Container id.
+        id: String,
+        /// The operation, e.g. `start`.
+        op: &'static str,
+        /// Its status.
+        status: Status,
+    },
+    /// Reading or writing the state directory failed.
+    #[error("container {id}: state {path}: {source}")]
+    State {
+        /// Container id.
+        id: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A cgroup operation failed.
+    #[error("container {id}: {source}")]
+    Cgroup {
+        /// Container id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: CgroupError,
+    },
+    /// Mounting or unmounting the rootfs layers failed.
+    #[error("container {id}: rootfs: {source}")]
+    Rootfs {
+        /// Container id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: RootfsError,
+    },
+    /// Spawning the init helper or talking to it failed.
+    #[error("container {id}: {op}: {source}")]
+    Runtime {
+        /// Container id.
+        id: String,
+        /// What we were doing.
+        op: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A raw syscall failed (pidfd, signal).
+    #[error("container {id}: {source}")]
+    Sys {
+        /// Container id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: SysError,
+    },
+    /// Container init (or an exec'd process) failed during setup; `error` is its cause
+    /// chain, e.g. `process.args[0]: executable file "nope" not found in $PATH`.
+    #[error("container {id}: {stage}: {error}")]
+    Init {
+        /// Container id.
+        id: String,
+        /// `namespaces`, `rootfs`, `process`, `exec`…
+        stage: String,
+        /// The cause, as reported by init.
+        error: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// A container created by this process or loaded from its state.
+#[derive(Debug)]
+pub struct Container {
+    config: Config,
+    state: State,
+    pidfd: Option<OwnedFd>,
+    chan: Option<Channel>,
+    cgroup: Option<Cgroup>,
+}
+
+/// Exit code of a wait status: the code, or 128 + signal (shell convention, as containerd
+/// reports it).
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), or `None`
+/// when no such process exists.
+pub fn pid_start_time(pid: Pid) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+impl Container {
+    /// Creates the container: validates the spec, records state, mounts the rootfs layers,
+    /// creates the cgroup, spawns init and sets it up, and leaves it blocked before
+    /// `execve` (status `Created`).
+    ///
+    /// Errors: [`Error::Spec`] for bad input, [`Error::AlreadyExists`], [`Error::Init`]
+    /// with init's own cause, others for host failures. On any error everything created
+    /// so far is removed again.
+    pub fn create(config: &Config, opts: CreateOptions) -> Result<Container> {
+        spec::validate_id(&opts.id)?;
+        let bundle = fs::canonicalize(&opts.bundle)
+            .map_err(|e| Error::Spec(spec::invalid("bundle", format!("{}: {e}", opts.bundle.display()))))?;
+        let oci = spec::load(&bundle)?;
+        // containerd creates `<bundle>/rootfs` before mounting layers on it; so must
+        // other callers: the directory is checked like any rootfs.
+        let plan = spec::validate(&opts.id, &bundle, &oci)?;
+
+        let dir = config.state_root.join(&opts.id);
+        fs::create_dir_all(&config.state_root).map_err(|source| Error::State {
+            id: opts.id.clone(),
+            path: config.state_root.clone(),
+            source,
+        })?;
+        if let Err(source) = fs::create_dir(&dir) {
+            return Err(if source.kind() == io::ErrorKind::AlreadyExists {
+                Error::AlreadyExists { id: opts.id }
+            } else {
+                Error::State {
+                    id: opts.id,
+                    path: dir,
+                    source,
+                }
+            });
+        }
+        let mut c = Container {
+            config: config.clone(),
+            state: State {
+                id: opts.id.clone(),
+                bundle,
+                rootfs: plan.rootfs.clone(),
+                rootfs_mounted: !opts.rootfs_mounts.is_empty(),
+                cgroup_path: plan.cgroup_path.clone(),
+                pid: None,
+                pid_start_time: None,
+                status: Status::Creating,
+                exit_code: None,
+                created: now_secs(),
+            },
+            pidfd: None,
+            chan: None,
+            cgroup: None,
+        };
+        match c.create_inner(&plan, &opts.rootfs_mounts, opts.stdio) {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                let _ = c.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    fn create_inner(&mut self, plan: &spec::Plan, layers: &[RootfsMount], stdio: Stdio) -> Result<()> {
+        let id = self.state.id.clone();
+        self.save()?;
+        if !layers.is_empty() {
+            rootfs::mount_rootfs_layers(layers, &plan.rootfs)
+                .map_err(|source| Error::Rootfs { id: id.clone(), source })?;
+        }
+        let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let cgroup =
+            Cgroup::create(&plan.cgroup_path, resources).map_err(|source| Error::Cgroup { id: id.clone(), source })?;
+        let v2 = cgroup.is_v2();
+        self.cgroup = Some(cgroup);
+
+        let cfg = ToChild::Init(Box::new(InitConfig {
+            spec: plan.spec.clone(),
+            rootfs: plan.rootfs.clone(),
+            namespaces: plan.namespaces.clone(),
+            cgroup_v2: v2,
+        }));
+        let (chan, pid) = self.spawn(&cfg, stdio)?;
+        self.state.pid = Some(pid.as_raw());
+        self.state.pid_start_time = pid_start_time(pid);
+        self.pidfd = Some(sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?);
+        self.save()?;
+        chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {
+            id: id.clone(),
+            op: "continue init",
+            source,
+        })?;
+        match chan.recv::<FromChild>() {
+            Ok(Some(FromChild::Ready)) => {}
+            other => return Err(self.init_failure(other)),
+        }
+        self.chan = Some(chan);
+        self.state.status = Status::Created;
+        self.save()
+    }
+
+    /// Spawns the init helper from our sealed binary, moves it into the cgroup, sends
+    /// `msg`, and returns the channel and the pid of the process the helper cloned.
+    fn spawn(&mut self, msg: &ToChild, stdio: Stdio) -> Result<(Channel, Pid)> {
+        let id = self.state.id.clone();
+        let rt = |op| {
+            let id = id.clone();
+            move |source| Error::Runtime { id, op, source }
+        };
+        let (parent, child) = Channel::pair().map_err(rt("socketpair"))?;
+        let exe = sys::sealed_self_exe().map_err(|source| Error::Sys { id: id.clone(), source })?;
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        cmd.env_clear()
+            .env(INIT_ENV, child.as_fd().as_raw_fd().to_string())
+            .current_dir("/")
+            .stdin(stdio.stdin.map_or_else(StdStdio::null, StdStdio::from))
+            .stdout(stdio.stdout.map_or_else(StdStdio::null, StdStdio::from))
+            .stderr(stdio.stderr.map_or_else(StdStdio::null, StdStdio::from));
+        std::os::unix::process::CommandExt::arg0(&mut cmd, "peapod-init");
+        sys::inherit_fd(&mut cmd, child.as_fd());
+        let helper = cmd.spawn().map_err(rt("spawn init helper"))?;
+        drop(child);
+        let helper_pid = Pid::from_raw(i32::try_from(helper.id()).expect("pids fit in i32"));
+
+        let result = (|| {
+            if let Some(cg) = self.cgroup.as_mut() {
+                cg.add_proc(helper_pid)
+                    .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
+            }
+            parent.send(msg).map_err(rt("send config"))?;
+            match parent.recv::<FromChild>() {
+                Ok(Some(FromChild::Spawned { pid })) => Ok(Pid::from_raw(pid)),
+                other => Err(self.init_failure(other)),
+            }
+        })();
+        // The helper exits right after reporting (or failing); reap it whatever happened.
+        if result.is_err() {
+            let _ = nix::sys::signal::kill(helper_pid, Signal::SIGKILL);
+        }
+        let _ = waitpid(helper_pid, None);
+        result.map(|pid| (parent, pid))
+    }
+
+    fn init_failure(&self, got: io::Result<Option<FromChild>>) -> Error {
+        let id = self.state.id.clone();
+        match got {
+            Ok(Some(FromChild::Failed { stage, error })) => Error::Init { id, stage, error },
+            Ok(None) => Error::Init {
+                id,
+                stage: "init".into(),
+                error: "exited during setup without reporting a cause".into(),
+            },
+            Ok(Some(other)) => Error::Init {
+                id,
+                stage: "channel".into(),
+                error: format!("unexpected message {other:?}"),
+            },
+            Err(source) => Error::Runtime {
+                id,
+                op: "read from init",
+                source,
+            },
+        }
+    }
+
+    /// Releases init to `execve` the program (status `Running`).
+    ///
+    /// Errors: [`Error::InvalidStatus`] unless `Created`; [`Error::Init`] when exec fails
+    /// (e.g. the program is not executable), in which case init has exited.
+    pub fn start(&mut self) -> Result<()> {
+        self.require(&[Status::Created], "start")?;
+        let chan = self.chan.take().ok_or_else(|| Error::Runtime {
+            id: self.state.id.clone(),
+            op: "start",
+            source: io::Error::other("the channel to init belongs to the process that created the container"),
+        })?;
+        chan.send(&ToChild::Start).map_err(|source| Error::Runtime {
+            id: self.state.id.clone(),
+            op: "start",
+            source,
+        })?;
+        match chan.recv::<FromChild>() {
+            // Close-on-exec closed init's end: the program runs.
+            Ok(None) => {
+                self.state.status = Status::Running;
+                self.save()
+            }
+            other => {
+                let err = self.init_failure(other);
+                // Init exits after reporting; the caller's wait collects its status.
+                self.state.status = Status::Stopped;
+                let _ = self.save();
+                Err(err)
+            }
+        }
+    }
+
+    fn require(&self, allowed: &[Status], op: &'static str) -> Result<()> {
+        let status = self.status();
+        if allowed.contains(&status) {
+            Ok(())
+        } else {
+            Err(Error::InvalidStatus {
+                id: self.state.id.clone(),
+                op,
+                status,
+            })
+        }
+    }
+
+    /// The container id.
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    /// Host pid of container init, once cloned.
+    pub fn pid(&self) -> Option<Pid> {
+        self.state.pid.map(Pid::from_raw)
+    }
+
+    /// The persisted state, with `status` refreshed.
+    pub fn state(&self) -> State {
+        let mut s = self.state.clone();
+        s.status = self.status();
+        s
+    }
+
+    /// Current status: the recorded one, or `Stopped` when init no longer exists (or its
+    /// pid now belongs to another process).
+    pub fn status(&self) -> Status {
+        match (self.state.status, self.state.pid) {
+            (Status::Stopped, _) | (Status::Creating, _) => self.state.status,
+            (_, None) => self.state.status,
+            (s, Some(pid)) => {
+                let pid = Pid::from_raw(pid);
+                let alive =
+                    pid_start_time(pid).is_some_and(|t| Some(t) == self.state.pid_start_time) && !is_zombie(pid);
+                if alive {
+                    s
+                } else {
+                    Status::Stopped
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to init, or with `all` to every process in the container's cgroup.
+    /// Errors: [`Error::InvalidStatus`] when the container has stopped (unless `all`).
+    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+        let id = self.state.id.clone();
+        if all {
+            let cg = self.cgroup()?;
+            return cg.signal_all(signal).map_err(|source| Error::Cgroup { id, source });
+        }
+        self.require(&[Status::Created, Status::Running, Status::Paused], "kill")?;
+        match &self.pidfd {
+            Some(fd) => sys::pidfd_send_signal(fd.as_fd(), signal).map_err(|source| Error::Sys { id, source }),
+            None => {
+                let pid = self.pid().ok_or(Error::InvalidStatus {
+                    id: id.clone(),
+                    op: "kill",
+                    status: self.state.status,
+                })?;
+                nix::sys::signal::kill(pid, signal).map_err(|e| Error::Sys {
+                    id,
+                    source: SysError {
+                        op: format!("kill({pid}, {signal})"),
+                        source: e.into(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// Waits for init to exit and returns its exit code (code, or 128 + signal).
+    /// Only for callers that do not run their own reaper.
+    pub fn wait(&mut self) -> Result<i32> {
+        if let Some(code) = self.state.exit_code {
+            return Ok(code);
+        }
+        let pid = self.pid().ok_or(Error::InvalidStatus {
+            id: self.state.id.clone(),
+            op: "wait for",
+            status: self.state.status,
+        })?;
+        loop {
+            match waitpid(pid, None) {
+                Ok(st) => {
+                    if let Some(code) = exit_code(st) {
+                        self.record_exit(code)?;
+                        return Ok(code);
+                    }
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    return Err(Error::Sys {
+                        id: self.state.id.clone(),
+                        source: SysError {
+                            op: format!("waitpid({pid})"),
+                            source: e.into(),
+                        },
+                    })
+                }
+            }
+        }
+    }
+
+    /// Non-blocking [`Container::wait`]: `None` while init runs.
+    pub fn try_wait(&mut self) -> Result<Option<i32>> {
+        if let Some(code) = self.state.exit_code {
+            return Ok(Some(code));
+        }
+        let Some(pid) = self.pid() else { return Ok(None) };
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(st) => match exit_code(st) {
+                Some(code) => {
+                    self.record_exit(code)?;
+                    Ok(Some(code))
+                }
+                None => Ok(None),
+            },
+            Err(e) => Err(Error::Sys {
+                id: self.state.id.clone(),
+                source: SysError {
+                    op: format!("waitpid({pid})"),
+                    source: e.into(),
+                },
+            }),
+        }
+    }
+
+    /// Records init's exit, for callers whose own reaper collected it.
+    pub fn record_exit(&mut self, code: i32) -> Result<()> {
+        self.state.exit_code = Some(code);
+        self.state.status = Status::Stopped;
+        self.pidfd = None;
+        self.save()
+    }
+
+    /// Runs `process` inside the running container: it joins all of init's namespaces
+    /// and its cgroup, and gets its own user, capabilities, env and cwd. Returns once the
+    /// program has been exec'd.
+    ///
+    /// Errors: [`Error::Spec`] for an invalid process, [`Error::InvalidStatus`] unless
+    /// `Running`, [`Error::Init`] with the cause when setup or exec fails.
+    pub fn exec(&mut self, process: &Process, stdio: Stdio) -> Result<ExecProcess> {
+        spec::validate_process("process", process)?;
+        self.require(&[Status::Running], "exec in")?;
+        let target = self.state.pid.expect("running containers have a pid");
+        let msg = ToChild::Exec(Box::new(ExecConfig {
+            target,
+            process: process.clone(),
+        }));
+        let (chan, pid) = self.spawn(&msg, stdio)?;
+        let id = self.state.id.clone();
+        let pidfd = sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?;
+        chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {
+            id,
+            op: "continue exec",
+            source,
+        })?;
+        match chan.recv::<FromChild>() {
+            Ok(None) => Ok(ExecProcess { pid, pidfd }),
+            other => {
+                let err = self.init_failure(other);
+                let _ = waitpid(pid, None);
+                Err(err)
+            }
+        }
+    }
+
+    /// Processes in the container's cgroup.
+    pub fn pids(&self) -> Result<Vec<Pid>> {
+        Ok(self.cgroup()?.procs())
+    }
+
+    /// Freezes every process (status `Paused`).
+    pub fn pause(&mut self) -> Result<()> {
+        self.require(&[Status::Running], "pause")?;
+        self.freeze(true, Status::Paused)
+    }
+
+    /// Thaws a paused container (status `Running`).
+    pub fn resume(&mut self) -> Result<()> {
+        self.require(&[Status::Paused], "resume")?;
+        self.freeze(false, Status::Running)
+    }
+
+    fn freeze(&mut self, frozen: bool, next: Status) -> Result<()> {
+        let id = self.state.id.clone();
+        self.cgroup()?
+            .freeze(frozen)
+            .map_err(|source| Error::Cgroup { id, source })?;
+        self.state.status = next;
+        self.save()
+    }
+
+    /// Applies new `linux.resources` to the running container.
+    pub fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+        let id = self.state.id.clone();
+        self.cgroup()?;
+        let cg = self.cgroup.as_mut().expect("checked just above");
+        cg.update(resources).map_err(|source| Error::Cgroup { id, source })
+    }
+
+    /// cgroup statistics (cpu, memory, pids, OOM kills).
+    pub fn stats(&self) -> Result<Stats> {
+        let id = self.state.id.clone();
+        self.cgroup()?
+            .files()
+            .stats()
+            .map_err(|source| Error::Cgroup { id, source })
+    }
+
+    /// The container's cgroup.
+    pub fn cgroup(&self) -> Result<&Cgroup> {
+        self.cgroup.as_ref().ok_or_else(|| Error::NotFound {
+            id: self.state.id.clone(),
+        })
+    }
+
+    /// Deletes the container: kills whatever still runs in its cgroup (with `force`; else a
+    /// running container is an error), reaps init if it is our child, removes the cgroup,
+    /// unmounts the rootfs layers and removes the state directory.
+    pub fn delete(mut self, force: bool) -> Result<()> {
+        if !force {
+            self.require(&[Status::Created, Status::Stopped], "delete")?;
+        }
+        self.destroy()
+    }
+
+    fn destroy(&mut self) -> Result<()> {
+        let id = self.state.id.clone();
+        self.chan = None;
+        if let Some(cg) = &self.cgroup {
+            if cg.exists() {
+                let _ = cg.freeze(false);
+                let _ = cg.signal_all(Signal::SIGKILL);
+            }
+        }
+        if let Some(pid) = self.pid() {
+            if self.state.exit_code.is_none()
+                && self.state.pid_start_time.is_some()
+                && self.state.pid_start_time == pid_start_time(pid)
+            {
+                if let Some(fd) = &self.pidfd {
+                    let _ = sys::pidfd_send_signal(fd.as_fd(), Signal::SIGKILL);
+                }
+                // Reap it if it is our child; ECHILD means another process owns it.
+                if let Ok(st) = waitpid(pid, None) {
+                    if let Some(code) = exit_code(st) {
+                        self.state.exit_code = Some(code);
+                    }
+                }
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            if cg.exists() {
+                cg.destroy(Duration::from_secs(5))
+                    .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
+            }
+        }
+        if self.state.rootfs_mounted {
+            rootfs::unmount_all(&self.state.rootfs).map_err(|source| Error::Rootfs { id: id.clone(), source })?;
+        }
+        let dir = self.dir();
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::State { id, path: dir, source }),
+        }
+    }
+
+    /// Loads a container from its state (e.g. for `delete` in another process). Its init,
+    /// if still running, is not our child: only `kill`, `pids`, `stats` and `delete` apply.
+    pub fn load(config: &Config, id: &str) -> Result<Container> {
+        spec::validate_id(id)?;
+        let path = config.state_root.join(id).join("state.json");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound { id: id.to_string() }),
+            Err(source) => {
+                return Err(Error::State {
+                    id: id.to_string(),
+                    path,
+                    source,
+                })
+            }
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| Error::State {
+            id: id.to_string(),
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        let cgroup = Cgroup::open(&state.cgroup_path).ok();
+        let pidfd = state
+            .pid
+            .map(Pid::from_raw)
+            .filter(|p| pid_start_time(*p).is_some() && pid_start_time(*p) == state.pid_start_time)
+            .and_then(|p| sys::pidfd_open(p).ok());
+        Ok(Container {
+            config: config.clone(),
+            state,
+            pidfd,
+            chan: None,
+            cgroup,
+        })
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.config.state_root.join(&self.state.id)
+    }
+
+    fn save(&self) -> Result<()> {
+        let path = self.dir().join("state.json");
+        let tmp = self.dir().join("state.json.tmp");
+        let err = |source| Error::State {
+            id: self.state.id.clone(),
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(&self.state).map_err(|e| err(io::Error::other(e)))?;
+        fs::write(&tmp, text).map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)
+    }
+}
+
+fn is_zombie(pid: Pid) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// A process started by [`Container::exec`]; a child of the caller.
+#[derive(Debug)]
+pub struct ExecProcess {
+    pid: Pid,
+    pidfd: OwnedFd,
+}
+
+impl ExecProcess {
+    /// Host pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Sends `signal` through the pidfd (never a recycled pid).
+    pub fn kill(&self, signal: Signal) -> std::result::Result<(), SysError> {
+        sys::pidfd_send_signal(self.pidfd.as_fd(), signal)
+    }
+
+    /// Waits for the process and returns its exit code (code, or 128 + signal).
+    pub fn wait(self) -> std::result::Result<i32, SysError> {
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(st) => {
+                    if let Some(code) = exit_code(st) {
+                        return Ok(code);
+                    }
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    return Err(SysError {
+                        op: format!("waitpid({})", self.pid),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// True if `path` is a mount point in this process's mount namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
+}

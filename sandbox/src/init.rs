@@ -1,0 +1,178 @@
+//! The container init helper: the child side of `create` and `exec`.
+//!
+//! A multi-threaded runtime (the shim runs tokio) must not fork and keep running Rust in
+//! the child (malloc locks held by other threads; runwasi #357). So the runtime spawns a
+//! fresh copy of its own binary from a sealed memfd ([`crate::sys::sealed_self_exe`]) with
+//! `_PEAPOD_INIT=<fd>` in its environment. Every binary that links `sandbox` calls
+//! [`run_if_requested`] first thing in `main`; in the helper it never returns.
+//!
+//! The helper is single-threaded, so it may fork. For `create` it:
+//! 1. reads the [`InitConfig`] (it is already in the container's cgroup: the runtime moved
+//!    it there before sending the config, so a new cgroup namespace is rooted there);
+//! 2. writes `oom_score_adj` (inherited by its children);
+//! 3. joins and creates namespaces ([`crate::namespaces::enter`]);
+//! 4. clones container init with `CLONE_PARENT` so init is the runtime's child (and PID 1
+//!    of a new pid namespace), reports its pid and exits.
+//!
+//! Container init then waits for `Continue`, builds its mount table, applies the process
+//! settings, reports `Ready`, and blocks until `Start`, when it `execve`s the program.
+//! Exec'd processes take the same path but join the namespaces of the running init.
+
+use std::convert::Infallible;
+use std::os::fd::RawFd;
+
+use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
+use crate::sys::{self, CloneResult};
+use crate::{namespaces, process, rootfs};
+
+/// Environment variable naming the channel fd of an init helper.
+pub const INIT_ENV: &str = "_PEAPOD_INIT";
+
+/// An init-side failure: the stage and the full cause chain, sent back to the runtime.
+#[derive(Debug)]
+struct Failure {
+    stage: &'static str,
+    error: String,
+}
+
+trait Stage<T> {
+    fn stage(self, stage: &'static str) -> Result<T, Failure>;
+}
+
+impl<T, E: std::error::Error> Stage<T> for Result<T, E> {
+    fn stage(self, stage: &'static str) -> Result<T, Failure> {
+        self.map_err(|e| Failure {
+            stage,
+            error: chain(&e),
+        })
+    }
+}
+
+/// `error: cause: cause…`, every source in the chain once.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// If this process is an init helper, runs it and exits; otherwise returns at once.
+/// Call it first in `main`, before any thread is started.
+pub fn run_if_requested() {
+    let Some(value) = std::env::var_os(INIT_ENV) else {
+        return;
+    };
+    std::env::remove_var(INIT_ENV);
+    let fd: RawFd = match value.to_str().and_then(|v| v.parse().ok()) {
+        Some(fd) => fd,
+        None => {
+            eprintln!("peapod init: {INIT_ENV}={value:?} is not an fd number");
+            std::process::exit(2);
+        }
+    };
+    let chan = match sys::adopt_inherited_fd(fd) {
+        Ok(fd) => Channel::from_fd(fd),
+        Err(e) => {
+            eprintln!("peapod init: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = helper(&chan);
+    if let Err(f) = result {
+        let _ = chan.send(&FromChild::Failed {
+            stage: f.stage.to_string(),
+            error: f.error,
+        });
+        std::process::exit(1);
+    }
+    std::process::exit(0);
+}
+
+fn helper(chan: &Channel) -> Result<(), Failure> {
+    let msg = chan.recv::<ToChild>().stage("channel")?;
+    match msg {
+        Some(ToChild::Init(cfg)) => {
+            if let Some(adj) = cfg.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+                process::set_oom_score_adj(adj).stage("process")?;
+            }
+            namespaces::enter(&cfg.namespaces).stage("namespaces")?;
+            spawn(chan, |chan| container_init(chan, &cfg))
+        }
+        Some(ToChild::Exec(cfg)) => {
+            if let Some(adj) = cfg.process.oom_score_adj() {
+                process::set_oom_score_adj(adj).stage("process")?;
+            }
+            let target = nix::unistd::Pid::from_raw(cfg.target);
+            namespaces::join_all_of(target).stage("namespaces")?;
+            spawn(chan, |chan| exec_process(chan, &cfg))
+        }
+        other => Err(Failure {
+            stage: "channel",
+            error: format!("expected a config, got {other:?}"),
+        }),
+    }
+}
+
+/// Clones the real process; in the clone runs `body`, reporting its failure and exiting.
+fn spawn(chan: &Channel, body: impl FnOnce(&Channel) -> Result<Infallible, Failure>) -> Result<(), Failure> {
+    match sys::clone_parent().stage("clone")? {
+        CloneResult::Parent(pid) => chan.send(&FromChild::Spawned { pid: pid.as_raw() }).stage("channel"),
+        CloneResult::Child => {
+            let Err(f) = body(chan);
+            let _ = chan.send(&FromChild::Failed {
+                stage: f.stage.to_string(),
+                error: f.error,
+            });
+            std::process::exit(1);
+        }
+    }
+}
+
+fn wait_for(chan: &Channel, want: &str) -> Result<(), Failure> {
+    match chan.recv::<ToChild>().stage("channel")? {
+        Some(ToChild::Continue) if want == "continue" => Ok(()),
+        Some(ToChild::Start) if want == "start" => Ok(()),
+        // The runtime went away: nobody will ever start us.
+        None => std::process::exit(1),
+        Some(other) => Err(Failure {
+            stage: "channel",
+            error: format!("expected {want}, got {other:?}"),
+        }),
+    }
+}
+
+fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failure> {
+    wait_for(chan, "continue")?;
+    nix::unistd::setsid().stage("process")?;
+    rootfs::prepare(&cfg.spec, &cfg.rootfs, cfg.cgroup_v2).stage("rootfs")?;
+    rootfs::finalize(&cfg.spec).stage("rootfs")?;
+    let process = cfg.spec.process().as_ref().expect("validated: process present");
+    process::apply(process).stage("process")?;
+    process::enter_cwd(process).stage("process")?;
+    let program = process::find_program(process).stage("process")?;
+    // Nothing the runtime had open may reach the program (CVE-2024-21626); our channel is
+    // close-on-exec already, so its closing tells the runtime that exec succeeded.
+    sys::cloexec_from(3).stage("process")?;
+    sys::reset_signals().stage("process")?;
+    chan.send(&FromChild::Ready).stage("channel")?;
+    wait_for(chan, "start")?;
+    Err(process::exec(process, &program)).stage("exec")
+}
+
+fn exec_process(chan: &Channel, cfg: &ExecConfig) -> Result<Infallible, Failure> {
+    wait_for(chan, "continue")?;
+    nix::unistd::setsid().stage("process")?;
+    process::apply(&cfg.process).stage("process")?;
+    process::enter_cwd(&cfg.process).stage("process")?;
+    let program = process::find_program(&cfg.process).stage("process")?;
+    sys::cloexec_from(3).stage("process")?;
+    sys::reset_signals().stage("process")?;
+    Err(process::exec(&cfg.process, &program)).stage("exec")
+}

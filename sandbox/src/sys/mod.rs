@@ -1,0 +1,245 @@
+//! The only module with `unsafe`: raw syscalls that `nix` does not wrap, each behind a
+//! typed, safe function.
+//!
+//! Everything here is either async-signal-safe (it may run between `fork` and `exec`) or
+//! runs in the single-threaded init helper, never in a multi-threaded parent after fork.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// Failure of a raw syscall wrapper; `op` names the syscall and its target.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct SysError {
+    /// The operation that failed, e.g. `"pidfd_open(4242)"`.
+    pub op: String,
+    /// The errno the kernel returned.
+    #[source]
+    pub source: io::Error,
+}
+
+fn last_error(op: impl Into<String>) -> SysError {
+    SysError {
+        op: op.into(),
+        source: io::Error::last_os_error(),
+    }
+}
+
+/// Process ids as returned by `clone`: `Child` in the new process, `Parent(pid)` in the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneResult {
+    /// We are the new process.
+    Child,
+    /// We are the caller; the new process has this pid (in our pid namespace).
+    Parent(Pid),
+}
+
+/// `clone(CLONE_PARENT | SIGCHLD)` without a new stack: a `fork` whose child becomes a
+/// sibling of the caller, i.e. a child of the caller's parent. runc's nsexec uses the same
+/// trick so that container init is a direct child of the runtime that waits for it.
+///
+/// A pid namespace created by `unshare(CLONE_NEWPID)` (or joined by `setns`) before this
+/// call applies to the new process, which becomes its PID 1 when the namespace is new.
+///
+/// Only call from a single-threaded process (the init helper): as with `fork`, only the
+/// calling thread is copied.
+pub fn clone_parent() -> Result<CloneResult, SysError> {
+    let flags = libc::CLONE_PARENT as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: the raw clone syscall with a null stack behaves like fork(2): the child gets a
+    // copy-on-write copy of our address space and continues on the same (copied) stack. The
+    // pointer arguments are null because neither CLONE_PARENT_SETTID, CLONE_CHILD_SETTID
+    // nor CLONE_SETTLS is set. The caller is single-threaded, so no lock can be held by a
+    // thread that does not exist in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(last_error("clone(CLONE_PARENT)")),
+        0 => Ok(CloneResult::Child),
+        pid => Ok(CloneResult::Parent(Pid::from_raw(
+            i32::try_from(pid).expect("kernel pids fit in i32"),
+        ))),
+    }
+}
+
+/// Opens a pidfd for `pid` (`pidfd_open(2)`, Linux 5.3+). Signals sent through it can never
+/// hit a recycled pid.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, SysError> {
+    // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd or -1; it touches
+    // no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(last_error(format!("pidfd_open({pid})")));
+    }
+    let fd = RawFd::try_from(fd).expect("fds fit in i32");
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `signal` to the process behind `pidfd` (`pidfd_send_signal(2)`).
+/// ESRCH (the process has exited) is reported as an error like any other.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> Result<(), SysError> {
+    // SAFETY: pidfd is a valid open fd borrowed for the call; info is null, which the kernel
+    // accepts and fills in as kill(2) would.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null_mut::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(last_error(format!("pidfd_send_signal({signal})")));
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` upwards close-on-exec (`close_range(2)` with
+/// `CLOSE_RANGE_CLOEXEC`, Linux 5.11+), so that nothing the runtime had open leaks into
+/// the container's program (CVE-2024-21626 class).
+pub fn cloexec_from(first: RawFd) -> Result<(), SysError> {
+    let first = libc::c_uint::try_from(first).expect("fd numbers are non-negative");
+    // SAFETY: close_range only changes fd flags in our own table; no memory is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        return Err(last_error("close_range(CLOSE_RANGE_CLOEXEC)"));
+    }
+    Ok(())
+}
+
+/// Lets `fd` survive the `exec` of a command spawned from `cmd`, as fd number `fd` in the
+/// child, and nothing else: the flag is cleared only in the forked child, between fork and
+/// exec, so concurrent spawns elsewhere in a multi-threaded caller never inherit it.
+pub fn inherit_fd(cmd: &mut Command, fd: BorrowedFd<'_>) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl(2),
+    // which is async-signal-safe; it allocates nothing and takes no locks. `raw` stays open
+    // in the parent until spawn returns because the caller holds the borrow.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of fd number `fd`, inherited from our parent across exec, after
+/// checking that it is open. Used once, by the init helper, for its channel.
+pub fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, SysError> {
+    // SAFETY: F_GETFD only reads the fd's flags; an invalid fd yields EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(last_error(format!("inherited fd {fd}")));
+    }
+    // SAFETY: the fd is open (checked above) and was handed to this process by its parent
+    // for this sole purpose; nothing else in the fresh process refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Restores every signal to its default disposition and unblocks all signals, so the
+/// container's program starts as a freshly exec'd process should: Rust's runtime ignores
+/// SIGPIPE in our binary, and ignored dispositions and the mask survive `execve`.
+pub fn reset_signals() -> Result<(), SysError> {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL passes no handler code; invalid numbers (the ones
+        // glibc reserves) fail with EINVAL and are skipped.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let empty = nix::sys::signal::SigSet::empty();
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&empty), None).map_err(|e| {
+        SysError {
+            op: "sigprocmask(SIG_SETMASK, {})".into(),
+            source: e.into(),
+        }
+    })
+}
+
+static SEALED_EXE: OnceLock<OwnedFd> = OnceLock::new();
+
+/// A sealed, read-only in-memory copy of our own executable, created once per process.
+///
+/// The container init helper is executed from this copy (`/proc/self/fd/N`), never from the
+/// file on disk: a process in the container that opens `/proc/<helper>/exe` for writing
+/// gets a memfd whose write, grow and shrink seals are set, so it can never overwrite the
+/// runtime binary on the host (CVE-2019-5736; youki and runc use the same defence).
+pub fn sealed_self_exe() -> Result<BorrowedFd<'static>, SysError> {
+    if let Some(fd) = SEALED_EXE.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd = seal_copy_of("/proc/self/exe")?;
+    // Another thread may have won the race; its copy is as good as ours.
+    let _ = SEALED_EXE.set(fd);
+    Ok(SEALED_EXE.get().expect("set just above").as_fd())
+}
+
+fn seal_copy_of(path: &str) -> Result<OwnedFd, SysError> {
+    let op = |what: &str| format!("sealed copy of {path}: {what}");
+    let memfd =
+        memfd_create("peapod-init", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(|e| SysError {
+            op: op("memfd_create"),
+            source: e.into(),
+        })?;
+    let mut src = File::open(path).map_err(|e| SysError {
+        op: op("open"),
+        source: e,
+    })?;
+    let mut dst = File::from(memfd);
+    io::copy(&mut src, &mut dst).map_err(|e| SysError {
+        op: op("copy"),
+        source: e,
+    })?;
+    let memfd = OwnedFd::from(dst);
+    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    fcntl(&memfd, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| SysError {
+        op: op("F_ADD_SEALS"),
+        source: e.into(),
+    })?;
+    Ok(memfd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_exe_refuses_writes() {
+        let fd = sealed_self_exe().unwrap();
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, b"x"))
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    }
+}

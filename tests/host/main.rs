@@ -1,0 +1,786 @@
+//! Privileged host suite: the sandbox crate's container lifecycle against the real kernel,
+//! as root. Each test checks an observable effect from inside the container and/or from
+//! the host, and that nothing is left behind.
+//!
+//! `harness = false`: this binary is also the container init helper (see
+//! `sandbox::init`), so `main` dispatches to it before running tests.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use libtest_mimic::{Arguments, Trial};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, UserBuilder,
+};
+use peapod_tests::*;
+use sandbox::cgroups;
+use sandbox::{Error, Status, Stdio};
+
+fn sh(script: &str) -> Vec<&str> {
+    vec!["sh", "-c", script]
+}
+
+fn runs_a_process_and_reports_its_exit_code() -> Result<()> {
+    let b = Bundle::new("exitcode", &sh("echo hello; echo oops >&2; exit 3"))?;
+    let out = b.run()?;
+    ensure!(out.code == 3, "exit code {out:?}");
+    ensure!(out.stdout == "hello\n", "{out:?}");
+    ensure!(out.stderr == "oops\n", "{out:?}");
+    Ok(())
+}
+
+fn create_blocks_before_exec_until_start() -> Result<()> {
+    let b = Bundle::new("blocked", &sh("echo ran"))?;
+    let (r, w) = pipe()?;
+    let mut c = b.create(Stdio {
+        stdout: Some(w),
+        ..Default::default()
+    })?;
+    let pid = c.pid().context("pid")?;
+    ensure!(c.status() == Status::Created, "status {:?}", c.status());
+    // Init is parked in our sealed binary, not yet the container's program.
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))?;
+    ensure!(
+        exe.to_string_lossy().contains("memfd:peapod-init"),
+        "init exe before start: {exe:?}"
+    );
+    let out = reader(r);
+    std::thread::sleep(Duration::from_millis(100));
+    ensure!(!out.is_finished(), "the program produced output before start");
+    c.start()?;
+    ensure!(c.wait()? == 0);
+    ensure!(out.join().unwrap()? == "ran\n");
+    c.delete(false)?;
+    b.assert_clean(Some(pid))
+}
+
+fn namespaces_are_private_and_hostname_is_set() -> Result<()> {
+    let b = Bundle::new(
+        "ns",
+        &sh("echo $$; hostname; readlink /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts; cat /proc/self/cgroup"),
+    )?;
+    let out = b.run()?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    ensure!(lines[0] == "1", "container shell is not PID 1: {out:?}");
+    ensure!(lines[1] == "peapod", "hostname: {out:?}");
+    for (i, ns) in ["net", "ipc", "uts"].iter().enumerate() {
+        let host = fs::read_link(format!("/proc/self/ns/{ns}"))?;
+        ensure!(
+            lines[2 + i] != host.to_string_lossy(),
+            "{ns} namespace is the host's: {out:?}"
+        );
+    }
+    // In its own cgroup namespace the container sees itself at the root.
+    for l in &lines[5..] {
+        ensure!(l.ends_with(":/"), "cgroup namespace not rooted at the container: {l}");
+    }
+    Ok(())
+}
+
+fn joins_a_namespace_by_path() -> Result<()> {
+    let a = Bundle::new("nsowner", &["sleep", "30"])?;
+    let mut ca = a.create(Stdio::default())?;
+    ca.start()?;
+    let apid = ca.pid().context("pid")?;
+    let a_net = fs::read_link(format!("/proc/{apid}/ns/net"))?;
+
+    let mut b = Bundle::new("nsjoiner", &sh("readlink /proc/self/ns/net"))?;
+    let path = format!("/proc/{apid}/ns/net");
+    let linux = b.spec.linux_mut().as_mut().unwrap();
+    let mut nss = linux.namespaces().clone().unwrap();
+    nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
+    nss.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(path)
+            .build()?,
+    );
+    linux.set_namespaces(Some(nss));
+    let out = b.run();
+    ca.kill(Signal::SIGKILL, false)?;
+    ensure!(ca.wait()? == 137);
+    ca.delete(false)?;
+    a.assert_clean(Some(apid))?;
+    let out = out?;
+    ensure!(
+        out.stdout.trim() == a_net.to_string_lossy(),
+        "joined {:?}, wanted {a_net:?}",
+        out.stdout
+    );
+    Ok(())
+}
+
+fn unknown_namespace_path_is_refused_and_leaves_nothing() -> Result<()> {
+    let mut b = Bundle::new("badns", &["true"])?;
+    let linux = b.spec.linux_mut().as_mut().unwrap();
+    let mut nss = linux.namespaces().clone().unwrap();
+    nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
+    nss.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path("/run/netns/does-not-exist")
+            .build()?,
+    );
+    linux.set_namespaces(Some(nss));
+    let err = b.create(Stdio::default()).err().context("create succeeded")?;
+    let msg = err.to_string();
+    ensure!(
+        msg.contains("linux.namespaces[net].path") && msg.contains("does-not-exist"),
+        "{msg}"
+    );
+    b.assert_clean(None)
+}
+
+fn capabilities_and_no_new_privs_apply() -> Result<()> {
+    let b = Bundle::new("caps", &["cat", "/proc/self/status"])?;
+    let out = b.run()?;
+    let st = proc_status(&out.stdout);
+    let want = format!("{:016x}", cap_mask(&default_caps()));
+    ensure!(st["CapEff"] == want, "CapEff {} want {want}", st["CapEff"]);
+    ensure!(st["CapBnd"] == want, "CapBnd {} want {want}", st["CapBnd"]);
+    ensure!(st["CapAmb"] == "0000000000000000", "CapAmb {}", st["CapAmb"]);
+    ensure!(st["CapInh"] == "0000000000000000", "CapInh {}", st["CapInh"]);
+    ensure!(st["NoNewPrivs"] == "1", "NoNewPrivs {}", st["NoNewPrivs"]);
+    // No ignored or blocked signal leaks from the runtime (Rust ignores SIGPIPE).
+    ensure!(st["SigIgn"] == "0000000000000000", "SigIgn {}", st["SigIgn"]);
+    ensure!(st["SigBlk"] == "0000000000000000", "SigBlk {}", st["SigBlk"]);
+    Ok(())
+}
+
+fn user_groups_rlimits_and_umask_apply() -> Result<()> {
+    let mut b = Bundle::new(
+        "user",
+        &sh("grep -E '^(Uid|Gid|Groups):' /proc/self/status; ulimit -n; umask; cat /proc/self/oom_score_adj"),
+    )?;
+    let p = b.spec.process_mut().as_mut().unwrap();
+    p.set_user(
+        UserBuilder::default()
+            .uid(1000u32)
+            .gid(1001u32)
+            .additional_gids(vec![10u32, 20])
+            .umask(0o027u32)
+            .build()?,
+    );
+    p.set_rlimits(Some(vec![PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(512u64)
+        .hard(700u64)
+        .build()?]));
+    p.set_oom_score_adj(Some(500));
+    let out = b.run()?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    ensure!(lines.len() == 6, "{out:?}");
+    ensure!(lines[0].split_whitespace().skip(1).all(|v| v == "1000"), "{}", lines[0]);
+    ensure!(lines[1].split_whitespace().skip(1).all(|v| v == "1001"), "{}", lines[1]);
+    ensure!(
+        lines[2].split_whitespace().skip(1).collect::<Vec<_>>() == ["10", "20"],
+        "{}",
+        lines[2]
+    );
+    ensure!(lines[3] == "512", "ulimit -n {}", lines[3]);
+    ensure!(lines[4] == "0027", "umask {}", lines[4]);
+    ensure!(lines[5] == "500", "oom_score_adj {}", lines[5]);
+    Ok(())
+}
+
+fn lowering_oom_score_adj_is_reported_clearly() -> Result<()> {
+    let mut b = Bundle::new("oomadj", &["cat", "/proc/self/oom_score_adj"])?;
+    b.spec.process_mut().as_mut().unwrap().set_oom_score_adj(Some(-500));
+    // Where the kernel allows lowering (the VM), it must apply; where it refuses (these
+    // hosts, EACCES), the error must say what and why, and nothing may be left.
+    let allowed = fs::write("/proc/self/oom_score_adj", "-1").is_ok();
+    let _ = fs::write("/proc/self/oom_score_adj", "0");
+    if allowed {
+        let out = b.run()?;
+        ensure!(out.stdout.trim() == "-500", "{out:?}");
+        return Ok(());
+    }
+    let err = b
+        .create(Stdio::default())
+        .err()
+        .context("create succeeded although the kernel refuses")?;
+    let msg = err.to_string();
+    ensure!(
+        msg.contains("process.oomScoreAdj -500") && msg.contains("EACCES") && msg.contains("restrict_oom_score_adj"),
+        "{msg}"
+    );
+    b.assert_clean(None)
+}
+
+fn masked_and_readonly_paths_hold() -> Result<()> {
+    let b = Bundle::new(
+        "masked",
+        &sh("wc -c < /proc/timer_list; echo 1 > /proc/sys/kernel/domainname && echo wrote || echo refused; ls /sys/firmware | wc -l; touch /sys/x 2>/dev/null && echo sys-rw || echo sys-ro"),
+    )?;
+    // Masked for the container, readable on the host.
+    ensure!(
+        !fs::read("/proc/timer_list")?.is_empty(),
+        "/proc/timer_list is empty on the host"
+    );
+    let out = b.run()?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    ensure!(lines == ["0", "refused", "0", "sys-ro"], "{out:?}");
+    Ok(())
+}
+
+fn readonly_root_refuses_writes() -> Result<()> {
+    let mut b = Bundle::new(
+        "roroot",
+        &sh("touch /newfile && echo wrote || echo refused; touch /tmp/x && echo tmp-wrote || echo tmp-refused"),
+    )?;
+    b.spec.root_mut().as_mut().unwrap().set_readonly(Some(true));
+    let out = b.run()?;
+    ensure!(out.stdout == "refused\ntmp-refused\n", "{out:?}");
+    Ok(())
+}
+
+fn dev_has_default_nodes_and_spec_devices() -> Result<()> {
+    let mut b = Bundle::new(
+        "dev",
+        &sh("ls /dev | sort | tr '\\n' ' '; echo; ls -ln /dev/mydev; echo x > /dev/null && echo null-ok"),
+    )?;
+    let dev = LinuxDeviceBuilder::default()
+        .path("/dev/mydev")
+        .typ(LinuxDeviceType::C)
+        .major(1)
+        .minor(5)
+        .file_mode(0o600u32)
+        .uid(7u32)
+        .gid(8u32)
+        .build()?;
+    b.spec.linux_mut().as_mut().unwrap().set_devices(Some(vec![dev]));
+    let out = b.run()?;
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    for want in [
+        "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "ptmx", "pts", "shm",
+        "mqueue", "mydev",
+    ] {
+        ensure!(
+            lines[0].split(' ').any(|n| n == want),
+            "/dev lacks {want}: {}",
+            lines[0]
+        );
+    }
+    let f: Vec<&str> = lines[1].split_whitespace().collect();
+    ensure!(
+        f[0] == "crw-------" && f[2] == "7" && f[3] == "8" && f[4] == "1," && f[5] == "5",
+        "mydev: {}",
+        lines[1]
+    );
+    ensure!(lines[2] == "null-ok", "{out:?}");
+    Ok(())
+}
+
+fn bind_mounts_honour_their_options() -> Result<()> {
+    let host = tempfile::tempdir()?;
+    fs::write(host.path().join("in"), "from-host")?;
+    let mut b = Bundle::new(
+        "bind",
+        &sh("cat /ro/in; touch /ro/x 2>/dev/null && echo ro-wrote || echo ro-refused; echo from-container > /rw/out"),
+    )?;
+    let bind = |dest: &str, opts: &[&str]| {
+        MountBuilder::default()
+            .destination(dest)
+            .typ("bind")
+            .source(host.path())
+            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+    };
+    let mounts = b.spec.mounts_mut().as_mut().unwrap();
+    mounts.push(bind("/ro", &["rbind", "ro", "nosuid", "nodev"])?);
+    mounts.push(bind("/rw", &["rbind", "rw"])?);
+    let out = b.run()?;
+    ensure!(out.stdout == "from-hostro-refused\n", "{out:?}");
+    ensure!(fs::read_to_string(host.path().join("out"))? == "from-container\n");
+    Ok(())
+}
+
+fn namespaced_sysctls_apply_inside_only() -> Result<()> {
+    let mut b = Bundle::new("sysctl", &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"])?;
+    b.spec.linux_mut().as_mut().unwrap().set_sysctl(Some(
+        [("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())].into(),
+    ));
+    let host_before = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")?;
+    let out = b.run()?;
+    ensure!(out.stdout.trim() == "80", "{out:?}");
+    ensure!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")? == host_before,
+        "host sysctl changed"
+    );
+    Ok(())
+}
+
+fn cgroup_limits_are_applied() -> Result<()> {
+    let mut b = Bundle::new("limits", &["sleep", "30"])?;
+    let res = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64 * 1024 * 1024i64)
+                .swap(64 * 1024 * 1024i64)
+                .build()?,
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(512u64)
+                .quota(50_000i64)
+                .period(100_000u64)
+                .cpus("0")
+                .build()?,
+        )
+        .pids(LinuxPidsBuilder::default().limit(32i64).build()?)
+        .build()?;
+    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let c = b.create(Stdio::default())?;
+    let cg = b.cgroup_path();
+    let read = |ctrl: &str, file: &str| fs::read_to_string(cgroup_file(ctrl, &cg, file)).map(|s| s.trim().to_string());
+    let result = (|| -> Result<()> {
+        if cgroups::is_v2() {
+            ensure!(read("memory", "memory.max")? == "67108864");
+            ensure!(read("memory", "memory.swap.max")? == "0");
+            ensure!(read("cpu", "cpu.weight")? == cgroups::shares_to_weight(512).to_string());
+            ensure!(read("cpu", "cpu.max")? == "50000 100000");
+            ensure!(read("pids", "pids.max")? == "32");
+            ensure!(read("cpuset", "cpuset.cpus")? == "0");
+        } else {
+            ensure!(read("memory", "memory.limit_in_bytes")? == "67108864");
+            ensure!(read("cpu", "cpu.shares")? == "512");
+            ensure!(read("cpu", "cpu.cfs_quota_us")? == "50000");
+            ensure!(read("cpu", "cpu.cfs_period_us")? == "100000");
+            ensure!(read("pids", "pids.max")? == "32");
+            ensure!(read("cpuset", "cpuset.cpus")? == "0");
+        }
+        let pid = c.pid().context("pid")?;
+        ensure!(
+            c.pids()?.contains(&pid),
+            "init {pid} not in its cgroup: {:?}",
+            c.pids()?
+        );
+        Ok(())
+    })();
+    let pid = c.pid();
+    c.delete(true)?;
+    result?;
+    b.assert_clean(pid)
+}
+
+fn bad_cgroup_value_fails_and_leaves_nothing() -> Result<()> {
+    let mut b = Bundle::new("badcg", &["true"])?;
+    // Valid syntax, but no such CPUs: only the kernel can refuse it.
+    let res = LinuxResourcesBuilder::default()
+        .cpu(LinuxCpuBuilder::default().cpus("0-4095").build()?)
+        .build()?;
+    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let err = b.create(Stdio::default()).err().context("create succeeded")?;
+    ensure!(
+        matches!(err.downcast_ref::<Error>(), Some(Error::Cgroup { .. })),
+        "{err:#}"
+    );
+    b.assert_clean(None)
+}
+
+fn oom_kill_is_observed() -> Result<()> {
+    // A shell variable of 64 MiB in a 16 MiB cgroup without swap.
+    let mut b = Bundle::new(
+        "oom",
+        &sh("x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived"),
+    )?;
+    let res = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(16 * 1024 * 1024i64)
+                .swap(16 * 1024 * 1024i64)
+                .build()?,
+        )
+        .build()?;
+    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let mut c = b.create(Stdio::default())?;
+    let mut watch = c.cgroup()?.watch_oom()?;
+    c.start()?;
+    let code = c.wait()?;
+    let kills = watch.wait(Duration::from_secs(10));
+    let stats = c.stats()?;
+    let pid = c.pid();
+    c.delete(false)?;
+    ensure!(kills >= 1, "no OOM notification (exit code {code})");
+    ensure!(stats.oom_kills >= 1, "stats: {stats:?}");
+    ensure!(code == 137, "exit code {code}: the shell should have been OOM-killed");
+    b.assert_clean(pid)
+}
+
+fn exec_joins_the_running_container() -> Result<()> {
+    let b = Bundle::new("exec", &["sleep", "30"])?;
+    let mut c = b.create(Stdio::default())?;
+    c.start()?;
+    let (r, w) = pipe()?;
+    let proc = ProcessBuilder::default()
+        .args(sh("hostname; readlink /proc/self/ns/pid; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; echo $FOO; pwd; exit 5").iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .env(vec!["FOO=bar".to_string(), "PATH=/bin".to_string()])
+        .cwd("/tmp")
+        .user(UserBuilder::default().uid(65534u32).gid(65534u32).build()?)
+        .build()?;
+    let out = reader(r);
+    let init_pidns = fs::read_link(format!("/proc/{}/ns/pid", c.pid().context("pid")?))?;
+    let e = c.exec(
+        &proc,
+        Stdio {
+            stdout: Some(w),
+            ..Default::default()
+        },
+    )?;
+    let epid = e.pid();
+    let in_cgroup = c.pids()?.contains(&epid);
+    let code = e.wait()?;
+    let out = out.join().unwrap()?;
+    let missing = ProcessBuilder::default()
+        .args(vec!["no-such-program".to_string()])
+        .cwd("/")
+        .build()?;
+    let err = c
+        .exec(&missing, Stdio::default())
+        .err()
+        .context("exec of a missing program succeeded")?;
+    c.kill(Signal::SIGKILL, false)?;
+    c.wait()?;
+    let pid = c.pid();
+    c.delete(false)?;
+    b.assert_clean(pid)?;
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(code == 5, "exec exit code {code}");
+    ensure!(in_cgroup, "exec'd process was not in the container's cgroup");
+    let pidns = init_pidns.to_string_lossy();
+    ensure!(
+        lines == ["peapod", pidns.as_ref(), "sleep 30 ", "65534", "bar", "/tmp"],
+        "{lines:?}"
+    );
+    ensure!(
+        err.to_string().contains("no-such-program") && err.to_string().contains("not found in $PATH"),
+        "{err}"
+    );
+    Ok(())
+}
+
+fn pause_and_resume_freeze_the_cgroup() -> Result<()> {
+    let b = Bundle::new("pause", &["sleep", "30"])?;
+    let mut c = b.create(Stdio::default())?;
+    c.start()?;
+    let cg = b.cgroup_path();
+    let frozen = || -> Result<bool> {
+        Ok(if cgroups::is_v2() {
+            fs::read_to_string(cgroup_file("", &cg, "cgroup.freeze"))?.trim() == "1"
+        } else {
+            fs::read_to_string(cgroup_file("freezer", &cg, "freezer.state"))?.trim() == "FROZEN"
+        })
+    };
+    let pid = c.pid().context("pid")?;
+    let proc_state = || -> Result<String> {
+        let st = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        Ok(st[st.rfind(')').unwrap() + 2..][..1].to_string())
+    };
+    c.pause()?;
+    let paused = (c.status(), frozen()?);
+    c.resume()?;
+    let resumed = (c.status(), frozen()?, proc_state()?);
+    c.kill(Signal::SIGKILL, false)?;
+    c.wait()?;
+    c.delete(false)?;
+    b.assert_clean(Some(pid))?;
+    ensure!(paused == (Status::Paused, true), "after pause: {paused:?}");
+    ensure!(
+        resumed.0 == Status::Running && !resumed.1 && resumed.2 == "S",
+        "after resume: {resumed:?}"
+    );
+    Ok(())
+}
+
+fn update_changes_resources_of_a_running_container() -> Result<()> {
+    let b = Bundle::new("update", &["sleep", "30"])?;
+    let mut c = b.create(Stdio::default())?;
+    c.start()?;
+    let res = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(32 * 1024 * 1024i64).build()?)
+        .pids(LinuxPidsBuilder::default().limit(10i64).build()?)
+        .build()?;
+    c.update(&res)?;
+    let stats = c.stats()?;
+    let pid = c.pid();
+    c.delete(true)?;
+    b.assert_clean(pid)?;
+    ensure!(stats.memory_limit == Some(32 * 1024 * 1024), "{stats:?}");
+    ensure!(stats.pids_limit == Some(10), "{stats:?}");
+    Ok(())
+}
+
+fn stats_report_cpu_memory_and_pids() -> Result<()> {
+    let b = Bundle::new(
+        "stats",
+        &sh("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 30"),
+    )?;
+    let mut c = b.create(Stdio::default())?;
+    c.start()?;
+    let mut stats = c.stats()?;
+    for _ in 0..100 {
+        if stats.cpu_usage_ns > 10_000_000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        stats = c.stats()?;
+    }
+    let pid = c.pid();
+    c.delete(true)?;
+    b.assert_clean(pid)?;
+    ensure!(stats.cpu_usage_ns > 10_000_000, "{stats:?}");
+    ensure!(stats.memory_usage > 0 && stats.pids_current >= 1, "{stats:?}");
+    Ok(())
+}
+
+fn kill_all_reaches_every_process_and_signals_map_to_128_plus_n() -> Result<()> {
+    let b = Bundle::new(
+        "killall",
+        &sh("sleep 30 & sleep 30 & trap 'exit 7' TERM; while true; do sleep 1; done"),
+    )?;
+    let mut c = b.create(Stdio::default())?;
+    c.start()?;
+    for _ in 0..100 {
+        if c.pids()?.len() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = c.pids()?.len();
+    c.kill(Signal::SIGKILL, true)?;
+    let code = c.wait()?;
+    let after = c.pids()?;
+    let pid = c.pid();
+    c.delete(false)?;
+    b.assert_clean(pid)?;
+    ensure!(before >= 4, "expected shell, two sleeps and a loop sleep; saw {before}");
+    ensure!(code == 137, "exit code {code}");
+    ensure!(after.is_empty(), "survivors: {after:?}");
+
+    // A trapped SIGTERM to init runs the trap: exit code 7.
+    let b = Bundle::new("term", &sh("trap 'exit 7' TERM; while true; do sleep 0.1; done"))?;
+    let mut c = b.create(Stdio::default())?;
+    c.start()?;
+    std::thread::sleep(Duration::from_millis(200));
+    c.kill(Signal::SIGTERM, false)?;
+    let code = c.wait()?;
+    let pid = c.pid();
+    c.delete(true)?;
+    b.assert_clean(pid)?;
+    ensure!(code == 7, "exit code after trapped SIGTERM: {code}");
+    Ok(())
+}
+
+fn no_host_fd_leaks_into_the_container() -> Result<()> {
+    // A deliberately inheritable fd in the runtime process must not reach the container.
+    let leak = nix::fcntl::open(
+        "/etc/hostname",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let b = Bundle::new("fds", &sh("ls /proc/self/fd | tr '\\n' ' '"))?;
+    let out = b.run();
+    drop(leak);
+    let out = out?;
+    let fds: Vec<&str> = out.stdout.split_whitespace().collect();
+    // 0-2, plus the directory fd `ls` itself opened.
+    ensure!(fds.len() == 4 && fds[..3] == ["0", "1", "2"], "fds inside: {fds:?}");
+    Ok(())
+}
+
+fn runtime_binary_cannot_be_overwritten_from_the_container() -> Result<()> {
+    let b = Bundle::new("exe", &["true"])?;
+    let c = b.create(Stdio::default())?;
+    let pid = c.pid().context("pid")?;
+    // What a malicious container would do (CVE-2019-5736): write through /proc/<init>/exe.
+    let res = fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/exe"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"pwned"));
+    let our_exe = std::env::current_exe()?;
+    let intact = fs::read(&our_exe)?.get(..4) == Some(b"\x7fELF".as_slice());
+    c.delete(true)?;
+    b.assert_clean(Some(pid))?;
+    let err = res.err().context("writing the init's exe succeeded")?;
+    ensure!(
+        matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::ETXTBSY)),
+        "unexpected error {err}"
+    );
+    ensure!(intact, "our binary was modified");
+    Ok(())
+}
+
+fn init_errors_carry_their_cause_and_leave_nothing() -> Result<()> {
+    let b = Bundle::new("noprog", &["/no/such/program"])?;
+    let err = b
+        .create(Stdio::default())
+        .err()
+        .context("create of a missing program succeeded")?;
+    let msg = err.to_string();
+    ensure!(
+        msg.contains("process: process.args[0]: /no/such/program") && msg.contains("No such file"),
+        "{msg}"
+    );
+    b.assert_clean(None)?;
+
+    let mut b = Bundle::new("badfs", &["true"])?;
+    b.spec.mounts_mut().as_mut().unwrap().push(
+        MountBuilder::default()
+            .destination("/x")
+            .typ("nosuchfs")
+            .source("none")
+            .build()?,
+    );
+    let err = b
+        .create(Stdio::default())
+        .err()
+        .context("create with an unknown fs type succeeded")?;
+    let msg = format!("{err:#}");
+    ensure!(
+        msg.contains("rootfs") && msg.contains("nosuchfs") && msg.contains("No such device"),
+        "{msg}"
+    );
+    b.assert_clean(None)?;
+
+    let b = Bundle::new("norootfs", &["true"])?;
+    fs::remove_dir_all(b.path().join("rootfs"))?;
+    let err = b
+        .create(Stdio::default())
+        .err()
+        .context("create without rootfs succeeded")?;
+    ensure!(err.to_string().contains("root.path"), "{err}");
+    b.assert_clean(None)
+}
+
+fn rootfs_layers_are_mounted_and_unmounted() -> Result<()> {
+    let lower = tempfile::tempdir()?;
+    busybox_rootfs(lower.path())?;
+    let b = Bundle::new("overlay", &sh("echo layered > /hello; cat /hello"))?;
+    fs::remove_dir_all(b.path().join("rootfs"))?;
+    fs::create_dir(b.path().join("rootfs"))?;
+    let upper = b.path().join("upper");
+    let work = b.path().join("work");
+    fs::create_dir(&upper)?;
+    fs::create_dir(&work)?;
+    b.write()?;
+    let (r, w) = pipe()?;
+    let mut c = sandbox::Container::create(
+        &b.config(),
+        sandbox::CreateOptions {
+            id: b.id.clone(),
+            bundle: b.path().to_path_buf(),
+            rootfs_mounts: vec![sandbox::RootfsMount {
+                fstype: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![
+                    format!("lowerdir={}", lower.path().display()),
+                    format!("upperdir={}", upper.display()),
+                    format!("workdir={}", work.display()),
+                ],
+            }],
+            stdio: Stdio {
+                stdout: Some(w),
+                ..Default::default()
+            },
+        },
+    )?;
+    let out = reader(r);
+    let mounted = sandbox::container::is_mounted(&b.path().join("rootfs"));
+    c.start()?;
+    let code = c.wait()?;
+    let pid = c.pid();
+    c.delete(false)?;
+    b.assert_clean(pid)?;
+    ensure!(mounted, "overlay was not mounted on rootfs");
+    ensure!(code == 0 && out.join().unwrap()? == "layered\n");
+    ensure!(
+        fs::read_to_string(upper.join("hello"))? == "layered\n",
+        "write did not land in the upper dir"
+    );
+    ensure!(!lower.path().join("hello").exists(), "write reached the lower layer");
+    Ok(())
+}
+
+fn delete_from_a_loaded_state_cleans_up() -> Result<()> {
+    let b = Bundle::new("reload", &sh("sleep 30 & sleep 30"))?;
+    let mut c = b.create(Stdio::default())?;
+    c.start()?;
+    let pid = c.pid();
+    drop(c);
+    // As `containerd-shim-peapod-v2 delete` would, from state alone.
+    let c = sandbox::Container::load(&b.config(), &b.id)?;
+    ensure!(c.status() == Status::Running, "loaded status {:?}", c.status());
+    c.delete(true)?;
+    b.assert_clean(pid)
+}
+
+fn duplicate_ids_are_refused() -> Result<()> {
+    let b = Bundle::new("dup", &["sleep", "30"])?;
+    let c = b.create(Stdio::default())?;
+    let err = b.create(Stdio::default()).err().context("second create succeeded")?;
+    let pid = c.pid();
+    c.delete(true)?;
+    b.assert_clean(pid)?;
+    ensure!(
+        matches!(err.downcast_ref::<Error>(), Some(Error::AlreadyExists { .. })),
+        "{err:#}"
+    );
+    Ok(())
+}
+
+/// `(name, fn)` pairs, named after the functions.
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        vec![$((stringify!($f), $f as fn() -> Result<()>)),*]
+    };
+}
+
+fn main() {
+    sandbox::init::run_if_requested();
+    let args = Arguments::from_args();
+    let root = require_root().map_err(|e| format!("{e:#}"));
+    let tests = tests![
+        runs_a_process_and_reports_its_exit_code,
+        create_blocks_before_exec_until_start,
+        namespaces_are_private_and_hostname_is_set,
+        joins_a_namespace_by_path,
+        unknown_namespace_path_is_refused_and_leaves_nothing,
+        capabilities_and_no_new_privs_apply,
+        user_groups_rlimits_and_umask_apply,
+        lowering_oom_score_adj_is_reported_clearly,
+        masked_and_readonly_paths_hold,
+        readonly_root_refuses_writes,
+        dev_has_default_nodes_and_spec_devices,
+        bind_mounts_honour_their_options,
+        namespaced_sysctls_apply_inside_only,
+        cgroup_limits_are_applied,
+        bad_cgroup_value_fails_and_leaves_nothing,
+        oom_kill_is_observed,
+        exec_joins_the_running_container,
+        pause_and_resume_freeze_the_cgroup,
+        update_changes_resources_of_a_running_container,
+        stats_report_cpu_memory_and_pids,
+        kill_all_reaches_every_process_and_signals_map_to_128_plus_n,
+        no_host_fd_leaks_into_the_container,
+        runtime_binary_cannot_be_overwritten_from_the_container,
+        init_errors_carry_their_cause_and_leave_nothing,
+        rootfs_layers_are_mounted_and_unmounted,
+        delete_from_a_loaded_state_cleans_up,
+        duplicate_ids_are_refused,
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            let root = root.clone();
+            Trial::test(name, move || {
+                root?;
+                f().map_err(|e| format!("{e:#}").into())
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

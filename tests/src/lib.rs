@@ -1,0 +1,230 @@
+//! Integration-test harness: busybox bundles built from Debian's `busybox-static`, OCI
+//! specs shaped like the ones containerd writes, container runs with captured output, and
+//! leak checks (processes, mounts, cgroups, state dirs).
+//!
+//! Tests run as root against the real kernel. Without root they fail with the reason;
+//! they never skip.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{bail, ensure, Context, Result};
+use oci_spec::runtime::{Capability, Spec};
+use sandbox::{Config, Container, CreateOptions, Stdio};
+
+/// Where the static busybox comes from (Debian's `busybox-static`, installed by `make deps`).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Fails with the reason unless we are root: privileged tests never skip.
+pub fn require_root() -> Result<()> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "this suite creates containers and must run as root (CI does; locally: sudo make test)"
+    );
+    ensure!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: run `make deps` (Debian package busybox-static)"
+    );
+    Ok(())
+}
+
+/// Builds a busybox root filesystem at `root`: `/bin/busybox`, one symlink per applet,
+/// `/etc/passwd` and `/etc/group`, and the usual empty directories.
+pub fn busybox_rootfs(root: &Path) -> Result<()> {
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root", "var", "run"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fs::copy(BUSYBOX, root.join("bin/busybox")).context("copy busybox")?;
+    let list = std::process::Command::new(BUSYBOX).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            symlink("busybox", root.join("bin").join(applet))?;
+        }
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    Ok(())
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A bundle directory with a busybox rootfs, its own state root and cgroup path, removed
+/// on drop.
+pub struct Bundle {
+    /// Container id, unique per test and run.
+    pub id: String,
+    /// Temp dir holding `config.json`, `rootfs/` and `state/`.
+    pub dir: tempfile::TempDir,
+    /// The spec written by [`Bundle::write`].
+    pub spec: Spec,
+}
+
+impl Bundle {
+    /// A new bundle for a test named `name`, running `args` with a default spec.
+    pub fn new(name: &str, args: &[&str]) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{name}-{}-{n}", std::process::id());
+        let dir = tempfile::Builder::new().prefix("peapod-bundle-").tempdir()?;
+        busybox_rootfs(&dir.path().join("rootfs"))?;
+        let spec = default_spec(&id, args);
+        Ok(Self { id, dir, spec })
+    }
+
+    /// Bundle path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runtime config with a state root private to this bundle.
+    pub fn config(&self) -> Config {
+        Config {
+            state_root: self.path().join("state"),
+        }
+    }
+
+    /// The cgroup path the spec names.
+    pub fn cgroup_path(&self) -> String {
+        format!("peapod-test/{}", self.id)
+    }
+
+    /// Writes `config.json` from `self.spec`.
+    pub fn write(&self) -> Result<()> {
+        fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.spec)?)?;
+        Ok(())
+    }
+
+    /// Writes the spec and creates the container with the given stdio.
+    pub fn create(&self, stdio: Stdio) -> Result<Container> {
+        self.write()?;
+        Ok(Container::create(
+            &self.config(),
+            CreateOptions {
+                id: self.id.clone(),
+                bundle: self.path().to_path_buf(),
+                rootfs_mounts: Vec::new(),
+                stdio,
+            },
+        )?)
+    }
+
+    /// Creates, starts and waits for the container; returns (exit code, stdout, stderr),
+    /// then deletes it and checks that nothing is left.
+    pub fn run(&self) -> Result<Output> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let mut c = self.create(Stdio {
+            stdin: None,
+            stdout: Some(out_w),
+            stderr: Some(err_w),
+        })?;
+        let out = reader(out_r);
+        let err = reader(err_r);
+        let started = c.start();
+        let code = c.wait()?;
+        let pid = c.pid();
+        c.delete(false)?;
+        let output = Output {
+            code,
+            stdout: out.join().expect("reader thread")?,
+            stderr: err.join().expect("reader thread")?,
+        };
+        started.with_context(|| format!("start failed; output: {output:?}"))?;
+        self.assert_clean(pid)?;
+        Ok(output)
+    }
+
+    /// Checks that nothing of the container remains: process, cgroup, state dir, mounts.
+    pub fn assert_clean(&self, pid: Option<nix::unistd::Pid>) -> Result<()> {
+        if let Some(pid) = pid {
+            ensure!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "leak: container init {pid} still exists"
+            );
+        }
+        ensure!(
+            !sandbox::cgroups::exists_anywhere(&self.cgroup_path()),
+            "leak: cgroup {} still exists",
+            self.cgroup_path()
+        );
+        let state = self.config().state_root.join(&self.id);
+        ensure!(!state.exists(), "leak: state dir {} still exists", state.display());
+        let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+        let bundle = self.path().to_string_lossy();
+        if let Some(line) = mounts.lines().find(|l| l.contains(bundle.as_ref())) {
+            bail!("leak: mount under the bundle is still there: {line}");
+        }
+        Ok(())
+    }
+}
+
+/// What a container run printed and returned.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code (128 + signal when killed).
+    pub code: i32,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+}
+
+/// A pipe as (read end, write end), both close-on-exec.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// Reads `fd` to the end on a thread.
+pub fn reader(fd: OwnedFd) -> std::thread::JoinHandle<Result<String>> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        fs::File::from(fd).read_to_string(&mut s)?;
+        Ok(s)
+    })
+}
+
+/// The capabilities containerd gives a container by default.
+pub fn default_caps() -> Vec<Capability> {
+    sandbox::spec::DEFAULT_CAPS.to_vec()
+}
+
+/// [`sandbox::spec::default_spec`] with a cgroup path under `peapod-test/`.
+pub fn default_spec(id: &str, args: &[&str]) -> Spec {
+    let mut spec = sandbox::spec::default_spec(args);
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(format!("/peapod-test/{id}").into()));
+    }
+    spec
+}
+
+/// Parses `Key:\tvalue` lines of `/proc/<pid>/status`.
+pub fn proc_status(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The capability bitmask of `caps`, as `/proc/self/status` prints `CapEff`.
+pub fn cap_mask(caps: &[Capability]) -> u64 {
+    caps.iter()
+        .map(|c| {
+            format!("CAP_{c}")
+                .parse::<caps::Capability>()
+                .expect("known cap")
+                .bitmask()
+        })
+        .fold(0, |a, b| a | b)
+}
+
+/// A path under the host's cgroup mount for `controller` (ignored on v2) and `path`.
+pub fn cgroup_file(controller: &str, path: &str, file: &str) -> PathBuf {
+    sandbox::cgroups::CgroupFiles::host(path).file(controller, file)
+}
