@@ -14,7 +14,11 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use sandbox::{Config, Container, CreateOptions, Stdio};
 
 #[derive(Parser)]
-#[command(name = "peapod", version, about = "Run Kubernetes pods natively: containers without runc")]
+#[command(
+    name = "peapod",
+    version,
+    about = "Run Kubernetes pods natively: containers without runc"
+)]
 struct Cli {
     /// Directory for container state (one sub-directory per container).
     #[arg(long, env = "PEAPOD_STATE", default_value = "/run/peapod/containers", global = true)]
@@ -66,7 +70,11 @@ fn main() {
 }
 
 fn write_spec(bundle: &std::path::Path, args: &[String]) -> Result<()> {
-    let args: Vec<&str> = if args.is_empty() { vec!["sh"] } else { args.iter().map(String::as_str).collect() };
+    let args: Vec<&str> = if args.is_empty() {
+        vec!["sh"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
     let spec = sandbox::spec::default_spec(&args);
     let path = bundle.join("config.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("write {}", path.display()))
@@ -76,7 +84,10 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
     let bundle = std::fs::canonicalize(bundle).with_context(|| format!("bundle {}", bundle.display()))?;
     let id = match id {
         Some(id) => id,
-        None => bundle.file_name().map(|n| n.to_string_lossy().into_owned()).context("bundle has no name")?,
+        None => bundle
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("bundle has no name")?,
     };
     // Block the signals we forward before any thread exists; the init helper unblocks
     // them again for the container.
@@ -91,8 +102,18 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
         stdout: dup(std::io::stdout().as_fd())?,
         stderr: dup(std::io::stderr().as_fd())?,
     };
-    let config = Config { state_root: state.to_path_buf() };
-    let mut container = Container::create(&config, CreateOptions { id, bundle, rootfs_mounts: Vec::new(), stdio })?;
+    let config = Config {
+        state_root: state.to_path_buf(),
+    };
+    let mut container = Container::create(
+        &config,
+        CreateOptions {
+            id,
+            bundle,
+            rootfs_mounts: Vec::new(),
+            stdio,
+        },
+    )?;
     let pid = container.pid().context("container has no pid")?;
     std::thread::spawn(move || {
         let mut count = 0;
