@@ -162,16 +162,27 @@ impl std::fmt::Debug for Cgroup {
 
 impl Cgroup {
     /// Creates the cgroup at `path` (relative to each hierarchy's root; parents are created
-    /// as needed) and applies `resources`. On error nothing created here is left.
-    pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Self> {
-        let cg = cgroups_rs::fs::Cgroup::new(hierarchies::auto(), path).map_err(|source| CgroupError::Create {
-            path: path.to_string(),
-            source: Box::new(source),
-        })?;
+    /// as needed) and applies `resources`. On error nothing created here is left: the
+    /// cgroup and its ancestors up to `owned_from` ([`first_missing_ancestor`], taken
+    /// before the call) are removed again.
+    pub fn create(path: &str, resources: Option<&LinuxResources>, owned_from: Option<&str>) -> Result<Self> {
+        let cg = cgroups_rs::fs::Cgroup::load(hierarchies::auto(), path);
+        if let Err(source) = cg.create() {
+            // Creation stops at the first hierarchy that fails: undo the others.
+            if cg.delete().is_ok() {
+                remove_owned_ancestors(path, owned_from);
+            }
+            return Err(CgroupError::Create {
+                path: path.to_string(),
+                source: Box::new(source),
+            });
+        }
         let mut me = Self::load(path, cg)?;
         if let Some(resources) = resources {
             if let Err(e) = me.update(resources) {
-                let _ = me.cg.delete();
+                if me.cg.delete().is_ok() {
+                    remove_owned_ancestors(path, owned_from);
+                }
                 return Err(e);
             }
         }
@@ -284,13 +295,18 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Removes the cgroup, waiting up to `timeout` for exiting processes to leave.
-    /// Processes must have been killed and reaped by the caller.
-    pub fn destroy(&self, timeout: Duration) -> Result<()> {
+    /// Removes the cgroup, waiting up to `timeout` for exiting processes to leave, then
+    /// its ancestors up to and including `owned_from` (the first one peapod created, see
+    /// [`first_missing_ancestor`]) while they are empty. Processes must have been killed
+    /// and reaped by the caller.
+    pub fn destroy(&self, timeout: Duration, owned_from: Option<&str>) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.cg.delete() {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    remove_owned_ancestors(&self.path, owned_from);
+                    return Ok(());
+                }
                 Err(source) if Instant::now() >= deadline => {
                     return Err(CgroupError::Remove {
                         path: self.path.clone(),
@@ -313,6 +329,43 @@ impl Cgroup {
             path: self.path.clone(),
             source,
         })
+    }
+}
+
+/// The shortest prefix of `path` (relative, `a/b/c`) that does not exist yet, i.e. the
+/// topmost directory that creating `path` will make; `None` when `path` exists. Checked
+/// in the memory hierarchy on v1 (every hierarchy is created alike).
+pub fn first_missing_ancestor(path: &str) -> Option<String> {
+    let files = |p: &str| CgroupFiles::host(p).file("memory", "");
+    let mut prefix = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        if !files(&prefix).exists() {
+            return Some(prefix);
+        }
+    }
+    None
+}
+
+// Ancestors of `path` from its parent up to `owned_from`, each removed only while empty
+// (rmdir fails on a cgroup with children, which then stays for its other users).
+fn remove_owned_ancestors(path: &str, owned_from: Option<&str>) {
+    let Some(top) = owned_from else { return };
+    let mut current = path;
+    while let Some((parent, _)) = current.rsplit_once('/') {
+        if parent.len() < top.len() || !path.starts_with(top) {
+            return;
+        }
+        if cgroups_rs::fs::Cgroup::load(hierarchies::auto(), parent)
+            .delete()
+            .is_err()
+        {
+            return;
+        }
+        current = parent;
     }
 }
 

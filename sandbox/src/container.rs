@@ -103,6 +103,10 @@ pub struct State {
     pub rootfs_mounted: bool,
     /// cgroup path relative to the hierarchy roots; recorded before the cgroup is created.
     pub cgroup_path: String,
+    /// The topmost ancestor of `cgroup_path` (or itself) that peapod created, removed
+    /// again with the container when empty; `None` when the whole path pre-existed.
+    #[serde(default)]
+    pub cgroup_owned_from: Option<String>,
     /// Host pid of container init, once cloned.
     pub pid: Option<i32>,
     /// Start time of `pid` (clock ticks since boot, `/proc/<pid>/stat` field 22), to tell
@@ -286,6 +290,7 @@ impl Container {
                 rootfs: plan.rootfs.clone(),
                 rootfs_mounted: !opts.rootfs_mounts.is_empty(),
                 cgroup_path: plan.cgroup_path.clone(),
+                cgroup_owned_from: None,
                 pid: None,
                 pid_start_time: None,
                 status: Status::Creating,
@@ -312,9 +317,11 @@ impl Container {
             rootfs::mount_rootfs_layers(layers, &plan.rootfs)
                 .map_err(|source| Error::Rootfs { id: id.clone(), source })?;
         }
+        self.state.cgroup_owned_from = crate::cgroups::first_missing_ancestor(&plan.cgroup_path);
+        self.save()?;
         let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-        let cgroup =
-            Cgroup::create(&plan.cgroup_path, resources).map_err(|source| Error::Cgroup { id: id.clone(), source })?;
+        let cgroup = Cgroup::create(&plan.cgroup_path, resources, self.state.cgroup_owned_from.as_deref())
+            .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
         let v2 = cgroup.is_v2();
         self.cgroup = Some(cgroup);
 
@@ -700,7 +707,7 @@ impl Container {
         }
         if let Some(cg) = &self.cgroup {
             if cg.exists() {
-                cg.destroy(Duration::from_secs(5))
+                cg.destroy(Duration::from_secs(5), self.state.cgroup_owned_from.as_deref())
                     .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
             }
         }

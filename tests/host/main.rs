@@ -718,6 +718,34 @@ fn delete_from_a_loaded_state_cleans_up() -> Result<()> {
     b.assert_clean(pid)
 }
 
+fn only_cgroup_ancestors_peapod_created_are_removed() -> Result<()> {
+    let mut b = Bundle::new("cgowner", &["true"])?;
+    let keep = format!("peapod-test/{}-keep", b.id);
+    let own = format!("peapod-test/{}-own", b.id);
+    let kept = cgroups::Cgroup::create(&keep, None, None)?;
+    b.spec
+        .linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_cgroups_path(Some(format!("/{keep}/c").into()));
+    let first = b.run();
+    let keep_survived = kept.exists();
+    b.spec
+        .linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_cgroups_path(Some(format!("/{own}/x/c").into()));
+    let second = b.run();
+    kept.destroy(Duration::from_secs(1), None)?;
+    ensure!(first?.code == 0 && second?.code == 0);
+    ensure!(keep_survived, "the pre-existing parent {keep} was removed");
+    ensure!(
+        !cgroups::exists_anywhere(&own),
+        "{own}, created for the container, was left behind"
+    );
+    Ok(())
+}
+
 fn duplicate_ids_are_refused() -> Result<()> {
     let b = Bundle::new("dup", &["sleep", "30"])?;
     let c = b.create(Stdio::default())?;
@@ -770,6 +798,7 @@ fn main() {
         init_errors_carry_their_cause_and_leave_nothing,
         rootfs_layers_are_mounted_and_unmounted,
         delete_from_a_loaded_state_cleans_up,
+        only_cgroup_ancestors_peapod_created_are_removed,
         duplicate_ids_are_refused,
     ];
     let trials = tests
@@ -782,5 +811,10 @@ fn main() {
             })
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Err(e) = sweep_test_cgroups() {
+        eprintln!("suite leak check failed: {e:#}");
+        std::process::exit(101);
+    }
+    conclusion.exit();
 }

@@ -165,6 +165,29 @@ impl Bundle {
     }
 }
 
+/// After the whole suite: no cgroup of this test process may remain under `peapod-test/`,
+/// and the shared parent is removed when empty. Returns the leftovers as an error.
+pub fn sweep_test_cgroups() -> Result<()> {
+    let marker = format!("-{}-", std::process::id());
+    let mut leaks = Vec::new();
+    let roots: Vec<PathBuf> = if sandbox::cgroups::is_v2() {
+        vec![PathBuf::from("/sys/fs/cgroup")]
+    } else {
+        fs::read_dir("/sys/fs/cgroup")?.flatten().map(|e| e.path()).collect()
+    };
+    for root in roots {
+        let parent = root.join("peapod-test");
+        for entry in fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if entry.file_type()?.is_dir() && entry.file_name().to_string_lossy().contains(&marker) {
+                leaks.push(entry.path());
+            }
+        }
+        let _ = fs::remove_dir(&parent);
+    }
+    ensure!(leaks.is_empty(), "leaked cgroups: {leaks:?}");
+    Ok(())
+}
+
 /// What a container run printed and returned.
 #[derive(Debug)]
 pub struct Output {
