@@ -10,7 +10,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use std::io::{IoSlice, IoSliceMut};
+
+use nix::sys::socket::{
+    recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType,
+};
 use oci_spec::runtime::{Process, Spec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -43,19 +48,59 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends one message with `fd` attached (`SCM_RIGHTS`).
+    pub fn send_with_fd<T: Serialize>(&self, msg: &T, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
+    }
+
     /// Receives one message; `None` when the peer closed its end.
     pub fn recv<T: DeserializeOwned>(&self) -> io::Result<Option<T>> {
+        Ok(self.recv_with_fd()?.map(|(msg, _)| msg))
+    }
+
+    /// Receives one message and the fd attached to it, if any (close-on-exec).
+    pub fn recv_with_fd<T: DeserializeOwned>(&self) -> io::Result<Option<(T, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = loop {
-            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let (n, fd) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
                 Err(nix::Error::EINTR) => continue,
-                other => break other?,
+                Err(e) => return Err(e.into()),
+                Ok(msg) => {
+                    let mut fd = None;
+                    for c in msg.cmsgs()? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                let owned = crate::sys::own_received_fd(raw);
+                                fd.get_or_insert(owned);
+                            }
+                        }
+                    }
+                    break (msg.bytes, fd);
+                }
             }
         };
         if n == 0 {
             return Ok(None);
         }
-        serde_json::from_slice(&buf[..n]).map(Some).map_err(io::Error::other)
+        let msg = serde_json::from_slice(&buf[..n]).map_err(io::Error::other)?;
+        Ok(Some((msg, fd)))
     }
 }
 
@@ -86,6 +131,8 @@ pub enum FromChild {
         /// Host pid.
         pid: i32,
     },
+    /// The pty master of a `process.terminal` process is attached to this message.
+    Console,
     /// Container init finished setting up and waits for `Start`.
     Ready,
     /// Setup failed at `stage`; `error` is the full cause chain.

@@ -220,6 +220,7 @@ pub struct Container {
     pidfd: Option<OwnedFd>,
     chan: Option<Channel>,
     cgroup: Option<Cgroup>,
+    console: Option<OwnedFd>,
 }
 
 /// Exit code of a wait status: the code, or 128 + signal (shell convention, as containerd
@@ -300,6 +301,7 @@ impl Container {
             pidfd: None,
             chan: None,
             cgroup: None,
+            console: None,
         };
         match c.create_inner(&plan, &opts.rootfs_mounts, opts.stdio) {
             Ok(()) => Ok(c),
@@ -341,9 +343,12 @@ impl Container {
             op: "continue init",
             source,
         })?;
-        match chan.recv::<FromChild>() {
-            Ok(Some(FromChild::Ready)) => {}
-            other => return Err(self.init_failure(other)),
+        loop {
+            match chan.recv_with_fd::<FromChild>() {
+                Ok(Some((FromChild::Ready, _))) => break,
+                Ok(Some((FromChild::Console, Some(fd)))) => self.console = Some(fd),
+                other => return Err(self.init_failure(other.map(|o| o.map(|(m, _)| m)))),
+            }
         }
         self.chan = Some(chan);
         self.state.status = Status::Created;
@@ -610,14 +615,25 @@ impl Container {
             op: "continue exec",
             source,
         })?;
-        match chan.recv::<FromChild>() {
-            Ok(None) => Ok(ExecProcess { pid, pidfd }),
-            other => {
-                let err = self.init_failure(other);
-                let _ = waitpid(pid, None);
-                Err(err)
+        let mut console = None;
+        loop {
+            match chan.recv_with_fd::<FromChild>() {
+                // Close-on-exec closed the child's end: the program runs.
+                Ok(None) => return Ok(ExecProcess { pid, pidfd, console }),
+                Ok(Some((FromChild::Console, Some(fd)))) => console = Some(fd),
+                other => {
+                    let err = self.init_failure(other.map(|o| o.map(|(m, _)| m)));
+                    let _ = waitpid(pid, None);
+                    return Err(err);
+                }
             }
         }
+    }
+
+    /// The pty master when the container's process has `terminal: true` (taken once):
+    /// the caller copies between it and the user, and resizes it.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
     }
 
     /// Processes in the container's cgroup.
@@ -755,6 +771,7 @@ impl Container {
             pidfd,
             chan: None,
             cgroup,
+            console: None,
         })
     }
 
@@ -788,12 +805,18 @@ fn is_zombie(pid: Pid) -> bool {
 pub struct ExecProcess {
     pid: Pid,
     pidfd: OwnedFd,
+    console: Option<OwnedFd>,
 }
 
 impl ExecProcess {
     /// Host pid.
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// The pty master when the process asked for `terminal: true` (taken once).
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
     }
 
     /// Sends `signal` through the pidfd (never a recycled pid).

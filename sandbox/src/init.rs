@@ -20,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::os::fd::RawFd;
+use std::path::Path;
 
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
 use crate::sys::{self, CloneResult};
@@ -152,8 +153,12 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     wait_for(chan, "continue")?;
     nix::unistd::setsid().stage("process")?;
     rootfs::prepare(&cfg.spec, &cfg.rootfs, cfg.cgroup_v2).stage("rootfs")?;
-    rootfs::finalize(&cfg.spec).stage("rootfs")?;
     let process = cfg.spec.process().as_ref().expect("validated: process present");
+    if process.terminal() == Some(true) {
+        let slave = console(chan, process)?;
+        rootfs::bind_console(Path::new(&slave)).stage("rootfs")?;
+    }
+    rootfs::finalize(&cfg.spec).stage("rootfs")?;
     process::apply(process).stage("process")?;
     process::enter_cwd(process).stage("process")?;
     let program = process::find_program(process).stage("process")?;
@@ -166,9 +171,44 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     Err(process::exec(process, &program)).stage("exec")
 }
 
+/// Opens a pty in the container's devpts (so `tty` names a path that exists inside),
+/// sends the master to the runtime, and makes the slave our stdio and controlling
+/// terminal (we are a session leader). Returns the slave's path.
+fn console(chan: &Channel, process: &oci_spec::runtime::Process) -> Result<String, Failure> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).stage("console")?;
+    nix::pty::grantpt(&master).stage("console")?;
+    nix::pty::unlockpt(&master).stage("console")?;
+    let slave_path = nix::pty::ptsname_r(&master).stage("console")?;
+    if let Some(size) = process.console_size() {
+        let rows = u16::try_from(size.height()).unwrap_or(u16::MAX);
+        let cols = u16::try_from(size.width()).unwrap_or(u16::MAX);
+        sys::set_window_size(master.as_fd(), rows, cols).stage("console")?;
+    }
+    let slave = nix::fcntl::open(
+        slave_path.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .stage("console")?;
+    chan.send_with_fd(&FromChild::Console, master.as_fd())
+        .stage("channel")?;
+    drop(master);
+    nix::unistd::dup2_stdin(&slave).stage("console")?;
+    nix::unistd::dup2_stdout(&slave).stage("console")?;
+    nix::unistd::dup2_stderr(&slave).stage("console")?;
+    drop(slave);
+    sys::set_controlling_terminal(std::io::stdin().as_fd()).stage("console")?;
+    Ok(slave_path)
+}
+
 fn exec_process(chan: &Channel, cfg: &ExecConfig) -> Result<Infallible, Failure> {
     wait_for(chan, "continue")?;
     nix::unistd::setsid().stage("process")?;
+    if cfg.process.terminal() == Some(true) {
+        console(chan, &cfg.process)?;
+    }
     process::apply(&cfg.process).stage("process")?;
     process::enter_cwd(&cfg.process).stage("process")?;
     let program = process::find_program(&cfg.process).stage("process")?;

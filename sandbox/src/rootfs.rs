@@ -528,6 +528,14 @@ fn pivot(rootfs: &Path) -> Result<()> {
     chdir("/").map_err(err)
 }
 
+/// Bind-mounts the container's terminal (a slave in its devpts) on `/dev/console`, as
+/// the OCI runtime spec asks for processes with `terminal: true`.
+pub fn bind_console(slave: &Path) -> Result<()> {
+    let console = Path::new("/dev/console");
+    touch(console)?;
+    do_mount(Some(&slave.to_string_lossy()), console, None, MsFlags::MS_BIND, None)
+}
+
 /// After pivot_root: sysctls, hostname, read-only and masked paths, read-only root.
 pub fn finalize(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();

@@ -463,6 +463,60 @@ fn exec_joins_the_running_container() -> Result<()> {
     Ok(())
 }
 
+fn terminal_processes_get_a_pty_from_the_container() -> Result<()> {
+    let mut b = Bundle::new(
+        "tty",
+        &sh("tty; [ -t 0 ] && echo stdin-is-tty; [ -c /dev/console ] && echo console; sleep 30"),
+    )?;
+    b.spec.process_mut().as_mut().unwrap().set_terminal(Some(true));
+    let mut c = b.create(Stdio::default())?;
+    let init_console = console_reader(c.take_console().context("no console for a terminal container")?);
+    c.start()?;
+    let size = oci_spec::runtime::BoxBuilder::default()
+        .height(40u64)
+        .width(120u64)
+        .build()?;
+    let proc = ProcessBuilder::default()
+        .args(
+            sh("tty; stty size; exit 3")
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .terminal(true)
+        .console_size(size)
+        .cwd("/")
+        .build()?;
+    let mut e = c.exec(&proc, Stdio::default())?;
+    let exec_console = console_reader(e.take_console().context("no console for a terminal exec")?);
+    let code = e.wait()?;
+    let exec_out = exec_console.join().unwrap()?;
+    c.kill(Signal::SIGKILL, true)?;
+    c.wait()?;
+    let init_out = init_console.join().unwrap()?;
+    let pid = c.pid();
+    c.delete(false)?;
+    b.assert_clean(pid)?;
+    let init_lines: Vec<&str> = init_out.lines().collect();
+    ensure!(
+        init_lines.len() == 3
+            && init_lines[0].starts_with("/dev/pts/")
+            && init_lines[1..] == ["stdin-is-tty", "console"],
+        "init: {init_out:?}"
+    );
+    let exec_lines: Vec<&str> = exec_out.lines().collect();
+    ensure!(
+        exec_lines.len() == 2 && exec_lines[0].starts_with("/dev/pts/") && exec_lines[1] == "40 120",
+        "exec: {exec_out:?}"
+    );
+    ensure!(
+        exec_lines[0] != init_lines[0],
+        "exec and init share a pty: {exec_lines:?}"
+    );
+    ensure!(code == 3, "exec exit code {code}");
+    Ok(())
+}
+
 fn pause_and_resume_freeze_the_cgroup() -> Result<()> {
     let b = Bundle::new("pause", &["sleep", "30"])?;
     let mut c = b.create(Stdio::default())?;
@@ -789,6 +843,7 @@ fn main() {
         bad_cgroup_value_fails_and_leaves_nothing,
         oom_kill_is_observed,
         exec_joins_the_running_container,
+        terminal_processes_get_a_pty_from_the_container,
         pause_and_resume_freeze_the_cgroup,
         update_changes_resources_of_a_running_container,
         stats_report_cpu_memory_and_pids,

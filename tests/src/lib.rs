@@ -213,6 +213,24 @@ pub fn reader(fd: OwnedFd) -> std::thread::JoinHandle<Result<String>> {
     })
 }
 
+/// Reads a pty master until the last slave closes (the kernel then returns EIO).
+pub fn console_reader(fd: OwnedFd) -> std::thread::JoinHandle<Result<String>> {
+    std::thread::spawn(move || {
+        let mut file = fs::File::from(fd);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).replace("\r\n", "\n"))
+    })
+}
+
 /// The capabilities containerd gives a container by default.
 pub fn default_caps() -> Vec<Capability> {
     sandbox::spec::DEFAULT_CAPS.to_vec()

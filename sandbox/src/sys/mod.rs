@@ -206,6 +206,40 @@ pub fn reset_signals() -> Result<(), SysError> {
     })
 }
 
+/// Takes ownership of an fd the kernel just installed in our table from an
+/// `SCM_RIGHTS` message.
+pub fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: recvmsg(2) returned this fd number as newly installed in our fd table;
+    // nothing else refers to it yet.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Makes the terminal `fd` the controlling terminal of the calling session leader
+/// (`ioctl(TIOCSCTTY)`).
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> Result<(), SysError> {
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal) and no pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(last_error("ioctl(TIOCSCTTY)"));
+    }
+    Ok(())
+}
+
+/// Sets the window size of terminal `fd` (`ioctl(TIOCSWINSZ)`), in character cells.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), SysError> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `struct winsize` through the pointer, which points to a
+    // live, initialised value for the duration of the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) } < 0 {
+        return Err(last_error("ioctl(TIOCSWINSZ)"));
+    }
+    Ok(())
+}
+
 static SEALED_EXE: OnceLock<OwnedFd> = OnceLock::new();
 
 /// A sealed, read-only in-memory copy of our own executable, created once per process.
