@@ -413,8 +413,7 @@ fn oom_kill_is_observed() -> Result<()> {
 
 fn exec_joins_the_running_container() -> Result<()> {
     let b = Bundle::new("exec", &["sleep", "30"])?;
-    let mut c = b.create(Stdio::default())?;
-    c.start()?;
+    let mut c = b.start(Stdio::default())?;
     let (r, w) = pipe()?;
     let proc = ProcessBuilder::default()
         .args(sh("hostname; readlink /proc/self/ns/pid; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; echo $FOO; pwd; exit 5").iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -445,9 +444,7 @@ fn exec_joins_the_running_container() -> Result<()> {
         .context("exec of a missing program succeeded")?;
     c.kill(Signal::SIGKILL, false)?;
     c.wait()?;
-    let pid = c.pid();
-    c.delete(false)?;
-    b.assert_clean(pid)?;
+    b.delete(c, false)?;
     let lines: Vec<&str> = out.lines().collect();
     ensure!(code == 5, "exec exit code {code}");
     ensure!(in_cgroup, "exec'd process was not in the container's cgroup");
@@ -494,9 +491,7 @@ fn terminal_processes_get_a_pty_from_the_container() -> Result<()> {
     c.kill(Signal::SIGKILL, true)?;
     c.wait()?;
     let init_out = init_console.join().unwrap()?;
-    let pid = c.pid();
-    c.delete(false)?;
-    b.assert_clean(pid)?;
+    b.delete(c, false)?;
     let init_lines: Vec<&str> = init_out.lines().collect();
     ensure!(
         init_lines.len() == 3
@@ -519,8 +514,7 @@ fn terminal_processes_get_a_pty_from_the_container() -> Result<()> {
 
 fn pause_and_resume_freeze_the_cgroup() -> Result<()> {
     let b = Bundle::new("pause", &["sleep", "30"])?;
-    let mut c = b.create(Stdio::default())?;
-    c.start()?;
+    let mut c = b.start(Stdio::default())?;
     let cg = b.cgroup_path();
     let frozen = || -> Result<bool> {
         Ok(if cgroups::is_v2() {
@@ -552,17 +546,14 @@ fn pause_and_resume_freeze_the_cgroup() -> Result<()> {
 
 fn update_changes_resources_of_a_running_container() -> Result<()> {
     let b = Bundle::new("update", &["sleep", "30"])?;
-    let mut c = b.create(Stdio::default())?;
-    c.start()?;
+    let mut c = b.start(Stdio::default())?;
     let res = LinuxResourcesBuilder::default()
         .memory(LinuxMemoryBuilder::default().limit(32 * 1024 * 1024i64).build()?)
         .pids(LinuxPidsBuilder::default().limit(10i64).build()?)
         .build()?;
     c.update(&res)?;
     let stats = c.stats()?;
-    let pid = c.pid();
-    c.delete(true)?;
-    b.assert_clean(pid)?;
+    b.delete(c, true)?;
     ensure!(stats.memory_limit == Some(32 * 1024 * 1024), "{stats:?}");
     ensure!(stats.pids_limit == Some(10), "{stats:?}");
     Ok(())
@@ -573,8 +564,7 @@ fn stats_report_cpu_memory_and_pids() -> Result<()> {
         "stats",
         &sh("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 30"),
     )?;
-    let mut c = b.create(Stdio::default())?;
-    c.start()?;
+    let c = b.start(Stdio::default())?;
     let mut stats = c.stats()?;
     for _ in 0..100 {
         if stats.cpu_usage_ns > 10_000_000 {
@@ -583,9 +573,7 @@ fn stats_report_cpu_memory_and_pids() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         stats = c.stats()?;
     }
-    let pid = c.pid();
-    c.delete(true)?;
-    b.assert_clean(pid)?;
+    b.delete(c, true)?;
     ensure!(stats.cpu_usage_ns > 10_000_000, "{stats:?}");
     ensure!(stats.memory_usage > 0 && stats.pids_current >= 1, "{stats:?}");
     Ok(())
@@ -596,8 +584,7 @@ fn kill_all_reaches_every_process_and_signals_map_to_128_plus_n() -> Result<()> 
         "killall",
         &sh("sleep 30 & sleep 30 & trap 'exit 7' TERM; while true; do sleep 1; done"),
     )?;
-    let mut c = b.create(Stdio::default())?;
-    c.start()?;
+    let mut c = b.start(Stdio::default())?;
     for _ in 0..100 {
         if c.pids()?.len() >= 4 {
             break;
@@ -608,23 +595,18 @@ fn kill_all_reaches_every_process_and_signals_map_to_128_plus_n() -> Result<()> 
     c.kill(Signal::SIGKILL, true)?;
     let code = c.wait()?;
     let after = c.pids()?;
-    let pid = c.pid();
-    c.delete(false)?;
-    b.assert_clean(pid)?;
+    b.delete(c, false)?;
     ensure!(before >= 4, "expected shell, two sleeps and a loop sleep; saw {before}");
     ensure!(code == 137, "exit code {code}");
     ensure!(after.is_empty(), "survivors: {after:?}");
 
     // A trapped SIGTERM to init runs the trap: exit code 7.
     let b = Bundle::new("term", &sh("trap 'exit 7' TERM; while true; do sleep 0.1; done"))?;
-    let mut c = b.create(Stdio::default())?;
-    c.start()?;
+    let mut c = b.start(Stdio::default())?;
     std::thread::sleep(Duration::from_millis(200));
     c.kill(Signal::SIGTERM, false)?;
     let code = c.wait()?;
-    let pid = c.pid();
-    c.delete(true)?;
-    b.assert_clean(pid)?;
+    b.delete(c, true)?;
     ensure!(code == 7, "exit code after trapped SIGTERM: {code}");
     Ok(())
 }
@@ -746,9 +728,7 @@ fn rootfs_layers_are_mounted_and_unmounted() -> Result<()> {
     let mounted = sandbox::container::is_mounted(&b.path().join("rootfs"));
     c.start()?;
     let code = c.wait()?;
-    let pid = c.pid();
-    c.delete(false)?;
-    b.assert_clean(pid)?;
+    b.delete(c, false)?;
     ensure!(mounted, "overlay was not mounted on rootfs");
     ensure!(code == 0 && out.join().unwrap()? == "layered\n");
     ensure!(
@@ -761,8 +741,7 @@ fn rootfs_layers_are_mounted_and_unmounted() -> Result<()> {
 
 fn delete_from_a_loaded_state_cleans_up() -> Result<()> {
     let b = Bundle::new("reload", &sh("sleep 30 & sleep 30"))?;
-    let mut c = b.create(Stdio::default())?;
-    c.start()?;
+    let c = b.start(Stdio::default())?;
     let pid = c.pid();
     drop(c);
     // As `containerd-shim-peapod-v2 delete` would, from state alone.
@@ -804,9 +783,7 @@ fn duplicate_ids_are_refused() -> Result<()> {
     let b = Bundle::new("dup", &["sleep", "30"])?;
     let c = b.create(Stdio::default())?;
     let err = b.create(Stdio::default()).err().context("second create succeeded")?;
-    let pid = c.pid();
-    c.delete(true)?;
-    b.assert_clean(pid)?;
+    b.delete(c, true)?;
     ensure!(
         matches!(err.downcast_ref::<Error>(), Some(Error::AlreadyExists { .. })),
         "{err:#}"

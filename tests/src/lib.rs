@@ -115,6 +115,21 @@ impl Bundle {
         )?)
     }
 
+    /// Creates and starts the container.
+    pub fn start(&self, stdio: Stdio) -> Result<Container> {
+        let mut c = self.create(stdio)?;
+        c.start()?;
+        Ok(c)
+    }
+
+    /// Deletes the container (`force` kills what still runs) and checks that nothing of
+    /// it is left.
+    pub fn delete(&self, c: Container, force: bool) -> Result<()> {
+        let pid = c.pid();
+        c.delete(force)?;
+        self.assert_clean(pid)
+    }
+
     /// Creates, starts and waits for the container; returns (exit code, stdout, stderr),
     /// then deletes it and checks that nothing is left.
     pub fn run(&self) -> Result<Output> {
