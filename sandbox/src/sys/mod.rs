@@ -240,6 +240,36 @@ pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), S
     Ok(())
 }
 
+/// Makes the spawned command receive each `(source, target)` fd of `map` as fd number
+/// `target` (e.g. containerd's binary log drivers expect stdout on 3, stderr on 4 and a
+/// ready pipe on 5). Sources are first duplicated above 100 so no target overwrites a
+/// source not yet moved; everything runs between fork and exec with async-signal-safe
+/// calls only.
+pub fn map_fds(cmd: &mut Command, map: &[(BorrowedFd<'_>, RawFd)]) {
+    let pairs: Vec<(RawFd, RawFd)> = map.iter().map(|(fd, target)| (fd.as_raw_fd(), *target)).collect();
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl(2) and
+    // dup2(2), which are async-signal-safe; it reads `pairs`, allocated before the fork,
+    // and allocates nothing. The sources stay open in the parent while spawn runs because
+    // the caller holds their borrows.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0 as RawFd; 16];
+            for (i, (src, _)) in pairs.iter().enumerate().take(16) {
+                high[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, (_, target)) in pairs.iter().enumerate().take(16) {
+                if libc::dup2(high[i], *target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 static SEALED_EXE: OnceLock<OwnedFd> = OnceLock::new();
 
 /// A sealed, read-only in-memory copy of our own executable, created once per process.

@@ -1,0 +1,50 @@
+//! `containerd-shim-peapod-v2`: what containerd runs for `runtime_type =
+//! "io.containerd.peapod.v2"`.
+#![deny(unsafe_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use containerd_shim_protos::protobuf::Message;
+
+fn main() {
+    // Container init helpers are this binary too.
+    sandbox::init::run_if_requested();
+    let flags = match shim::args::parse(std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("containerd-shim-peapod-v2: {e}");
+            std::process::exit(2);
+        }
+    };
+    if flags.version {
+        println!("containerd-shim-peapod-v2:\n  Version: {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let bundle = flags
+        .bundle
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let result = match flags.action.as_str() {
+        "start" => shim::start::start(&flags, &bundle)
+            .map(|address| {
+                print!("{address}");
+                let _ = std::io::stdout().flush();
+            })
+            .map_err(anyhow::Error::from),
+        "delete" => shim::start::delete(&flags, &bundle)
+            .map_err(anyhow::Error::from)
+            .and_then(|resp| {
+                let bytes = resp.write_to_bytes()?;
+                std::io::stdout().write_all(&bytes)?;
+                Ok(())
+            }),
+        "" => shim::serve::serve(&flags, &bundle),
+        other => Err(anyhow::anyhow!("unknown action {other:?}")),
+    };
+    if let Err(e) = result {
+        eprintln!("containerd-shim-peapod-v2: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,166 @@
+//! Task events to containerd's `containerd.services.events.ttrpc.v1.Events/Forward` at
+//! `TTRPC_ADDRESS`.
+//!
+//! One worker thread drains a bounded FIFO queue, so events leave in the order the
+//! service produced them (TaskCreate → TaskStart → TaskExit → TaskDelete). A failed
+//! forward is retried with backoff on a fresh connection, then logged and dropped: a
+//! publishing failure never fails a task operation. A full queue drops the event with an
+//! error log rather than blocking the caller.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{MessageField, MessageFull};
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::ttrpc::{self, context};
+use containerd_shim_protos::EventsClient;
+
+/// Events queued at most; beyond that new events are dropped (and logged).
+pub const QUEUE_LEN: usize = 1024;
+/// Forward attempts per event.
+pub const ATTEMPTS: u32 = 5;
+
+/// A task event with its containerd topic.
+pub trait Event: MessageFull {
+    /// e.g. `/tasks/exit`.
+    const TOPIC: &'static str;
+}
+
+macro_rules! topics {
+    ($($t:ty => $topic:expr),* $(,)?) => {
+        $(impl Event for $t { const TOPIC: &'static str = $topic; })*
+    };
+}
+
+topics! {
+    TaskCreate => "/tasks/create",
+    TaskStart => "/tasks/start",
+    TaskDelete => "/tasks/delete",
+    TaskExit => "/tasks/exit",
+    TaskOOM => "/tasks/oom",
+    TaskExecAdded => "/tasks/exec-added",
+    TaskExecStarted => "/tasks/exec-started",
+    TaskPaused => "/tasks/paused",
+    TaskResumed => "/tasks/resumed",
+}
+
+/// The current time as a protobuf timestamp.
+pub fn now() -> Timestamp {
+    to_timestamp(SystemTime::now())
+}
+
+/// `t` as a protobuf timestamp (seconds and nanoseconds since the epoch).
+pub fn to_timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+/// Where events go.
+#[derive(Clone)]
+pub struct Publisher {
+    namespace: String,
+    tx: SyncSender<Envelope>,
+}
+
+impl Publisher {
+    /// Publishes to containerd's ttrpc socket `ttrpc_address` (a path or `unix://` URL).
+    pub fn new(ttrpc_address: &str, namespace: &str) -> Self {
+        let (tx, rx) = sync_channel(QUEUE_LEN);
+        let address = if ttrpc_address.starts_with("unix://") {
+            ttrpc_address.to_string()
+        } else {
+            format!("unix://{ttrpc_address}")
+        };
+        std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || forward_loop(&address, rx))
+            .expect("spawn event publisher thread");
+        Self {
+            namespace: namespace.to_string(),
+            tx,
+        }
+    }
+
+    /// Queues `event` for containerd.
+    pub fn publish<E: Event>(&self, event: E) {
+        let any = match pack(&event) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(topic = E::TOPIC, error = %e, "cannot encode event");
+                return;
+            }
+        };
+        let envelope = Envelope {
+            timestamp: MessageField::some(now()),
+            namespace: self.namespace.clone(),
+            topic: E::TOPIC.to_string(),
+            event: MessageField::some(any),
+            ..Default::default()
+        };
+        match self.tx.try_send(envelope) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => tracing::error!(topic = E::TOPIC, "event queue full: event dropped"),
+            Err(TrySendError::Disconnected(_)) => tracing::error!(topic = E::TOPIC, "event publisher stopped"),
+        }
+    }
+}
+
+/// Packs a message as containerd's typeurl does for protobuf types: the type URL is the
+/// message's full name (`containerd.events.TaskExit`).
+pub fn pack<M: MessageFull>(m: &M) -> Result<Any, containerd_shim_protos::protobuf::Error> {
+    Ok(Any {
+        type_url: M::descriptor().full_name().to_string(),
+        value: m.write_to_bytes()?,
+        ..Default::default()
+    })
+}
+
+fn forward_loop(address: &str, rx: Receiver<Envelope>) {
+    let mut client: Option<EventsClient> = None;
+    for envelope in rx {
+        let req = ForwardRequest {
+            envelope: MessageField::some(envelope),
+            ..Default::default()
+        };
+        let topic = req.envelope.topic.clone();
+        let mut delay = Duration::from_millis(20);
+        for attempt in 1..=ATTEMPTS {
+            let c = match client.take() {
+                Some(c) => c,
+                None => match ttrpc::Client::connect(address) {
+                    Ok(c) => EventsClient::new(c),
+                    Err(e) => {
+                        tracing::warn!(%topic, attempt, error = %e, "connect to containerd events");
+                        std::thread::sleep(delay);
+                        delay *= 2;
+                        continue;
+                    }
+                },
+            };
+            match c.forward(context::with_timeout(5_000_000_000), &req) {
+                Ok(_) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(e) if attempt == ATTEMPTS => {
+                    tracing::error!(%topic, error = %e, "event dropped after {ATTEMPTS} attempts");
+                }
+                Err(e) => {
+                    tracing::warn!(%topic, attempt, error = %e, "forward event");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}

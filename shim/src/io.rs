@@ -1,0 +1,308 @@
+//! A task's stdio as containerd hands it over (`CreateTaskRequest` / `ExecProcessRequest`
+//! `stdin`, `stdout`, `stderr`):
+//! - a FIFO path: containerd's FIFOs. The process writes into a pipe of ours and a
+//!   copier thread moves the bytes into the FIFO, opened read-write so it never blocks or
+//!   raises SIGPIPE while containerd restarts. Because the process never holds the FIFO,
+//!   a background child that keeps the pipe open (`sh -c 'sleep 20 &'`) does not keep
+//!   containerd waiting: once the process exits, the copier drains what is buffered and
+//!   closes its FIFO end.
+//! - `file:///path`: appended to the file.
+//! - `binary:///path?args`: containerd's logging-binary protocol: the binary gets the
+//!   process's stdout on fd 3, stderr on fd 4, and closes fd 5 when ready; environment
+//!   `CONTAINER_ID` and `CONTAINER_NAMESPACE`.
+//! - empty: `/dev/null`.
+//!
+//! With a terminal, the pty master (from `sandbox`) is copied to stdout, and stdin into it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio as StdStdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+/// A stdio target that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{stream} {uri:?}: {op}: {source}")]
+pub struct IoError {
+    /// `stdin`, `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// The URI or path containerd gave.
+    pub uri: String,
+    /// What failed.
+    pub op: &'static str,
+    /// Cause.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Who owns the stdio (for `binary://` loggers).
+#[derive(Debug, Clone)]
+pub struct IoOwner {
+    /// containerd namespace.
+    pub namespace: String,
+    /// Container id.
+    pub id: String,
+}
+
+/// The stdio of one process: the fds to give it, and the copiers that serve them.
+pub struct ProcessIo {
+    /// Ends for the process (taken by `create`/`exec`).
+    pub stdio: sandbox::Stdio,
+    copiers: Vec<JoinHandle<()>>,
+    stdin: Arc<Mutex<Option<File>>>,
+    exited: Arc<AtomicBool>,
+    /// (stdin, stdout) URIs waiting for the pty master of a terminal process.
+    terminal: Option<(String, String)>,
+    console: Option<OwnedFd>,
+}
+
+fn pipe() -> io::Result<(File, File)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((File::from(r), File::from(w)))
+}
+
+impl ProcessIo {
+    /// Opens the targets. With `terminal`, no fds are handed to the process: call
+    /// [`ProcessIo::attach_console`] with the pty master once it exists.
+    pub fn open(
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+        terminal: bool,
+        owner: &IoOwner,
+    ) -> Result<ProcessIo, IoError> {
+        let mut io = ProcessIo {
+            stdio: sandbox::Stdio::default(),
+            copiers: Vec::new(),
+            stdin: Arc::new(Mutex::new(None)),
+            exited: Arc::new(AtomicBool::new(false)),
+            terminal: None,
+            console: None,
+        };
+        if terminal {
+            io.terminal = Some((stdin.to_string(), stdout.to_string()));
+            return Ok(io);
+        }
+        if let Some(stdout_uri) = stdout.strip_prefix("binary://") {
+            let (out_r, out_w) = pipe().map_err(err("stdout", stdout, "pipe"))?;
+            let (err_r, err_w) = pipe().map_err(err("stderr", stderr, "pipe"))?;
+            spawn_logger(stdout_uri, stdout, out_r, err_r, owner)?;
+            io.stdio.stdout = Some(out_w.into());
+            io.stdio.stderr = Some(err_w.into());
+        } else {
+            for (name, uri) in [("stdout", stdout), ("stderr", stderr)] {
+                let Some(sink) = open_sink(name, uri)? else { continue };
+                let (r, w) = pipe().map_err(err(name, uri, "pipe"))?;
+                io.copiers.push(spawn_copier(name, r, sink, io.exited.clone()));
+                let w: OwnedFd = w.into();
+                if name == "stdout" {
+                    io.stdio.stdout = Some(w);
+                } else {
+                    io.stdio.stderr = Some(w);
+                }
+            }
+        }
+        if !stdin.is_empty() {
+            let (r, w) = pipe().map_err(err("stdin", stdin, "pipe"))?;
+            *io.stdin.lock().expect("stdin lock") = Some(w);
+            io.stdio.stdin = Some(r.into());
+            spawn_stdin(stdin.to_string(), io.stdin.clone());
+        }
+        Ok(io)
+    }
+
+    /// Connects the pty master of a terminal process: output to the stdout target, the
+    /// stdin FIFO into the terminal. Keeps a handle for [`ProcessIo::resize`].
+    pub fn attach_console(&mut self, master: OwnedFd) -> Result<(), IoError> {
+        let Some((stdin, stdout)) = self.terminal.take() else {
+            return Ok(());
+        };
+        let dup = |m: &OwnedFd| {
+            m.try_clone()
+                .map(File::from)
+                .map_err(err("stdout", &stdout, "dup pty master"))
+        };
+        if let Some(sink) = open_sink("stdout", &stdout)? {
+            self.copiers
+                .push(spawn_copier("stdout", dup(&master)?, sink, self.exited.clone()));
+        }
+        if !stdin.is_empty() {
+            *self.stdin.lock().expect("stdin lock") = Some(dup(&master)?);
+            spawn_stdin(stdin, self.stdin.clone());
+        }
+        self.console = Some(master);
+        Ok(())
+    }
+
+    /// Resizes the terminal, if the process has one (`ResizePty`), in character cells.
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), sandbox::sys::SysError> {
+        match &self.console {
+            Some(m) => sandbox::sys::set_window_size(
+                m.as_fd(),
+                u16::try_from(height).unwrap_or(u16::MAX),
+                u16::try_from(width).unwrap_or(u16::MAX),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the process's stdin (`CloseIO`): it reads end-of-file once buffered input
+    /// is consumed. A terminal keeps its input open (the pty is shared with output).
+    pub fn close_stdin(&self) {
+        if self.console.is_none() {
+            self.stdin.lock().expect("stdin lock").take();
+        }
+    }
+
+    /// After the process exited: lets the copiers drain what is buffered, waits for them,
+    /// and closes every target. Blocks at most as long as the buffered data takes to move.
+    pub fn finish(&mut self) {
+        self.exited.store(true, Ordering::SeqCst);
+        for c in self.copiers.drain(..) {
+            let _ = c.join();
+        }
+        self.stdin.lock().expect("stdin lock").take();
+        self.console = None;
+    }
+}
+
+fn err<'a>(stream: &'static str, uri: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> IoError + 'a {
+    move |source| IoError {
+        stream,
+        uri: uri.to_string(),
+        op,
+        source,
+    }
+}
+
+/// Opens an output target: `None` for an empty URI.
+fn open_sink(stream: &'static str, uri: &str) -> Result<Option<File>, IoError> {
+    if uri.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err(stream, uri, "create log directory"))?;
+        }
+        return OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(Some)
+            .map_err(err(stream, uri, "open log file"));
+    }
+    // containerd's FIFO: read-write so the open never blocks and a vanished reader never
+    // raises SIGPIPE (it reappears when containerd restarts).
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(uri)
+        .map(Some)
+        .map_err(err(stream, uri, "open fifo"))
+}
+
+/// Copies `src` (a pipe or pty master) to `sink` until end-of-file (EIO on a pty whose
+/// slaves are all closed), or, once `exited` is set, until nothing more is buffered.
+fn spawn_copier(name: &'static str, src: File, mut sink: File, exited: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("io-{name}"))
+        .spawn(move || {
+            let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+            let mut src = src;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                // Read the flag before reading the pipe: if the process had exited by
+                // then, every byte it wrote is already buffered, so "would block" means
+                // drained.
+                let done = exited.load(Ordering::SeqCst);
+                match src.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Err(e) = sink.write_all(&buf[..n]) {
+                            tracing::warn!(stream = name, error = %e, "write to stdio target");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if done {
+                            break;
+                        }
+                        let mut fds = [PollFd::new(src.as_fd(), PollFlags::POLLIN)];
+                        let _ = poll(&mut fds, PollTimeout::from(50u16));
+                    }
+                    // A pty master whose slaves are all closed.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+                    Err(e) => {
+                        tracing::warn!(stream = name, error = %e, "read process output");
+                        break;
+                    }
+                }
+            }
+        })
+        .expect("spawn io copier")
+}
+
+/// Copies containerd's stdin FIFO into the process until end-of-file or `CloseIO`.
+fn spawn_stdin(fifo: String, writer: Arc<Mutex<Option<File>>>) {
+    let _ = std::thread::Builder::new().name("io-stdin".into()).spawn(move || {
+        // Blocks until containerd (or the attached client) opens the writing end.
+        let mut src = match OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(&fifo) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%fifo, error = %e, "open stdin fifo");
+                writer.lock().expect("stdin lock").take();
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut guard = writer.lock().expect("stdin lock");
+            let written = guard.as_mut().is_some_and(|w| w.write_all(&buf[..n]).is_ok());
+            if !written {
+                return;
+            }
+        }
+        writer.lock().expect("stdin lock").take();
+    });
+}
+
+/// Starts a `binary://` logging driver and waits until it signals readiness by closing
+/// fd 5.
+fn spawn_logger(target: &str, uri: &str, stdout: File, stderr: File, owner: &IoOwner) -> Result<(), IoError> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut cmd = Command::new(path);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) => cmd.arg(format!("{k}={v}")),
+            None => cmd.arg(pair),
+        };
+    }
+    let (ready_r, ready_w) = pipe().map_err(err("stdout", uri, "pipe"))?;
+    cmd.env("CONTAINER_ID", &owner.id)
+        .env("CONTAINER_NAMESPACE", &owner.namespace)
+        .stdin(StdStdio::null())
+        .stdout(StdStdio::null())
+        .stderr(StdStdio::null());
+    sandbox::sys::map_fds(
+        &mut cmd,
+        &[(stdout.as_fd(), 3), (stderr.as_fd(), 4), (ready_w.as_fd(), 5)],
+    );
+    cmd.spawn().map_err(err("stdout", uri, "start logging binary"))?;
+    drop(ready_w);
+    // EOF once the driver closed fd 5 (or exited).
+    let mut byte = [0u8; 1];
+    let _ = (&ready_r).read(&mut byte);
+    Ok(())
+}

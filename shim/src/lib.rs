@@ -1,0 +1,16 @@
+//! `containerd-shim-peapod-v2`: containerd's shim v2 over ttrpc, built on `sandbox`.
+//!
+//! Only this crate knows containerd's process contract ([`args`], [`start`]); the Task
+//! API is served by [`service`], with stdio in [`io`], events in [`events`] and the single
+//! child reaper in [`reaper`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod args;
+pub mod error;
+pub mod events;
+pub mod io;
+pub mod reaper;
+pub mod serve;
+pub mod service;
+pub mod start;

@@ -1,0 +1,888 @@
+//! containerd's Task service (`containerd.task.v2.Task`) on top of `sandbox::Container`.
+//!
+//! One shim serves every task of a pod. State lives under one mutex; every event is
+//! published while holding it, so the event order always matches the order of state
+//! changes (TaskCreate → TaskStart → TaskExit → TaskDelete, TaskExecAdded →
+//! TaskExecStarted → TaskExit).
+//!
+//! Exits come from the reaper ([`Service::on_exit`]). A process's exit is published once
+//! its output is drained, so containerd and CRI logs are complete when Wait returns. An
+//! init's exit is held until the exits of its exec'd processes (killed with it) are
+//! published, and preceded by TaskOOM when the kernel OOM-killed something in the
+//! container. The shim exits on Shutdown once no task is left.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use containerd_shim_protos::api::{self, Empty, ProcessInfo};
+use containerd_shim_protos::cgroups::metrics as v1;
+use containerd_shim_protos::cgroups_v2::metrics as v2;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
+    TaskStart,
+};
+use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
+use containerd_shim_protos::ttrpc::{self, TtrpcContext};
+use containerd_shim_protos::types::task::Status as TaskStatus;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Process};
+use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
+
+use crate::error::ServiceError;
+use crate::events::{to_timestamp, Publisher};
+use crate::io::{IoOwner, ProcessIo};
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// How long an init's exit waits for its exec'd processes to be reaped.
+const EXEC_EXIT_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+struct Exit {
+    code: i32,
+    at: SystemTime,
+}
+
+/// One process (a task's init or an exec).
+struct Proc {
+    pid: Option<Pid>,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    terminal: bool,
+    io: Option<ProcessIo>,
+    started: bool,
+    /// Reaped; its exit is being published.
+    exiting: bool,
+    exit: Option<Exit>,
+}
+
+impl Proc {
+    fn new(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Self {
+        Self {
+            pid: None,
+            stdin: stdin.to_string(),
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
+            terminal,
+            io: None,
+            started: false,
+            exiting: false,
+            exit: None,
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.started && self.exit.is_none()
+    }
+
+    fn status(&self, paused: bool) -> TaskStatus {
+        match (self.exit, self.started) {
+            (Some(_), _) => TaskStatus::STOPPED,
+            (None, false) => TaskStatus::CREATED,
+            (None, true) if paused => TaskStatus::PAUSED,
+            (None, true) => TaskStatus::RUNNING,
+        }
+    }
+}
+
+struct Exec {
+    proc: Proc,
+    spec: Process,
+    handle: Option<ExecProcess>,
+}
+
+struct Task {
+    container: Container,
+    bundle: String,
+    init: Proc,
+    execs: HashMap<String, Exec>,
+    oom_published: u64,
+    oom_stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    tasks: HashMap<String, Task>,
+    /// Exits of pids not registered yet (a process can exit before `exec` returns).
+    unclaimed: HashMap<Pid, (Exit, Instant)>,
+    shutdown: bool,
+}
+
+struct Inner {
+    namespace: String,
+    config: Config,
+    publisher: Publisher,
+    state: Mutex<Tasks>,
+    changed: Condvar,
+}
+
+/// The Task service of one shim. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+impl Service {
+    /// A service for containerd namespace `namespace`, keeping container state under
+    /// `state_root` and publishing through `publisher`.
+    pub fn new(namespace: &str, state_root: PathBuf, publisher: Publisher) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                namespace: namespace.to_string(),
+                config: Config { state_root },
+                publisher,
+                state: Mutex::new(Tasks::default()),
+                changed: Condvar::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tasks> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until Shutdown arrived with no task left.
+    pub fn wait_for_shutdown(&self) {
+        let mut st = self.lock();
+        while !(st.shutdown && st.tasks.is_empty()) {
+            st = self.inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Reports a reaped child: `code` is the exit code or 128 + signal.
+    pub fn on_exit(&self, pid: Pid, code: i32) {
+        let exit = Exit {
+            code,
+            at: SystemTime::now(),
+        };
+        let mut st = self.lock();
+        if !self.claim(&mut st, pid, exit) {
+            st.unclaimed
+                .retain(|_, (_, seen)| seen.elapsed() < Duration::from_secs(60));
+            st.unclaimed.insert(pid, (exit, Instant::now()));
+        }
+    }
+
+    /// Starts publishing the exit of the process with `pid`, if we track it.
+    fn claim(&self, st: &mut Tasks, pid: Pid, exit: Exit) -> bool {
+        for (id, task) in st.tasks.iter_mut() {
+            if task.init.pid == Some(pid) && task.init.exit.is_none() && !task.init.exiting {
+                task.init.exiting = true;
+                let io = task.init.io.take();
+                self.spawn_finisher(id.clone(), None, exit, io);
+                return true;
+            }
+            for (exec_id, e) in task.execs.iter_mut() {
+                if e.proc.pid == Some(pid) && e.proc.exit.is_none() && !e.proc.exiting {
+                    e.proc.exiting = true;
+                    let io = e.proc.io.take();
+                    self.spawn_finisher(id.clone(), Some(exec_id.clone()), exit, io);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Registers `pid` for a process and handles an exit that was reaped before.
+    fn adopt(&self, st: &mut Tasks, pid: Pid) {
+        if let Some((exit, _)) = st.unclaimed.remove(&pid) {
+            self.claim(st, pid, exit);
+        }
+    }
+
+    fn spawn_finisher(&self, id: String, exec_id: Option<String>, exit: Exit, io: Option<ProcessIo>) {
+        let svc = self.clone();
+        std::thread::spawn(move || svc.finish(id, exec_id, exit, io));
+    }
+
+    /// Drains the process's output, then records and publishes its exit.
+    fn finish(&self, id: String, exec_id: Option<String>, exit: Exit, io: Option<ProcessIo>) {
+        if let Some(mut io) = io {
+            io.finish();
+        }
+        let mut st = self.lock();
+        if exec_id.is_none() {
+            // Execs die with the container's pid namespace; publish theirs first.
+            if let Some(task) = st.tasks.get(&id) {
+                for e in task.execs.values().filter(|e| e.proc.running()) {
+                    if let Some(h) = &e.handle {
+                        let _ = h.kill(Signal::SIGKILL);
+                    }
+                }
+            }
+            let deadline = Instant::now() + EXEC_EXIT_GRACE;
+            while st
+                .tasks
+                .get(&id)
+                .is_some_and(|t| t.execs.values().any(|e| e.proc.running()))
+                && Instant::now() < deadline
+            {
+                st = self
+                    .inner
+                    .changed
+                    .wait_timeout(st, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            self.publish_oom(&mut st, &id);
+        }
+        let Some(task) = st.tasks.get_mut(&id) else { return };
+        let (proc, event_id) = match &exec_id {
+            None => {
+                let _ = task.container.record_exit(exit.code);
+                (&mut task.init, id.clone())
+            }
+            Some(e) => match task.execs.get_mut(e) {
+                Some(ex) => (&mut ex.proc, e.clone()),
+                None => return,
+            },
+        };
+        proc.exit = Some(exit);
+        proc.exiting = false;
+        let pid = proc.pid.map_or(0, pid_u32);
+        self.inner.publisher.publish(TaskExit {
+            container_id: id.clone(),
+            id: event_id,
+            pid,
+            exit_status: exit_status(exit.code),
+            exited_at: MessageField::some(to_timestamp(exit.at)),
+            ..Default::default()
+        });
+        self.inner.changed.notify_all();
+    }
+
+    fn publish_oom(&self, st: &mut Tasks, id: &str) {
+        let Some(task) = st.tasks.get_mut(id) else { return };
+        let Ok(cg) = task.container.cgroup() else { return };
+        let kills = cg.files().oom_kills().unwrap_or(0);
+        if kills > task.oom_published {
+            task.oom_published = kills;
+            self.inner.publisher.publish(TaskOOM {
+                container_id: id.to_string(),
+                ..Default::default()
+            });
+        }
+    }
+
+    fn watch_oom(&self, id: &str, container: &Container, stop: Arc<AtomicBool>) {
+        let Ok(mut watcher) = container.cgroup().and_then(|cg| {
+            cg.watch_oom().map_err(|source| sandbox::Error::Cgroup {
+                id: id.to_string(),
+                source,
+            })
+        }) else {
+            tracing::warn!(id, "cannot watch OOM events");
+            return;
+        };
+        let svc = self.clone();
+        let id = id.to_string();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if watcher.wait(Duration::from_millis(500)) > 0 {
+                    let mut st = svc.lock();
+                    svc.publish_oom(&mut st, &id);
+                }
+            }
+        });
+    }
+
+    fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        if !req.checkpoint.is_empty() {
+            return Err(ServiceError::Unimplemented("restoring from a checkpoint".into()));
+        }
+        if self.lock().tasks.contains_key(&req.id) {
+            return Err(ServiceError::AlreadyExists(format!("task {}", req.id)));
+        }
+        let owner = IoOwner {
+            namespace: self.inner.namespace.clone(),
+            id: req.id.clone(),
+        };
+        let mut io = ProcessIo::open(&req.stdin, &req.stdout, &req.stderr, req.terminal, &owner)?;
+        let rootfs_mounts = req
+            .rootfs
+            .iter()
+            .map(|m| RootfsMount {
+                fstype: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
+            .collect();
+        let mut container = Container::create(
+            &self.inner.config,
+            CreateOptions {
+                id: req.id.clone(),
+                bundle: PathBuf::from(&req.bundle),
+                rootfs_mounts,
+                stdio: std::mem::take(&mut io.stdio),
+            },
+        )?;
+        if let Some(master) = container.take_console() {
+            io.attach_console(master)?;
+        }
+        let pid = container
+            .pid()
+            .ok_or_else(|| ServiceError::Internal("created task has no pid".into()))?;
+        let mut init = Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
+        init.pid = Some(pid);
+        init.io = Some(io);
+        let oom_stop = Arc::new(AtomicBool::new(false));
+        self.watch_oom(&req.id, &container, oom_stop.clone());
+
+        let mut st = self.lock();
+        st.tasks.insert(
+            req.id.clone(),
+            Task {
+                container,
+                bundle: req.bundle.clone(),
+                init,
+                execs: HashMap::new(),
+                oom_published: 0,
+                oom_stop,
+            },
+        );
+        self.inner.publisher.publish(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
+            checkpoint: req.checkpoint.clone(),
+            pid: pid_u32(pid),
+            ..Default::default()
+        });
+        self.adopt(&mut st, pid);
+        Ok(api::CreateTaskResponse {
+            pid: pid_u32(pid),
+            ..Default::default()
+        })
+    }
+
+    fn do_start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
+        let mut st = self.lock();
+        let task = st
+            .tasks
+            .get_mut(&req.id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+        if req.exec_id.is_empty() {
+            if task.init.started {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "task {} already started",
+                    req.id
+                )));
+            }
+            task.container.start()?;
+            task.init.started = true;
+            let pid = task.init.pid.map_or(0, pid_u32);
+            self.inner.publisher.publish(TaskStart {
+                container_id: req.id.clone(),
+                pid,
+                ..Default::default()
+            });
+            return Ok(api::StartResponse {
+                pid,
+                ..Default::default()
+            });
+        }
+        let exec = task
+            .execs
+            .get_mut(&req.exec_id)
+            .ok_or_else(|| ServiceError::NotFound(format!("exec {} in task {}", req.exec_id, req.id)))?;
+        if exec.proc.started {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "exec {} already started",
+                req.exec_id
+            )));
+        }
+        let owner = IoOwner {
+            namespace: self.inner.namespace.clone(),
+            id: req.id.clone(),
+        };
+        let p = &exec.proc;
+        let mut io = ProcessIo::open(&p.stdin, &p.stdout, &p.stderr, p.terminal, &owner)?;
+        let mut handle = task.container.exec(&exec.spec, std::mem::take(&mut io.stdio))?;
+        if let Some(master) = handle.take_console() {
+            io.attach_console(master)?;
+        }
+        let pid = handle.pid();
+        exec.proc.pid = Some(pid);
+        exec.proc.io = Some(io);
+        exec.proc.started = true;
+        exec.handle = Some(handle);
+        self.inner.publisher.publish(TaskExecStarted {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            pid: pid_u32(pid),
+            ..Default::default()
+        });
+        self.adopt(&mut st, pid);
+        Ok(api::StartResponse {
+            pid: pid_u32(pid),
+            ..Default::default()
+        })
+    }
+
+    fn do_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+        let spec: Process = serde_json::from_slice(&req.spec.value)
+            .map_err(|e| ServiceError::InvalidArgument(format!("exec {} spec: {e}", req.exec_id)))?;
+        sandbox::spec::validate_process("process", &spec).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let mut st = self.lock();
+        let task = st
+            .tasks
+            .get_mut(&req.id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+        if !task.init.running() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "task {} is not running",
+                req.id
+            )));
+        }
+        if task.execs.contains_key(&req.exec_id) {
+            return Err(ServiceError::AlreadyExists(format!("exec {}", req.exec_id)));
+        }
+        task.execs.insert(
+            req.exec_id.clone(),
+            Exec {
+                proc: Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal),
+                spec,
+                handle: None,
+            },
+        );
+        self.inner.publisher.publish(TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    fn do_kill(&self, req: api::KillRequest) -> Result<()> {
+        let signal = i32::try_from(req.signal)
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+            .ok_or_else(|| ServiceError::InvalidArgument(format!("signal {}", req.signal)))?;
+        let st = self.lock();
+        let task = st
+            .tasks
+            .get(&req.id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+        if req.exec_id.is_empty() {
+            if task.init.exit.is_some() && !req.all {
+                return Err(ServiceError::NotFound(format!(
+                    "task {}: process already finished",
+                    req.id
+                )));
+            }
+            task.container.kill(signal, req.all)?;
+            return Ok(());
+        }
+        let exec = task
+            .execs
+            .get(&req.exec_id)
+            .ok_or_else(|| ServiceError::NotFound(format!("exec {}", req.exec_id)))?;
+        match (&exec.handle, exec.proc.exit) {
+            (_, Some(_)) => Err(ServiceError::NotFound(format!(
+                "exec {}: process already finished",
+                req.exec_id
+            ))),
+            (None, _) => Err(ServiceError::FailedPrecondition(format!(
+                "exec {} not started",
+                req.exec_id
+            ))),
+            (Some(h), None) => h
+                .kill(signal)
+                .map_err(|e| ServiceError::Internal(format!("kill exec {}: {e}", req.exec_id))),
+        }
+    }
+
+    fn do_wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
+        let mut st = self.lock();
+        loop {
+            let task = st
+                .tasks
+                .get(&req.id)
+                .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+            let proc = if req.exec_id.is_empty() {
+                &task.init
+            } else {
+                &task
+                    .execs
+                    .get(&req.exec_id)
+                    .ok_or_else(|| ServiceError::NotFound(format!("exec {}", req.exec_id)))?
+                    .proc
+            };
+            if let Some(exit) = proc.exit {
+                return Ok(api::WaitResponse {
+                    exit_status: exit_status(exit.code),
+                    exited_at: MessageField::some(to_timestamp(exit.at)),
+                    ..Default::default()
+                });
+            }
+            st = self.inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn do_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+        let mut st = self.lock();
+        let task = st
+            .tasks
+            .get_mut(&req.id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+        if !req.exec_id.is_empty() {
+            let exec = task
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| ServiceError::NotFound(format!("exec {}", req.exec_id)))?;
+            if exec.proc.running() || exec.proc.exiting {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "exec {} is running",
+                    req.exec_id
+                )));
+            }
+            let exec = task.execs.remove(&req.exec_id).expect("checked above");
+            return Ok(delete_response(&exec.proc));
+        }
+        if task.init.running() || task.init.exiting {
+            return Err(ServiceError::FailedPrecondition(format!("task {} is running", req.id)));
+        }
+        if task.execs.values().any(|e| e.proc.running()) {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "task {} has running execs",
+                req.id
+            )));
+        }
+        let mut task = st.tasks.remove(&req.id).expect("checked above");
+        task.oom_stop.store(true, Ordering::SeqCst);
+        if task.init.exit.is_none() {
+            // Created but never started: init is killed by the delete.
+            task.init.exit = Some(Exit {
+                code: 137,
+                at: SystemTime::now(),
+            });
+        }
+        if let Some(mut io) = task.init.io.take() {
+            io.finish();
+        }
+        let resp = delete_response(&task.init);
+        let result = task.container.delete(true);
+        self.inner.publisher.publish(TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: resp.pid,
+            exit_status: resp.exit_status,
+            exited_at: resp.exited_at.clone(),
+            ..Default::default()
+        });
+        self.inner.changed.notify_all();
+        result?;
+        Ok(resp)
+    }
+
+    fn do_state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
+        let st = self.lock();
+        let task = st
+            .tasks
+            .get(&req.id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+        let paused = task.container.status() == Status::Paused;
+        let proc = if req.exec_id.is_empty() {
+            &task.init
+        } else {
+            &task
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| ServiceError::NotFound(format!("exec {}", req.exec_id)))?
+                .proc
+        };
+        Ok(api::StateResponse {
+            id: req.id.clone(),
+            bundle: task.bundle.clone(),
+            pid: proc.pid.map_or(0, pid_u32),
+            status: EnumOrUnknown::new(proc.status(paused)),
+            stdin: proc.stdin.clone(),
+            stdout: proc.stdout.clone(),
+            stderr: proc.stderr.clone(),
+            terminal: proc.terminal,
+            exit_status: proc.exit.map_or(0, |e| exit_status(e.code)),
+            exited_at: proc
+                .exit
+                .map_or_else(MessageField::none, |e| MessageField::some(to_timestamp(e.at))),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    fn with_task<T>(&self, id: &str, f: impl FnOnce(&mut Task) -> Result<T>) -> Result<T> {
+        let mut st = self.lock();
+        let task = st
+            .tasks
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {id}")))?;
+        f(task)
+    }
+
+    fn do_stats(&self, id: &str) -> Result<api::StatsResponse> {
+        let (stats, v2) = self.with_task(id, |t| {
+            let v2 = t.container.cgroup()?.is_v2();
+            Ok((t.container.stats()?, v2))
+        })?;
+        let packed = if v2 {
+            crate::events::pack(&v2::Metrics {
+                cpu: MessageField::some(v2::CPUStat {
+                    usage_usec: stats.cpu_usage_ns / 1000,
+                    ..Default::default()
+                }),
+                memory: MessageField::some(v2::MemoryStat {
+                    usage: stats.memory_usage,
+                    usage_limit: stats.memory_limit.unwrap_or(u64::MAX),
+                    max_usage: stats.memory_max_usage,
+                    ..Default::default()
+                }),
+                pids: MessageField::some(v2::PidsStat {
+                    current: stats.pids_current,
+                    limit: stats.pids_limit.unwrap_or(0),
+                    ..Default::default()
+                }),
+                memory_events: MessageField::some(v2::MemoryEvents {
+                    oom_kill: stats.oom_kills,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        } else {
+            crate::events::pack(&v1::Metrics {
+                cpu: MessageField::some(v1::CPUStat {
+                    usage: MessageField::some(v1::CPUUsage {
+                        total: stats.cpu_usage_ns,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                memory: MessageField::some(v1::MemoryStat {
+                    usage: MessageField::some(v1::MemoryEntry {
+                        usage: stats.memory_usage,
+                        limit: stats.memory_limit.unwrap_or(u64::MAX),
+                        max: stats.memory_max_usage,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                pids: MessageField::some(v1::PidsStat {
+                    current: stats.pids_current,
+                    limit: stats.pids_limit.unwrap_or(0),
+                    ..Default::default()
+                }),
+                memory_oom_control: MessageField::some(v1::MemoryOomControl {
+                    oom_kill: stats.oom_kills,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        }
+        .map_err(|e| ServiceError::Internal(format!("encode metrics: {e}")))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(packed),
+            ..Default::default()
+        })
+    }
+
+    fn do_pids(&self, id: &str) -> Result<api::PidsResponse> {
+        let pids = self.with_task(id, |t| Ok(t.container.pids()?))?;
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|p| ProcessInfo {
+                    pid: pid_u32(p),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn do_pause(&self, id: &str, pause: bool) -> Result<()> {
+        let mut st = self.lock();
+        let task = st
+            .tasks
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NotFound(format!("task {id}")))?;
+        if pause {
+            task.container.pause()?;
+            self.inner.publisher.publish(TaskPaused {
+                container_id: id.to_string(),
+                ..Default::default()
+            });
+        } else {
+            task.container.resume()?;
+            self.inner.publisher.publish(TaskResumed {
+                container_id: id.to_string(),
+                ..Default::default()
+            });
+        }
+        Ok(())
+    }
+
+    fn with_proc_io(&self, id: &str, exec_id: &str, f: impl FnOnce(&ProcessIo) -> Result<()>) -> Result<()> {
+        self.with_task(id, |t| {
+            let proc = if exec_id.is_empty() {
+                &t.init
+            } else {
+                &t.execs
+                    .get(exec_id)
+                    .ok_or_else(|| ServiceError::NotFound(format!("exec {exec_id}")))?
+                    .proc
+            };
+            match &proc.io {
+                Some(io) => f(io),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+fn pid_u32(pid: Pid) -> u32 {
+    u32::try_from(pid.as_raw()).unwrap_or(0)
+}
+
+fn exit_status(code: i32) -> u32 {
+    u32::try_from(code).unwrap_or(255)
+}
+
+fn delete_response(proc: &Proc) -> api::DeleteResponse {
+    api::DeleteResponse {
+        pid: proc.pid.map_or(0, pid_u32),
+        exit_status: proc.exit.map_or(0, |e| exit_status(e.code)),
+        exited_at: proc
+            .exit
+            .map_or_else(MessageField::none, |e| MessageField::some(to_timestamp(e.at))),
+        ..Default::default()
+    }
+}
+
+fn reply<T>(op: &'static str, r: Result<T>) -> ttrpc::Result<T> {
+    r.map_err(|e| {
+        tracing::warn!(op, error = %sandbox::init::chain(&e), "task call failed");
+        e.into()
+    })
+}
+
+impl containerd_shim_protos::Task for Service {
+    fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
+        reply("state", self.do_state(req))
+    }
+
+    fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
+        tracing::info!(id = %req.id, bundle = %req.bundle, "create");
+        // Runtime options (`req.options`, e.g. runc's `Options`) are accepted and ignored.
+        reply("create", self.do_create(req))
+    }
+
+    fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
+        tracing::info!(id = %req.id, exec_id = %req.exec_id, "start");
+        reply("start", self.do_start(req))
+    }
+
+    fn delete(&self, _: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
+        tracing::info!(id = %req.id, exec_id = %req.exec_id, "delete");
+        reply("delete", self.do_delete(req))
+    }
+
+    fn pids(&self, _: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
+        reply("pids", self.do_pids(&req.id))
+    }
+
+    fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
+        reply("pause", self.do_pause(&req.id, true).map(|()| Empty::new()))
+    }
+
+    fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<Empty> {
+        reply("resume", self.do_pause(&req.id, false).map(|()| Empty::new()))
+    }
+
+    fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        reply(
+            "checkpoint",
+            Err(ServiceError::Unimplemented(
+                "checkpoint is not supported by peapod".into(),
+            )),
+        )
+    }
+
+    fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<Empty> {
+        tracing::info!(id = %req.id, exec_id = %req.exec_id, signal = req.signal, all = req.all, "kill");
+        reply("kill", self.do_kill(req).map(|()| Empty::new()))
+    }
+
+    fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
+        tracing::info!(id = %req.id, exec_id = %req.exec_id, "exec");
+        reply("exec", self.do_exec(req).map(|()| Empty::new()))
+    }
+
+    fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
+        let r = self.with_proc_io(&req.id, &req.exec_id, |io| {
+            io.resize(req.width, req.height)
+                .map_err(|e| ServiceError::Internal(e.to_string()))
+        });
+        reply("resize_pty", r.map(|()| Empty::new()))
+    }
+
+    fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<Empty> {
+        let r = self.with_proc_io(&req.id, &req.exec_id, |io| {
+            if req.stdin {
+                io.close_stdin();
+            }
+            Ok(())
+        });
+        reply("close_io", r.map(|()| Empty::new()))
+    }
+
+    fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let r = serde_json::from_slice::<LinuxResources>(&req.resources.value)
+            .map_err(|e| ServiceError::InvalidArgument(format!("update resources: {e}")))
+            .and_then(|res| self.with_task(&req.id, |t| Ok(t.container.update(&res)?)));
+        reply("update", r.map(|()| Empty::new()))
+    }
+
+    fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
+        reply("wait", self.do_wait(req))
+    }
+
+    fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
+        reply("stats", self.do_stats(&req.id))
+    }
+
+    fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
+        let task_pid = self.with_task(&req.id, |t| Ok(t.init.pid.map_or(0, pid_u32)));
+        reply(
+            "connect",
+            task_pid.map(|task_pid| api::ConnectResponse {
+                shim_pid: std::process::id(),
+                task_pid,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> ttrpc::Result<Empty> {
+        let mut st = self.lock();
+        if st.tasks.is_empty() {
+            tracing::info!("shutdown: no task left, exiting");
+            st.shutdown = true;
+            self.inner.changed.notify_all();
+        } else {
+            tracing::debug!(tasks = st.tasks.len(), "shutdown ignored: tasks remain");
+        }
+        Ok(Empty::new())
+    }
+}
