@@ -72,6 +72,9 @@ pub struct CreateOptions {
     pub rootfs_mounts: Vec<RootfsMount>,
     /// The process's stdio.
     pub stdio: Stdio,
+    /// The spec to use instead of `<bundle>/config.json` (e.g. with pod volumes added);
+    /// `None` loads the bundle's.
+    pub spec: Option<oci_spec::runtime::Spec>,
 }
 
 /// Lifecycle status (OCI runtime spec "State"), plus `Paused`.
@@ -261,7 +264,10 @@ impl Container {
         spec::validate_id(&opts.id)?;
         let bundle = fs::canonicalize(&opts.bundle)
             .map_err(|e| Error::Spec(spec::invalid("bundle", format!("{}: {e}", opts.bundle.display()))))?;
-        let oci = spec::load(&bundle)?;
+        let oci = match opts.spec {
+            Some(s) => s,
+            None => spec::load(&bundle)?,
+        };
         // containerd creates `<bundle>/rootfs` before mounting layers on it; so must
         // other callers: the directory is checked like any rootfs.
         let plan = spec::validate(&opts.id, &bundle, &oci)?;

@@ -16,6 +16,7 @@ pub mod channel;
 pub mod container;
 pub mod init;
 pub mod namespaces;
+pub mod pod;
 pub mod process;
 pub mod rootfs;
 pub mod spec;

@@ -13,7 +13,7 @@ use containerd_shim_protos::ttrpc::Server;
 use crate::args::Flags;
 use crate::events::Publisher;
 use crate::service::Service;
-use crate::start::{socket_address, socket_path, state_root, LISTENER_ENV};
+use crate::start::{socket_address, socket_path, Paths, LISTENER_ENV};
 
 /// Upper bound of ttrpc worker threads: every pending Wait holds one.
 const MAX_THREADS: usize = 512;
@@ -50,7 +50,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<()> {
     std::env::remove_var(LISTENER_ENV);
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
     let publisher = Publisher::new(&ttrpc_address, &flags.namespace);
-    let service = Service::new(&flags.namespace, state_root(&flags.namespace), publisher);
+    let service = Service::new(&flags.namespace, Paths::for_namespace(&flags.namespace), publisher);
 
     let reaped = service.clone();
     crate::reaper::start(move |pid, code| reaped.on_exit(pid, code)).context("start reaper")?;

@@ -30,11 +30,13 @@ use containerd_shim_protos::types::task::Status as TaskStatus;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process};
+use sandbox::pod::{annotations, gate, Gate, MemberView, PodConfig, PodResources, Role, VolumeMount};
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
 use crate::error::ServiceError;
 use crate::events::{to_timestamp, Publisher};
 use crate::io::{IoOwner, ProcessIo};
+use crate::start::Paths;
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
@@ -99,15 +101,29 @@ struct Exec {
 struct Task {
     container: Container,
     bundle: String,
+    /// The pod (sandbox id) this task belongs to; the sandbox's own id for the sandbox.
+    pod: Option<String>,
+    sandbox: bool,
+    role: Role,
+    /// Creation order within the shim (declaration order of the pod's containers).
+    seq: u64,
     init: Proc,
     execs: HashMap<String, Exec>,
     oom_published: u64,
     oom_stop: Arc<AtomicBool>,
 }
 
+struct Pod {
+    resources: PodResources,
+    grace: Duration,
+    terminating: bool,
+}
+
 #[derive(Default)]
 struct Tasks {
     tasks: HashMap<String, Task>,
+    pods: HashMap<String, Pod>,
+    seq: u64,
     /// Exits of pids not registered yet (a process can exit before `exec` returns).
     unclaimed: HashMap<Pid, (Exit, Instant)>,
     shutdown: bool,
@@ -116,6 +132,7 @@ struct Tasks {
 struct Inner {
     namespace: String,
     config: Config,
+    paths: Paths,
     publisher: Publisher,
     state: Mutex<Tasks>,
     changed: Condvar,
@@ -128,13 +145,16 @@ pub struct Service {
 }
 
 impl Service {
-    /// A service for containerd namespace `namespace`, keeping container state under
-    /// `state_root` and publishing through `publisher`.
-    pub fn new(namespace: &str, state_root: PathBuf, publisher: Publisher) -> Self {
+    /// A service for containerd namespace `namespace`, keeping state under `paths` and
+    /// publishing through `publisher`.
+    pub fn new(namespace: &str, paths: Paths, publisher: Publisher) -> Self {
         Self {
             inner: Arc::new(Inner {
                 namespace: namespace.to_string(),
-                config: Config { state_root },
+                config: Config {
+                    state_root: paths.containers.clone(),
+                },
+                paths,
                 publisher,
                 state: Mutex::new(Tasks::default()),
                 changed: Condvar::new(),
@@ -299,32 +319,46 @@ impl Service {
         if self.lock().tasks.contains_key(&req.id) {
             return Err(ServiceError::AlreadyExists(format!("task {}", req.id)));
         }
-        let owner = IoOwner {
-            namespace: self.inner.namespace.clone(),
-            id: req.id.clone(),
-        };
-        let mut io = ProcessIo::open(&req.stdin, &req.stdout, &req.stderr, req.terminal, &owner)?;
-        let rootfs_mounts = req
-            .rootfs
-            .iter()
-            .map(|m| RootfsMount {
-                fstype: m.type_.clone(),
-                source: m.source.clone(),
-                options: m.options.clone(),
-            })
-            .collect();
-        let mut container = Container::create(
-            &self.inner.config,
-            CreateOptions {
-                id: req.id.clone(),
-                bundle: PathBuf::from(&req.bundle),
-                rootfs_mounts,
-                stdio: std::mem::take(&mut io.stdio),
-            },
-        )?;
-        if let Some(master) = container.take_console() {
-            io.attach_console(master)?;
+        let bundle = PathBuf::from(&req.bundle);
+        let mut spec = sandbox::spec::load(&bundle).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let ann = spec.annotations().clone().unwrap_or_default();
+        let member = Member::from_annotations(&req.id, &ann)?;
+        let mut new_pod = None;
+        if member.sandbox {
+            new_pod = Some(self.create_pod(&req.id, &spec, &ann)?);
+        } else if let Some(pod_id) = &member.pod {
+            let st = self.lock();
+            let pod = st.pods.get(pod_id).ok_or_else(|| {
+                ServiceError::FailedPrecondition(format!(
+                    "sandbox {pod_id} of container {} does not exist in this shim",
+                    req.id
+                ))
+            })?;
+            if pod.terminating {
+                return Err(ServiceError::FailedPrecondition(format!("pod {pod_id} is terminating")));
+            }
+            pod.resources
+                .mount_volumes(&mut spec, &member.mounts)
+                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        } else if !member.mounts.is_empty() || member.role != Role::App {
+            return Err(ServiceError::InvalidArgument(format!(
+                "container {}: {} and {} need a pod sandbox ({})",
+                req.id,
+                annotations::ROLE,
+                annotations::VOLUME_MOUNTS,
+                annotations::SANDBOX_ID
+            )));
         }
+        let created = self.create_container(&req, spec);
+        let (container, io) = match created {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(pod) = new_pod {
+                    let _ = pod.resources.destroy();
+                }
+                return Err(e);
+            }
+        };
         let pid = container
             .pid()
             .ok_or_else(|| ServiceError::Internal("created task has no pid".into()))?;
@@ -335,11 +369,20 @@ impl Service {
         self.watch_oom(&req.id, &container, oom_stop.clone());
 
         let mut st = self.lock();
+        if let Some(pod) = new_pod {
+            st.pods.insert(req.id.clone(), pod);
+        }
+        st.seq += 1;
+        let seq = st.seq;
         st.tasks.insert(
             req.id.clone(),
             Task {
                 container,
                 bundle: req.bundle.clone(),
+                pod: member.pod,
+                sandbox: member.sandbox,
+                role: member.role,
+                seq,
                 init,
                 execs: HashMap::new(),
                 oom_published: 0,
@@ -368,8 +411,195 @@ impl Service {
         })
     }
 
+    /// Sets up the pod a sandbox task declares: pod cgroup (the parent of the sandbox's
+    /// own cgroup) and emptyDir volumes, before the sandbox container exists.
+    fn create_pod(&self, id: &str, spec: &oci_spec::runtime::Spec, ann: &HashMap<String, String>) -> Result<Pod> {
+        let config = PodConfig::from_annotations(ann).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let own = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        let cgroup =
+            sandbox::spec::cgroup_path(id, own.as_deref()).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let parent = cgroup.rsplit_once('/').map(|(p, _)| p.to_string());
+        let resources = PodResources::create(
+            id,
+            &config,
+            parent.as_deref(),
+            &self.inner.paths.pods.join(id),
+            &self.inner.paths.disk,
+        )
+        .map_err(|e| match e {
+            sandbox::pod::PodError::Spec(e) => ServiceError::InvalidArgument(e.to_string()),
+            e => ServiceError::Internal(e.to_string()),
+        })?;
+        Ok(Pod {
+            resources,
+            grace: config.grace,
+            terminating: false,
+        })
+    }
+
+    fn create_container(
+        &self,
+        req: &api::CreateTaskRequest,
+        spec: oci_spec::runtime::Spec,
+    ) -> Result<(Container, ProcessIo)> {
+        let owner = IoOwner {
+            namespace: self.inner.namespace.clone(),
+            id: req.id.clone(),
+        };
+        let mut io = ProcessIo::open(&req.stdin, &req.stdout, &req.stderr, req.terminal, &owner)?;
+        let rootfs_mounts = req
+            .rootfs
+            .iter()
+            .map(|m| RootfsMount {
+                fstype: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
+            .collect();
+        let mut container = Container::create(
+            &self.inner.config,
+            CreateOptions {
+                id: req.id.clone(),
+                bundle: PathBuf::from(&req.bundle),
+                rootfs_mounts,
+                stdio: std::mem::take(&mut io.stdio),
+                spec: Some(spec),
+            },
+        )?;
+        if let Some(master) = container.take_console() {
+            if let Err(e) = io.attach_console(master) {
+                let _ = container.delete(true);
+                return Err(e.into());
+            }
+        }
+        Ok((container, io))
+    }
+
+    /// Blocks until the pod's start gate lets task `id` start (KEP-753 ordering).
+    fn wait_for_gate<'a>(&'a self, mut st: MutexGuard<'a, Tasks>, id: &str) -> Result<MutexGuard<'a, Tasks>> {
+        loop {
+            let Some(task) = st.tasks.get(id) else {
+                return Err(ServiceError::NotFound(format!("task {id}")));
+            };
+            let Some(pod) = task.pod.clone().filter(|_| !task.sandbox) else {
+                return Ok(st);
+            };
+            let mut members: Vec<(&String, &Task)> = st
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.pod.as_deref() == Some(pod.as_str()) && !t.sandbox)
+                .collect();
+            members.sort_by_key(|(_, t)| t.seq);
+            let views: Vec<MemberView> = members
+                .iter()
+                .map(|(mid, t)| MemberView {
+                    id: (*mid).clone(),
+                    role: t.role,
+                    running: t.init.running(),
+                    exit_code: t.init.exit.map(|e| e.code),
+                })
+                .collect();
+            let me = members
+                .iter()
+                .position(|(mid, _)| mid.as_str() == id)
+                .expect("task is a member");
+            match gate(&views, me) {
+                Gate::Open => return Ok(st),
+                Gate::Failed(other, code) => {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "container {id} cannot start: {other} exited with code {code}"
+                    )))
+                }
+                Gate::Wait(other) => {
+                    tracing::debug!(id, waiting_for = %other, "start gated");
+                    st = self
+                        .inner
+                        .changed
+                        .wait_timeout(st, Duration::from_secs(1))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Pod deletion started by a signal to the sandbox task: SIGTERM to every running
+    /// container of the pod in one pass, SIGKILL to what still runs after the grace
+    /// period, then `signal` to the pause process.
+    fn terminate_pod(&self, st: &mut Tasks, pod_id: &str, signal: Signal) {
+        let Some(pod) = st.pods.get_mut(pod_id) else { return };
+        if pod.terminating {
+            return;
+        }
+        pod.terminating = true;
+        let grace = pod.grace;
+        let members: Vec<&Task> = st
+            .tasks
+            .values()
+            .filter(|t| t.pod.as_deref() == Some(pod_id) && !t.sandbox && t.init.running())
+            .collect();
+        let t0 = Instant::now();
+        for t in &members {
+            let _ = t.container.kill(Signal::SIGTERM, false);
+        }
+        tracing::info!(
+            pod = pod_id,
+            containers = members.len(),
+            spread_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "SIGTERM sent to all containers"
+        );
+        let svc = self.clone();
+        let pod_id = pod_id.to_string();
+        std::thread::spawn(move || svc.finish_termination(&pod_id, grace, signal));
+    }
+
+    fn finish_termination(&self, pod_id: &str, grace: Duration, signal: Signal) {
+        let running = |st: &Tasks| -> Vec<String> {
+            st.tasks
+                .iter()
+                .filter(|(_, t)| t.pod.as_deref() == Some(pod_id) && !t.sandbox && t.init.running())
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let mut st = self.lock();
+        let deadline = Instant::now() + grace;
+        while !running(&st).is_empty() && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            st = self
+                .inner
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let survivors = running(&st);
+        if !survivors.is_empty() {
+            tracing::info!(pod = pod_id, ?survivors, "grace period over: SIGKILL");
+            for id in &survivors {
+                if let Some(t) = st.tasks.get(id) {
+                    let _ = t.container.kill(Signal::SIGKILL, true);
+                }
+            }
+            let deadline = Instant::now() + EXEC_EXIT_GRACE;
+            while !running(&st).is_empty() && Instant::now() < deadline {
+                st = self
+                    .inner
+                    .changed
+                    .wait_timeout(st, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        if let Some(t) = st.tasks.get(pod_id) {
+            let _ = t.container.kill(signal, false);
+        }
+    }
+
     fn do_start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let mut st = self.lock();
+        if req.exec_id.is_empty() {
+            st = self.wait_for_gate(st, &req.id)?;
+        }
         let task = st
             .tasks
             .get_mut(&req.id)
@@ -389,6 +619,8 @@ impl Service {
                 pid,
                 ..Default::default()
             });
+            // Later members of the pod may be waiting for this one.
+            self.inner.changed.notify_all();
             return Ok(api::StartResponse {
                 pid,
                 ..Default::default()
@@ -471,11 +703,15 @@ impl Service {
             .ok()
             .and_then(|s| Signal::try_from(s).ok())
             .ok_or_else(|| ServiceError::InvalidArgument(format!("signal {}", req.signal)))?;
-        let st = self.lock();
+        let mut st = self.lock();
         let task = st
             .tasks
             .get(&req.id)
             .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+        if req.exec_id.is_empty() && task.sandbox && !req.all && signal != Signal::SIGKILL && task.init.running() {
+            self.terminate_pod(&mut st, &req.id, signal);
+            return Ok(());
+        }
         if req.exec_id.is_empty() {
             if task.init.exit.is_some() && !req.all {
                 return Err(ServiceError::NotFound(format!(
@@ -561,6 +797,20 @@ impl Service {
                 req.id
             )));
         }
+        if task.sandbox {
+            let members: Vec<&String> = st
+                .tasks
+                .iter()
+                .filter(|(id, t)| t.pod.as_deref() == Some(req.id.as_str()) && **id != req.id)
+                .map(|(id, _)| id)
+                .collect();
+            if !members.is_empty() {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "sandbox {} still has containers: {members:?}",
+                    req.id
+                )));
+            }
+        }
         let mut task = st.tasks.remove(&req.id).expect("checked above");
         task.oom_stop.store(true, Ordering::SeqCst);
         if task.init.exit.is_none() {
@@ -574,7 +824,14 @@ impl Service {
             io.finish();
         }
         let resp = delete_response(&task.init);
-        let result = task.container.delete(true);
+        let mut result = task.container.delete(true).map_err(ServiceError::from);
+        if task.sandbox {
+            if let Some(pod) = st.pods.remove(&req.id) {
+                if let Err(e) = pod.resources.destroy() {
+                    result = result.and(Err(ServiceError::Internal(e.to_string())));
+                }
+            }
+        }
         self.inner.publisher.publish(TaskDelete {
             container_id: req.id.clone(),
             id: req.id.clone(),
@@ -746,6 +1003,44 @@ impl Service {
                 Some(io) => f(io),
                 None => Ok(()),
             }
+        })
+    }
+}
+
+/// What a task's annotations say about its place in a pod.
+struct Member {
+    sandbox: bool,
+    pod: Option<String>,
+    role: Role,
+    mounts: Vec<VolumeMount>,
+}
+
+impl Member {
+    fn from_annotations(id: &str, ann: &HashMap<String, String>) -> Result<Member> {
+        let invalid = |e: sandbox::spec::SpecError| ServiceError::InvalidArgument(format!("container {id}: {e}"));
+        let sandbox = ann.get(annotations::CONTAINER_TYPE).map(String::as_str) == Some("sandbox");
+        let pod = if sandbox {
+            Some(id.to_string())
+        } else {
+            ann.get(annotations::SANDBOX_ID)
+                .filter(|s| !s.is_empty() && *s != id)
+                .cloned()
+        };
+        let role = Role::from_annotations(ann).map_err(invalid)?;
+        let mounts = match ann.get(annotations::VOLUME_MOUNTS) {
+            Some(v) => serde_json::from_str(v).map_err(|e| {
+                ServiceError::InvalidArgument(format!(
+                    "container {id}: annotations[{}]: {e}",
+                    annotations::VOLUME_MOUNTS
+                ))
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Member {
+            sandbox,
+            pod,
+            role,
+            mounts,
         })
     }
 }

@@ -159,19 +159,42 @@ pub fn write_address(bundle: &Path, address: &str) -> Result<(), StartError> {
     fs::rename(&tmp, &path).map_err(io_err("rename", &path))
 }
 
-/// peapod's container state for a containerd namespace: `/run/peapod/shim/<namespace>`
-/// (tmpfs), or `$PEAPOD_SHIM_STATE/<namespace>`.
-pub fn state_root(namespace: &str) -> PathBuf {
-    let base = std::env::var_os("PEAPOD_SHIM_STATE").map_or_else(|| PathBuf::from("/run/peapod/shim"), PathBuf::from);
-    base.join(namespace)
+/// Where the shim keeps state for one containerd namespace.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Container state (`sandbox::Config::state_root`): `/run/peapod/shim/<ns>/containers`.
+    pub containers: PathBuf,
+    /// Pod state and Memory-medium emptyDirs: `/run/peapod/shim/<ns>/pods/<pod>`.
+    pub pods: PathBuf,
+    /// Disk-medium emptyDirs: `/var/lib/peapod/shim/<ns>/pods/<pod>/volumes`.
+    pub disk: PathBuf,
+}
+
+impl Paths {
+    /// The paths for `namespace`; `$PEAPOD_SHIM_STATE` and `$PEAPOD_SHIM_ROOT` replace
+    /// `/run/peapod/shim` and `/var/lib/peapod/shim` (tests).
+    pub fn for_namespace(namespace: &str) -> Paths {
+        let base = |var: &str, default: &str| {
+            std::env::var_os(var)
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+                .join(namespace)
+        };
+        let state = base("PEAPOD_SHIM_STATE", "/run/peapod/shim");
+        Paths {
+            containers: state.join("containers"),
+            pods: state.join("pods"),
+            disk: base("PEAPOD_SHIM_ROOT", "/var/lib/peapod/shim").join("pods"),
+        }
+    }
 }
 
 /// Runs `delete`: kills what remains of task `flags.id` (its whole cgroup), unmounts its
 /// rootfs, removes its state, and returns the response containerd expects (exit status
 /// 137, as for a SIGKILLed task).
 pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError> {
+    let paths = Paths::for_namespace(&flags.namespace);
     let config = sandbox::Config {
-        state_root: state_root(&flags.namespace),
+        state_root: paths.containers.clone(),
     };
     let mut pid = 0;
     match sandbox::Container::load(&config, &flags.id) {
@@ -181,6 +204,19 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
         }
         Err(sandbox::Error::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
+    }
+    // A sandbox's pod volumes and pod cgroup go with it.
+    let pod_dir = paths.pods.join(&flags.id);
+    if let Some(pod) = sandbox::pod::PodResources::load(&pod_dir).map_err(|e| StartError::Io {
+        op: "load pod state",
+        path: pod_dir.clone(),
+        source: io::Error::other(e),
+    })? {
+        pod.destroy().map_err(|e| StartError::Io {
+            op: "remove pod",
+            path: pod_dir.clone(),
+            source: io::Error::other(e),
+        })?;
     }
     // Whatever containerd mounted or we left on the rootfs goes too.
     let rootfs = bundle.join("rootfs");

@@ -722,6 +722,7 @@ fn rootfs_layers_are_mounted_and_unmounted() -> Result<()> {
                 stdout: Some(w),
                 ..Default::default()
             },
+            spec: None,
         },
     )?;
     let out = reader(r);

@@ -110,6 +110,7 @@ impl Bundle {
                 id: self.id.clone(),
                 bundle: self.path().to_path_buf(),
                 rootfs_mounts: Vec::new(),
+                spec: None,
                 stdio,
             },
         )?)

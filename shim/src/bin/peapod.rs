@@ -111,6 +111,7 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
             id,
             bundle,
             rootfs_mounts: Vec::new(),
+            spec: None,
             stdio,
         },
     )?;
