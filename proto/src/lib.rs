@@ -1,6 +1,8 @@
 //! Wire types and clients for peapod: containerd's task and event API over ttrpc, and CRI
 //! over gRPC, with conversions to `sandbox` types. No logic beyond conversion.
 //!
-//! Empty until the shim (containerd task API) lands; it exists so the workspace layout is
-//! fixed from the start.
+//! - [`cri`]: a blocking CRI v1 client over containerd's unix socket (tests, tools).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cri;

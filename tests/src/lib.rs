@@ -17,6 +17,10 @@ use anyhow::{bail, ensure, Context, Result};
 use oci_spec::runtime::{Capability, Spec};
 use sandbox::{Config, Container, CreateOptions, Stdio};
 
+pub mod containerd;
+pub mod cri;
+pub mod images;
+
 /// Where the static busybox comes from (Debian's `busybox-static`, installed by `make deps`).
 pub const BUSYBOX: &str = "/bin/busybox";
 

@@ -1,0 +1,417 @@
+//! containerd + CRI suite: a private containerd (Debian's 1.6) driven through `ctr` and
+//! through CRI the way the kubelet drives it. Every shared scenario runs with the `runc`
+//! handler (the baseline that proves the harness: images, config, CNI, leak checks) and
+//! with `peapod`; peapod-only scenarios (one shim per pod, faults, pod semantics) follow.
+//!
+//! One containerd serves the whole binary: it is ready in ~0.1 s and the image import
+//! takes ~0.4 s, so one per test would be affordable, but sharing it also exercises
+//! concurrent pods; tests run in parallel threads with unique names. Each test checks that
+//! what it created is gone (`assert_gone`); after all tests the instance must be back to
+//! empty (`assert_no_leftovers`) and its teardown must succeed, else the binary exits 101.
+//!
+//! `harness = false`: this binary can also be a container init helper (see
+//! `sandbox::init`), so `main` dispatches to it before running tests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use libtest_mimic::{Arguments, Trial};
+use peapod_tests::containerd::{Containerd, K8S_NAMESPACE, PEAPOD_HANDLER, PEAPOD_RUNTIME, RUNC_HANDLER, RUNC_RUNTIME};
+use peapod_tests::cri::{self, api, container_config, unique_name, Pod};
+use peapod_tests::images::BUSYBOX_IMAGE;
+use peapod_tests::require_root;
+
+fn sh(script: &str) -> Vec<&str> {
+    vec!["sh", "-c", script]
+}
+
+/// A runtime under test: its CRI handler and its containerd runtime type.
+struct Runtime {
+    handler: &'static str,
+    runtime_type: &'static str,
+}
+
+const RUNC: Runtime = Runtime {
+    handler: RUNC_HANDLER,
+    runtime_type: RUNC_RUNTIME,
+};
+
+const PEAPOD: Runtime = Runtime {
+    handler: PEAPOD_HANDLER,
+    runtime_type: PEAPOD_RUNTIME,
+};
+
+/// `ctr run --rm` of the busybox image with `rt`: (exit code, stdout, stderr). Checks
+/// that the container is gone afterwards.
+fn ctr_run(ctrd: &Containerd, rt: &Runtime, name: &str, script: &str) -> Result<(i32, String, String)> {
+    let id = unique_name(name);
+    let fifo_dir = ctrd.dir().join("fifo");
+    let fifo_dir = fifo_dir.to_str().context("fifo dir")?;
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        rt.runtime_type,
+        "--fifo-dir",
+        fifo_dir,
+        BUSYBOX_IMAGE,
+        &id,
+    ];
+    args.extend(sh(script));
+    let out = ctrd.ctr(&args)?;
+    let code = out.status.code().context("ctr killed by a signal")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ctrd.assert_gone(&[&id])?;
+    Ok((code, stdout, stderr))
+}
+
+fn ctr_run_exits_0_and_captures_stdout(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let (code, stdout, stderr) = ctr_run(ctrd, rt, "ctr-ok", "echo hello; echo $$; id -u")?;
+    ensure!(code == 0, "exit code {code}; stderr: {stderr}");
+    // PID 1 of its own pid namespace, root.
+    ensure!(stdout == "hello\n1\n0\n", "stdout: {stdout:?}; stderr: {stderr}");
+    Ok(())
+}
+
+fn ctr_run_passes_exit_code_1_through(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let (code, stdout, stderr) = ctr_run(ctrd, rt, "ctr-fail", "echo before; echo oops >&2; exit 1")?;
+    ensure!(code == 1, "exit code {code}; stdout {stdout:?}; stderr: {stderr}");
+    ensure!(stdout == "before\n", "stdout: {stdout:?}");
+    ensure!(stderr.contains("oops"), "stderr: {stderr:?}");
+    Ok(())
+}
+
+/// The kubelet's flow for one pod: run the sandbox, a container that logs and
+/// exits 3, a long-running one to exec into, stop and remove everything.
+fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "flow", rt.handler)?;
+    let result = (|| {
+        let status = cri
+            .pod_sandbox_status(&pod.id, false)?
+            .status
+            .context("no sandbox status")?;
+        ensure!(
+            status.state == api::PodSandboxState::SandboxReady as i32,
+            "sandbox state {:?}",
+            status.state
+        );
+
+        // A container that writes, lives a second and exits 3.
+        let exits = container_config("exits", &sh("echo hello; sleep 1; exit 3"));
+        let exits_id = pod.start(&cri, &exits)?;
+        let running = cri::wait_container_state(&cri, &exits_id, api::ContainerState::ContainerRunning, Duration::ZERO)
+            .or_else(|_| {
+                cri::wait_container_state(&cri, &exits_id, api::ContainerState::ContainerExited, Duration::ZERO)
+            });
+        running.context("container neither running nor exited right after StartContainer")?;
+        let done = cri::wait_container_state(
+            &cri,
+            &exits_id,
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(30),
+        )?;
+        ensure!(
+            done.exit_code == 3,
+            "exit code {} (reason {:?})",
+            done.exit_code,
+            done.reason
+        );
+        ensure!(done.reason == "Error", "reason {:?} for a non-zero exit", done.reason);
+        ensure!(
+            done.finished_at - done.started_at >= 900_000_000,
+            "ran {} ns, expected about 1 s",
+            done.finished_at - done.started_at
+        );
+        ensure!(
+            done.log_path == pod.log_path(&exits).to_string_lossy(),
+            "status log path {:?}",
+            done.log_path
+        );
+        let log = cri::read_log(&pod.log_path(&exits))?;
+        ensure!(log.len() == 1, "log: {log:?}");
+        ensure!(
+            log[0].stream == "stdout" && log[0].tag == "F" && log[0].message == "hello",
+            "log: {log:?}"
+        );
+
+        // A long-running container to exec into; it exits 0 on SIGTERM.
+        let server = container_config("server", &sh("trap 'exit 0' TERM; sleep 3600 & wait"));
+        let server_id = pod.start(&cri, &server)?;
+        cri::wait_container_state(
+            &cri,
+            &server_id,
+            api::ContainerState::ContainerRunning,
+            Duration::from_secs(10),
+        )?;
+        let exec = cri.exec_sync(
+            &server_id,
+            &sh("echo out; echo err >&2; hostname; exit 7"),
+            Duration::from_secs(10),
+        )?;
+        ensure!(exec.exit_code == 7, "exec exit code {}", exec.exit_code);
+        ensure!(
+            String::from_utf8_lossy(&exec.stdout) == "out\nflow\n",
+            "exec stdout {:?}",
+            String::from_utf8_lossy(&exec.stdout)
+        );
+        ensure!(
+            exec.stderr == b"err\n",
+            "exec stderr {:?}",
+            String::from_utf8_lossy(&exec.stderr)
+        );
+
+        let begun = Instant::now();
+        cri.stop_container(&server_id, Duration::from_secs(10))?;
+        let stopped =
+            cri::wait_container_state(&cri, &server_id, api::ContainerState::ContainerExited, Duration::ZERO)?;
+        ensure!(
+            stopped.exit_code == 0,
+            "SIGTERM should end the trap with 0, got {}",
+            stopped.exit_code
+        );
+        ensure!(
+            begun.elapsed() < Duration::from_secs(5),
+            "StopContainer took {:?}: SIGTERM was not delivered",
+            begun.elapsed()
+        );
+        Ok(vec![exits_id, server_id])
+    })();
+    let removed = pod.remove(&cri);
+    let containers = result?;
+    removed?;
+    let mut ids: Vec<&str> = containers.iter().map(String::as_str).collect();
+    ids.push(&pod.id);
+    let seen = ctrd.seen_ids();
+    ensure!(
+        ids.iter().all(|id| seen.contains(*id)),
+        "the event watcher missed some of {ids:?}"
+    );
+    ctrd.assert_gone(&ids)?;
+    ensure!(
+        cri.list_pod_sandbox(None)?.iter().all(|p| p.id != pod.id),
+        "sandbox still listed"
+    );
+    Ok(())
+}
+
+/// The pod's network namespace has `lo` up and an `eth0` address from the instance's
+/// bridge network, the one `PodSandboxStatus` reports.
+fn cri_pod_gets_an_address_from_the_test_network(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "net", rt.handler)?;
+    let result = (|| {
+        let status = cri
+            .pod_sandbox_status(&pod.id, false)?
+            .status
+            .context("no sandbox status")?;
+        let ip = status.network.context("no network status")?.ip;
+        let prefix = ctrd.subnet().trim_end_matches("0/24");
+        ensure!(ip.starts_with(prefix), "pod IP {ip:?} not in {}", ctrd.subnet());
+        let c = container_config("c", &["sleep", "3600"]);
+        let id = pod.start(&cri, &c)?;
+        let out = cri.exec_sync(&id, &["ip", "-o", "addr"], Duration::from_secs(10))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(out.exit_code == 0, "ip addr: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            text.contains(&format!("eth0    inet {ip}/24")),
+            "no {ip} on eth0: {text}"
+        );
+        ensure!(text.contains("lo    inet 127.0.0.1/8"), "lo not configured: {text}");
+        Ok(id)
+    })();
+    let removed = pod.remove(&cri);
+    let id = result?;
+    removed?;
+    ctrd.assert_gone(&[&pod.id, &id])
+}
+
+/// With the cgroupfs driver, CRI puts the sandbox and each container at
+/// `<cgroup_parent>/<id>` (runc creates them; the kubelet owns the parent); stats come
+/// from there.
+fn cri_containers_live_under_the_pod_cgroup_parent(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "cgroups", rt.handler)?;
+    let parent = pod
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    let result = (|| {
+        let c = container_config("c", &sh("head -c 4000000 /dev/zero > /tmp/f; sleep 3600"));
+        let id = pod.start(&cri, &c)?;
+        cri::wait_container_state(
+            &cri,
+            &id,
+            api::ContainerState::ContainerRunning,
+            Duration::from_secs(10),
+        )?;
+        for cid in [&pod.id, &id] {
+            let path = format!("{}/{cid}", parent.trim_start_matches('/'));
+            let procs = peapod_tests::cgroup_file("memory", &path, "cgroup.procs");
+            let text = std::fs::read_to_string(&procs).with_context(|| format!("read {}", procs.display()))?;
+            ensure!(!text.trim().is_empty(), "no process in {}", procs.display());
+            // What the leak checks look for is there while the pod runs.
+            ensure!(
+                ctrd.cgroups_of(cid).contains(&procs.parent().unwrap().to_path_buf()),
+                "leak check does not find {}",
+                procs.display()
+            );
+        }
+        let socket = ctrd.shim_socket(K8S_NAMESPACE, &pod.id);
+        ensure!(socket.exists(), "no shim socket {} for the pod", socket.display());
+        let listed = cri.list_containers(Some(api::ContainerFilter {
+            pod_sandbox_id: pod.id.clone(),
+            ..Default::default()
+        }))?;
+        ensure!(
+            listed.len() == 1 && listed[0].id == id,
+            "ListContainers for the pod: {listed:?}"
+        );
+        // Stats come from the cgroup; the file in /tmp is in the writable layer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = cri.container_stats(&id)?;
+            let memory = stats.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
+            let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
+            if memory > 0 && cpu > 0 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "ContainerStats never showed usage: memory {memory}, cpu {cpu}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(id)
+    })();
+    let removed = pod.remove(&cri);
+    let id = result?;
+    removed?;
+    ctrd.assert_gone(&[&pod.id, &id])
+}
+
+/// StopPodSandbox stops the containers still running in the pod (SIGKILL after the grace
+/// period CRI gives them, here none: `sleep` as PID 1 ignores SIGTERM).
+fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "stoppod", rt.handler)?;
+    let result = (|| {
+        let a = pod.start(&cri, &container_config("a", &["sleep", "3600"]))?;
+        let b = pod.start(
+            &cri,
+            &container_config("b", &sh("trap 'exit 0' TERM; sleep 3600 & wait")),
+        )?;
+        for id in [&a, &b] {
+            cri::wait_container_state(&cri, id, api::ContainerState::ContainerRunning, Duration::from_secs(10))?;
+        }
+        cri.stop_pod_sandbox(&pod.id)?;
+        let status = cri
+            .pod_sandbox_status(&pod.id, false)?
+            .status
+            .context("no sandbox status")?;
+        ensure!(
+            status.state == api::PodSandboxState::SandboxNotready as i32,
+            "sandbox state {:?} after StopPodSandbox",
+            status.state
+        );
+        for id in [&a, &b] {
+            let s = cri::wait_container_state(&cri, id, api::ContainerState::ContainerExited, Duration::ZERO)?;
+            ensure!(
+                s.exit_code == 137 || s.exit_code == 0,
+                "{id}: exit code {}",
+                s.exit_code
+            );
+        }
+        Ok(vec![a, b])
+    })();
+    let removed = pod.remove(&cri);
+    let ids = result?;
+    removed?;
+    ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
+}
+
+type Test = fn(&Containerd, &Runtime) -> Result<()>;
+
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        vec![$((stringify!($f), $f as Test)),*]
+    };
+}
+
+fn main() {
+    sandbox::init::run_if_requested();
+    let args = Arguments::from_args();
+    let scenarios = tests![
+        ctr_run_exits_0_and_captures_stdout,
+        ctr_run_passes_exit_code_1_through,
+        cri_pod_runs_execs_logs_stops_and_is_removed,
+        cri_pod_gets_an_address_from_the_test_network,
+        cri_containers_live_under_the_pod_cgroup_parent,
+        cri_stopping_the_pod_stops_its_containers,
+    ];
+    // Every scenario runs once per runtime, named `<handler>::<scenario>`.
+    let runtimes = [&RUNC, &PEAPOD];
+    let tests: Vec<(String, &'static Runtime, Test)> = runtimes
+        .iter()
+        .flat_map(|rt| {
+            scenarios
+                .iter()
+                .map(move |(name, f)| (format!("{}::{name}", rt.handler), *rt, *f))
+        })
+        .collect();
+    // Only start containerd when some test will run (`--list` and filters that match
+    // nothing need none).
+    let will_run = !args.list
+        && tests.iter().any(|(name, _, _)| {
+            args.filter
+                .as_deref()
+                .is_none_or(|f| if args.exact { name == f } else { name.contains(f) })
+        });
+    let ctrd: Result<Arc<Containerd>, String> = if will_run {
+        require_root()
+            .and_then(|()| {
+                let ctrd = Containerd::start()?;
+                eprintln!(
+                    "containerd {} ready in {:?} ({})",
+                    ctrd.pid(),
+                    ctrd.startup_time(),
+                    ctrd.dir().display()
+                );
+                let begun = Instant::now();
+                ctrd.import_images()?;
+                eprintln!("images imported in {:?}", begun.elapsed());
+                Ok(Arc::new(ctrd))
+            })
+            .map_err(|e| format!("{e:#}"))
+    } else {
+        Err("not started".into())
+    };
+    let trials = tests
+        .into_iter()
+        .map(|(name, rt, f)| {
+            let ctrd = ctrd.clone();
+            Trial::test(name, move || {
+                let ctrd = ctrd?;
+                f(&ctrd, rt).map_err(|e| format!("{e:#}\ncontainerd log tail:\n{}", ctrd.log_tail()).into())
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Ok(ctrd) = ctrd {
+        let leftovers = ctrd.assert_no_leftovers();
+        let begun = Instant::now();
+        let stopped = ctrd.stop();
+        eprintln!("containerd stopped and cleaned up in {:?}", begun.elapsed());
+        for (what, result) in [("suite leak check", leftovers), ("containerd teardown", stopped)] {
+            if let Err(e) = result {
+                eprintln!("{what} failed: {e:#}");
+                std::process::exit(101);
+            }
+        }
+    }
+    conclusion.exit();
+}

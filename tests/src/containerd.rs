@@ -1,0 +1,1315 @@
+//! A private containerd for the containerd and CRI suites: Debian's containerd 1.6 with its
+//! own root, state, sockets, CNI network and config, so tests never touch (or depend on) a
+//! system containerd, and its teardown leaves nothing on the host.
+//!
+//! # What an instance is
+//!
+//! [`Containerd::start`] makes a temp dir (`$TMPDIR/peapod-ctrd-XXXXXX`, short because
+//! unix socket paths are limited to 108 bytes) holding:
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `config.toml` | containerd config, version 2 (the settings and why: `config_toml` below) |
+//! | `containerd.sock`, `containerd.sock.ttrpc` | gRPC (containerd + CRI) and ttrpc sockets |
+//! | `root/`, `state/` | containerd's root and state; CRI's netns mounts go under `state/` (`netns_mounts_under_state_dir`) |
+//! | `cni/conf/` | one bridge conflist: own bridge, own network name, private /24 |
+//! | `cni/ipam/` | host-local IPAM allocations (instead of `/var/lib/cni/networks`) |
+//! | `pods/` | where [`crate::cri`] puts pod log directories |
+//! | `containerd.log` | containerd's log ([`Containerd::log_tail`]) |
+//! | `owner`, `ids`, `ns-cgroups-absent` | who started it, every container id it saw, and which `/default`, `/k8s.io` cgroups it may create: for stale-instance reaping |
+//!
+//! containerd finds shims on `PATH` (`io.containerd.peapod.v2` → `containerd-shim-peapod-v2`),
+//! so it runs with the cargo target profile dir first on `PATH`: the shim the Makefile
+//! built with `cargo build -p shim` is the one under test.
+//!
+//! # Knowing what the instance created
+//!
+//! A `ctr events` subscriber records every container id the instance creates (CRI sandboxes
+//! are containers too), in memory and in `ids`. Leak checks and teardown use those ids to
+//! find cgroups (anywhere in every cgroup hierarchy: runc's cgroupfs path ends in the id),
+//! runc state dirs and shim sockets, without guessing where CRI put them.
+//!
+//! # Things outside the instance dir
+//!
+//! Some paths are fixed in containerd 1.6 and shared by every containerd on the host:
+//! shim sockets in `/run/containerd/s/<sha256(address/ns/id)>`, runc state in
+//! `/run/containerd/runc/<ns>/<id>`, ctr's FIFOs in `/run/containerd/fifo`, and libcni's
+//! result cache in `/var/lib/cni/results/<network>-<id>-<ifname>`. The ids and the network
+//! name are unique to the instance, so checks and teardown match them exactly.
+//!
+//! An instance whose test process died (SIGKILL, abort) is reaped by the next
+//! [`Containerd::start`]: its containerd, shims and container processes are killed and its
+//! cgroups, mounts, bridge and dir removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+
+use crate::images;
+
+/// Where Debian's containernetworking-plugins puts the CNI plugins.
+pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// CRI runtime handler (key of the `runtimes` table) for runc, the baseline.
+pub const RUNC_HANDLER: &str = "runc";
+/// CRI runtime handler for peapod.
+pub const PEAPOD_HANDLER: &str = "peapod";
+/// containerd runtime type of runc's shim (`containerd-shim-runc-v2`).
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+/// containerd runtime type of peapod's shim (`containerd-shim-peapod-v2`).
+pub const PEAPOD_RUNTIME: &str = "io.containerd.peapod.v2";
+/// The shim binary containerd derives from [`PEAPOD_RUNTIME`].
+pub const PEAPOD_SHIM: &str = "containerd-shim-peapod-v2";
+/// The containerd namespace CRI uses.
+pub const K8S_NAMESPACE: &str = "k8s.io";
+/// The namespace `ctr` uses when not told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// How long [`Containerd::start`] waits for containerd and its CRI plugin to serve.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Containerd::stop`] waits after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prefix of instance dirs in the temp dir, also how stale ones are found.
+const DIR_PREFIX: &str = "peapod-ctrd-";
+
+/// Plugins that cannot work on these hosts (no aufs module, not on btrfs/zfs, no
+/// devmapper pool) and would only log errors. The legacy v1 runtime
+/// (`io.containerd.runtime.v1.linux`) must stay: containerd 1.6's tasks service, and with
+/// it CRI, fail to load without it.
+const DISABLED_PLUGINS: &[&str] = &[
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.zfs",
+];
+
+/// `target/<profile>` of the running test binary (`target/<profile>/deps/<bin>`), where
+/// cargo puts the workspace's binaries, `containerd-shim-peapod-v2` among them.
+pub fn target_profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let dir = exe.parent().context("test binary has no parent dir")?;
+    Ok(if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().context("deps dir has no parent")?.to_path_buf()
+    } else {
+        dir.to_path_buf()
+    })
+}
+
+/// The peapod shim under test: `target/<profile>/containerd-shim-peapod-v2`. Fails with
+/// how to build it when it is missing.
+pub fn peapod_shim() -> Result<PathBuf> {
+    let path = target_profile_dir()?.join(PEAPOD_SHIM);
+    ensure!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p shim` (`make containerd-test` does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `name` resolved on `PATH`.
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Fails, naming the missing tool and its Debian package, unless everything a private
+/// containerd with CNI needs is installed.
+pub fn require_tools() -> Result<()> {
+    for (tool, package) in [
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("containerd-shim-runc-v2", "containerd"),
+        ("runc", "runc"),
+        ("ip", "iproute2"),
+    ] {
+        ensure!(
+            which(tool).is_some(),
+            "`{tool}` is not on PATH: run `make deps` (Debian package {package})"
+        );
+    }
+    for plugin in ["bridge", "host-local", "loopback"] {
+        let path = Path::new(CNI_BIN_DIR).join(plugin);
+        ensure!(
+            path.is_file(),
+            "{} is missing: run `make deps` (Debian package containernetworking-plugins)",
+            path.display()
+        );
+    }
+    ensure!(
+        Path::new(crate::BUSYBOX).is_file(),
+        "{} is missing: run `make deps` (Debian package busybox-static)",
+        crate::BUSYBOX
+    );
+    Ok(())
+}
+
+static INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+/// The host-side names and paths of one instance: enough to check it and to tear it
+/// down, also for a stale instance found on disk.
+#[derive(Debug, Clone)]
+struct Layout {
+    dir: PathBuf,
+    /// CNI network name, also the prefix of libcni's cache files.
+    network: String,
+    /// Linux bridge the CNI bridge plugin creates (≤ 15 bytes: IFNAMSIZ).
+    bridge: String,
+    /// Cgroup under which [`Containerd::pod_cgroup_parent`] puts pods, e.g. `/peapod-ctrd-1f2e-0`.
+    cgroup_root: String,
+}
+
+impl Layout {
+    fn address(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    fn netns_dir(&self) -> PathBuf {
+        self.dir.join("state/io.containerd.grpc.v1.cri/netns")
+    }
+
+    fn ipam_dir(&self) -> PathBuf {
+        self.dir.join("cni/ipam")
+    }
+
+    /// `owner` file: `<test pid> <containerd pid> <network> <bridge> <cgroup root>`.
+    fn write_owner(&self, containerd: u32) -> Result<()> {
+        let line = format!(
+            "{} {containerd} {} {} {}\n",
+            std::process::id(),
+            self.network,
+            self.bridge,
+            self.cgroup_root
+        );
+        fs::write(self.dir.join("owner"), line).context("write owner file")
+    }
+
+    /// Reads a stale instance's `owner` file: (layout, test pid, containerd pid).
+    fn read_owner(dir: &Path) -> Option<(Layout, u32, u32)> {
+        let text = fs::read_to_string(dir.join("owner")).ok()?;
+        let f: Vec<&str> = text.split_whitespace().collect();
+        let [test_pid, containerd_pid, network, bridge, cgroup_root] = f[..] else {
+            return None;
+        };
+        Some((
+            Layout {
+                dir: dir.to_path_buf(),
+                network: network.to_string(),
+                bridge: bridge.to_string(),
+                cgroup_root: cgroup_root.to_string(),
+            },
+            test_pid.parse().ok()?,
+            containerd_pid.parse().ok()?,
+        ))
+    }
+
+    fn recorded_ids(&self) -> BTreeSet<String> {
+        fs::read_to_string(self.dir.join("ids"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A private containerd (see the module docs). Shareable between test threads; stopped
+/// and cleaned up by [`Containerd::stop`] or on drop.
+pub struct Containerd {
+    layout: Layout,
+    subnet: String,
+    child: Mutex<Option<Child>>,
+    pid: u32,
+    events: Mutex<Option<Child>>,
+    ids: Arc<Mutex<BTreeSet<String>>>,
+    startup: Duration,
+    stopped: Mutex<bool>,
+    /// Namespace cgroups (`<hierarchy>/default`, `<hierarchy>/k8s.io`) that existed before
+    /// the instance started; the others are its own and go when empty.
+    ns_cgroups_before: BTreeSet<PathBuf>,
+}
+
+impl std::fmt::Debug for Containerd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Containerd")
+            .field("dir", &self.layout.dir)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Containerd {
+    /// Starts a private containerd and waits until it and its CRI plugin (runtime and
+    /// network ready) serve, up to 30 s. Fails with the reason and containerd's log tail;
+    /// fails naming the tool when containerd, runc, CNI plugins or busybox are missing.
+    /// Reaps instances left by dead test processes first.
+    pub fn start() -> Result<Self> {
+        require_tools()?;
+        reap_stale();
+        let begun = Instant::now();
+        let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .context("create the instance dir")?
+            .keep();
+        let mut bridge = format!("peapod-{pid:x}-{n}");
+        if bridge.len() > 15 {
+            bridge = format!("pp{pid:x}-{n:x}");
+            bridge.truncate(15);
+        }
+        let layout = Layout {
+            network: format!("peapod-test-{pid}-{n}"),
+            bridge,
+            cgroup_root: format!("/{DIR_PREFIX}{pid}-{n}"),
+            dir,
+        };
+        // sockaddr_un.sun_path holds 108 bytes with the NUL.
+        let longest = layout.dir.join("containerd.sock.ttrpc");
+        if longest.as_os_str().len() >= 108 {
+            let _ = fs::remove_dir(&layout.dir);
+            bail!(
+                "socket path {} is too long for a unix socket: set TMPDIR to a shorter dir",
+                longest.display()
+            );
+        }
+        // No gateway means no host route, so the /24 need not be unique among instances;
+        // vary it anyway to keep instances apart when reading `ip` output.
+        let subnet = format!("10.88.{}.0/24", (pid as usize + n) % 200 + 20);
+        let ns_cgroups_before: BTreeSet<PathBuf> = namespace_cgroups().into_iter().filter(|p| p.is_dir()).collect();
+        let result = Self::launch(layout.clone(), subnet, ns_cgroups_before, begun);
+        if result.is_err() {
+            teardown(&layout, None, &BTreeSet::new());
+        }
+        result
+    }
+
+    fn launch(layout: Layout, subnet: String, ns_cgroups_before: BTreeSet<PathBuf>, begun: Instant) -> Result<Self> {
+        let dir = &layout.dir;
+        for d in ["root", "state", "cni/conf", "cni/ipam", "pods", "opt"] {
+            fs::create_dir_all(dir.join(d)).with_context(|| format!("create {}", dir.join(d).display()))?;
+        }
+        fs::write(dir.join("config.toml"), config_toml(&layout)).context("write config.toml")?;
+        fs::write(
+            dir.join("cni/conf/10-peapod-test.conflist"),
+            cni_conflist(&layout, &subnet),
+        )
+        .context("write the CNI conflist")?;
+        let log = fs::File::create(dir.join("containerd.log")).context("create containerd.log")?;
+        let profile = target_profile_dir()?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(std::iter::once(profile).chain(std::env::split_paths(&path)))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn containerd")?;
+        let pid = child.id();
+        let absent: String = namespace_cgroups()
+            .into_iter()
+            .filter(|p| !ns_cgroups_before.contains(p))
+            .map(|p| format!("{}\n", p.display()))
+            .collect();
+        let mut ctrd = Containerd {
+            layout,
+            subnet,
+            child: Mutex::new(Some(child)),
+            pid,
+            events: Mutex::new(None),
+            ids: Arc::new(Mutex::new(BTreeSet::new())),
+            startup: Duration::ZERO,
+            stopped: Mutex::new(false),
+            ns_cgroups_before,
+        };
+        // From here on, dropping `ctrd` on error tears everything down.
+        ctrd.layout.write_owner(pid)?;
+        fs::write(ctrd.layout.dir.join("ns-cgroups-absent"), absent).context("write ns-cgroups-absent")?;
+        let with_log = |e: anyhow::Error| anyhow::anyhow!("{e:#}\ncontainerd log tail:\n{}", ctrd.log_tail());
+        ctrd.wait_ready().map_err(with_log)?;
+        ctrd.watch_events().map_err(with_log)?;
+        ctrd.startup = begun.elapsed();
+        Ok(ctrd)
+    }
+
+    /// Polls until containerd serves CRI with runtime and network ready, or fails early
+    /// when containerd exits.
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut last = String::from("no attempt yet");
+        loop {
+            if let Some(status) = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("containerd exited during startup: {status}");
+            }
+            if is_socket(&self.address()) {
+                match self.cri_ready() {
+                    Ok(()) => return Ok(()),
+                    // containerd serves, but without CRI: its plugin failed to load.
+                    Err(e)
+                        if e.downcast_ref::<proto::cri::Error>().and_then(proto::cri::Error::code)
+                            == Some(proto::cri::Code::Unimplemented) =>
+                    {
+                        bail!(
+                            "containerd serves without its CRI plugin (see `failed to load plugin` in its log): {e:#}"
+                        )
+                    }
+                    Err(e) => last = format!("{e:#}"),
+                }
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "containerd not ready within {START_TIMEOUT:?}: {last}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cri_ready(&self) -> Result<()> {
+        let cri = self.cri()?.with_call_timeout(Duration::from_secs(2));
+        cri.version()?;
+        let status = cri.status()?;
+        let conditions = status.status.context("CRI Status has no status")?.conditions;
+        for want in ["RuntimeReady", "NetworkReady"] {
+            let c = conditions
+                .iter()
+                .find(|c| c.r#type == want)
+                .with_context(|| format!("CRI Status has no {want} condition"))?;
+            ensure!(c.status, "CRI {want} is false: {} {}", c.reason, c.message);
+        }
+        Ok(())
+    }
+
+    /// Starts `ctr events` and records the container ids it reports; returns once the
+    /// subscription demonstrably delivers (a namespace label update came through).
+    fn watch_events(&self) -> Result<()> {
+        let mut child = self
+            .ctr_command(&["events"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn ctr events")?;
+        let stdout = child.stdout.take().context("ctr events stdout")?;
+        *self.events.lock().unwrap() = Some(child);
+        let ids = Arc::clone(&self.ids);
+        let seen = Arc::new(Mutex::new(false));
+        let seen_w = Arc::clone(&seen);
+        let ids_file = self.layout.dir.join("ids");
+        std::thread::Builder::new().name("ctr-events".into()).spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                *seen_w.lock().unwrap() = true;
+                for id in event_container_ids(&line) {
+                    if ids.lock().unwrap().insert(id.clone()) {
+                        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(&ids_file) {
+                            let _ = writeln!(f, "{id}");
+                        }
+                    }
+                }
+            }
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for i in 0.. {
+            let probe = format!("peapod-events-probe={i}");
+            self.ctr_ok(&["namespaces", "create", DEFAULT_NAMESPACE])
+                .or_else(|_| self.ctr_ok(&["namespaces", "label", DEFAULT_NAMESPACE, &probe]))?;
+            std::thread::sleep(Duration::from_millis(20));
+            if *seen.lock().unwrap() {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "`ctr events` delivered nothing within 10 s");
+        }
+        unreachable!()
+    }
+
+    /// containerd's gRPC socket (containerd API and CRI).
+    pub fn address(&self) -> PathBuf {
+        self.layout.address()
+    }
+
+    /// containerd's ttrpc socket.
+    pub fn ttrpc_address(&self) -> PathBuf {
+        self.layout.dir.join("containerd.sock.ttrpc")
+    }
+
+    /// The instance dir.
+    pub fn dir(&self) -> &Path {
+        &self.layout.dir
+    }
+
+    /// containerd's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// How long [`Containerd::start`] took until CRI served with network ready.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The CNI network's Linux bridge.
+    pub fn bridge(&self) -> &str {
+        &self.layout.bridge
+    }
+
+    /// The CNI network's subnet (`10.88.N.0/24`): pod IPs come from here.
+    pub fn subnet(&self) -> &str {
+        &self.subnet
+    }
+
+    /// A cgroupfs-style cgroup parent for the pod `pod`, under a root private to this
+    /// instance (what the kubelet passes as `linux.cgroup_parent`, e.g.
+    /// `/kubepods/besteffort/pod<uid>`). The kubelet owns pod cgroups; here teardown
+    /// removes them.
+    pub fn pod_cgroup_parent(&self, pod: &str) -> String {
+        format!("{}/{pod}", self.layout.cgroup_root)
+    }
+
+    /// A dir under the instance for pod `pod`'s container logs (CRI `log_directory`).
+    pub fn pod_log_dir(&self, pod: &str) -> PathBuf {
+        self.layout.dir.join("pods").join(pod)
+    }
+
+    /// A CRI client connected to this containerd.
+    pub fn cri(&self) -> Result<proto::cri::CriClient> {
+        Ok(proto::cri::CriClient::connect(self.address())?)
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(self.address()).args(args);
+        cmd
+    }
+
+    /// Runs `ctr --address <socket> <args>` and returns its output, whatever its exit
+    /// status (`ctr run` exits with the container's code).
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        self.ctr_command(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("run ctr {}", args.join(" ")))
+    }
+
+    /// Runs `ctr` like [`Containerd::ctr`] and returns its stdout; fails with the exit
+    /// status and stderr unless it succeeded.
+    pub fn ctr_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.ctr(args)?;
+        ensure!(
+            out.status.success(),
+            "ctr {}: {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Imports [`images::BUSYBOX_IMAGE`] and [`images::PAUSE_IMAGE`] (unpacked for the
+    /// overlayfs snapshotter) into the `default` and `k8s.io` namespaces, and waits until
+    /// CRI's image store lists both, so `RunPodSandbox` never tries to pull.
+    pub fn import_images(&self) -> Result<()> {
+        let archive = images::archive()?;
+        let archive = archive.to_str().context("archive path is not UTF-8")?;
+        // Both namespaces at once: each import unpacks its own snapshots.
+        std::thread::scope(|scope| {
+            let imports: Vec<_> = [DEFAULT_NAMESPACE, K8S_NAMESPACE]
+                .map(|ns| scope.spawn(move || self.ctr_ok(&["--namespace", ns, "images", "import", archive])))
+                .into_iter()
+                .collect();
+            imports
+                .into_iter()
+                .try_for_each(|i| i.join().expect("import thread panicked").map(drop))
+        })?;
+        let cri = self.cri()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for image in [images::BUSYBOX_IMAGE, images::PAUSE_IMAGE] {
+            while cri.image_status(image)?.is_none() {
+                ensure!(
+                    Instant::now() < deadline,
+                    "CRI does not list {image} 10 s after the import"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last 60 lines of containerd's log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.layout.dir.join("containerd.log"), 60)
+    }
+
+    /// The cgroup dirs of container (or sandbox) `id`, in every hierarchy: where the
+    /// runtime put it, whatever path CRI computed (`<cgroup_parent>/<id>` with a parent,
+    /// containerd's `/<namespace>/<id>` without one).
+    pub fn cgroups_of(&self, id: &str) -> Vec<PathBuf> {
+        cgroups_named(&BTreeSet::from([id.to_string()]))
+    }
+
+    /// The socket containerd 1.6 gives the shim of container `id` (for CRI: of the
+    /// sandbox, as one shim serves the whole pod) in namespace `ns`.
+    pub fn shim_socket(&self, ns: &str, id: &str) -> PathBuf {
+        shim_socket(&self.address(), ns, id)
+    }
+
+    /// Every container id (CRI sandboxes included) this instance has created so far.
+    pub fn seen_ids(&self) -> BTreeSet<String> {
+        self.ids.lock().unwrap().clone()
+    }
+
+    /// Checks that nothing of the containers or sandboxes `ids` remains: containerd does
+    /// not list them, and no shim serves them, no mount, cgroup, runc state dir, shim
+    /// socket, CNI cache file or IP allocation names them. Safe while other tests use the
+    /// instance.
+    pub fn assert_gone(&self, ids: &[&str]) -> Result<()> {
+        let ids: BTreeSet<String> = ids.iter().map(|s| s.to_string()).collect();
+        let mut leaks = Vec::new();
+        for ns in self.namespaces()? {
+            for what in ["containers", "tasks"] {
+                let listed = self.ctr_ok(&["--namespace", &ns, what, "list", "--quiet"])?;
+                for line in listed.lines() {
+                    let id = line.split_whitespace().next().unwrap_or_default();
+                    if ids.contains(id) {
+                        leaks.push(format!("containerd still lists {what} {ns}/{id}"));
+                    }
+                }
+            }
+        }
+        leaks.extend(host_leaks(&self.layout, &ids, &[], true));
+        report(leaks)
+    }
+
+    /// Checks that the instance is back to empty: no container or task in any namespace,
+    /// no process other than containerd naming the instance (shims above all), no mount
+    /// under its dir, no netns file, no veth on its bridge, no IP allocated, and for every
+    /// id it ever created, no cgroup, runc state, shim socket or CNI cache file. Call it
+    /// when no test is using the instance.
+    pub fn assert_no_leftovers(&self) -> Result<()> {
+        let mut leaks = Vec::new();
+        for ns in self.namespaces()? {
+            for what in ["containers", "tasks"] {
+                let listed = self.ctr_ok(&["--namespace", &ns, what, "list", "--quiet"])?;
+                for id in listed.lines().filter_map(|l| l.split_whitespace().next()) {
+                    leaks.push(format!("containerd still lists {what} {ns}/{id}"));
+                }
+            }
+        }
+        let own: Vec<u32> = [Some(self.pid), self.events.lock().unwrap().as_ref().map(Child::id)]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (pid, cmdline) in processes_naming(&self.layout.dir) {
+            if !own.contains(&pid) {
+                leaks.push(format!("process {pid} still runs: {cmdline}"));
+            }
+        }
+        for mount in mounts_under(&self.layout.dir) {
+            leaks.push(format!("mount still there: {}", mount.display()));
+        }
+        for entry in fs::read_dir(self.layout.netns_dir()).into_iter().flatten().flatten() {
+            leaks.push(format!("netns file still there: {}", entry.path().display()));
+        }
+        let brif = Path::new("/sys/class/net").join(&self.layout.bridge).join("brif");
+        for entry in fs::read_dir(&brif).into_iter().flatten().flatten() {
+            leaks.push(format!(
+                "veth {} still on bridge {}",
+                entry.file_name().to_string_lossy(),
+                self.layout.bridge
+            ));
+        }
+        for (ip, owner) in ipam_allocations(&self.layout) {
+            leaks.push(format!("IP {ip} still allocated to {owner}"));
+        }
+        let pod_cgroups: Vec<PathBuf> = cgroup_dirs(&self.layout.cgroup_root)
+            .iter()
+            .flat_map(|dir| fs::read_dir(dir).into_iter().flatten().flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        for cgroup in describe_cgroups(&pod_cgroups) {
+            leaks.push(format!(
+                "pod cgroup still there (the kubelet's part: cri::Pod::remove): {cgroup}"
+            ));
+        }
+        leaks.extend(host_leaks(
+            &self.layout,
+            &self.seen_ids(),
+            &[self.layout.network.as_str()],
+            false,
+        ));
+        report(leaks)
+    }
+
+    fn namespaces(&self) -> Result<Vec<String>> {
+        Ok(self
+            .ctr_ok(&["namespaces", "list", "--quiet"])?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Stops containerd (SIGTERM, then SIGKILL after 10 s) and removes everything the
+    /// instance left: processes naming it (shims), processes in its containers' cgroups,
+    /// those cgroups and the pod cgroup root, mounts under its dir, its bridge, libcni
+    /// cache files, runc state dirs and shim sockets of its ids, and the dir. Idempotent.
+    /// Fails listing what could not be removed.
+    pub fn stop(&self) -> Result<()> {
+        let mut stopped = self.stopped.lock().unwrap();
+        if *stopped {
+            return Ok(());
+        }
+        *stopped = true;
+        if let Some(mut events) = self.events.lock().unwrap().take() {
+            let _ = events.kill();
+            let _ = events.wait();
+        }
+        let child = self.child.lock().unwrap().take();
+        let errors = teardown(&self.layout, child, &self.seen_ids());
+        for dir in namespace_cgroups() {
+            if !self.ns_cgroups_before.contains(&dir) {
+                // Fails while another containerd has containers there: then it is not ours.
+                let _ = fs::remove_dir(&dir);
+            }
+        }
+        report(errors)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("containerd teardown of {}: {e:#}", self.layout.dir.display());
+        }
+    }
+}
+
+/// containerd's config (version 2). Why each setting:
+///
+/// - own `root`, `state`, sockets: nothing shared with a system containerd;
+/// - `disabled_plugins`: snapshotters that cannot work here and the legacy v1 runtime;
+/// - `internal.v1.opt` path under the instance (it would create `/opt/containerd`);
+/// - CRI: `sandbox_image` is our pause image (never pulled: imported);
+///   `restrict_oom_score_adj = true` because the host refuses lowering `oom_score_adj`
+///   (EACCES) and CRI sets the sandbox's to -998; `netns_mounts_under_state_dir` keeps pod
+///   netns under the instance instead of `/var/run/netns`; `enable_cdi` stays off;
+///   `stats_collect_period` 1 s so `ContainerStats` sees fresh writable-layer usage;
+/// - CNI from Debian's plugins dir, conf in the instance;
+/// - runtimes `runc` (default) and `peapod`; the cgroupfs driver (`SystemdCgroup` off),
+///   as there is no systemd on these hosts; snapshotter overlayfs.
+fn config_toml(layout: &Layout) -> String {
+    let d = layout.dir.display();
+    let disabled = DISABLED_PLUGINS
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"# Written by peapod-tests (tests/src/containerd.rs) for one private containerd.
+version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [{disabled}]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[debug]
+  level = "{level}"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stats_collect_period = 1
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni_bin}"
+    conf_dir = "{d}/cni/conf"
+    max_conf_num = 1
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "{runc}"
+    snapshotter = "overlayfs"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runc}]
+      runtime_type = "{runc_type}"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runc}.options]
+        SystemdCgroup = false
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{peapod}]
+      runtime_type = "{peapod_type}"
+"#,
+        level = std::env::var("PEAPOD_CONTAINERD_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        pause = images::PAUSE_IMAGE,
+        cni_bin = CNI_BIN_DIR,
+        runc = RUNC_HANDLER,
+        runc_type = RUNC_RUNTIME,
+        peapod = PEAPOD_HANDLER,
+        peapod_type = PEAPOD_RUNTIME,
+    )
+}
+
+/// The CNI network: a bridge with host-local IPAM, no gateway and no masquerading, so the
+/// host's routes, `ip_forward` and iptables stay untouched (the bridge plugin sets
+/// `ip_forward` and adds a route only with `isGateway`). Pods get `eth0` with an address in
+/// `subnet`; CRI itself brings up `lo` (containerd 1.6 always adds its loopback network).
+fn cni_conflist(layout: &Layout, subnet: &str) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": layout.network,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": layout.bridge,
+            "isGateway": false,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": subnet }]],
+                "dataDir": layout.ipam_dir(),
+            },
+        }],
+    }))
+    .expect("JSON values serialize")
+}
+
+/// Container ids in one `ctr events` line (`<time> <namespace> <topic> <json>`): the
+/// `id` of `/containers/*` events and the `container_id` of `/tasks/*` events.
+fn event_container_ids(line: &str) -> Vec<String> {
+    let Some(start) = line.find('{') else {
+        return Vec::new();
+    };
+    let topic_is = |t: &str| line[..start].split_whitespace().any(|w| w.starts_with(t));
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&line[start..]) else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    if topic_is("/containers/") {
+        ids.extend(value["id"].as_str().map(str::to_string));
+    }
+    if topic_is("/tasks/") {
+        ids.extend(value["container_id"].as_str().map(str::to_string));
+    }
+    ids.retain(|id| !id.is_empty());
+    ids
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn report(leaks: Vec<String>) -> Result<()> {
+    ensure!(leaks.is_empty(), "leftovers:\n  {}", leaks.join("\n  "));
+    Ok(())
+}
+
+/// Processes whose command line mentions `dir` (containerd itself, shims started with
+/// `-address <dir>/containerd.sock`, ctr, runc with a bundle under it): (pid, cmdline).
+fn processes_naming(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push((pid, cmdline.trim_end().to_string()));
+        }
+    }
+    found
+}
+
+/// Mount points at or under `dir` in this mount namespace (containerd's), deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount points of every cgroup hierarchy (each v1 controller, v2's unified tree).
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut roots: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            let mount_point = pre.split(' ').nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+        })
+        .collect();
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
+/// Whether a cgroup dir named `name` is container `id`'s: `<id>` (cgroupfs) or
+/// `<prefix>-<id>.scope` (systemd driver).
+fn names_id(name: &str, id: &str) -> bool {
+    name == id
+        || name
+            .strip_suffix(".scope")
+            .is_some_and(|n| n.ends_with(&format!("-{id}")))
+}
+
+/// Cgroup dirs, in every hierarchy, named for one of `ids` (runc's cgroupfs
+/// path ends in the container id; systemd's is `cri-containerd-<id>.scope`), deepest
+/// first.
+fn cgroups_named(ids: &BTreeSet<String>) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if ids.is_empty() {
+        return found;
+    }
+    let mut stack = cgroup_hierarchies();
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ids.iter().any(|id| names_id(&name, id)) {
+                found.push(entry.path());
+            }
+            stack.push(entry.path());
+        }
+    }
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// The dir of cgroup `path` (cgroupfs form, `/a/b`) in every hierarchy where it exists.
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    cgroup_hierarchies()
+        .into_iter()
+        .map(|root| root.join(path.trim_start_matches('/')))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// `<hierarchy>/default` and `<hierarchy>/k8s.io` in every cgroup hierarchy: where
+/// containerd's default spec puts a namespace's containers (`/<namespace>/<id>`).
+fn namespace_cgroups() -> Vec<PathBuf> {
+    cgroup_hierarchies()
+        .into_iter()
+        .flat_map(|root| [root.join(DEFAULT_NAMESPACE), root.join(K8S_NAMESPACE)])
+        .collect()
+}
+
+/// Removes the (empty) cgroup `path` (cgroupfs form, `/a/b`) from every hierarchy, as the
+/// kubelet removes a pod's cgroup after the pod. Fails naming the dir when it is busy:
+/// processes or child cgroups (a container's) are left in it.
+pub fn remove_cgroup(path: &str) -> Result<()> {
+    for dir in cgroup_dirs(path) {
+        fs::remove_dir(&dir).with_context(|| format!("remove cgroup {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// containerd 1.6's shim socket for container (or sandbox) `id` in namespace `ns`:
+/// `/run/containerd/s/<sha256 of "<address>/<ns>/<id>">` (runtime/v2/shim `SocketAddress`).
+fn shim_socket(address: &Path, ns: &str, id: &str) -> PathBuf {
+    let key = address.join(ns).join(id);
+    let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
+    PathBuf::from(format!("/run/containerd/s/{digest:x}"))
+}
+
+/// host-local IPAM allocations of the instance's network: (IP, owner line). The plugin
+/// keeps one file per IP holding the container id, next to `last_reserved_ip.*` and
+/// `lock`.
+fn ipam_allocations(layout: &Layout) -> Vec<(String, String)> {
+    let dir = layout.ipam_dir().join(&layout.network);
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("last_reserved_ip") || name == "lock" {
+            continue;
+        }
+        let owner = fs::read_to_string(entry.path()).unwrap_or_default();
+        found.push((name, owner.lines().next().unwrap_or_default().to_string()));
+    }
+    found
+}
+
+/// Cgroup dirs as one line per cgroup path: `/a/b (memory, pids, ...)`.
+fn describe_cgroups(dirs: &[PathBuf]) -> Vec<String> {
+    let roots = cgroup_hierarchies();
+    let mut by_path: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for dir in dirs {
+        let Some(root) = roots
+            .iter()
+            .filter(|r| dir.starts_with(r))
+            .max_by_key(|r| r.as_os_str().len())
+        else {
+            continue;
+        };
+        let rel = dir.strip_prefix(root).unwrap_or(dir);
+        let hierarchy = root
+            .file_name()
+            .map_or("/".into(), |n| n.to_string_lossy().into_owned());
+        by_path
+            .entry(format!("/{}", rel.display()))
+            .or_default()
+            .push(hierarchy);
+    }
+    by_path
+        .into_iter()
+        .map(|(path, hierarchies)| format!("{path} (in {})", hierarchies.join(", ")))
+        .collect()
+}
+
+/// Leaks of `ids` on the host: cgroups, runc state dirs, shim sockets, libcni cache
+/// files, IP allocations, and with `processes_and_mounts` their shim processes and
+/// mounts; plus every libcni cache file of the `networks` given.
+fn host_leaks(layout: &Layout, ids: &BTreeSet<String>, networks: &[&str], processes_and_mounts: bool) -> Vec<String> {
+    let mut leaks = Vec::new();
+    if ids.is_empty() && networks.is_empty() {
+        return leaks;
+    }
+    let address = layout.address();
+    if processes_and_mounts {
+        for (pid, cmdline) in processes_naming(&layout.dir) {
+            if cmdline.contains("containerd-shim") && ids.iter().any(|id| cmdline.split(' ').any(|arg| arg == id)) {
+                leaks.push(format!("shim {pid} still runs: {cmdline}"));
+            }
+        }
+        for mount in mounts_under(&layout.dir) {
+            if mount.iter().any(|c| ids.iter().any(|id| c == id.as_str())) {
+                leaks.push(format!("mount still there: {}", mount.display()));
+            }
+        }
+    }
+    for cgroup in describe_cgroups(&cgroups_named(ids)) {
+        leaks.push(format!("cgroup still there: {cgroup}"));
+    }
+    for id in ids {
+        for ns in [DEFAULT_NAMESPACE, K8S_NAMESPACE] {
+            let runc_state = Path::new("/run/containerd/runc").join(ns).join(id);
+            if runc_state.exists() {
+                leaks.push(format!("runc state still there: {}", runc_state.display()));
+            }
+            let socket = shim_socket(&address, ns, id);
+            if socket.exists() {
+                leaks.push(format!("shim socket of {ns}/{id} still there: {}", socket.display()));
+            }
+        }
+    }
+    for (ip, owner) in ipam_allocations(layout) {
+        if ids.contains(&owner) {
+            leaks.push(format!("IP {ip} still allocated to {owner}"));
+        }
+    }
+    for entry in fs::read_dir("/var/lib/cni/results").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if networks.iter().any(|n| name.starts_with(&format!("{n}-")))
+            || ids.iter().any(|id| name.contains(&format!("-{id}-")))
+        {
+            leaks.push(format!("CNI cache file still there: {}", entry.path().display()));
+        }
+    }
+    leaks
+}
+
+/// SIGKILLs every process in the cgroup dir `dir` and removes it, retrying while the
+/// killed processes exit.
+fn kill_and_remove_cgroup(dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for pid in fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse::<i32>().ok())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("remove cgroup {}", dir.display()))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Removes the cgroup tree `path` in every hierarchy, killing what runs in it.
+fn remove_cgroup_tree(path: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    for top in cgroup_dirs(path) {
+        let mut dirs = vec![top.clone()];
+        let mut stack = vec![top];
+        while let Some(d) = stack.pop() {
+            for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(entry.path());
+                    stack.push(entry.path());
+                }
+            }
+        }
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in dirs {
+            if let Err(e) = kill_and_remove_cgroup(&d) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+    }
+    errors
+}
+
+/// Tears an instance down (see [`Containerd::stop`]); returns what could not be removed.
+fn teardown(layout: &Layout, containerd: Option<Child>, ids: &BTreeSet<String>) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(mut child) = containerd {
+        if let Err(e) = stop_child(&mut child) {
+            errors.push(format!("stop containerd: {e:#}"));
+        }
+    }
+    // Shims (and anything else started for the instance) outlive containerd by design.
+    let killed: Vec<u32> = processes_naming(&layout.dir).into_iter().map(|(pid, _)| pid).collect();
+    for &p in &killed {
+        let _ = kill(pid(p), Signal::SIGKILL);
+    }
+    wait_gone(&killed, Duration::from_secs(5));
+    // Container processes are not children of anything we kill: find them by cgroup.
+    for cgroup in cgroups_named(ids) {
+        if let Err(e) = kill_and_remove_cgroup(&cgroup) {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    errors.extend(remove_cgroup_tree(&layout.cgroup_root));
+    for mount in mounts_under(&layout.dir) {
+        if let Err(e) = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH) {
+            errors.push(format!("unmount {}: {e}", mount.display()));
+        }
+    }
+    if Path::new("/sys/class/net").join(&layout.bridge).exists() {
+        match Command::new("ip").args(["link", "del", &layout.bridge]).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => errors.push(format!(
+                "ip link del {}: {}",
+                layout.bridge,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => errors.push(format!("ip link del {}: {e}", layout.bridge)),
+        }
+    }
+    let address = layout.address();
+    for id in ids {
+        for ns in [DEFAULT_NAMESPACE, K8S_NAMESPACE] {
+            let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(ns).join(id));
+            let _ = fs::remove_file(shim_socket(&address, ns, id));
+        }
+    }
+    // libcni's cache: `<network>-<id>-<ifname>`, also for CRI's own `cni-loopback`.
+    for entry in fs::read_dir("/var/lib/cni/results").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{}-", layout.network)) || ids.iter().any(|id| name.contains(&format!("-{id}-"))) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    // Netns files are nsfs bind mounts (unmounted above) on plain files.
+    if let Err(e) = fs::remove_dir_all(&layout.dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            errors.push(format!("remove {}: {e}", layout.dir.display()));
+        }
+    }
+    errors
+}
+
+/// A pid from `/proc` or `Child::id` (always below 2^22) for `kill`.
+fn pid(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX))
+}
+
+/// SIGTERM, wait up to [`STOP_TIMEOUT`], then SIGKILL.
+fn stop_child(child: &mut Child) -> Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    kill(pid(child.id()), Signal::SIGTERM)?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill()?;
+    child.wait()?;
+    bail!("containerd ignored SIGTERM for {STOP_TIMEOUT:?}; killed")
+}
+
+/// Waits until none of `pids` exists (killed processes that init still has to reap).
+fn wait_gone(pids: &[u32], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && pids.iter().any(|p| process_alive(*p)) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Alive and not a zombie.
+fn process_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Tears down instances whose test process is gone (killed before it could clean up).
+fn reap_stale() {
+    let tmp = std::env::temp_dir();
+    for entry in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(DIR_PREFIX) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Some((layout, test_pid, containerd_pid)) = Layout::read_owner(&entry.path()) else {
+            continue;
+        };
+        if test_pid > 0 && process_alive(test_pid) {
+            continue;
+        }
+        // Only kill the recorded pid if it still is that instance's containerd.
+        if containerd_pid > 0 {
+            let cmdline = fs::read(format!("/proc/{containerd_pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*layout.dir.to_string_lossy()) {
+                let _ = kill(pid(containerd_pid), Signal::SIGKILL);
+                wait_gone(&[containerd_pid], Duration::from_secs(5));
+            }
+        }
+        let absent = fs::read_to_string(layout.dir.join("ns-cgroups-absent")).unwrap_or_default();
+        let errors = teardown(&layout, None, &layout.recorded_ids());
+        for dir in absent.lines() {
+            let _ = fs::remove_dir(dir);
+        }
+        let mut msg = format!("reaped stale containerd instance {}", layout.dir.display());
+        if !errors.is_empty() {
+            let _ = write!(msg, "; left: {}", errors.join("; "));
+        }
+        eprintln!("{msg}");
+    }
+}
+
+/// Whether `path` is a unix socket (containerd creates it once it serves).
+fn is_socket(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines_yield_container_ids() {
+        let create = r#"2024-05-01 10:00:00.1 +0000 UTC k8s.io /containers/create {"id":"abc","image":"x","runtime":{"name":"io.containerd.runc.v2"}}"#;
+        assert_eq!(event_container_ids(create), ["abc"]);
+        let task = r#"2024-05-01 10:00:00.1 +0000 UTC default /tasks/exit {"container_id":"c1","id":"c1","pid":42,"exit_status":3}"#;
+        assert_eq!(event_container_ids(task), ["c1"]);
+        let image = r#"2024-05-01 10:00:00.1 +0000 UTC default /images/create {"name":"docker.io/x"}"#;
+        assert!(event_container_ids(image).is_empty());
+        assert!(event_container_ids("garbage").is_empty());
+    }
+
+    #[test]
+    fn shim_socket_is_the_sha256_of_address_namespace_and_id() {
+        let s = shim_socket(Path::new("/run/containerd/containerd.sock"), "default", "c1");
+        let want = format!(
+            "/run/containerd/s/{:x}",
+            Sha256::digest(b"/run/containerd/containerd.sock/default/c1")
+        );
+        assert_eq!(s, PathBuf::from(want));
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/tmp/a\040b"), "/tmp/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn config_names_both_runtimes_and_the_private_paths() {
+        let layout = Layout {
+            dir: PathBuf::from("/tmp/peapod-ctrd-x"),
+            network: "net".into(),
+            bridge: "br".into(),
+            cgroup_root: "/peapod-ctrd-1-0".into(),
+        };
+        let config = config_toml(&layout);
+        assert!(
+            config.contains(r#"runtime_type = "io.containerd.peapod.v2""#),
+            "{config}"
+        );
+        assert!(config.contains(r#"runtime_type = "io.containerd.runc.v2""#), "{config}");
+        assert!(
+            config.contains(r#"address = "/tmp/peapod-ctrd-x/containerd.sock""#),
+            "{config}"
+        );
+        assert!(config.contains("restrict_oom_score_adj = true"), "{config}");
+        let conflist: serde_json::Value = serde_json::from_str(&cni_conflist(&layout, "10.88.7.0/24")).unwrap();
+        assert_eq!(conflist["plugins"][0]["bridge"], "br");
+        assert_eq!(conflist["plugins"][0]["ipam"]["dataDir"], "/tmp/peapod-ctrd-x/cni/ipam");
+    }
+}

@@ -1,0 +1,278 @@
+//! CRI helpers for tests: configs shaped like the ones the kubelet sends, waiting on
+//! container state, and the CRI container log format.
+//!
+//! The kubelet, not the runtime, owns some host state of a pod: it creates the pod's log
+//! directory before `RunPodSandbox` and the pod cgroup named in `cgroup_parent`. These
+//! helpers take that role: log directories live under the [`Containerd`] instance, pod
+//! cgroups under its private cgroup root, and both go when the instance stops.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+pub use proto::cri::{api, CriClient};
+
+use crate::containerd::Containerd;
+use crate::images;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// `<name>-<pid>-<n>`: unique per test process and call, usable as a pod name, container
+/// id (`ctr`) or hostname (for short `name`s: hostnames are at most 63 bytes).
+pub fn unique_name(name: &str) -> String {
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Namespace modes as the kubelet sets them for a pod without `hostNetwork`, `hostPID`,
+/// `hostIPC` or `shareProcessNamespace`: network and IPC per pod, pid per container.
+pub fn kubelet_namespace_options() -> api::NamespaceOption {
+    api::NamespaceOption {
+        network: api::NamespaceMode::Pod as i32,
+        pid: api::NamespaceMode::Container as i32,
+        ipc: api::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// A pod sandbox for tests: its id once run, the config it was run with (CRI wants it
+/// again for every `CreateContainer`), and its log directory.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Sandbox id returned by `RunPodSandbox`.
+    pub id: String,
+    /// The config `RunPodSandbox` got.
+    pub config: api::PodSandboxConfig,
+    /// The pod's `log_directory`; container `log_path`s are relative to it.
+    pub log_dir: PathBuf,
+}
+
+impl Pod {
+    /// Runs a pod named `unique_name(name)` with `runtime_handler` (e.g.
+    /// [`crate::containerd::RUNC_HANDLER`]) and the config of [`pod_config`].
+    pub fn run(ctrd: &Containerd, cri: &CriClient, name: &str, runtime_handler: &str) -> Result<Pod> {
+        let config = pod_config(ctrd, name)?;
+        let id = cri
+            .run_pod_sandbox(&config, runtime_handler)
+            .with_context(|| format!("run pod {name} with handler {runtime_handler}"))?;
+        let log_dir = PathBuf::from(&config.log_directory);
+        Ok(Pod { id, config, log_dir })
+    }
+
+    /// Creates a container from `config` in this pod; returns its id.
+    pub fn create(&self, cri: &CriClient, config: &api::ContainerConfig) -> Result<String> {
+        let name = config.metadata.as_ref().map_or("", |m| m.name.as_str());
+        cri.create_container(&self.id, config, &self.config)
+            .with_context(|| format!("create container {name} in pod {}", self.id))
+    }
+
+    /// Creates and starts a container from `config`; returns its id.
+    pub fn start(&self, cri: &CriClient, config: &api::ContainerConfig) -> Result<String> {
+        let id = self.create(cri, config)?;
+        cri.start_container(&id)?;
+        Ok(id)
+    }
+
+    /// The host path of a container's log (`log_directory` + `log_path`).
+    pub fn log_path(&self, config: &api::ContainerConfig) -> PathBuf {
+        self.log_dir.join(&config.log_path)
+    }
+
+    /// Stops and removes the pod as the kubelet does: StopPodSandbox, RemovePodSandbox,
+    /// then the pod cgroup (`cgroup_parent`), which fails if the runtime left a container
+    /// cgroup or process in it.
+    pub fn remove(&self, cri: &CriClient) -> Result<()> {
+        cri.stop_pod_sandbox(&self.id)?;
+        cri.remove_pod_sandbox(&self.id)?;
+        if let Some(linux) = &self.config.linux {
+            crate::containerd::remove_cgroup(&linux.cgroup_parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// A `PodSandboxConfig` as the kubelet sends it for a pod `unique_name(name)` in namespace
+/// `peapod-test`: metadata with a unique uid, hostname `name`, a log directory (created,
+/// as the kubelet does) under the instance, a cgroup parent under the instance's cgroup
+/// root, and the kubelet's namespace modes.
+pub fn pod_config(ctrd: &Containerd, name: &str) -> Result<api::PodSandboxConfig> {
+    let pod = unique_name(name);
+    let log_dir = ctrd.pod_log_dir(&pod);
+    fs::create_dir_all(&log_dir).with_context(|| format!("create pod log dir {}", log_dir.display()))?;
+    Ok(api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: pod.clone(),
+            uid: format!("uid-{pod}"),
+            namespace: "peapod-test".into(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.to_string_lossy().into_owned(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: ctrd.pod_cgroup_parent(&pod),
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(kubelet_namespace_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// A `ContainerConfig` for the busybox image running `command` (CRI `command`, which
+/// replaces the image entrypoint, as a pod's `command:` does), logging to
+/// `<name>/0.log` in the pod's log directory like the kubelet's layout.
+pub fn container_config(name: &str, command: &[&str]) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: images::BUSYBOX_IMAGE.to_string(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        linux: Some(api::LinuxContainerConfig {
+            security_context: Some(api::LinuxContainerSecurityContext {
+                namespace_options: Some(kubelet_namespace_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Polls `ContainerStatus` until the container is in `state`, up to `timeout`; returns
+/// that status. Fails with the last status seen.
+pub fn wait_container_state(
+    cri: &CriClient,
+    container_id: &str,
+    state: api::ContainerState,
+    timeout: Duration,
+) -> Result<api::ContainerStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = cri
+            .container_status(container_id, false)?
+            .status
+            .context("ContainerStatus has no status")?;
+        if status.state == state as i32 {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "container {container_id} not {state:?} within {timeout:?}; last status: state {:?}, exit code {}, reason {:?}, message {:?}",
+                api::ContainerState::try_from(status.state),
+                status.exit_code,
+                status.reason,
+                status.message
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One line of a CRI container log: `<RFC3339Nano time> <stream> <tag> <message>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The timestamp as written (RFC 3339 with nanoseconds).
+    pub time: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// `F` for a full line, `P` for a partial one (split because it was too long or
+    /// unterminated).
+    pub tag: String,
+    /// The content, without the newline.
+    pub message: String,
+}
+
+/// Parses one CRI log line, checking each field's form (the kubelet's `parseCRILog`
+/// rejects the same things).
+pub fn parse_log_line(line: &str) -> Result<LogLine> {
+    let mut fields = line.splitn(4, ' ');
+    let (Some(time), Some(stream), Some(tag)) = (fields.next(), fields.next(), fields.next()) else {
+        bail!("CRI log line has fewer than 3 fields: {line:?}");
+    };
+    let message = fields.next().unwrap_or_default();
+    ensure!(is_rfc3339_nano(time), "CRI log time is not RFC 3339: {line:?}");
+    ensure!(
+        stream == "stdout" || stream == "stderr",
+        "CRI log stream {stream:?}: {line:?}"
+    );
+    ensure!(tag == "F" || tag == "P", "CRI log tag {tag:?}: {line:?}");
+    Ok(LogLine {
+        time: time.into(),
+        stream: stream.into(),
+        tag: tag.into(),
+        message: message.into(),
+    })
+}
+
+/// Reads and parses a whole CRI log file.
+pub fn read_log(path: &Path) -> Result<Vec<LogLine>> {
+    let text = fs::read_to_string(path).with_context(|| format!("read container log {}", path.display()))?;
+    text.lines().map(parse_log_line).collect()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, as Go's `time.RFC3339Nano` writes it.
+fn is_rfc3339_nano(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    if b.len() < 20
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+        || b[10] != b'T'
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 || n > 9 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    rest == "Z" || (rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_log_lines_parse_and_bad_ones_are_refused() {
+        let l = parse_log_line("2016-10-06T00:17:09.669794202Z stdout F hello world").unwrap();
+        assert_eq!(l.stream, "stdout");
+        assert_eq!(l.tag, "F");
+        assert_eq!(l.message, "hello world");
+        assert!(parse_log_line("2016-10-06T00:17:09+02:00 stderr P").is_ok());
+        assert!(parse_log_line("yesterday stdout F x").is_err());
+        assert!(parse_log_line("2016-10-06T00:17:09Z stdin F x").is_err());
+        assert!(parse_log_line("2016-10-06T00:17:09Z stdout X x").is_err());
+        assert!(parse_log_line("2016-10-06T00:17:09.1234567890Z stdout F x").is_err());
+    }
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique_name("a"), unique_name("a"));
+    }
+}

@@ -1,0 +1,324 @@
+//! OCI images for the containerd and CRI suites, built from Debian's static busybox on this
+//! machine: nothing is downloaded.
+//!
+//! One layer (an uncompressed tar: `/bin/busybox`, one symlink per applet, `/etc/passwd`,
+//! `/etc/group`, the usual empty directories) is shared by two images:
+//!
+//! - [`BUSYBOX_IMAGE`]: `Cmd ["sh"]`, `Env PATH=...`, like the upstream busybox image.
+//! - [`PAUSE_IMAGE`]: the pod sandbox image (containerd's `sandbox_image`). Its entrypoint
+//!   is [`PAUSE_SCRIPT`] under `sh -c`: it sleeps forever and exits 0 on SIGTERM or SIGINT.
+//!   As PID 1 of the pod's pid namespace, sh only receives the signals it traps, which is
+//!   what makes the `trap` necessary. A stand-in until peapod ships its own pause binary.
+//!
+//! Both are written as one OCI image-layout tarball (`oci-layout`, `index.json`,
+//! `blobs/sha256/...`) whose index names them with `io.containerd.image.name`, so
+//! `ctr images import` registers both full references from one file. The archive is built
+//! once per test process and cached on disk under the cargo target dir, keyed by the
+//! busybox binary's digest; concurrent processes write it atomically (temp file + rename).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::BUSYBOX;
+
+/// The busybox image: `sh` by default.
+pub const BUSYBOX_IMAGE: &str = "docker.io/peapod/busybox:test";
+/// The pod sandbox ("pause") image: sleeps until SIGTERM/SIGINT, then exits 0.
+pub const PAUSE_IMAGE: &str = "docker.io/peapod/pause:test";
+/// What the pause image runs under `/bin/sh -c`. `sleep & wait` keeps sh interruptible:
+/// a trapped signal ends `wait` at once, while a foreground `sleep` would delay it.
+pub const PAUSE_SCRIPT: &str = r#"trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done"#;
+/// `PATH` in both images' config.
+pub const IMAGE_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Bumped whenever the archive's content changes, so stale caches are not reused.
+const FORMAT: &str = "peapod-test-images/1";
+
+const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A content-addressed blob of the layout.
+struct Blob {
+    digest: String,
+    bytes: Vec<u8>,
+}
+
+impl Blob {
+    fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            digest: format!("sha256:{:x}", Sha256::digest(&bytes)),
+            bytes,
+        }
+    }
+
+    fn json(value: &serde_json::Value) -> Self {
+        Self::new(serde_json::to_vec(value).expect("JSON values serialize"))
+    }
+
+    fn descriptor(&self, media_type: &str) -> serde_json::Value {
+        json!({ "mediaType": media_type, "digest": self.digest, "size": self.bytes.len() })
+    }
+}
+
+/// The OCI image-layout tarball holding [`BUSYBOX_IMAGE`] and [`PAUSE_IMAGE`], built on
+/// first use in this process (or reused from the on-disk cache) and shared afterwards.
+pub fn archive() -> Result<&'static Path> {
+    static ARCHIVE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| cached_archive().map_err(|e| format!("{e:#}")))
+        .as_deref()
+        .map_err(|e| anyhow::anyhow!("building the test images: {e}"))
+}
+
+/// Where the cache lives: `<cargo target dir>/peapod-test-images`, found from this test
+/// binary's path (`target/<profile>/deps/<bin>`); the temp dir when run from elsewhere.
+fn cache_dir() -> PathBuf {
+    crate::containerd::target_profile_dir()
+        .ok()
+        .and_then(|profile| profile.parent().map(Path::to_path_buf))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("peapod-test-images")
+}
+
+fn cached_archive() -> Result<PathBuf> {
+    let busybox = fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX} (Debian package busybox-static)"))?;
+    let mut key = Sha256::new();
+    key.update(FORMAT);
+    key.update(&busybox);
+    let key = format!("{:x}", key.finalize());
+    let dir = cache_dir();
+    let path = dir.join(format!("images-{}.tar", &key[..16]));
+    if path.exists() {
+        return Ok(path);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    tmp.write_all(&build_archive(&busybox, &busybox_applets()?)?)?;
+    tmp.persist(&path)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+/// The applets [`BUSYBOX`] provides (`busybox --list`), sorted.
+pub fn busybox_applets() -> Result<Vec<String>> {
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("run {BUSYBOX} --list (Debian package busybox-static)"))?;
+    ensure!(list.status.success(), "{BUSYBOX} --list: {}", list.status);
+    let mut applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+        .map(str::to_string)
+        .collect();
+    applets.sort();
+    applets.dedup();
+    ensure!(applets.iter().any(|a| a == "sh"), "{BUSYBOX} has no sh applet");
+    Ok(applets)
+}
+
+/// The OCI image-layout tarball for both images, in memory, from the bytes of a static
+/// busybox binary and the applet names to link to it in `/bin`.
+pub fn build_archive(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
+    let layer = Blob::new(rootfs_layer(busybox, applets)?);
+    let (os, arch) = oci_platform();
+    let config = |process: serde_json::Value| {
+        let mut config = json!({ "Env": [IMAGE_PATH_ENV], "WorkingDir": "/" });
+        config
+            .as_object_mut()
+            .expect("object")
+            .extend(process.as_object().expect("object").clone());
+        Blob::json(&json!({
+            "architecture": arch,
+            "os": os,
+            "config": config,
+            "rootfs": { "type": "layers", "diff_ids": [layer.digest] },
+            "history": [{ "created_by": "peapod-tests: Debian busybox-static" }],
+        }))
+    };
+    let images = [
+        (BUSYBOX_IMAGE, config(json!({ "Cmd": ["sh"] }))),
+        (
+            PAUSE_IMAGE,
+            config(json!({ "Entrypoint": ["/bin/sh", "-c", PAUSE_SCRIPT], "StopSignal": "SIGTERM" })),
+        ),
+    ];
+
+    let mut blobs = BTreeMap::new();
+    let mut manifests = Vec::new();
+    for (name, config) in images {
+        let manifest = Blob::json(&json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": config.descriptor(MEDIA_CONFIG),
+            "layers": [layer.descriptor(MEDIA_LAYER)],
+        }));
+        let mut descriptor = manifest.descriptor(MEDIA_MANIFEST);
+        descriptor["platform"] = json!({ "os": os, "architecture": arch });
+        descriptor["annotations"] = json!({
+            // containerd's archive importer takes the full name from here ...
+            "io.containerd.image.name": name,
+            // ... and other OCI tools the tag from here.
+            "org.opencontainers.image.ref.name": name.rsplit_once(':').map_or("latest", |(_, tag)| tag),
+        });
+        manifests.push(descriptor);
+        blobs.insert(config.digest.clone(), config.bytes);
+        blobs.insert(manifest.digest.clone(), manifest.bytes);
+    }
+    blobs.insert(layer.digest.clone(), layer.bytes);
+    let index =
+        json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests });
+
+    let mut tar = TarWriter::new();
+    tar.file("oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    tar.file("index.json", 0o644, &serde_json::to_vec(&index)?)?;
+    tar.dir("blobs", 0o755)?;
+    tar.dir("blobs/sha256", 0o755)?;
+    for (digest, bytes) in &blobs {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        tar.file(&format!("blobs/sha256/{hex}"), 0o644, bytes)?;
+    }
+    tar.finish()
+}
+
+/// The image platform of this machine in OCI (Go) terms; the busybox binary is the host's.
+fn oci_platform() -> (&'static str, &'static str) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    ("linux", arch)
+}
+
+/// The root filesystem layer: busybox, its applets as symlinks in `/bin`, the files a
+/// shell and `id` expect, and the mount points containers get.
+fn rootfs_layer(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
+    let mut tar = TarWriter::new();
+    for (dir, mode) in [
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("home", 0o755),
+        ("proc", 0o555),
+        ("root", 0o700),
+        ("run", 0o755),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("usr", 0o755),
+        ("usr/bin", 0o755),
+        ("usr/sbin", 0o755),
+        ("var", 0o755),
+        ("var/tmp", 0o1777),
+    ] {
+        tar.dir(dir, mode)?;
+    }
+    tar.file("bin/busybox", 0o755, busybox)?;
+    for applet in applets {
+        tar.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    tar.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+    )?;
+    tar.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
+    tar.finish()
+}
+
+/// A deterministic tar writer: root-owned entries, mtime 0, so equal inputs give equal
+/// digests.
+struct TarWriter {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl TarWriter {
+    fn new() -> Self {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.mode(tar::HeaderMode::Deterministic);
+        Self { builder }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+
+    fn dir(&mut self, path: &str, mode: u32) -> Result<()> {
+        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
+        self.builder
+            .append_data(&mut h, format!("{path}/"), std::io::empty())
+            .with_context(|| format!("tar: dir {path}"))
+    }
+
+    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        self.builder
+            .append_data(&mut h, path, data)
+            .with_context(|| format!("tar: file {path}"))
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder
+            .append_link(&mut h, path, target)
+            .with_context(|| format!("tar: symlink {path}"))
+    }
+
+    fn finish(self) -> Result<Vec<u8>> {
+        Ok(self.builder.into_inner()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_is_an_oci_layout_naming_both_images() {
+        let applets = vec!["sh".to_string(), "sleep".to_string()];
+        let bytes = build_archive(b"not really busybox", &applets).unwrap();
+        let mut names = BTreeMap::new();
+        for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            names.insert(path, data);
+        }
+        let index: serde_json::Value = serde_json::from_slice(&names["index.json"]).unwrap();
+        let refs: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["annotations"]["io.containerd.image.name"].as_str().unwrap())
+            .collect();
+        assert_eq!(refs, [BUSYBOX_IMAGE, PAUSE_IMAGE]);
+        // Every descriptor's digest matches its blob.
+        for m in index["manifests"].as_array().unwrap() {
+            let hex = m["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+            let blob = &names[&format!("blobs/sha256/{hex}")];
+            assert_eq!(format!("{:x}", Sha256::digest(blob)), hex);
+            assert_eq!(m["size"].as_u64().unwrap(), blob.len() as u64);
+        }
+        // Deterministic: same input, same bytes.
+        assert_eq!(bytes, build_archive(b"not really busybox", &applets).unwrap());
+    }
+}
