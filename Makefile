@@ -46,7 +46,7 @@ host-test:
 
 # Privileged: a private containerd (Debian's) with runc and peapod runtimes, driven by ctr
 # and CRI. containerd finds containerd-shim-peapod-v2 in target/debug, so build it first.
-containerd-test:
+containerd-test: pause
 	$(CARGO) build -p shim
 	$(CARGO) test -p peapod-tests --test containerd
 

@@ -1,20 +1,20 @@
 //! OCI images for the containerd and CRI suites, built from Debian's static busybox on this
 //! machine: nothing is downloaded.
 //!
-//! One layer (an uncompressed tar: `/bin/busybox`, one symlink per applet, `/etc/passwd`,
-//! `/etc/group`, the usual empty directories) is shared by two images:
+//! Two images, one uncompressed layer each:
 //!
-//! - [`BUSYBOX_IMAGE`]: `Cmd ["sh"]`, `Env PATH=...`, like the upstream busybox image.
-//! - [`PAUSE_IMAGE`]: the pod sandbox image (containerd's `sandbox_image`). Its entrypoint
-//!   is [`PAUSE_SCRIPT`] under `sh -c`: it sleeps forever and exits 0 on SIGTERM or SIGINT.
-//!   As PID 1 of the pod's pid namespace, sh only receives the signals it traps, which is
-//!   what makes the `trap` necessary. A stand-in until peapod ships its own pause binary.
+//! - [`BUSYBOX_IMAGE`]: `/bin/busybox`, one symlink per applet, `/etc/passwd`,
+//!   `/etc/group`, the usual empty directories; `Cmd ["sh"]`, `Env PATH=...`, like the
+//!   upstream busybox image.
+//! - [`PAUSE_IMAGE`]: the pod sandbox image (containerd's `sandbox_image`): only `/pause`,
+//!   peapod's static `peapod-pause` (`make pause`), which sleeps until SIGTERM or SIGINT
+//!   and exits 0, reaping zombies meanwhile.
 //!
 //! Both are written as one OCI image-layout tarball (`oci-layout`, `index.json`,
 //! `blobs/sha256/...`) whose index names them with `io.containerd.image.name`, so
 //! `ctr images import` registers both full references from one file. The archive is built
 //! once per test process and cached on disk under the cargo target dir, keyed by the
-//! busybox binary's digest; concurrent processes write it atomically (temp file + rename).
+//! busybox and pause binaries' digests; concurrent processes write it atomically (temp file + rename).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,7 +35,6 @@ pub const BUSYBOX_IMAGE: &str = "docker.io/peapod/busybox:test";
 pub const PAUSE_IMAGE: &str = "docker.io/peapod/pause:test";
 /// What the pause image runs under `/bin/sh -c`. `sleep & wait` keeps sh interruptible:
 /// a trapped signal ends `wait` at once, while a foreground `sleep` would delay it.
-pub const PAUSE_SCRIPT: &str = r#"trap "exit 0" TERM INT; while :; do sleep 3600 & wait $!; done"#;
 /// `PATH` in both images' config.
 pub const IMAGE_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -91,9 +90,12 @@ fn cache_dir() -> PathBuf {
 
 fn cached_archive() -> Result<PathBuf> {
     let busybox = fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX} (Debian package busybox-static)"))?;
+    let pause_path = pause_binary()?;
+    let pause = fs::read(&pause_path).with_context(|| format!("read {}", pause_path.display()))?;
     let mut key = Sha256::new();
     key.update(FORMAT);
     key.update(&busybox);
+    key.update(&pause);
     let key = format!("{:x}", key.finalize());
     let dir = cache_dir();
     let path = dir.join(format!("images-{}.tar", &key[..16]));
@@ -102,7 +104,7 @@ fn cached_archive() -> Result<PathBuf> {
     }
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    tmp.write_all(&build_archive(&busybox, &busybox_applets()?)?)?;
+    tmp.write_all(&build_archive(&busybox, &busybox_applets()?, &pause)?)?;
     tmp.persist(&path)
         .with_context(|| format!("write {}", path.display()))?;
     Ok(path)
@@ -128,10 +130,11 @@ pub fn busybox_applets() -> Result<Vec<String>> {
 
 /// The OCI image-layout tarball for both images, in memory, from the bytes of a static
 /// busybox binary and the applet names to link to it in `/bin`.
-pub fn build_archive(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
-    let layer = Blob::new(rootfs_layer(busybox, applets)?);
+pub fn build_archive(busybox: &[u8], applets: &[String], pause: &[u8]) -> Result<Vec<u8>> {
+    let busybox_layer = Blob::new(rootfs_layer(busybox, applets)?);
+    let pause_layer = Blob::new(pause_layer(pause)?);
     let (os, arch) = oci_platform();
-    let config = |process: serde_json::Value| {
+    let config = |layer: &Blob, process: serde_json::Value| {
         let mut config = json!({ "Env": [IMAGE_PATH_ENV], "WorkingDir": "/" });
         config
             .as_object_mut()
@@ -142,20 +145,28 @@ pub fn build_archive(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
             "os": os,
             "config": config,
             "rootfs": { "type": "layers", "diff_ids": [layer.digest] },
-            "history": [{ "created_by": "peapod-tests: Debian busybox-static" }],
+            "history": [{ "created_by": "peapod-tests" }],
         }))
     };
     let images = [
-        (BUSYBOX_IMAGE, config(json!({ "Cmd": ["sh"] }))),
+        (
+            BUSYBOX_IMAGE,
+            &busybox_layer,
+            config(&busybox_layer, json!({ "Cmd": ["sh"] })),
+        ),
         (
             PAUSE_IMAGE,
-            config(json!({ "Entrypoint": ["/bin/sh", "-c", PAUSE_SCRIPT], "StopSignal": "SIGTERM" })),
+            &pause_layer,
+            config(
+                &pause_layer,
+                json!({ "Entrypoint": ["/pause"], "StopSignal": "SIGTERM" }),
+            ),
         ),
     ];
 
     let mut blobs = BTreeMap::new();
     let mut manifests = Vec::new();
-    for (name, config) in images {
+    for (name, layer, config) in images {
         let manifest = Blob::json(&json!({
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
@@ -174,7 +185,9 @@ pub fn build_archive(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
         blobs.insert(config.digest.clone(), config.bytes);
         blobs.insert(manifest.digest.clone(), manifest.bytes);
     }
-    blobs.insert(layer.digest.clone(), layer.bytes);
+    for layer in [busybox_layer, pause_layer] {
+        blobs.insert(layer.digest.clone(), layer.bytes);
+    }
     let index =
         json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests });
 
@@ -200,6 +213,28 @@ fn oci_platform() -> (&'static str, &'static str) {
         other => other,
     };
     ("linux", arch)
+}
+
+/// The pause image's only layer: `/pause`, peapod's static pause binary.
+fn pause_layer(pause: &[u8]) -> Result<Vec<u8>> {
+    let mut tar = TarWriter::new();
+    tar.file("pause", 0o755, pause)?;
+    tar.finish()
+}
+
+/// The static `peapod-pause` built by `make pause` (`target/pause/peapod-pause`).
+pub fn pause_binary() -> Result<PathBuf> {
+    let target = crate::containerd::target_profile_dir()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("target dir")?;
+    let path = target.join("pause").join("peapod-pause");
+    ensure!(
+        path.exists(),
+        "{} is missing: build the static pause binary with `make pause`",
+        path.display()
+    );
+    Ok(path)
 }
 
 /// The root filesystem layer: busybox, its applets as symlinks in `/bin`, the files a
@@ -294,7 +329,7 @@ mod tests {
     #[test]
     fn archive_is_an_oci_layout_naming_both_images() {
         let applets = vec!["sh".to_string(), "sleep".to_string()];
-        let bytes = build_archive(b"not really busybox", &applets).unwrap();
+        let bytes = build_archive(b"not really busybox", &applets, b"not really pause").unwrap();
         let mut names = BTreeMap::new();
         for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
             let mut entry = entry.unwrap();
@@ -319,6 +354,9 @@ mod tests {
             assert_eq!(m["size"].as_u64().unwrap(), blob.len() as u64);
         }
         // Deterministic: same input, same bytes.
-        assert_eq!(bytes, build_archive(b"not really busybox", &applets).unwrap());
+        assert_eq!(
+            bytes,
+            build_archive(b"not really busybox", &applets, b"not really pause").unwrap()
+        );
     }
 }
