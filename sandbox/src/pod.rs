@@ -55,6 +55,16 @@ pub mod annotations {
     pub const EMPTY_DIRS: &str = "io.peapod.empty-dirs";
     /// peapod (container): volume mounts, JSON `[{"name","mountPath","readOnly"}]`.
     pub const VOLUME_MOUNTS: &str = "io.peapod.volume-mounts";
+    /// peapod (sandbox): the pod's containers in declaration order with their roles,
+    /// JSON `[{"name":"setup","role":"init"},{"name":"web","role":"app"}]`. Under CRI
+    /// the shim only sees a container when it starts, so this is how it learns about
+    /// earlier init containers and sidecars that have not started yet.
+    pub const CONTAINERS: &str = "io.peapod.containers";
+    /// peapod (container): the container's name in the pod (default: CRI's
+    /// `io.kubernetes.cri.container-name`, else the task id).
+    pub const NAME: &str = "io.peapod.name";
+    /// CRI: the container's name in its pod.
+    pub const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
 }
 
 /// Default termination grace period (Kubernetes' `terminationGracePeriodSeconds`), s.
@@ -198,9 +208,20 @@ pub struct VolumeMount {
     pub read_only: bool,
 }
 
+/// A container the sandbox declares (`io.peapod.containers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredContainer {
+    /// Its name in the pod.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
 /// What the sandbox task declares for its pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodConfig {
+    /// The pod's containers in declaration order, when declared.
+    pub containers: Vec<DeclaredContainer>,
     /// Resources of the pod cgroup, when the sandbox carries sizing.
     pub resources: Option<LinuxResources>,
     /// emptyDir volumes.
@@ -286,7 +307,17 @@ impl PodConfig {
                 .map_err(|_| invalid(field(GRACE_PERIOD), format!("{v:?} is not a number of seconds")))?,
             (None, None) => DEFAULT_GRACE_SECONDS,
         };
+        let containers: Vec<DeclaredContainer> = json_annotation(a, CONTAINERS)?.unwrap_or_default();
+        for (i, c) in containers.iter().enumerate() {
+            if containers[..i].iter().any(|o| o.name == c.name) {
+                return Err(invalid(
+                    format!("annotations[{CONTAINERS}][{i}].name"),
+                    format!("{:?} declared twice", c.name),
+                ));
+            }
+        }
         Ok(PodConfig {
+            containers,
             resources,
             empty_dirs,
             grace: std::time::Duration::from_secs(grace),
@@ -567,7 +598,34 @@ pub enum Gate {
     Failed(String, i32),
 }
 
-/// The start gate for `members[me]`, with `members` in creation order (KEP-753).
+/// The start gate for the container named `me` of a pod that declared its containers:
+/// every init container declared before it must have exited 0 and every sidecar declared
+/// before it must run, whether or not the shim has seen them yet (`state` returns `None`
+/// for those). A container the pod did not declare waits for all declared ones.
+pub fn gate_declared(declared: &[DeclaredContainer], me: &str, state: impl Fn(&str) -> Option<MemberView>) -> Gate {
+    let before = declared.iter().position(|d| d.name == me).unwrap_or(declared.len());
+    for d in &declared[..before] {
+        let s = state(&d.name);
+        match (d.role, s) {
+            (Role::App, _) => {}
+            (_, None) => return Gate::Wait(d.name.clone()),
+            (Role::Init, Some(m)) => match m.exit_code {
+                Some(0) => {}
+                Some(code) => return Gate::Failed(d.name.clone(), code),
+                None => return Gate::Wait(d.name.clone()),
+            },
+            (Role::Sidecar, Some(m)) => match (m.running, m.exit_code) {
+                (true, _) => {}
+                (false, Some(code)) => return Gate::Failed(d.name.clone(), code),
+                (false, None) => return Gate::Wait(d.name.clone()),
+            },
+        }
+    }
+    Gate::Open
+}
+
+/// The start gate for `members[me]`, with `members` in creation order (KEP-753); used
+/// when the pod declared no container list.
 pub fn gate(members: &[MemberView], me: usize) -> Gate {
     for m in &members[..me] {
         match (m.role, m.exit_code) {
@@ -657,6 +715,44 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("io.peapod.role"));
+    }
+
+    #[test]
+    fn declared_gate_waits_for_members_not_seen_yet() {
+        let declared = [
+            DeclaredContainer {
+                name: "i1".into(),
+                role: Role::Init,
+            },
+            DeclaredContainer {
+                name: "s1".into(),
+                role: Role::Sidecar,
+            },
+            DeclaredContainer {
+                name: "a1".into(),
+                role: Role::App,
+            },
+            DeclaredContainer {
+                name: "a2".into(),
+                role: Role::App,
+            },
+        ];
+        let none = |_: &str| None;
+        assert_eq!(gate_declared(&declared, "a2", none), Gate::Wait("i1".into()));
+        assert_eq!(gate_declared(&declared, "i1", none), Gate::Open);
+        let seen = |n: &str| match n {
+            "i1" => Some(m("i1", Role::Init, false, Some(0))),
+            "s1" => Some(m("s1", Role::Sidecar, true, None)),
+            _ => None,
+        };
+        assert_eq!(
+            gate_declared(&declared, "a2", seen),
+            Gate::Open,
+            "a1 not started does not hold a2"
+        );
+        assert_eq!(gate_declared(&declared, "other", seen), Gate::Open);
+        let failed = |n: &str| (n == "i1").then(|| m("i1", Role::Init, false, Some(1)));
+        assert_eq!(gate_declared(&declared, "s1", failed), Gate::Failed("i1".into(), 1));
     }
 
     #[test]

@@ -30,7 +30,9 @@ use containerd_shim_protos::types::task::Status as TaskStatus;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process};
-use sandbox::pod::{annotations, gate, Gate, MemberView, PodConfig, PodResources, Role, VolumeMount};
+use sandbox::pod::{
+    annotations, gate, gate_declared, DeclaredContainer, Gate, MemberView, PodConfig, PodResources, Role, VolumeMount,
+};
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
 use crate::error::ServiceError;
@@ -104,6 +106,8 @@ struct Task {
     /// The pod (sandbox id) this task belongs to; the sandbox's own id for the sandbox.
     pod: Option<String>,
     sandbox: bool,
+    /// The container's name in its pod.
+    name: String,
     role: Role,
     /// Creation order within the shim (declaration order of the pod's containers).
     seq: u64,
@@ -113,8 +117,20 @@ struct Task {
     oom_stop: Arc<AtomicBool>,
 }
 
+/// A member task that was deleted (CRI deletes a container's task once it exited); the
+/// start gate still needs its exit code.
+#[derive(Clone)]
+struct Gone {
+    name: String,
+    role: Role,
+    seq: u64,
+    exit_code: Option<i32>,
+}
+
 struct Pod {
     resources: PodResources,
+    containers: Vec<DeclaredContainer>,
+    history: Vec<Gone>,
     grace: Duration,
     terminating: bool,
 }
@@ -323,6 +339,7 @@ impl Service {
         let mut spec = sandbox::spec::load(&bundle).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let ann = spec.annotations().clone().unwrap_or_default();
         let member = Member::from_annotations(&req.id, &ann)?;
+        let mut member = member;
         let mut new_pod = None;
         if member.sandbox {
             new_pod = Some(self.create_pod(&req.id, &spec, &ann)?);
@@ -336,6 +353,18 @@ impl Service {
             })?;
             if pod.terminating {
                 return Err(ServiceError::FailedPrecondition(format!("pod {pod_id} is terminating")));
+            }
+            if let Some(d) = pod.containers.iter().find(|d| d.name == member.name) {
+                if member.role_annotated && member.role != d.role {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "container {}: {} says {:?} but the pod declares {:?}",
+                        req.id,
+                        annotations::ROLE,
+                        member.role,
+                        d.role
+                    )));
+                }
+                member.role = d.role;
             }
             pod.resources
                 .mount_volumes(&mut spec, &member.mounts)
@@ -381,6 +410,7 @@ impl Service {
                 bundle: req.bundle.clone(),
                 pod: member.pod,
                 sandbox: member.sandbox,
+                name: member.name,
                 role: member.role,
                 seq,
                 init,
@@ -432,6 +462,8 @@ impl Service {
         })?;
         Ok(Pod {
             resources,
+            containers: config.containers,
+            history: Vec::new(),
             grace: config.grace,
             terminating: false,
         })
@@ -484,30 +516,60 @@ impl Service {
             let Some(pod) = task.pod.clone().filter(|_| !task.sandbox) else {
                 return Ok(st);
             };
-            let mut members: Vec<(&String, &Task)> = st
+            let (declared, history) = st
+                .pods
+                .get(&pod)
+                .map(|p| (p.containers.clone(), p.history.clone()))
+                .unwrap_or_default();
+            let me_name = task.name.clone();
+            let my_seq = task.seq;
+            // Live members and deleted ones, in creation order: (seq, name, view).
+            let mut members: Vec<(u64, String, MemberView)> = st
                 .tasks
                 .iter()
                 .filter(|(_, t)| t.pod.as_deref() == Some(pod.as_str()) && !t.sandbox)
-                .collect();
-            members.sort_by_key(|(_, t)| t.seq);
-            let views: Vec<MemberView> = members
-                .iter()
-                .map(|(mid, t)| MemberView {
-                    id: (*mid).clone(),
-                    role: t.role,
-                    running: t.init.running(),
-                    exit_code: t.init.exit.map(|e| e.code),
+                .map(|(_, t)| {
+                    let view = MemberView {
+                        id: t.name.clone(),
+                        role: t.role,
+                        running: t.init.running(),
+                        exit_code: t.init.exit.map(|e| e.code),
+                    };
+                    (t.seq, t.name.clone(), view)
                 })
+                .chain(history.into_iter().map(|g| {
+                    let view = MemberView {
+                        id: g.name.clone(),
+                        role: g.role,
+                        running: false,
+                        exit_code: g.exit_code,
+                    };
+                    (g.seq, g.name, view)
+                }))
                 .collect();
-            let me = members
-                .iter()
-                .position(|(mid, _)| mid.as_str() == id)
-                .expect("task is a member");
-            match gate(&views, me) {
+            members.sort_by_key(|(seq, _, _)| *seq);
+            let verdict = if declared.is_empty() {
+                let views: Vec<MemberView> = members.iter().map(|(_, _, v)| v.clone()).collect();
+                let me = members
+                    .iter()
+                    .position(|(seq, _, _)| *seq == my_seq)
+                    .expect("task is a member");
+                gate(&views, me)
+            } else {
+                // The newest of a name stands for it (a restarted container).
+                gate_declared(&declared, &me_name, |name| {
+                    members
+                        .iter()
+                        .rev()
+                        .find(|(_, n, _)| n == name)
+                        .map(|(_, _, v)| v.clone())
+                })
+            };
+            match verdict {
                 Gate::Open => return Ok(st),
                 Gate::Failed(other, code) => {
                     return Err(ServiceError::FailedPrecondition(format!(
-                        "container {id} cannot start: {other} exited with code {code}"
+                        "container {me_name} ({id}) cannot start: {other}, declared before it, exited with code {code}"
                     )))
                 }
                 Gate::Wait(other) => {
@@ -812,6 +874,19 @@ impl Service {
             }
         }
         let mut task = st.tasks.remove(&req.id).expect("checked above");
+        if let Some(pod) = task
+            .pod
+            .as_ref()
+            .filter(|_| !task.sandbox)
+            .and_then(|p| st.pods.get_mut(p))
+        {
+            pod.history.push(Gone {
+                name: task.name.clone(),
+                role: task.role,
+                seq: task.seq,
+                exit_code: task.init.exit.map(|e| e.code),
+            });
+        }
         task.oom_stop.store(true, Ordering::SeqCst);
         if task.init.exit.is_none() {
             // Created but never started: init is killed by the delete.
@@ -1011,7 +1086,10 @@ impl Service {
 struct Member {
     sandbox: bool,
     pod: Option<String>,
+    name: String,
     role: Role,
+    /// `io.peapod.role` was given (rather than defaulted).
+    role_annotated: bool,
     mounts: Vec<VolumeMount>,
 }
 
@@ -1036,10 +1114,18 @@ impl Member {
             })?,
             None => Vec::new(),
         };
+        let name = ann
+            .get(annotations::NAME)
+            .or_else(|| ann.get(annotations::CRI_CONTAINER_NAME))
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| id.to_string());
         Ok(Member {
             sandbox,
             pod,
+            name,
             role,
+            role_annotated: ann.contains_key(annotations::ROLE),
             mounts,
         })
     }

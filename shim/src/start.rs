@@ -218,6 +218,15 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
             source: io::Error::other(e),
         })?;
     }
+    // The group's socket goes when no live shim answers on it any more (the shim was
+    // killed; a live one still serves the pod's other tasks).
+    if let Ok(group) = group_id(bundle, &flags.id) {
+        let socket = socket_address(&flags.address, &flags.namespace, &group);
+        let path = socket_path(&socket);
+        if UnixStream::connect(path).is_err() && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = fs::remove_file(path);
+        }
+    }
     // Whatever containerd mounted or we left on the rootfs goes too.
     let rootfs = bundle.join("rootfs");
     if sandbox::container::is_mounted(&rootfs) {

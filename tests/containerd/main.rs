@@ -334,7 +334,12 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
     ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
 }
 
+mod peapod;
+
 type Test = fn(&Containerd, &Runtime) -> Result<()>;
+type PeapodTest = fn(&Containerd) -> Result<()>;
+/// A test with its runtime bound.
+type Scenario = dyn Fn(&Containerd) -> Result<()> + Send + Sync;
 
 macro_rules! tests {
     ($($f:ident),* $(,)?) => {
@@ -355,18 +360,74 @@ fn main() {
     ];
     // Every scenario runs once per runtime, named `<handler>::<scenario>`.
     let runtimes = [&RUNC, &PEAPOD];
-    let tests: Vec<(String, &'static Runtime, Test)> = runtimes
-        .iter()
-        .flat_map(|rt| {
-            scenarios
-                .iter()
-                .map(move |(name, f)| (format!("{}::{name}", rt.handler), *rt, *f))
-        })
-        .collect();
+    let mut tests: Vec<(String, Box<Scenario>)> = Vec::new();
+    for rt in runtimes {
+        for (name, f) in &scenarios {
+            let f = *f;
+            tests.push((
+                format!("{}::{name}", rt.handler),
+                Box::new(move |c: &Containerd| f(c, rt)),
+            ));
+        }
+    }
+    let peapod_only: Vec<(&str, PeapodTest)> = vec![
+        (
+            "ctr_exec_tty_metrics_pause_resume_kill",
+            peapod::ctr_exec_tty_metrics_pause_resume_kill,
+        ),
+        ("ctr_run_detached_then_attach", peapod::ctr_run_detached_then_attach),
+        (
+            "one_shim_per_pod_exits_after_removal",
+            peapod::one_shim_per_pod_exits_after_removal,
+        ),
+        (
+            "pod_survives_a_containerd_restart",
+            peapod::pod_survives_a_containerd_restart,
+        ),
+        (
+            "exit_while_containerd_is_down_is_reported",
+            peapod::exit_while_containerd_is_down_is_reported,
+        ),
+        (
+            "killed_shim_is_cleaned_up_by_delete",
+            peapod::killed_shim_is_cleaned_up_by_delete,
+        ),
+        (
+            "pod_containers_share_network_ipc_and_hostname",
+            peapod::pod_containers_share_network_ipc_and_hostname,
+        ),
+        (
+            "empty_dirs_are_shared_and_removed_with_the_pod",
+            peapod::empty_dirs_are_shared_and_removed_with_the_pod,
+        ),
+        (
+            "pod_cgroup_holds_the_pod_limits",
+            peapod::pod_cgroup_holds_the_pod_limits,
+        ),
+        (
+            "init_then_sidecar_then_apps_when_started_at_once",
+            peapod::init_then_sidecar_then_apps_when_started_at_once,
+        ),
+        (
+            "failed_init_container_blocks_the_app",
+            peapod::failed_init_container_blocks_the_app,
+        ),
+        (
+            "sigterm_reaches_all_containers_at_once",
+            peapod::sigterm_reaches_all_containers_at_once,
+        ),
+        (
+            "bad_pod_input_is_refused_and_leaves_nothing",
+            peapod::bad_pod_input_is_refused_and_leaves_nothing,
+        ),
+    ];
+    for (name, f) in peapod_only {
+        tests.push((format!("peapod::{name}"), Box::new(f)));
+    }
     // Only start containerd when some test will run (`--list` and filters that match
     // nothing need none).
     let will_run = !args.list
-        && tests.iter().any(|(name, _, _)| {
+        && tests.iter().any(|(name, _)| {
             args.filter
                 .as_deref()
                 .is_none_or(|f| if args.exact { name == f } else { name.contains(f) })
@@ -392,11 +453,11 @@ fn main() {
     };
     let trials = tests
         .into_iter()
-        .map(|(name, rt, f)| {
+        .map(|(name, f)| {
             let ctrd = ctrd.clone();
             Trial::test(name, move || {
                 let ctrd = ctrd?;
-                f(&ctrd, rt).map_err(|e| format!("{e:#}\ncontainerd log tail:\n{}", ctrd.log_tail()).into())
+                f(&ctrd).map_err(|e| format!("{e:#}\ncontainerd log tail:\n{}", ctrd.log_tail()).into())
             })
         })
         .collect();

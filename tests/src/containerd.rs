@@ -48,7 +48,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -225,13 +225,36 @@ impl Layout {
     }
 }
 
+/// Runs containerd on `layout`'s config, logging (appending) to `containerd.log`, with
+/// the cargo profile dir first on its PATH so it finds `containerd-shim-peapod-v2`.
+fn spawn_containerd(layout: &Layout) -> Result<Child> {
+    let dir = &layout.dir;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .context("open containerd.log")?;
+    let profile = target_profile_dir()?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(profile).chain(std::env::split_paths(&path)))?;
+    Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("spawn containerd")
+}
+
 /// A private containerd (see the module docs). Shareable between test threads; stopped
 /// and cleaned up by [`Containerd::stop`] or on drop.
 pub struct Containerd {
     layout: Layout,
     subnet: String,
     child: Mutex<Option<Child>>,
-    pid: u32,
+    pid: AtomicU32,
     events: Mutex<Option<Child>>,
     ids: Arc<Mutex<BTreeSet<String>>>,
     startup: Duration,
@@ -245,7 +268,7 @@ impl std::fmt::Debug for Containerd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Containerd")
             .field("dir", &self.layout.dir)
-            .field("pid", &self.pid)
+            .field("pid", &self.pid())
             .finish_non_exhaustive()
     }
 }
@@ -308,19 +331,7 @@ impl Containerd {
             cni_conflist(&layout, &subnet),
         )
         .context("write the CNI conflist")?;
-        let log = fs::File::create(dir.join("containerd.log")).context("create containerd.log")?;
-        let profile = target_profile_dir()?;
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let path = std::env::join_paths(std::iter::once(profile).chain(std::env::split_paths(&path)))?;
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn containerd")?;
+        let child = spawn_containerd(&layout)?;
         let pid = child.id();
         let absent: String = namespace_cgroups()
             .into_iter()
@@ -331,7 +342,7 @@ impl Containerd {
             layout,
             subnet,
             child: Mutex::new(Some(child)),
-            pid,
+            pid: AtomicU32::new(pid),
             events: Mutex::new(None),
             ids: Arc::new(Mutex::new(BTreeSet::new())),
             startup: Duration::ZERO,
@@ -461,7 +472,30 @@ impl Containerd {
 
     /// containerd's pid.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::SeqCst)
+    }
+
+    /// Stops the containerd daemon alone (SIGTERM, as an operator's restart does: shims and
+    /// containers keep running), runs `while_down`, then starts it again on the same
+    /// state and waits until it serves.
+    pub fn restart(&self, while_down: impl FnOnce() -> Result<()>) -> Result<()> {
+        if let Some(mut events) = self.events.lock().unwrap().take() {
+            let _ = events.kill();
+            let _ = events.wait();
+        }
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = kill(pid(child.id()), Signal::SIGTERM);
+            let _ = child.wait();
+        }
+        let down = while_down();
+        let child = spawn_containerd(&self.layout)?;
+        self.pid.store(child.id(), Ordering::SeqCst);
+        *self.child.lock().unwrap() = Some(child);
+        self.layout.write_owner(self.pid())?;
+        let with_log = |e: anyhow::Error| anyhow::anyhow!("{e:#}\ncontainerd log tail:\n{}", self.log_tail());
+        self.wait_ready().map_err(with_log)?;
+        self.watch_events().map_err(with_log)?;
+        down
     }
 
     /// How long [`Containerd::start`] took until CRI served with network ready.
@@ -616,7 +650,7 @@ impl Containerd {
                 }
             }
         }
-        let own: Vec<u32> = [Some(self.pid), self.events.lock().unwrap().as_ref().map(Child::id)]
+        let own: Vec<u32> = [Some(self.pid()), self.events.lock().unwrap().as_ref().map(Child::id)]
             .into_iter()
             .flatten()
             .collect();
@@ -767,6 +801,8 @@ disabled_plugins = [{disabled}]
 
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{peapod}]
       runtime_type = "{peapod_type}"
+      pod_annotations = ["io.peapod.*"]
+      container_annotations = ["io.peapod.*"]
 "#,
         level = std::env::var("PEAPOD_CONTAINERD_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         pause = images::PAUSE_IMAGE,
