@@ -350,23 +350,72 @@ pub fn first_missing_ancestor(path: &str) -> Option<String> {
     None
 }
 
-// Ancestors of `path` from its parent up to `owned_from`, each removed only while empty
-// (rmdir fails on a cgroup with children, which then stays for its other users).
+// Ancestors of `path` from its parent up to `owned_from`, each removed only while empty.
+// Plain rmdir(2), never cgroups-rs's delete: that one removes child cgroups recursively,
+// and a sibling container's cgroup may exist, still empty, while it is being set up.
 fn remove_owned_ancestors(path: &str, owned_from: Option<&str>) {
     let Some(top) = owned_from else { return };
+    if !path.starts_with(top) {
+        return;
+    }
     let mut current = path;
     while let Some((parent, _)) = current.rsplit_once('/') {
-        if parent.len() < top.len() || !path.starts_with(top) {
-            return;
-        }
-        if cgroups_rs::fs::Cgroup::load(hierarchies::auto(), parent)
-            .delete()
-            .is_err()
-        {
+        if parent.len() < top.len() || !rmdir_everywhere(parent) {
             return;
         }
         current = parent;
     }
+}
+
+/// Removes cgroup `path` and its ancestors up to `owned_from` (those peapod created),
+/// each only while it has no child cgroups; retries for up to `timeout` while exiting
+/// processes leave `path`. Returns whether `path` itself is gone.
+pub fn remove_owned(path: &str, owned_from: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if rmdir_everywhere(path) || hierarchy_dirs(path).is_empty() {
+            remove_owned_ancestors(path, Some(owned_from));
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The directories of cgroup `path` (relative) in every hierarchy that has it.
+fn hierarchy_dirs(path: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if is_v2() {
+        return vec![root.join(path)];
+    }
+    fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        // cpu,cpuacct style symlinks point at a hierarchy that is listed anyway.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path().join(path))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Removes the empty cgroup `path` from every hierarchy with plain rmdir(2); false (and
+/// nothing removed) when it has child cgroups anywhere, or when an rmdir fails.
+pub fn rmdir_everywhere(path: &str) -> bool {
+    let dirs = hierarchy_dirs(path);
+    let has_children = dirs.iter().any(|d| {
+        fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    });
+    if has_children {
+        return false;
+    }
+    dirs.iter().all(|d| fs::remove_dir(d).is_ok() || !d.exists())
 }
 
 /// Resource usage of a cgroup, the same on v1 and v2.

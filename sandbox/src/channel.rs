@@ -130,11 +130,18 @@ pub enum FromChild {
     Spawned {
         /// Host pid.
         pid: i32,
+        /// Time the helper spent joining and creating namespaces, µs.
+        namespaces_us: u64,
     },
     /// The pty master of a `process.terminal` process is attached to this message.
     Console,
     /// Container init finished setting up and waits for `Start`.
-    Ready,
+    Ready {
+        /// Time spent on the mount table (mounts, /dev, pivot_root, finalize), µs.
+        rootfs_us: u64,
+        /// Time spent on process settings (user, caps, rlimits, cwd, program lookup), µs.
+        process_us: u64,
+    },
     /// Setup failed at `stage`; `error` is the full cause chain.
     Failed {
         /// e.g. `rootfs`, `namespaces`, `process`.

@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as StdStdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -38,12 +38,18 @@ pub struct Config {
     /// Directory holding one `<id>/state.json` per container; `/run/peapod/containers` by
     /// default (tmpfs, so stale state vanishes with a reboot, like the containers).
     pub state_root: PathBuf,
+    /// The binary that runs as init helper (it must call [`crate::init::run_if_requested`]
+    /// first): `None` for our own executable, whose sealed copy is made once and kept;
+    /// `Some(path)` for a small dedicated binary (`peapod-init`), copied into a fresh
+    /// sealed memfd for each spawn so no copy stays in memory between spawns.
+    pub init_binary: Option<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             state_root: PathBuf::from("/run/peapod/containers"),
+            init_binary: None,
         }
     }
 }
@@ -215,6 +221,34 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// Where `create` and `start` spent their time, in microseconds (for benchmarks and
+/// logs; zero for phases that did not run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Loading and validating the spec.
+    pub validate_us: u64,
+    /// Creating the cgroup and applying resources.
+    pub cgroup_us: u64,
+    /// Spawning the init helper until it reported the cloned pid (includes `namespaces_us`).
+    pub spawn_us: u64,
+    /// Joining and creating namespaces (in the helper).
+    pub namespaces_us: u64,
+    /// Building the mount table (in init).
+    pub rootfs_us: u64,
+    /// Applying process settings (in init).
+    pub process_us: u64,
+    /// From `Continue` to init's `Ready` (includes `rootfs_us` and `process_us`).
+    pub ready_us: u64,
+    /// The whole `create`.
+    pub total_us: u64,
+    /// `start`: releasing init until its `execve` succeeded.
+    pub start_us: u64,
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// A container created by this process or loaded from its state.
 #[derive(Debug)]
 pub struct Container {
@@ -224,6 +258,7 @@ pub struct Container {
     chan: Option<Channel>,
     cgroup: Option<Cgroup>,
     console: Option<OwnedFd>,
+    timings: Timings,
 }
 
 /// Exit code of a wait status: the code, or 128 + signal (shell convention, as containerd
@@ -261,6 +296,7 @@ impl Container {
     /// with init's own cause, others for host failures. On any error everything created
     /// so far is removed again.
     pub fn create(config: &Config, opts: CreateOptions) -> Result<Container> {
+        let begun = Instant::now();
         spec::validate_id(&opts.id)?;
         let bundle = fs::canonicalize(&opts.bundle)
             .map_err(|e| Error::Spec(spec::invalid("bundle", format!("{}: {e}", opts.bundle.display()))))?;
@@ -271,6 +307,7 @@ impl Container {
         // containerd creates `<bundle>/rootfs` before mounting layers on it; so must
         // other callers: the directory is checked like any rootfs.
         let plan = spec::validate(&opts.id, &bundle, &oci)?;
+        let validate_us = micros(begun);
 
         let dir = config.state_root.join(&opts.id);
         fs::create_dir_all(&config.state_root).map_err(|source| Error::State {
@@ -308,9 +345,14 @@ impl Container {
             chan: None,
             cgroup: None,
             console: None,
+            timings: Timings::default(),
         };
+        c.timings.validate_us = validate_us;
         match c.create_inner(&plan, &opts.rootfs_mounts, opts.stdio) {
-            Ok(()) => Ok(c),
+            Ok(()) => {
+                c.timings.total_us = micros(begun);
+                Ok(c)
+            }
             Err(e) => {
                 let _ = c.destroy();
                 Err(e)
@@ -328,10 +370,12 @@ impl Container {
         self.state.cgroup_owned_from = crate::cgroups::first_missing_ancestor(&plan.cgroup_path);
         self.save()?;
         let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let t = Instant::now();
         let cgroup = Cgroup::create(&plan.cgroup_path, resources, self.state.cgroup_owned_from.as_deref())
             .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
         let v2 = cgroup.is_v2();
         self.cgroup = Some(cgroup);
+        self.timings.cgroup_us = micros(t);
 
         let cfg = ToChild::Init(Box::new(InitConfig {
             spec: plan.spec.clone(),
@@ -339,11 +383,14 @@ impl Container {
             namespaces: plan.namespaces.clone(),
             cgroup_v2: v2,
         }));
+        let t = Instant::now();
         let (chan, pid) = self.spawn(&cfg, stdio)?;
+        self.timings.spawn_us = micros(t);
         self.state.pid = Some(pid.as_raw());
         self.state.pid_start_time = pid_start_time(pid);
         self.pidfd = Some(sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?);
         self.save()?;
+        let t = Instant::now();
         chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {
             id: id.clone(),
             op: "continue init",
@@ -351,7 +398,12 @@ impl Container {
         })?;
         loop {
             match chan.recv_with_fd::<FromChild>() {
-                Ok(Some((FromChild::Ready, _))) => break,
+                Ok(Some((FromChild::Ready { rootfs_us, process_us }, _))) => {
+                    self.timings.rootfs_us = rootfs_us;
+                    self.timings.process_us = process_us;
+                    self.timings.ready_us = micros(t);
+                    break;
+                }
                 Ok(Some((FromChild::Console, Some(fd)))) => self.console = Some(fd),
                 other => return Err(self.init_failure(other.map(|o| o.map(|(m, _)| m)))),
             }
@@ -370,7 +422,15 @@ impl Container {
             move |source| Error::Runtime { id, op, source }
         };
         let (parent, child) = Channel::pair().map_err(rt("socketpair"))?;
-        let exe = sys::sealed_self_exe().map_err(|source| Error::Sys { id: id.clone(), source })?;
+        let sys_err = |source| Error::Sys { id: id.clone(), source };
+        let fresh;
+        let exe = match &self.config.init_binary {
+            None => sys::sealed_self_exe().map_err(sys_err)?,
+            Some(path) => {
+                fresh = sys::sealed_copy_of(path).map_err(sys_err)?;
+                fresh.as_fd()
+            }
+        };
         let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
         cmd.env_clear()
             .env(INIT_ENV, child.as_fd().as_raw_fd().to_string())
@@ -391,7 +451,10 @@ impl Container {
             }
             parent.send(msg).map_err(rt("send config"))?;
             match parent.recv::<FromChild>() {
-                Ok(Some(FromChild::Spawned { pid })) => Ok(Pid::from_raw(pid)),
+                Ok(Some(FromChild::Spawned { pid, namespaces_us })) => {
+                    self.timings.namespaces_us = namespaces_us;
+                    Ok(Pid::from_raw(pid))
+                }
                 other => Err(self.init_failure(other)),
             }
         })();
@@ -430,6 +493,7 @@ impl Container {
     /// Errors: [`Error::InvalidStatus`] unless `Created`; [`Error::Init`] when exec fails
     /// (e.g. the program is not executable), in which case init has exited.
     pub fn start(&mut self) -> Result<()> {
+        let begun = Instant::now();
         self.require(&[Status::Created], "start")?;
         let chan = self.chan.take().ok_or_else(|| Error::Runtime {
             id: self.state.id.clone(),
@@ -445,6 +509,7 @@ impl Container {
             // Close-on-exec closed init's end: the program runs.
             Ok(None) => {
                 self.state.status = Status::Running;
+                self.timings.start_us = micros(begun);
                 self.save()
             }
             other => {
@@ -468,6 +533,11 @@ impl Container {
                 status,
             })
         }
+    }
+
+    /// Where `create` and `start` spent their time.
+    pub fn timings(&self) -> Timings {
+        self.timings
     }
 
     /// The container id.
@@ -778,6 +848,7 @@ impl Container {
             chan: None,
             cgroup,
             console: None,
+            timings: Timings::default(),
         })
     }
 

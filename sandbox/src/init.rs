@@ -21,10 +21,15 @@
 use std::convert::Infallible;
 use std::os::fd::RawFd;
 use std::path::Path;
+use std::time::Instant;
 
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
 use crate::sys::{self, CloneResult};
 use crate::{namespaces, process, rootfs};
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
 
 /// Environment variable naming the channel fd of an init helper.
 pub const INIT_ENV: &str = "_PEAPOD_INIT";
@@ -103,16 +108,20 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
             if let Some(adj) = cfg.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
                 process::set_oom_score_adj(adj).stage("process")?;
             }
+            let t = Instant::now();
             namespaces::enter(&cfg.namespaces).stage("namespaces")?;
-            spawn(chan, |chan| container_init(chan, &cfg))
+            let namespaces_us = micros(t);
+            spawn(chan, namespaces_us, |chan| container_init(chan, &cfg))
         }
         Some(ToChild::Exec(cfg)) => {
             if let Some(adj) = cfg.process.oom_score_adj() {
                 process::set_oom_score_adj(adj).stage("process")?;
             }
             let target = nix::unistd::Pid::from_raw(cfg.target);
+            let t = Instant::now();
             namespaces::join_all_of(target).stage("namespaces")?;
-            spawn(chan, |chan| exec_process(chan, &cfg))
+            let namespaces_us = micros(t);
+            spawn(chan, namespaces_us, |chan| exec_process(chan, &cfg))
         }
         other => Err(Failure {
             stage: "channel",
@@ -122,9 +131,18 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
 }
 
 /// Clones the real process; in the clone runs `body`, reporting its failure and exiting.
-fn spawn(chan: &Channel, body: impl FnOnce(&Channel) -> Result<Infallible, Failure>) -> Result<(), Failure> {
+fn spawn(
+    chan: &Channel,
+    namespaces_us: u64,
+    body: impl FnOnce(&Channel) -> Result<Infallible, Failure>,
+) -> Result<(), Failure> {
     match sys::clone_parent().stage("clone")? {
-        CloneResult::Parent(pid) => chan.send(&FromChild::Spawned { pid: pid.as_raw() }).stage("channel"),
+        CloneResult::Parent(pid) => chan
+            .send(&FromChild::Spawned {
+                pid: pid.as_raw(),
+                namespaces_us,
+            })
+            .stage("channel"),
         CloneResult::Child => {
             let Err(f) = body(chan);
             let _ = chan.send(&FromChild::Failed {
@@ -151,6 +169,7 @@ fn wait_for(chan: &Channel, want: &str) -> Result<(), Failure> {
 
 fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failure> {
     wait_for(chan, "continue")?;
+    let t = Instant::now();
     nix::unistd::setsid().stage("process")?;
     rootfs::prepare(&cfg.spec, &cfg.rootfs, cfg.cgroup_v2).stage("rootfs")?;
     let process = cfg.spec.process().as_ref().expect("validated: process present");
@@ -159,6 +178,8 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
         rootfs::bind_console(Path::new(&slave)).stage("rootfs")?;
     }
     rootfs::finalize(&cfg.spec).stage("rootfs")?;
+    let rootfs_us = micros(t);
+    let t = Instant::now();
     process::apply(process).stage("process")?;
     process::enter_cwd(process).stage("process")?;
     let program = process::find_program(process).stage("process")?;
@@ -166,7 +187,9 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     // close-on-exec already, so its closing tells the runtime that exec succeeded.
     sys::cloexec_from(3).stage("process")?;
     sys::reset_signals().stage("process")?;
-    chan.send(&FromChild::Ready).stage("channel")?;
+    let process_us = micros(t);
+    chan.send(&FromChild::Ready { rootfs_us, process_us })
+        .stage("channel")?;
     wait_for(chan, "start")?;
     Err(process::exec(process, &program)).stage("exec")
 }

@@ -22,5 +22,5 @@ pub mod rootfs;
 pub mod spec;
 pub mod sys;
 
-pub use container::{Config, Container, CreateOptions, Error, ExecProcess, State, Status, Stdio};
+pub use container::{Config, Container, CreateOptions, Error, ExecProcess, State, Status, Stdio, Timings};
 pub use rootfs::RootfsMount;

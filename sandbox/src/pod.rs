@@ -554,16 +554,11 @@ impl PodResources {
             }
         }
         if let (Some(path), Some(owned)) = (&self.cgroup, &self.cgroup_owned_from) {
-            let cg = crate::cgroups::Cgroup::open(path).map_err(|source| PodError::Cgroup {
-                id: self.id.clone(),
-                source,
-            })?;
-            if cg.exists() {
-                cg.destroy(std::time::Duration::from_secs(5), Some(owned))
-                    .map_err(|source| PodError::Cgroup {
-                        id: self.id.clone(),
-                        source,
-                    })?;
+            // Non-recursive: the pod cgroup goes only once its containers' cgroups are gone.
+            if !crate::cgroups::remove_owned(path, owned, std::time::Duration::from_secs(5)) {
+                return Err(self.io_err("remove pod cgroup", Path::new(path))(
+                    std::io::Error::other("still has child cgroups or processes"),
+                ));
             }
         }
         match fs::remove_dir_all(&self.state_dir) {

@@ -14,3 +14,12 @@ pub mod reaper;
 pub mod serve;
 pub mod service;
 pub mod start;
+
+/// `peapod-init` next to our own executable, the small binary that runs as container init
+/// helper (copying it into a sealed memfd per spawn is cheap); `None` (use our own
+/// executable) when it is not installed there.
+pub fn init_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let init = exe.parent()?.join("peapod-init");
+    init.is_file().then_some(init)
+}

@@ -169,6 +169,7 @@ impl Service {
                 namespace: namespace.to_string(),
                 config: Config {
                     state_root: paths.containers.clone(),
+                    init_binary: crate::init_binary(),
                 },
                 paths,
                 publisher,
@@ -391,6 +392,19 @@ impl Service {
         let pid = container
             .pid()
             .ok_or_else(|| ServiceError::Internal("created task has no pid".into()))?;
+        let t = container.timings();
+        tracing::info!(
+            id = %req.id,
+            validate_us = t.validate_us,
+            cgroup_us = t.cgroup_us,
+            spawn_us = t.spawn_us,
+            namespaces_us = t.namespaces_us,
+            rootfs_us = t.rootfs_us,
+            process_us = t.process_us,
+            ready_us = t.ready_us,
+            total_us = t.total_us,
+            "create timings"
+        );
         let mut init = Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         init.pid = Some(pid);
         init.io = Some(io);
@@ -674,6 +688,7 @@ impl Service {
                 )));
             }
             task.container.start()?;
+            tracing::info!(id = %req.id, start_us = task.container.timings().start_us, "start timings");
             task.init.started = true;
             let pid = task.init.pid.map_or(0, pid_u32);
             self.inner.publisher.publish(TaskStart {

@@ -195,6 +195,7 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     let paths = Paths::for_namespace(&flags.namespace);
     let config = sandbox::Config {
         state_root: paths.containers.clone(),
+        init_binary: None,
     };
     let mut pid = 0;
     match sandbox::Container::load(&config, &flags.id) {

@@ -780,6 +780,28 @@ fn only_cgroup_ancestors_peapod_created_are_removed() -> Result<()> {
     Ok(())
 }
 
+fn deleting_a_container_keeps_a_sibling_s_empty_cgroup() -> Result<()> {
+    let mut b = Bundle::new("cgsibling", &["sleep", "30"])?;
+    let parent = format!("peapod-test/{}-parent", b.id);
+    b.spec
+        .linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_cgroups_path(Some(format!("/{parent}/a").into()));
+    // The container creates (and so owns) the parent; a sibling appears after it, empty,
+    // as another container's cgroup does while it is being set up.
+    let c = b.start(Stdio::default())?;
+    let sibling = cgroups::Cgroup::create(&format!("{parent}/sibling"), None, None)?;
+    let deleted = b.delete(c, true);
+    let survived = sibling.exists();
+    sibling.destroy(Duration::from_secs(1), None)?;
+    let parent_gone = cgroups::rmdir_everywhere(&parent);
+    deleted?;
+    ensure!(survived, "deleting the container removed its sibling's empty cgroup");
+    ensure!(parent_gone, "the parent could not be removed once empty");
+    Ok(())
+}
+
 fn duplicate_ids_are_refused() -> Result<()> {
     let b = Bundle::new("dup", &["sleep", "30"])?;
     let c = b.create(Stdio::default())?;
@@ -832,6 +854,7 @@ fn main() {
         rootfs_layers_are_mounted_and_unmounted,
         delete_from_a_loaded_state_cleans_up,
         only_cgroup_ancestors_peapod_created_are_removed,
+        deleting_a_container_keeps_a_sibling_s_empty_cgroup,
         duplicate_ids_are_refused,
     ];
     let trials = tests

@@ -91,6 +91,7 @@ impl Bundle {
     pub fn config(&self) -> Config {
         Config {
             state_root: self.path().join("state"),
+            init_binary: None,
         }
     }
 

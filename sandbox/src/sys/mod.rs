@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -282,14 +283,16 @@ pub fn sealed_self_exe() -> Result<BorrowedFd<'static>, SysError> {
     if let Some(fd) = SEALED_EXE.get() {
         return Ok(fd.as_fd());
     }
-    let fd = seal_copy_of("/proc/self/exe")?;
+    let fd = sealed_copy_of(Path::new("/proc/self/exe"))?;
     // Another thread may have won the race; its copy is as good as ours.
     let _ = SEALED_EXE.set(fd);
     Ok(SEALED_EXE.get().expect("set just above").as_fd())
 }
 
-fn seal_copy_of(path: &str) -> Result<OwnedFd, SysError> {
-    let op = |what: &str| format!("sealed copy of {path}: {what}");
+/// A sealed, read-only in-memory copy of the executable at `path` (see
+/// [`sealed_self_exe`] for why); made anew on each call.
+pub fn sealed_copy_of(path: &Path) -> Result<OwnedFd, SysError> {
+    let op = |what: &str| format!("sealed copy of {}: {what}", path.display());
     let memfd =
         memfd_create("peapod-init", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(|e| SysError {
             op: op("memfd_create"),

@@ -104,6 +104,7 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
     };
     let config = Config {
         state_root: state.to_path_buf(),
+        init_binary: shim::init_binary(),
     };
     let mut container = Container::create(
         &config,
