@@ -336,6 +336,87 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
 
 mod peapod;
 
+/// StopContainer with a timeout: SIGTERM first, SIGKILL once the timeout passed for a
+/// container that ignores SIGTERM; an ExecSync past its timeout fails and its process is
+/// killed.
+fn cri_stop_escalates_to_sigkill_and_exec_sync_times_out(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "escalate", rt.handler)?;
+    let result = (|| {
+        let id = pod.start(
+            &cri,
+            &container_config("stubborn", &sh("trap '' TERM; sleep 3600 & wait; sleep 3600")),
+        )?;
+        cri::wait_container_state(
+            &cri,
+            &id,
+            api::ContainerState::ContainerRunning,
+            Duration::from_secs(10),
+        )?;
+        let begun = Instant::now();
+        let timed_out = cri.exec_sync(&id, &["sleep", "30"], Duration::from_secs(1));
+        ensure!(
+            timed_out.is_err(),
+            "ExecSync of sleep 30 with a 1 s timeout returned {timed_out:?}"
+        );
+        ensure!(
+            begun.elapsed() < Duration::from_secs(10),
+            "ExecSync timeout took {:?}",
+            begun.elapsed()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ps = cri.exec_sync(&id, &["ps", "-o", "args"], Duration::from_secs(5))?;
+            if !String::from_utf8_lossy(&ps.stdout).contains("sleep 30") {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the timed-out exec still runs");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        let begun = Instant::now();
+        cri.stop_container(&id, Duration::from_secs(2))?;
+        let took = begun.elapsed();
+        let s = cri::wait_container_state(&cri, &id, api::ContainerState::ContainerExited, Duration::ZERO)?;
+        ensure!(s.exit_code == 137, "exit code {} after StopContainer", s.exit_code);
+        ensure!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+            "StopContainer took {took:?} for a 2 s timeout"
+        );
+        Ok(id)
+    })();
+    let removed = pod.remove(&cri);
+    let id = result?;
+    removed?;
+    ctrd.assert_gone(&[&pod.id, &id])
+}
+
+/// A container over its memory limit is OOM-killed and CRI reports reason OOMKilled
+/// (from the runtime's TaskOOM event).
+fn cri_oom_kill_is_reported_as_oomkilled(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "oom", rt.handler)?;
+    let result = (|| {
+        let mut c = container_config(
+            "hog",
+            &sh("x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived"),
+        );
+        c.linux.get_or_insert_with(Default::default).resources = Some(api::LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        });
+        let id = pod.start(&cri, &c)?;
+        let s = cri::wait_container_state(&cri, &id, api::ContainerState::ContainerExited, Duration::from_secs(30))?;
+        ensure!(s.exit_code == 137, "exit code {} (reason {:?})", s.exit_code, s.reason);
+        ensure!(s.reason == "OOMKilled", "reason {:?} for an OOM kill", s.reason);
+        Ok(id)
+    })();
+    let removed = pod.remove(&cri);
+    let id = result?;
+    removed?;
+    ctrd.assert_gone(&[&pod.id, &id])
+}
+
 type Test = fn(&Containerd, &Runtime) -> Result<()>;
 type PeapodTest = fn(&Containerd) -> Result<()>;
 /// A test with its runtime bound.
@@ -357,6 +438,8 @@ fn main() {
         cri_pod_gets_an_address_from_the_test_network,
         cri_containers_live_under_the_pod_cgroup_parent,
         cri_stopping_the_pod_stops_its_containers,
+        cri_stop_escalates_to_sigkill_and_exec_sync_times_out,
+        cri_oom_kill_is_reported_as_oomkilled,
     ];
     // Every scenario runs once per runtime, named `<handler>::<scenario>`.
     let runtimes = [&RUNC, &PEAPOD];

@@ -800,6 +800,32 @@ pub fn bad_pod_input_is_refused_and_leaves_nothing(ctrd: &Containerd) -> Result<
         "a ready sandbox exists for the refused pod"
     );
 
+    // A sidecar naming a sandbox that does not exist.
+    let orphan = unique_name("orphan");
+    let missing = unique_name("no-such-sandbox");
+    let annotation = format!("io.kubernetes.cri.sandbox-id={missing}");
+    let out = ctrd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        PEAPOD_RUNTIME,
+        "--annotation",
+        &annotation,
+        "--annotation",
+        "io.peapod.role=sidecar",
+        BUSYBOX_IMAGE,
+        &orphan,
+        "true",
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a sidecar of a missing sandbox ran");
+    ensure!(
+        stderr.contains(&missing) && stderr.contains("does not exist"),
+        "error: {stderr}"
+    );
+    let _ = ctrd.ctr(&["container", "delete", &orphan]);
+    ctrd.assert_gone(&[&orphan])?;
+
     let pod = Pod::run(ctrd, &cri, "badctr", PEAPOD_HANDLER)?;
     let result = (|| {
         let cases = [
