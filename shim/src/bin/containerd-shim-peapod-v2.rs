@@ -11,7 +11,13 @@ fn main() {
     // Container init helpers are this binary too.
     sandbox::init::run_if_requested();
     let flags = match shim::args::parse(std::env::args().skip(1)) {
-        Ok(f) => f,
+        // containerd 1.7+ also passes the namespace as $NAMESPACE.
+        Ok(mut f) => {
+            if f.namespace.is_empty() {
+                f.namespace = std::env::var("NAMESPACE").unwrap_or_default();
+            }
+            f
+        }
         Err(e) => {
             eprintln!("containerd-shim-peapod-v2: {e}");
             std::process::exit(2);
@@ -20,6 +26,10 @@ fn main() {
     if flags.version {
         println!("containerd-shim-peapod-v2:\n  Version: {}", env!("CARGO_PKG_VERSION"));
         return;
+    }
+    if flags.namespace.is_empty() && !flags.version {
+        eprintln!("containerd-shim-peapod-v2: -namespace (or $NAMESPACE) is required");
+        std::process::exit(2);
     }
     let bundle = flags
         .bundle
