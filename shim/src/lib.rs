@@ -10,6 +10,7 @@ pub mod args;
 pub mod error;
 pub mod events;
 pub mod io;
+pub mod manifest;
 pub mod reaper;
 pub mod serve;
 pub mod service;

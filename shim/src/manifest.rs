@@ -1,0 +1,970 @@
+//! Kubernetes Pod manifests (`k8s-openapi` types) translated into a checked [`PodPlan`]:
+//! what the `peapod` CLI hands to the shim, in embedded or CRI mode.
+//!
+//! Rules follow kubelet's, each cited where it is applied:
+//! - roles: `initContainers` with `restartPolicy: Always` are native sidecars (KEP-753),
+//!   the others init containers; declaration order is init containers, then containers;
+//! - pod resource totals: KEP-753's formula (sidecars count for the init containers
+//!   declared after them and for the app phase);
+//! - QoS class: Guaranteed, Burstable, BestEffort (`pkg/apis/core/v1/helper/qos`);
+//! - `oom_score_adj`: kubelet's policy (`pkg/kubelet/qos/policy.go`).
+//!
+//! Whatever peapod cannot honour is rejected with the field's path (`spec.containers[1]
+//! .livenessProbe: not supported by peapod yet`), never silently dropped.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use sandbox::pod::{annotations, cpu_millis, memory_bytes, DeclaredContainer, EmptyDir, Role, VolumeMount};
+use serde::{Deserialize, Serialize};
+
+/// A manifest peapod cannot run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Not YAML, or not a Pod's shape.
+    #[error("{file}: {reason}")]
+    Parse {
+        /// The file (or `-`).
+        file: String,
+        /// What is wrong, with the YAML position when known.
+        reason: String,
+    },
+    /// A field holds something peapod refuses.
+    #[error("{field}: {reason}")]
+    Field {
+        /// Path of the field, e.g. `spec.containers[0].resources.limits.cpu`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Kubernetes QoS class of a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QosClass {
+    /// Every container has CPU and memory limits equal to its requests.
+    Guaranteed,
+    /// Some requests or limits, not Guaranteed.
+    Burstable,
+    /// No requests or limits at all.
+    BestEffort,
+}
+
+/// CPU (millicores) and memory (bytes) requests and limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU request, millicores.
+    pub cpu_request: Option<u64>,
+    /// CPU limit, millicores.
+    pub cpu_limit: Option<u64>,
+    /// Memory request, bytes.
+    pub memory_request: Option<u64>,
+    /// Memory limit, bytes.
+    pub memory_limit: Option<u64>,
+}
+
+impl Resources {
+    /// Requests default to limits, as the API server does.
+    fn effective_requests(self) -> (u64, u64) {
+        (
+            self.cpu_request.or(self.cpu_limit).unwrap_or(0),
+            self.memory_request.or(self.memory_limit).unwrap_or(0),
+        )
+    }
+
+    fn is_empty(self) -> bool {
+        self == Resources::default()
+    }
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnvValue {
+    /// A literal value.
+    Literal(String),
+    /// The downward API: `metadata.name`, `metadata.namespace`, `metadata.uid` or
+    /// `status.podIP`, resolved when the pod runs.
+    Field(String),
+}
+
+/// A pod volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeKind {
+    /// An emptyDir (see `sandbox::pod::EmptyDir`).
+    EmptyDir(EmptyDir),
+    /// A host directory or file.
+    HostPath {
+        /// The host path.
+        path: String,
+        /// The `type` check (`Directory`, `DirectoryOrCreate`, `File`, …; empty: none).
+        kind: String,
+    },
+}
+
+/// A container mount of a pod volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPlan {
+    /// Volume name.
+    pub volume: String,
+    /// Path in the container.
+    pub path: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// Sub-path inside the volume.
+    pub sub_path: Option<String>,
+}
+
+/// A container's security settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// `runAsUser`.
+    pub run_as_user: Option<u32>,
+    /// `runAsGroup`.
+    pub run_as_group: Option<u32>,
+    /// `runAsNonRoot`: refuse to run as uid 0.
+    pub run_as_non_root: bool,
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root_filesystem: bool,
+    /// `allowPrivilegeEscalation` (default true, as in Kubernetes): false sets no_new_privs.
+    pub allow_privilege_escalation: bool,
+    /// Capabilities to add (`CAP_` prefix added).
+    pub capabilities_add: Vec<String>,
+    /// Capabilities to drop (`ALL` allowed).
+    pub capabilities_drop: Vec<String>,
+    /// `privileged`.
+    pub privileged: bool,
+}
+
+/// One container of the pod, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    /// Name, a DNS label unique in the pod.
+    pub name: String,
+    /// Init container, native sidecar or app container.
+    pub role: Role,
+    /// Image reference as written.
+    pub image: String,
+    /// `command` (replaces the image's entrypoint).
+    pub command: Option<Vec<String>>,
+    /// `args` (replaces the image's cmd).
+    pub args: Option<Vec<String>>,
+    /// Environment, in order.
+    pub env: Vec<(String, EnvValue)>,
+    /// `workingDir`.
+    pub working_dir: Option<String>,
+    /// Declared ports: (name, containerPort, protocol).
+    pub ports: Vec<(String, u16, String)>,
+    /// Requests and limits.
+    pub resources: Resources,
+    /// Volume mounts.
+    pub mounts: Vec<MountPlan>,
+    /// Security settings.
+    pub security: Security,
+    /// kubelet's `oom_score_adj` for this container (before any clamping).
+    pub oom_score_adj: i32,
+    /// Allocate a terminal (`tty`).
+    pub tty: bool,
+}
+
+/// A whole pod, checked and resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPlan {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace` (default `default`).
+    pub namespace: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations from the manifest.
+    pub annotations: BTreeMap<String, String>,
+    /// Hostname: `spec.hostname`, else the pod name.
+    pub hostname: String,
+    /// `hostNetwork`.
+    pub host_network: bool,
+    /// `shareProcessNamespace`.
+    pub share_process_namespace: bool,
+    /// `restartPolicy`: `Always` (default), `OnFailure` or `Never`.
+    pub restart_policy: String,
+    /// Termination grace period, seconds (default 30).
+    pub grace_seconds: u64,
+    /// The pod's QoS class.
+    pub qos: QosClass,
+    /// Pod totals (KEP-753), what the pod cgroup gets.
+    pub totals: Resources,
+    /// Volumes by name.
+    pub volumes: BTreeMap<String, VolumeKind>,
+    /// Containers in declaration order: init containers (and sidecars), then containers.
+    pub containers: Vec<ContainerPlan>,
+}
+
+/// `oom_score_adj` of the pod sandbox (kubelet's `PodInfraOOMAdj`).
+pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
+
+/// Parses a Pod manifest (`apiVersion: v1`, `kind: Pod`) from YAML or JSON.
+///
+/// Errors: [`ManifestError::Parse`] naming `file` for bad YAML, another kind, or
+/// fields of the wrong shape (serde's message carries the position).
+pub fn parse(file: &str, text: &str) -> Result<Pod, ManifestError> {
+    let err = |reason: String| ManifestError::Parse {
+        file: file.to_string(),
+        reason,
+    };
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+    if kind != "Pod" {
+        return Err(err(format!(
+            "kind: {kind:?} is not supported: peapod runs Pods (apiVersion v1, kind Pod)"
+        )));
+    }
+    if api != "v1" {
+        return Err(err(format!("apiVersion: {api:?}: a Pod is apiVersion v1")));
+    }
+    serde_yaml_ng::from_value(value).map_err(|e| err(e.to_string()))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, ManifestError> {
+    let mut out = Resources::default();
+    let Some(r) = r else { return Ok(out) };
+    if r.claims.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(field(
+            format!("{path}.claims"),
+            "resource claims are not supported by peapod",
+        ));
+    }
+    for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (name, q) in map.iter().flatten() {
+            let f = format!("{path}.{kind}.{name}");
+            let bad = |e: sandbox::spec::SpecError| field(&f, e.to_string());
+            match (kind, name.as_str()) {
+                ("requests", "cpu") => out.cpu_request = Some(cpu_millis(&f, &q.0).map_err(bad)?),
+                ("limits", "cpu") => out.cpu_limit = Some(cpu_millis(&f, &q.0).map_err(bad)?),
+                ("requests", "memory") => out.memory_request = Some(memory_bytes(&f, &q.0).map_err(bad)?),
+                ("limits", "memory") => out.memory_limit = Some(memory_bytes(&f, &q.0).map_err(bad)?),
+                _ => return Err(field(f, "only cpu and memory are supported by peapod")),
+            }
+        }
+    }
+    if let (Some(req), Some(lim)) = (out.cpu_request, out.cpu_limit) {
+        if req > lim {
+            return Err(field(
+                format!("{path}.requests.cpu"),
+                "must be less than or equal to the cpu limit",
+            ));
+        }
+    }
+    if let (Some(req), Some(lim)) = (out.memory_request, out.memory_limit) {
+        if req > lim {
+            return Err(field(
+                format!("{path}.requests.memory"),
+                "must be less than or equal to the memory limit",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Rejects container fields peapod does not implement yet.
+fn unsupported(path: &str, c: &Container) -> Result<(), ManifestError> {
+    let checks: [(&str, bool); 9] = [
+        ("livenessProbe", c.liveness_probe.is_some()),
+        ("readinessProbe", c.readiness_probe.is_some()),
+        ("startupProbe", c.startup_probe.is_some()),
+        ("lifecycle", c.lifecycle.is_some()),
+        ("envFrom", c.env_from.as_ref().is_some_and(|e| !e.is_empty())),
+        (
+            "volumeDevices",
+            c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()),
+        ),
+        ("resizePolicy", c.resize_policy.as_ref().is_some_and(|v| !v.is_empty())),
+        ("stdinOnce", c.stdin_once == Some(true)),
+        ("stdin", c.stdin == Some(true)),
+    ];
+    for (name, present) in checks {
+        if present {
+            return Err(field(format!("{path}.{name}"), "not supported by peapod yet"));
+        }
+    }
+    Ok(())
+}
+
+fn security(
+    path: &str,
+    c: &Container,
+    pod_user: Option<i64>,
+    pod_group: Option<i64>,
+    pod_non_root: Option<bool>,
+) -> Result<Security, ManifestError> {
+    let sc = c.security_context.as_ref();
+    let id = |f: &str, v: Option<i64>| -> Result<Option<u32>, ManifestError> {
+        v.map(|v| {
+            u32::try_from(v).map_err(|_| field(format!("{path}.securityContext.{f}"), format!("{v} is not a valid id")))
+        })
+        .transpose()
+    };
+    if let Some(sc) = sc {
+        for (name, present) in [
+            ("seLinuxOptions", sc.se_linux_options.is_some()),
+            ("appArmorProfile", sc.app_armor_profile.is_some()),
+            ("procMount", sc.proc_mount.as_deref().is_some_and(|p| p != "Default")),
+            ("windowsOptions", sc.windows_options.is_some()),
+        ] {
+            if present {
+                return Err(field(
+                    format!("{path}.securityContext.{name}"),
+                    "not supported by peapod yet",
+                ));
+            }
+        }
+        if let Some(p) = &sc.seccomp_profile {
+            if p.type_ != "Unconfined" {
+                return Err(field(
+                    format!("{path}.securityContext.seccompProfile.type"),
+                    format!(
+                        "{:?}: peapod does not apply seccomp profiles yet (only Unconfined)",
+                        p.type_
+                    ),
+                ));
+            }
+        }
+    }
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let norm = |list: Option<&Vec<String>>| -> Vec<String> {
+        list.into_iter()
+            .flatten()
+            .map(|c| {
+                let c = c.to_ascii_uppercase();
+                if c == "ALL" || c.starts_with("CAP_") {
+                    c
+                } else {
+                    format!("CAP_{c}")
+                }
+            })
+            .collect()
+    };
+    let add = norm(caps.and_then(|c| c.add.as_ref()));
+    for (i, cap) in add.iter().enumerate() {
+        if cap != "ALL" && cap.parse::<caps::Capability>().is_err() {
+            return Err(field(
+                format!("{path}.securityContext.capabilities.add[{i}]"),
+                format!("{cap} is not a capability"),
+            ));
+        }
+    }
+    let s = Security {
+        run_as_user: id("runAsUser", sc.and_then(|s| s.run_as_user).or(pod_user))?,
+        run_as_group: id("runAsGroup", sc.and_then(|s| s.run_as_group).or(pod_group))?,
+        run_as_non_root: sc.and_then(|s| s.run_as_non_root).or(pod_non_root).unwrap_or(false),
+        read_only_root_filesystem: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        allow_privilege_escalation: sc.and_then(|s| s.allow_privilege_escalation).unwrap_or(true),
+        capabilities_add: add,
+        capabilities_drop: norm(caps.and_then(|c| c.drop.as_ref())),
+        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+    };
+    if s.run_as_non_root && s.run_as_user == Some(0) {
+        return Err(field(
+            format!("{path}.securityContext.runAsNonRoot"),
+            "runAsNonRoot is true but runAsUser is 0",
+        ));
+    }
+    if s.privileged && !s.allow_privilege_escalation {
+        return Err(field(
+            format!("{path}.securityContext.allowPrivilegeEscalation"),
+            "cannot be false for a privileged container",
+        ));
+    }
+    Ok(s)
+}
+
+/// KEP-753 pod totals. Requests: the larger of the init phase (each init container plus
+/// the sidecars declared before it) and the app phase (all app containers plus all
+/// sidecars). Limits likewise, and only when every container has one.
+pub fn pod_totals(containers: &[ContainerPlan]) -> Resources {
+    let get = |r: &Resources, i: usize| -> Option<u64> {
+        match i {
+            0 => r.cpu_request.or(r.cpu_limit),
+            1 => r.memory_request.or(r.memory_limit),
+            2 => r.cpu_limit,
+            _ => r.memory_limit,
+        }
+    };
+    let mut totals = [None; 4];
+    for (i, total) in totals.iter_mut().enumerate() {
+        let all_set = containers.iter().all(|c| get(&c.resources, i).is_some());
+        if i >= 2 && !all_set {
+            continue;
+        }
+        let mut sidecars = 0u64;
+        let mut init_max = 0u64;
+        let mut apps = 0u64;
+        for c in containers {
+            let v = get(&c.resources, i).unwrap_or(0);
+            match c.role {
+                Role::Init => init_max = init_max.max(v + sidecars),
+                Role::Sidecar => {
+                    sidecars += v;
+                    init_max = init_max.max(sidecars);
+                }
+                Role::App => apps += v,
+            }
+        }
+        let v = init_max.max(apps + sidecars);
+        *total = (v > 0 || (i >= 2 && all_set && !containers.is_empty())).then_some(v);
+    }
+    Resources {
+        cpu_request: totals[0],
+        memory_request: totals[1],
+        cpu_limit: totals[2],
+        memory_limit: totals[3],
+    }
+}
+
+/// The pod's QoS class (`pkg/apis/core/v1/helper/qos`): Guaranteed when every
+/// container has cpu and memory limits equal to their (defaulted) requests; BestEffort
+/// when no container has any; Burstable otherwise.
+pub fn qos_class(containers: &[ContainerPlan]) -> QosClass {
+    if containers.iter().all(|c| c.resources.is_empty()) {
+        return QosClass::BestEffort;
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let r = c.resources;
+        r.cpu_limit.is_some()
+            && r.memory_limit.is_some()
+            && r.cpu_request.unwrap_or(r.cpu_limit.unwrap_or(0)) == r.cpu_limit.unwrap_or(0)
+            && r.memory_request.unwrap_or(r.memory_limit.unwrap_or(0)) == r.memory_limit.unwrap_or(0)
+    });
+    if guaranteed {
+        QosClass::Guaranteed
+    } else {
+        QosClass::Burstable
+    }
+}
+
+/// kubelet's `GetContainerOOMScoreAdjust`: Guaranteed -997, BestEffort 1000, Burstable
+/// `1000 - 1000·memoryRequest/memoryCapacity`, kept within 3..=999.
+pub fn oom_score_adj(qos: QosClass, memory_request: u64, memory_capacity: u64) -> i32 {
+    match qos {
+        QosClass::Guaranteed => -997,
+        QosClass::BestEffort => 1000,
+        QosClass::Burstable => {
+            let capacity = memory_capacity.max(1);
+            let adj = 1000 - i64::try_from(1000 * u128::from(memory_request) / u128::from(capacity)).unwrap_or(1000);
+            let adj = i32::try_from(adj).unwrap_or(3);
+            if adj < 3 {
+                3
+            } else if adj == 1000 {
+                999
+            } else {
+                adj
+            }
+        }
+    }
+}
+
+/// Checks `pod` and resolves it into a [`PodPlan`]; `memory_capacity` (bytes) is the
+/// node's memory, for `oom_score_adj`.
+pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
+    let meta = &pod.metadata;
+    let name = meta.name.clone().ok_or_else(|| field("metadata.name", "missing"))?;
+    if !is_dns_label(&name) {
+        return Err(field(
+            "metadata.name",
+            format!("{name:?} must be a DNS label ([a-z0-9-], at most 63)"),
+        ));
+    }
+    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let spec = pod.spec.as_ref().ok_or_else(|| field("spec", "missing"))?;
+    for (fname, present) in [
+        (
+            "spec.ephemeralContainers",
+            spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()),
+        ),
+        ("spec.hostPID", spec.host_pid == Some(true)),
+        ("spec.hostIPC", spec.host_ipc == Some(true)),
+        ("spec.hostUsers", spec.host_users == Some(false)),
+        ("spec.affinity", spec.affinity.is_some()),
+        (
+            "spec.nodeSelector",
+            spec.node_selector.as_ref().is_some_and(|n| !n.is_empty()),
+        ),
+        ("spec.nodeName", spec.node_name.is_some()),
+        ("spec.dnsConfig", spec.dns_config.is_some()),
+        (
+            "spec.hostAliases",
+            spec.host_aliases.as_ref().is_some_and(|h| !h.is_empty()),
+        ),
+        (
+            "spec.imagePullSecrets",
+            spec.image_pull_secrets.as_ref().is_some_and(|s| !s.is_empty()),
+        ),
+        (
+            "spec.readinessGates",
+            spec.readiness_gates.as_ref().is_some_and(|r| !r.is_empty()),
+        ),
+        (
+            "spec.resourceClaims",
+            spec.resource_claims.as_ref().is_some_and(|r| !r.is_empty()),
+        ),
+        ("spec.activeDeadlineSeconds", spec.active_deadline_seconds.is_some()),
+    ] {
+        if present {
+            return Err(field(
+                fname,
+                "not supported by peapod (it runs one pod on this machine)",
+            ));
+        }
+    }
+    let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    if !matches!(restart_policy.as_str(), "Always" | "OnFailure" | "Never") {
+        return Err(field(
+            "spec.restartPolicy",
+            format!("{restart_policy:?} is not Always, OnFailure or Never"),
+        ));
+    }
+    let grace_seconds = match spec.termination_grace_period_seconds {
+        Some(g) => u64::try_from(g).map_err(|_| field("spec.terminationGracePeriodSeconds", "must not be negative"))?,
+        None => sandbox::pod::DEFAULT_GRACE_SECONDS,
+    };
+
+    let mut volumes = BTreeMap::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let path = format!("spec.volumes[{i}]");
+        if !is_dns_label(&v.name) {
+            return Err(field(
+                format!("{path}.name"),
+                format!("{:?} must be a DNS label", v.name),
+            ));
+        }
+        let kind = if let Some(e) = &v.empty_dir {
+            let medium = e.medium.clone().unwrap_or_default();
+            if !matches!(medium.as_str(), "" | "Memory") {
+                return Err(field(
+                    format!("{path}.emptyDir.medium"),
+                    format!("{medium:?} is not \"\" or \"Memory\""),
+                ));
+            }
+            if let Some(q) = &e.size_limit {
+                memory_bytes(&format!("{path}.emptyDir.sizeLimit"), &q.0)
+                    .map_err(|e| field(format!("{path}.emptyDir.sizeLimit"), e.to_string()))?;
+            }
+            VolumeKind::EmptyDir(EmptyDir {
+                name: v.name.clone(),
+                medium,
+                size_limit: e.size_limit.as_ref().map(|q| q.0.clone()),
+            })
+        } else if let Some(h) = &v.host_path {
+            if !h.path.starts_with('/') {
+                return Err(field(format!("{path}.hostPath.path"), "must be absolute"));
+            }
+            VolumeKind::HostPath {
+                path: h.path.clone(),
+                kind: h.type_.clone().unwrap_or_default(),
+            }
+        } else {
+            return Err(field(
+                path,
+                "only emptyDir and hostPath volumes are supported by peapod",
+            ));
+        };
+        if volumes.insert(v.name.clone(), kind).is_some() {
+            return Err(field(format!("{path}.name"), format!("{:?} declared twice", v.name)));
+        }
+    }
+
+    let pod_sc = spec.security_context.as_ref();
+    let (pod_user, pod_group, pod_non_root) = (
+        pod_sc.and_then(|s| s.run_as_user),
+        pod_sc.and_then(|s| s.run_as_group),
+        pod_sc.and_then(|s| s.run_as_non_root),
+    );
+    let declared = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.initContainers[{i}]"), c, true))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.containers[{i}]"), c, false)),
+        );
+    let mut containers: Vec<ContainerPlan> = Vec::new();
+    for (path, c, is_init) in declared {
+        if !is_dns_label(&c.name) {
+            return Err(field(
+                format!("{path}.name"),
+                format!("{:?} must be a DNS label", c.name),
+            ));
+        }
+        if containers.iter().any(|o| o.name == c.name) {
+            return Err(field(
+                format!("{path}.name"),
+                format!("{:?}: container names must be unique in a pod", c.name),
+            ));
+        }
+        unsupported(&path, c)?;
+        let role = match (is_init, c.restart_policy.as_deref()) {
+            (true, Some("Always")) => Role::Sidecar,
+            (true, None) => Role::Init,
+            (false, None) => Role::App,
+            (_, Some(p)) => {
+                return Err(field(
+                    format!("{path}.restartPolicy"),
+                    format!("{p:?}: only initContainers may set it, and only to Always (a native sidecar)"),
+                ))
+            }
+        };
+        let image = c
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| field(format!("{path}.image"), "missing"))?;
+        let mut env = Vec::new();
+        for (j, e) in c.env.iter().flatten().enumerate() {
+            let f = format!("{path}.env[{j}]");
+            let value = match (&e.value, &e.value_from) {
+                (_, Some(from)) => {
+                    let fr = from.field_ref.as_ref().filter(|_| {
+                        from.config_map_key_ref.is_none()
+                            && from.secret_key_ref.is_none()
+                            && from.resource_field_ref.is_none()
+                    });
+                    match fr.map(|f| f.field_path.as_str()) {
+                        Some(p @ ("metadata.name" | "metadata.namespace" | "metadata.uid" | "status.podIP")) => EnvValue::Field(p.to_string()),
+                        _ => {
+                            return Err(field(
+                                format!("{f}.valueFrom"),
+                                "only fieldRef to metadata.name, metadata.namespace, metadata.uid or status.podIP is supported by peapod",
+                            ))
+                        }
+                    }
+                }
+                (v, None) => EnvValue::Literal(v.clone().unwrap_or_default()),
+            };
+            env.push((e.name.clone(), value));
+        }
+        let mut mounts = Vec::new();
+        for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
+            let f = format!("{path}.volumeMounts[{j}]");
+            if !volumes.contains_key(&m.name) {
+                return Err(field(
+                    format!("{f}.name"),
+                    format!("no volume {:?} in spec.volumes", m.name),
+                ));
+            }
+            if !m.mount_path.starts_with('/') {
+                return Err(field(format!("{f}.mountPath"), "must be absolute"));
+            }
+            if m.sub_path_expr.is_some() {
+                return Err(field(format!("{f}.subPathExpr"), "not supported by peapod yet"));
+            }
+            if m.mount_propagation.as_deref().is_some_and(|p| p != "None") {
+                return Err(field(format!("{f}.mountPropagation"), "not supported by peapod yet"));
+            }
+            let sub_path = m.sub_path.clone().filter(|s| !s.is_empty());
+            if sub_path
+                .as_deref()
+                .is_some_and(|s| s.starts_with('/') || s.split('/').any(|p| p == ".."))
+            {
+                return Err(field(format!("{f}.subPath"), "must be a relative path without '..'"));
+            }
+            mounts.push(MountPlan {
+                volume: m.name.clone(),
+                path: m.mount_path.clone(),
+                read_only: m.read_only.unwrap_or(false),
+                sub_path,
+            });
+        }
+        let mut ports = Vec::new();
+        for (j, p) in c.ports.iter().flatten().enumerate() {
+            let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                field(
+                    format!("{path}.ports[{j}].containerPort"),
+                    format!("{} is not a port", p.container_port),
+                )
+            })?;
+            ports.push((
+                p.name.clone().unwrap_or_default(),
+                port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            ));
+        }
+        containers.push(ContainerPlan {
+            name: c.name.clone(),
+            role,
+            image,
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env,
+            working_dir: c.working_dir.clone(),
+            ports,
+            resources: resources(&format!("{path}.resources"), c.resources.as_ref())?,
+            mounts,
+            security: security(&path, c, pod_user, pod_group, pod_non_root)?,
+            oom_score_adj: 0,
+            tty: c.tty == Some(true),
+        });
+    }
+    if !containers.iter().any(|c| c.role == Role::App) {
+        return Err(field("spec.containers", "a pod needs at least one container"));
+    }
+    let qos = qos_class(&containers);
+    for c in &mut containers {
+        let (_, memory_request) = c.resources.effective_requests();
+        c.oom_score_adj = oom_score_adj(qos, memory_request, memory_capacity);
+    }
+    Ok(PodPlan {
+        name: name.clone(),
+        namespace,
+        labels: meta.labels.clone().unwrap_or_default(),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+        hostname: spec.hostname.clone().unwrap_or(name),
+        host_network: spec.host_network == Some(true),
+        share_process_namespace: spec.share_process_namespace == Some(true),
+        restart_policy,
+        grace_seconds,
+        qos,
+        totals: pod_totals(&containers),
+        volumes,
+        containers,
+    })
+}
+
+impl PodPlan {
+    /// peapod's annotations for the pod's sandbox: the declared containers and roles,
+    /// emptyDirs, grace period and pod cgroup sizing (see `sandbox::pod::annotations`).
+    pub fn sandbox_annotations(&self) -> HashMap<String, String> {
+        let mut a = HashMap::new();
+        let declared: Vec<DeclaredContainer> = self
+            .containers
+            .iter()
+            .map(|c| DeclaredContainer {
+                name: c.name.clone(),
+                role: c.role,
+            })
+            .collect();
+        a.insert(
+            annotations::CONTAINERS.to_string(),
+            serde_json::to_string(&declared).expect("serializable"),
+        );
+        let dirs: Vec<&EmptyDir> = self
+            .volumes
+            .values()
+            .filter_map(|v| match v {
+                VolumeKind::EmptyDir(e) => Some(e),
+                VolumeKind::HostPath { .. } => None,
+            })
+            .collect();
+        if !dirs.is_empty() {
+            a.insert(
+                annotations::EMPTY_DIRS.to_string(),
+                serde_json::to_string(&dirs).expect("serializable"),
+            );
+        }
+        a.insert(annotations::GRACE_PERIOD.to_string(), self.grace_seconds.to_string());
+        if let Some(m) = self.totals.cpu_request {
+            a.insert(annotations::POD_CPU_REQUEST.to_string(), format!("{m}m"));
+        }
+        if let Some(m) = self.totals.cpu_limit {
+            a.insert(annotations::POD_CPU_LIMIT.to_string(), format!("{m}m"));
+        }
+        if let Some(b) = self.totals.memory_limit {
+            a.insert(annotations::POD_MEMORY_LIMIT.to_string(), b.to_string());
+        }
+        a
+    }
+
+    /// peapod's annotations for one container: its name, role and emptyDir mounts.
+    pub fn container_annotations(&self, c: &ContainerPlan) -> HashMap<String, String> {
+        let mut a = HashMap::new();
+        a.insert(annotations::NAME.to_string(), c.name.clone());
+        let role = match c.role {
+            Role::Init => "init",
+            Role::Sidecar => "sidecar",
+            Role::App => "app",
+        };
+        a.insert(annotations::ROLE.to_string(), role.to_string());
+        let mounts: Vec<VolumeMount> = c
+            .mounts
+            .iter()
+            .filter(|m| matches!(self.volumes.get(&m.volume), Some(VolumeKind::EmptyDir(_))) && m.sub_path.is_none())
+            .map(|m| VolumeMount {
+                name: m.volume.clone(),
+                mount_path: m.path.clone(),
+                read_only: m.read_only,
+            })
+            .collect();
+        if !mounts.is_empty() {
+            a.insert(
+                annotations::VOLUME_MOUNTS.to_string(),
+                serde_json::to_string(&mounts).expect("serializable"),
+            );
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn plan_of(yaml: &str) -> Result<PodPlan, ManifestError> {
+        plan(&parse("test.yaml", yaml)?, 8 * GIB)
+    }
+
+    fn err_field(yaml: &str) -> String {
+        match plan_of(yaml).unwrap_err() {
+            ManifestError::Field { field, .. } => field,
+            ManifestError::Parse { reason, .. } => format!("parse: {reason}"),
+        }
+    }
+
+    #[test]
+    fn every_example_translates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                plan_of(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "examples/ holds {n} pods");
+    }
+
+    #[test]
+    fn native_sidecar_and_kep_753_totals() {
+        let p = plan_of(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  initContainers:
+  - name: setup
+    image: busybox
+    resources: {requests: {cpu: 500m, memory: 64Mi}}
+  - name: logs
+    image: busybox
+    restartPolicy: Always
+    resources: {requests: {cpu: 100m, memory: 32Mi}}
+  - name: migrate
+    image: busybox
+    resources: {requests: {cpu: 300m, memory: 16Mi}}
+  containers:
+  - name: app
+    image: busybox
+    resources: {requests: {cpu: 200m, memory: 128Mi}}
+"#,
+        )
+        .unwrap();
+        let roles: Vec<Role> = p.containers.iter().map(|c| c.role).collect();
+        assert_eq!(roles, [Role::Init, Role::Sidecar, Role::Init, Role::App]);
+        // init phase: max(500, 100 + 300) = 500; app phase: 200 + 100 = 300 → 500m.
+        assert_eq!(p.totals.cpu_request, Some(500));
+        // memory: max(64, 32 + 16) = 64Mi vs 128 + 32 = 160Mi → 160Mi.
+        assert_eq!(p.totals.memory_request, Some(160 << 20));
+        assert_eq!(p.totals.cpu_limit, None, "no limits anywhere");
+        assert_eq!(p.qos, QosClass::Burstable);
+        let a = p.sandbox_annotations();
+        assert!(a[annotations::CONTAINERS].contains(r#"{"name":"logs","role":"sidecar"}"#));
+    }
+
+    #[test]
+    fn qos_classes_and_oom_score_adj_follow_kubelet() {
+        let guaranteed = plan_of(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: g}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    resources: {limits: {cpu: "1", memory: 1Gi}}
+"#,
+        )
+        .unwrap();
+        assert_eq!(guaranteed.qos, QosClass::Guaranteed);
+        assert_eq!(guaranteed.containers[0].oom_score_adj, -997);
+        assert_eq!(guaranteed.totals.cpu_limit, Some(1000));
+        let best = plan_of(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec: {containers: [{name: c, image: busybox}]}\n",
+        )
+        .unwrap();
+        assert_eq!(best.qos, QosClass::BestEffort);
+        assert_eq!(best.containers[0].oom_score_adj, 1000);
+        // Burstable: 1000 - 1000 * 1Gi / 8Gi = 875.
+        assert_eq!(oom_score_adj(QosClass::Burstable, GIB, 8 * GIB), 875);
+        assert_eq!(oom_score_adj(QosClass::Burstable, 8 * GIB, 8 * GIB), 3);
+        assert_eq!(oom_score_adj(QosClass::Burstable, 0, 8 * GIB), 999);
+    }
+
+    #[test]
+    fn unsupported_and_bad_fields_are_named() {
+        let base = |extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}");
+        assert_eq!(
+            err_field(&base(
+                "  containers: [{name: c, image: busybox, livenessProbe: {exec: {command: [\"true\"]}}}]"
+            )),
+            "spec.containers[0].livenessProbe"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  containers: [{name: c, image: busybox}, {name: c, image: busybox}]"
+            )),
+            "spec.containers[1].name"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  containers: [{name: c, image: busybox, resources: {limits: {cpu: lots}}}]"
+            )),
+            "spec.containers[0].resources.limits.cpu"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  volumes: [{name: v, configMap: {name: x}}]\n  containers: [{name: c, image: busybox}]"
+            )),
+            "spec.volumes[0]"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  containers: [{name: c, image: busybox, volumeMounts: [{name: nope, mountPath: /x}]}]"
+            )),
+            "spec.containers[0].volumeMounts[0].name"
+        );
+        assert_eq!(
+            err_field(&base("  containers: [{name: c}]")),
+            "spec.containers[0].image"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  containers: [{name: c, image: busybox, restartPolicy: Always}]"
+            )),
+            "spec.containers[0].restartPolicy"
+        );
+        assert!(err_field("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n").starts_with("parse: kind"));
+        assert!(err_field("{ not yaml").starts_with("parse:"));
+    }
+}
