@@ -69,7 +69,8 @@ pub fn to_timestamp(t: SystemTime) -> Timestamp {
 #[derive(Clone)]
 pub struct Publisher {
     namespace: String,
-    tx: SyncSender<Envelope>,
+    /// `None` when nobody listens for events (the CLI's embedded mode).
+    tx: Option<SyncSender<Envelope>>,
 }
 
 impl Publisher {
@@ -87,7 +88,16 @@ impl Publisher {
             .expect("spawn event publisher thread");
         Self {
             namespace: namespace.to_string(),
-            tx,
+            tx: Some(tx),
+        }
+    }
+
+    /// A publisher that only logs events (at debug level): for a shim started without
+    /// `TTRPC_ADDRESS`, as the `peapod` CLI's embedded mode does.
+    pub fn disabled(namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            tx: None,
         }
     }
 
@@ -107,7 +117,11 @@ impl Publisher {
             event: MessageField::some(any),
             ..Default::default()
         };
-        match self.tx.try_send(envelope) {
+        let Some(tx) = &self.tx else {
+            tracing::debug!(topic = E::TOPIC, "event (no listener)");
+            return;
+        };
+        match tx.try_send(envelope) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => tracing::error!(topic = E::TOPIC, "event queue full: event dropped"),
             Err(TrySendError::Disconnected(_)) => tracing::error!(topic = E::TOPIC, "event publisher stopped"),

@@ -48,8 +48,11 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<()> {
         .context("listener fd")?;
     let listener = sandbox::sys::adopt_inherited_fd(fd).context("adopt listener")?;
     std::env::remove_var(LISTENER_ENV);
-    let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
-    let publisher = Publisher::new(&ttrpc_address, &flags.namespace);
+    // containerd always sets TTRPC_ADDRESS; the peapod CLI's embedded mode leaves it empty.
+    let publisher = match std::env::var("TTRPC_ADDRESS") {
+        Ok(address) if !address.is_empty() => Publisher::new(&address, &flags.namespace),
+        _ => Publisher::disabled(&flags.namespace),
+    };
     let service = Service::new(&flags.namespace, Paths::for_namespace(&flags.namespace), publisher);
 
     let reaped = service.clone();

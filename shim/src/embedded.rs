@@ -1,0 +1,273 @@
+//! Driving `containerd-shim-peapod-v2` without containerd, for the `peapod` CLI's
+//! embedded mode: the shim is started exactly as containerd starts it (`start` with the
+//! same flags, the bundle as working directory) and driven through the same Task API
+//! over ttrpc, so every pod feature behaves the same with or without containerd.
+//!
+//! There is no containerd to receive events: the shim runs with `TTRPC_ADDRESS` empty
+//! and only logs them; the CLI learns states from `State` and `Wait`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::ttrpc::{self, context};
+use containerd_shim_protos::types::mount::Mount;
+use containerd_shim_protos::TaskClient;
+use oci_spec::runtime::Process;
+
+/// The "containerd address" embedded shims are started with: it only feeds the socket
+/// name's hash, keeping peapod's embedded shims apart from containerd's.
+pub const EMBEDDED_ADDRESS: &str = "/run/peapod/embedded";
+/// The containerd namespace embedded pods live in.
+pub const EMBEDDED_NAMESPACE: &str = "peapod";
+/// Per-call deadline, except for `Wait`.
+const CALL_TIMEOUT_NS: i64 = 60_000_000_000;
+
+/// A failed step of driving a shim.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The shim binary could not be run, or `start` failed.
+    #[error("start shim {binary}: {reason}")]
+    Start {
+        /// The binary.
+        binary: PathBuf,
+        /// What went wrong (its stderr, when it said something).
+        reason: String,
+    },
+    /// Connecting to the shim's socket failed.
+    #[error("connect to shim at {address}: {source}")]
+    Connect {
+        /// The address.
+        address: String,
+        /// Cause.
+        #[source]
+        source: ttrpc::Error,
+    },
+    /// A Task API call failed.
+    #[error("{call} {id}: {message}")]
+    Call {
+        /// The call, e.g. `Create`.
+        call: &'static str,
+        /// Task (and exec) id.
+        id: String,
+        /// The shim's error message.
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, EmbeddedError>;
+
+/// A connection to one pod's shim.
+pub struct Shim {
+    address: String,
+    client: TaskClient,
+}
+
+fn call_err<'a>(call: &'static str, id: &'a str) -> impl FnOnce(ttrpc::Error) -> EmbeddedError + 'a {
+    move |e| EmbeddedError::Call {
+        call,
+        id: id.to_string(),
+        message: match e {
+            ttrpc::Error::RpcStatus(s) => s.message,
+            other => other.to_string(),
+        },
+    }
+}
+
+fn ctx() -> context::Context {
+    context::with_timeout(CALL_TIMEOUT_NS)
+}
+
+/// The Task API's stdio of a process.
+#[derive(Debug, Clone, Default)]
+pub struct TaskIo {
+    /// stdin FIFO path, or empty.
+    pub stdin: String,
+    /// stdout: FIFO path, `file://` or `binary://` URI, or empty.
+    pub stdout: String,
+    /// stderr, likewise.
+    pub stderr: String,
+    /// Allocate a terminal.
+    pub terminal: bool,
+}
+
+impl Shim {
+    /// Runs `<binary> -namespace … -address … -id <task_id> start` in `bundle`, as
+    /// containerd does, and connects to the address it prints. A pod's later tasks reach
+    /// the same shim when their `config.json` names the sandbox
+    /// (`io.kubernetes.cri.sandbox-id`).
+    pub fn start(binary: &Path, task_id: &str, bundle: &Path) -> Result<Shim> {
+        let out = Command::new(binary)
+            .args([
+                "-namespace",
+                EMBEDDED_NAMESPACE,
+                "-address",
+                EMBEDDED_ADDRESS,
+                "-publish-binary",
+                "",
+            ])
+            .args(["-id", task_id, "start"])
+            .current_dir(bundle)
+            .env("TTRPC_ADDRESS", "")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| EmbeddedError::Start {
+                binary: binary.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(EmbeddedError::Start {
+                binary: binary.to_path_buf(),
+                reason: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            });
+        }
+        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Self::connect(&address)
+    }
+
+    /// Connects to a running shim at `address` (`unix://…`).
+    pub fn connect(address: &str) -> Result<Shim> {
+        let client = ttrpc::Client::connect(address).map_err(|source| EmbeddedError::Connect {
+            address: address.to_string(),
+            source,
+        })?;
+        Ok(Shim {
+            address: address.to_string(),
+            client: TaskClient::new(client),
+        })
+    }
+
+    /// The shim's socket address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// `Create`: returns the init pid. `rootfs` is mounted by the shim on
+    /// `<bundle>/rootfs`.
+    pub fn create(&self, id: &str, bundle: &Path, rootfs: &[sandbox::RootfsMount], io: &TaskIo) -> Result<u32> {
+        let req = api::CreateTaskRequest {
+            id: id.to_string(),
+            bundle: bundle.to_string_lossy().into_owned(),
+            rootfs: rootfs
+                .iter()
+                .map(|m| Mount {
+                    type_: m.fstype.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            stdin: io.stdin.clone(),
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+            terminal: io.terminal,
+            ..Default::default()
+        };
+        Ok(self.client.create(ctx(), &req).map_err(call_err("Create", id))?.pid)
+    }
+
+    /// `Start` of a task (`exec_id` empty) or an exec: returns the pid. Blocks while the
+    /// pod's start order holds the container back.
+    pub fn start_task(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let req = api::StartRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        // No deadline: an app container may wait for a long init container.
+        Ok(self
+            .client
+            .start(context::with_timeout(0), &req)
+            .map_err(call_err("Start", id))?
+            .pid)
+    }
+
+    /// `State` of a task or exec.
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<api::StateResponse> {
+        let req = api::StateRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.client.state(ctx(), &req).map_err(call_err("State", id))
+    }
+
+    /// `Kill` with `signal` (to every process of the container with `all`).
+    pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let req = api::KillRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.client.kill(ctx(), &req).map_err(call_err("Kill", id)).map(drop)
+    }
+
+    /// `Wait`: blocks until the task or exec exits; returns its exit status.
+    pub fn wait(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let req = api::WaitRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .wait(context::with_timeout(0), &req)
+            .map_err(call_err("Wait", id))?
+            .exit_status)
+    }
+
+    /// `Delete` of a stopped task or exec: returns its exit status.
+    pub fn delete(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let req = api::DeleteRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .delete(ctx(), &req)
+            .map_err(call_err("Delete", id))?
+            .exit_status)
+    }
+
+    /// `Exec`: registers `process` as `exec_id` in task `id` (start it with
+    /// [`Shim::start_task`]).
+    pub fn exec(&self, id: &str, exec_id: &str, process: &Process, io: &TaskIo) -> Result<()> {
+        let spec = serde_json::to_vec(process).map_err(|e| EmbeddedError::Call {
+            call: "Exec",
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
+        let req = api::ExecProcessRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            terminal: io.terminal,
+            stdin: io.stdin.clone(),
+            stdout: io.stdout.clone(),
+            stderr: io.stderr.clone(),
+            spec: MessageField::some(Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: spec,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.client.exec(ctx(), &req).map_err(call_err("Exec", id)).map(drop)
+    }
+
+    /// `Shutdown`: the shim exits once no task is left.
+    pub fn shutdown(&self) -> Result<()> {
+        let req = api::ShutdownRequest::default();
+        // The shim may close the connection before answering.
+        match self.client.shutdown(ctx(), &req) {
+            Ok(_) | Err(ttrpc::Error::Socket(_)) | Err(ttrpc::Error::LocalClosed) | Err(ttrpc::Error::RemoteClosed) => {
+                Ok(())
+            }
+            Err(e) => Err(call_err("Shutdown", "")(e)),
+        }
+    }
+}
