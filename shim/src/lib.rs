@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod io;
 pub mod manifest;
+pub mod pods;
 pub mod reaper;
 pub mod serve;
 pub mod service;

@@ -1,0 +1,432 @@
+//! OCI specs for a pod's sandbox and containers, from a [`PodPlan`]: what the `peapod`
+//! CLI writes into bundles before handing them to the shim (embedded mode), doing the
+//! part of kubelet's and containerd CRI's work that turns a Pod into OCI bundles.
+//!
+//! - The sandbox runs `peapod-pause` with new network, IPC, UTS, pid, mount and cgroup
+//!   namespaces (the host's network with `hostNetwork`); containers join its network,
+//!   IPC and UTS namespaces, and its pid namespace with `shareProcessNamespace`.
+//! - cgroups: `peapod/pod-<uid>/<container>`, the pod cgroup `peapod/pod-<uid>` sized by
+//!   the shim from the sandbox's annotations.
+//! - Process: Kubernetes' command/args over the image's entrypoint/cmd, image env then
+//!   the manifest's (downward API resolved), securityContext, kubelet's `oom_score_adj`
+//!   raised to 0 where this kernel refuses lowering it (with a warning).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Spec, UserBuilder,
+};
+use sandbox::pod::annotations;
+
+use crate::manifest::{ContainerPlan, EnvValue, ManifestError, PodPlan, VolumeKind, SANDBOX_OOM_SCORE_ADJ};
+
+/// What the pod's containers need from their images.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env` (`KEY=value`).
+    pub env: Vec<String>,
+    /// `WorkingDir`.
+    pub working_dir: String,
+    /// `User`: `uid[:gid]` (names other than `root` are refused).
+    pub user: String,
+}
+
+/// Values known once the pod runs, for the downward API.
+#[derive(Debug, Clone, Default)]
+pub struct PodRuntime {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// The sandbox task id.
+    pub sandbox_id: String,
+    /// Host pid of the pause process (its namespaces are joined).
+    pub pause_pid: i32,
+    /// The pod IP (`status.podIP`), empty without one.
+    pub ip: String,
+    /// Lowering `oom_score_adj` below 0 is refused here (EACCES): clamp to 0.
+    pub clamp_oom_score_adj: bool,
+}
+
+/// True when this process may lower its `oom_score_adj` (probed by trying -1, then
+/// restoring); these VMs refuse it with EACCES even to root.
+pub fn can_lower_oom_score_adj() -> bool {
+    let path = "/proc/self/oom_score_adj";
+    let before = std::fs::read_to_string(path).unwrap_or_else(|_| "0".into());
+    let ok = std::fs::write(path, "-1").is_ok();
+    let _ = std::fs::write(path, before.trim());
+    ok
+}
+
+fn clamp(adj: i32, rt: &PodRuntime, who: &str) -> i32 {
+    if adj < 0 && rt.clamp_oom_score_adj {
+        eprintln!("peapod: warning: {who}: oom_score_adj {adj} raised to 0: this kernel refuses lowering it (EACCES)");
+        0
+    } else {
+        adj
+    }
+}
+
+fn ns(typ: LinuxNamespaceType, path: Option<String>) -> oci_spec::runtime::LinuxNamespace {
+    let b = LinuxNamespaceBuilder::default().typ(typ);
+    match path {
+        Some(p) => b.path(p).build(),
+        None => b.build(),
+    }
+    .expect("all fields set")
+}
+
+/// The pod cgroup (relative): `peapod/pod-<uid>`.
+pub fn pod_cgroup(uid: &str) -> String {
+    format!("peapod/pod-{uid}")
+}
+
+/// The sandbox's spec: `peapod-pause` from a rootfs holding `/pause`.
+pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Spec {
+    let mut spec = sandbox::spec::default_spec(&["/pause"]);
+    spec.set_hostname(Some(plan.hostname.clone()));
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(true));
+    }
+    let mut a: HashMap<String, String> = plan.sandbox_annotations();
+    a.insert(annotations::CONTAINER_TYPE.into(), "sandbox".into());
+    a.insert(annotations::SANDBOX_ID.into(), rt.sandbox_id.clone());
+    spec.set_annotations(Some(a));
+    if let Some(p) = spec.process_mut() {
+        p.set_oom_score_adj(Some(clamp(SANDBOX_OOM_SCORE_ADJ, rt, "sandbox")));
+    }
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(format!("/{}/sandbox", pod_cgroup(&rt.uid)).into()));
+        let mut list = vec![
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Ipc, None),
+            ns(LinuxNamespaceType::Uts, None),
+            ns(LinuxNamespaceType::Mount, None),
+            ns(LinuxNamespaceType::Cgroup, None),
+        ];
+        if !plan.host_network {
+            list.push(ns(LinuxNamespaceType::Network, None));
+        }
+        linux.set_namespaces(Some(list));
+    }
+    spec
+}
+
+/// A container's spec.
+///
+/// Errors: a user name the CLI cannot resolve, `runAsNonRoot` with a root user, or a
+/// subPath on an emptyDir (not supported yet), each naming the field.
+pub fn container_spec(
+    plan: &PodPlan,
+    c: &ContainerPlan,
+    image: &ImageConfig,
+    rt: &PodRuntime,
+) -> Result<Spec, ManifestError> {
+    let idx = plan.containers.iter().position(|o| o.name == c.name).unwrap_or(0);
+    let path = |f: &str| format!("container {:?}: {f}", c.name);
+    let args: Vec<String> = match (&c.command, &c.args) {
+        (Some(cmd), args) => cmd.iter().chain(args.iter().flatten()).cloned().collect(),
+        (None, Some(args)) => image.entrypoint.iter().chain(args).cloned().collect(),
+        (None, None) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
+    };
+    if args.is_empty() {
+        return Err(ManifestError::Field {
+            field: path("command"),
+            reason: "neither the manifest nor the image says what to run".into(),
+        });
+    }
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut spec = sandbox::spec::default_spec(&arg_refs);
+    spec.set_hostname(Some(plan.hostname.clone()));
+
+    let mut env: Vec<String> = image.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    env.push(format!("HOSTNAME={}", plan.hostname));
+    for (name, value) in &c.env {
+        let v = match value {
+            EnvValue::Literal(v) => v.clone(),
+            EnvValue::Field(f) => match f.as_str() {
+                "metadata.name" => plan.name.clone(),
+                "metadata.namespace" => plan.namespace.clone(),
+                "metadata.uid" => rt.uid.clone(),
+                _ => rt.ip.clone(),
+            },
+        };
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
+        env.push(format!("{name}={v}"));
+    }
+
+    let (image_uid, image_gid) = parse_user(&image.user).map_err(|reason| ManifestError::Field {
+        field: path("image User"),
+        reason,
+    })?;
+    let uid = c.security.run_as_user.unwrap_or(image_uid);
+    let gid = c.security.run_as_group.unwrap_or(image_gid);
+    if c.security.run_as_non_root && uid == 0 {
+        return Err(ManifestError::Field {
+            field: path("securityContext.runAsNonRoot"),
+            reason: "the container would run as root (uid 0): set runAsUser".into(),
+        });
+    }
+
+    let mut caps: HashSet<Capability> = sandbox::spec::DEFAULT_CAPS.into_iter().collect();
+    if c.security.privileged || c.security.capabilities_add.iter().any(|a| a == "ALL") {
+        caps = all_capabilities();
+    }
+    // Drop first, then add: an added capability survives `drop: [ALL]`, as with the
+    // Kubernetes runtimes.
+    if !c.security.privileged {
+        for drop in &c.security.capabilities_drop {
+            if drop == "ALL" {
+                caps.clear();
+            } else if let Ok(cap) = drop.trim_start_matches("CAP_").parse::<Capability>() {
+                caps.remove(&cap);
+            }
+        }
+    }
+    for add in &c.security.capabilities_add {
+        if let Ok(cap) = add.trim_start_matches("CAP_").parse::<Capability>() {
+            caps.insert(cap);
+        }
+    }
+    if let Some(p) = spec.process_mut() {
+        p.set_env(Some(env));
+        let cwd = c
+            .working_dir
+            .clone()
+            .or_else(|| Some(image.working_dir.clone()).filter(|w| !w.is_empty()));
+        p.set_cwd(cwd.unwrap_or_else(|| "/".into()).into());
+        p.set_user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .expect("all fields set"),
+        );
+        p.set_no_new_privileges(Some(!c.security.allow_privilege_escalation));
+        p.set_terminal(Some(c.tty));
+        p.set_oom_score_adj(Some(clamp(c.oom_score_adj, rt, &c.name)));
+        p.set_capabilities(Some(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
+                .build()
+                .expect("all fields set"),
+        ));
+    }
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(c.security.read_only_root_filesystem));
+    }
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &c.mounts {
+        match plan.volumes.get(&m.volume) {
+            Some(VolumeKind::HostPath { path: host, .. }) => {
+                let source = match &m.sub_path {
+                    Some(sub) => Path::new(host).join(sub),
+                    None => Path::new(host).to_path_buf(),
+                };
+                let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+                opts.push(if m.read_only { "ro" } else { "rw" }.into());
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(&m.path)
+                        .typ("bind")
+                        .source(source)
+                        .options(opts)
+                        .build()
+                        .expect("all fields set"),
+                );
+            }
+            Some(VolumeKind::EmptyDir(_)) if m.sub_path.is_some() => {
+                return Err(ManifestError::Field {
+                    field: path(&format!("volumeMounts[{}].subPath", m.volume)),
+                    reason: "subPath on an emptyDir is not supported by peapod yet".into(),
+                })
+            }
+            // emptyDirs: mounted by the shim from the container's annotations.
+            _ => {}
+        }
+    }
+    spec.set_mounts(Some(mounts));
+
+    let mut a = plan.container_annotations(c);
+    a.insert(annotations::CONTAINER_TYPE.into(), "container".into());
+    a.insert(annotations::SANDBOX_ID.into(), rt.sandbox_id.clone());
+    a.insert("io.peapod.index".into(), idx.to_string());
+    spec.set_annotations(Some(a));
+
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(format!("/{}/{}", pod_cgroup(&rt.uid), c.name).into()));
+        let r = c.resources;
+        let res = sandbox::pod::resources(r.cpu_request, r.cpu_limit, r.memory_limit);
+        linux.set_resources(Some(res));
+        let pause = |n: &str| Some(format!("/proc/{}/ns/{n}", rt.pause_pid));
+        let mut list = vec![
+            ns(LinuxNamespaceType::Ipc, pause("ipc")),
+            ns(LinuxNamespaceType::Uts, pause("uts")),
+            ns(LinuxNamespaceType::Mount, None),
+            ns(LinuxNamespaceType::Cgroup, None),
+        ];
+        list.push(ns(
+            LinuxNamespaceType::Pid,
+            if plan.share_process_namespace {
+                pause("pid")
+            } else {
+                None
+            },
+        ));
+        if !plan.host_network {
+            list.push(ns(LinuxNamespaceType::Network, pause("net")));
+        }
+        linux.set_namespaces(Some(list));
+        if c.security.privileged {
+            linux.set_masked_paths(None);
+            linux.set_readonly_paths(None);
+        }
+    }
+    Ok(spec)
+}
+
+fn all_capabilities() -> HashSet<Capability> {
+    caps::all()
+        .into_iter()
+        .filter_map(|c| c.to_string().trim_start_matches("CAP_").parse::<Capability>().ok())
+        .collect()
+}
+
+/// `uid[:gid]` from an image's `User`; empty means root. Names other than `root` are
+/// refused (the CLI does not read the image's /etc/passwd yet).
+fn parse_user(user: &str) -> Result<(u32, u32), String> {
+    if user.is_empty() || user == "root" {
+        return Ok((0, 0));
+    }
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let uid = u
+        .parse::<u32>()
+        .map_err(|_| format!("user {u:?}: only numeric ids are supported"))?;
+    let gid = if g.is_empty() {
+        uid
+    } else {
+        g.parse::<u32>()
+            .map_err(|_| format!("group {g:?}: only numeric ids are supported"))?
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{parse, plan};
+
+    fn rt() -> PodRuntime {
+        PodRuntime {
+            uid: "u1".into(),
+            sandbox_id: "default_web".into(),
+            pause_pid: 4242,
+            ip: "10.0.0.7".into(),
+            clamp_oom_score_adj: true,
+        }
+    }
+
+    fn web() -> PodPlan {
+        let yaml = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  shareProcessNamespace: true
+  containers:
+  - name: app
+    image: busybox
+    args: ["-c", "echo hi"]
+    env:
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    resources: {limits: {cpu: 500m, memory: 64Mi}}
+    securityContext: {runAsUser: 1000, allowPrivilegeEscalation: false, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}
+"#;
+        plan(&parse("t", yaml).unwrap(), 8 << 30).unwrap()
+    }
+
+    #[test]
+    fn container_spec_follows_kubernetes_rules() {
+        let p = web();
+        let image = ImageConfig {
+            entrypoint: vec!["/bin/sh".into()],
+            cmd: vec!["-c".into(), "default".into()],
+            env: vec!["PATH=/bin".into(), "POD=image".into()],
+            ..Default::default()
+        };
+        let spec = container_spec(&p, &p.containers[0], &image, &rt()).unwrap();
+        let proc = spec.process().as_ref().unwrap();
+        // args replace the image's cmd, keep its entrypoint.
+        assert_eq!(proc.args().as_ref().unwrap(), &["/bin/sh", "-c", "echo hi"]);
+        let env = proc.env().as_ref().unwrap();
+        assert!(
+            env.contains(&"POD=web".to_string()) && !env.contains(&"POD=image".to_string()),
+            "{env:?}"
+        );
+        assert!(env.contains(&"IP=10.0.0.7".to_string()));
+        assert_eq!(proc.user().uid(), 1000);
+        assert_eq!(proc.no_new_privileges(), Some(true));
+        let eff = proc.capabilities().as_ref().unwrap().effective().clone().unwrap();
+        assert_eq!(eff, [Capability::NetBindService].into_iter().collect());
+        // Guaranteed → -997, raised to 0 where lowering is refused.
+        assert_eq!(proc.oom_score_adj(), Some(0));
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/peapod/pod-u1/app")));
+        let nss = linux.namespaces().as_ref().unwrap();
+        let path_of = |t| nss.iter().find(|n| n.typ() == t).and_then(|n| n.path().clone());
+        assert_eq!(path_of(LinuxNamespaceType::Network), Some("/proc/4242/ns/net".into()));
+        assert_eq!(
+            path_of(LinuxNamespaceType::Pid),
+            Some("/proc/4242/ns/pid".into()),
+            "shareProcessNamespace"
+        );
+        let cpu = linux.resources().as_ref().unwrap().cpu().as_ref().unwrap();
+        assert_eq!(cpu.quota(), Some(50_000));
+    }
+
+    #[test]
+    fn sandbox_spec_owns_the_namespaces_and_declares_the_pod() {
+        let p = web();
+        let spec = sandbox_spec(&p, &rt());
+        let a = spec.annotations().as_ref().unwrap();
+        assert_eq!(a[annotations::CONTAINER_TYPE], "sandbox");
+        assert!(a[annotations::CONTAINERS].contains("\"app\""));
+        assert_eq!(a[annotations::POD_CPU_LIMIT], "500m");
+        let nss = spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
+        assert!(nss.iter().all(|n| n.path().is_none()));
+        assert!(nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn users_and_bad_combinations() {
+        assert_eq!(parse_user("").unwrap(), (0, 0));
+        assert_eq!(parse_user("1000:10").unwrap(), (1000, 10));
+        assert!(parse_user("nginx").is_err());
+        let mut p = web();
+        p.containers[0].security.run_as_user = None;
+        p.containers[0].security.run_as_non_root = true;
+        let err = container_spec(
+            &p,
+            &p.containers[0],
+            &ImageConfig {
+                cmd: vec!["sh".into()],
+                ..Default::default()
+            },
+            &rt(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("runAsNonRoot"), "{err}");
+    }
+}
