@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod args;
+pub mod cni;
 pub mod embedded;
 pub mod error;
 pub mod events;

@@ -102,6 +102,42 @@ fn exec_and_kill_without_containerd() -> Result<()> {
     b.assert_clean(Some(nix::unistd::Pid::from_raw(i32::try_from(pid)?)))
 }
 
+/// CNI ADD gives a network namespace an address on peapod's bridge and brings `lo` up;
+/// DEL releases the address.
+fn cni_attaches_and_releases_a_pod_network() -> Result<()> {
+    use shim::cni::Network;
+    let name = format!("peapod-cni-{}", std::process::id());
+    let ip = |args: &[&str]| std::process::Command::new("ip").args(args).output();
+    let bridge_before = std::path::Path::new("/sys/class/net/peapod0").exists();
+    ensure!(ip(&["netns", "add", &name])?.status.success(), "ip netns add {name}");
+    let data = tempfile::tempdir()?;
+    let netns = format!("/run/netns/{name}");
+    let result = (|| {
+        let net = Network::peapod_default(data.path());
+        let att = net.add(&name, &netns, "eth0")?;
+        Network::loopback().add(&name, &netns, "lo")?;
+        let addr = att.ip.clone().context("no IPv4 address from CNI")?;
+        ensure!(addr.starts_with("10.89.0."), "address {addr}");
+        let out = ip(&["netns", "exec", &name, "ip", "-o", "addr"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(text.contains(&format!("eth0    inet {addr}/24")), "{text}");
+        ensure!(text.contains("lo    inet 127.0.0.1/8"), "lo not up: {text}");
+        let reserved = data.path().join("ipam/peapod").join(&addr);
+        ensure!(reserved.exists(), "no IPAM reservation {}", reserved.display());
+        net.del(&name, &netns, "eth0", Some(&att.result))?;
+        Network::loopback().del(&name, &netns, "lo", None)?;
+        ensure!(!reserved.exists(), "DEL left the reservation {}", reserved.display());
+        Ok(())
+    })();
+    let _ = ip(&["netns", "del", &name]);
+    if !bridge_before {
+        let _ = ip(&["link", "del", "peapod0"]);
+    }
+    result?;
+    ensure!(!std::path::Path::new(&netns).exists(), "netns {netns} left behind");
+    Ok(())
+}
+
 macro_rules! tests {
     ($($f:ident),* $(,)?) => {
         vec![$((stringify!($f), $f as fn() -> Result<()>)),*]
@@ -112,16 +148,20 @@ fn main() {
     sandbox::init::run_if_requested();
     let args = Arguments::from_args();
     let root = require_root().map_err(|e| format!("{e:#}"));
-    let trials = tests![task_lifecycle_without_containerd, exec_and_kill_without_containerd]
-        .into_iter()
-        .map(|(name, f)| {
-            let root = root.clone();
-            Trial::test(name, move || {
-                root?;
-                f().map_err(|e| format!("{e:#}").into())
-            })
+    let trials = tests![
+        task_lifecycle_without_containerd,
+        exec_and_kill_without_containerd,
+        cni_attaches_and_releases_a_pod_network
+    ]
+    .into_iter()
+    .map(|(name, f)| {
+        let root = root.clone();
+        Trial::test(name, move || {
+            root?;
+            f().map_err(|e| format!("{e:#}").into())
         })
-        .collect();
+    })
+    .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = peapod_tests::sweep_test_cgroups() {
         eprintln!("suite leak check failed: {e:#}");

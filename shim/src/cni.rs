@@ -1,0 +1,245 @@
+//! The pod network in the CLI's embedded mode, through CNI plugins (Debian's
+//! `containernetworking-plugins` in `/usr/lib/cni`), invoked as the CNI spec 1.0 says:
+//! each plugin of the network configuration list in order for ADD (with the previous
+//! plugin's result as `prevResult`), in reverse order for DEL; configuration on stdin,
+//! parameters in `CNI_*` environment variables, result or error as JSON on stdout.
+//!
+//! peapod's network is its own: bridge `peapod0` with a gateway address, subnet
+//! `10.89.0.0/24`, host-local IPAM under `/var/lib/peapod/cni`, no masquerading (peapod
+//! leaves the host's firewall alone), plus `loopback` for `lo`. DEL is run on pod
+//! deletion even when the pod's network namespace is already gone (IPAM release).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+/// Where Debian installs the CNI plugins.
+pub const BIN_DIR: &str = "/usr/lib/cni";
+/// CNI spec version peapod speaks.
+pub const CNI_VERSION: &str = "1.0.0";
+
+/// A CNI step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    /// The plugin binary could not be run.
+    #[error("CNI {command} {plugin}: run {binary}: {source}")]
+    Exec {
+        /// ADD or DEL.
+        command: &'static str,
+        /// Plugin type.
+        plugin: String,
+        /// The binary.
+        binary: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plugin reported an error (CNI error object: code, msg, details).
+    #[error("CNI {command} {plugin}: {message}")]
+    Plugin {
+        /// ADD or DEL.
+        command: &'static str,
+        /// Plugin type.
+        plugin: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// A network configuration list.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The conflist (`name`, `cniVersion`, `plugins`).
+    pub conflist: Value,
+    bin_dir: PathBuf,
+}
+
+/// What ADD gave the pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attachment {
+    /// The pod's IPv4 address (without prefix), if any.
+    pub ip: Option<String>,
+    /// The final CNI result, kept for DEL's `prevResult`.
+    pub result: String,
+}
+
+impl Network {
+    /// peapod's default bridge network, IPAM state under `data_dir`.
+    pub fn peapod_default(data_dir: &Path) -> Network {
+        Network {
+            conflist: json!({
+                "cniVersion": CNI_VERSION,
+                "name": "peapod",
+                "plugins": [{
+                    "type": "bridge",
+                    "bridge": "peapod0",
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": "10.89.0.0/24"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": data_dir.join("ipam"),
+                    }
+                }]
+            }),
+            bin_dir: PathBuf::from(BIN_DIR),
+        }
+    }
+
+    /// The loopback network (brings `lo` up).
+    pub fn loopback() -> Network {
+        Network {
+            conflist: json!({"cniVersion": CNI_VERSION, "name": "peapod-loopback", "plugins": [{"type": "loopback"}]}),
+            bin_dir: PathBuf::from(BIN_DIR),
+        }
+    }
+
+    /// The network's name.
+    pub fn name(&self) -> &str {
+        self.conflist["name"].as_str().unwrap_or("")
+    }
+
+    fn plugins(&self) -> Vec<Value> {
+        self.conflist["plugins"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The configuration one plugin receives: its own object plus the list's `name` and
+    /// `cniVersion`, and `prevResult` when there is one.
+    pub fn plugin_config(&self, plugin: &Value, prev: Option<&Value>) -> Value {
+        let mut conf = plugin.clone();
+        conf["name"] = self.conflist["name"].clone();
+        conf["cniVersion"] = self.conflist["cniVersion"].clone();
+        if let Some(prev) = prev {
+            conf["prevResult"] = prev.clone();
+        }
+        conf
+    }
+
+    fn invoke(
+        &self,
+        command: &'static str,
+        plugin: &Value,
+        prev: Option<&Value>,
+        id: &str,
+        netns: &str,
+        ifname: &str,
+    ) -> Result<Option<Value>, CniError> {
+        let typ = plugin["type"].as_str().unwrap_or("").to_string();
+        let binary = self.bin_dir.join(&typ);
+        let conf = self.plugin_config(plugin, prev);
+        let exec_err = |source| CniError::Exec {
+            command,
+            plugin: typ.clone(),
+            binary: binary.clone(),
+            source,
+        };
+        let mut child = Command::new(&binary)
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", &self.bin_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(exec_err)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(conf.to_string().as_bytes())
+                .map_err(|e| CniError::Exec {
+                    command,
+                    plugin: typ.clone(),
+                    binary: binary.clone(),
+                    source: e,
+                })?;
+        }
+        let out = child.wait_with_output().map_err(|e| CniError::Exec {
+            command,
+            plugin: typ.clone(),
+            binary: binary.clone(),
+            source: e,
+        })?;
+        let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        if !out.status.success() {
+            let message = parsed
+                .as_ref()
+                .map(|v| {
+                    let msg = v["msg"].as_str().unwrap_or("");
+                    let details = v["details"].as_str().unwrap_or("");
+                    format!("{msg} {details}").trim().to_string()
+                })
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+            return Err(CniError::Plugin {
+                command,
+                plugin: typ,
+                message: format!("{} ({})", message, out.status),
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// ADD: attaches interface `ifname` in `netns` (a path such as `/proc/<pid>/ns/net`)
+    /// for container `id`.
+    pub fn add(&self, id: &str, netns: &str, ifname: &str) -> Result<Attachment, CniError> {
+        let mut prev: Option<Value> = None;
+        for plugin in self.plugins() {
+            if let Some(result) = self.invoke("ADD", &plugin, prev.as_ref(), id, netns, ifname)? {
+                prev = Some(result);
+            }
+        }
+        let result = prev.unwrap_or(Value::Null);
+        let ip = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["address"].as_str())
+            .find(|a| a.contains('.'))
+            .map(|a| a.split('/').next().unwrap_or(a).to_string());
+        Ok(Attachment {
+            ip,
+            result: result.to_string(),
+        })
+    }
+
+    /// DEL: the reverse of ADD; `netns` may be empty when the namespace is gone (IPAM is
+    /// still released). `prev` is ADD's result, when known.
+    pub fn del(&self, id: &str, netns: &str, ifname: &str, prev: Option<&str>) -> Result<(), CniError> {
+        let prev: Option<Value> = prev
+            .and_then(|p| serde_json::from_str(p).ok())
+            .filter(|v: &Value| !v.is_null());
+        let mut first_error = None;
+        for plugin in self.plugins().iter().rev() {
+            if let Err(e) = self.invoke("DEL", plugin, prev.as_ref(), id, netns, ifname) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_config_carries_list_name_version_and_prev_result() {
+        let n = Network::peapod_default(Path::new("/tmp/x"));
+        let plugin = &n.plugins()[0];
+        let prev = json!({"cniVersion": CNI_VERSION, "ips": []});
+        let conf = n.plugin_config(plugin, Some(&prev));
+        assert_eq!(conf["name"], "peapod");
+        assert_eq!(conf["cniVersion"], CNI_VERSION);
+        assert_eq!(conf["type"], "bridge");
+        assert_eq!(conf["prevResult"], prev);
+        assert_eq!(conf["ipam"]["dataDir"], "/tmp/x/ipam");
+        assert!(n.plugin_config(plugin, None).get("prevResult").is_none());
+    }
+}
