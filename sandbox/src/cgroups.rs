@@ -263,18 +263,23 @@ impl Cgroup {
         pids
     }
 
-    /// Freezes (pause) or thaws (resume) every process: v1 `freezer.state`, v2 `cgroup.freeze`.
+    /// Freezes (pause) or thaws (resume) every process: v1 `freezer.state`, v2
+    /// `cgroup.freeze`. Freezing returns once the kernel reports the cgroup frozen (v1
+    /// `FROZEN`, v2 `frozen 1` in `cgroup.events`), up to 2 s, as runc waits.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
-        let state = if frozen {
-            FreezerState::Frozen
-        } else {
-            FreezerState::Thawed
-        };
+        let state = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };
         self.manager.freeze(state).map_err(|source| CgroupError::Freeze {
             path: self.path.clone(),
             frozen,
             source: Box::new(source),
-        })
+        })?;
+        if frozen {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !self.files.is_frozen() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
     }
 
     /// Sends `signal` to every process in the cgroup. SIGKILL on v2 uses `cgroup.kill`
@@ -497,6 +502,15 @@ impl CgroupFiles {
             return Ok(None);
         }
         Ok(t.parse::<u64>().ok().filter(|v| *v < (1 << 62)))
+    }
+
+    /// True when the kernel reports every process frozen.
+    pub fn is_frozen(&self) -> bool {
+        if self.v2 {
+            self.read("", "cgroup.events").is_ok_and(|t| keyed_value(&t, "frozen") == Some(1))
+        } else {
+            self.read("freezer", "freezer.state").is_ok_and(|t| t.trim() == "FROZEN")
+        }
     }
 
     /// The `oom_kill` count; 0 if the kernel does not report it.

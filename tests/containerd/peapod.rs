@@ -763,7 +763,17 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
             .context("the shim did not log its SIGTERM spread")?;
         let trap_spread = times.iter().max().unwrap() - times.iter().min().unwrap();
         eprintln!("SIGTERM delivery spread {spread_us} µs (shim), trap arrival spread {trap_spread} µs");
-        ensure!(spread_us < 5_000, "SIGTERM delivery spread {spread_us} µs");
+        // The 5 ms target holds on real CPUs; under qemu's TCG emulation (`make vm-test`)
+        // every instruction is slower, so only a grossly serial delivery fails there.
+        let limit_us = if std::env::var_os("PEAPOD_TEST_VM").is_some() {
+            50_000
+        } else {
+            5_000
+        };
+        ensure!(
+            spread_us < limit_us,
+            "SIGTERM delivery spread {spread_us} µs (limit {limit_us} µs)"
+        );
         ensure!(trap_spread < 250_000, "trap arrival spread {trap_spread} µs: {log:?}");
         Ok(ids)
     })();

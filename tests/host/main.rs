@@ -61,17 +61,19 @@ fn create_blocks_before_exec_until_start() -> Result<()> {
 fn namespaces_are_private_and_hostname_is_set() -> Result<()> {
     let b = Bundle::new(
         "ns",
-        &sh("echo $$; hostname; readlink /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts; cat /proc/self/cgroup"),
+        // busybox readlink takes one file at a time.
+        &sh("echo $$; hostname; for n in net ipc uts; do readlink /proc/self/ns/$n; done; cat /proc/self/cgroup"),
     )?;
     let out = b.run()?;
     let lines: Vec<&str> = out.stdout.lines().collect();
+    ensure!(lines.len() >= 6, "output: {out:?}");
     ensure!(lines[0] == "1", "container shell is not PID 1: {out:?}");
     ensure!(lines[1] == "peapod", "hostname: {out:?}");
     for (i, ns) in ["net", "ipc", "uts"].iter().enumerate() {
         let host = fs::read_link(format!("/proc/self/ns/{ns}"))?;
         ensure!(
-            lines[2 + i] != host.to_string_lossy(),
-            "{ns} namespace is the host's: {out:?}"
+            lines[2 + i].starts_with(&format!("{ns}:[")) && lines[2 + i] != host.to_string_lossy(),
+            "{ns} namespace is the host's or missing: {out:?}"
         );
     }
     // In its own cgroup namespace the container sees itself at the root.
@@ -416,7 +418,7 @@ fn exec_joins_the_running_container() -> Result<()> {
     let mut c = b.start(Stdio::default())?;
     let (r, w) = pipe()?;
     let proc = ProcessBuilder::default()
-        .args(sh("hostname; readlink /proc/self/ns/pid; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; echo $FOO; pwd; exit 5").iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .args(sh("hostname; readlink /proc/self/ns/pid; cat /proc/self/cgroup | md5sum; cat /proc/1/cgroup | md5sum; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; echo $FOO; pwd; exit 5").iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .env(vec!["FOO=bar".to_string(), "PATH=/bin".to_string()])
         .cwd("/tmp")
         .user(UserBuilder::default().uid(65534u32).gid(65534u32).build()?)
@@ -430,8 +432,6 @@ fn exec_joins_the_running_container() -> Result<()> {
             ..Default::default()
         },
     )?;
-    let epid = e.pid();
-    let in_cgroup = c.pids()?.contains(&epid);
     let code = e.wait()?;
     let out = out.join().unwrap()?;
     let missing = ProcessBuilder::default()
@@ -447,10 +447,16 @@ fn exec_joins_the_running_container() -> Result<()> {
     b.delete(c, false)?;
     let lines: Vec<&str> = out.lines().collect();
     ensure!(code == 5, "exec exit code {code}");
-    ensure!(in_cgroup, "exec'd process was not in the container's cgroup");
+    ensure!(lines.len() == 8, "{lines:?}");
+    // Same cgroup as init, seen from inside (the exec may exit before the host looks).
+    ensure!(
+        lines[2] == lines[3],
+        "exec'd process is not in init's cgroup: {lines:?}"
+    );
     let pidns = init_pidns.to_string_lossy();
     ensure!(
-        lines == ["peapod", pidns.as_ref(), "sleep 30 ", "65534", "bar", "/tmp"],
+        [lines[0], lines[1], lines[4], lines[5], lines[6], lines[7]]
+            == ["peapod", pidns.as_ref(), "sleep 30 ", "65534", "bar", "/tmp"],
         "{lines:?}"
     );
     ensure!(
@@ -516,32 +522,46 @@ fn pause_and_resume_freeze_the_cgroup() -> Result<()> {
     let b = Bundle::new("pause", &["sleep", "30"])?;
     let mut c = b.start(Stdio::default())?;
     let cg = b.cgroup_path();
-    let frozen = || -> Result<bool> {
-        Ok(if cgroups::is_v2() {
-            fs::read_to_string(cgroup_file("", &cg, "cgroup.freeze"))?.trim() == "1"
-        } else {
-            fs::read_to_string(cgroup_file("freezer", &cg, "freezer.state"))?.trim() == "FROZEN"
-        })
-    };
     let pid = c.pid().context("pid")?;
-    let proc_state = || -> Result<String> {
-        let st = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        Ok(st[st.rfind(')').unwrap() + 2..][..1].to_string())
-    };
-    c.pause()?;
-    let paused = (c.status(), frozen()?);
-    c.resume()?;
-    let resumed = (c.status(), frozen()?, proc_state()?);
+    let result = (|| {
+        let frozen = || -> Result<bool> {
+            Ok(if cgroups::is_v2() {
+                fs::read_to_string(cgroup_file("", &cg, "cgroup.events"))?.contains("frozen 1")
+            } else {
+                fs::read_to_string(cgroup_file("freezer", &cg, "freezer.state"))?.trim() == "FROZEN"
+            })
+        };
+        let proc_state = || -> Result<String> {
+            let st = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            Ok(st[st.rfind(')').unwrap() + 2..][..1].to_string())
+        };
+        // Until sleep sleeps, a thawed task may briefly read R.
+        let wait_sleeping = || -> Result<()> {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while proc_state()? != "S" {
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "state {} instead of S",
+                    proc_state()?
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        };
+        wait_sleeping()?;
+        c.pause()?;
+        let paused = (c.status(), frozen()?);
+        ensure!(paused == (Status::Paused, true), "after pause: {paused:?}");
+        c.resume()?;
+        let resumed = (c.status(), frozen()?);
+        ensure!(resumed == (Status::Running, false), "after resume: {resumed:?}");
+        wait_sleeping()
+    })();
     c.kill(Signal::SIGKILL, false)?;
     c.wait()?;
     c.delete(false)?;
     b.assert_clean(Some(pid))?;
-    ensure!(paused == (Status::Paused, true), "after pause: {paused:?}");
-    ensure!(
-        resumed.0 == Status::Running && !resumed.1 && resumed.2 == "S",
-        "after resume: {resumed:?}"
-    );
-    Ok(())
+    result
 }
 
 fn update_changes_resources_of_a_running_container() -> Result<()> {
@@ -551,9 +571,12 @@ fn update_changes_resources_of_a_running_container() -> Result<()> {
         .memory(LinuxMemoryBuilder::default().limit(32 * 1024 * 1024i64).build()?)
         .pids(LinuxPidsBuilder::default().limit(10i64).build()?)
         .build()?;
-    c.update(&res)?;
-    let stats = c.stats()?;
+    let stats = c
+        .update(&res)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(c.stats()?));
     b.delete(c, true)?;
+    let stats = stats?;
     ensure!(stats.memory_limit == Some(32 * 1024 * 1024), "{stats:?}");
     ensure!(stats.pids_limit == Some(10), "{stats:?}");
     Ok(())
@@ -565,15 +588,19 @@ fn stats_report_cpu_memory_and_pids() -> Result<()> {
         &sh("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 30"),
     )?;
     let c = b.start(Stdio::default())?;
-    let mut stats = c.stats()?;
-    for _ in 0..100 {
-        if stats.cpu_usage_ns > 10_000_000 {
-            break;
+    let stats = (|| -> Result<sandbox::cgroups::Stats> {
+        let mut stats = c.stats()?;
+        for _ in 0..100 {
+            if stats.cpu_usage_ns > 10_000_000 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            stats = c.stats()?;
         }
-        std::thread::sleep(Duration::from_millis(50));
-        stats = c.stats()?;
-    }
+        Ok(stats)
+    })();
     b.delete(c, true)?;
+    let stats = stats?;
     ensure!(stats.cpu_usage_ns > 10_000_000, "{stats:?}");
     ensure!(stats.memory_usage > 0 && stats.pids_current >= 1, "{stats:?}");
     Ok(())
