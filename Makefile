@@ -4,6 +4,7 @@
 #   make build    release binaries in target/release
 #   make check    cargo fmt --check, clippy -D warnings, cargo doc
 #   make test     unit tests, then the privileged host suite (as root)
+#   make vm-test  the privileged suites in a qemu VM booted with cgroup v2 only (as root)
 #   make demo     run a busybox container from an OCI bundle with peapod
 #   make install  install the binaries into $(PREFIX)/bin
 
@@ -15,9 +16,10 @@ export CARGO_TERM_COLOR ?= never
 # for test images, CNI plugins, image tools, protoc for CRI code generation, and the
 # kernel + qemu for the cgroup v2 VM suite.
 DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci skopeo \
-	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio
+	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq \
+	docker-registry attr
 
-.PHONY: deps build check test unit-test host-test containerd-test pause demo install clean
+.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test demo install clean
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -34,7 +36,7 @@ check:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-test: unit-test host-test containerd-test
+test: unit-test host-test containerd-test cli-test vm-test
 
 # Unprivileged: pure logic on fixtures in temp dirs.
 unit-test:
@@ -50,6 +52,25 @@ containerd-test: pause
 	$(CARGO) build -p shim
 	$(CARGO) test -p peapod-tests --test containerd
 
+# Privileged: the peapod CLI's embedded mode. The shim driven without containerd (tasks,
+# exec, CNI); images: the local image store on the real
+# kernel (archives, overlayfs rootfs, pulls from a private docker-registry filled by skopeo,
+# getfattr from attr); the test images need the static pause binary.
+cli-test: pause
+	$(CARGO) build -p shim
+	$(CARGO) test -p peapod-tests --test embedded
+	$(CARGO) test -p peapod-tests --test cli
+
+# Privileged, cgroup v2 only: Debian's kernel under qemu (TCG) with cgroup_no_v1=all runs
+# the suites listed in tests/vm/suites; see tests/vm/run (VM_KERNEL, VM_TIMEOUT, ...).
+vm-test:
+	CARGO="$(CARGO)" tests/vm/run
+
+demo: deps
+	$(CARGO) build --release -p shim
+	scripts/demo-bundle build/demo
+	target/release/peapod run-bundle build/demo
+
 # peapod-pause linked statically (glibc static-pie), so the pause image holds one file.
 # Copied out of cargo's dir: a plain `cargo build` would relink it dynamically there.
 pause:
@@ -60,6 +81,7 @@ install: build
 	$(MAKE) pause RELEASE=1
 	install -D -m 0755 target/release/peapod $(DESTDIR)$(PREFIX)/bin/peapod
 	install -D -m 0755 target/release/containerd-shim-peapod-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-peapod-v2
+	install -D -m 0755 target/release/peapod-init $(DESTDIR)$(PREFIX)/bin/peapod-init
 	install -D -m 0755 target/pause/peapod-pause $(DESTDIR)$(PREFIX)/bin/peapod-pause
 
 clean:

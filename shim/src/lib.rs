@@ -11,6 +11,7 @@ pub mod cni;
 pub mod embedded;
 pub mod error;
 pub mod events;
+pub mod images;
 pub mod io;
 pub mod manifest;
 pub mod pods;

@@ -1,0 +1,47 @@
+//! Privileged suite for the `peapod` CLI's embedded mode, starting with its local image
+//! store (`shim::images`): archives imported, images pulled from a local registry
+//! (Debian's `docker-registry`), layers stacked with overlayfs on the real kernel, and
+//! garbage collection. Runs as root; every test checks that it leaves nothing behind.
+//!
+//! `harness = false`: this binary is also a container init helper (`sandbox::init`) and
+//! the importer child of the concurrency test, so `main` dispatches to those first.
+
+mod images;
+
+use anyhow::Result;
+use images::*;
+use libtest_mimic::{Arguments, Trial};
+use peapod_tests::require_root;
+
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        vec![$((stringify!($f), $f as fn() -> Result<()>)),*]
+    };
+}
+
+fn main() {
+    sandbox::init::run_if_requested();
+    run_import_child_if_requested();
+    let args = Arguments::from_args();
+    let root = require_root().map_err(|e| format!("{e:#}"));
+    let trials = tests![
+        oci_archive_imports_and_busybox_mounts_from_its_layer,
+        whiteouts_in_an_upper_layer_hide_lower_files,
+        docker_archive_imports_with_its_config_and_shared_layers,
+        pull_from_a_local_registry_picks_the_host_platform,
+        missing_images_fail_with_err_image_pull,
+        list_and_remove_collect_unused_blobs_and_layers,
+        concurrent_imports_do_not_corrupt_the_store,
+        corrupt_archives_fail_and_leave_nothing,
+    ]
+    .into_iter()
+    .map(|(name, f)| {
+        let root = root.clone();
+        Trial::test(format!("images::{name}"), move || {
+            root?;
+            f().map_err(|e| format!("{e:#}").into())
+        })
+    })
+    .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
