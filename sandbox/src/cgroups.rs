@@ -267,7 +267,11 @@ impl Cgroup {
     /// `cgroup.freeze`. Freezing returns once the kernel reports the cgroup frozen (v1
     /// `FROZEN`, v2 `frozen 1` in `cgroup.events`), up to 2 s, as runc waits.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
-        let state = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };
+        let state = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
         self.manager.freeze(state).map_err(|source| CgroupError::Freeze {
             path: self.path.clone(),
             frozen,
@@ -507,9 +511,11 @@ impl CgroupFiles {
     /// True when the kernel reports every process frozen.
     pub fn is_frozen(&self) -> bool {
         if self.v2 {
-            self.read("", "cgroup.events").is_ok_and(|t| keyed_value(&t, "frozen") == Some(1))
+            self.read("", "cgroup.events")
+                .is_ok_and(|t| keyed_value(&t, "frozen") == Some(1))
         } else {
-            self.read("freezer", "freezer.state").is_ok_and(|t| t.trim() == "FROZEN")
+            self.read("freezer", "freezer.state")
+                .is_ok_and(|t| t.trim() == "FROZEN")
         }
     }
 
