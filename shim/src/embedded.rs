@@ -259,6 +259,20 @@ impl Shim {
         self.client.exec(ctx(), &req).map_err(call_err("Exec", id)).map(drop)
     }
 
+    /// Sets the pod's termination grace period (seconds) on the sandbox task, through
+    /// `Update`'s annotations.
+    pub fn set_grace_period(&self, sandbox_id: &str, seconds: u64) -> Result<()> {
+        let req = api::UpdateTaskRequest {
+            id: sandbox_id.to_string(),
+            annotations: [(sandbox::pod::annotations::GRACE_PERIOD.to_string(), seconds.to_string())].into(),
+            ..Default::default()
+        };
+        self.client
+            .update(ctx(), &req)
+            .map_err(call_err("Update", sandbox_id))
+            .map(drop)
+    }
+
     /// `Shutdown`: the shim exits once no task is left.
     pub fn shutdown(&self) -> Result<()> {
         let req = api::ShutdownRequest::default();

@@ -16,6 +16,7 @@ pub mod io;
 pub mod manifest;
 pub mod pods;
 pub mod reaper;
+pub mod runner;
 pub mod serve;
 pub mod service;
 pub mod start;

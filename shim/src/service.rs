@@ -1243,6 +1243,31 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        // A sandbox's grace period may be changed before termination (the CLI's
+        // `delete --grace-period`), through the update's annotations.
+        if let Some(g) = req.annotations.get(annotations::GRACE_PERIOD) {
+            let r = g
+                .parse::<u64>()
+                .map_err(|_| {
+                    ServiceError::InvalidArgument(format!(
+                        "annotations[{}]: {g:?} is not seconds",
+                        annotations::GRACE_PERIOD
+                    ))
+                })
+                .and_then(|secs| {
+                    let mut st = self.lock();
+                    let pod = st
+                        .pods
+                        .get_mut(&req.id)
+                        .ok_or_else(|| ServiceError::NotFound(format!("sandbox {}", req.id)))?;
+                    pod.grace = Duration::from_secs(secs);
+                    Ok(())
+                });
+            if req.resources.value.is_empty() {
+                return reply("update", r.map(|()| Empty::new()));
+            }
+            r.map_err(ttrpc::Error::from)?;
+        }
         let r = serde_json::from_slice::<LinuxResources>(&req.resources.value)
             .map_err(|e| ServiceError::InvalidArgument(format!("update resources: {e}")))
             .and_then(|res| self.with_task(&req.id, |t| Ok(t.container.update(&res)?)));

@@ -1,34 +1,100 @@
-//! `peapod`: the command-line front door.
+//! `peapod`: run Kubernetes Pod manifests on one machine (embedded mode: the shim
+//! without containerd), manage the local image store, and run single OCI bundles.
 //!
-//! Today it runs single containers from OCI bundles with peapod's own runtime (no runc):
-//! `peapod spec` writes a default `config.json`, `peapod run-bundle` creates, starts and
-//! waits for the container and exits with its exit code.
+//! Exit codes: 0 success; 1 the command failed (message on stderr); 2 usage errors;
+//! 125 `run-bundle` could not run the container; otherwise `exec` and `run-bundle` exit
+//! with the process's own status.
 #![deny(unsafe_code)]
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::{kill, SigSet, Signal};
 use sandbox::{Config, Container, CreateOptions, Stdio};
+use shim::runner::{self, NetworkMode, Paths};
 
 #[derive(Parser)]
 #[command(
     name = "peapod",
     version,
-    about = "Run Kubernetes pods natively: containers without runc"
+    about = "Run Kubernetes pods natively: pods from manifests, containers without runc",
+    after_help = "Examples:\n  peapod image import busybox.tar\n  peapod run -f examples/shared-volume.yaml\n  peapod get pods\n  peapod logs shared-volume -c reader\n  peapod exec shared-volume -c writer -- cat /data/now\n  peapod delete pod shared-volume --grace-period 5"
 )]
 struct Cli {
-    /// Directory for container state (one sub-directory per container).
-    #[arg(long, env = "PEAPOD_STATE", default_value = "/run/peapod/containers", global = true)]
+    /// Persistent data (images, volumes, logs).
+    #[arg(long, env = "PEAPOD_ROOT", default_value = "/var/lib/peapod", global = true)]
+    root: PathBuf,
+    /// Runtime state (pods, container state).
+    #[arg(long, env = "PEAPOD_STATE", default_value = "/run/peapod", global = true)]
     state: PathBuf,
+    /// Kubernetes namespace of the pods.
+    #[arg(short = 'n', long, default_value = "default", global = true)]
+    namespace: String,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Network {
+    /// peapod's CNI bridge: one IP per pod.
+    Cni,
+    /// Loopback only.
+    None,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Pod in a manifest (embedded mode: no containerd needed).
+    #[command(alias = "apply")]
+    Run {
+        /// The manifest (YAML or JSON; `-` for stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The pod's network.
+        #[arg(long, value_enum, default_value = "cni")]
+        network: Network,
+    },
+    /// List pods: NAME READY STATUS RESTARTS AGE IP.
+    Get {
+        /// `pods` (or `pod`, `po`).
+        resource: String,
+    },
+    /// Print a container's logs.
+    Logs {
+        /// The pod.
+        pod: String,
+        /// The container (default: the pod's only app container).
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+    },
+    /// Run a command in a container of a pod.
+    Exec {
+        /// The pod.
+        pod: String,
+        /// The container (default: the pod's first app container).
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Delete a pod: SIGTERM to all its containers at once, SIGKILL after the grace period.
+    Delete {
+        /// `pod NAME`.
+        #[arg(num_args = 0..=2)]
+        target: Vec<String>,
+        /// The manifest whose pod to delete.
+        #[arg(short = 'f', long = "filename")]
+        file: Option<PathBuf>,
+        /// Seconds to wait before SIGKILL (default: the pod's own).
+        #[arg(long)]
+        grace_period: Option<u64>,
+    },
+    /// The local image store.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Write a default OCI spec (`config.json`, like containerd's defaults) into a bundle.
     ///
     /// Example: peapod spec --bundle ./demo -- sh -c 'echo hello'
@@ -43,7 +109,6 @@ enum Command {
     /// Create, start and wait for a container from an OCI bundle; exit with its exit code.
     ///
     /// SIGINT, SIGTERM and SIGHUP are forwarded to the container; a second one kills it.
-    /// Example: peapod run-bundle ./demo
     RunBundle {
         /// The bundle directory (holds `config.json`).
         bundle: PathBuf,
@@ -53,20 +118,236 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import images from an OCI image-layout or docker-archive tarball.
+    Import {
+        /// The tarball.
+        file: PathBuf,
+    },
+    /// Pull an image from a registry (http for loopback hosts and `--insecure` ones).
+    Pull {
+        /// The reference, e.g. `busybox` or `127.0.0.1:5000/app:v1`.
+        reference: String,
+        /// Registries to reach over plain http.
+        #[arg(long)]
+        insecure: Vec<String>,
+    },
+    /// List images.
+    Ls,
+    /// Remove an image.
+    Rm {
+        /// The image.
+        name: String,
+    },
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     let cli = Cli::parse();
+    let paths = Paths {
+        root: cli.root.clone(),
+        state: cli.state.clone(),
+    };
     let result = match cli.command {
+        Command::Run { file, network } => run(&paths, &file, network),
+        Command::Get { resource } => get(&paths, &resource),
+        Command::Logs { pod, container } => logs(&paths, &cli.namespace, &pod, container),
+        Command::Exec {
+            pod,
+            container,
+            command,
+        } => exec(&paths, &cli.namespace, &pod, container, &command),
+        Command::Delete {
+            target,
+            file,
+            grace_period,
+        } => delete(&paths, &cli.namespace, &target, file, grace_period),
+        Command::Image(cmd) => image(&paths, cmd),
         Command::Spec { bundle, args } => write_spec(&bundle, &args).map(|()| 0),
-        Command::RunBundle { bundle, id } => run_bundle(&cli.state, &bundle, id),
+        Command::RunBundle { bundle, id } => run_bundle(&cli.state.join("containers"), &bundle, id).or_else(|e| {
+            eprintln!("peapod: {e:#}");
+            Ok(125)
+        }),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("peapod: {e:#}");
-            std::process::exit(125);
+            std::process::exit(1);
         }
     }
+}
+
+fn read_manifest(file: &PathBuf) -> Result<shim::manifest::PodPlan> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
+    };
+    let pod = shim::manifest::parse(&file.to_string_lossy(), &text)?;
+    let memory = sysinfo_memory().unwrap_or(8 << 30);
+    Ok(shim::manifest::plan(&pod, memory)?)
+}
+
+/// MemTotal from /proc/meminfo, in bytes (for kubelet's oom_score_adj).
+fn sysinfo_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn run(paths: &Paths, file: &PathBuf, network: Network) -> Result<i32> {
+    let plan = read_manifest(file)?;
+    let bins = runner::Binaries::find()?;
+    let network = match network {
+        Network::Cni => NetworkMode::Cni,
+        Network::None => NetworkMode::None,
+    };
+    let record = runner::run(paths, &bins, &plan, network, &|msg| eprintln!("{}: {msg}", plan.name))?;
+    println!(
+        "pod/{} created{}",
+        record.plan.name,
+        record.ip.map(|ip| format!(" ({ip})")).unwrap_or_default()
+    );
+    Ok(0)
+}
+
+fn age(created: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = now.saturating_sub(created);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+fn get(paths: &Paths, resource: &str) -> Result<i32> {
+    if !matches!(resource, "pods" | "pod" | "po") {
+        bail!("resource {resource:?}: peapod knows pods");
+    }
+    println!(
+        "{:<24} {:<7} {:<10} {:<9} {:<6} IP",
+        "NAME", "READY", "STATUS", "RESTARTS", "AGE"
+    );
+    for record in runner::list(paths)? {
+        let (phase, containers) = runner::status(&record);
+        let apps: Vec<_> = containers
+            .iter()
+            .zip(&record.plan.containers)
+            .filter(|(_, c)| c.role != sandbox::pod::Role::Init)
+            .collect();
+        let ready = apps.iter().filter(|(s, _)| s.state == "running").count();
+        println!(
+            "{:<24} {:<7} {:<10} {:<9} {:<6} {}",
+            record.plan.name,
+            format!("{ready}/{}", apps.len()),
+            phase,
+            0,
+            age(record.created),
+            record.ip.as_deref().unwrap_or("<none>")
+        );
+    }
+    Ok(0)
+}
+
+fn pick_container(record: &runner::PodRecord, container: Option<String>) -> Result<String> {
+    match container {
+        Some(c) => Ok(c),
+        None => {
+            let apps: Vec<&str> = record
+                .plan
+                .containers
+                .iter()
+                .filter(|c| c.role == sandbox::pod::Role::App)
+                .map(|c| c.name.as_str())
+                .collect();
+            match apps.as_slice() {
+                [one] => Ok(one.to_string()),
+                _ => bail!("pod {} has containers {apps:?}: choose one with -c", record.plan.name),
+            }
+        }
+    }
+}
+
+fn logs(paths: &Paths, namespace: &str, pod: &str, container: Option<String>) -> Result<i32> {
+    let record = runner::load(paths, &runner::key(namespace, pod))?;
+    let name = pick_container(&record, container)?;
+    let path = record.log_path(paths, &name);
+    let text = std::fs::read(&path).with_context(|| format!("no logs for container {name:?} ({})", path.display()))?;
+    std::io::Write::write_all(&mut std::io::stdout(), &text)?;
+    Ok(0)
+}
+
+fn exec(paths: &Paths, namespace: &str, pod: &str, container: Option<String>, command: &[String]) -> Result<i32> {
+    let record = runner::load(paths, &runner::key(namespace, pod))?;
+    let name = pick_container(&record, container)?;
+    let (code, out, err) = runner::exec(&record, &name, command)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+    std::io::Write::write_all(&mut std::io::stderr(), &err)?;
+    Ok(i32::try_from(code).unwrap_or(255))
+}
+
+fn delete(paths: &Paths, namespace: &str, target: &[String], file: Option<PathBuf>, grace: Option<u64>) -> Result<i32> {
+    let (namespace, name) = match (file, target) {
+        (Some(f), []) => {
+            let plan = read_manifest(&f)?;
+            (plan.namespace, plan.name)
+        }
+        (None, [kind, name]) if matches!(kind.as_str(), "pod" | "pods" | "po") => (namespace.to_string(), name.clone()),
+        _ => bail!("usage: peapod delete pod NAME | peapod delete -f FILE"),
+    };
+    runner::delete(paths, &runner::key(&namespace, &name), grace)?;
+    println!("pod/{name} deleted");
+    Ok(0)
+}
+
+fn image(paths: &Paths, cmd: ImageCommand) -> Result<i32> {
+    let store = paths.images()?;
+    match cmd {
+        ImageCommand::Import { file } => {
+            for name in store.import(&file)? {
+                println!("imported {name}");
+            }
+        }
+        ImageCommand::Pull { reference, insecure } => println!("pulled {}", store.pull(&reference, &insecure)?),
+        ImageCommand::Ls => {
+            println!("{:<50} {:<20} SIZE", "IMAGE", "DIGEST");
+            for i in store.list()? {
+                let digest = i.digest.trim_start_matches("sha256:");
+                println!(
+                    "{:<50} {:<20} {:.1}MB",
+                    i.name,
+                    &digest[..digest.len().min(12)],
+                    i.size as f64 / 1e6
+                );
+            }
+        }
+        ImageCommand::Rm { name } => {
+            let name = shim::images::normalize(&name)?;
+            let pods = runner::list(paths)?;
+            let in_use = |n: &str| {
+                pods.iter().any(|p| {
+                    p.plan
+                        .containers
+                        .iter()
+                        .any(|c| shim::images::normalize(&c.image).is_ok_and(|i| i == n))
+                })
+            };
+            store.remove(&name, &in_use)?;
+            println!("removed {name}");
+        }
+    }
+    Ok(0)
 }
 
 fn write_spec(bundle: &std::path::Path, args: &[String]) -> Result<()> {
