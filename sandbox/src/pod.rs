@@ -136,16 +136,23 @@ pub fn parse_quantity(field: &str, q: &str) -> Result<f64, SpecError> {
     Ok(v)
 }
 
+/// Rounds up, ignoring binary floating-point noise below 1e-6 (`0.7 * 1000` is
+/// 700.0000000000001, which must stay 700).
+fn ceil_clean(v: f64) -> u64 {
+    let cleaned = (v * 1e6).round() / 1e6;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative, finite
+    let out = cleaned.ceil() as u64;
+    out
+}
+
 /// CPU quantity in millicores, rounded up as Kubernetes does (`MilliValue`).
 pub fn cpu_millis(field: &str, q: &str) -> Result<u64, SpecError> {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative, finite
-    Ok((parse_quantity(field, q)? * 1000.0).ceil() as u64)
+    Ok(ceil_clean(parse_quantity(field, q)? * 1000.0))
 }
 
 /// Memory quantity in bytes, rounded up.
 pub fn memory_bytes(field: &str, q: &str) -> Result<u64, SpecError> {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative, finite
-    Ok(parse_quantity(field, q)?.ceil() as u64)
+    Ok(ceil_clean(parse_quantity(field, q)?))
 }
 
 /// kubelet's `MilliCPUToShares`: `milliCPU * 1024 / 1000`, at least 2 (also for no request).
@@ -650,6 +657,9 @@ mod tests {
     #[test]
     fn quantities_parse_like_kubernetes() {
         assert_eq!(cpu_millis("f", "250m").unwrap(), 250);
+        assert_eq!(cpu_millis("f", "700m").unwrap(), 700, "float noise must not round up");
+        assert_eq!(cpu_millis("f", "0.7").unwrap(), 700);
+        assert_eq!(cpu_millis("f", "1.0005").unwrap(), 1001);
         assert_eq!(cpu_millis("f", "1.5").unwrap(), 1500);
         assert_eq!(cpu_millis("f", "2").unwrap(), 2000);
         assert_eq!(memory_bytes("f", "64Mi").unwrap(), 64 << 20);

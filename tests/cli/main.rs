@@ -7,11 +7,13 @@
 //! the importer child of the concurrency test, so `main` dispatches to those first.
 
 mod images;
+mod pods;
 
 use anyhow::Result;
 use images::*;
 use libtest_mimic::{Arguments, Trial};
 use peapod_tests::require_root;
+use pods::*;
 
 macro_rules! tests {
     ($($f:ident),* $(,)?) => {
@@ -24,7 +26,7 @@ fn main() {
     run_import_child_if_requested();
     let args = Arguments::from_args();
     let root = require_root().map_err(|e| format!("{e:#}"));
-    let trials = tests![
+    let trials: Vec<Trial> = tests![
         oci_archive_imports_and_busybox_mounts_from_its_layer,
         whiteouts_in_an_upper_layer_hide_lower_files,
         docker_archive_imports_with_its_config_and_shared_layers,
@@ -35,13 +37,29 @@ fn main() {
         corrupt_archives_fail_and_leave_nothing,
     ]
     .into_iter()
+    .map(|(name, f)| (format!("images::{name}"), f))
+    .chain(
+        tests![
+            shared_volume_writer_and_reader_share_a_disk_and_an_ip,
+            web_server_log_sidecar_reads_the_access_log,
+            init_container_runs_to_completion_before_the_app,
+            native_sidecar_starts_before_the_app_and_keeps_running,
+            requests_and_limits_size_the_pod_cgroup,
+            a_sigkilled_cli_leaves_nothing_delete_cannot_clean,
+            bad_manifests_fail_clearly_and_create_nothing,
+        ]
+        .into_iter()
+        .map(|(name, f)| (format!("pods::{name}"), f)),
+    )
     .map(|(name, f)| {
         let root = root.clone();
-        Trial::test(format!("images::{name}"), move || {
+        Trial::test(name, move || {
             root?;
             f().map_err(|e| format!("{e:#}").into())
         })
     })
     .collect();
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let _ = std::fs::remove_dir(peapod_tests::cgroup_file("memory", "peapod", "").as_path());
+    conclusion.exit();
 }

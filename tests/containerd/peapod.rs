@@ -722,8 +722,14 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
         )?;
         let killed_after = begun.elapsed();
         ensure!(stubborn.exit_code == 137, "stubborn exit code {}", stubborn.exit_code);
+        // ±0.5 s on real CPUs; under TCG emulation `ctr` itself takes seconds to start.
+        let slack = if std::env::var_os("PEAPOD_TEST_VM").is_some() {
+            Duration::from_secs(6)
+        } else {
+            Duration::from_millis(1500)
+        };
         ensure!(
-            killed_after >= grace - Duration::from_millis(500) && killed_after <= grace + Duration::from_millis(1500),
+            killed_after >= grace - Duration::from_millis(500) && killed_after <= grace + slack,
             "SIGKILL after {killed_after:?}, grace period {grace:?}"
         );
         for id in &ids[..3] {

@@ -31,15 +31,15 @@ use crate::BUSYBOX;
 
 /// The busybox image: `sh` by default.
 pub const BUSYBOX_IMAGE: &str = "docker.io/peapod/busybox:test";
-/// The pod sandbox ("pause") image: sleeps until SIGTERM/SIGINT, then exits 0.
+/// The same busybox image under the name the examples' `image: busybox` normalises to.
+pub const BUSYBOX_ALIAS: &str = "docker.io/library/busybox:latest";
+/// The pod sandbox ("pause") image: `peapod-pause`, sleeping until SIGTERM/SIGINT.
 pub const PAUSE_IMAGE: &str = "docker.io/peapod/pause:test";
-/// What the pause image runs under `/bin/sh -c`. `sleep & wait` keeps sh interruptible:
-/// a trapped signal ends `wait` at once, while a foreground `sleep` would delay it.
-/// `PATH` in both images' config.
+/// `PATH` in the images' config.
 pub const IMAGE_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Bumped whenever the archive's content changes, so stale caches are not reused.
-const FORMAT: &str = "peapod-test-images/1";
+const FORMAT: &str = "peapod-test-images/2";
 
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -151,6 +151,11 @@ pub fn build_archive(busybox: &[u8], applets: &[String], pause: &[u8]) -> Result
     let images = [
         (
             BUSYBOX_IMAGE,
+            &busybox_layer,
+            config(&busybox_layer, json!({ "Cmd": ["sh"] })),
+        ),
+        (
+            BUSYBOX_ALIAS,
             &busybox_layer,
             config(&busybox_layer, json!({ "Cmd": ["sh"] })),
         ),
@@ -345,7 +350,7 @@ mod tests {
             .iter()
             .map(|m| m["annotations"]["io.containerd.image.name"].as_str().unwrap())
             .collect();
-        assert_eq!(refs, [BUSYBOX_IMAGE, PAUSE_IMAGE]);
+        assert_eq!(refs, [BUSYBOX_IMAGE, BUSYBOX_ALIAS, PAUSE_IMAGE]);
         // Every descriptor's digest matches its blob.
         for m in index["manifests"].as_array().unwrap() {
             let hex = m["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
