@@ -5,6 +5,7 @@
 #   make check    cargo fmt --check, clippy -D warnings, cargo doc
 #   make test     unit tests, then the privileged host suite (as root)
 #   make vm-test  the privileged suites in a qemu VM booted with cgroup v2 only (as root)
+#   make bench    peapod vs runc vs crun under one containerd (as root): target/bench/results.{md,json}
 #   make demo     run a busybox container from an OCI bundle with peapod
 #   make install  install the binaries into $(PREFIX)/bin
 
@@ -14,12 +15,12 @@ export CARGO_TERM_COLOR ?= never
 
 # Debian packages the tests use: the baseline runtime and containerd (shim tests), busybox
 # for test images, CNI plugins, image tools, protoc for CRI code generation, and the
-# kernel + qemu for the cgroup v2 VM suite.
+# kernel + qemu for the cgroup v2 VM suite, crun as a second baseline for `make bench`.
 DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci skopeo \
-	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq \
+	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
 	docker-registry attr
 
-.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test demo install clean
+.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test bench demo install clean
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -65,6 +66,15 @@ cli-test: pause
 # the suites listed in tests/vm/suites; see tests/vm/run (VM_KERNEL, VM_TIMEOUT, ...).
 vm-test:
 	CARGO="$(CARGO)" tests/vm/run
+
+# Privileged: runc, crun and peapod side by side on one private containerd, release builds
+# (the bench binary and the shim both in target/release, where containerd finds the shim).
+# Prints a markdown table; writes target/bench/results.md, results.json and containerd.log.
+# Knobs: BENCH_ITERATIONS, BENCH_WARMUP, BENCH_EXECS, BENCH_CHURN_ITERATIONS,
+# BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS (see tests/bench/main.rs).
+bench: pause
+	$(CARGO) build --release -p shim
+	$(CARGO) bench -p peapod-tests --bench bench
 
 demo: deps
 	$(CARGO) build --release -p shim

@@ -69,6 +69,12 @@ pub const PEAPOD_HANDLER: &str = "peapod";
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 /// containerd runtime type of peapod's shim (`containerd-shim-peapod-v2`).
 pub const PEAPOD_RUNTIME: &str = "io.containerd.peapod.v2";
+/// CRI runtime handler for crun (Debian's `/usr/bin/crun`), a second baseline for the
+/// benchmarks.
+pub const CRUN_HANDLER: &str = "crun";
+/// containerd runtime type of the crun handler: runc's shim (`containerd-shim-runc-v2`),
+/// which runs crun instead of runc through its `BinaryName` option.
+pub const CRUN_RUNTIME: &str = "io.containerd.runc.v2";
 /// The shim binary containerd derives from [`PEAPOD_RUNTIME`].
 pub const PEAPOD_SHIM: &str = "containerd-shim-peapod-v2";
 /// The containerd namespace CRI uses.
@@ -750,8 +756,9 @@ impl Drop for Containerd {
 ///   netns under the instance instead of `/var/run/netns`; `enable_cdi` stays off;
 ///   `stats_collect_period` 1 s so `ContainerStats` sees fresh writable-layer usage;
 /// - CNI from Debian's plugins dir, conf in the instance;
-/// - runtimes `runc` (default) and `peapod`; the cgroupfs driver (`SystemdCgroup` off),
-///   as there is no systemd on these hosts; snapshotter overlayfs.
+/// - runtimes `runc` (default), `peapod`, and `crun` (runc's shim running
+///   `/usr/bin/crun`, a baseline for the benchmarks); the cgroupfs driver
+///   (`SystemdCgroup` off), as there is no systemd on these hosts; snapshotter overlayfs.
 fn config_toml(layout: &Layout) -> String {
     let d = layout.dir.display();
     let disabled = DISABLED_PLUGINS
@@ -803,6 +810,13 @@ disabled_plugins = [{disabled}]
       runtime_type = "{peapod_type}"
       pod_annotations = ["io.peapod.*"]
       container_annotations = ["io.peapod.*"]
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{crun}]
+      runtime_type = "{crun_type}"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{crun}.options]
+        BinaryName = "/usr/bin/crun"
+        SystemdCgroup = false
 "#,
         level = std::env::var("PEAPOD_CONTAINERD_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         pause = images::PAUSE_IMAGE,
@@ -811,6 +825,8 @@ disabled_plugins = [{disabled}]
         runc_type = RUNC_RUNTIME,
         peapod = PEAPOD_HANDLER,
         peapod_type = PEAPOD_RUNTIME,
+        crun = CRUN_HANDLER,
+        crun_type = CRUN_RUNTIME,
     )
 }
 

@@ -1,0 +1,612 @@
+//! `make bench`: peapod against runc and crun, side by side on one private containerd
+//! (the containerd suite's harness), the same images and the same machine, in one run.
+//!
+//! Rows, all through CRI as the kubelet drives a runtime:
+//!
+//! 1. pod ready: RunPodSandbox → a sidecar and an app container both running
+//!    (CreateContainer + StartContainer each, "running" per ContainerStatus);
+//! 2. ExecSync of `/bin/true` in the running app container (several per pod);
+//! 3. teardown: StopPodSandbox + RemovePodSandbox of that pod, both containers running;
+//! 4. churn: N sequential create/start/wait-for-exit/remove of `/bin/true` in one pod,
+//!    total and per container;
+//! 5. memory: with M pods running (sandbox + one `sleep` each), the PSS and RSS of the
+//!    handler's resident processes (its shims and any helper they keep) per pod.
+//!
+//! Iterations interleave handlers (runc, crun, peapod, runc, …) so drift (caches, thermal,
+//! other load) hits all alike; warm-up iterations come first and are discarded. The first
+//! warm-up is also the probe: a handler that cannot run a pod there is reported as
+//! unavailable with its error, and the run goes on without it. That is expected of crun
+//! where the host's cgroup layout is one it refuses; for runc or peapod it is a failure.
+//! Any other error (a container that never runs, an ExecSync that fails, a pod that does not
+//! go away) is a failure too: its cells say so, the run goes on, and the binary exits 1.
+//! Nothing asserts on timings.
+//!
+//! After the rows, peapod's per-phase timings come from the shim's `create timings` and
+//! `start timings` lines in containerd's log; then the instance must be empty
+//! (`assert_no_leftovers`) and its teardown must succeed, else the run fails.
+//!
+//! Knobs (environment): `BENCH_ITERATIONS` (20), `BENCH_WARMUP` (2), `BENCH_EXECS` (ExecSyncs
+//! per pod, 5), `BENCH_CHURN_ITERATIONS` (3), `BENCH_CHURN_CONTAINERS` (100),
+//! `BENCH_MEMORY_PODS` (20), `BENCH_MEMORY_SAMPLES` (3), `BENCH_HANDLERS` (`runc,crun,peapod`),
+//! `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
+//! and prints the phase table.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use peapod_tests::containerd::{self, Containerd, CRUN_HANDLER, PEAPOD_HANDLER, RUNC_HANDLER};
+use report::{Context, Phases, Report, Row, Unit};
+use scenarios::Bench;
+
+mod report;
+mod scenarios;
+
+/// Handlers a host may legitimately be unable to run: their failure to run a first pod
+/// makes them unavailable, not the run failed.
+const OPTIONAL_HANDLERS: &[&str] = &[CRUN_HANDLER];
+/// Where the crun handler's binary is (`runtimes.crun.options.BinaryName`).
+const CRUN_BINARY: &str = "/usr/bin/crun";
+
+struct Config {
+    iterations: usize,
+    warmup: usize,
+    execs: usize,
+    churn_iterations: usize,
+    churn_containers: usize,
+    memory_pods: usize,
+    memory_samples: usize,
+    handlers: Vec<String>,
+    out: PathBuf,
+}
+
+fn env_usize(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().with_context(|| format!("{name}={v:?} is not a count")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Config {
+    fn from_env() -> Result<Self> {
+        let handlers: Vec<String> = std::env::var("BENCH_HANDLERS")
+            .unwrap_or_else(|_| format!("{RUNC_HANDLER},{CRUN_HANDLER},{PEAPOD_HANDLER}"))
+            .split(',')
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        for h in &handlers {
+            if ![RUNC_HANDLER, CRUN_HANDLER, PEAPOD_HANDLER].contains(&h.as_str()) {
+                bail!("BENCH_HANDLERS: unknown handler {h:?} (known: runc, crun, peapod)");
+            }
+        }
+        if !handlers.iter().any(|h| h == RUNC_HANDLER) {
+            bail!("BENCH_HANDLERS must include runc: ratios are relative to it");
+        }
+        let out = match std::env::var_os("BENCH_OUT") {
+            Some(dir) => PathBuf::from(dir),
+            None => containerd::target_profile_dir()?
+                .parent()
+                .context("target dir")?
+                .join("bench"),
+        };
+        let config = Self {
+            iterations: env_usize("BENCH_ITERATIONS", 20)?.max(1),
+            warmup: env_usize("BENCH_WARMUP", 2)?,
+            execs: env_usize("BENCH_EXECS", 5)?.max(1),
+            churn_iterations: env_usize("BENCH_CHURN_ITERATIONS", 3)?,
+            churn_containers: env_usize("BENCH_CHURN_CONTAINERS", 100)?.max(1),
+            memory_pods: env_usize("BENCH_MEMORY_PODS", 20)?,
+            memory_samples: env_usize("BENCH_MEMORY_SAMPLES", 3)?.max(1),
+            handlers,
+            out,
+        };
+        Ok(config)
+    }
+}
+
+/// Output of `cmd args`, first line, or `unknown (<why>)`.
+fn first_line_of(cmd: &str, args: &[&str]) -> String {
+    match Command::new(cmd).args(args).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        Ok(out) => format!("unknown ({cmd} {}: {})", args.join(" "), out.status),
+        Err(e) => format!("unknown ({cmd}: {e})"),
+    }
+}
+
+/// `v2`, `hybrid` (v1 controllers plus a v2 tree, `/sys/fs/cgroup/unified`) or `v1`.
+fn cgroup_mode() -> String {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v1 = false;
+    let mut v2_at = None;
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = pre.split(' ').nth(4).unwrap_or_default();
+        match post.split(' ').next() {
+            Some("cgroup") => v1 = true,
+            Some("cgroup2") => v2_at = Some(mount_point.to_string()),
+            _ => {}
+        }
+    }
+    match (v1, v2_at) {
+        (false, Some(_)) => "v2".into(),
+        (true, Some(at)) => {
+            // crun refuses hybrid hosts whose v2 tree holds controllers: say which.
+            let controllers = fs::read_to_string(Path::new(&at).join("cgroup.controllers")).unwrap_or_default();
+            let controllers = controllers.trim();
+            let controllers = if controllers.is_empty() { "none" } else { controllers };
+            format!("hybrid (v1 controllers, v2 tree at {at} with controllers: {controllers})")
+        }
+        (true, None) => "v1".into(),
+        (false, None) => "none found".into(),
+    }
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute averages: other work on the machine skews
+/// timings (interleaving spreads it over handlers, but not away).
+fn load_average() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn machine() -> Vec<(&'static str, String)> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|v| v.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|e| format!("unknown ({e})"), |s| s.trim().to_string());
+    let memory = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or("unknown".into(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0)
+        });
+    let git = first_line_of("git", &["describe", "--always", "--dirty"]);
+    vec![
+        ("machine", format!("{cores} cores ({cpu}), {memory} RAM")),
+        ("kernel", kernel),
+        ("cgroups", cgroup_mode()),
+        ("date", first_line_of("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])),
+        ("load average at start (1, 5, 15 min)", load_average()),
+        ("containerd", first_line_of("containerd", &["--version"])),
+        ("runc", first_line_of("runc", &["--version"])),
+        (
+            "crun",
+            if Path::new(CRUN_BINARY).exists() {
+                first_line_of(CRUN_BINARY, &["--version"])
+            } else {
+                "not installed".into()
+            },
+        ),
+        (
+            "peapod",
+            format!(
+                "containerd-shim-peapod-v2 from {} (git {git})",
+                containerd::target_profile_dir().map_or("?".into(), |d| d.display().to_string())
+            ),
+        ),
+    ]
+}
+
+/// First line of an error's chain (`{:#}` puts the chain on one line; messages relayed
+/// from containerd may hold more).
+fn first_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").lines().next().unwrap_or_default().to_string()
+}
+
+/// The most specific part of an error's first line, for a table cell: what the OCI
+/// runtime said when containerd relays it (after `OCI runtime create failed: `, without
+/// the trailing gRPC code), at most 160 characters. The notes and failures keep it whole.
+fn cell_error(e: &anyhow::Error) -> String {
+    let line = first_line(e);
+    let s = line
+        .rsplit_once("OCI runtime create failed: ")
+        .map_or(line.as_str(), |(_, s)| s);
+    let s = s.strip_suffix(": unknown").unwrap_or(s);
+    if s.chars().count() > 160 {
+        format!("{}…", s.chars().take(160).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The run's state: handlers still in play, rows, failures.
+struct Run {
+    handlers: Vec<String>,
+    unavailable: BTreeMap<String, String>,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    failures: Vec<String>,
+}
+
+const POD_READY: usize = 0;
+const EXEC: usize = 1;
+const TEARDOWN: usize = 2;
+const CHURN_TOTAL: usize = 3;
+const CHURN_EACH: usize = 4;
+const MEM_PSS: usize = 5;
+const MEM_RSS: usize = 6;
+
+impl Run {
+    fn new(config: &Config) -> Self {
+        let rows = vec![
+            Row::new(
+                "pod_ready",
+                "pod ready: RunPodSandbox → sidecar + app running",
+                Unit::Millis,
+                Some(0.33),
+            ),
+            Row::new(
+                "exec_sync",
+                "ExecSync `/bin/true` in a running container",
+                Unit::Millis,
+                Some(0.5),
+            ),
+            Row::new(
+                "teardown",
+                "teardown: StopPodSandbox + RemovePodSandbox, 2 containers running",
+                Unit::Millis,
+                None,
+            ),
+            Row::new(
+                "churn_total",
+                format!(
+                    "churn: {} × create/start/wait-exit/remove `/bin/true` in one pod, total",
+                    config.churn_containers
+                ),
+                Unit::Seconds,
+                None,
+            ),
+            Row::new("churn_per_container", "churn: per container", Unit::Millis, None),
+            Row::new(
+                "shim_pss_per_pod",
+                format!("shim memory per pod, PSS ({} pods running)", config.memory_pods),
+                Unit::Mib,
+                Some(0.2),
+            ),
+            Row::new(
+                "shim_rss_per_pod",
+                format!("shim memory per pod, RSS ({} pods running)", config.memory_pods),
+                Unit::Mib,
+                None,
+            ),
+        ];
+        Self {
+            handlers: config.handlers.clone(),
+            unavailable: BTreeMap::new(),
+            rows,
+            notes: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn available(&self, handler: &str) -> bool {
+        !self.unavailable.contains_key(handler)
+    }
+
+    /// Records that `handler` failed in `rows`: the cells say so, the run fails.
+    fn fail(&mut self, handler: &str, rows: &[usize], what: &str, e: &anyhow::Error) {
+        eprintln!("  {handler}: {what} FAILED: {e:#}");
+        for &r in rows {
+            self.rows[r].cell(handler).error = Some(format!("FAILED: {}", cell_error(e)));
+        }
+        self.failures.push(format!("{handler}, {what}: {e:#}"));
+    }
+
+    fn failed(&self, handler: &str, row: usize) -> bool {
+        self.rows[row].cells.get(handler).is_some_and(|c| c.error.is_some())
+    }
+
+    /// `handler` could not run its first pod: it sits out the whole run and every row says
+    /// why. For an optional handler (crun) that is the host's limit; for the others, a
+    /// failure.
+    fn make_unavailable(&mut self, handler: &str, e: &anyhow::Error) {
+        let optional = OPTIONAL_HANDLERS.contains(&handler);
+        let cell = if optional {
+            format!("cannot run here: {}", cell_error(e))
+        } else {
+            format!("FAILED: {}", cell_error(e))
+        };
+        eprintln!("  {handler}: cannot run a pod: {e:#}");
+        for row in &mut self.rows {
+            row.cell(handler).error = Some(cell.clone());
+        }
+        if !optional {
+            self.failures.push(format!("{handler} cannot run a pod: {e:#}"));
+        }
+        self.unavailable.insert(handler.to_string(), first_line(e));
+    }
+}
+
+fn pod_rows(b: &Bench, config: &Config, run: &mut Run) {
+    let total = config.warmup + config.iterations;
+    eprintln!(
+        "== pod ready / ExecSync / teardown: {} warm-up + {} iterations, {} ExecSyncs per pod",
+        config.warmup, config.iterations, config.execs
+    );
+    for i in 0..total {
+        let warm = i < config.warmup;
+        let mut line = if warm {
+            format!("warm-up {}/{}:", i + 1, config.warmup)
+        } else {
+            format!("iteration {}/{}:", i + 1 - config.warmup, config.iterations)
+        };
+        for h in run.handlers.clone() {
+            if !run.available(&h) || run.failed(&h, POD_READY) {
+                continue;
+            }
+            match scenarios::pod_cycle(b, &h, config.execs) {
+                Ok(t) => {
+                    let exec_median =
+                        report::median(&t.execs.iter().copied().map(ms).collect::<Vec<_>>()).unwrap_or(0.0);
+                    line.push_str(&format!(
+                        "  {h} ready {:.0} ms, exec {:.1} ms, teardown {:.0} ms;",
+                        ms(t.ready),
+                        exec_median,
+                        ms(t.teardown)
+                    ));
+                    if !warm {
+                        run.rows[POD_READY].cell(&h).samples.push(ms(t.ready));
+                        run.rows[EXEC].cell(&h).samples.extend(t.execs.iter().copied().map(ms));
+                        run.rows[TEARDOWN].cell(&h).samples.push(ms(t.teardown));
+                    }
+                }
+                // The very first pod of a handler is the probe.
+                Err(e) if i == 0 => run.make_unavailable(&h, &e),
+                Err(e) => run.fail(&h, &[POD_READY, EXEC, TEARDOWN], "pod cycle", &e),
+            }
+        }
+        eprintln!("  {line}");
+    }
+}
+
+fn churn_rows(b: &Bench, config: &Config, run: &mut Run) {
+    eprintln!(
+        "== churn: {} iterations × {} containers",
+        config.churn_iterations, config.churn_containers
+    );
+    for i in 0..config.churn_iterations {
+        let mut line = format!("iteration {}/{}:", i + 1, config.churn_iterations);
+        for h in run.handlers.clone() {
+            if !run.available(&h) || run.failed(&h, CHURN_TOTAL) {
+                continue;
+            }
+            match scenarios::churn(b, &h, config.churn_containers) {
+                Ok(total) => {
+                    let each = ms(total) / config.churn_containers as f64;
+                    line.push_str(&format!("  {h} {:.1} s ({each:.1} ms each);", total.as_secs_f64()));
+                    run.rows[CHURN_TOTAL].cell(&h).samples.push(total.as_secs_f64());
+                    run.rows[CHURN_EACH].cell(&h).samples.push(each);
+                }
+                Err(e) => run.fail(&h, &[CHURN_TOTAL, CHURN_EACH], "churn", &e),
+            }
+        }
+        eprintln!("  {line}");
+    }
+}
+
+fn memory_rows(b: &Bench, config: &Config, run: &mut Run) {
+    if config.memory_pods == 0 {
+        return;
+    }
+    eprintln!("== memory: {} pods per handler", config.memory_pods);
+    let pods = config.memory_pods as f64;
+    for h in run.handlers.clone() {
+        if !run.available(&h) {
+            continue;
+        }
+        let begun = Instant::now();
+        match scenarios::memory(b, &h, config.memory_pods, config.memory_samples) {
+            Ok(samples) => {
+                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+                let mut threads = 0;
+                if let Some(last) = samples.last() {
+                    for (_, name) in &last.processes {
+                        *counts.entry(name.clone()).or_default() += 1;
+                    }
+                    threads = last.threads;
+                }
+                let mut procs: Vec<String> = counts.iter().map(|(n, c)| format!("{c}× {n}")).collect();
+                if let Some(last) = procs.last_mut() {
+                    last.push_str(&format!(" ({threads} threads in all)"));
+                }
+                for s in &samples {
+                    run.rows[MEM_PSS]
+                        .cell(&h)
+                        .samples
+                        .push(s.pss_kib as f64 / 1024.0 / pods);
+                    run.rows[MEM_RSS]
+                        .cell(&h)
+                        .samples
+                        .push(s.rss_kib as f64 / 1024.0 / pods);
+                }
+                eprintln!(
+                    "  {h}: PSS {:.2} MiB/pod, RSS {:.2} MiB/pod from {} ({:.0} s)",
+                    report::median(&run.rows[MEM_PSS].cell(&h).samples).unwrap_or(0.0),
+                    report::median(&run.rows[MEM_RSS].cell(&h).samples).unwrap_or(0.0),
+                    procs.join(", "),
+                    begun.elapsed().as_secs_f64()
+                );
+                run.notes.push(format!(
+                    "{h}: resident processes for {} pods: {}",
+                    config.memory_pods,
+                    procs.join(", ")
+                ));
+            }
+            Err(e) => run.fail(&h, &[MEM_PSS, MEM_RSS], "memory", &e),
+        }
+    }
+}
+
+/// Starts containerd, runs every row, collects the phases, checks and stops containerd.
+/// Returns the phases; errors only when containerd cannot be set up (the instance is
+/// then torn down on drop).
+fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
+    let ctrd = Containerd::start()?;
+    eprintln!(
+        "containerd {} ready in {:?} ({})",
+        ctrd.pid(),
+        ctrd.startup_time(),
+        ctrd.dir().display()
+    );
+    ctrd.import_images()?;
+    let cri = ctrd.cri()?;
+    let b = Bench { ctrd: &ctrd, cri: &cri };
+    pod_rows(&b, config, run);
+    churn_rows(&b, config, run);
+    memory_rows(&b, config, run);
+
+    let log_path = ctrd.dir().join("containerd.log");
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    let phases = report::parse_phases(&log);
+    let saved = config.out.join("containerd.log");
+    if fs::write(&saved, &log).is_ok() {
+        run.notes
+            .push(format!("containerd's log of this run: {}", saved.display()));
+    }
+    drop(cri);
+    if let Err(e) = ctrd.assert_no_leftovers() {
+        run.failures.push(format!("leftovers after the run: {e:#}"));
+    }
+    if let Err(e) = ctrd.stop() {
+        run.failures.push(format!("containerd teardown: {e:#}"));
+    }
+    Ok(phases)
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<bool> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // `cargo bench` passes `--bench` to every bench binary.
+            "--bench" => {}
+            "--phases" => {
+                let path = args.next().context("--phases needs a containerd log file")?;
+                let log = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+                let phases = report::parse_phases(&log);
+                let context = Context {
+                    machine: Vec::new(),
+                    config: Vec::new(),
+                };
+                let report = Report {
+                    context: &context,
+                    handlers: &[],
+                    unavailable: &BTreeMap::new(),
+                    rows: &[],
+                    phases: &phases,
+                    notes: &[],
+                    failures: &[],
+                    run_seconds: 0.0,
+                };
+                print!("{}", report.phases_markdown());
+                return Ok(true);
+            }
+            "-h" | "--help" => {
+                println!("usage: bench [--phases <containerd.log>]; knobs: BENCH_* environment variables (see tests/bench/main.rs)");
+                return Ok(true);
+            }
+            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    let begun = Instant::now();
+    peapod_tests::require_root()?;
+    let config = Config::from_env()?;
+    containerd::peapod_shim()?;
+    fs::create_dir_all(&config.out).with_context(|| format!("create {}", config.out.display()))?;
+    let mut run = Run::new(&config);
+    if run.handlers.iter().any(|h| h == CRUN_HANDLER) && !Path::new(CRUN_BINARY).exists() {
+        let e = anyhow::anyhow!("{CRUN_BINARY} is missing: run `make deps` (Debian package crun)");
+        run.make_unavailable(CRUN_HANDLER, &e);
+    }
+    let mut context = Context {
+        machine: machine(),
+        config: vec![(
+            "run",
+            format!(
+                "{} iterations per row after {} warm-ups, handlers interleaved ({}); {} ExecSyncs per pod; churn {} × {} \
+                 containers; memory with {} pods, {} readings",
+                config.iterations,
+                config.warmup,
+                config.handlers.join(", "),
+                config.execs,
+                config.churn_iterations,
+                config.churn_containers,
+                config.memory_pods,
+                config.memory_samples
+            ),
+        )],
+    };
+    for (k, v) in &context.machine {
+        eprintln!("{k}: {v}");
+    }
+    let phases = match bench(&config, &mut run) {
+        Ok(p) => p,
+        Err(e) => {
+            run.failures.push(format!("containerd setup: {e:#}"));
+            Phases::default()
+        }
+    };
+    context
+        .machine
+        .push(("load average at end (1, 5, 15 min)", load_average()));
+    let report = Report {
+        context: &context,
+        handlers: &run.handlers,
+        unavailable: &run.unavailable,
+        rows: &run.rows,
+        phases: &phases,
+        notes: &run.notes,
+        failures: &run.failures,
+        run_seconds: begun.elapsed().as_secs_f64(),
+    };
+    let md = report.markdown();
+    let md_path = config.out.join("results.md");
+    let json_path = config.out.join("results.json");
+    fs::write(&md_path, &md).with_context(|| format!("write {}", md_path.display()))?;
+    let json = serde_json::to_string_pretty(&report.json()).context("serialize results")?;
+    fs::write(&json_path, json + "\n").with_context(|| format!("write {}", json_path.display()))?;
+    println!("\n{md}");
+    eprintln!("written: {} and {}", md_path.display(), json_path.display());
+    if !run.failures.is_empty() {
+        eprintln!("bench FAILED ({} failures):", run.failures.len());
+        for f in &run.failures {
+            eprintln!("  {f}");
+        }
+        return Ok(false);
+    }
+    Ok(true)
+}

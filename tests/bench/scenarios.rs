@@ -1,0 +1,374 @@
+//! What one iteration of each row does, through CRI as the kubelet drives a runtime. Each
+//! scenario creates its own pods, measures, and removes them again (also when it fails), so
+//! a failed iteration leaves nothing that skews the next.
+//!
+//! Timers cover runtime work only: pod configs (and the pod log dir the kubelet creates)
+//! are built before the clock starts, and the pod cgroup (`cgroup_parent`, which the kubelet
+//! owns and removes after `RemovePodSandbox`) is removed after it stops.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use peapod_tests::containerd::{self, Containerd};
+use peapod_tests::cri::{self, api, container_config, CriClient};
+
+/// How often a wait polls `ContainerStatus`: short, so the poll adds little to what is
+/// measured, long enough not to steal a core from the runtime on a 2-core machine.
+const POLL: Duration = Duration::from_millis(1);
+/// Bound of any wait for a container state: reaching it is a functional requirement.
+const STATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound of one `ExecSync`.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The containerd instance and a CRI client connected to it.
+pub struct Bench<'a> {
+    pub ctrd: &'a Containerd,
+    pub cri: &'a CriClient,
+}
+
+/// A pod that `RunPodSandbox` created: its id and the config CRI wants again.
+struct RunningPod {
+    id: String,
+    config: api::PodSandboxConfig,
+}
+
+impl RunningPod {
+    /// StopPodSandbox + RemovePodSandbox, timed; then the pod cgroup, as the kubelet
+    /// removes it (fails when the runtime left a container cgroup or process in it).
+    fn remove(&self, cri: &CriClient) -> Result<Duration> {
+        let begun = Instant::now();
+        cri.stop_pod_sandbox(&self.id)?;
+        cri.remove_pod_sandbox(&self.id)?;
+        let took = begun.elapsed();
+        remove_pod_cgroup(&self.config)?;
+        Ok(took)
+    }
+}
+
+fn remove_pod_cgroup(config: &api::PodSandboxConfig) -> Result<()> {
+    if let Some(linux) = &config.linux {
+        containerd::remove_cgroup(&linux.cgroup_parent)?;
+    }
+    Ok(())
+}
+
+/// Runs `f` on a freshly run pod and removes the pod afterwards, also when `f` fails.
+fn with_pod<T>(b: &Bench, handler: &str, name: &str, f: impl FnOnce(&RunningPod) -> Result<T>) -> Result<T> {
+    let pod = run_pod(b, handler, name)?;
+    match f(&pod) {
+        Ok(value) => {
+            pod.remove(b.cri).with_context(|| format!("remove pod {}", pod.id))?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = pod.remove(b.cri);
+            Err(e)
+        }
+    }
+}
+
+/// RunPodSandbox of a pod named `unique_name(name)`. The pod config is built before the
+/// call, so callers may time around it.
+fn run_pod(b: &Bench, handler: &str, name: &str) -> Result<RunningPod> {
+    let config = cri::pod_config(b.ctrd, name)?;
+    run_pod_with(b, handler, config)
+}
+
+fn run_pod_with(b: &Bench, handler: &str, config: api::PodSandboxConfig) -> Result<RunningPod> {
+    match b.cri.run_pod_sandbox(&config, handler) {
+        Ok(id) => Ok(RunningPod { id, config }),
+        Err(e) => {
+            // CRI removes a sandbox it failed to start; the cgroup parent may remain.
+            let _ = remove_pod_cgroup(&config);
+            Err(e).context("RunPodSandbox")
+        }
+    }
+}
+
+/// Creates and starts a container in `pod`; returns its id.
+fn start(b: &Bench, pod: &RunningPod, config: &api::ContainerConfig) -> Result<String> {
+    let name = config.metadata.as_ref().map_or("", |m| m.name.as_str()).to_string();
+    let id = b
+        .cri
+        .create_container(&pod.id, config, &pod.config)
+        .with_context(|| format!("CreateContainer {name}"))?;
+    b.cri
+        .start_container(&id)
+        .with_context(|| format!("StartContainer {name}"))?;
+    Ok(id)
+}
+
+/// Polls `ContainerStatus` every [`POLL`] until container `id` is in `want`. Fails at
+/// once when it exited while `want` is running, and after [`STATE_TIMEOUT`] otherwise,
+/// with the last status.
+fn wait_state(cri: &CriClient, id: &str, want: api::ContainerState) -> Result<api::ContainerStatus> {
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    loop {
+        let status = cri
+            .container_status(id, false)?
+            .status
+            .context("ContainerStatus has no status")?;
+        if status.state == want as i32 {
+            return Ok(status);
+        }
+        let exited = status.state == api::ContainerState::ContainerExited as i32;
+        if (exited && want == api::ContainerState::ContainerRunning) || Instant::now() >= deadline {
+            bail!(
+                "container {id} never became {want:?}: state {:?}, exit code {}, reason {:?}, message {:?}",
+                api::ContainerState::try_from(status.state),
+                status.exit_code,
+                status.reason,
+                status.message
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Times of one pod-lifecycle iteration (rows pod ready, ExecSync and teardown).
+pub struct PodTimes {
+    /// RunPodSandbox until the sidecar and the app container both run.
+    pub ready: Duration,
+    /// Each ExecSync of `/bin/true` in the app container.
+    pub execs: Vec<Duration>,
+    /// StopPodSandbox + RemovePodSandbox with both containers running.
+    pub teardown: Duration,
+}
+
+/// One pod the kubelet's way: RunPodSandbox, CreateContainer + StartContainer of a
+/// sidecar and then an app container (both `sleep`), until ContainerStatus says both run;
+/// then `execs` ExecSyncs of `/bin/true` in the app; then StopPodSandbox +
+/// RemovePodSandbox.
+pub fn pod_cycle(b: &Bench, handler: &str, execs: usize) -> Result<PodTimes> {
+    let config = cri::pod_config(b.ctrd, "bench")?;
+    let sidecar = container_config("sidecar", &["sleep", "3600"]);
+    let app = container_config("app", &["sleep", "3600"]);
+    let begun = Instant::now();
+    let pod = run_pod_with(b, handler, config)?;
+    let measured = (|| -> Result<_> {
+        let sidecar_id = start(b, &pod, &sidecar)?;
+        let app_id = start(b, &pod, &app)?;
+        wait_state(b.cri, &sidecar_id, api::ContainerState::ContainerRunning)?;
+        wait_state(b.cri, &app_id, api::ContainerState::ContainerRunning)?;
+        let ready = begun.elapsed();
+        let mut exec_times = Vec::with_capacity(execs);
+        for _ in 0..execs {
+            let t = Instant::now();
+            let out = b.cri.exec_sync(&app_id, &["/bin/true"], EXEC_TIMEOUT)?;
+            exec_times.push(t.elapsed());
+            ensure!(
+                out.exit_code == 0,
+                "ExecSync /bin/true exited {} (stderr {:?})",
+                out.exit_code,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok((ready, exec_times))
+    })();
+    match measured {
+        Ok((ready, execs)) => {
+            let teardown = pod.remove(b.cri).with_context(|| format!("remove pod {}", pod.id))?;
+            Ok(PodTimes { ready, execs, teardown })
+        }
+        Err(e) => {
+            let _ = pod.remove(b.cri);
+            Err(e)
+        }
+    }
+}
+
+/// `containers` times in one pod: CreateContainer + StartContainer of `/bin/true`, wait
+/// until ContainerStatus says it exited (with code 0), RemoveContainer. Returns the total.
+pub fn churn(b: &Bench, handler: &str, containers: usize) -> Result<Duration> {
+    with_pod(b, handler, "churn", |pod| {
+        let begun = Instant::now();
+        for i in 0..containers {
+            let config = container_config(&format!("true-{i}"), &["/bin/true"]);
+            let id = start(b, pod, &config)?;
+            let status = wait_state(b.cri, &id, api::ContainerState::ContainerExited)?;
+            ensure!(
+                status.exit_code == 0,
+                "container {i} (/bin/true) exited {} (reason {:?}, message {:?})",
+                status.exit_code,
+                status.reason,
+                status.message
+            );
+            b.cri
+                .remove_container(&id)
+                .with_context(|| format!("RemoveContainer {id}"))?;
+        }
+        Ok(begun.elapsed())
+    })
+}
+
+/// One reading of the handler's resident processes.
+pub struct MemSample {
+    /// Sum of `Pss` over the processes, KiB.
+    pub pss_kib: u64,
+    /// Sum of `Rss` over the processes, KiB.
+    pub rss_kib: u64,
+    /// The processes: (pid, name).
+    pub processes: Vec<(u32, String)>,
+    /// Their threads, all together.
+    pub threads: u64,
+}
+
+/// Runs `pods` pods (sandbox + one `sleep` container each), waits until all run, lets
+/// them settle, and reads the shims' memory `samples` times; removes the pods.
+pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<Vec<MemSample>> {
+    let mut running: Vec<RunningPod> = Vec::with_capacity(pods);
+    let measured = (|| -> Result<_> {
+        for _ in 0..pods {
+            running.push(run_pod(b, handler, "mem")?);
+            let pod = running.last().expect("just pushed");
+            let c = start(b, pod, &container_config("sleep", &["sleep", "3600"]))?;
+            wait_state(b.cri, &c, api::ContainerState::ContainerRunning)?;
+        }
+        // Let the shims finish their start-up work (Go's GC, lazily mapped pages).
+        std::thread::sleep(Duration::from_secs(1));
+        let pod_ids: BTreeSet<String> = running.iter().map(|p| p.id.clone()).collect();
+        let mut out = Vec::with_capacity(samples);
+        for i in 0..samples {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            out.push(read_memory(b.ctrd, &pod_ids)?);
+        }
+        Ok(out)
+    })();
+    let mut removal = Ok(());
+    for pod in &running {
+        if let Err(e) = pod.remove(b.cri) {
+            if removal.is_ok() {
+                removal = Err(e.context(format!("remove pod {}", pod.id)));
+            }
+        }
+    }
+    let samples = measured?;
+    removal?;
+    Ok(samples)
+}
+
+/// A process as `/proc` shows it.
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    args: Vec<String>,
+}
+
+fn processes() -> Vec<Proc> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        let Some(ppid) = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        let args = fs::read(entry.path().join("cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        found.push(Proc { pid, ppid, args });
+    }
+    found
+}
+
+/// Whether process `pid` is in the cgroup of one of `ids` (a container or sandbox of the
+/// instance), in any hierarchy.
+fn in_container_cgroup(pid: u32, ids: &BTreeSet<String>) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit(':').next())
+        .any(|path| path.rsplit('/').next().is_some_and(|last| ids.contains(last)))
+}
+
+/// The handler's resident processes for the pods `pod_ids`: every shim serving this
+/// instance (its command line names the instance's containerd address, as `-address`)
+/// started for one of those pods (`-id <sandbox id>`: one shim per pod, for runc's shim
+/// as for peapod's), and every other descendant of such a shim that is not a container's
+/// process (a helper the runtime keeps around; runc, crun and peapod keep none, their init
+/// helpers exit). Shims of other pods, still exiting, and `ctr` commands are not counted.
+fn resident_processes(ctrd: &Containerd, pod_ids: &BTreeSet<String>) -> Vec<Proc> {
+    let address = ctrd.address().to_string_lossy().into_owned();
+    let all = processes();
+    let ids = ctrd.seen_ids();
+    let mut chosen: BTreeSet<u32> = all
+        .iter()
+        .filter(|p| p.args.iter().any(|a| a.contains(&address)))
+        .filter(|p| p.args.windows(2).any(|w| w[0] == "-id" && pod_ids.contains(&w[1])))
+        .map(|p| p.pid)
+        .collect();
+    loop {
+        let more: Vec<u32> = all
+            .iter()
+            .filter(|p| chosen.contains(&p.ppid) && !chosen.contains(&p.pid))
+            .filter(|p| !in_container_cgroup(p.pid, &ids))
+            .map(|p| p.pid)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        chosen.extend(more);
+    }
+    all.into_iter().filter(|p| chosen.contains(&p.pid)).collect()
+}
+
+/// `Rss` and `Pss` of `pid` in KiB, from `/proc/<pid>/smaps_rollup`.
+fn rss_pss_kib(pid: u32) -> Result<(u64, u64)> {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let field = |name: &str| -> Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{path} has no {name}"))
+    };
+    Ok((field("Rss:")?, field("Pss:")?))
+}
+
+fn read_memory(ctrd: &Containerd, pod_ids: &BTreeSet<String>) -> Result<MemSample> {
+    let procs = resident_processes(ctrd, pod_ids);
+    ensure!(
+        !procs.is_empty(),
+        "no shim process with -address {} serves the pods",
+        ctrd.address().display()
+    );
+    let mut sample = MemSample {
+        pss_kib: 0,
+        rss_kib: 0,
+        processes: Vec::new(),
+        threads: 0,
+    };
+    for p in procs {
+        let (rss, pss) = rss_pss_kib(p.pid)?;
+        sample.rss_kib += rss;
+        sample.pss_kib += pss;
+        sample.threads += fs::read_to_string(format!("/proc/{}/status", p.pid))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let name = p
+            .args
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+            .unwrap_or_default();
+        sample.processes.push((p.pid, name));
+    }
+    Ok(sample)
+}
