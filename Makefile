@@ -20,7 +20,7 @@ DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci
 	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
 	docker-registry attr
 
-.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test bench demo install clean
+.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test bench demo demo-bundle install clean
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -76,7 +76,13 @@ bench: pause
 	$(CARGO) build --release -p shim
 	$(CARGO) bench -p peapod-tests --bench bench
 
-demo: deps
+# A pod from examples/ run end to end by the CLI in embedded mode (see scripts/demo).
+demo: deps pause
+	$(CARGO) build -p shim -p peapod-tests --bins
+	scripts/demo
+
+# A single container from an OCI bundle, without pods or images.
+demo-bundle: deps
 	$(CARGO) build --release -p shim
 	scripts/demo-bundle build/demo
 	target/release/peapod run-bundle build/demo
