@@ -244,7 +244,7 @@ pub fn find_program(process: &Process) -> Result<PathBuf> {
         .iter()
         .flatten()
         .find_map(|v| v.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .unwrap_or(crate::spec::DEFAULT_PATH)
         .to_string();
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(&program);

@@ -395,6 +395,22 @@ pub fn cgroup_path(id: &str, given: Option<&Path>) -> Result<String, SpecError> 
     Ok(rel.to_string())
 }
 
+/// The OCI default `PATH` (runtime spec, config "env"; what containerd and runc use).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Capabilities `caps` in the bounding, effective and permitted sets, none inheritable or
+/// ambient: the shape containerd and kubelet give every container.
+pub fn capabilities(caps: HashSet<Capability>) -> oci_spec::runtime::LinuxCapabilities {
+    LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
+        .build()
+        .expect("all fields set")
+}
+
 /// The capabilities containerd gives a container by default (containerd's
 /// `oci.defaultUnixCaps`, the same list as Docker's).
 pub const DEFAULT_CAPS: [Capability; 14] = [
@@ -448,21 +464,10 @@ pub fn default_spec(args: &[&str]) -> Spec {
         .process(
             ProcessBuilder::default()
                 .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .env(vec![
-                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-                ])
+                .env(vec![format!("PATH={DEFAULT_PATH}")])
                 .cwd("/")
                 .user(UserBuilder::default().uid(0u32).gid(0u32).build().expect("user"))
-                .capabilities(
-                    LinuxCapabilitiesBuilder::default()
-                        .bounding(caps.clone())
-                        .effective(caps.clone())
-                        .permitted(caps)
-                        .inheritable(HashSet::new())
-                        .ambient(HashSet::new())
-                        .build()
-                        .expect("caps"),
-                )
+                .capabilities(capabilities(caps))
                 .rlimits(vec![PosixRlimitBuilder::default()
                     .typ(PosixRlimitType::RlimitNofile)
                     .hard(1024u64)

@@ -14,9 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Spec, UserBuilder,
-};
+use oci_spec::runtime::{Capability, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Spec, UserBuilder};
 use sandbox::pod::annotations;
 
 use crate::manifest::{ContainerPlan, EnvValue, ManifestError, PodPlan, VolumeKind, SANDBOX_OOM_SCORE_ADJ};
@@ -144,7 +142,7 @@ pub fn container_spec(
 
     let mut env: Vec<String> = image.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.push(format!("PATH={}", sandbox::spec::DEFAULT_PATH));
     }
     env.push(format!("HOSTNAME={}", plan.hostname));
     for (name, value) in &c.env {
@@ -211,16 +209,7 @@ pub fn container_spec(
         p.set_no_new_privileges(Some(!c.security.allow_privilege_escalation));
         p.set_terminal(Some(c.tty));
         p.set_oom_score_adj(Some(clamp(c.oom_score_adj, rt, &c.name)));
-        p.set_capabilities(Some(
-            LinuxCapabilitiesBuilder::default()
-                .bounding(caps.clone())
-                .effective(caps.clone())
-                .permitted(caps)
-                .inheritable(HashSet::new())
-                .ambient(HashSet::new())
-                .build()
-                .expect("all fields set"),
-        ));
+        p.set_capabilities(Some(sandbox::spec::capabilities(caps)));
     }
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(c.security.read_only_root_filesystem));

@@ -457,9 +457,7 @@ pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<
     let (out, err) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
     let process = oci_spec::runtime::ProcessBuilder::default()
         .args(cmd.to_vec())
-        .env(vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        ])
+        .env(vec![format!("PATH={}", sandbox::spec::DEFAULT_PATH)])
         .cwd("/")
         .user(
             oci_spec::runtime::UserBuilder::default()
