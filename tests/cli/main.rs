@@ -25,6 +25,9 @@ fn main() {
     sandbox::init::run_if_requested();
     run_import_child_if_requested();
     let args = Arguments::from_args();
+    // The pods' CNI bridge is shared host infrastructure; the suite removes it again if
+    // it was not there before.
+    let bridge_before = std::path::Path::new("/sys/class/net/peapod0").exists();
     let root = require_root().map_err(|e| format!("{e:#}"));
     let trials: Vec<Trial> = tests![
         oci_archive_imports_and_busybox_mounts_from_its_layer,
@@ -60,6 +63,12 @@ fn main() {
     })
     .collect();
     let conclusion = libtest_mimic::run(&args, trials);
-    let _ = std::fs::remove_dir(peapod_tests::cgroup_file("memory", "peapod", "").as_path());
+    // The pods' parent cgroup `peapod`, when empty.
+    sandbox::cgroups::rmdir_everywhere("peapod");
+    if !bridge_before {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", "peapod0"])
+            .output();
+    }
     conclusion.exit();
 }
