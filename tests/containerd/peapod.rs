@@ -629,20 +629,18 @@ pub fn init_then_sidecar_then_apps_when_started_at_once(ctrd: &Containerd) -> Re
             at("init2 end")? <= at("side start")?,
             "sidecar started before the inits ended:\n{log}"
         );
-        // KEP-753 guarantees the sidecar's process runs before an app starts, not that its
-        // first command ran: compare the processes' start times (clock ticks since boot,
-        // /proc/1/stat field 22 in each container; no time namespace).
-        let started = |id: &String| -> Result<u64> {
-            Ok(exec_ok(&cri, id, &["cut", "-d", " ", "-f", "22", "/proc/1/stat"])?
-                .trim()
-                .parse()?)
+        // KEP-753 (and the shim) start an app only after the sidecar's process was exec'd,
+        // not after its first command ran: an app's first stamp may precede the sidecar's
+        // by at most the sidecar shell's own start-up (a few ms; more under emulation).
+        let slack_us = if std::env::var_os("PEAPOD_TEST_VM").is_some() {
+            500_000
+        } else {
+            50_000
         };
-        let side = started(&ids[2])?;
-        for (i, app) in [(3, "app1"), (4, "app2")] {
-            let t = started(&ids[i])?;
+        for app in ["app1 start", "app2 start"] {
             ensure!(
-                side <= t,
-                "{app}'s process started before the sidecar's ({t} < {side} ticks)"
+                at("side start")? <= at(app)? + slack_us,
+                "{app} before the sidecar:\n{log}"
             );
         }
         let spread = at("app1 start")?.abs_diff(at("app2 start")?);
