@@ -28,6 +28,12 @@ deps:
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: all Debian packages present"; fi
+	@# The VM tests also boot bookworm-backports' newer kernel.
+	@if ! ls /boot/vmlinuz-*+deb12-amd64 >/dev/null 2>&1; then \
+		echo "installing bookworm-backports' linux-image-amd64 for make vm-test"; \
+		scripts/enable-backports && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports linux-image-amd64; \
+	fi
 
 build:
 	$(CARGO) build --release --workspace
@@ -64,8 +70,13 @@ cli-test: pause
 
 # Privileged, cgroup v2 only: Debian's kernel under qemu (TCG) with cgroup_no_v1=all runs
 # the suites listed in tests/vm/suites; see tests/vm/run (VM_KERNEL, VM_TIMEOUT, ...).
+# Every installed Debian kernel: bookworm's 6.1 and bookworm-backports' newer one.
+VM_KERNELS ?= $(patsubst /boot/vmlinuz-%,%,$(wildcard /boot/vmlinuz-*-amd64))
+
 vm-test:
-	CARGO="$(CARGO)" tests/vm/run
+	@for k in $(VM_KERNELS); do \
+		VM_KERNEL=$$k CARGO="$(CARGO)" tests/vm/run || exit 1; \
+	done
 
 # Privileged: runc, crun and peapod side by side on one private containerd, release builds
 # (the bench binary and the shim both in target/release, where containerd finds the shim).
