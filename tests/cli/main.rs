@@ -11,8 +11,6 @@ mod pods;
 
 use anyhow::Result;
 use images::*;
-use libtest_mimic::{Arguments, Trial};
-use peapod_tests::require_root;
 use pods::*;
 
 macro_rules! tests {
@@ -24,12 +22,10 @@ macro_rules! tests {
 fn main() {
     sandbox::init::run_if_requested();
     run_import_child_if_requested();
-    let args = Arguments::from_args();
     // The pods' CNI bridge is shared host infrastructure; the suite removes it again if
     // it was not there before.
     let bridge_before = std::path::Path::new("/sys/class/net/peapod0").exists();
-    let root = require_root().map_err(|e| format!("{e:#}"));
-    let trials: Vec<Trial> = tests![
+    let tests: Vec<(String, peapod_tests::TestFn)> = tests![
         oci_archive_imports_and_busybox_mounts_from_its_layer,
         whiteouts_in_an_upper_layer_hide_lower_files,
         docker_archive_imports_with_its_config_and_shared_layers,
@@ -54,21 +50,15 @@ fn main() {
         .into_iter()
         .map(|(name, f)| (format!("pods::{name}"), f)),
     )
-    .map(|(name, f)| {
-        let root = root.clone();
-        Trial::test(name, move || {
-            root?;
-            f().map_err(|e| format!("{e:#}").into())
-        })
-    })
     .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    // The pods' parent cgroup `peapod`, when empty.
-    sandbox::cgroups::rmdir_everywhere("peapod");
-    if !bridge_before {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", "peapod0"])
-            .output();
-    }
-    conclusion.exit();
+    peapod_tests::run_privileged_suite(tests, move || {
+        // The pods' parent cgroup `peapod`, when empty.
+        sandbox::cgroups::rmdir_everywhere("peapod");
+        if !bridge_before {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", "peapod0"])
+                .output();
+        }
+        Ok(())
+    });
 }

@@ -7,10 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use libtest_mimic::{Arguments, Trial};
 use oci_spec::runtime::ProcessBuilder;
 use peapod_tests::containerd::peapod_shim;
-use peapod_tests::{require_root, Bundle};
+use peapod_tests::Bundle;
 use shim::embedded::{Shim, TaskIo};
 
 fn sh(script: &str) -> Vec<&str> {
@@ -146,26 +145,10 @@ macro_rules! tests {
 
 fn main() {
     sandbox::init::run_if_requested();
-    let args = Arguments::from_args();
-    let root = require_root().map_err(|e| format!("{e:#}"));
-    let trials = tests![
+    let tests = tests![
         task_lifecycle_without_containerd,
         exec_and_kill_without_containerd,
         cni_attaches_and_releases_a_pod_network
-    ]
-    .into_iter()
-    .map(|(name, f)| {
-        let root = root.clone();
-        Trial::test(name, move || {
-            root?;
-            f().map_err(|e| format!("{e:#}").into())
-        })
-    })
-    .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    if let Err(e) = peapod_tests::sweep_test_cgroups() {
-        eprintln!("suite leak check failed: {e:#}");
-        std::process::exit(101);
-    }
-    conclusion.exit();
+    ];
+    peapod_tests::run_privileged_suite(tests, peapod_tests::sweep_test_cgroups);
 }

@@ -9,7 +9,6 @@ use std::fs;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libtest_mimic::{Arguments, Trial};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
@@ -850,8 +849,6 @@ macro_rules! tests {
 
 fn main() {
     sandbox::init::run_if_requested();
-    let args = Arguments::from_args();
-    let root = require_root().map_err(|e| format!("{e:#}"));
     let tests = tests![
         runs_a_process_and_reports_its_exit_code,
         create_blocks_before_exec_until_start,
@@ -884,20 +881,5 @@ fn main() {
         deleting_a_container_keeps_a_sibling_s_empty_cgroup,
         duplicate_ids_are_refused,
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| {
-            let root = root.clone();
-            Trial::test(name, move || {
-                root?;
-                f().map_err(|e| format!("{e:#}").into())
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    if let Err(e) = sweep_test_cgroups() {
-        eprintln!("suite leak check failed: {e:#}");
-        std::process::exit(101);
-    }
-    conclusion.exit();
+    run_privileged_suite(tests, sweep_test_cgroups);
 }

@@ -186,6 +186,34 @@ impl Bundle {
     }
 }
 
+/// A privileged test: `Ok` or the failure with its cause chain.
+pub type TestFn = fn() -> Result<()>;
+
+/// Runs a privileged suite as a `harness = false` test binary's `main` does after
+/// `sandbox::init::run_if_requested()`: each `(name, test)` becomes a libtest trial that
+/// fails with the reason when not root (never skips); after all of them `after` runs (the
+/// suite's leak checks), and its failure makes the binary exit 101.
+pub fn run_privileged_suite<S: Into<String>>(tests: Vec<(S, TestFn)>, after: impl FnOnce() -> Result<()>) -> ! {
+    let args = libtest_mimic::Arguments::from_args();
+    let root = require_root().map_err(|e| format!("{e:#}"));
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            let root = root.clone();
+            libtest_mimic::Trial::test(name, move || {
+                root?;
+                f().map_err(|e| format!("{e:#}").into())
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Err(e) = after() {
+        eprintln!("suite leak check failed: {e:#}");
+        std::process::exit(101);
+    }
+    conclusion.exit()
+}
+
 /// After the whole suite: no cgroup of this test process may remain under `peapod-test/`,
 /// and the shared parent is removed when empty. Returns the leftovers as an error.
 pub fn sweep_test_cgroups() -> Result<()> {
