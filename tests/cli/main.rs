@@ -9,15 +9,9 @@
 mod images;
 mod pods;
 
-use anyhow::Result;
 use images::*;
+use peapod_tests::tests;
 use pods::*;
-
-macro_rules! tests {
-    ($($f:ident),* $(,)?) => {
-        vec![$((stringify!($f), $f as fn() -> Result<()>)),*]
-    };
-}
 
 fn main() {
     sandbox::init::run_if_requested();

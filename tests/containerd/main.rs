@@ -234,12 +234,7 @@ fn cri_pod_gets_an_address_from_the_test_network(ctrd: &Containerd, rt: &Runtime
 fn cri_containers_live_under_the_pod_cgroup_parent(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
     let cri = ctrd.cri()?;
     let pod = Pod::run(ctrd, &cri, "cgroups", rt.handler)?;
-    let parent = pod
-        .config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .unwrap_or_default();
+    let parent = pod.cgroup_parent();
     let result = (|| {
         let c = container_config("c", &sh("head -c 4000000 /dev/zero > /tmp/f; sleep 3600"));
         let id = pod.start(&cri, &c)?;

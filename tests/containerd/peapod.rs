@@ -504,12 +504,7 @@ pub fn pod_cgroup_holds_the_pod_limits(ctrd: &Containerd) -> Result<()> {
             ("io.peapod.pod-memory-limit", "128Mi"),
         ],
     )?;
-    let parent = pod
-        .config
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.clone())
-        .unwrap_or_default();
+    let parent = pod.cgroup_parent();
     let result = (|| {
         let mut c = container_config("c", &["sleep", "3600"]);
         c.linux.get_or_insert_with(Default::default).resources = Some(api::LinuxContainerResources {

@@ -3,6 +3,7 @@
 //!
 //! `harness = false`: this binary is also a container init helper (`sandbox::init`).
 
+use peapod_tests::tests;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -135,12 +136,6 @@ fn cni_attaches_and_releases_a_pod_network() -> Result<()> {
     result?;
     ensure!(!std::path::Path::new(&netns).exists(), "netns {netns} left behind");
     Ok(())
-}
-
-macro_rules! tests {
-    ($($f:ident),* $(,)?) => {
-        vec![$((stringify!($f), $f as fn() -> Result<()>)),*]
-    };
 }
 
 fn main() {

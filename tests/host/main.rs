@@ -5,6 +5,7 @@
 //! `harness = false`: this binary is also the container init helper (see
 //! `sandbox::init`), so `main` dispatches to it before running tests.
 
+use peapod_tests::tests;
 use std::fs;
 use std::time::Duration;
 
@@ -838,13 +839,6 @@ fn duplicate_ids_are_refused() -> Result<()> {
         "{err:#}"
     );
     Ok(())
-}
-
-/// `(name, fn)` pairs, named after the functions.
-macro_rules! tests {
-    ($($f:ident),* $(,)?) => {
-        vec![$((stringify!($f), $f as fn() -> Result<()>)),*]
-    };
 }
 
 fn main() {

@@ -79,6 +79,15 @@ impl Pod {
         Ok(id)
     }
 
+    /// The pod's `cgroup_parent` (where CRI puts its cgroups), empty when unset.
+    pub fn cgroup_parent(&self) -> String {
+        self.config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default()
+    }
+
     /// The host path of a container's log (`log_directory` + `log_path`).
     pub fn log_path(&self, config: &api::ContainerConfig) -> PathBuf {
         self.log_dir.join(&config.log_path)

@@ -186,6 +186,15 @@ impl Bundle {
     }
 }
 
+/// `tests![f, g]`: `(name, f as TestFn)` pairs named after the functions, for
+/// [`run_privileged_suite`].
+#[macro_export]
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        vec![$((stringify!($f), $f as $crate::TestFn)),*]
+    };
+}
+
 /// A privileged test: `Ok` or the failure with its cause chain.
 pub type TestFn = fn() -> Result<()>;
 
