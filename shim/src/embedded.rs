@@ -4,7 +4,8 @@
 //! over ttrpc, so every pod feature behaves the same with or without containerd.
 //!
 //! There is no containerd to receive events: the shim runs with `TTRPC_ADDRESS` empty
-//! and only logs them; the CLI learns states from `State` and `Wait`.
+//! and appends them to an event log instead (`$PEAPOD_EVENT_LOG`), where the CLI reads
+//! container start and exit times; live states come from `State` and `Wait`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -97,9 +98,14 @@ impl Shim {
     /// Runs `<binary> -namespace … -address … -id <task_id> start` in `bundle`, as
     /// containerd does, and connects to the address it prints. A pod's later tasks reach
     /// the same shim when their `config.json` names the sandbox
-    /// (`io.kubernetes.cri.sandbox-id`).
-    pub fn start(binary: &Path, task_id: &str, bundle: &Path) -> Result<Shim> {
-        let out = Command::new(binary)
+    /// (`io.kubernetes.cri.sandbox-id`). With `event_log`, the shim appends its task
+    /// events there ([`crate::events::read_log`] reads them).
+    pub fn start(binary: &Path, task_id: &str, bundle: &Path, event_log: Option<&Path>) -> Result<Shim> {
+        let mut cmd = Command::new(binary);
+        if let Some(path) = event_log {
+            cmd.env(crate::events::EVENT_LOG_ENV, path);
+        }
+        let out = cmd
             .args([
                 "-namespace",
                 EMBEDDED_NAMESPACE,

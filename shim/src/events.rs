@@ -6,8 +6,17 @@
 //! forward is retried with backoff on a fresh connection, then logged and dropped: a
 //! publishing failure never fails a task operation. A full queue drops the event with an
 //! error log rather than blocking the caller.
+//!
+//! Without containerd (the `peapod` CLI's embedded mode) events can instead be appended to
+//! an event log, `$PEAPOD_EVENT_LOG`: the same [`Envelope`]s, each length-delimited
+//! (a varint length, then the message), written synchronously in publishing order.
+//! [`read_log`] reads them back; `peapod describe` shows them as the pod's events.
 
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::events::task::{
@@ -15,7 +24,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{MessageField, MessageFull};
+use containerd_shim_protos::protobuf::{CodedInputStream, Message, MessageField, MessageFull};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::ttrpc::{self, context};
@@ -65,12 +74,24 @@ pub fn to_timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// The environment variable naming the event log of a shim started without containerd.
+pub const EVENT_LOG_ENV: &str = "PEAPOD_EVENT_LOG";
+
 /// Where events go.
 #[derive(Clone)]
 pub struct Publisher {
     namespace: String,
-    /// `None` when nobody listens for events (the CLI's embedded mode).
-    tx: Option<SyncSender<Envelope>>,
+    sink: Sink,
+}
+
+#[derive(Clone)]
+enum Sink {
+    /// Nobody listens: events are only logged.
+    None,
+    /// containerd, through the forwarding thread.
+    Containerd(SyncSender<Envelope>),
+    /// An append-only event log.
+    File(Arc<Mutex<File>>),
 }
 
 impl Publisher {
@@ -88,8 +109,18 @@ impl Publisher {
             .expect("spawn event publisher thread");
         Self {
             namespace: namespace.to_string(),
-            tx: Some(tx),
+            sink: Sink::Containerd(tx),
         }
+    }
+
+    /// Appends events to the log at `path` (created if missing): for a shim started
+    /// without containerd but with [`EVENT_LOG_ENV`] set, as the CLI's embedded mode does.
+    pub fn to_file(path: &Path, namespace: &str) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self {
+            namespace: namespace.to_string(),
+            sink: Sink::File(Arc::new(Mutex::new(file))),
+        })
     }
 
     /// A publisher that only logs events (at debug level): for a shim started without
@@ -97,7 +128,7 @@ impl Publisher {
     pub fn disabled(namespace: &str) -> Self {
         Self {
             namespace: namespace.to_string(),
-            tx: None,
+            sink: Sink::None,
         }
     }
 
@@ -117,9 +148,23 @@ impl Publisher {
             event: MessageField::some(any),
             ..Default::default()
         };
-        let Some(tx) = &self.tx else {
-            tracing::debug!(topic = E::TOPIC, "event (no listener)");
-            return;
+        let tx = match &self.sink {
+            Sink::Containerd(tx) => tx,
+            Sink::None => {
+                tracing::debug!(topic = E::TOPIC, "event (no listener)");
+                return;
+            }
+            Sink::File(file) => {
+                // One write per envelope on an O_APPEND file: records never interleave.
+                let written = envelope
+                    .write_length_delimited_to_bytes()
+                    .map_err(io::Error::other)
+                    .and_then(|bytes| file.lock().expect("event log lock").write_all(&bytes));
+                if let Err(e) = written {
+                    tracing::error!(topic = E::TOPIC, error = %e, "cannot append to the event log");
+                }
+                return;
+            }
         };
         match tx.try_send(envelope) {
             Ok(()) => {}
@@ -137,6 +182,25 @@ pub fn pack<M: MessageFull>(m: &M) -> Result<Any, containerd_shim_protos::protob
         value: m.write_to_bytes()?,
         ..Default::default()
     })
+}
+
+/// Reads an event log written by [`Publisher::to_file`]: the envelopes in order. A record
+/// cut short (the shim killed mid-write) ends the list; a missing file is an empty log.
+pub fn read_log(path: &Path) -> io::Result<Vec<Envelope>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut input = CodedInputStream::from_bytes(&bytes);
+    let mut out = Vec::new();
+    while !input.eof().unwrap_or(true) {
+        match input.read_message::<Envelope>() {
+            Ok(e) => out.push(e),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
 }
 
 fn forward_loop(address: &str, rx: Receiver<Envelope>) {
@@ -176,5 +240,38 @@ fn forward_loop(address: &str, rx: Receiver<Envelope>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_log_reads_back_in_order_and_stops_at_a_torn_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let p = Publisher::to_file(&path, "ns").unwrap();
+        p.publish(TaskStart {
+            container_id: "a".into(),
+            pid: 7,
+            ..Default::default()
+        });
+        p.publish(TaskExit {
+            container_id: "a".into(),
+            exit_status: 3,
+            ..Default::default()
+        });
+        let log = read_log(&path).unwrap();
+        let topics: Vec<_> = log.iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(topics, ["/tasks/start", "/tasks/exit"]);
+        let exit = TaskExit::parse_from_bytes(&log[1].event.value).unwrap();
+        assert_eq!((exit.container_id.as_str(), exit.exit_status), ("a", 3));
+        // A record cut short by a killed shim ends the log.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 2);
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(read_log(&path).unwrap().len(), 1);
+        assert!(read_log(&dir.path().join("missing")).unwrap().is_empty());
     }
 }

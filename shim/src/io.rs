@@ -6,7 +6,10 @@
 //!   a background child that keeps the pipe open (`sh -c 'sleep 20 &'`) does not keep
 //!   containerd waiting: once the process exits, the copier drains what is buffered and
 //!   closes its FIFO end.
-//! - `file:///path`: appended to the file.
+//! - `file:///path`: appended to the file. peapod's extension `file:///path?format=cri`
+//!   writes Kubernetes' CRI log format instead, as containerd's CRI plugin does for
+//!   kubelet: one `<RFC 3339 time> <stdout|stderr> <F|P> <text>` record per line (the
+//!   `peapod` CLI's embedded mode uses it, so `logs --timestamps` works alike in both modes).
 //! - `binary:///path?args`: containerd's logging-binary protocol: the binary gets the
 //!   process's stdout on fd 3, stderr on fd 4, and closes fd 5 when ready; environment
 //!   `CONTAINER_ID` and `CONTAINER_NAMESPACE`.
@@ -129,6 +132,7 @@ impl ProcessIo {
                 .map_err(err("stdout", &stdout, "dup pty master"))
         };
         if let Some(sink) = open_sink("stdout", &stdout)? {
+            // A terminal has one output stream: CRI logs call it stdout.
             self.copiers
                 .push(spawn_copier("stdout", dup(&master)?, sink, self.exited.clone()));
         }
@@ -181,12 +185,82 @@ fn err<'a>(stream: &'static str, uri: &'a str, op: &'static str) -> impl FnOnce(
     }
 }
 
+/// Kubernetes' CRI log records longer than this are split into partial (`P`) records,
+/// like containerd's CRI plugin does (its default `max_container_log_line_size`), in bytes.
+pub const CRI_MAX_LINE: usize = 16 * 1024;
+
+/// An opened output target.
+struct Sink {
+    file: File,
+    /// For `?format=cri`: the stream name and the line not yet ended by a newline.
+    cri: Option<(&'static str, Vec<u8>)>,
+}
+
+impl Sink {
+    /// Writes process output: as is, or as CRI records of the complete lines.
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let Some((stream, pending)) = &mut self.cri else {
+            return self.file.write_all(data);
+        };
+        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+            pending.extend_from_slice(&data[..end]);
+            data = &data[end + 1..];
+            let line = std::mem::take(pending);
+            write_cri(&mut self.file, stream, true, &line)?;
+        }
+        pending.extend_from_slice(data);
+        while pending.len() >= CRI_MAX_LINE {
+            let rest = pending.split_off(CRI_MAX_LINE);
+            let part = std::mem::replace(pending, rest);
+            write_cri(&mut self.file, stream, false, &part)?;
+        }
+        Ok(())
+    }
+
+    /// At end of output: a last line without newline still becomes a full record.
+    fn finish(&mut self) -> io::Result<()> {
+        match &mut self.cri {
+            Some((stream, pending)) if !pending.is_empty() => {
+                let line = std::mem::take(pending);
+                write_cri(&mut self.file, stream, true, &line)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One CRI log record, in one `write` (O_APPEND keeps the stdout and stderr copiers'
+/// records whole in the shared file).
+fn write_cri(file: &mut File, stream: &str, full: bool, text: &[u8]) -> io::Result<()> {
+    let tag = if full { 'F' } else { 'P' };
+    let mut record = format!("{} {stream} {tag} ", jiff::Timestamp::now()).into_bytes();
+    record.extend_from_slice(text);
+    record.push(b'\n');
+    file.write_all(&record)
+}
+
 /// Opens an output target: `None` for an empty URI.
-fn open_sink(stream: &'static str, uri: &str) -> Result<Option<File>, IoError> {
+fn open_sink(stream: &'static str, uri: &str) -> Result<Option<Sink>, IoError> {
     if uri.is_empty() {
         return Ok(None);
     }
-    if let Some(path) = uri.strip_prefix("file://") {
+    if let Some(target) = uri.strip_prefix("file://") {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let cri = match query {
+            "" => None,
+            "format=cri" => Some((stream, Vec::new())),
+            other => {
+                return Err(IoError {
+                    stream,
+                    uri: uri.to_string(),
+                    op: "parse the file URI",
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("unknown query {other:?} (only format=cri is known)"),
+                    ),
+                })
+            }
+        };
         let path = PathBuf::from(path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err(stream, uri, "create log directory"))?;
@@ -195,7 +269,7 @@ fn open_sink(stream: &'static str, uri: &str) -> Result<Option<File>, IoError> {
             .create(true)
             .append(true)
             .open(&path)
-            .map(Some)
+            .map(|file| Some(Sink { file, cri }))
             .map_err(err(stream, uri, "open log file"));
     }
     // containerd's FIFO: read-write so the open never blocks and a vanished reader never
@@ -205,13 +279,13 @@ fn open_sink(stream: &'static str, uri: &str) -> Result<Option<File>, IoError> {
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(uri)
-        .map(Some)
+        .map(|file| Some(Sink { file, cri: None }))
         .map_err(err(stream, uri, "open fifo"))
 }
 
 /// Copies `src` (a pipe or pty master) to `sink` until end-of-file (EIO on a pty whose
 /// slaves are all closed), or, once `exited` is set, until nothing more is buffered.
-fn spawn_copier(name: &'static str, src: File, mut sink: File, exited: Arc<AtomicBool>) -> JoinHandle<()> {
+fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<AtomicBool>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("io-{name}"))
         .spawn(move || {
@@ -226,7 +300,7 @@ fn spawn_copier(name: &'static str, src: File, mut sink: File, exited: Arc<Atomi
                 match src.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        if let Err(e) = sink.write_all(&buf[..n]) {
+                        if let Err(e) = sink.write(&buf[..n]) {
                             tracing::warn!(stream = name, error = %e, "write to stdio target");
                         }
                     }
@@ -245,6 +319,9 @@ fn spawn_copier(name: &'static str, src: File, mut sink: File, exited: Arc<Atomi
                         break;
                     }
                 }
+            }
+            if let Err(e) = sink.finish() {
+                tracing::warn!(stream = name, error = %e, "write to stdio target");
             }
         })
         .expect("spawn io copier")
@@ -305,4 +382,56 @@ fn spawn_logger(target: &str, uri: &str, stdout: File, stderr: File, owner: &IoO
     let mut byte = [0u8; 1];
     let _ = (&ready_r).read(&mut byte);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(path: &std::path::Path) -> Vec<(String, String, String)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut f = l.splitn(4, ' ');
+                let time = f.next().unwrap();
+                assert!(time.parse::<jiff::Timestamp>().is_ok(), "time {time:?}");
+                let (stream, tag, text) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap_or(""));
+                (stream.to_string(), tag.to_string(), text.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cri_sink_writes_one_record_per_line_and_splits_long_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c.log");
+        let uri = format!("file://{}?format=cri", log.display());
+        let mut sink = open_sink("stderr", &uri).unwrap().unwrap();
+        sink.write(b"one\ntw").unwrap();
+        sink.write(b"o\n\n").unwrap();
+        sink.write(&vec![b'x'; CRI_MAX_LINE + 3]).unwrap();
+        sink.write(b"\nlast").unwrap();
+        sink.finish().unwrap();
+        let long = "x".repeat(CRI_MAX_LINE);
+        let want = [
+            ("stderr", "F", "one"),
+            ("stderr", "F", "two"),
+            ("stderr", "F", ""),
+            ("stderr", "P", long.as_str()),
+            ("stderr", "F", "xxx"),
+            ("stderr", "F", "last"),
+        ];
+        let got = records(&log);
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0.as_str(), g.1.as_str(), g.2.as_str()), w);
+        }
+    }
+
+    #[test]
+    fn unknown_file_query_is_refused_with_its_name() {
+        let e = open_sink("stdout", "file:///tmp/x.log?format=json").err().unwrap();
+        assert!(e.to_string().contains("format=json"), "{e}");
+    }
 }

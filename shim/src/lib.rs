@@ -8,6 +8,8 @@
 
 pub mod args;
 pub mod cni;
+pub mod crilog;
+pub mod display;
 pub mod embedded;
 pub mod error;
 pub mod events;
@@ -15,6 +17,7 @@ pub mod images;
 pub mod io;
 pub mod manifest;
 pub mod pods;
+pub mod podstatus;
 pub mod reaper;
 pub mod runner;
 pub mod serve;

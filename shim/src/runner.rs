@@ -26,6 +26,7 @@ use crate::embedded::{Shim, TaskIo};
 use crate::images::Store;
 use crate::manifest::PodPlan;
 use crate::pods::{container_spec, sandbox_spec, ImageConfig, PodRuntime};
+use crate::podstatus::{exit_event, pod_status, Exit, Observation, Observed, PodEvent};
 
 /// Where the CLI keeps things.
 #[derive(Debug, Clone)]
@@ -100,6 +101,11 @@ impl PodRecord {
     /// The log file of container `name`.
     pub fn log_path(&self, paths: &Paths, name: &str) -> PathBuf {
         paths.pod_data(&self.key).join("logs").join(format!("{name}.log"))
+    }
+
+    /// The shim's event log (`$PEAPOD_EVENT_LOG`), in the pod's state directory.
+    pub fn event_log(&self, paths: &Paths) -> PathBuf {
+        paths.pod_state(&self.key).join("events")
     }
 
     /// The task id of container `name`.
@@ -254,7 +260,12 @@ fn run_inner(
         serde_json::to_vec_pretty(&sandbox_spec(&plan, &rt))?,
     )?;
     progress("starting the pod sandbox");
-    let shim = Shim::start(&bins.shim, &record.sandbox_id, &sandbox_bundle)?;
+    let shim = Shim::start(
+        &bins.shim,
+        &record.sandbox_id,
+        &sandbox_bundle,
+        Some(&record.event_log(paths)),
+    )?;
     record.shim_address = shim.address().to_string();
     record.save(paths)?;
     let pid = shim.create(&record.sandbox_id, &sandbox_bundle, &[], &TaskIo::default())?;
@@ -297,9 +308,10 @@ fn run_inner(
         let spec = container_spec(&plan, c, &config, &rt)?;
         fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
         let log = record.log_path(paths, &c.name);
+        // Kubernetes' CRI log format, as containerd writes it under kubelet.
         let io = TaskIo {
-            stdout: format!("file://{}", log.display()),
-            stderr: format!("file://{}", log.display()),
+            stdout: format!("file://{}?format=cri", log.display()),
+            stderr: format!("file://{}?format=cri", log.display()),
             terminal: c.tty,
             ..Default::default()
         };
@@ -345,49 +357,200 @@ pub struct ContainerStatus {
     pub exit_code: Option<u32>,
 }
 
-/// The pod's phase and containers (kubelet's rules, simplified: no restarts).
-pub fn status(record: &PodRecord) -> (String, Vec<ContainerStatus>) {
+/// The pod's phase and containers, short form (see [`observe`] for the whole status).
+pub fn status(paths: &Paths, record: &PodRecord) -> (String, Vec<ContainerStatus>) {
+    let view = observe(paths, record);
+    let containers = view
+        .observed
+        .iter()
+        .map(|o| {
+            let (state, exit_code) = match &o.state {
+                Observation::Absent => ("unknown", None),
+                Observation::Created => ("created", None),
+                Observation::Running(_) => ("running", None),
+                Observation::Exited(e) => ("stopped", Some(e_code(e))),
+                Observation::BackOff => ("stopped", o.last_exit.as_ref().map(e_code)),
+            };
+            ContainerStatus {
+                name: o.name.clone(),
+                state: state.to_string(),
+                exit_code,
+            }
+        })
+        .collect();
+    (view.status.phase.clone().unwrap_or_default(), containers)
+}
+
+fn e_code(e: &Exit) -> u32 {
+    u32::try_from(e.code).unwrap_or(255)
+}
+
+/// A pod as the CLI shows it: kubelet's `v1.PodStatus`, the observations it was
+/// computed from, and the events from the shim's event log.
+#[derive(Debug, Clone)]
+pub struct PodView {
+    /// Status (phase, conditions, container statuses).
+    pub status: k8s_openapi::api::core::v1::PodStatus,
+    /// One per container, declaration order.
+    pub observed: Vec<Observed>,
+    /// What happened, oldest first.
+    pub events: Vec<PodEvent>,
+}
+
+fn timestamp(t: &containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp) -> Option<jiff::Timestamp> {
+    (t.seconds > 0)
+        .then(|| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        .flatten()
+}
+
+/// Observes a pod: live states from its shim (`State`), start times, exit history and
+/// OOM kills from its event log. A shim that cannot be reached leaves only what the log
+/// tells, and the phase `Unknown`.
+pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
+    use containerd_shim_protos::events::task::{TaskCreate, TaskExit, TaskOOM, TaskStart};
+    use containerd_shim_protos::protobuf::Message;
     use containerd_shim_protos::types::task::Status as S;
-    let shim = Shim::connect(&record.shim_address).ok();
-    let mut out = Vec::new();
-    for (name, id) in &record.containers {
-        let st = shim.as_ref().and_then(|s| s.state(id, "").ok());
-        let (state, exit_code) = match st.map(|s| (s.status.enum_value_or_default(), s.exit_status)) {
-            Some((S::RUNNING, _)) => ("running", None),
-            Some((S::CREATED, _)) => ("created", None),
-            Some((S::PAUSED, _)) => ("paused", None),
-            Some((S::STOPPED, code)) => ("stopped", Some(code)),
-            _ => ("unknown", None),
+
+    let log = crate::events::read_log(&record.event_log(paths)).unwrap_or_default();
+    let name_of = |id: &str| record.containers.iter().find(|(_, i)| i == id).map(|(n, _)| n.clone());
+    // Per container: the runs seen in the log (start time, then its exit).
+    let mut runs: std::collections::HashMap<String, Vec<Exit>> = std::collections::HashMap::new();
+    let mut events = Vec::new();
+    for envelope in &log {
+        let time = envelope.timestamp.as_ref().and_then(timestamp).unwrap_or_default();
+        let value = &envelope.event.value;
+        let (id, what) = match envelope.topic.as_str() {
+            "/tasks/create" => match TaskCreate::parse_from_bytes(value) {
+                Ok(e) => (e.container_id, "create"),
+                Err(_) => continue,
+            },
+            "/tasks/start" => match TaskStart::parse_from_bytes(value) {
+                Ok(e) => (e.container_id, "start"),
+                Err(_) => continue,
+            },
+            "/tasks/exit" => match TaskExit::parse_from_bytes(value) {
+                // Exits of execs are not the container's.
+                Ok(e) if e.id == e.container_id || e.id.is_empty() => {
+                    let Some(name) = name_of(&e.container_id) else { continue };
+                    let run = runs.entry(name.clone()).or_default();
+                    if let Some(last) = run.last_mut() {
+                        last.code = i32::try_from(e.exit_status).unwrap_or(255);
+                        last.finished = e.exited_at.as_ref().and_then(timestamp).or(Some(time));
+                        events.push(exit_event(time, &name, last));
+                    }
+                    continue;
+                }
+                _ => continue,
+            },
+            "/tasks/oom" => match TaskOOM::parse_from_bytes(value) {
+                Ok(e) => (e.container_id, "oom"),
+                Err(_) => continue,
+            },
+            _ => continue,
         };
-        out.push(ContainerStatus {
+        let Some(name) = name_of(&id) else { continue };
+        let run = runs.entry(name.clone()).or_default();
+        match what {
+            "create" => events.push(PodEvent {
+                time,
+                warning: false,
+                reason: "Created".into(),
+                message: format!("Created container {name}"),
+            }),
+            "start" => {
+                run.push(Exit {
+                    started: Some(time),
+                    ..Default::default()
+                });
+                events.push(PodEvent {
+                    time,
+                    warning: false,
+                    reason: "Started".into(),
+                    message: format!("Started container {name}"),
+                });
+            }
+            _ => {
+                if let Some(last) = run.last_mut() {
+                    last.oom = true;
+                }
+                events.push(PodEvent {
+                    time,
+                    warning: true,
+                    reason: "OOMKilling".into(),
+                    message: format!("Memory cgroup out of memory: killed a process of container {name}"),
+                });
+            }
+        }
+    }
+
+    let shim = Shim::connect(&record.shim_address).ok();
+    let sandbox_ready = shim
+        .as_ref()
+        .and_then(|s| s.state(&record.sandbox_id, "").ok())
+        .is_some_and(|st| st.status.enum_value_or_default() == S::RUNNING);
+    let mut observed = Vec::new();
+    for (c, (name, id)) in record.plan.containers.iter().zip(&record.containers) {
+        let history = runs.remove(name).unwrap_or_default();
+        let live = shim.as_ref().and_then(|s| s.state(id, "").ok());
+        let state = match live.as_ref().map(|s| s.status.enum_value_or_default()) {
+            Some(S::RUNNING | S::PAUSED) => Observation::Running(history.last().and_then(|r| r.started)),
+            Some(S::CREATED) => Observation::Created,
+            Some(S::STOPPED) => {
+                let st = live.as_ref().expect("live");
+                let mut exit = history.last().cloned().unwrap_or_default();
+                exit.code = i32::try_from(st.exit_status).unwrap_or(255);
+                exit.finished = st.exited_at.as_ref().and_then(timestamp).or(exit.finished);
+                Observation::Exited(exit)
+            }
+            _ => match history.last() {
+                Some(e) if e.finished.is_some() => Observation::Exited(e.clone()),
+                _ => Observation::Absent,
+            },
+        };
+        let restarts = history.len().saturating_sub(1);
+        observed.push(Observed {
             name: name.clone(),
-            state: state.to_string(),
-            exit_code,
+            container_id: format!("peapod://{id}"),
+            image: c.image.clone(),
+            state,
+            restart_count: i32::try_from(restarts).unwrap_or(i32::MAX),
+            last_exit: (restarts > 0).then(|| history[history.len() - 2].clone()),
         });
     }
-    let roles: Vec<_> = record.plan.containers.iter().map(|c| c.role).collect();
-    let apps: Vec<&ContainerStatus> = out
-        .iter()
-        .zip(&roles)
-        .filter(|(_, r)| **r == sandbox::pod::Role::App)
-        .map(|(s, _)| s)
-        .collect();
-    let init_failed = out
-        .iter()
-        .zip(&roles)
-        .any(|(s, r)| *r == sandbox::pod::Role::Init && s.exit_code.is_some_and(|c| c != 0));
-    let phase = if shim.is_none() {
-        "Unknown"
-    } else if init_failed || apps.iter().any(|s| s.exit_code.is_some_and(|c| c != 0)) {
-        "Failed"
-    } else if apps.iter().all(|s| s.exit_code == Some(0)) {
-        "Succeeded"
-    } else if apps.iter().any(|s| s.state == "running") {
-        "Running"
-    } else {
-        "Pending"
-    };
-    (phase.to_string(), out)
+    let started = jiff::Timestamp::from_second(i64::try_from(record.created).unwrap_or(0)).ok();
+    let mut status = pod_status(&record.plan, &observed, sandbox_ready, record.ip.as_deref(), started);
+    if shim.is_none() {
+        status.phase = Some("Unknown".into());
+    }
+    events.sort_by_key(|e| e.time);
+    PodView {
+        status,
+        observed,
+        events,
+    }
+}
+
+/// Keeps the manifest as written next to the pod's record (for `get -o yaml`).
+pub fn save_manifest(paths: &Paths, record: &PodRecord, pod: &k8s_openapi::api::core::v1::Pod) -> Result<()> {
+    let path = paths.pod_state(&record.key).join("manifest.json");
+    fs::write(&path, serde_json::to_vec(pod)?).with_context(|| format!("write {}", path.display()))
+}
+
+/// The pod as the CLI prints it.
+pub fn summary(paths: &Paths, record: &PodRecord) -> crate::display::PodSummary {
+    let view = observe(paths, record);
+    let manifest = fs::read(paths.pod_state(&record.key).join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    crate::display::PodSummary {
+        plan: record.plan.clone(),
+        manifest,
+        uid: record.uid.clone(),
+        created: jiff::Timestamp::from_second(i64::try_from(record.created).unwrap_or(0)).ok(),
+        status: view.status,
+        events: view.events,
+        runtime: "embedded".into(),
+    }
 }
 
 /// Deletes a pod: termination through the sandbox (SIGTERM to all, grace, SIGKILL),

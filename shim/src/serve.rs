@@ -48,10 +48,15 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<()> {
         .context("listener fd")?;
     let listener = sandbox::sys::adopt_inherited_fd(fd).context("adopt listener")?;
     std::env::remove_var(LISTENER_ENV);
-    // containerd always sets TTRPC_ADDRESS; the peapod CLI's embedded mode leaves it empty.
+    // containerd always sets TTRPC_ADDRESS; the peapod CLI's embedded mode leaves it empty
+    // and may name an event log instead.
     let publisher = match std::env::var("TTRPC_ADDRESS") {
         Ok(address) if !address.is_empty() => Publisher::new(&address, &flags.namespace),
-        _ => Publisher::disabled(&flags.namespace),
+        _ => match std::env::var_os(crate::events::EVENT_LOG_ENV) {
+            Some(path) if !path.is_empty() => Publisher::to_file(Path::new(&path), &flags.namespace)
+                .with_context(|| format!("open the event log {}", Path::new(&path).display()))?,
+            _ => Publisher::disabled(&flags.namespace),
+        },
     };
     let service = Service::new(&flags.namespace, Paths::for_namespace(&flags.namespace), publisher);
 

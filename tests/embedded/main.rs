@@ -46,7 +46,7 @@ fn task_lifecycle_without_containerd() -> Result<()> {
     let b = Bundle::new("emb", &sh("echo hi-from-embedded; exit 4"))?;
     b.write()?;
     let (io, log) = file_io(b.path(), "out");
-    let shim = Shim::start(&peapod_shim()?, &b.id, b.path())?;
+    let shim = Shim::start(&peapod_shim()?, &b.id, b.path(), None)?;
     let result = (|| {
         let pid = shim.create(&b.id, b.path(), &[], &io)?;
         ensure!(shim.state(&b.id, "")?.pid == pid, "State reports another pid");
@@ -70,7 +70,7 @@ fn task_lifecycle_without_containerd() -> Result<()> {
 fn exec_and_kill_without_containerd() -> Result<()> {
     let b = Bundle::new("embexec", &["sleep", "30"])?;
     b.write()?;
-    let shim = Shim::start(&peapod_shim()?, &b.id, b.path())?;
+    let shim = Shim::start(&peapod_shim()?, &b.id, b.path(), None)?;
     let result = (|| {
         let pid = shim.create(&b.id, b.path(), &[], &TaskIo::default())?;
         shim.start_task(&b.id, "")?;

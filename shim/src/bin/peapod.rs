@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::{kill, SigSet, Signal};
 use sandbox::{Config, Container, CreateOptions, Stdio};
+use shim::display;
 use shim::runner::{self, NetworkMode, Paths};
 
 #[derive(Parser)]
@@ -44,6 +45,16 @@ enum Network {
     None,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// More columns.
+    Wide,
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the Pod in a manifest (embedded mode: no containerd needed).
@@ -56,10 +67,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "cni")]
         network: Network,
     },
-    /// List pods: NAME READY STATUS RESTARTS AGE IP.
+    /// List pods: NAME READY STATUS RESTARTS AGE IP (kubelet's phases and reasons).
     Get {
         /// `pods` (or `pod`, `po`).
         resource: String,
+        /// Only this pod.
+        name: Option<String>,
+        /// `wide` (adds NODE, QOS, RUNTIME), `yaml` or `json` (`v1.Pod` objects with status).
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Output>,
+    },
+    /// Show a pod in detail: containers with state, reason, exit code, start and finish
+    /// times; phase and conditions; volumes; events.
+    Describe {
+        /// `pod` (or `pods`, `po`).
+        resource: String,
+        /// The pod.
+        name: String,
     },
     /// Print a container's logs.
     Logs {
@@ -68,6 +92,15 @@ enum Command {
         /// The container (default: the pod's only app container).
         #[arg(short = 'c', long)]
         container: Option<String>,
+        /// Keep printing new lines until the container stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// The previous run of a restarted container.
+        #[arg(short = 'p', long)]
+        previous: bool,
+        /// Prefix each line with its RFC 3339 time.
+        #[arg(long)]
+        timestamps: bool,
     },
     /// Run a command in a container of a pod.
     Exec {
@@ -151,8 +184,15 @@ fn main() {
     };
     let result = match cli.command {
         Command::Run { file, network } => run(&paths, &file, network),
-        Command::Get { resource } => get(&paths, &resource),
-        Command::Logs { pod, container } => logs(&paths, &cli.namespace, &pod, container),
+        Command::Get { resource, name, output } => get(&paths, &cli.namespace, &resource, name, output),
+        Command::Describe { resource, name } => describe(&paths, &cli.namespace, &resource, &name),
+        Command::Logs {
+            pod,
+            container,
+            follow,
+            previous,
+            timestamps,
+        } => logs(&paths, &cli.namespace, &pod, container, follow, previous, timestamps),
         Command::Exec {
             pod,
             container,
@@ -179,7 +219,7 @@ fn main() {
     }
 }
 
-fn read_manifest(file: &PathBuf) -> Result<shim::manifest::PodPlan> {
+fn read_manifest(file: &PathBuf) -> Result<(k8s_openapi::api::core::v1::Pod, shim::manifest::PodPlan)> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -187,7 +227,8 @@ fn read_manifest(file: &PathBuf) -> Result<shim::manifest::PodPlan> {
     };
     let pod = shim::manifest::parse(&file.to_string_lossy(), &text)?;
     let memory = sysinfo_memory().unwrap_or(8 << 30);
-    Ok(shim::manifest::plan(&pod, memory)?)
+    let plan = shim::manifest::plan(&pod, memory)?;
+    Ok((pod, plan))
 }
 
 /// MemTotal from /proc/meminfo, in bytes (for kubelet's oom_score_adj).
@@ -204,13 +245,14 @@ fn sysinfo_memory() -> Option<u64> {
 }
 
 fn run(paths: &Paths, file: &PathBuf, network: Network) -> Result<i32> {
-    let plan = read_manifest(file)?;
+    let (pod, plan) = read_manifest(file)?;
     let bins = runner::Binaries::find()?;
     let network = match network {
         Network::Cni => NetworkMode::Cni,
         Network::None => NetworkMode::None,
     };
     let record = runner::run(paths, &bins, &plan, network, &|msg| eprintln!("{}: {msg}", plan.name))?;
+    runner::save_manifest(paths, &record, &pod)?;
     println!(
         "pod/{} created{}",
         record.plan.name,
@@ -219,44 +261,41 @@ fn run(paths: &Paths, file: &PathBuf, network: Network) -> Result<i32> {
     Ok(0)
 }
 
-fn age(created: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let s = now.saturating_sub(created);
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        _ => format!("{}h", s / 3600),
+fn check_pods(resource: &str) -> Result<()> {
+    if !matches!(resource, "pods" | "pod" | "po") {
+        bail!("the server doesn't have a resource type {resource:?}: peapod knows pods");
     }
+    Ok(())
 }
 
-fn get(paths: &Paths, resource: &str) -> Result<i32> {
-    if !matches!(resource, "pods" | "pod" | "po") {
-        bail!("resource {resource:?}: peapod knows pods");
-    }
-    println!(
-        "{:<24} {:<7} {:<10} {:<9} {:<6} IP",
-        "NAME", "READY", "STATUS", "RESTARTS", "AGE"
-    );
-    for record in runner::list(paths)? {
-        let (phase, containers) = runner::status(&record);
-        let apps: Vec<_> = containers
-            .iter()
-            .zip(&record.plan.containers)
-            .filter(|(_, c)| c.role != sandbox::pod::Role::Init)
-            .collect();
-        let ready = apps.iter().filter(|(s, _)| s.state == "running").count();
-        println!(
-            "{:<24} {:<7} {:<10} {:<9} {:<6} {}",
-            record.plan.name,
-            format!("{ready}/{}", apps.len()),
-            phase,
-            0,
-            age(record.created),
-            record.ip.as_deref().unwrap_or("<none>")
-        );
-    }
+fn get(paths: &Paths, namespace: &str, resource: &str, name: Option<String>, output: Option<Output>) -> Result<i32> {
+    check_pods(resource)?;
+    let records = match &name {
+        Some(n) => vec![runner::load(paths, &runner::key(namespace, n))?],
+        None => runner::list(paths)?
+            .into_iter()
+            .filter(|r| r.plan.namespace == namespace)
+            .collect(),
+    };
+    let pods: Vec<_> = records.iter().map(|r| runner::summary(paths, r)).collect();
+    let text = match output {
+        None | Some(Output::Wide) if pods.is_empty() => {
+            eprintln!("No resources found in {namespace} namespace.");
+            return Ok(0);
+        }
+        None => display::table(&pods, false),
+        Some(Output::Wide) => display::table(&pods, true),
+        Some(Output::Yaml) => display::serialize(&pods, name.is_some(), true).map_err(anyhow::Error::msg)?,
+        Some(Output::Json) => display::serialize(&pods, name.is_some(), false).map_err(anyhow::Error::msg)?,
+    };
+    print!("{text}");
+    Ok(0)
+}
+
+fn describe(paths: &Paths, namespace: &str, resource: &str, name: &str) -> Result<i32> {
+    check_pods(resource)?;
+    let record = runner::load(paths, &runner::key(namespace, name))?;
+    print!("{}", display::describe(&runner::summary(paths, &record)));
     Ok(0)
 }
 
@@ -279,12 +318,34 @@ fn pick_container(record: &runner::PodRecord, container: Option<String>) -> Resu
     }
 }
 
-fn logs(paths: &Paths, namespace: &str, pod: &str, container: Option<String>) -> Result<i32> {
+fn logs(
+    paths: &Paths,
+    namespace: &str,
+    pod: &str,
+    container: Option<String>,
+    follow: bool,
+    previous: bool,
+    timestamps: bool,
+) -> Result<i32> {
     let record = runner::load(paths, &runner::key(namespace, pod))?;
     let name = pick_container(&record, container)?;
+    if record.task_id(&name).is_none() {
+        bail!("container {name:?} is not valid for pod {pod:?}");
+    }
+    if previous {
+        // kubectl's wording: no run of this container ended before the current one.
+        bail!("previous terminated container {name:?} in pod {pod:?} not found");
+    }
     let path = record.log_path(paths, &name);
-    let text = std::fs::read(&path).with_context(|| format!("no logs for container {name:?} ({})", path.display()))?;
-    std::io::Write::write_all(&mut std::io::stdout(), &text)?;
+    let running = || {
+        runner::status(paths, &record)
+            .1
+            .iter()
+            .any(|c| c.name == name && matches!(c.state.as_str(), "running" | "created"))
+    };
+    let opts = shim::crilog::Options { timestamps };
+    shim::crilog::print(&path, &mut std::io::stdout().lock(), opts, follow, &running)
+        .with_context(|| format!("logs of container {name:?} ({})", path.display()))?;
     Ok(0)
 }
 
@@ -300,7 +361,7 @@ fn exec(paths: &Paths, namespace: &str, pod: &str, container: Option<String>, co
 fn delete(paths: &Paths, namespace: &str, target: &[String], file: Option<PathBuf>, grace: Option<u64>) -> Result<i32> {
     let (namespace, name) = match (file, target) {
         (Some(f), []) => {
-            let plan = read_manifest(&f)?;
+            let (_, plan) = read_manifest(&f)?;
             (plan.namespace, plan.name)
         }
         (None, [kind, name]) if matches!(kind.as_str(), "pod" | "pods" | "po") => (namespace.to_string(), name.clone()),

@@ -1,0 +1,378 @@
+//! What the `peapod` CLI prints about pods, the way kubectl prints them: the `get pods`
+//! table (and `-o wide`), `-o yaml|json` (a `v1.Pod`, or a `v1.List` of them), and
+//! `describe pod`. The same for embedded and CRI mode: both hand over a [`PodSummary`].
+
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sandbox::pod::Role;
+
+use crate::manifest::PodPlan;
+use crate::podstatus::{ready_column, restarts, status_column, PodEvent};
+
+/// One pod as a mode reports it.
+#[derive(Debug, Clone)]
+pub struct PodSummary {
+    /// The checked manifest.
+    pub plan: PodPlan,
+    /// The manifest as written (`spec` for `-o yaml`), when known.
+    pub manifest: Option<Pod>,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// When the pod was created.
+    pub created: Option<jiff::Timestamp>,
+    /// kubelet's status.
+    pub status: PodStatus,
+    /// Events, oldest first.
+    pub events: Vec<PodEvent>,
+    /// `embedded` or the CRI endpoint.
+    pub runtime: String,
+}
+
+/// kubectl's age format (`duration.HumanDuration`): `45s`, `3m12s`, `25m`, `5h3m`, `14h`,
+/// `3d4h`, `12d`, `2y45d`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (m, h, day) = (s / 60, s / 3600, s / 86_400);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=599 if s.is_multiple_of(60) => format!("{m}m"),
+        120..=599 => format!("{m}m{}s", s % 60),
+        600..=10_799 => format!("{m}m"),
+        10_800..=28_799 if m.is_multiple_of(60) => format!("{h}h"),
+        10_800..=28_799 => format!("{h}h{}m", m % 60),
+        28_800..=172_799 => format!("{h}h"),
+        172_800..=691_199 if h.is_multiple_of(24) => format!("{day}d"),
+        172_800..=691_199 => format!("{day}d{}h", h % 24),
+        _ if day < 365 * 2 => format!("{day}d"),
+        _ => format!("{}y{}d", day / 365, day % 365),
+    }
+}
+
+fn age(t: Option<jiff::Timestamp>) -> String {
+    match t {
+        Some(t) => {
+            let d = jiff::Timestamp::now().duration_since(t);
+            human_duration(std::time::Duration::try_from(d).unwrap_or_default())
+        }
+        None => "<unknown>".into(),
+    }
+}
+
+fn node_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The `get pods` table: `NAME READY STATUS RESTARTS AGE IP`; `wide` adds `NODE`,
+/// `QOS` and `RUNTIME`.
+pub fn table(pods: &[PodSummary], wide: bool) -> String {
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "READY".into(),
+        "STATUS".into(),
+        "RESTARTS".into(),
+        "AGE".into(),
+        "IP".into(),
+    ]];
+    if wide {
+        rows[0].extend(["NODE".to_string(), "QOS".into(), "RUNTIME".into()]);
+    }
+    for p in pods {
+        let mut row = vec![
+            p.plan.name.clone(),
+            ready_column(&p.plan, &p.status),
+            status_column(&p.plan, &p.status),
+            restarts(&p.status).to_string(),
+            age(p.created),
+            p.status.pod_ip.clone().unwrap_or_else(|| "<none>".into()),
+        ];
+        if wide {
+            row.extend([
+                node_name(),
+                p.status.qos_class.clone().unwrap_or_default(),
+                p.runtime.clone(),
+            ]);
+        }
+        rows.push(row);
+    }
+    columns(&rows)
+}
+
+/// Left-aligned columns three spaces apart, like kubectl's tabwriter.
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}   ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The pod as a `v1.Pod`: the manifest's metadata and spec, with uid, creation time and
+/// the observed status.
+pub fn to_pod(p: &PodSummary) -> Pod {
+    let mut pod = p.manifest.clone().unwrap_or_default();
+    let meta = &mut pod.metadata;
+    meta.name = Some(p.plan.name.clone());
+    meta.namespace = Some(p.plan.namespace.clone());
+    meta.uid = Some(p.uid.clone());
+    meta.creation_timestamp = p.created.map(Time);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_name = Some(node_name());
+    }
+    pod.status = Some(p.status.clone());
+    pod
+}
+
+/// `-o json` or `-o yaml` of `pods`: one `v1.Pod` when `single`, else a `v1.List`.
+///
+/// Errors: serialisation failures (not expected for these types).
+pub fn serialize(pods: &[PodSummary], single: bool, yaml: bool) -> Result<String, String> {
+    let value = if single && pods.len() == 1 {
+        let mut v = serde_json::to_value(to_pod(&pods[0])).map_err(|e| e.to_string())?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("apiVersion".into(), "v1".into());
+            o.insert("kind".into(), "Pod".into());
+        }
+        v
+    } else {
+        let items: Vec<serde_json::Value> = pods
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(to_pod(p)).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("apiVersion".into(), "v1".into());
+                    o.insert("kind".into(), "Pod".into());
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}})
+    };
+    if yaml {
+        serde_yaml_ng::to_string(&value).map_err(|e| e.to_string())
+    } else {
+        serde_json::to_string_pretty(&value)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn time(t: Option<&Time>) -> String {
+    t.map_or_else(
+        || "<unknown>".into(),
+        |t| t.0.strftime("%a, %d %b %Y %H:%M:%S %z").to_string(),
+    )
+}
+
+fn describe_state(out: &mut String, label: &str, state: &ContainerState) {
+    if let Some(r) = &state.running {
+        let _ = writeln!(out, "    {label:<16}Running");
+        let _ = writeln!(out, "      Started:      {}", time(r.started_at.as_ref()));
+    } else if let Some(t) = &state.terminated {
+        let _ = writeln!(out, "    {label:<16}Terminated");
+        let _ = writeln!(out, "      Reason:       {}", t.reason.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "      Exit Code:    {}", t.exit_code);
+        let _ = writeln!(out, "      Started:      {}", time(t.started_at.as_ref()));
+        let _ = writeln!(out, "      Finished:     {}", time(t.finished_at.as_ref()));
+    } else if let Some(w) = &state.waiting {
+        let _ = writeln!(out, "    {label:<16}Waiting");
+        let _ = writeln!(out, "      Reason:       {}", w.reason.as_deref().unwrap_or(""));
+    }
+}
+
+fn describe_container(out: &mut String, plan: &PodPlan, s: &ContainerStatus) {
+    let c = plan.containers.iter().find(|c| c.name == s.name);
+    let _ = writeln!(out, "  {}:", s.name);
+    if let Some(c) = c {
+        if c.role == Role::Sidecar {
+            let _ = writeln!(out, "    Restart Policy: Always (sidecar)");
+        }
+    }
+    let _ = writeln!(out, "    Container ID:   {}", s.container_id.as_deref().unwrap_or(""));
+    let _ = writeln!(out, "    Image:          {}", s.image);
+    if let Some(c) = c {
+        if let Some(cmd) = &c.command {
+            let _ = writeln!(out, "    Command:        {}", cmd.join(" "));
+        }
+        if let Some(args) = &c.args {
+            let _ = writeln!(out, "    Args:           {}", args.join(" "));
+        }
+    }
+    if let Some(state) = &s.state {
+        describe_state(out, "State:", state);
+    }
+    if let Some(last) = &s.last_state {
+        describe_state(out, "Last State:", last);
+    }
+    let _ = writeln!(out, "    Ready:          {}", s.ready);
+    let _ = writeln!(out, "    Restart Count:  {}", s.restart_count);
+    if let Some(c) = c {
+        let r = &c.resources;
+        if r.cpu_limit.is_some() || r.memory_limit.is_some() {
+            let _ = writeln!(out, "    Limits:");
+            if let Some(m) = r.cpu_limit {
+                let _ = writeln!(out, "      cpu:     {m}m");
+            }
+            if let Some(b) = r.memory_limit {
+                let _ = writeln!(out, "      memory:  {b}");
+            }
+        }
+        if r.cpu_request.is_some() || r.memory_request.is_some() {
+            let _ = writeln!(out, "    Requests:");
+            if let Some(m) = r.cpu_request {
+                let _ = writeln!(out, "      cpu:     {m}m");
+            }
+            if let Some(b) = r.memory_request {
+                let _ = writeln!(out, "      memory:  {b}");
+            }
+        }
+        if !c.mounts.is_empty() {
+            let _ = writeln!(out, "    Mounts:");
+            for m in &c.mounts {
+                let mode = if m.read_only { "ro" } else { "rw" };
+                let _ = writeln!(out, "      {} from {} ({mode})", m.path, m.volume);
+            }
+        }
+    }
+}
+
+/// `describe pod`: metadata, status, IPs, containers (state, reason, exit code, started
+/// and finished times), conditions, volumes, QoS class and events.
+pub fn describe(p: &PodSummary) -> String {
+    let mut out = String::new();
+    let st = &p.status;
+    let w = &mut out;
+    let _ = writeln!(w, "Name:             {}", p.plan.name);
+    let _ = writeln!(w, "Namespace:        {}", p.plan.namespace);
+    let _ = writeln!(w, "Node:             {}", node_name());
+    let _ = writeln!(w, "Runtime:          {}", p.runtime);
+    let _ = writeln!(w, "Start Time:       {}", time(st.start_time.as_ref()));
+    let labels: Vec<String> = p.plan.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(
+        w,
+        "Labels:           {}",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join("\n                  ")
+        }
+    );
+    let _ = writeln!(w, "UID:              {}", p.uid);
+    let _ = writeln!(w, "Status:           {}", st.phase.as_deref().unwrap_or("Unknown"));
+    let _ = writeln!(w, "IP:               {}", st.pod_ip.as_deref().unwrap_or(""));
+    if let Some(inits) = st.init_container_statuses.as_deref().filter(|s| !s.is_empty()) {
+        let _ = writeln!(w, "Init Containers:");
+        for s in inits {
+            describe_container(w, &p.plan, s);
+        }
+    }
+    let _ = writeln!(w, "Containers:");
+    for s in st.container_statuses.as_deref().unwrap_or_default() {
+        describe_container(w, &p.plan, s);
+    }
+    let _ = writeln!(w, "Conditions:");
+    let _ = writeln!(w, "  {:<27}Status", "Type");
+    for c in st.conditions.as_deref().unwrap_or_default() {
+        let _ = writeln!(w, "  {:<27}{}", c.type_, c.status);
+    }
+    if !p.plan.volumes.is_empty() {
+        let _ = writeln!(w, "Volumes:");
+        for (name, v) in &p.plan.volumes {
+            let _ = writeln!(w, "  {name}:");
+            match v {
+                crate::manifest::VolumeKind::EmptyDir(e) => {
+                    let _ = writeln!(
+                        w,
+                        "    Type:       EmptyDir (a temporary directory that shares a pod's lifetime)"
+                    );
+                    let _ = writeln!(w, "    Medium:     {}", e.medium);
+                    let _ = writeln!(w, "    SizeLimit:  {}", e.size_limit.as_deref().unwrap_or("<unset>"));
+                }
+                crate::manifest::VolumeKind::HostPath { path, kind } => {
+                    let _ = writeln!(w, "    Type:          HostPath (bare host directory volume)");
+                    let _ = writeln!(w, "    Path:          {path}");
+                    let _ = writeln!(w, "    HostPathType:  {kind}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(w, "QoS Class:        {}", st.qos_class.as_deref().unwrap_or(""));
+    if p.events.is_empty() {
+        let _ = writeln!(w, "Events:           <none>");
+    } else {
+        let _ = writeln!(w, "Events:");
+        let mut rows = vec![vec![
+            "  Type".to_string(),
+            "Reason".into(),
+            "Age".into(),
+            "From".into(),
+            "Message".into(),
+        ]];
+        rows.push(
+            rows[0]
+                .iter()
+                .map(|h| format!("  {}", "-".repeat(h.trim().len())).trim_start().to_string())
+                .collect(),
+        );
+        rows[1][0] = format!("  {}", rows[1][0]);
+        for e in &p.events {
+            rows.push(vec![
+                format!("  {}", if e.warning { "Warning" } else { "Normal" }),
+                e.reason.clone(),
+                age(Some(e.time)),
+                "peapod".into(),
+                e.message.clone(),
+            ]);
+        }
+        w.push_str(&columns(&rows));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(human_duration(s(45)), "45s");
+        assert_eq!(human_duration(s(192)), "3m12s");
+        assert_eq!(human_duration(s(25 * 60)), "25m");
+        assert_eq!(human_duration(s(5 * 3600 + 180)), "5h3m");
+        assert_eq!(human_duration(s(14 * 3600)), "14h");
+        assert_eq!(human_duration(s(3 * 86_400 + 4 * 3600)), "3d4h");
+        assert_eq!(human_duration(s(12 * 86_400)), "12d");
+    }
+
+    #[test]
+    fn columns_align() {
+        let t = columns(&[
+            vec!["NAME".into(), "READY".into()],
+            vec!["a-long-name".into(), "1/1".into()],
+        ]);
+        assert_eq!(t, "NAME          READY\na-long-name   1/1\n");
+    }
+}
