@@ -217,6 +217,23 @@ impl CriClient {
         Ok(resp.image)
     }
 
+    /// `PullImage` (image service): fetches `image_ref` into the runtime's image store;
+    /// returns the image reference the runtime resolved (its digest). Pulls may be slow:
+    /// the deadline is `timeout`, not the default call deadline.
+    pub fn pull_image(&self, image_ref: &str, timeout: Duration) -> Result<String> {
+        let req = api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: image_ref.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let resp = self.call(&self.images, "PullImage", timeout, req, |mut c, r| async move {
+            c.pull_image(r).await
+        })?;
+        Ok(resp.image_ref)
+    }
+
     /// `RunPodSandbox`: creates and starts the pod sandbox described by `config` with the
     /// runtime handler `runtime_handler` (a key of containerd's `runtimes` table, e.g.
     /// `runc`; empty for the default). Returns the sandbox id.

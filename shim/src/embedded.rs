@@ -279,6 +279,31 @@ impl Shim {
             .map(drop)
     }
 
+    /// `ResizePty` of a task or exec with a terminal, in character cells.
+    pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let req = api::ResizePtyRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+            ..Default::default()
+        };
+        self.client.resize_pty(ctx(), &req).map_err(call_err("ResizePty", id))?;
+        Ok(())
+    }
+
+    /// `CloseIO`: the process's stdin reaches end-of-file.
+    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        let req = api::CloseIORequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+            ..Default::default()
+        };
+        self.client.close_io(ctx(), &req).map_err(call_err("CloseIO", id))?;
+        Ok(())
+    }
+
     /// `Shutdown`: the shim exits once no task is left.
     pub fn shutdown(&self) -> Result<()> {
         let req = api::ShutdownRequest::default();

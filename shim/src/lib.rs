@@ -9,6 +9,7 @@
 pub mod args;
 pub mod cni;
 pub mod crilog;
+pub mod crimode;
 pub mod display;
 pub mod embedded;
 pub mod error;

@@ -207,6 +207,20 @@ pub struct PodPlan {
 /// `oom_score_adj` of the pod sandbox (kubelet's `PodInfraOOMAdj`).
 pub const SANDBOX_OOM_SCORE_ADJ: i32 = -998;
 
+/// This machine's memory (MemTotal from /proc/meminfo), bytes: the node capacity in
+/// kubelet's `oom_score_adj` policy; 8 GiB if it cannot be read.
+pub fn memory_capacity() -> u64 {
+    let kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines()
+            .find(|l| l.starts_with("MemTotal:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+    });
+    kb.map_or(8 << 30, |kb| kb * 1024)
+}
+
 /// Parses a Pod manifest (`apiVersion: v1`, `kind: Pod`) from YAML or JSON.
 ///
 /// Errors: [`ManifestError::Parse`] naming `file` for bad YAML, another kind, or

@@ -146,15 +146,7 @@ pub fn container_spec(
     }
     env.push(format!("HOSTNAME={}", plan.hostname));
     for (name, value) in &c.env {
-        let v = match value {
-            EnvValue::Literal(v) => v.clone(),
-            EnvValue::Field(f) => match f.as_str() {
-                "metadata.name" => plan.name.clone(),
-                "metadata.namespace" => plan.namespace.clone(),
-                "metadata.uid" => rt.uid.clone(),
-                _ => rt.ip.clone(),
-            },
-        };
+        let v = env_value(plan, value, &rt.uid, &rt.ip);
         env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
         env.push(format!("{name}={v}"));
     }
@@ -283,6 +275,21 @@ pub fn container_spec(
         }
     }
     Ok(spec)
+}
+
+/// The value of an `env` entry: a literal, or the downward API's `metadata.name`,
+/// `metadata.namespace`, `metadata.uid` or `status.podIP` (the only fields the manifest
+/// accepts).
+pub fn env_value(plan: &PodPlan, value: &EnvValue, uid: &str, ip: &str) -> String {
+    match value {
+        EnvValue::Literal(v) => v.clone(),
+        EnvValue::Field(f) => match f.as_str() {
+            "metadata.name" => plan.name.clone(),
+            "metadata.namespace" => plan.namespace.clone(),
+            "metadata.uid" => uid.to_string(),
+            _ => ip.to_string(),
+        },
+    }
 }
 
 fn all_capabilities() -> HashSet<Capability> {

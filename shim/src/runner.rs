@@ -141,7 +141,8 @@ pub fn load(paths: &Paths, key: &str) -> Result<PodRecord> {
     Ok(serde_json::from_slice(&text)?)
 }
 
-fn new_uid() -> String {
+/// A random UUID (the kernel's), for `metadata.uid`.
+pub fn new_uid() -> String {
     fs::read_to_string("/proc/sys/kernel/random/uuid").map_or_else(|_| format!("{:x}", now()), |u| u.trim().to_string())
 }
 
@@ -603,9 +604,14 @@ fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Resul
     Ok(())
 }
 
-/// Runs `cmd` in container `name` of the pod and returns (exit status, stdout, stderr):
-/// non-interactive, the output collected in files and returned once the process exited.
-pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<u8>, Vec<u8>)> {
+/// The process of an exec in container `name`: `cmd` with the container's user and the
+/// default `PATH`; returns it with the container's task id.
+fn exec_process(
+    record: &PodRecord,
+    name: &str,
+    cmd: &[String],
+    tty: bool,
+) -> Result<(String, oci_spec::runtime::Process)> {
     let id = record
         .task_id(name)
         .with_context(|| format!("no container {name:?} in pod {}", record.plan.name))?;
@@ -615,13 +621,15 @@ pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<
         .iter()
         .find(|c| c.name == name)
         .context("container")?;
-    let shim = Shim::connect(&record.shim_address)?;
-    let tmp = tempfile::Builder::new().prefix("peapod-exec-").tempdir()?;
-    let (out, err) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let mut env = vec![format!("PATH={}", sandbox::spec::DEFAULT_PATH)];
+    if tty {
+        env.push("TERM=xterm".into());
+    }
     let process = oci_spec::runtime::ProcessBuilder::default()
         .args(cmd.to_vec())
-        .env(vec![format!("PATH={}", sandbox::spec::DEFAULT_PATH)])
+        .env(env)
         .cwd("/")
+        .terminal(tty)
         .user(
             oci_spec::runtime::UserBuilder::default()
                 .uid(plan.security.run_as_user.unwrap_or(0))
@@ -629,16 +637,164 @@ pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<
                 .build()?,
         )
         .build()?;
-    let exec_id = format!("exec-{}", new_uid().split('-').next().unwrap_or("0"));
+    Ok((id.to_string(), process))
+}
+
+fn new_exec_id() -> String {
+    format!("exec-{}", new_uid().split('-').next().unwrap_or("0"))
+}
+
+/// Runs `cmd` in container `name` of the pod and returns (exit status, stdout, stderr):
+/// non-interactive, the output collected in files and returned once the process exited.
+pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<u8>, Vec<u8>)> {
+    let (id, process) = exec_process(record, name, cmd, false)?;
+    let shim = Shim::connect(&record.shim_address)?;
+    let tmp = tempfile::Builder::new().prefix("peapod-exec-").tempdir()?;
+    let (out, err) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let exec_id = new_exec_id();
     let io = TaskIo {
         stdout: format!("file://{}", out.display()),
         stderr: format!("file://{}", err.display()),
         ..Default::default()
     };
-    shim.exec(id, &exec_id, &process, &io)?;
-    shim.start_task(id, &exec_id)?;
-    let code = shim.wait(id, &exec_id)?;
-    shim.delete(id, &exec_id)?;
+    shim.exec(&id, &exec_id, &process, &io)?;
+    shim.start_task(&id, &exec_id)?;
+    let code = shim.wait(&id, &exec_id)?;
+    shim.delete(&id, &exec_id)?;
     let read = |p: &Path| fs::read(p).unwrap_or_default();
     Ok((code, read(&out), read(&err)))
+}
+
+/// Puts a terminal in raw mode (no echo, no line editing, no signals from keys) until
+/// dropped, so keystrokes reach the container's terminal as typed.
+struct RawMode {
+    fd: std::os::fd::OwnedFd,
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter(fd: std::os::fd::BorrowedFd<'_>) -> Option<RawMode> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let saved = tcgetattr(fd).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode {
+            fd: fd.try_clone_to_owned().ok()?,
+            saved,
+        })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(&self.fd, nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Runs `cmd` in container `name` attached to this process's stdin, stdout and stderr
+/// (`exec -i`, `exec -it`), through FIFOs as containerd's clients attach: stdin only
+/// with `stdin`; with `tty` the process gets a terminal sized like ours, and ours is raw
+/// meanwhile (with `stdin`). Returns the
+/// process's exit status.
+pub fn exec_attached(record: &PodRecord, name: &str, cmd: &[String], stdin: bool, tty: bool) -> Result<i32> {
+    let with_stdin = stdin;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    let (id, process) = exec_process(record, name, cmd, tty)?;
+    let shim = Shim::connect(&record.shim_address)?;
+    let tmp = tempfile::Builder::new().prefix("peapod-exec-").tempdir()?;
+    let fifo = |n: &str| -> Result<PathBuf> {
+        let p = tmp.path().join(n);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .with_context(|| format!("mkfifo {}", p.display()))?;
+        Ok(p)
+    };
+    let stdin = if with_stdin { Some(fifo("stdin")?) } else { None };
+    let stdout = fifo("stdout")?;
+    let stderr = if tty { None } else { Some(fifo("stderr")?) };
+    let exec_id = new_exec_id();
+    let io = TaskIo {
+        stdin: stdin
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        stdout: stdout.to_string_lossy().into_owned(),
+        stderr: stderr
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        terminal: tty,
+    };
+    shim.exec(&id, &exec_id, &process, &io)?;
+    // The shim opens the FIFOs when the exec starts: until then these opens block, so
+    // they happen in the copying threads.
+    let copy_out = |path: &Path, to_stderr: bool| -> Result<std::thread::JoinHandle<()>> {
+        let path = path.to_path_buf();
+        Ok(std::thread::spawn(move || {
+            let Ok(mut src) = fs::File::open(&path) else { return };
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = src.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let written = if to_stderr {
+                    std::io::stderr()
+                        .write_all(&buf[..n])
+                        .and_then(|()| std::io::stderr().flush())
+                } else {
+                    std::io::stdout()
+                        .write_all(&buf[..n])
+                        .and_then(|()| std::io::stdout().flush())
+                };
+                if written.is_err() {
+                    break;
+                }
+            }
+        }))
+    };
+    let mut outputs = vec![copy_out(&stdout, false)?];
+    if let Some(p) = &stderr {
+        outputs.push(copy_out(p, true)?);
+    }
+    let raw = if tty && with_stdin {
+        RawMode::enter(std::io::stdin().as_fd())
+    } else {
+        None
+    };
+    shim.start_task(&id, &exec_id)?;
+    if tty {
+        if let Ok((rows, cols)) = sandbox::sys::window_size(std::io::stdout().as_fd()) {
+            let _ = shim.resize_pty(&id, &exec_id, u32::from(cols), u32::from(rows));
+        }
+    }
+    // Input: until our stdin ends (then the process's stdin ends too), or forever while
+    // the process runs; never joined, the process exits after the exec.
+    let address = record.shim_address.clone();
+    let (in_id, in_exec) = (id.clone(), exec_id.clone());
+    std::thread::spawn(move || {
+        let Some(stdin) = stdin else { return };
+        let Ok(mut dst) = fs::OpenOptions::new().write(true).open(&stdin) else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        let mut src = std::io::stdin();
+        while let Ok(n) = src.read(&mut buf) {
+            if n == 0 || dst.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        drop(dst);
+        if let Ok(s) = Shim::connect(&address) {
+            let _ = s.close_stdin(&in_id, &in_exec);
+        }
+    });
+    let code = shim.wait(&id, &exec_id);
+    for o in outputs {
+        let _ = o.join();
+    }
+    drop(raw);
+    let code = code?;
+    shim.delete(&id, &exec_id)?;
+    Ok(i32::try_from(code).unwrap_or(255))
 }

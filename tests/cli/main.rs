@@ -1,7 +1,8 @@
-//! Privileged suite for the `peapod` CLI's embedded mode, starting with its local image
-//! store (`shim::images`): archives imported, images pulled from a local registry
-//! (Debian's `docker-registry`), layers stacked with overlayfs on the real kernel, and
-//! garbage collection. Runs as root; every test checks that it leaves nothing behind.
+//! Privileged suite for the `peapod` CLI: its local image store (`shim::images`:
+//! archives imported, images pulled from a local registry (Debian's `docker-registry`),
+//! layers stacked with overlayfs on the real kernel, garbage collection), and every
+//! example pod in embedded and CRI mode. Runs as root; every test checks that it leaves
+//! nothing behind.
 //!
 //! `harness = false`: this binary is also a container init helper (`sandbox::init`) and
 //! the importer child of the concurrency test, so `main` dispatches to those first.
@@ -12,6 +13,16 @@ mod pods;
 use images::*;
 use peapod_tests::tests;
 use pods::*;
+
+/// Each pod test twice: `embedded::NAME` and `cri::NAME`.
+macro_rules! both_modes {
+    ($($f:ident),* $(,)?) => {
+        vec![$(
+            (format!("embedded::{}", stringify!($f)), (|| $f(Mode::Embedded)) as peapod_tests::TestFn),
+            (format!("cri::{}", stringify!($f)), (|| $f(Mode::Cri)) as peapod_tests::TestFn),
+        )*]
+    };
+}
 
 fn main() {
     sandbox::init::run_if_requested();
@@ -31,19 +42,17 @@ fn main() {
     ]
     .into_iter()
     .map(|(name, f)| (format!("images::{name}"), f))
-    .chain(
-        tests![
-            shared_volume_writer_and_reader_share_a_disk_and_an_ip,
-            web_server_log_sidecar_reads_the_access_log,
-            init_container_runs_to_completion_before_the_app,
-            native_sidecar_starts_before_the_app_and_keeps_running,
-            requests_and_limits_size_the_pod_cgroup,
-            a_sigkilled_cli_leaves_nothing_delete_cannot_clean,
-            bad_manifests_fail_clearly_and_create_nothing,
-        ]
-        .into_iter()
-        .map(|(name, f)| (format!("pods::{name}"), f)),
-    )
+    .chain(both_modes![
+        shared_volume_writer_and_reader_share_a_disk_and_an_ip,
+        web_server_log_sidecar_reads_the_access_log,
+        init_container_runs_to_completion_before_the_app,
+        native_sidecar_starts_before_the_app_and_keeps_running,
+        requests_and_limits_size_the_pod_cgroup,
+        finished_pods_take_kubelets_phase_and_reasons,
+        exec_passes_stdin_and_exit_codes,
+        a_sigkilled_cli_leaves_nothing_delete_cannot_clean,
+        bad_manifests_fail_clearly_and_create_nothing,
+    ])
     .collect();
     peapod_tests::run_privileged_suite(tests, move || {
         // The pods' parent cgroup `peapod`, when empty.

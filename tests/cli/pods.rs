@@ -1,28 +1,101 @@
-//! The `peapod` CLI in embedded mode: every pod in `examples/` run with `peapod run -f`,
-//! checked through `get`, `logs` and `exec` and on the host (pod cgroup, mounts, shim,
-//! state), deleted, and checked gone; a CLI SIGKILLed mid-run; bad manifests.
+//! The `peapod` CLI in both modes: every pod in `examples/` run with `peapod run -f`,
+//! checked through `get`, `describe`, `logs` and `exec` and on the host (pod cgroup,
+//! mounts, shim, state), deleted, and checked gone; a CLI SIGKILLed mid-run; bad
+//! manifests. Each test runs embedded (the shim without containerd) and in CRI mode
+//! (`--cri` against a private containerd with the `peapod` runtime handler).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use peapod_tests::containerd::{Containerd, PEAPOD_HANDLER};
 
-/// A private `--root`/`--state` pair with the test images imported.
+/// Where the CLI runs pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The shim driven by the CLI itself.
+    Embedded,
+    /// `--cri` against a private containerd, runtime handler `peapod`.
+    Cri,
+}
+
+/// A private `--root`/`--state` pair with the test images imported (embedded), or a
+/// private containerd with them imported (CRI).
 struct Cli {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    ctrd: Option<Containerd>,
 }
 
 impl Cli {
-    fn new() -> Result<Cli> {
+    fn new(mode: Mode) -> Result<Cli> {
         let dir = tempfile::Builder::new().prefix("peapod-cli-").tempdir_in("/tmp")?;
         let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
         ensure!(bin.exists(), "{} missing: cargo build -p shim", bin.display());
-        let cli = Cli { dir, bin };
-        let archive = peapod_tests::images::archive()?;
-        cli.ok(&["image", "import", archive.to_str().context("archive path")?])?;
+        let ctrd = match mode {
+            Mode::Embedded => None,
+            Mode::Cri => {
+                let ctrd = Containerd::start()?;
+                ctrd.import_images()?;
+                Some(ctrd)
+            }
+        };
+        let cli = Cli { dir, bin, ctrd };
+        if cli.ctrd.is_none() {
+            let archive = peapod_tests::images::archive()?;
+            cli.ok(&["image", "import", archive.to_str().context("archive path")?])?;
+        }
         Ok(cli)
+    }
+
+    /// CRI mode: where the CLI puts pod log directories.
+    fn pod_log_dir(&self) -> PathBuf {
+        self.dir.path().join("pod-logs")
+    }
+
+    /// The start of pod IPs: peapod's bridge embedded, the instance's subnet under CRI.
+    fn ip_prefix(&self) -> String {
+        match &self.ctrd {
+            None => "10.89.0.".into(),
+            Some(c) => c.subnet().trim_end_matches("0/24").to_string(),
+        }
+    }
+
+    /// `get pod NAME -o json`.
+    fn pod_json(&self, name: &str) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])?)?)
+    }
+
+    /// The id the runtime gave the pod's sandbox (the shim's pod state is keyed by it).
+    fn sandbox_id(&self, name: &str) -> Result<String> {
+        let Some(ctrd) = &self.ctrd else {
+            return Ok(format!("default_{name}"));
+        };
+        let sandboxes = ctrd.cri()?.list_pod_sandbox(None)?;
+        let s = sandboxes
+            .iter()
+            .find(|s| s.metadata.as_ref().is_some_and(|m| m.name == name))
+            .with_context(|| format!("no sandbox for pod {name}"))?;
+        Ok(s.id.clone())
+    }
+
+    /// The cgroup of container `c` of pod `pod_cgroup`: named after the container
+    /// embedded, after its CRI id under CRI.
+    fn container_cgroup(&self, pod: &str, pod_cgroup: &str, c: &str) -> Result<String> {
+        if self.ctrd.is_none() {
+            return Ok(format!("{pod_cgroup}/{c}"));
+        }
+        let v = self.pod_json(pod)?;
+        let statuses = v["status"]["containerStatuses"]
+            .as_array()
+            .context("containerStatuses")?;
+        let s = statuses
+            .iter()
+            .find(|s| s["name"] == c)
+            .with_context(|| format!("no status of {c}"))?;
+        let id = s["containerID"].as_str().context("containerID")?;
+        Ok(format!("{pod_cgroup}/{}", id.trim_start_matches("containerd://")))
     }
 
     fn root(&self) -> PathBuf {
@@ -35,6 +108,13 @@ impl Cli {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
+        if let Some(ctrd) = &self.ctrd {
+            c.arg("--cri")
+                .arg(format!("unix://{}", ctrd.address().display()))
+                .args(["--runtime-handler", PEAPOD_HANDLER])
+                .arg("--pod-log-dir")
+                .arg(self.pod_log_dir());
+        }
         c.args(args)
             .env("PEAPOD_ROOT", self.root())
             .env("PEAPOD_STATE", self.state())
@@ -85,7 +165,8 @@ impl Cli {
         }
     }
 
-    /// Checks that nothing of pod `name` is left: state, data, mounts, cgroup, shim.
+    /// Checks that nothing of pod `name` is left: state, data (embedded) or log
+    /// directories and everything containerd had (CRI), mounts, cgroup, shim.
     fn assert_gone(&self, name: &str, uid: &str) -> Result<()> {
         let key = format!("default_{name}");
         for dir in [
@@ -94,29 +175,37 @@ impl Cli {
         ] {
             ensure!(!dir.exists(), "leak: {} left", dir.display());
         }
+        if let Some(ctrd) = &self.ctrd {
+            let logs: Vec<_> = std::fs::read_dir(self.pod_log_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect();
+            ensure!(logs.is_empty(), "leak: pod log dirs {logs:?}");
+            ctrd.assert_no_leftovers()?;
+        }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
         let here = self.dir.path().to_string_lossy();
         ensure!(!mounts.contains(here.as_ref()), "leak: a mount under {here}");
         let cgroup = format!("peapod/pod-{uid}");
         ensure!(!sandbox::cgroups::exists_anywhere(&cgroup), "leak: cgroup {cgroup}");
-        ensure!(shims_of(name).is_empty(), "leak: shim for {name} still runs");
+        ensure!(shims_of(self, name).is_empty(), "leak: shim for {name} still runs");
         Ok(())
     }
 }
 
-/// The uid recorded for pod `name`.
+/// The uid of pod `name` (`get -o json`).
 fn uid_of(cli: &Cli, name: &str) -> Result<String> {
-    let path = cli
-        .state()
-        .join("pods")
-        .join(format!("default_{name}"))
-        .join("pod.json");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    Ok(v["uid"].as_str().context("uid")?.to_string())
+    let v = cli.pod_json(name)?;
+    Ok(v["metadata"]["uid"].as_str().context("metadata.uid")?.to_string())
 }
 
-fn shims_of(pod: &str) -> Vec<u32> {
+/// The embedded shims of pod `pod` of this CLI (their working directory, the sandbox
+/// bundle, is under its state dir: tests running the same example in parallel have their
+/// own).
+fn shims_of(cli: &Cli, pod: &str) -> Vec<u32> {
     let id = format!("default_{pod}");
+    let state = cli.state();
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -129,7 +218,8 @@ fn shims_of(pod: &str) -> Vec<u32> {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             let is = args.first()?.ends_with("containerd-shim-peapod-v2")
-                && args.windows(2).any(|w| w[0] == "-id" && w[1] == id);
+                && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
+                && std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&state));
             is.then_some(pid)
         })
         .collect()
@@ -144,11 +234,13 @@ fn example(name: &str) -> PathBuf {
 fn run_example(cli: &Cli, name: &str) -> Result<String> {
     cli.ok(&["run", "-f", example(name).to_str().context("path")?])?;
     let uid = uid_of(cli, name)?;
-    ensure!(
-        shims_of(name).len() == 1,
-        "want one shim for pod {name}: {:?}",
-        shims_of(name)
-    );
+    if cli.ctrd.is_none() {
+        ensure!(
+            shims_of(cli, name).len() == 1,
+            "want one shim for pod {name}: {:?}",
+            shims_of(cli, name)
+        );
+    }
     Ok(uid)
 }
 
@@ -161,8 +253,8 @@ fn logs(cli: &Cli, pod: &str, c: &str) -> Result<String> {
     cli.ok(&["logs", pod, "-c", c])
 }
 
-pub fn shared_volume_writer_and_reader_share_a_disk_and_an_ip() -> Result<()> {
-    let cli = Cli::new()?;
+pub fn shared_volume_writer_and_reader_share_a_disk_and_an_ip(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
     let uid = run_example(&cli, "shared-volume")?;
     let result = (|| {
         let (ready, status, ip) = cli.wait_for("both containers running", || {
@@ -170,7 +262,7 @@ pub fn shared_volume_writer_and_reader_share_a_disk_and_an_ip() -> Result<()> {
             Ok((r.0 == "2/2").then_some(r))
         })?;
         ensure!(
-            ready == "2/2" && status == "Running" && ip.starts_with("10.89.0."),
+            ready == "2/2" && status == "Running" && ip.starts_with(&cli.ip_prefix()),
             "{ready} {status} {ip}"
         );
         let seen = cli.wait_for("the reader to print the writer's file", || {
@@ -203,8 +295,8 @@ pub fn shared_volume_writer_and_reader_share_a_disk_and_an_ip() -> Result<()> {
     deleted
 }
 
-pub fn web_server_log_sidecar_reads_the_access_log() -> Result<()> {
-    let cli = Cli::new()?;
+pub fn web_server_log_sidecar_reads_the_access_log(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
     let uid = run_example(&cli, "web-log-sidecar")?;
     let result = (|| {
         let body = cli.wait_for("the web server", || {
@@ -233,10 +325,8 @@ pub fn web_server_log_sidecar_reads_the_access_log() -> Result<()> {
         })?;
         // One Memory emptyDir: one tmpfs of 16 MiB on the host, seen by both.
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let tmpfs: Vec<&str> = mounts
-            .lines()
-            .filter(|l| l.contains("default_web-log-sidecar/volumes/logs"))
-            .collect();
+        let volume = format!("{}/volumes/logs", cli.sandbox_id("web-log-sidecar")?);
+        let tmpfs: Vec<&str> = mounts.lines().filter(|l| l.contains(&volume)).collect();
         ensure!(
             tmpfs.len() == 1 && tmpfs[0].contains("size=16384k"),
             "host mounts: {tmpfs:?}"
@@ -248,8 +338,8 @@ pub fn web_server_log_sidecar_reads_the_access_log() -> Result<()> {
     deleted
 }
 
-pub fn init_container_runs_to_completion_before_the_app() -> Result<()> {
-    let cli = Cli::new()?;
+pub fn init_container_runs_to_completion_before_the_app(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
     let uid = run_example(&cli, "init-blocks-app")?;
     let result = (|| {
         let log = cli.wait_for("the app's output", || {
@@ -262,6 +352,40 @@ pub fn init_container_runs_to_completion_before_the_app() -> Result<()> {
         );
         let (ready, status, _) = cli.row("init-blocks-app")?;
         ensure!(ready == "1/1" && status == "Running", "{ready} {status}");
+        // describe: the init container completed before the app started.
+        let d = cli.ok(&["describe", "pod", "init-blocks-app"])?;
+        let section = |from: &str, to: &str| -> String {
+            let start = d.find(from).unwrap_or(0);
+            let end = d[start..].find(to).map_or(d.len(), |e| start + e);
+            d[start..end].to_string()
+        };
+        let init = section("Init Containers:", "\nContainers:");
+        for want in ["prepare:", "Terminated", "Reason:       Completed", "Exit Code:    0"] {
+            ensure!(init.contains(want), "describe's init container lacks {want:?}:\n{d}");
+        }
+        let app = section("\nContainers:", "Conditions:");
+        ensure!(app.contains("app:") && app.contains("Running"), "describe's app:\n{d}");
+        ensure!(d.contains("Status:           Running"), "describe:\n{d}");
+        let v = cli.pod_json("init-blocks-app")?;
+        let init_status = &v["status"]["initContainerStatuses"][0]["state"]["terminated"];
+        let app_started = v["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].as_str();
+        let init_finished = init_status["finishedAt"].as_str();
+        ensure!(
+            init_status["reason"] == "Completed" && app_started.is_some() && init_finished.is_some(),
+            "status: {}",
+            v["status"]
+        );
+        ensure!(
+            init_finished <= app_started,
+            "the init container finished at {init_finished:?}, after the app started at {app_started:?}"
+        );
+        // logs --timestamps: RFC 3339 before each line.
+        let stamped = cli.ok(&["logs", "init-blocks-app", "--timestamps"])?;
+        let (time, line) = stamped.trim_end().split_once(' ').context("no timestamp")?;
+        ensure!(
+            line == "prepared-by-init" && time.len() >= 20 && time.ends_with('Z'),
+            "logs --timestamps: {stamped:?}"
+        );
         Ok(())
     })();
     let deleted = delete_and_check(&cli, "init-blocks-app", &uid);
@@ -269,8 +393,8 @@ pub fn init_container_runs_to_completion_before_the_app() -> Result<()> {
     deleted
 }
 
-pub fn native_sidecar_starts_before_the_app_and_keeps_running() -> Result<()> {
-    let cli = Cli::new()?;
+pub fn native_sidecar_starts_before_the_app_and_keeps_running(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
     let uid = run_example(&cli, "native-sidecar")?;
     let result = (|| {
         let log = cli.wait_for("the app's output", || {
@@ -290,12 +414,109 @@ pub fn native_sidecar_starts_before_the_app_and_keeps_running() -> Result<()> {
     deleted
 }
 
-pub fn requests_and_limits_size_the_pod_cgroup() -> Result<()> {
-    let cli = Cli::new()?;
+pub fn finished_pods_take_kubelets_phase_and_reasons(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
+    let file = cli.dir.path().join("done.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: done}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: setup, image: busybox, command: ['true']}\n  containers:\n  - {name: bad, image: busybox, command: [sh, -c, 'exit 3']}\n  - {name: ok, image: busybox, command: [sh, -c, 'echo bye']}\n",
+    )?;
+    cli.ok(&["run", "-f", file.to_str().context("path")?])?;
+    let uid = uid_of(&cli, "done")?;
+    let result = (|| {
+        let phase = cli.wait_for("the pod to end", || {
+            let v = cli.pod_json("done")?;
+            let ok_done = v["status"]["containerStatuses"][0]["state"]["terminated"].is_object();
+            let bad_done = v["status"]["containerStatuses"][1]["state"]["terminated"].is_object();
+            Ok((ok_done && bad_done).then(|| v["status"]["phase"].as_str().unwrap_or("").to_string()))
+        })?;
+        ensure!(phase == "Failed", "phase {phase}");
+        // kubectl's STATUS is the reason of the first app container that ended.
+        let (ready, status, _) = cli.row("done")?;
+        ensure!(ready == "0/2" && status == "Error", "{ready} {status}");
+        let d = cli.ok(&["describe", "pod", "done"])?;
+        for want in [
+            "Reason:       Completed",
+            "Reason:       Error",
+            "Exit Code:    3",
+            "Status:           Failed",
+        ] {
+            ensure!(d.contains(want), "describe lacks {want:?}:\n{d}");
+        }
+        ensure!(logs(&cli, "done", "ok")? == "bye\n");
+        Ok(())
+    })();
+    let deleted = delete_and_check(&cli, "done", &uid);
+    result?;
+    deleted
+}
+
+pub fn exec_passes_stdin_and_exit_codes(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
+    let uid = run_example(&cli, "native-sidecar")?;
+    let result = (|| {
+        cli.wait_for("both running", || {
+            Ok((cli.row("native-sidecar")?.0 == "2/2").then_some(()))
+        })?;
+        let out = cli.run(&[
+            "exec",
+            "native-sidecar",
+            "-c",
+            "app",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ])?;
+        ensure!(out.status.code() == Some(7), "exit {:?}", out.status);
+        ensure!(out.stdout == b"out\n" && out.stderr == b"err\n", "{out:?}");
+        if mode == Mode::Embedded {
+            let mut child = cli
+                .command(&[
+                    "exec",
+                    "-i",
+                    "native-sidecar",
+                    "-c",
+                    "app",
+                    "--",
+                    "sh",
+                    "-c",
+                    "read a; echo got:$a; cat",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+            std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, b"one\ntwo\n")?;
+            drop(child.stdin.take());
+            let out = child.wait_with_output()?;
+            ensure!(
+                out.status.success() && out.stdout == b"got:one\ntwo\n",
+                "exec -i: {:?} {:?}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        } else {
+            let out = cli.run(&["exec", "-i", "native-sidecar", "--", "true"])?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(
+                !out.status.success() && err.contains("streaming"),
+                "exec -i under CRI: {err}"
+            );
+        }
+        Ok(())
+    })();
+    let deleted = delete_and_check(&cli, "native-sidecar", &uid);
+    result?;
+    deleted
+}
+
+pub fn requests_and_limits_size_the_pod_cgroup(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
     let uid = run_example(&cli, "resources")?;
     let pod = format!("peapod/pod-{uid}");
     let result = (|| {
         cli.wait_for("both running", || Ok((cli.row("resources")?.0 == "2/2").then_some(())))?;
+        let worker = cli.container_cgroup("resources", &pod, "worker")?;
         let read = |ctrl: &str, path: &str, file: &str| {
             std::fs::read_to_string(peapod_tests::cgroup_file(ctrl, path, file)).map(|s| s.trim().to_string())
         };
@@ -303,13 +524,13 @@ pub fn requests_and_limits_size_the_pod_cgroup() -> Result<()> {
         if sandbox::cgroups::is_v2() {
             ensure!(read("", &pod, "cpu.max")? == "70000 100000");
             ensure!(read("", &pod, "memory.max")? == (96u64 << 20).to_string());
-            ensure!(read("", &format!("{pod}/worker"), "memory.max")? == (64u64 << 20).to_string());
+            ensure!(read("", &worker, "memory.max")? == (64u64 << 20).to_string());
         } else {
             ensure!(read("cpu", &pod, "cpu.cfs_quota_us")? == "70000");
             ensure!(read("memory", &pod, "memory.limit_in_bytes")? == (96u64 << 20).to_string());
-            ensure!(read("memory", &format!("{pod}/worker"), "memory.limit_in_bytes")? == (64u64 << 20).to_string());
+            ensure!(read("memory", &worker, "memory.limit_in_bytes")? == (64u64 << 20).to_string());
             // Requests: 250m → 256 shares (kubelet's milliCPU·1024/1000).
-            ensure!(read("cpu", &format!("{pod}/worker"), "cpu.shares")? == "256");
+            ensure!(read("cpu", &worker, "cpu.shares")? == "256");
         }
         Ok(())
     })();
@@ -318,16 +539,18 @@ pub fn requests_and_limits_size_the_pod_cgroup() -> Result<()> {
     deleted
 }
 
-pub fn a_sigkilled_cli_leaves_nothing_delete_cannot_clean() -> Result<()> {
-    let cli = Cli::new()?;
+pub fn a_sigkilled_cli_leaves_nothing_delete_cannot_clean(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
     let mut child = cli
         .command(&["run", "-f", example("init-blocks-app").to_str().context("path")?])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    // The app's Start waits ~2 s for the init container: kill the CLI meanwhile.
-    let record = cli.state().join("pods/default_init-blocks-app/pod.json");
-    cli.wait_for("the pod record", || Ok(record.exists().then_some(())))?;
+    // The app's Start waits ~2 s for the init container: kill the CLI meanwhile, once
+    // the pod is listed.
+    cli.wait_for("the pod to be listed", || {
+        Ok(cli.ok(&["get", "pods"])?.contains("init-blocks-app").then_some(()))
+    })?;
     std::thread::sleep(Duration::from_millis(500));
     child.kill()?;
     child.wait()?;
@@ -335,8 +558,8 @@ pub fn a_sigkilled_cli_leaves_nothing_delete_cannot_clean() -> Result<()> {
     delete_and_check(&cli, "init-blocks-app", &uid)
 }
 
-pub fn bad_manifests_fail_clearly_and_create_nothing() -> Result<()> {
-    let cli = Cli::new()?;
+pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
     let cases: [(&str, &str); 5] = [
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n", "kind"),
         (
@@ -372,6 +595,15 @@ pub fn bad_manifests_fail_clearly_and_create_nothing() -> Result<()> {
             "a refused manifest left state in {}",
             pods.display()
         );
+        let listed = cli.run(&["get", "pods"])?;
+        ensure!(
+            listed.stdout.is_empty(),
+            "a refused manifest left a pod: {}",
+            String::from_utf8_lossy(&listed.stdout)
+        );
     }
-    Ok(())
+    match &cli.ctrd {
+        Some(ctrd) => ctrd.assert_no_leftovers(),
+        None => Ok(()),
+    }
 }

@@ -11,9 +11,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::Pod;
 use nix::sys::signal::{kill, SigSet, Signal};
 use sandbox::{Config, Container, CreateOptions, Stdio};
-use shim::display;
+use shim::crimode::Cri;
+use shim::display::{self, PodSummary};
+use shim::manifest::PodPlan;
 use shim::runner::{self, NetworkMode, Paths};
 
 #[derive(Parser)]
@@ -33,6 +36,16 @@ struct Cli {
     /// Kubernetes namespace of the pods.
     #[arg(short = 'n', long, default_value = "default", global = true)]
     namespace: String,
+    /// CRI mode: run pods through this CRI endpoint (`unix:///run/containerd/containerd.sock`)
+    /// instead of embedded, as kubelet would.
+    #[arg(long, env = "PEAPOD_CRI", global = true, value_name = "ENDPOINT")]
+    cri: Option<String>,
+    /// CRI mode: the runtime handler pods run with (containerd's runtime name).
+    #[arg(long, env = "PEAPOD_RUNTIME_HANDLER", default_value = "peapod", global = true)]
+    runtime_handler: String,
+    /// CRI mode: where pod log directories go (kubelet's `/var/log/pods`).
+    #[arg(long, env = "PEAPOD_POD_LOG_DIR", default_value = shim::crimode::DEFAULT_POD_LOG_ROOT, global = true)]
+    pod_log_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,9 +119,15 @@ enum Command {
     Exec {
         /// The pod.
         pod: String,
-        /// The container (default: the pod's first app container).
+        /// The container (default: the pod's only app container).
         #[arg(short = 'c', long)]
         container: Option<String>,
+        /// Pass stdin to the command.
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Give the command a terminal (with `-i`: an interactive shell).
+        #[arg(short = 't', long)]
+        tty: bool,
         /// The command.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -175,6 +194,12 @@ enum ImageCommand {
     },
 }
 
+/// Where pods run: the shim driven directly, or a CRI runtime.
+enum Mode {
+    Embedded(Paths),
+    Cri(Box<Cri>),
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     let cli = Cli::parse();
@@ -182,27 +207,43 @@ fn main() {
         root: cli.root.clone(),
         state: cli.state.clone(),
     };
+    let mode = || -> Result<Mode> {
+        Ok(match &cli.cri {
+            Some(endpoint) => Mode::Cri(Box::new(Cri::connect(
+                endpoint,
+                &cli.runtime_handler,
+                &cli.pod_log_dir,
+            )?)),
+            None => Mode::Embedded(paths.clone()),
+        })
+    };
+    let ns = cli.namespace.as_str();
     let result = match cli.command {
-        Command::Run { file, network } => run(&paths, &file, network),
-        Command::Get { resource, name, output } => get(&paths, &cli.namespace, &resource, name, output),
-        Command::Describe { resource, name } => describe(&paths, &cli.namespace, &resource, &name),
+        Command::Run { file, network } => mode().and_then(|m| run(&m, &file, network)),
+        Command::Get { resource, name, output } => mode().and_then(|m| get(&m, ns, &resource, name, output)),
+        Command::Describe { resource, name } => mode().and_then(|m| describe(&m, ns, &resource, &name)),
         Command::Logs {
             pod,
             container,
             follow,
             previous,
             timestamps,
-        } => logs(&paths, &cli.namespace, &pod, container, follow, previous, timestamps),
+        } => mode().and_then(|m| logs(&m, ns, &pod, container, follow, previous, timestamps)),
         Command::Exec {
             pod,
             container,
+            stdin,
+            tty,
             command,
-        } => exec(&paths, &cli.namespace, &pod, container, &command),
+        } => mode().and_then(|m| exec(&m, ns, &pod, container, stdin, tty, &command)),
         Command::Delete {
             target,
             file,
             grace_period,
-        } => delete(&paths, &cli.namespace, &target, file, grace_period),
+        } => mode().and_then(|m| delete(&m, ns, &target, file, grace_period)),
+        Command::Image(_) if cli.cri.is_some() => Err(anyhow::anyhow!(
+            "peapod image manages the embedded mode's image store; under CRI the runtime's own store is used (pulled on run)"
+        )),
         Command::Image(cmd) => image(&paths, cmd),
         Command::Spec { bundle, args } => write_spec(&bundle, &args).map(|()| 0),
         Command::RunBundle { bundle, id } => run_bundle(&cli.state.join("containers"), &bundle, id).or_else(|e| {
@@ -219,44 +260,43 @@ fn main() {
     }
 }
 
-fn read_manifest(file: &PathBuf) -> Result<(k8s_openapi::api::core::v1::Pod, shim::manifest::PodPlan)> {
+fn read_manifest(file: &PathBuf) -> Result<(Pod, PodPlan)> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
     };
     let pod = shim::manifest::parse(&file.to_string_lossy(), &text)?;
-    let memory = sysinfo_memory().unwrap_or(8 << 30);
-    let plan = shim::manifest::plan(&pod, memory)?;
+    let plan = shim::manifest::plan(&pod, shim::manifest::memory_capacity())?;
     Ok((pod, plan))
 }
 
-/// MemTotal from /proc/meminfo, in bytes (for kubelet's oom_score_adj).
-fn sysinfo_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-fn run(paths: &Paths, file: &PathBuf, network: Network) -> Result<i32> {
+fn run(mode: &Mode, file: &PathBuf, network: Network) -> Result<i32> {
     let (pod, plan) = read_manifest(file)?;
-    let bins = runner::Binaries::find()?;
-    let network = match network {
-        Network::Cni => NetworkMode::Cni,
-        Network::None => NetworkMode::None,
+    let progress = |msg: &str| eprintln!("{}: {msg}", plan.name);
+    let ip = match mode {
+        Mode::Embedded(paths) => {
+            let bins = runner::Binaries::find()?;
+            let network = match network {
+                Network::Cni => NetworkMode::Cni,
+                Network::None => NetworkMode::None,
+            };
+            let record = runner::run(paths, &bins, &plan, network, &progress)?;
+            runner::save_manifest(paths, &record, &pod)?;
+            record.ip
+        }
+        Mode::Cri(cri) => {
+            if matches!(network, Network::None) {
+                bail!("--network none: under CRI the runtime's CNI configuration decides the pod network");
+            }
+            let id = cri.run(&pod, &plan, &progress)?;
+            cri.summary(&id)?.status.pod_ip
+        }
     };
-    let record = runner::run(paths, &bins, &plan, network, &|msg| eprintln!("{}: {msg}", plan.name))?;
-    runner::save_manifest(paths, &record, &pod)?;
     println!(
         "pod/{} created{}",
-        record.plan.name,
-        record.ip.map(|ip| format!(" ({ip})")).unwrap_or_default()
+        plan.name,
+        ip.map(|ip| format!(" ({ip})")).unwrap_or_default()
     );
     Ok(0)
 }
@@ -268,16 +308,33 @@ fn check_pods(resource: &str) -> Result<()> {
     Ok(())
 }
 
-fn get(paths: &Paths, namespace: &str, resource: &str, name: Option<String>, output: Option<Output>) -> Result<i32> {
+/// The pod `namespace/name` as printed.
+fn summary(mode: &Mode, namespace: &str, name: &str) -> Result<PodSummary> {
+    match mode {
+        Mode::Embedded(paths) => Ok(runner::summary(
+            paths,
+            &runner::load(paths, &runner::key(namespace, name))?,
+        )),
+        Mode::Cri(cri) => {
+            let sandbox = cri
+                .find(namespace, name)?
+                .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
+            cri.summary(&sandbox.id)
+        }
+    }
+}
+
+fn get(mode: &Mode, namespace: &str, resource: &str, name: Option<String>, output: Option<Output>) -> Result<i32> {
     check_pods(resource)?;
-    let records = match &name {
-        Some(n) => vec![runner::load(paths, &runner::key(namespace, n))?],
-        None => runner::list(paths)?
-            .into_iter()
+    let pods = match (&name, mode) {
+        (Some(n), _) => vec![summary(mode, namespace, n)?],
+        (None, Mode::Embedded(paths)) => runner::list(paths)?
+            .iter()
             .filter(|r| r.plan.namespace == namespace)
+            .map(|r| runner::summary(paths, r))
             .collect(),
+        (None, Mode::Cri(cri)) => cri.list(Some(namespace))?,
     };
-    let pods: Vec<_> = records.iter().map(|r| runner::summary(paths, r)).collect();
     let text = match output {
         None | Some(Output::Wide) if pods.is_empty() => {
             eprintln!("No resources found in {namespace} namespace.");
@@ -292,34 +349,34 @@ fn get(paths: &Paths, namespace: &str, resource: &str, name: Option<String>, out
     Ok(0)
 }
 
-fn describe(paths: &Paths, namespace: &str, resource: &str, name: &str) -> Result<i32> {
+fn describe(mode: &Mode, namespace: &str, resource: &str, name: &str) -> Result<i32> {
     check_pods(resource)?;
-    let record = runner::load(paths, &runner::key(namespace, name))?;
-    print!("{}", display::describe(&runner::summary(paths, &record)));
+    print!("{}", display::describe(&summary(mode, namespace, name)?));
     Ok(0)
 }
 
-fn pick_container(record: &runner::PodRecord, container: Option<String>) -> Result<String> {
-    match container {
-        Some(c) => Ok(c),
-        None => {
-            let apps: Vec<&str> = record
-                .plan
-                .containers
-                .iter()
-                .filter(|c| c.role == sandbox::pod::Role::App)
-                .map(|c| c.name.as_str())
-                .collect();
-            match apps.as_slice() {
-                [one] => Ok(one.to_string()),
-                _ => bail!("pod {} has containers {apps:?}: choose one with -c", record.plan.name),
-            }
+/// `-c`, or the pod's only app container.
+fn pick_container(plan: &PodPlan, container: Option<String>) -> Result<String> {
+    if let Some(c) = container {
+        if !plan.containers.iter().any(|p| p.name == c) {
+            bail!("container {c:?} is not valid for pod {:?}", plan.name);
         }
+        return Ok(c);
+    }
+    let apps: Vec<&str> = plan
+        .containers
+        .iter()
+        .filter(|c| c.role == sandbox::pod::Role::App)
+        .map(|c| c.name.as_str())
+        .collect();
+    match apps.as_slice() {
+        [one] => Ok(one.to_string()),
+        _ => bail!("pod {} has containers {apps:?}: choose one with -c", plan.name),
     }
 }
 
 fn logs(
-    paths: &Paths,
+    mode: &Mode,
     namespace: &str,
     pod: &str,
     container: Option<String>,
@@ -327,38 +384,71 @@ fn logs(
     previous: bool,
     timestamps: bool,
 ) -> Result<i32> {
-    let record = runner::load(paths, &runner::key(namespace, pod))?;
-    let name = pick_container(&record, container)?;
-    if record.task_id(&name).is_none() {
-        bail!("container {name:?} is not valid for pod {pod:?}");
-    }
+    let opts = shim::crilog::Options { timestamps };
+    let out = &mut std::io::stdout().lock();
+    let (name, path, running): (String, PathBuf, Box<dyn Fn() -> bool>) = match mode {
+        Mode::Embedded(paths) => {
+            let record = runner::load(paths, &runner::key(namespace, pod))?;
+            let name = pick_container(&record.plan, container)?;
+            let path = record.log_path(paths, &name);
+            let n = name.clone();
+            let running = move || {
+                runner::status(paths, &record)
+                    .1
+                    .iter()
+                    .any(|c| c.name == n && matches!(c.state.as_str(), "running" | "created"))
+            };
+            (name, path, Box::new(running))
+        }
+        Mode::Cri(cri) => {
+            let summary = summary(mode, namespace, pod)?;
+            let name = pick_container(&summary.plan, container)?;
+            let (path, id) = cri.log(namespace, pod, &name)?;
+            (name, path, Box::new(move || cri.running(&id)))
+        }
+    };
     if previous {
-        // kubectl's wording: no run of this container ended before the current one.
+        // Nothing restarts containers here, so there is no previous run (kubectl's words).
         bail!("previous terminated container {name:?} in pod {pod:?} not found");
     }
-    let path = record.log_path(paths, &name);
-    let running = || {
-        runner::status(paths, &record)
-            .1
-            .iter()
-            .any(|c| c.name == name && matches!(c.state.as_str(), "running" | "created"))
-    };
-    let opts = shim::crilog::Options { timestamps };
-    shim::crilog::print(&path, &mut std::io::stdout().lock(), opts, follow, &running)
+    shim::crilog::print(&path, out, opts, follow, &running)
         .with_context(|| format!("logs of container {name:?} ({})", path.display()))?;
     Ok(0)
 }
 
-fn exec(paths: &Paths, namespace: &str, pod: &str, container: Option<String>, command: &[String]) -> Result<i32> {
-    let record = runner::load(paths, &runner::key(namespace, pod))?;
-    let name = pick_container(&record, container)?;
-    let (code, out, err) = runner::exec(&record, &name, command)?;
+fn exec(
+    mode: &Mode,
+    namespace: &str,
+    pod: &str,
+    container: Option<String>,
+    stdin: bool,
+    tty: bool,
+    command: &[String],
+) -> Result<i32> {
+    let (code, out, err) = match mode {
+        Mode::Embedded(paths) => {
+            let record = runner::load(paths, &runner::key(namespace, pod))?;
+            let name = pick_container(&record.plan, container)?;
+            if stdin || tty {
+                return runner::exec_attached(&record, &name, command, stdin, tty);
+            }
+            let (code, out, err) = runner::exec(&record, &name, command)?;
+            (i32::try_from(code).unwrap_or(255), out, err)
+        }
+        Mode::Cri(cri) => {
+            if stdin || tty {
+                bail!("exec -i/-t under CRI needs the runtime's streaming server, which peapod does not speak yet: use it without -i/-t");
+            }
+            let name = pick_container(&summary(mode, namespace, pod)?.plan, container)?;
+            cri.exec(namespace, pod, &name, command)?
+        }
+    };
     std::io::Write::write_all(&mut std::io::stdout(), &out)?;
     std::io::Write::write_all(&mut std::io::stderr(), &err)?;
-    Ok(i32::try_from(code).unwrap_or(255))
+    Ok(code)
 }
 
-fn delete(paths: &Paths, namespace: &str, target: &[String], file: Option<PathBuf>, grace: Option<u64>) -> Result<i32> {
+fn delete(mode: &Mode, namespace: &str, target: &[String], file: Option<PathBuf>, grace: Option<u64>) -> Result<i32> {
     let (namespace, name) = match (file, target) {
         (Some(f), []) => {
             let (_, plan) = read_manifest(&f)?;
@@ -367,7 +457,10 @@ fn delete(paths: &Paths, namespace: &str, target: &[String], file: Option<PathBu
         (None, [kind, name]) if matches!(kind.as_str(), "pod" | "pods" | "po") => (namespace.to_string(), name.clone()),
         _ => bail!("usage: peapod delete pod NAME | peapod delete -f FILE"),
     };
-    runner::delete(paths, &runner::key(&namespace, &name), grace)?;
+    match mode {
+        Mode::Embedded(paths) => runner::delete(paths, &runner::key(&namespace, &name), grace)?,
+        Mode::Cri(cri) => cri.delete(&namespace, &name, grace)?,
+    }
     println!("pod/{name} deleted");
     Ok(0)
 }

@@ -1,0 +1,594 @@
+//! The `peapod` CLI's CRI mode: the same manifest through a CRI runtime (containerd's CRI
+//! plugin with the `peapod` runtime handler), doing what kubelet does for the pod:
+//!
+//! - `run`: images checked (`ImageStatus`) and pulled if missing (`PullImage`; a failure
+//!   is `ErrImagePull` and nothing is created), the pod's log directory created
+//!   (`/var/log/pods/<namespace>_<name>_<uid>`, kubelet's layout), `RunPodSandbox` with
+//!   kubelet's labels, peapod's annotations (declared containers and roles, emptyDirs,
+//!   pod cgroup sizing, grace period) and the manifest itself as
+//!   `kubectl.kubernetes.io/last-applied-configuration`, then `CreateContainer` for every
+//!   container in declaration order and `StartContainer` for all at once: peapod's shim
+//!   holds each back until its turn (init containers, then sidecars, then apps), as
+//!   kubelet's own ordering would.
+//! - `delete`: kubelet's `killPodWithSyncResult`: `StopContainer` with the grace period
+//!   for every container at once (SIGTERM, then SIGKILL when it expires), then
+//!   `StopPodSandbox` and `RemovePodSandbox`, the log directory, and the pod cgroup
+//!   (`cgroup_parent`) if the runtime left it.
+//! - status: `ListContainers` + `ContainerStatus` (states, times, exit codes, reasons) and
+//!   `PodSandboxStatus` (IP), turned into kubelet's pod status by [`crate::podstatus`].
+//!
+//! Nothing is kept outside the runtime: pods are found by their labels
+//! (`app.kubernetes.io/managed-by=peapod`), so any CRI client sees the same pods.
+//! The runtime restarts nothing: restarts are kubelet's job, and this CLI is not a
+//! daemon.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Pod;
+use proto::cri::{api, CriClient};
+
+use crate::display::PodSummary;
+use crate::manifest::{ContainerPlan, PodPlan, VolumeKind};
+use crate::podstatus::{events_from_statuses, pod_status, Exit, Observation, Observed};
+
+/// Label marking the pods this CLI runs (how `get` finds them).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// kubelet's sandbox and container labels.
+pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+/// The pod's namespace.
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// The pod's uid.
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+/// A container's name (on containers).
+pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+/// The manifest as applied, JSON (kubectl's annotation for it).
+pub const MANIFEST_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// kubelet's root of pod log directories.
+pub const DEFAULT_POD_LOG_ROOT: &str = "/var/log/pods";
+/// How long `PullImage` may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long `StartContainer` may block: an app container waits in it for the pod's init
+/// containers (peapod's start gate).
+const START_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// A CRI runtime and the handler pods run with.
+pub struct Cri {
+    client: CriClient,
+    endpoint: String,
+    handler: String,
+    log_root: PathBuf,
+}
+
+/// The socket path of a CRI endpoint: `unix:///path` or a plain path.
+///
+/// Errors: another scheme (CRI over TCP is not supported).
+pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
+    match endpoint.split_once("://") {
+        Some(("unix", path)) => Ok(PathBuf::from(path)),
+        Some((scheme, _)) => bail!("--cri {endpoint:?}: scheme {scheme:?} is not supported (use unix://PATH)"),
+        None => Ok(PathBuf::from(endpoint)),
+    }
+}
+
+fn nanos(t: i64) -> Option<jiff::Timestamp> {
+    (t > 0)
+        .then(|| jiff::Timestamp::from_nanosecond(i128::from(t)).ok())
+        .flatten()
+}
+
+impl Cri {
+    /// Connects to `endpoint` (`unix:///run/containerd/containerd.sock`); pods run with
+    /// `handler` (a containerd runtime name, `peapod`), container logs go under
+    /// `log_root` (kubelet's `/var/log/pods`).
+    ///
+    /// Errors: a bad endpoint, nothing listening, or a server that does not speak CRI v1.
+    pub fn connect(endpoint: &str, handler: &str, log_root: &Path) -> Result<Cri> {
+        let client = CriClient::connect(socket_path(endpoint)?).with_context(|| format!("CRI endpoint {endpoint}"))?;
+        client
+            .version()
+            .with_context(|| format!("CRI endpoint {endpoint}: Version"))?;
+        Ok(Cri {
+            client,
+            endpoint: endpoint.to_string(),
+            handler: handler.to_string(),
+            log_root: log_root.to_path_buf(),
+        })
+    }
+
+    /// The sandbox of pod `namespace/name` run by this CLI, if any (the newest attempt).
+    pub fn find(&self, namespace: &str, name: &str) -> Result<Option<api::PodSandbox>> {
+        let labels = HashMap::from([
+            (MANAGED_BY_LABEL.to_string(), "peapod".to_string()),
+            (POD_NAME_LABEL.to_string(), name.to_string()),
+            (POD_NAMESPACE_LABEL.to_string(), namespace.to_string()),
+        ]);
+        let mut found = self.client.list_pod_sandbox(Some(api::PodSandboxFilter {
+            label_selector: labels,
+            ..Default::default()
+        }))?;
+        found.sort_by_key(|s| s.created_at);
+        Ok(found.pop())
+    }
+
+    fn sandbox_config(&self, pod: &Pod, plan: &PodPlan, uid: &str, log_dir: &Path) -> Result<api::PodSandboxConfig> {
+        let mut labels: HashMap<String, String> = plan.labels.clone().into_iter().collect();
+        labels.insert(MANAGED_BY_LABEL.into(), "peapod".into());
+        labels.insert(POD_NAME_LABEL.into(), plan.name.clone());
+        labels.insert(POD_NAMESPACE_LABEL.into(), plan.namespace.clone());
+        labels.insert(POD_UID_LABEL.into(), uid.to_string());
+        let mut annotations: HashMap<String, String> = plan.annotations.clone().into_iter().collect();
+        annotations.extend(plan.sandbox_annotations());
+        annotations.insert(MANIFEST_ANNOTATION.into(), serde_json::to_string(pod)?);
+        Ok(api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: plan.name.clone(),
+                uid: uid.to_string(),
+                namespace: plan.namespace.clone(),
+                attempt: 0,
+            }),
+            hostname: if plan.host_network {
+                String::new()
+            } else {
+                plan.hostname.clone()
+            },
+            log_directory: log_dir.to_string_lossy().into_owned(),
+            labels,
+            annotations,
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}", crate::pods::pod_cgroup(uid)),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespace_options(plan)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Runs the pod; returns its sandbox id. On error everything created is removed.
+    ///
+    /// Errors: the pod exists, an image cannot be pulled (`ErrImagePull`), or a CRI call
+    /// failed (its message names the call and the container).
+    pub fn run(&self, pod: &Pod, plan: &PodPlan, progress: &dyn Fn(&str)) -> Result<String> {
+        if self.find(&plan.namespace, &plan.name)?.is_some() {
+            bail!("pod {} already exists in namespace {}", plan.name, plan.namespace);
+        }
+        let mut images = Vec::new();
+        for c in &plan.containers {
+            let image = crate::images::normalize(&c.image)?;
+            if self.client.image_status(&image)?.is_none() {
+                progress(&format!("pulling image {image}"));
+                self.client
+                    .pull_image(&image, PULL_TIMEOUT)
+                    .with_context(|| format!("container {}: ErrImagePull: image {image}", c.name))?;
+            }
+            images.push(image);
+        }
+        let uid = crate::runner::new_uid();
+        let log_dir = self.log_root.join(format!("{}_{}_{uid}", plan.namespace, plan.name));
+        std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+        let config = self.sandbox_config(pod, plan, &uid, &log_dir)?;
+        progress("starting the pod sandbox");
+        let id = match self.client.run_pod_sandbox(&config, &self.handler) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&log_dir);
+                return Err(e).context(format!("RunPodSandbox with runtime handler {:?}", self.handler));
+            }
+        };
+        if let Err(e) = self.create_and_start(&id, &config, plan, &uid, &images, progress) {
+            let _ = self.remove(&id, &config, Duration::ZERO);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn create_and_start(
+        &self,
+        id: &str,
+        sandbox: &api::PodSandboxConfig,
+        plan: &PodPlan,
+        uid: &str,
+        images: &[String],
+        progress: &dyn Fn(&str),
+    ) -> Result<()> {
+        let ip = self
+            .client
+            .pod_sandbox_status(id, false)?
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let mut ids = Vec::new();
+        for (c, image) in plan.containers.iter().zip(images) {
+            progress(&format!("creating container {}", c.name));
+            let config = container_config(plan, c, image, uid, &ip)?;
+            let cid = self
+                .client
+                .create_container(id, &config, sandbox)
+                .with_context(|| format!("CreateContainer {}", c.name))?;
+            ids.push((c.name.clone(), cid));
+        }
+        // All at once: the shim orders them (KEP-753), as in embedded mode. Their own
+        // client: an app container's start blocks until the init containers are done.
+        progress("starting containers");
+        let starter = CriClient::connect(socket_path(&self.endpoint)?)?.with_call_timeout(START_TIMEOUT);
+        let errors: Vec<String> = std::thread::scope(|s| {
+            let starts: Vec<_> = ids
+                .iter()
+                .map(|(name, cid)| (name, s.spawn(|| starter.start_container(cid))))
+                .collect();
+            starts
+                .into_iter()
+                .filter_map(|(name, h)| match h.join() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("{name}: {e}")),
+                    Err(_) => Some(format!("{name}: start thread panicked")),
+                })
+                .collect()
+        });
+        if !errors.is_empty() {
+            // An init container that failed is the pod's business (Failed phase), not run's.
+            progress(&format!("some containers did not start: {}", errors.join("; ")));
+        }
+        Ok(())
+    }
+
+    /// Every pod this CLI ran in `namespace` (all namespaces with `None`), as printed.
+    pub fn list(&self, namespace: Option<&str>) -> Result<Vec<PodSummary>> {
+        let mut labels = HashMap::from([(MANAGED_BY_LABEL.to_string(), "peapod".to_string())]);
+        if let Some(ns) = namespace {
+            labels.insert(POD_NAMESPACE_LABEL.into(), ns.to_string());
+        }
+        let mut sandboxes = self.client.list_pod_sandbox(Some(api::PodSandboxFilter {
+            label_selector: labels,
+            ..Default::default()
+        }))?;
+        sandboxes.sort_by(|a, b| {
+            let name = |s: &api::PodSandbox| s.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            name(a).cmp(&name(b))
+        });
+        sandboxes.iter().map(|s| self.summary(&s.id)).collect()
+    }
+
+    /// The containers of sandbox `id` by name (the newest attempt of each).
+    fn containers(&self, id: &str) -> Result<HashMap<String, api::ContainerStatus>> {
+        let list = self.client.list_containers(Some(api::ContainerFilter {
+            pod_sandbox_id: id.to_string(),
+            ..Default::default()
+        }))?;
+        let mut out: HashMap<String, api::ContainerStatus> = HashMap::new();
+        for c in list {
+            let Some(status) = self.client.container_status(&c.id, false)?.status else {
+                continue;
+            };
+            let name = status.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            let newer = out.get(&name).is_none_or(|o| {
+                o.metadata.as_ref().map_or(0, |m| m.attempt) <= status.metadata.as_ref().map_or(0, |m| m.attempt)
+            });
+            if newer {
+                out.insert(name, status);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pod of sandbox `id`, as printed (status from the runtime, manifest from the
+    /// sandbox's annotation).
+    pub fn summary(&self, id: &str) -> Result<PodSummary> {
+        let status = self
+            .client
+            .pod_sandbox_status(id, false)?
+            .status
+            .context("PodSandboxStatus has no status")?;
+        let annotations = &status.annotations;
+        let pod: Pod = serde_json::from_str(annotations.get(MANIFEST_ANNOTATION).map_or("", String::as_str))
+            .with_context(|| format!("sandbox {id}: annotation {MANIFEST_ANNOTATION}"))?;
+        let plan = crate::manifest::plan(&pod, crate::manifest::memory_capacity())?;
+        let containers = self.containers(id)?;
+        let mut observed = Vec::new();
+        for c in &plan.containers {
+            let Some(s) = containers.get(&c.name) else { continue };
+            let exit = || Exit {
+                code: s.exit_code,
+                oom: s.reason == "OOMKilled",
+                started: nanos(s.started_at),
+                finished: nanos(s.finished_at),
+            };
+            let state = match api::ContainerState::try_from(s.state) {
+                Ok(api::ContainerState::ContainerCreated) => Observation::Created,
+                Ok(api::ContainerState::ContainerRunning) => Observation::Running(nanos(s.started_at)),
+                Ok(api::ContainerState::ContainerExited) => Observation::Exited(exit()),
+                _ => Observation::Absent,
+            };
+            observed.push((
+                Observed {
+                    name: c.name.clone(),
+                    container_id: format!("containerd://{}", s.id),
+                    image: c.image.clone(),
+                    state,
+                    restart_count: 0,
+                    last_exit: None,
+                },
+                nanos(s.created_at),
+            ));
+        }
+        let ready = status.state == api::PodSandboxState::SandboxReady as i32;
+        let ip = status
+            .network
+            .as_ref()
+            .map(|n| n.ip.clone())
+            .filter(|ip| !ip.is_empty());
+        let created = nanos(status.created_at);
+        let events = events_from_statuses(&observed);
+        let observed: Vec<Observed> = observed.into_iter().map(|(o, _)| o).collect();
+        Ok(PodSummary {
+            status: pod_status(&plan, &observed, ready, ip.as_deref(), created),
+            uid: status.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
+            plan,
+            manifest: Some(pod),
+            created,
+            events,
+            runtime: format!("cri:{} ({})", self.endpoint, self.handler),
+        })
+    }
+
+    /// The sandbox id and the CRI container of `container` in pod `namespace/name`.
+    ///
+    /// Errors: no such pod or container.
+    pub fn container(&self, namespace: &str, name: &str, container: &str) -> Result<(String, api::ContainerStatus)> {
+        let sandbox = self
+            .find(namespace, name)?
+            .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
+        let mut containers = self.containers(&sandbox.id)?;
+        let status = containers
+            .remove(container)
+            .with_context(|| format!("container {container:?} is not valid for pod {name:?}"))?;
+        Ok((sandbox.id, status))
+    }
+
+    /// The host path of a container's log (CRI's `log_path`: the pod's log directory
+    /// joined with the container's) and its CRI id.
+    pub fn log(&self, namespace: &str, name: &str, container: &str) -> Result<(PathBuf, String)> {
+        let (_, status) = self.container(namespace, name, container)?;
+        if status.log_path.is_empty() {
+            bail!("container {container:?} of pod {name:?} has no log");
+        }
+        Ok((PathBuf::from(&status.log_path), status.id))
+    }
+
+    /// Whether container `id` still runs (or waits to start).
+    pub fn running(&self, id: &str) -> bool {
+        self.client
+            .container_status(id, false)
+            .ok()
+            .and_then(|r| r.status)
+            .is_some_and(|s| {
+                s.state == api::ContainerState::ContainerRunning as i32
+                    || s.state == api::ContainerState::ContainerCreated as i32
+            })
+    }
+
+    /// `ExecSync` of `cmd` in the container: (exit code, stdout, stderr).
+    pub fn exec(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        cmd: &[String],
+    ) -> Result<(i32, Vec<u8>, Vec<u8>)> {
+        let (_, status) = self.container(namespace, name, container)?;
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let r = self.client.exec_sync(&status.id, &args, Duration::from_secs(3600))?;
+        Ok((r.exit_code, r.stdout, r.stderr))
+    }
+
+    /// Deletes pod `namespace/name` as kubelet does: every container stopped at once with
+    /// `grace` (default: the pod's `terminationGracePeriodSeconds`), then the sandbox
+    /// stopped and removed, then its log directory and pod cgroup.
+    ///
+    /// Errors: no such pod, or a CRI call failed.
+    pub fn delete(&self, namespace: &str, name: &str, grace: Option<u64>) -> Result<()> {
+        let sandbox = self
+            .find(namespace, name)?
+            .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
+        let status = self
+            .client
+            .pod_sandbox_status(&sandbox.id, false)?
+            .status
+            .context("PodSandboxStatus has no status")?;
+        let grace = match grace {
+            Some(g) => g,
+            None => status
+                .annotations
+                .get(sandbox::pod::annotations::GRACE_PERIOD)
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(sandbox::pod::DEFAULT_GRACE_SECONDS),
+        };
+        let config = api::PodSandboxConfig {
+            log_directory: self
+                .log_root
+                .join(format!(
+                    "{namespace}_{name}_{}",
+                    status.metadata.as_ref().map_or("", |m| m.uid.as_str())
+                ))
+                .to_string_lossy()
+                .into_owned(),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: format!(
+                    "/{}",
+                    crate::pods::pod_cgroup(status.metadata.as_ref().map_or("", |m| m.uid.as_str()))
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.remove(&sandbox.id, &config, Duration::from_secs(grace))
+    }
+
+    fn remove(&self, id: &str, config: &api::PodSandboxConfig, grace: Duration) -> Result<()> {
+        let containers = self.client.list_containers(Some(api::ContainerFilter {
+            pod_sandbox_id: id.to_string(),
+            ..Default::default()
+        }))?;
+        // SIGTERM to all at once; each StopContainer SIGKILLs its container after `grace`.
+        let errors: Vec<String> = std::thread::scope(|s| {
+            let stops: Vec<_> = containers
+                .iter()
+                .filter(|c| c.state != api::ContainerState::ContainerExited as i32)
+                .map(|c| {
+                    s.spawn(move || {
+                        self.client
+                            .stop_container(&c.id, grace)
+                            .map_err(|e| format!("{}: {e}", c.id))
+                    })
+                })
+                .collect();
+            stops.into_iter().filter_map(|h| h.join().ok()?.err()).collect()
+        });
+        if !errors.is_empty() {
+            bail!("StopContainer: {}", errors.join("; "));
+        }
+        self.client.stop_pod_sandbox(id)?;
+        self.client.remove_pod_sandbox(id)?;
+        match std::fs::remove_dir_all(&config.log_directory) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", config.log_directory)),
+        }
+        // kubelet owns the pod cgroup; the peapod shim removes the one it created, so this
+        // is for other handlers: its parent (`peapod`) only while empty.
+        if let Some(parent) = config.linux.as_ref().map(|l| l.cgroup_parent.trim_start_matches('/')) {
+            if sandbox::cgroups::exists_anywhere(parent) && !sandbox::cgroups::rmdir_everywhere(parent) {
+                bail!("pod cgroup {parent} still has processes or child cgroups");
+            }
+            if let Some((top, _)) = parent.rsplit_once('/') {
+                let _ = sandbox::cgroups::rmdir_everywhere(top);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// kubelet's namespace modes for the pod: network per pod (the node's with
+/// `hostNetwork`), IPC per pod, pid per container unless `shareProcessNamespace`.
+fn namespace_options(plan: &PodPlan) -> api::NamespaceOption {
+    let mode = |m: api::NamespaceMode| m as i32;
+    api::NamespaceOption {
+        network: mode(if plan.host_network {
+            api::NamespaceMode::Node
+        } else {
+            api::NamespaceMode::Pod
+        }),
+        pid: mode(if plan.share_process_namespace {
+            api::NamespaceMode::Pod
+        } else {
+            api::NamespaceMode::Container
+        }),
+        ipc: mode(api::NamespaceMode::Pod),
+        ..Default::default()
+    }
+}
+
+/// A container's CRI config, as kubelet's `generateContainerConfig` builds it.
+fn container_config(
+    plan: &PodPlan,
+    c: &ContainerPlan,
+    image: &str,
+    uid: &str,
+    ip: &str,
+) -> Result<api::ContainerConfig> {
+    let mut mounts = Vec::new();
+    for m in &c.mounts {
+        match plan.volumes.get(&m.volume) {
+            Some(VolumeKind::HostPath { path, .. }) => mounts.push(api::Mount {
+                container_path: m.path.clone(),
+                host_path: match &m.sub_path {
+                    Some(sub) => Path::new(path).join(sub).to_string_lossy().into_owned(),
+                    None => path.clone(),
+                },
+                readonly: m.read_only,
+                ..Default::default()
+            }),
+            Some(VolumeKind::EmptyDir(_)) if m.sub_path.is_some() => {
+                bail!(
+                    "container {:?}: volumeMounts[{}].subPath: subPath on an emptyDir is not supported by peapod yet",
+                    c.name,
+                    m.volume
+                )
+            }
+            // emptyDirs: the shim mounts them from the container's annotations.
+            _ => {}
+        }
+    }
+    let r = c.resources;
+    let cpu_period = i64::try_from(sandbox::pod::CPU_PERIOD_US).unwrap_or(100_000);
+    let resources = api::LinuxContainerResources {
+        cpu_period: if r.cpu_limit.is_some() { cpu_period } else { 0 },
+        cpu_quota: r
+            .cpu_limit
+            .and_then(|m| sandbox::pod::millis_to_quota(m, sandbox::pod::CPU_PERIOD_US))
+            .unwrap_or(0),
+        cpu_shares: i64::try_from(sandbox::pod::millis_to_shares(r.cpu_request.unwrap_or(0))).unwrap_or(2),
+        memory_limit_in_bytes: r.memory_limit.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        oom_score_adj: i64::from(c.oom_score_adj),
+        ..Default::default()
+    };
+    let sec = &c.security;
+    let security_context = api::LinuxContainerSecurityContext {
+        capabilities: Some(api::Capability {
+            add_capabilities: sec.capabilities_add.clone(),
+            drop_capabilities: sec.capabilities_drop.clone(),
+            ..Default::default()
+        }),
+        privileged: sec.privileged,
+        namespace_options: Some(namespace_options(plan)),
+        run_as_user: sec.run_as_user.map(|u| api::Int64Value { value: i64::from(u) }),
+        run_as_group: sec.run_as_group.map(|g| api::Int64Value { value: i64::from(g) }),
+        readonly_rootfs: sec.read_only_root_filesystem,
+        no_new_privs: !sec.allow_privilege_escalation,
+        ..Default::default()
+    };
+    let mut labels = HashMap::from([
+        (CONTAINER_NAME_LABEL.to_string(), c.name.clone()),
+        (POD_NAME_LABEL.to_string(), plan.name.clone()),
+        (POD_NAMESPACE_LABEL.to_string(), plan.namespace.clone()),
+        (POD_UID_LABEL.to_string(), uid.to_string()),
+    ]);
+    labels.insert(MANAGED_BY_LABEL.into(), "peapod".into());
+    Ok(api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: c.command.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: c
+            .env
+            .iter()
+            .map(|(k, v)| api::KeyValue {
+                key: k.clone(),
+                value: crate::pods::env_value(plan, v, uid, ip),
+            })
+            .collect(),
+        mounts,
+        labels,
+        annotations: plan.container_annotations(c),
+        log_path: format!("{}/0.log", c.name),
+        tty: c.tty,
+        linux: Some(api::LinuxContainerConfig {
+            resources: Some(resources),
+            security_context: Some(security_context),
+        }),
+        ..Default::default()
+    })
+}
