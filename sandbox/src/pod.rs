@@ -65,6 +65,56 @@ pub mod annotations {
     pub const NAME: &str = "io.peapod.name";
     /// CRI: the container's name in its pod.
     pub const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+    /// peapod (sandbox): `Always`, `OnFailure` or `Never`: the shim itself restarts the
+    /// pod's containers by this policy and stops sidecars once the app containers are
+    /// done (KEP-753). Only for a shim without kubelet (the CLI's embedded mode): under
+    /// kubelet, kubelet does both, and this annotation must be absent.
+    pub const RESTART_POLICY: &str = "io.peapod.restart-policy";
+}
+
+/// A pod's `restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Restart every container that exits.
+    Always,
+    /// Restart containers that exit non-zero.
+    OnFailure,
+    /// Restart nothing (sidecars excepted).
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container of `role` that exited with `code` is restarted (kubelet's
+    /// `ShouldContainerBeRestarted`, and KEP-753 for sidecars): sidecars always, until the
+    /// pod completes; init containers when they failed, unless `Never`; app containers
+    /// by the policy.
+    pub fn restarts(self, role: Role, code: i32, pod_completing: bool) -> bool {
+        match role {
+            Role::Sidecar => !pod_completing,
+            Role::Init => self != RestartPolicy::Never && code != 0,
+            Role::App => self == RestartPolicy::Always || (self == RestartPolicy::OnFailure && code != 0),
+        }
+    }
+
+    /// Back-off before restart number `n + 1` (`n` restarts so far): 1 s doubling up to
+    /// 60 s, the decay of KEP-4603 (kubelet's `ReduceDefaultCrashLoopBackOffDecay`; the
+    /// older default was 10 s up to 300 s).
+    pub fn backoff(n: u32) -> std::time::Duration {
+        std::time::Duration::from_secs(1u64 << n.min(6)).min(std::time::Duration::from_secs(60))
+    }
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "Always" => Ok(RestartPolicy::Always),
+            "OnFailure" => Ok(RestartPolicy::OnFailure),
+            "Never" => Ok(RestartPolicy::Never),
+            other => Err(format!("{other:?} is not Always, OnFailure or Never")),
+        }
+    }
 }
 
 /// Default termination grace period (Kubernetes' `terminationGracePeriodSeconds`), s.
@@ -235,6 +285,8 @@ pub struct PodConfig {
     pub empty_dirs: Vec<EmptyDir>,
     /// Termination grace period.
     pub grace: std::time::Duration,
+    /// The shim supervises restarts by this policy (see [`annotations::RESTART_POLICY`]).
+    pub restart_policy: Option<RestartPolicy>,
 }
 
 fn json_annotation<T: for<'de> Deserialize<'de>>(
@@ -323,11 +375,16 @@ impl PodConfig {
                 ));
             }
         }
+        let restart_policy = a
+            .get(RESTART_POLICY)
+            .map(|v| v.parse().map_err(|e: String| invalid(field(RESTART_POLICY), e)))
+            .transpose()?;
         Ok(PodConfig {
             containers,
             resources,
             empty_dirs,
             grace: std::time::Duration::from_secs(grace),
+            restart_policy,
         })
     }
 }
@@ -644,6 +701,33 @@ pub fn gate(members: &[MemberView], me: usize) -> Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_policy_follows_kubelet_and_kep_753() {
+        use RestartPolicy::*;
+        // Sidecars restart whatever the policy, until the pod completes.
+        assert!(Never.restarts(Role::Sidecar, 0, false));
+        assert!(!Always.restarts(Role::Sidecar, 1, true));
+        // Init containers: only on failure, never under Never.
+        assert!(OnFailure.restarts(Role::Init, 1, false) && Always.restarts(Role::Init, 1, false));
+        assert!(!Always.restarts(Role::Init, 0, false) && !Never.restarts(Role::Init, 1, false));
+        // App containers by the policy.
+        assert!(Always.restarts(Role::App, 0, false));
+        assert!(OnFailure.restarts(Role::App, 2, false) && !OnFailure.restarts(Role::App, 0, false));
+        assert!(!Never.restarts(Role::App, 2, false));
+        let secs = |n| RestartPolicy::backoff(n).as_secs();
+        assert_eq!([secs(0), secs(1), secs(5), secs(6), secs(40)], [1, 2, 32, 60, 60]);
+        let a = |v: &str| HashMap::from([(annotations::RESTART_POLICY.to_string(), v.to_string())]);
+        assert_eq!(
+            PodConfig::from_annotations(&a("OnFailure")).unwrap().restart_policy,
+            Some(OnFailure)
+        );
+        let e = PodConfig::from_annotations(&a("Sometimes")).unwrap_err().to_string();
+        assert!(
+            e.contains(annotations::RESTART_POLICY) && e.contains("Sometimes"),
+            "{e}"
+        );
+    }
 
     fn m(id: &str, role: Role, running: bool, exit: Option<i32>) -> MemberView {
         MemberView {

@@ -70,6 +70,10 @@ pub fn parse(line: &str) -> Result<Record<'_>, ParseError> {
 pub struct Options {
     /// Prefix each line with its time (`--timestamps`).
     pub timestamps: bool,
+    /// Only lines written at or after this time (one run of a restarted container).
+    pub since: Option<jiff::Timestamp>,
+    /// Only lines written at or before this time.
+    pub until: Option<jiff::Timestamp>,
 }
 
 /// Turns CRI records into lines, joining partials; keeps unfinished lines between calls
@@ -111,6 +115,14 @@ impl Lines {
                     continue;
                 }
             };
+            if self.opts.since.is_some() || self.opts.until.is_some() {
+                let t: Option<jiff::Timestamp> = record.time.parse().ok();
+                if t.zip(self.opts.since).is_some_and(|(t, s)| t < s)
+                    || t.zip(self.opts.until).is_some_and(|(t, u)| t > u)
+                {
+                    continue;
+                }
+            }
             let slot = match self.pending.iter().position(|(s, _)| s == record.stream) {
                 Some(i) => i,
                 None => {
@@ -185,9 +197,11 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), "oops\nhello\n");
         assert_eq!(usize::try_from(n).unwrap(), log.rfind('\n').unwrap() + 1);
         let mut out = Vec::new();
-        Lines::new(Options { timestamps: true })
-            .feed(log.as_bytes(), &mut out)
-            .unwrap();
+        let stamped = Options {
+            timestamps: true,
+            ..Default::default()
+        };
+        Lines::new(stamped).feed(log.as_bytes(), &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2024-01-01T00:00:01Z oops\n2024-01-01T00:00:00Z hello\n"
@@ -200,5 +214,14 @@ mod tests {
         assert!(out.is_empty());
         lines.feed(rest.as_bytes(), &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "oops\nhello\n");
+        // A time window (one run of a restarted container).
+        let window = Options {
+            since: Some("2024-01-01T00:00:01Z".parse().unwrap()),
+            until: Some("2024-01-01T00:00:01.5Z".parse().unwrap()),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        Lines::new(window).feed(log.as_bytes(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "oops\n");
     }
 }

@@ -92,6 +92,8 @@ pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Spec {
     let mut a: HashMap<String, String> = plan.sandbox_annotations();
     a.insert(annotations::CONTAINER_TYPE.into(), "sandbox".into());
     a.insert(annotations::SANDBOX_ID.into(), rt.sandbox_id.clone());
+    // No kubelet here: the shim restarts containers by the pod's policy.
+    a.insert(annotations::RESTART_POLICY.into(), plan.restart_policy.clone());
     spec.set_annotations(Some(a));
     if let Some(p) = spec.process_mut() {
         p.set_oom_score_adj(Some(clamp(SANDBOX_OOM_SCORE_ADJ, rt, "sandbox")));

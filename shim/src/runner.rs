@@ -404,18 +404,26 @@ fn timestamp(t: &containerd_shim_protos::protobuf::well_known_types::timestamp::
         .flatten()
 }
 
-/// Observes a pod: live states from its shim (`State`), start times, exit history and
-/// OOM kills from its event log. A shim that cannot be reached leaves only what the log
-/// tells, and the phase `Unknown`.
-pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
+/// Whether the shim restarts a container of `role` that exited with `code` (the pod's
+/// policy; sidecars until the app containers are done for good).
+fn restarts_after(plan: &PodPlan, role: sandbox::pod::Role, code: i32, apps_done: bool) -> bool {
+    plan.restart_policy
+        .parse::<sandbox::pod::RestartPolicy>()
+        .is_ok_and(|p| p.restarts(role, code, apps_done))
+}
+
+/// Runs: a container's runs in order (start time, then how it ended).
+type Runs = std::collections::HashMap<String, Vec<Exit>>;
+
+/// What the pod's event log tells: each container's runs, and the events to show.
+fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>) {
     use containerd_shim_protos::events::task::{TaskCreate, TaskExit, TaskOOM, TaskStart};
     use containerd_shim_protos::protobuf::Message;
-    use containerd_shim_protos::types::task::Status as S;
 
     let log = crate::events::read_log(&record.event_log(paths)).unwrap_or_default();
     let name_of = |id: &str| record.containers.iter().find(|(_, i)| i == id).map(|(n, _)| n.clone());
     // Per container: the runs seen in the log (start time, then its exit).
-    let mut runs: std::collections::HashMap<String, Vec<Exit>> = std::collections::HashMap::new();
+    let mut runs = Runs::new();
     let mut events = Vec::new();
     for envelope in &log {
         let time = envelope.timestamp.as_ref().and_then(timestamp).unwrap_or_default();
@@ -483,16 +491,42 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
             }
         }
     }
+    (runs, events)
+}
 
+/// Observes a pod: live states from its shim (`State`), start times, exit history and
+/// OOM kills from its event log. A shim that cannot be reached leaves only what the log
+/// tells, and the phase `Unknown`.
+pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
+    use containerd_shim_protos::types::task::Status as S;
+
+    let (mut runs, mut events) = history(paths, record);
     let shim = Shim::connect(&record.shim_address).ok();
     let sandbox_ready = shim
         .as_ref()
         .and_then(|s| s.state(&record.sandbox_id, "").ok())
         .is_some_and(|st| st.status.enum_value_or_default() == S::RUNNING);
+    // Whether every app container is done for good (then sidecars are not restarted).
+    let policy: sandbox::pod::RestartPolicy = record
+        .plan
+        .restart_policy
+        .parse()
+        .unwrap_or(sandbox::pod::RestartPolicy::Always);
+    let runs_done = record
+        .plan
+        .containers
+        .iter()
+        .filter(|c| c.role == sandbox::pod::Role::App)
+        .all(|c| {
+            runs.get(&c.name)
+                .and_then(|r| r.last())
+                .is_some_and(|e| e.finished.is_some() && !policy.restarts(c.role, e.code, false))
+        });
     let mut observed = Vec::new();
     for (c, (name, id)) in record.plan.containers.iter().zip(&record.containers) {
         let history = runs.remove(name).unwrap_or_default();
         let live = shim.as_ref().and_then(|s| s.state(id, "").ok());
+        let mut backoff = None;
         let state = match live.as_ref().map(|s| s.status.enum_value_or_default()) {
             Some(S::RUNNING | S::PAUSED) => Observation::Running(history.last().and_then(|r| r.started)),
             Some(S::CREATED) => Observation::Created,
@@ -501,21 +535,28 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
                 let mut exit = history.last().cloned().unwrap_or_default();
                 exit.code = i32::try_from(st.exit_status).unwrap_or(255);
                 exit.finished = st.exited_at.as_ref().and_then(timestamp).or(exit.finished);
-                Observation::Exited(exit)
+                if sandbox_ready && restarts_after(&record.plan, c.role, exit.code, runs_done) {
+                    backoff = Some(exit);
+                    Observation::BackOff
+                } else {
+                    Observation::Exited(exit)
+                }
             }
             _ => match history.last() {
                 Some(e) if e.finished.is_some() => Observation::Exited(e.clone()),
                 _ => Observation::Absent,
             },
         };
+        // Waiting for its restart, the run that ended is the last termination.
         let restarts = history.len().saturating_sub(1);
+        let last_exit = backoff.or_else(|| (restarts > 0).then(|| history[history.len() - 2].clone()));
         observed.push(Observed {
             name: name.clone(),
             container_id: format!("peapod://{id}"),
             image: c.image.clone(),
             state,
             restart_count: i32::try_from(restarts).unwrap_or(i32::MAX),
-            last_exit: (restarts > 0).then(|| history[history.len() - 2].clone()),
+            last_exit,
         });
     }
     let started = jiff::Timestamp::from_second(i64::try_from(record.created).unwrap_or(0)).ok();
@@ -528,6 +569,35 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
         status,
         observed,
         events,
+    }
+}
+
+/// The time window of a container's run in the shared log file (restarts append to it):
+/// the current (latest) run, or with `previous` the one before it.
+///
+/// Errors: `previous` without an earlier run (kubectl's message).
+pub fn log_window(
+    paths: &Paths,
+    record: &PodRecord,
+    name: &str,
+    previous: bool,
+) -> Result<(Option<jiff::Timestamp>, Option<jiff::Timestamp>)> {
+    let (runs, _) = history(paths, record);
+    let runs = runs.get(name).map(Vec::as_slice).unwrap_or_default();
+    let pick = if previous {
+        runs.len().checked_sub(2)
+    } else {
+        runs.len().checked_sub(1)
+    };
+    match pick.map(|i| &runs[i]) {
+        Some(run) if previous => Ok((run.started, run.finished)),
+        // The first run also gets what was written before its start event.
+        Some(run) if runs.len() > 1 => Ok((run.started, None)),
+        _ if previous => bail!(
+            "previous terminated container {name:?} in pod {:?} not found",
+            record.plan.name
+        ),
+        _ => Ok((None, None)),
     }
 }
 

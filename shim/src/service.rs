@@ -31,7 +31,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process};
 use sandbox::pod::{
-    annotations, gate, gate_declared, DeclaredContainer, Gate, MemberView, PodConfig, PodResources, Role, VolumeMount,
+    annotations, gate, gate_declared, DeclaredContainer, Gate, MemberView, PodConfig, PodResources, RestartPolicy,
+    Role, VolumeMount,
 };
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
@@ -115,6 +116,8 @@ struct Task {
     execs: HashMap<String, Exec>,
     oom_published: u64,
     oom_stop: Arc<AtomicBool>,
+    /// The Create request, to create the container again on restart.
+    request: api::CreateTaskRequest,
 }
 
 /// A member task that was deleted (CRI deletes a container's task once it exited); the
@@ -133,6 +136,12 @@ struct Pod {
     history: Vec<Gone>,
     grace: Duration,
     terminating: bool,
+    /// When set, this shim restarts the pod's containers (no kubelet above it).
+    restart_policy: Option<RestartPolicy>,
+    /// Restarts so far, by container name.
+    restarts: HashMap<String, u32>,
+    /// The app containers are done and will not restart: sidecars are being stopped.
+    completing: bool,
 }
 
 #[derive(Default)]
@@ -291,7 +300,117 @@ impl Service {
             exited_at: MessageField::some(to_timestamp(exit.at)),
             ..Default::default()
         });
+        if exec_id.is_none() {
+            self.supervise(&mut st, &id, exit.code);
+        }
         self.inner.changed.notify_all();
+    }
+
+    /// After a member's exit, in a pod this shim supervises (`io.peapod.restart-policy`):
+    /// restarts it after a back-off when the policy says so; once every app container is
+    /// done for good, stops the sidecars in reverse declaration order (KEP-753), SIGKILL
+    /// after the grace period.
+    fn supervise(&self, st: &mut Tasks, id: &str, code: i32) {
+        let Some(task) = st.tasks.get(id).filter(|t| !t.sandbox) else {
+            return;
+        };
+        let (name, role, request) = (task.name.clone(), task.role, task.request.clone());
+        let Some(pod_id) = task.pod.clone() else { return };
+        let Some(pod) = st.pods.get_mut(&pod_id) else { return };
+        let Some(policy) = pod.restart_policy else { return };
+        if pod.terminating {
+            return;
+        }
+        if policy.restarts(role, code, pod.completing) {
+            let n = pod.restarts.entry(name.clone()).or_insert(0);
+            let delay = RestartPolicy::backoff(*n);
+            *n += 1;
+            tracing::info!(id, container = %name, code, ?delay, "restarting after back-off");
+            let svc = self.clone();
+            let id = id.to_string();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                svc.restart(&id, request);
+            });
+            return;
+        }
+        if role != Role::App || pod.completing {
+            return;
+        }
+        // Apps not started yet, or running, or about to restart, keep the pod going.
+        let declared_apps: Vec<String> = pod
+            .containers
+            .iter()
+            .filter(|d| d.role == Role::App)
+            .map(|d| d.name.clone())
+            .collect();
+        let apps_done = declared_apps.iter().all(|app| {
+            st.tasks.values().any(|t| {
+                t.pod.as_deref() == Some(pod_id.as_str())
+                    && &t.name == app
+                    && t.init.exit.is_some_and(|e| !policy.restarts(Role::App, e.code, false))
+            })
+        });
+        if !apps_done {
+            return;
+        }
+        let Some(pod) = st.pods.get_mut(&pod_id) else { return };
+        pod.completing = true;
+        let grace = pod.grace;
+        let mut sidecars: Vec<(&String, &Task)> = st
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.pod.as_deref() == Some(pod_id.as_str()) && t.role == Role::Sidecar && t.init.running())
+            .collect();
+        sidecars.sort_by_key(|(_, t)| std::cmp::Reverse(t.seq));
+        let ids: Vec<String> = sidecars.iter().map(|(id, _)| (*id).clone()).collect();
+        tracing::info!(pod = %pod_id, sidecars = ?ids, "app containers done: stopping sidecars");
+        for (_, t) in &sidecars {
+            let _ = t.container.kill(Signal::SIGTERM, false);
+        }
+        let svc = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            let st = svc.lock();
+            for id in &ids {
+                if let Some(t) = st.tasks.get(id).filter(|t| t.init.running()) {
+                    let _ = t.container.kill(Signal::SIGKILL, true);
+                }
+            }
+        });
+    }
+
+    /// Creates and starts member `id` again from its Create request (same id, bundle,
+    /// rootfs and stdio: its output appends to the same log), unless the pod is being
+    /// deleted meanwhile.
+    fn restart(&self, id: &str, request: api::CreateTaskRequest) {
+        {
+            let st = self.lock();
+            let Some(task) = st.tasks.get(id) else { return };
+            let terminating = task
+                .pod
+                .as_ref()
+                .and_then(|p| st.pods.get(p))
+                .is_none_or(|p| p.terminating);
+            if terminating || task.init.exit.is_none() {
+                return;
+            }
+        }
+        let delete = api::DeleteRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let start = api::StartRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let result = self
+            .do_delete(delete)
+            .and_then(|_| self.do_create(request))
+            .and_then(|_| self.do_start(start));
+        if let Err(e) = result {
+            tracing::warn!(id, error = %e, "restart failed");
+        }
     }
 
     fn publish_oom(&self, st: &mut Tasks, id: &str) {
@@ -431,6 +550,7 @@ impl Service {
                 execs: HashMap::new(),
                 oom_published: 0,
                 oom_stop,
+                request: req.clone(),
             },
         );
         self.inner.publisher.publish(TaskCreate {
@@ -478,6 +598,9 @@ impl Service {
             resources,
             containers: config.containers,
             history: Vec::new(),
+            restart_policy: config.restart_policy,
+            restarts: HashMap::new(),
+            completing: false,
             grace: config.grace,
             terminating: false,
         })

@@ -53,6 +53,11 @@ fn main() {
         a_sigkilled_cli_leaves_nothing_delete_cannot_clean,
         bad_manifests_fail_clearly_and_create_nothing,
     ])
+    .chain(
+        tests![restarts_follow_the_policy_and_sidecars_stop_after_the_apps]
+            .into_iter()
+            .map(|(name, f)| (format!("embedded::{name}"), f)),
+    )
     .collect();
     peapod_tests::run_privileged_suite(tests, move || {
         // The pods' parent cgroup `peapod`, when empty.

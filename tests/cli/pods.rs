@@ -451,6 +451,69 @@ pub fn finished_pods_take_kubelets_phase_and_reasons(mode: Mode) -> Result<()> {
     deleted
 }
 
+/// Embedded mode only: without kubelet, the shim restarts by the pod's policy.
+pub fn restarts_follow_the_policy_and_sidecars_stop_after_the_apps() -> Result<()> {
+    let cli = Cli::new(Mode::Embedded)?;
+    let flaky = cli.dir.path().join("flaky.yaml");
+    std::fs::write(
+        &flaky,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: flaky}\nspec:\n  restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 2\n  volumes: [{name: data, emptyDir: {}}]\n  containers:\n  - name: app\n    image: busybox\n    command: [sh, -c, 'echo run; if [ ! -f /data/once ]; then touch /data/once; exit 1; fi; echo second; trap \"exit 0\" TERM; sleep 3600 & wait']\n    volumeMounts: [{name: data, mountPath: /data}]\n",
+    )?;
+    let job = cli.dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: job}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 2\n  initContainers:\n  - {name: proxy, image: busybox, restartPolicy: Always, command: [sh, -c, 'trap \"echo proxy-stopped; exit 0\" TERM; sleep 3600 & wait']}\n  containers:\n  - {name: work, image: busybox, command: [sh, -c, 'sleep 1; echo done']}\n",
+    )?;
+    cli.ok(&["run", "-f", flaky.to_str().context("path")?])?;
+    let flaky_uid = uid_of(&cli, "flaky")?;
+    cli.ok(&["run", "-f", job.to_str().context("path")?])?;
+    let job_uid = uid_of(&cli, "job")?;
+    let result = (|| {
+        // OnFailure: the failed first run is restarted after the back-off (1 s).
+        let row = cli.wait_for("the restart", || {
+            let row = cli.ok(&["get", "pods"])?;
+            let line = row
+                .lines()
+                .find(|l| l.starts_with("flaky "))
+                .unwrap_or_default()
+                .to_string();
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Ok((f.len() > 3 && f[3] == "1" && f[2] == "Running").then_some(line))
+        })?;
+        ensure!(row.contains(" 1/1 "), "{row}");
+        ensure!(logs(&cli, "flaky", "app")? == "run\nsecond\n", "current run's log");
+        ensure!(
+            cli.ok(&["logs", "flaky", "--previous"])? == "run\n",
+            "previous run's log"
+        );
+        let d = cli.ok(&["describe", "pod", "flaky"])?;
+        for want in ["Last State:     Terminated", "Exit Code:    1", "Restart Count:  1"] {
+            ensure!(d.contains(want), "describe lacks {want:?}:\n{d}");
+        }
+        // Never, app done: the sidecar gets SIGTERM and the pod succeeds (KEP-753).
+        let phase = cli.wait_for("the job to complete", || {
+            let v = cli.pod_json("job")?;
+            let p = v["status"]["phase"].as_str().unwrap_or("").to_string();
+            Ok((p == "Succeeded").then_some(p))
+        })?;
+        ensure!(phase == "Succeeded");
+        ensure!(
+            logs(&cli, "job", "proxy")? == "proxy-stopped\n",
+            "the sidecar was not stopped by SIGTERM"
+        );
+        ensure!(cli.row("job")?.1 == "Completed");
+        Ok(())
+    })();
+    // Both deleted before checking: the mount check looks at the whole CLI dir.
+    let deleted = cli
+        .ok(&["delete", "pod", "flaky"])
+        .and(cli.ok(&["delete", "pod", "job"]))
+        .and(cli.assert_gone("flaky", &flaky_uid))
+        .and(cli.assert_gone("job", &job_uid));
+    result?;
+    deleted
+}
+
 pub fn exec_passes_stdin_and_exit_codes(mode: Mode) -> Result<()> {
     let cli = Cli::new(mode)?;
     let uid = run_example(&cli, "native-sidecar")?;

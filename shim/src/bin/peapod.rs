@@ -384,12 +384,17 @@ fn logs(
     previous: bool,
     timestamps: bool,
 ) -> Result<i32> {
-    let opts = shim::crilog::Options { timestamps };
+    let mut opts = shim::crilog::Options {
+        timestamps,
+        ..Default::default()
+    };
     let out = &mut std::io::stdout().lock();
     let (name, path, running): (String, PathBuf, Box<dyn Fn() -> bool>) = match mode {
         Mode::Embedded(paths) => {
             let record = runner::load(paths, &runner::key(namespace, pod))?;
             let name = pick_container(&record.plan, container)?;
+            // Restarts append to one file: a run is a time window of it.
+            (opts.since, opts.until) = runner::log_window(paths, &record, &name, previous)?;
             let path = record.log_path(paths, &name);
             let n = name.clone();
             let running = move || {
@@ -403,14 +408,14 @@ fn logs(
         Mode::Cri(cri) => {
             let summary = summary(mode, namespace, pod)?;
             let name = pick_container(&summary.plan, container)?;
+            if previous {
+                // Nothing restarts containers under CRI without kubelet (kubectl's words).
+                bail!("previous terminated container {name:?} in pod {pod:?} not found");
+            }
             let (path, id) = cri.log(namespace, pod, &name)?;
             (name, path, Box::new(move || cri.running(&id)))
         }
     };
-    if previous {
-        // Nothing restarts containers here, so there is no previous run (kubectl's words).
-        bail!("previous terminated container {name:?} in pod {pod:?} not found");
-    }
     shim::crilog::print(&path, out, opts, follow, &running)
         .with_context(|| format!("logs of container {name:?} ({})", path.display()))?;
     Ok(0)
