@@ -133,6 +133,39 @@ impl Shim {
         Self::connect(&address)
     }
 
+    /// Runs `<binary> … -id <task_id> -bundle <bundle> delete`, containerd's clean-up of
+    /// a task whose shim died: kills what is left of it, unmounts its rootfs and removes
+    /// its state (a sandbox's also its pod cgroup and volumes).
+    pub fn cleanup(binary: &Path, task_id: &str, bundle: &Path) -> Result<()> {
+        let out = Command::new(binary)
+            .args([
+                "-namespace",
+                EMBEDDED_NAMESPACE,
+                "-address",
+                EMBEDDED_ADDRESS,
+                "-id",
+                task_id,
+            ])
+            .arg("-bundle")
+            .arg(bundle)
+            .arg("delete")
+            .current_dir(bundle)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| EmbeddedError::Start {
+                binary: binary.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(EmbeddedError::Call {
+                call: "delete (shim binary)",
+                id: task_id.to_string(),
+                message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            });
+        }
+        Ok(())
+    }
+
     /// Connects to a running shim at `address` (`unix://…`).
     pub fn connect(address: &str) -> Result<Shim> {
         let client = ttrpc::Client::connect(address).map_err(|source| EmbeddedError::Connect {

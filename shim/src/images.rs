@@ -952,10 +952,22 @@ struct Fetched {
     config: ImageConfig,
 }
 
+/// Progress of long steps (downloads, layer unpacking), as one-line messages.
+pub type Progress = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A local image store rooted at a directory; see the module docs for its layout.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
+    progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -985,7 +997,19 @@ impl Store {
                 .create(&dir)
                 .map_err(io_err("create", &dir))?;
         }
-        Ok(Self { root })
+        Ok(Self { root, progress: None })
+    }
+
+    /// Reports downloads and layer unpacking to `progress` (`"unpacking layer 2/3 …"`).
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    fn report(&self, message: &str) {
+        if let Some(p) = &self.progress {
+            p(message);
+        }
     }
 
     /// The store's root directory.
@@ -1184,7 +1208,16 @@ impl Store {
                 ),
             ));
         }
-        for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+        let total = manifest.layers.len();
+        for (i, (layer, diff_id)) in manifest.layers.iter().zip(diff_ids).enumerate() {
+            if !self.layer_path(diff_id)?.is_dir() {
+                let short = layer.digest.trim_start_matches("sha256:").get(..12).unwrap_or_default();
+                self.report(&format!(
+                    "{name}: unpacking layer {}/{total} {short} ({:.1} MB)",
+                    i + 1,
+                    layer.size as f64 / 1e6
+                ));
+            }
             if layer.media_type.contains("zstd") {
                 return Err(ImageError::Unsupported {
                     what: format!("image {name}: layer {}", layer.digest),
@@ -1556,6 +1589,11 @@ impl Store {
         if self.has_blob(&desc.digest)? {
             return Ok(());
         }
+        let short = desc.digest.trim_start_matches("sha256:").get(..12).unwrap_or_default();
+        self.report(&format!(
+            "{name}: downloading {short} ({:.1} MB)",
+            desc.size as f64 / 1e6
+        ));
         let registry = image.resolve_registry();
         let mut stream = client
             .pull_blob_stream(image, desc)

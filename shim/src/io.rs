@@ -59,6 +59,11 @@ pub struct ProcessIo {
     pub stdio: sandbox::Stdio,
     copiers: Vec<JoinHandle<()>>,
     stdin: Arc<Mutex<Option<File>>>,
+    /// `CloseIO` arrived: the stdin copier closes the process's stdin once it has moved
+    /// everything already written to the FIFO.
+    stdin_closing: Arc<AtomicBool>,
+    /// A copier moves containerd's stdin FIFO into the process.
+    stdin_copier: bool,
     exited: Arc<AtomicBool>,
     /// (stdin, stdout) URIs waiting for the pty master of a terminal process.
     terminal: Option<(String, String)>,
@@ -84,6 +89,8 @@ impl ProcessIo {
             stdio: sandbox::Stdio::default(),
             copiers: Vec::new(),
             stdin: Arc::new(Mutex::new(None)),
+            stdin_closing: Arc::new(AtomicBool::new(false)),
+            stdin_copier: false,
             exited: Arc::new(AtomicBool::new(false)),
             terminal: None,
             console: None,
@@ -115,7 +122,8 @@ impl ProcessIo {
             let (r, w) = pipe().map_err(err("stdin", stdin, "pipe"))?;
             *io.stdin.lock().expect("stdin lock") = Some(w);
             io.stdio.stdin = Some(r.into());
-            spawn_stdin(stdin.to_string(), io.stdin.clone());
+            spawn_stdin(stdin.to_string(), io.stdin.clone(), io.stdin_closing.clone());
+            io.stdin_copier = true;
         }
         Ok(io)
     }
@@ -138,7 +146,8 @@ impl ProcessIo {
         }
         if !stdin.is_empty() {
             *self.stdin.lock().expect("stdin lock") = Some(dup(&master)?);
-            spawn_stdin(stdin, self.stdin.clone());
+            spawn_stdin(stdin, self.stdin.clone(), self.stdin_closing.clone());
+            self.stdin_copier = true;
         }
         self.console = Some(master);
         Ok(())
@@ -157,9 +166,16 @@ impl ProcessIo {
     }
 
     /// Closes the process's stdin (`CloseIO`): it reads end-of-file once buffered input
-    /// is consumed. A terminal keeps its input open (the pty is shared with output).
+    /// is consumed. Input already written to containerd's FIFO still reaches the process
+    /// first (clients close their end, then call CloseIO, while the copier may not have
+    /// read it yet). A terminal keeps its input open (the pty is shared with output).
     pub fn close_stdin(&self) {
-        if self.console.is_none() {
+        if self.console.is_some() {
+            return;
+        }
+        if self.stdin_copier {
+            self.stdin_closing.store(true, Ordering::SeqCst);
+        } else {
             self.stdin.lock().expect("stdin lock").take();
         }
     }
@@ -327,8 +343,9 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<Atomi
         .expect("spawn io copier")
 }
 
-/// Copies containerd's stdin FIFO into the process until end-of-file or `CloseIO`.
-fn spawn_stdin(fifo: String, writer: Arc<Mutex<Option<File>>>) {
+/// Copies containerd's stdin FIFO into the process until end-of-file, or until `CloseIO`
+/// (`closing`) once nothing more is buffered in the FIFO.
+fn spawn_stdin(fifo: String, writer: Arc<Mutex<Option<File>>>, closing: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new().name("io-stdin".into()).spawn(move || {
         // Blocks until containerd (or the attached client) opens the writing end.
         let mut src = match OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(&fifo) {
@@ -339,11 +356,24 @@ fn spawn_stdin(fifo: String, writer: Arc<Mutex<Option<File>>>) {
                 return;
             }
         };
+        let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
         let mut buf = vec![0u8; 32 * 1024];
         loop {
+            // Read the flag first: once CloseIO arrived, "would block" means drained.
+            let close = closing.load(Ordering::SeqCst);
             let n = match src.read(&mut buf) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => break,
                 Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if close {
+                        break;
+                    }
+                    let mut fds = [PollFd::new(src.as_fd(), PollFlags::POLLIN)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u16));
+                    continue;
+                }
+                Err(_) => break,
             };
             let mut guard = writer.lock().expect("stdin lock");
             let written = guard.as_mut().is_some_and(|w| w.write_all(&buf[..n]).is_ok());

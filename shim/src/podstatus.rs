@@ -332,7 +332,7 @@ pub fn pod_status(
     }
 }
 
-/// kubectl's STATUS column (`printPod`): while initialising, the first init container
+/// kubectl's STATUS column (`printPod`): `Unknown` when the phase is; while initialising, the first init container
 /// still working (`Init:1/3`, `Init:Error`, `Init:CrashLoopBackOff`; started sidecars
 /// pass); once initialised, the reason of the last app container not running
 /// (`Completed`, `Error`, `OOMKilled`, `ContainerCreating`, …); else the phase.
@@ -343,6 +343,10 @@ pub fn status_column(plan: &PodPlan, status: &PodStatus) -> String {
             .any(|c| c.name == name && c.role == Role::Sidecar)
     };
     let mut reason = status.phase.clone().unwrap_or_else(|| "Unknown".into());
+    if reason == "Unknown" {
+        // Nobody can tell the containers' states (peapod: the pod's shim is gone).
+        return reason;
+    }
     let inits = status.init_container_statuses.as_deref().unwrap_or_default();
     let mut initializing = false;
     for (i, s) in inits.iter().enumerate() {

@@ -502,10 +502,10 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
 
     let (mut runs, mut events) = history(paths, record);
     let shim = Shim::connect(&record.shim_address).ok();
-    let sandbox_ready = shim
-        .as_ref()
-        .and_then(|s| s.state(&record.sandbox_id, "").ok())
-        .is_some_and(|st| st.status.enum_value_or_default() == S::RUNNING);
+    let sandbox_state = shim.as_ref().and_then(|s| s.state(&record.sandbox_id, "").ok());
+    // A shim that does not answer (killed, crashed) cannot tell anything live.
+    let reachable = sandbox_state.is_some();
+    let sandbox_ready = sandbox_state.is_some_and(|st| st.status.enum_value_or_default() == S::RUNNING);
     // Whether every app container is done for good (then sidecars are not restarted).
     let policy: sandbox::pod::RestartPolicy = record
         .plan
@@ -561,7 +561,7 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
     }
     let started = jiff::Timestamp::from_second(i64::try_from(record.created).unwrap_or(0)).ok();
     let mut status = pod_status(&record.plan, &observed, sandbox_ready, record.ip.as_deref(), started);
-    if shim.is_none() {
+    if !reachable {
         status.phase = Some("Unknown".into());
     }
     events.sort_by_key(|e| e.time);
@@ -652,6 +652,18 @@ fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Resul
             shim.delete(&record.sandbox_id, "").context("delete the sandbox task")?;
         }
         shim.shutdown()?;
+    } else if !record.shim_address.is_empty() {
+        // The shim died (killed, crashed): clean up as containerd does for a lost shim,
+        // with the shim binary's `delete`, containers first (the pod cgroup goes last).
+        let bins = Binaries::find()?;
+        let state = paths.pod_state(&record.key).join("bundles");
+        for (name, id) in &record.containers {
+            let bundle = state.join(name);
+            if bundle.is_dir() {
+                Shim::cleanup(&bins.shim, id, &bundle)?;
+            }
+        }
+        Shim::cleanup(&bins.shim, &record.sandbox_id, &state.join("sandbox"))?;
     }
     match record.network {
         NetworkMode::Cni => {

@@ -54,9 +54,12 @@ fn main() {
         bad_manifests_fail_clearly_and_create_nothing,
     ])
     .chain(
-        tests![restarts_follow_the_policy_and_sidecars_stop_after_the_apps]
-            .into_iter()
-            .map(|(name, f)| (format!("embedded::{name}"), f)),
+        tests![
+            restarts_follow_the_policy_and_sidecars_stop_after_the_apps,
+            a_killed_shim_is_cleaned_up_by_delete
+        ]
+        .into_iter()
+        .map(|(name, f)| (format!("embedded::{name}"), f)),
     )
     .collect();
     peapod_tests::run_privileged_suite(tests, move || {

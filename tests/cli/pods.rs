@@ -621,6 +621,33 @@ pub fn a_sigkilled_cli_leaves_nothing_delete_cannot_clean(mode: Mode) -> Result<
     delete_and_check(&cli, "init-blocks-app", &uid)
 }
 
+/// Embedded mode: a SIGKILLed shim leaves the containers running; `delete` cleans up as
+/// containerd does for a lost shim (the shim binary's `delete`), then CNI DEL.
+pub fn a_killed_shim_is_cleaned_up_by_delete() -> Result<()> {
+    let cli = Cli::new(Mode::Embedded)?;
+    let uid = run_example(&cli, "native-sidecar")?;
+    let result = (|| {
+        cli.wait_for("both running", || {
+            Ok((cli.row("native-sidecar")?.0 == "2/2").then_some(()))
+        })?;
+        for pid in shims_of(&cli, "native-sidecar") {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+                nix::sys::signal::Signal::SIGKILL,
+            )?;
+        }
+        cli.wait_for("the shim to die", || {
+            Ok(shims_of(&cli, "native-sidecar").is_empty().then_some(()))
+        })?;
+        let (_, status, _) = cli.row("native-sidecar")?;
+        ensure!(status == "Unknown", "status {status} with a dead shim");
+        Ok(())
+    })();
+    let deleted = delete_and_check(&cli, "native-sidecar", &uid);
+    result?;
+    deleted
+}
+
 pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
     let cli = Cli::new(mode)?;
     let cases: [(&str, &str); 5] = [

@@ -273,7 +273,9 @@ fn read_manifest(file: &PathBuf) -> Result<(Pod, PodPlan)> {
 
 fn run(mode: &Mode, file: &PathBuf, network: Network) -> Result<i32> {
     let (pod, plan) = read_manifest(file)?;
-    let progress = |msg: &str| eprintln!("{}: {msg}", plan.name);
+    let spinner = Spinner::start();
+    let report = spinner.report();
+    let progress = |msg: &str| report(&format!("{}: {msg}", plan.name));
     let ip = match mode {
         Mode::Embedded(paths) => {
             let bins = runner::Binaries::find()?;
@@ -293,6 +295,7 @@ fn run(mode: &Mode, file: &PathBuf, network: Network) -> Result<i32> {
             cri.summary(&id)?.status.pod_ip
         }
     };
+    drop(spinner);
     println!(
         "pod/{} created{}",
         plan.name,
@@ -470,15 +473,74 @@ fn delete(mode: &Mode, namespace: &str, target: &[String], file: Option<PathBuf>
     Ok(0)
 }
 
+/// Progress on stderr: on a terminal one line redrawn in place behind a spinner, else one
+/// line per message.
+struct Spinner {
+    message: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spinner {
+    fn start() -> Spinner {
+        use std::io::IsTerminal;
+        let message = std::sync::Arc::new(std::sync::Mutex::new(Some(String::new())));
+        let ticker = std::io::stderr().is_terminal().then(|| {
+            let message = message.clone();
+            std::thread::spawn(move || {
+                const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+                for frame in FRAMES.iter().cycle() {
+                    match message.lock().expect("spinner").as_deref() {
+                        None => break,
+                        Some("") => {}
+                        Some(m) => eprint!("\r\x1b[K{frame} {m}"),
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                eprint!("\r\x1b[K");
+            })
+        });
+        Spinner { message, ticker }
+    }
+
+    /// The callback for [`shim::images::Store::with_progress`] and the runners.
+    fn report(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let message = self.message.clone();
+        let live = self.ticker.is_some();
+        move |m: &str| {
+            if live {
+                *message.lock().expect("spinner") = Some(m.to_string());
+            } else {
+                eprintln!("{m}");
+            }
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        *self.message.lock().expect("spinner") = None;
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn image(paths: &Paths, cmd: ImageCommand) -> Result<i32> {
-    let store = paths.images()?;
+    let spinner = Spinner::start();
+    let store = paths.images()?.with_progress(std::sync::Arc::new(spinner.report()));
     match cmd {
         ImageCommand::Import { file } => {
-            for name in store.import(&file)? {
+            let names = store.import(&file)?;
+            drop(spinner);
+            for name in names {
                 println!("imported {name}");
             }
         }
-        ImageCommand::Pull { reference, insecure } => println!("pulled {}", store.pull(&reference, &insecure)?),
+        ImageCommand::Pull { reference, insecure } => {
+            let name = store.pull(&reference, &insecure)?;
+            drop(spinner);
+            println!("pulled {name}");
+        }
         ImageCommand::Ls => {
             println!("{:<50} {:<20} SIZE", "IMAGE", "DIGEST");
             for i in store.list()? {
