@@ -1,5 +1,6 @@
-//! `peapod`: run Kubernetes Pod manifests on one machine (embedded mode: the shim
-//! without containerd), manage the local image store, and run single OCI bundles.
+//! `peapod`: run Kubernetes Pod manifests on one machine, embedded (the shim without
+//! containerd) or through a CRI runtime (`--cri`), manage the embedded mode's image
+//! store, and run single OCI bundles.
 //!
 //! Exit codes: 0 success; 1 the command failed (message on stderr); 2 usage errors;
 //! 125 `run-bundle` could not run the container; otherwise `exec` and `run-bundle` exit
@@ -24,7 +25,7 @@ use shim::runner::{self, NetworkMode, Paths};
     name = "peapod",
     version,
     about = "Run Kubernetes pods natively: pods from manifests, containers without runc",
-    after_help = "Examples:\n  peapod image import busybox.tar\n  peapod run -f examples/shared-volume.yaml\n  peapod get pods\n  peapod logs shared-volume -c reader\n  peapod exec shared-volume -c writer -- cat /data/now\n  peapod delete pod shared-volume --grace-period 5"
+    after_help = "Examples:\n  peapod image import busybox.tar\n  peapod run -f examples/shared-volume.yaml\n  peapod get pods -o wide\n  peapod describe pod shared-volume\n  peapod logs shared-volume -c reader -f --timestamps\n  peapod exec -it shared-volume -c writer -- sh\n  peapod delete pod shared-volume --grace-period 5\n  peapod --cri unix:///run/containerd/containerd.sock run -f examples/native-sidecar.yaml\n\nExit codes: 0 success; 1 the command failed (message on stderr); 2 usage error;\nexec: the command's exit status; run-bundle: the container's, 125 if it could not run."
 )]
 struct Cli {
     /// Persistent data (images, volumes, logs).
