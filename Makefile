@@ -5,7 +5,8 @@
 #   make check    cargo fmt --check, clippy -D warnings, cargo doc
 #   make test     unit tests, then the privileged host suite (as root)
 #   make vm-test  the privileged suites in a qemu VM booted with cgroup v2 only (as root)
-#   make bench    peapod vs runc vs crun under one containerd (as root): target/bench/results.{md,json}
+#   make bench    peapod vs runc vs crun under one containerd, and peapod's embedded mode (as
+#                 root): target/bench/results.{md,json}
 #   make demo     run a busybox container from an OCI bundle with peapod
 #   make install  install the binaries into $(PREFIX)/bin
 
@@ -79,10 +80,12 @@ vm-test:
 	done
 
 # Privileged: runc, crun and peapod side by side on one private containerd, release builds
-# (the bench binary and the shim both in target/release, where containerd finds the shim).
+# (the bench binary and the shim both in target/release, where containerd finds the shim),
+# and peapod's embedded mode (no containerd) as a fourth column.
 # Prints a markdown table; writes target/bench/results.md, results.json and containerd.log.
 # Knobs: BENCH_ITERATIONS, BENCH_WARMUP, BENCH_EXECS, BENCH_CHURN_ITERATIONS,
-# BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS (see tests/bench/main.rs).
+# BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS, BENCH_EMBEDDED_NETWORK (see
+# tests/bench/main.rs).
 bench: pause
 	$(CARGO) build --release -p shim
 	$(CARGO) bench -p peapod-tests --bench bench
