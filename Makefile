@@ -5,7 +5,9 @@
 #   make check    cargo fmt --check, clippy -D warnings, cargo doc
 #   make test     unit tests, then the privileged host suite (as root)
 #   make vm-test  the privileged suites in a qemu VM booted with cgroup v2 only (as root)
-#   make bench    peapod vs runc vs crun under one containerd (as root): target/bench/results.{md,json}
+#   make bench    peapod vs runc vs crun under one containerd, and peapod's embedded mode (as
+#                 root): target/bench/results.{md,json}
+#   make bench-vm the same inside the cgroup v2 VM (as root): target/bench-vm/<kernel>/results.{md,json}
 #   make demo     run a busybox container from an OCI bundle with peapod
 #   make install  install the binaries into $(PREFIX)/bin
 
@@ -20,7 +22,7 @@ DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci
 	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
 	docker-registry attr
 
-.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test bench demo demo-bundle install clean
+.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test bench bench-vm demo demo-bundle install clean
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -79,13 +81,39 @@ vm-test:
 	done
 
 # Privileged: runc, crun and peapod side by side on one private containerd, release builds
-# (the bench binary and the shim both in target/release, where containerd finds the shim).
+# (the bench binary and the shim both in target/release, where containerd finds the shim),
+# and peapod's embedded mode (no containerd) as a fourth column.
 # Prints a markdown table; writes target/bench/results.md, results.json and containerd.log.
 # Knobs: BENCH_ITERATIONS, BENCH_WARMUP, BENCH_EXECS, BENCH_CHURN_ITERATIONS,
-# BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS (see tests/bench/main.rs).
+# BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS, BENCH_EMBEDDED_NETWORK (see
+# tests/bench/main.rs).
 bench: pause
 	$(CARGO) build --release -p shim
 	$(CARGO) bench -p peapod-tests --bench bench
+
+# Privileged, cgroup v2 only: `make bench` inside the VM of `make vm-test` (tests/vm/run
+# with the list tests/vm/bench), on the newest installed Debian kernel (BENCH_VM_KERNELS
+# to choose). qemu runs under TCG, roughly ten times slower than the host: the counts
+# default small and only the ratios between handlers mean anything. The guest writes
+# results.md, results.json and containerd.log into target/bench-vm/<kernel>/ through a
+# read-write 9p share (VM_EXPORT). Knobs: the BENCH_* of `make bench` (VM defaults below),
+# VM_TIMEOUT (default here 5400 s), VM_MEM, VM_CPUS.
+BENCH_VM_KERNELS ?= $(lastword $(shell printf '%s\n' $(VM_KERNELS) | sort -V))
+bench-vm: export BENCH_ITERATIONS ?= 5
+bench-vm: export BENCH_WARMUP ?= 1
+bench-vm: export BENCH_EXECS ?= 3
+bench-vm: export BENCH_CHURN_ITERATIONS ?= 1
+bench-vm: export BENCH_CHURN_CONTAINERS ?= 20
+bench-vm: export BENCH_MEMORY_PODS ?= 5
+bench-vm: export BENCH_MEMORY_SAMPLES ?= 2
+
+bench-vm:
+	@for k in $(BENCH_VM_KERNELS); do \
+		out=$(CURDIR)/target/bench-vm/$$k; \
+		VM_KERNEL=$$k VM_SUITES=tests/vm/bench VM_TIMEOUT=$${VM_TIMEOUT:-5400} VM_EXPORT=$$out \
+			BENCH_OUT=$$out CARGO="$(CARGO)" tests/vm/run || exit 1; \
+		echo "bench-vm: $$k: $$out/results.md, $$out/results.json"; \
+	done
 
 # A pod from examples/ run end to end by the CLI in embedded mode (see scripts/demo).
 demo: deps pause

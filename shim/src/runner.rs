@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::cni::Network;
 use crate::embedded::{Shim, TaskIo};
 use crate::images::Store;
-use crate::manifest::PodPlan;
+use crate::manifest::{ContainerPlan, PodPlan};
 use crate::pods::{container_spec, sandbox_spec, ImageConfig, PodRuntime};
 use crate::podstatus::{exit_event, pod_status, Exit, Observation, Observed, PodEvent};
 
@@ -292,32 +292,8 @@ fn run_inner(
 
     fs::create_dir_all(data.join("logs"))?;
     for (c, image) in plan.containers.iter().zip(images) {
-        let task_id = record.task_id(&c.name).expect("recorded").to_string();
-        let bundle = state.join("bundles").join(&c.name);
-        fs::create_dir_all(bundle.join("rootfs"))?;
-        let layer = data.join("layers").join(&c.name);
-        let (upper, work) = (layer.join("upper"), layer.join("work"));
-        fs::create_dir_all(&upper)?;
-        fs::create_dir_all(&work)?;
-        let config = ImageConfig {
-            entrypoint: image.entrypoint.clone(),
-            cmd: image.cmd.clone(),
-            env: image.env.clone(),
-            working_dir: image.working_dir.clone().unwrap_or_default(),
-            user: image.user.clone().unwrap_or_default(),
-        };
-        let spec = container_spec(&plan, c, &config, &rt)?;
-        fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
-        let log = record.log_path(paths, &c.name);
-        // Kubernetes' CRI log format, as containerd writes it under kubelet.
-        let io = TaskIo {
-            stdout: format!("file://{}?format=cri", log.display()),
-            stderr: format!("file://{}?format=cri", log.display()),
-            terminal: c.tty,
-            ..Default::default()
-        };
         progress(&format!("creating container {}", c.name));
-        shim.create(&task_id, &bundle, &[image.rootfs_mount(&upper, &work)], &io)?;
+        create_task(paths, &shim, record, &rt, c, image)?;
     }
 
     // Started all at once; the shim holds each back until its turn (KEP-753 order).
@@ -345,6 +321,136 @@ fn run_inner(
         progress(&format!("some containers did not start: {}", errors.join("; ")));
     }
     Ok(())
+}
+
+/// Writes container `c`'s bundle (spec, rootfs dir) and its layer's upper and work dirs,
+/// and creates its task in the pod's shim (task id from `record`), logging to its file.
+fn create_task(
+    paths: &Paths,
+    shim: &Shim,
+    record: &PodRecord,
+    rt: &PodRuntime,
+    c: &ContainerPlan,
+    image: &crate::images::Image,
+) -> Result<()> {
+    let task_id = record.task_id(&c.name).context("container not recorded")?;
+    let bundle = paths.pod_state(&record.key).join("bundles").join(&c.name);
+    fs::create_dir_all(bundle.join("rootfs"))?;
+    let layer = paths.pod_data(&record.key).join("layers").join(&c.name);
+    let (upper, work) = (layer.join("upper"), layer.join("work"));
+    fs::create_dir_all(&upper)?;
+    fs::create_dir_all(&work)?;
+    let config = ImageConfig {
+        entrypoint: image.entrypoint.clone(),
+        cmd: image.cmd.clone(),
+        env: image.env.clone(),
+        working_dir: image.working_dir.clone().unwrap_or_default(),
+        user: image.user.clone().unwrap_or_default(),
+    };
+    let spec = container_spec(&record.plan, c, &config, rt)?;
+    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
+    let log = record.log_path(paths, &c.name);
+    // Kubernetes' CRI log format, as containerd writes it under kubelet.
+    let io = TaskIo {
+        stdout: format!("file://{}?format=cri", log.display()),
+        stderr: format!("file://{}?format=cri", log.display()),
+        terminal: c.tty,
+        ..Default::default()
+    };
+    shim.create(task_id, &bundle, &[image.rootfs_mount(&upper, &work)], &io)?;
+    Ok(())
+}
+
+/// Creates and starts one more container in the running pod `record`, as CRI's
+/// CreateContainer + StartContainer do in a pod containerd already runs: its image
+/// resolved, its bundle written, its task created and started in the pod's shim (which
+/// holds an app back until the pod's sidecars run, KEP-753). The record and `pod.json`
+/// gain it (task id `<key>_<name>`). Returns the task id once the start call returned.
+///
+/// Errors: a name already in the pod, an image not in the store, a pod whose shim or
+/// sandbox is gone, or the shim's refusal; whatever was created for the container is
+/// removed again.
+pub fn add_container(paths: &Paths, record: &mut PodRecord, c: &ContainerPlan) -> Result<String> {
+    if record.task_id(&c.name).is_some() {
+        bail!("pod {} already has a container {}", record.plan.name, c.name);
+    }
+    let image_name = crate::images::normalize(&c.image)?;
+    let image = paths
+        .images()?
+        .resolve(&image_name)
+        .with_context(|| format!("container {}: image {image_name}", c.name))?;
+    let shim = Shim::connect(&record.shim_address)?;
+    let pause_pid = shim
+        .state(&record.sandbox_id, "")
+        .context("the pod's sandbox task")?
+        .pid;
+    let rt = PodRuntime {
+        uid: record.uid.clone(),
+        sandbox_id: record.sandbox_id.clone(),
+        pause_pid: i32::try_from(pause_pid)?,
+        ip: record.ip.clone().unwrap_or_default(),
+        clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
+    };
+    let task_id = format!("{}_{}", record.key, c.name);
+    record.plan.containers.push(c.clone());
+    record.containers.push((c.name.clone(), task_id.clone()));
+    let started = (|| -> Result<()> {
+        create_task(paths, &shim, record, &rt, c, &image)?;
+        record.save(paths)?;
+        shim.start_task(&task_id, "")?;
+        Ok(())
+    })();
+    match started {
+        Ok(()) => Ok(task_id),
+        Err(e) => {
+            let _ = remove_container(paths, record, &c.name);
+            Err(e.context(format!("add container {} to pod {}", c.name, record.plan.name)))
+        }
+    }
+}
+
+/// Waits until container `name` of the pod has exited; returns its exit status (128 +
+/// signal number for a signalled process).
+pub fn wait_container(record: &PodRecord, name: &str) -> Result<u32> {
+    let id = record
+        .task_id(name)
+        .with_context(|| format!("no container {name:?} in pod {}", record.plan.name))?;
+    Ok(Shim::connect(&record.shim_address)?.wait(id, "")?)
+}
+
+/// Removes container `name` from the running pod, as CRI's RemoveContainer does: SIGKILL
+/// if it still runs, its task deleted (the shim removes its cgroup and rootfs mount), its
+/// bundle, layer and log removed; the record and `pod.json` forget it.
+pub fn remove_container(paths: &Paths, record: &mut PodRecord, name: &str) -> Result<()> {
+    let id = record
+        .task_id(name)
+        .with_context(|| format!("no container {name:?} in pod {}", record.plan.name))?
+        .to_string();
+    let shim = Shim::connect(&record.shim_address)?;
+    if shim.state(&id, "").is_ok() {
+        let _ = shim.kill(&id, "", 9, true);
+        let _ = shim.wait(&id, "");
+        shim.delete(&id, "").with_context(|| format!("delete task {id}"))?;
+    }
+    for dir in [
+        paths.pod_state(&record.key).join("bundles").join(name),
+        paths.pod_data(&record.key).join("layers").join(name),
+    ] {
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
+        }
+    }
+    let log = record.log_path(paths, name);
+    match fs::remove_file(&log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", log.display())),
+    }
+    record.containers.retain(|(n, _)| n != name);
+    record.plan.containers.retain(|c| c.name != name);
+    record.save(paths)
 }
 
 /// What one container is doing, from the shim.

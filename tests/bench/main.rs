@@ -12,7 +12,12 @@
 //! 5. memory: with M pods running (sandbox + one `sleep` each), the PSS and RSS of the
 //!    handler's resident processes (its shims and any helper they keep) per pod.
 //!
-//! Iterations interleave handlers (runc, crun, peapod, runc, …) so drift (caches, thermal,
+//! A fourth column, `peapod-embedded`, is peapod without containerd: the same rows through
+//! the `peapod` CLI's embedded mode (`shim::runner`) in this process, pod network `none`
+//! (loopback only) unless `BENCH_EMBEDDED_NETWORK=cni`; `embedded.rs` says what each row
+//! calls there.
+//!
+//! Iterations interleave handlers (runc, crun, peapod, peapod-embedded, runc, …) so drift (caches, thermal,
 //! other load) hits all alike; warm-up iterations come first and are discarded. The first
 //! warm-up is also the probe: a handler that cannot run a pod there is reported as
 //! unavailable with its error, and the run goes on without it. That is expected of crun
@@ -23,13 +28,18 @@
 //!
 //! After the rows, peapod's per-phase timings come from the shim's `create timings` and
 //! `start timings` lines in containerd's log; then the instance must be empty
-//! (`assert_no_leftovers`) and its teardown must succeed, else the run fails.
+//! (`assert_no_leftovers`), its teardown must succeed, and the embedded pods must have
+//! left nothing (`Embedded::finish`), else the run fails.
 //!
 //! Knobs (environment): `BENCH_ITERATIONS` (20), `BENCH_WARMUP` (2), `BENCH_EXECS` (ExecSyncs
 //! per pod, 5), `BENCH_CHURN_ITERATIONS` (3), `BENCH_CHURN_CONTAINERS` (100),
-//! `BENCH_MEMORY_PODS` (20), `BENCH_MEMORY_SAMPLES` (3), `BENCH_HANDLERS` (`runc,crun,peapod`),
+//! `BENCH_MEMORY_PODS` (20), `BENCH_MEMORY_SAMPLES` (3), `BENCH_HANDLERS`
+//! (`runc,crun,peapod,peapod-embedded`), `BENCH_EMBEDDED_NETWORK` (`none` or `cni`),
 //! `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
 //! and prints the phase table.
+//!
+//! The last line on stdout is `bench result: ok. …` or `bench result: FAILED. …` (what
+//! `tests/vm/run` looks for in a `bench` suite), and the exit status 0 or 1.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,10 +48,13 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use embedded::Embedded;
 use peapod_tests::containerd::{self, Containerd, CRUN_HANDLER, PEAPOD_HANDLER, RUNC_HANDLER};
 use report::{Context, Phases, Report, Row, Unit};
-use scenarios::Bench;
+use scenarios::{Bench, MemSample, PodTimes};
+use shim::runner::NetworkMode;
 
+mod embedded;
 mod report;
 mod scenarios;
 
@@ -60,6 +73,7 @@ struct Config {
     memory_pods: usize,
     memory_samples: usize,
     handlers: Vec<String>,
+    embedded_network: NetworkMode,
     out: PathBuf,
 }
 
@@ -73,16 +87,24 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
 impl Config {
     fn from_env() -> Result<Self> {
         let handlers: Vec<String> = std::env::var("BENCH_HANDLERS")
-            .unwrap_or_else(|_| format!("{RUNC_HANDLER},{CRUN_HANDLER},{PEAPOD_HANDLER}"))
+            .unwrap_or_else(|_| format!("{RUNC_HANDLER},{CRUN_HANDLER},{PEAPOD_HANDLER},{}", embedded::HANDLER))
             .split(',')
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .collect();
         for h in &handlers {
-            if ![RUNC_HANDLER, CRUN_HANDLER, PEAPOD_HANDLER].contains(&h.as_str()) {
-                bail!("BENCH_HANDLERS: unknown handler {h:?} (known: runc, crun, peapod)");
+            if ![RUNC_HANDLER, CRUN_HANDLER, PEAPOD_HANDLER, embedded::HANDLER].contains(&h.as_str()) {
+                bail!(
+                    "BENCH_HANDLERS: unknown handler {h:?} (known: runc, crun, peapod, {})",
+                    embedded::HANDLER
+                );
             }
         }
+        let embedded_network = match std::env::var("BENCH_EMBEDDED_NETWORK").as_deref() {
+            Err(_) | Ok("none") => NetworkMode::None,
+            Ok("cni") => NetworkMode::Cni,
+            Ok(other) => bail!("BENCH_EMBEDDED_NETWORK={other:?}: none or cni"),
+        };
         if !handlers.iter().any(|h| h == RUNC_HANDLER) {
             bail!("BENCH_HANDLERS must include runc: ratios are relative to it");
         }
@@ -102,6 +124,7 @@ impl Config {
             memory_pods: env_usize("BENCH_MEMORY_PODS", 20)?,
             memory_samples: env_usize("BENCH_MEMORY_SAMPLES", 3)?.max(1),
             handlers,
+            embedded_network,
             out,
         };
         Ok(config)
@@ -341,7 +364,44 @@ impl Run {
     }
 }
 
-fn pod_rows(b: &Bench, config: &Config, run: &mut Run) {
+/// Where each handler's rows run: the CRI handlers through containerd, the embedded
+/// column through `shim::runner` in this process.
+struct Runtimes<'a> {
+    cri: Bench<'a>,
+    embedded: Option<Embedded>,
+}
+
+impl Runtimes<'_> {
+    fn embedded(&self) -> Result<&Embedded> {
+        self.embedded.as_ref().context("embedded mode is not set up")
+    }
+
+    fn pod_cycle(&self, handler: &str, execs: usize) -> Result<PodTimes> {
+        if handler == embedded::HANDLER {
+            self.embedded()?.pod_cycle(execs)
+        } else {
+            scenarios::pod_cycle(&self.cri, handler, execs)
+        }
+    }
+
+    fn churn(&self, handler: &str, containers: usize) -> Result<Duration> {
+        if handler == embedded::HANDLER {
+            self.embedded()?.churn(containers)
+        } else {
+            scenarios::churn(&self.cri, handler, containers)
+        }
+    }
+
+    fn memory(&self, handler: &str, pods: usize, samples: usize) -> Result<Vec<MemSample>> {
+        if handler == embedded::HANDLER {
+            self.embedded()?.memory(pods, samples)
+        } else {
+            scenarios::memory(&self.cri, handler, pods, samples)
+        }
+    }
+}
+
+fn pod_rows(b: &Runtimes, config: &Config, run: &mut Run) {
     let total = config.warmup + config.iterations;
     eprintln!(
         "== pod ready / ExecSync / teardown: {} warm-up + {} iterations, {} ExecSyncs per pod",
@@ -358,7 +418,7 @@ fn pod_rows(b: &Bench, config: &Config, run: &mut Run) {
             if !run.available(&h) || run.failed(&h, POD_READY) {
                 continue;
             }
-            match scenarios::pod_cycle(b, &h, config.execs) {
+            match b.pod_cycle(&h, config.execs) {
                 Ok(t) => {
                     let exec_median =
                         report::median(&t.execs.iter().copied().map(ms).collect::<Vec<_>>()).unwrap_or(0.0);
@@ -383,7 +443,7 @@ fn pod_rows(b: &Bench, config: &Config, run: &mut Run) {
     }
 }
 
-fn churn_rows(b: &Bench, config: &Config, run: &mut Run) {
+fn churn_rows(b: &Runtimes, config: &Config, run: &mut Run) {
     eprintln!(
         "== churn: {} iterations × {} containers",
         config.churn_iterations, config.churn_containers
@@ -394,7 +454,7 @@ fn churn_rows(b: &Bench, config: &Config, run: &mut Run) {
             if !run.available(&h) || run.failed(&h, CHURN_TOTAL) {
                 continue;
             }
-            match scenarios::churn(b, &h, config.churn_containers) {
+            match b.churn(&h, config.churn_containers) {
                 Ok(total) => {
                     let each = ms(total) / config.churn_containers as f64;
                     line.push_str(&format!("  {h} {:.1} s ({each:.1} ms each);", total.as_secs_f64()));
@@ -408,7 +468,7 @@ fn churn_rows(b: &Bench, config: &Config, run: &mut Run) {
     }
 }
 
-fn memory_rows(b: &Bench, config: &Config, run: &mut Run) {
+fn memory_rows(b: &Runtimes, config: &Config, run: &mut Run) {
     if config.memory_pods == 0 {
         return;
     }
@@ -419,7 +479,7 @@ fn memory_rows(b: &Bench, config: &Config, run: &mut Run) {
             continue;
         }
         let begun = Instant::now();
-        match scenarios::memory(b, &h, config.memory_pods, config.memory_samples) {
+        match b.memory(&h, config.memory_pods, config.memory_samples) {
             Ok(samples) => {
                 let mut counts: BTreeMap<String, usize> = BTreeMap::new();
                 let mut threads = 0;
@@ -474,10 +534,31 @@ fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
     );
     ctrd.import_images()?;
     let cri = ctrd.cri()?;
-    let b = Bench { ctrd: &ctrd, cri: &cri };
+    let mut b = Runtimes {
+        cri: Bench { ctrd: &ctrd, cri: &cri },
+        embedded: None,
+    };
+    if run.handlers.iter().any(|h| h == embedded::HANDLER) {
+        match Embedded::new(config.embedded_network) {
+            Ok(e) => {
+                eprintln!(
+                    "embedded mode: store and state in {}, pod network {}",
+                    e.dir().display(),
+                    embedded::network_name(config.embedded_network)
+                );
+                b.embedded = Some(e);
+            }
+            Err(e) => run.make_unavailable(embedded::HANDLER, &e.context("set up embedded mode")),
+        }
+    }
     pod_rows(&b, config, run);
     churn_rows(&b, config, run);
     memory_rows(&b, config, run);
+    if let Some(e) = b.embedded.take() {
+        if let Err(e) = e.finish() {
+            run.failures.push(format!("{}: {e:#}", embedded::HANDLER));
+        }
+    }
 
     let log_path = ctrd.dir().join("containerd.log");
     let log = fs::read_to_string(&log_path).unwrap_or_default();
@@ -570,7 +651,19 @@ fn real_main() -> Result<bool> {
             ),
         )],
     };
-    for (k, v) in &context.machine {
+    if config.handlers.iter().any(|h| h == embedded::HANDLER) {
+        context.config.push((
+            "peapod-embedded",
+            format!(
+                "peapod without containerd (shim::runner in the bench process, as `peapod run`), pod network {}; \
+                 exec = runner::exec, teardown = runner::delete with grace 0 (pod cgroup removal included), churn = \
+                 runner::add_container + wait_container (the shim's Wait, no polling) + remove_container in a pod \
+                 that also runs one `sleep`",
+                embedded::network_name(config.embedded_network)
+            ),
+        ));
+    }
+    for (k, v) in context.machine.iter().chain(&context.config) {
         eprintln!("{k}: {v}");
     }
     let phases = match bench(&config, &mut run) {
@@ -594,6 +687,11 @@ fn real_main() -> Result<bool> {
         run_seconds: begun.elapsed().as_secs_f64(),
     };
     let md = report.markdown();
+    let rows_measured = run
+        .rows
+        .iter()
+        .filter(|r| r.cells.values().any(|c| c.error.is_none() && !c.samples.is_empty()))
+        .count();
     let md_path = config.out.join("results.md");
     let json_path = config.out.join("results.json");
     fs::write(&md_path, &md).with_context(|| format!("write {}", md_path.display()))?;
@@ -606,7 +704,17 @@ fn real_main() -> Result<bool> {
         for f in &run.failures {
             eprintln!("  {f}");
         }
+        println!(
+            "bench result: FAILED. {} failures; results in {}",
+            run.failures.len(),
+            md_path.display()
+        );
         return Ok(false);
     }
+    println!(
+        "bench result: ok. {rows_measured} rows measured, {} handlers unavailable; results in {}",
+        run.unavailable.len(),
+        md_path.display()
+    );
     Ok(true)
 }

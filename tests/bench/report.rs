@@ -9,10 +9,6 @@ use serde_json::{json, Value};
 
 /// The baseline every ratio is relative to.
 pub const BASELINE: &str = "runc";
-/// The column for peapod driven without containerd, which cannot be measured yet.
-pub const EMBEDDED: &str = "peapod embedded";
-/// What its cells say.
-pub const EMBEDDED_NA: &str = "n/a (embedded CLI not built yet)";
 
 /// What a row's samples are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +185,7 @@ pub struct Context {
 /// Everything the report holds.
 pub struct Report<'a> {
     pub context: &'a Context,
-    /// Handler columns in order (without the embedded one).
+    /// Handler columns in order (`peapod-embedded` among them when it ran).
     pub handlers: &'a [String],
     /// Handlers that could not run at all: name → first line of the error.
     pub unavailable: &'a BTreeMap<String, String>,
@@ -233,7 +229,10 @@ impl Report<'_> {
     /// The results as markdown: the machine, the table, peapod's phases, notes.
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        let _ = writeln!(md, "## peapod vs runc vs crun under containerd (CRI)\n");
+        let _ = writeln!(
+            md,
+            "## peapod vs runc vs crun under containerd (CRI), and peapod's embedded mode\n"
+        );
         for (k, v) in self.context.machine.iter().chain(&self.context.config) {
             let _ = writeln!(md, "- {k}: {v}");
         }
@@ -245,12 +244,12 @@ impl Report<'_> {
         for h in self.handlers {
             let _ = write!(md, " {h} |");
         }
-        let _ = writeln!(md, " {EMBEDDED} | target (peapod ÷ runc) |");
+        let _ = writeln!(md, " target (peapod ÷ runc) |");
         let _ = write!(md, "| --- | ---: |");
         for _ in self.handlers {
             let _ = write!(md, " --- |");
         }
-        let _ = writeln!(md, " --- | --- |");
+        let _ = writeln!(md, " --- |");
         for row in self.rows {
             let n = row.cells.values().map(|c| c.samples.len()).max().unwrap_or(0);
             let _ = write!(md, "| {} | {n} |", escape(&row.title));
@@ -258,7 +257,7 @@ impl Report<'_> {
                 let _ = write!(md, " {} |", cell_text(row, h));
             }
             let target = row.target.map_or("—".to_string(), |t| format!("≤ {t}×"));
-            let _ = writeln!(md, " {EMBEDDED_NA} | {target} |");
+            let _ = writeln!(md, " {target} |");
         }
         let _ = writeln!(md);
         md.push_str(&self.phases_markdown());
@@ -337,7 +336,6 @@ impl Report<'_> {
                     };
                     results.insert(h.clone(), value);
                 }
-                results.insert(EMBEDDED.into(), json!({ "error": EMBEDDED_NA }));
                 json!({
                     "key": row.key,
                     "title": row.title,

@@ -16,9 +16,9 @@ use peapod_tests::cri::{self, api, container_config, CriClient};
 
 /// How often a wait polls `ContainerStatus`: short, so the poll adds little to what is
 /// measured, long enough not to steal a core from the runtime on a 2-core machine.
-const POLL: Duration = Duration::from_millis(1);
+pub const POLL: Duration = Duration::from_millis(1);
 /// Bound of any wait for a container state: reaching it is a functional requirement.
-const STATE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound of one `ExecSync`.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -252,13 +252,15 @@ pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<V
 }
 
 /// A process as `/proc` shows it.
-struct Proc {
-    pid: u32,
-    ppid: u32,
-    args: Vec<String>,
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Its command line.
+    pub args: Vec<String>,
 }
 
-fn processes() -> Vec<Proc> {
+/// Every process, from `/proc/<pid>/{stat,cmdline}`.
+pub fn processes() -> Vec<Proc> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -347,6 +349,13 @@ fn read_memory(ctrd: &Containerd, pod_ids: &BTreeSet<String>) -> Result<MemSampl
         "no shim process with -address {} serves the pods",
         ctrd.address().display()
     );
+    sample_memory(procs)
+}
+
+/// One reading of `procs`' memory (`smaps_rollup`) and threads. Fails when there are none
+/// or one has gone.
+pub fn sample_memory(procs: Vec<Proc>) -> Result<MemSample> {
+    ensure!(!procs.is_empty(), "no resident process to measure");
     let mut sample = MemSample {
         pss_kib: 0,
         rss_kib: 0,
