@@ -431,6 +431,25 @@ impl CriClient {
         )
     }
 
+    /// `Exec`: asks the runtime to prepare a streaming exec of `cmd` in the container;
+    /// returns the URL of its streaming server to connect to (HTTP upgraded to SPDY or
+    /// WebSocket, kubelet's remotecommand protocols). `stdin`/`tty` as for `kubectl exec
+    /// -i/-t`; stdout always, stderr unless `tty` (a terminal merges them).
+    pub fn exec(&self, container_id: &str, cmd: &[String], stdin: bool, tty: bool) -> Result<String> {
+        let req = api::ExecRequest {
+            container_id: container_id.to_string(),
+            cmd: cmd.to_vec(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        };
+        let resp = self.call(&self.client, "Exec", self.call_timeout, req, |mut c, r| async move {
+            c.exec(r).await
+        })?;
+        Ok(resp.url)
+    }
+
     /// `ContainerStats`: CPU (cumulative ns), memory (bytes) and writable-layer usage of
     /// one container.
     pub fn container_stats(&self, container_id: &str) -> Result<api::ContainerStats> {

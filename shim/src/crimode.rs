@@ -387,6 +387,115 @@ impl Cri {
         Ok((r.exit_code, r.stdout, r.stderr))
     }
 
+    /// Runs `cmd` in the container attached to this process's stdin (with `stdin`),
+    /// stdout and stderr, with a terminal sized like ours when `tty` (ours raw meanwhile),
+    /// as `kubectl exec -i/-t` does through kubelet: CRI `Exec` gives a URL of the
+    /// runtime's streaming server, spoken to over WebSocket with kubelet's
+    /// `v4.channel.k8s.io` protocol (each binary message starts with its channel: 0 stdin,
+    /// 1 stdout, 2 stderr, 3 the final status, 4 terminal size). Returns the command's
+    /// exit status.
+    ///
+    /// v4 cannot signal the end of stdin (v5 can, but containerd 1.6's server does not
+    /// speak it): once our stdin ends, the command keeps its stdin open.
+    pub fn exec_attached(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        cmd: &[String],
+        stdin: bool,
+        tty: bool,
+    ) -> Result<i32> {
+        use std::io::{IsTerminal, Read, Write};
+        use std::os::fd::AsFd;
+        use tungstenite::client::IntoClientRequest;
+        use tungstenite::Message;
+
+        let (_, status) = self.container(namespace, name, container)?;
+        // containerd's CRI exec sends no terminal output unless stdin is attached too, so
+        // a terminal always asks for stdin (ours is forwarded only with `stdin`).
+        let url = self.client.exec(&status.id, cmd, stdin || tty, tty)?;
+        let ws_url = url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+        let mut request = ws_url
+            .as_str()
+            .into_client_request()
+            .with_context(|| format!("streaming URL {url}"))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v4.channel.k8s.io".parse().expect("valid header"),
+        );
+        let host = request.uri().host().unwrap_or("127.0.0.1").to_string();
+        let port = request.uri().port_u16().unwrap_or(80);
+        let stream =
+            std::net::TcpStream::connect((host.as_str(), port)).with_context(|| format!("connect to {url}"))?;
+        let (mut socket, _) = tungstenite::client(request, stream.try_clone()?)
+            .map_err(|e| anyhow::anyhow!("WebSocket handshake with {url}: {e}"))?;
+        // Reads time out so stdin can be forwarded between them (one socket, one thread).
+        stream.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let _raw = if tty && stdin {
+            crate::runner::RawMode::enter(std::io::stdin().as_fd())
+        } else {
+            None
+        };
+        if tty && std::io::stdout().is_terminal() {
+            if let Ok((rows, cols)) = sandbox::sys::window_size(std::io::stdout().as_fd()) {
+                let size = format!("{{\"Width\":{cols},\"Height\":{rows}}}");
+                let mut frame = vec![4u8];
+                frame.extend_from_slice(size.as_bytes());
+                socket.send(Message::binary(frame))?;
+            }
+        }
+        let (input_tx, input_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        if stdin {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut src = std::io::stdin();
+                while let Ok(n) = src.read(&mut buf) {
+                    if n == 0 || input_tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut code = None;
+        loop {
+            while let Ok(chunk) = input_rx.try_recv() {
+                let mut frame = vec![0u8];
+                frame.extend_from_slice(&chunk);
+                socket.send(Message::binary(frame))?;
+            }
+            let message = match socket.read() {
+                Ok(m) => m,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    continue;
+                }
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+                Err(e) => return Err(anyhow::anyhow!("exec stream from {url}: {e}")),
+            };
+            let data = match message {
+                Message::Binary(d) => d.to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((&channel, payload)) = data.split_first() else {
+                continue;
+            };
+            match channel {
+                1 => {
+                    let mut out = std::io::stdout();
+                    out.write_all(payload)?;
+                    out.flush()?;
+                }
+                2 => std::io::stderr().write_all(payload)?,
+                3 if !payload.is_empty() => code = Some(exit_code_of(payload)),
+                _ => {}
+            }
+        }
+        code.with_context(|| format!("exec stream from {url} ended without a status"))
+    }
+
     /// Deletes pod `namespace/name` as kubelet does: every container stopped at once with
     /// `grace` (default: the pod's `terminationGracePeriodSeconds`), then the sandbox
     /// stopped and removed, then its log directory and pod cgroup.
@@ -472,6 +581,24 @@ impl Cri {
         }
         Ok(())
     }
+}
+
+/// The exit code in a v4 remotecommand status (`metav1.Status`): 0 for `Success`, the
+/// `ExitCode` cause for `NonZeroExitCode`, else 1 (the command could not run).
+fn exit_code_of(status: &[u8]) -> i32 {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(status) else {
+        return 1;
+    };
+    if v["status"] == "Success" {
+        return 0;
+    }
+    v["details"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["reason"] == "ExitCode")
+        .and_then(|c| c["message"].as_str()?.parse().ok())
+        .unwrap_or(1)
 }
 
 /// kubelet's namespace modes for the pod: network per pod (the node's with
@@ -591,4 +718,26 @@ fn container_config(
         }),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_come_from_the_v4_status() {
+        assert_eq!(exit_code_of(br#"{"metadata":{},"status":"Success"}"#), 0);
+        let failed = br#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"7"}]}}"#;
+        assert_eq!(exit_code_of(failed), 7);
+        assert_eq!(exit_code_of(br#"{"status":"Failure","message":"no such file"}"#), 1);
+        assert_eq!(exit_code_of(b"not json"), 1);
+    }
+
+    #[test]
+    fn cri_endpoints_are_unix_sockets() {
+        assert_eq!(socket_path("unix:///run/c.sock").unwrap(), PathBuf::from("/run/c.sock"));
+        assert_eq!(socket_path("/run/c.sock").unwrap(), PathBuf::from("/run/c.sock"));
+        let e = socket_path("tcp://1.2.3.4:10").unwrap_err().to_string();
+        assert!(e.contains("tcp"), "{e}");
+    }
 }

@@ -855,13 +855,14 @@ pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<
 
 /// Puts a terminal in raw mode (no echo, no line editing, no signals from keys) until
 /// dropped, so keystrokes reach the container's terminal as typed.
-struct RawMode {
+pub(crate) struct RawMode {
     fd: std::os::fd::OwnedFd,
     saved: nix::sys::termios::Termios,
 }
 
 impl RawMode {
-    fn enter(fd: std::os::fd::BorrowedFd<'_>) -> Option<RawMode> {
+    /// Raw mode for terminal `fd`; `None` when it is not a terminal.
+    pub(crate) fn enter(fd: std::os::fd::BorrowedFd<'_>) -> Option<RawMode> {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let saved = tcgetattr(fd).ok()?;
         let mut raw = saved.clone();

@@ -445,10 +445,10 @@ fn exec(
             (i32::try_from(code).unwrap_or(255), out, err)
         }
         Mode::Cri(cri) => {
-            if stdin || tty {
-                bail!("exec -i/-t under CRI needs the runtime's streaming server, which peapod does not speak yet: use it without -i/-t");
-            }
             let name = pick_container(&summary(mode, namespace, pod)?.plan, container)?;
+            if stdin || tty {
+                return cri.exec_attached(namespace, pod, &name, command, stdin, tty);
+            }
             cri.exec(namespace, pod, &name, command)?
         }
     };
