@@ -370,26 +370,7 @@ fn wait_running(paths: &Paths, record: &PodRecord, names: &[&str]) -> Result<()>
 /// `-address /run/peapod/embedded -id <sandbox id>`), and their descendants that are not
 /// in a pod's cgroup (helpers; peapod keeps none).
 fn resident_processes(ids: &BTreeSet<String>) -> Vec<scenarios::Proc> {
-    let all = scenarios::processes();
-    let mut chosen: BTreeSet<u32> = all
-        .iter()
-        .filter(|p| p.args.iter().any(|a| a == EMBEDDED_ADDRESS))
-        .filter(|p| p.args.windows(2).any(|w| w[0] == "-id" && ids.contains(&w[1])))
-        .map(|p| p.pid)
-        .collect();
-    loop {
-        let more: Vec<u32> = all
-            .iter()
-            .filter(|p| chosen.contains(&p.ppid) && !chosen.contains(&p.pid))
-            .filter(|p| !in_pod_cgroup(p.pid))
-            .map(|p| p.pid)
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        chosen.extend(more);
-    }
-    all.into_iter().filter(|p| chosen.contains(&p.pid)).collect()
+    scenarios::shims_and_helpers(|p| p.args.iter().any(|a| a == EMBEDDED_ADDRESS), ids, in_pod_cgroup)
 }
 
 /// Whether `pid` is in an embedded pod's cgroup (`/peapod/pod-<uid>/...`), any hierarchy.

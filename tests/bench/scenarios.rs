@@ -306,11 +306,26 @@ fn in_container_cgroup(pid: u32, ids: &BTreeSet<String>) -> bool {
 /// helpers exit). Shims of other pods, still exiting, and `ctr` commands are not counted.
 fn resident_processes(ctrd: &Containerd, pod_ids: &BTreeSet<String>) -> Vec<Proc> {
     let address = ctrd.address().to_string_lossy().into_owned();
-    let all = processes();
     let ids = ctrd.seen_ids();
+    shims_and_helpers(
+        |p| p.args.iter().any(|a| a.contains(&address)),
+        pod_ids,
+        |pid| in_container_cgroup(pid, &ids),
+    )
+}
+
+/// The shims whose command line `is_shim` accepts and that serve one of the pods
+/// `pod_ids` (`-id <sandbox id>`), plus every descendant of theirs that `in_container`
+/// does not place in a container (helpers a runtime keeps around).
+pub fn shims_and_helpers(
+    is_shim: impl Fn(&Proc) -> bool,
+    pod_ids: &BTreeSet<String>,
+    in_container: impl Fn(u32) -> bool,
+) -> Vec<Proc> {
+    let all = processes();
     let mut chosen: BTreeSet<u32> = all
         .iter()
-        .filter(|p| p.args.iter().any(|a| a.contains(&address)))
+        .filter(|p| is_shim(p))
         .filter(|p| p.args.windows(2).any(|w| w[0] == "-id" && pod_ids.contains(&w[1])))
         .map(|p| p.pid)
         .collect();
@@ -318,7 +333,7 @@ fn resident_processes(ctrd: &Containerd, pod_ids: &BTreeSet<String>) -> Vec<Proc
         let more: Vec<u32> = all
             .iter()
             .filter(|p| chosen.contains(&p.ppid) && !chosen.contains(&p.pid))
-            .filter(|p| !in_container_cgroup(p.pid, &ids))
+            .filter(|p| !in_container(p.pid))
             .map(|p| p.pid)
             .collect();
         if more.is_empty() {
