@@ -510,14 +510,6 @@ fn timestamp(t: &containerd_shim_protos::protobuf::well_known_types::timestamp::
         .flatten()
 }
 
-/// Whether the shim restarts a container of `role` that exited with `code` (the pod's
-/// policy; sidecars until the app containers are done for good).
-fn restarts_after(plan: &PodPlan, role: sandbox::pod::Role, code: i32, apps_done: bool) -> bool {
-    plan.restart_policy
-        .parse::<sandbox::pod::RestartPolicy>()
-        .is_ok_and(|p| p.restarts(role, code, apps_done))
-}
-
 /// Runs: a container's runs in order (start time, then how it ended).
 type Runs = std::collections::HashMap<String, Vec<Exit>>;
 
@@ -612,12 +604,10 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
     // A shim that does not answer (killed, crashed) cannot tell anything live.
     let reachable = sandbox_state.is_some();
     let sandbox_ready = sandbox_state.is_some_and(|st| st.status.enum_value_or_default() == S::RUNNING);
-    // Whether every app container is done for good (then sidecars are not restarted).
-    let policy: sandbox::pod::RestartPolicy = record
-        .plan
-        .restart_policy
-        .parse()
-        .unwrap_or(sandbox::pod::RestartPolicy::Always);
+    // The shim restarts by the pod's policy (embedded pods always carry one); sidecars
+    // only until every app container is done for good.
+    let policy: Option<sandbox::pod::RestartPolicy> = record.plan.restart_policy.parse().ok();
+    let will_restart = |role, code, apps_done| policy.is_some_and(|p| p.restarts(role, code, apps_done));
     let runs_done = record
         .plan
         .containers
@@ -626,7 +616,7 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
         .all(|c| {
             runs.get(&c.name)
                 .and_then(|r| r.last())
-                .is_some_and(|e| e.finished.is_some() && !policy.restarts(c.role, e.code, false))
+                .is_some_and(|e| e.finished.is_some() && !will_restart(c.role, e.code, false))
         });
     let mut observed = Vec::new();
     for (c, (name, id)) in record.plan.containers.iter().zip(&record.containers) {
@@ -641,7 +631,7 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
                 let mut exit = history.last().cloned().unwrap_or_default();
                 exit.code = i32::try_from(st.exit_status).unwrap_or(255);
                 exit.finished = st.exited_at.as_ref().and_then(timestamp).or(exit.finished);
-                if sandbox_ready && restarts_after(&record.plan, c.role, exit.code, runs_done) {
+                if sandbox_ready && will_restart(c.role, exit.code, runs_done) {
                     backoff = Some(exit);
                     Observation::BackOff
                 } else {
