@@ -59,13 +59,29 @@ pub fn can_lower_oom_score_adj() -> bool {
     ok
 }
 
-fn clamp(adj: i32, rt: &PodRuntime, who: &str) -> i32 {
+/// kubelet's `oom_score_adj`, raised to 0 where this kernel refuses lowering it (the
+/// runner tells the user, see [`clamp_warnings`]).
+fn clamp(adj: i32, rt: &PodRuntime) -> i32 {
     if adj < 0 && rt.clamp_oom_score_adj {
-        eprintln!("peapod: warning: {who}: oom_score_adj {adj} raised to 0: this kernel refuses lowering it (EACCES)");
         0
     } else {
         adj
     }
+}
+
+/// One warning per process of the pod whose `oom_score_adj` [`container_spec`] and
+/// [`sandbox_spec`] raise to 0 (empty when the kernel allows lowering it).
+pub fn clamp_warnings(plan: &PodPlan, rt: &PodRuntime) -> Vec<String> {
+    if !rt.clamp_oom_score_adj {
+        return Vec::new();
+    }
+    std::iter::once(("sandbox", SANDBOX_OOM_SCORE_ADJ))
+        .chain(plan.containers.iter().map(|c| (c.name.as_str(), c.oom_score_adj)))
+        .filter(|(_, adj)| *adj < 0)
+        .map(|(who, adj)| {
+            format!("warning: {who}: oom_score_adj {adj} raised to 0: this kernel refuses lowering it (EACCES)")
+        })
+        .collect()
 }
 
 fn ns(typ: LinuxNamespaceType, path: Option<String>) -> oci_spec::runtime::LinuxNamespace {
@@ -96,7 +112,7 @@ pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Spec {
     a.insert(annotations::RESTART_POLICY.into(), plan.restart_policy.clone());
     spec.set_annotations(Some(a));
     if let Some(p) = spec.process_mut() {
-        p.set_oom_score_adj(Some(clamp(SANDBOX_OOM_SCORE_ADJ, rt, "sandbox")));
+        p.set_oom_score_adj(Some(clamp(SANDBOX_OOM_SCORE_ADJ, rt)));
     }
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(format!("/{}/sandbox", pod_cgroup(&rt.uid)).into()));
@@ -202,7 +218,7 @@ pub fn container_spec(
         );
         p.set_no_new_privileges(Some(!c.security.allow_privilege_escalation));
         p.set_terminal(Some(c.tty));
-        p.set_oom_score_adj(Some(clamp(c.oom_score_adj, rt, &c.name)));
+        p.set_oom_score_adj(Some(clamp(c.oom_score_adj, rt)));
         p.set_capabilities(Some(sandbox::spec::capabilities(caps)));
     }
     if let Some(root) = spec.root_mut() {

@@ -250,6 +250,9 @@ fn run_inner(
         ip: String::new(),
         clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
     };
+    for warning in crate::pods::clamp_warnings(&plan, &rt) {
+        progress(&warning);
+    }
 
     // The sandbox: peapod-pause alone in its rootfs.
     let sandbox_bundle = state.join("bundles").join("sandbox");

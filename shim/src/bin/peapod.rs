@@ -508,10 +508,12 @@ impl Spinner {
         let message = self.message.clone();
         let live = self.ticker.is_some();
         move |m: &str| {
-            if live {
+            if live && !m.contains("warning:") {
                 *message.lock().expect("spinner") = Some(m.to_string());
             } else {
-                eprintln!("{m}");
+                // Warnings stay on screen: a line of their own above the spinner.
+                let _guard = message.lock().expect("spinner");
+                eprintln!("{}{m}", if live { "\r\x1b[K" } else { "" });
             }
         }
     }
