@@ -244,6 +244,17 @@ fn run_example(cli: &Cli, name: &str) -> Result<String> {
     Ok(uid)
 }
 
+/// Runs example `name` with a fresh CLI in `mode`, then `check(cli, uid)`; deletes the pod
+/// and checks nothing of it is left, whatever `check` returned (its error comes first).
+fn with_example(mode: Mode, name: &str, check: impl FnOnce(&Cli, &str) -> Result<()>) -> Result<()> {
+    let cli = Cli::new(mode)?;
+    let uid = run_example(&cli, name)?;
+    let result = check(&cli, &uid);
+    let deleted = delete_and_check(&cli, name, &uid);
+    result?;
+    deleted
+}
+
 fn delete_and_check(cli: &Cli, name: &str, uid: &str) -> Result<()> {
     cli.ok(&["delete", "pod", name])?;
     cli.assert_gone(name, uid)
@@ -254,9 +265,7 @@ fn logs(cli: &Cli, pod: &str, c: &str) -> Result<String> {
 }
 
 pub fn shared_volume_writer_and_reader_share_a_disk_and_an_ip(mode: Mode) -> Result<()> {
-    let cli = Cli::new(mode)?;
-    let uid = run_example(&cli, "shared-volume")?;
-    let result = (|| {
+    with_example(mode, "shared-volume", |cli, _| {
         let (ready, status, ip) = cli.wait_for("both containers running", || {
             let r = cli.row("shared-volume")?;
             Ok((r.0 == "2/2").then_some(r))
@@ -266,7 +275,7 @@ pub fn shared_volume_writer_and_reader_share_a_disk_and_an_ip(mode: Mode) -> Res
             "{ready} {status} {ip}"
         );
         let seen = cli.wait_for("the reader to print the writer's file", || {
-            let l = logs(&cli, "shared-volume", "reader")?;
+            let l = logs(cli, "shared-volume", "reader")?;
             Ok((!l.trim().is_empty()).then_some(l))
         })?;
         ensure!(seen.contains("UTC"), "reader printed {seen:?}");
@@ -289,16 +298,11 @@ pub fn shared_volume_writer_and_reader_share_a_disk_and_an_ip(mode: Mode) -> Res
         let ro = cli.run(&["exec", "shared-volume", "-c", "reader", "--", "touch", "/data/x"])?;
         ensure!(!ro.status.success(), "the reader's readOnly mount was writable");
         Ok(())
-    })();
-    let deleted = delete_and_check(&cli, "shared-volume", &uid);
-    result?;
-    deleted
+    })
 }
 
 pub fn web_server_log_sidecar_reads_the_access_log(mode: Mode) -> Result<()> {
-    let cli = Cli::new(mode)?;
-    let uid = run_example(&cli, "web-log-sidecar")?;
-    let result = (|| {
+    with_example(mode, "web-log-sidecar", |cli, _| {
         let body = cli.wait_for("the web server", || {
             let out = cli.run(&[
                 "exec",
@@ -319,7 +323,7 @@ pub fn web_server_log_sidecar_reads_the_access_log(mode: Mode) -> Result<()> {
         })?;
         ensure!(body == "hello\n", "body {body:?}");
         cli.wait_for("the access log in the sidecar's output", || {
-            Ok(logs(&cli, "web-log-sidecar", "log-collector")?
+            Ok(logs(cli, "web-log-sidecar", "log-collector")?
                 .contains("response:200")
                 .then_some(()))
         })?;
@@ -332,18 +336,13 @@ pub fn web_server_log_sidecar_reads_the_access_log(mode: Mode) -> Result<()> {
             "host mounts: {tmpfs:?}"
         );
         Ok(())
-    })();
-    let deleted = delete_and_check(&cli, "web-log-sidecar", &uid);
-    result?;
-    deleted
+    })
 }
 
 pub fn init_container_runs_to_completion_before_the_app(mode: Mode) -> Result<()> {
-    let cli = Cli::new(mode)?;
-    let uid = run_example(&cli, "init-blocks-app")?;
-    let result = (|| {
+    with_example(mode, "init-blocks-app", |cli, _| {
         let log = cli.wait_for("the app's output", || {
-            let l = logs(&cli, "init-blocks-app", "app")?;
+            let l = logs(cli, "init-blocks-app", "app")?;
             Ok((!l.is_empty()).then_some(l))
         })?;
         ensure!(
@@ -387,18 +386,13 @@ pub fn init_container_runs_to_completion_before_the_app(mode: Mode) -> Result<()
             "logs --timestamps: {stamped:?}"
         );
         Ok(())
-    })();
-    let deleted = delete_and_check(&cli, "init-blocks-app", &uid);
-    result?;
-    deleted
+    })
 }
 
 pub fn native_sidecar_starts_before_the_app_and_keeps_running(mode: Mode) -> Result<()> {
-    let cli = Cli::new(mode)?;
-    let uid = run_example(&cli, "native-sidecar")?;
-    let result = (|| {
+    with_example(mode, "native-sidecar", |cli, _| {
         let log = cli.wait_for("the app's output", || {
-            let l = logs(&cli, "native-sidecar", "app")?;
+            let l = logs(cli, "native-sidecar", "app")?;
             Ok((!l.is_empty()).then_some(l))
         })?;
         ensure!(log == "sidecar-up\n", "app saw {log:?}");
@@ -408,10 +402,7 @@ pub fn native_sidecar_starts_before_the_app_and_keeps_running(mode: Mode) -> Res
             "{ready} {status}: the sidecar must keep running"
         );
         Ok(())
-    })();
-    let deleted = delete_and_check(&cli, "native-sidecar", &uid);
-    result?;
-    deleted
+    })
 }
 
 pub fn finished_pods_take_kubelets_phase_and_reasons(mode: Mode) -> Result<()> {
@@ -515,9 +506,7 @@ pub fn restarts_follow_the_policy_and_sidecars_stop_after_the_apps() -> Result<(
 }
 
 pub fn exec_passes_stdin_and_exit_codes(mode: Mode) -> Result<()> {
-    let cli = Cli::new(mode)?;
-    let uid = run_example(&cli, "native-sidecar")?;
-    let result = (|| {
+    with_example(mode, "native-sidecar", |cli, _| {
         cli.wait_for("both running", || {
             Ok((cli.row("native-sidecar")?.0 == "2/2").then_some(()))
         })?;
@@ -568,17 +557,12 @@ pub fn exec_passes_stdin_and_exit_codes(mode: Mode) -> Result<()> {
             out.status
         );
         Ok(())
-    })();
-    let deleted = delete_and_check(&cli, "native-sidecar", &uid);
-    result?;
-    deleted
+    })
 }
 
 pub fn requests_and_limits_size_the_pod_cgroup(mode: Mode) -> Result<()> {
-    let cli = Cli::new(mode)?;
-    let uid = run_example(&cli, "resources")?;
-    let pod = format!("peapod/pod-{uid}");
-    let result = (|| {
+    with_example(mode, "resources", |cli, uid| {
+        let pod = format!("peapod/pod-{uid}");
         cli.wait_for("both running", || Ok((cli.row("resources")?.0 == "2/2").then_some(())))?;
         let worker = cli.container_cgroup("resources", &pod, "worker")?;
         let read = |ctrl: &str, path: &str, file: &str| {
@@ -597,10 +581,7 @@ pub fn requests_and_limits_size_the_pod_cgroup(mode: Mode) -> Result<()> {
             ensure!(read("cpu", &worker, "cpu.shares")? == "256");
         }
         Ok(())
-    })();
-    let deleted = delete_and_check(&cli, "resources", &uid);
-    result?;
-    deleted
+    })
 }
 
 pub fn a_sigkilled_cli_leaves_nothing_delete_cannot_clean(mode: Mode) -> Result<()> {
@@ -625,28 +606,23 @@ pub fn a_sigkilled_cli_leaves_nothing_delete_cannot_clean(mode: Mode) -> Result<
 /// Embedded mode: a SIGKILLed shim leaves the containers running; `delete` cleans up as
 /// containerd does for a lost shim (the shim binary's `delete`), then CNI DEL.
 pub fn a_killed_shim_is_cleaned_up_by_delete() -> Result<()> {
-    let cli = Cli::new(Mode::Embedded)?;
-    let uid = run_example(&cli, "native-sidecar")?;
-    let result = (|| {
+    with_example(Mode::Embedded, "native-sidecar", |cli, _| {
         cli.wait_for("both running", || {
             Ok((cli.row("native-sidecar")?.0 == "2/2").then_some(()))
         })?;
-        for pid in shims_of(&cli, "native-sidecar") {
+        for pid in shims_of(cli, "native-sidecar") {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(pid)?),
                 nix::sys::signal::Signal::SIGKILL,
             )?;
         }
         cli.wait_for("the shim to die", || {
-            Ok(shims_of(&cli, "native-sidecar").is_empty().then_some(()))
+            Ok(shims_of(cli, "native-sidecar").is_empty().then_some(()))
         })?;
         let (_, status, _) = cli.row("native-sidecar")?;
         ensure!(status == "Unknown", "status {status} with a dead shim");
         Ok(())
-    })();
-    let deleted = delete_and_check(&cli, "native-sidecar", &uid);
-    result?;
-    deleted
+    })
 }
 
 pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
