@@ -415,11 +415,17 @@ pub fn finished_pods_take_kubelets_phase_and_reasons(mode: Mode) -> Result<()> {
     cli.ok(&["run", "-f", file.to_str().context("path")?])?;
     let uid = uid_of(&cli, "done")?;
     let result = (|| {
+        // Every container, the init one too: containerd's CRI records each exit in the
+        // container's own exit handler, so an app's exit may show before setup's does
+        // (kubelet, too, would see the pod Pending for that moment).
         let phase = cli.wait_for("the pod to end", || {
             let v = cli.pod_json("done")?;
-            let ok_done = v["status"]["containerStatuses"][0]["state"]["terminated"].is_object();
-            let bad_done = v["status"]["containerStatuses"][1]["state"]["terminated"].is_object();
-            Ok((ok_done && bad_done).then(|| v["status"]["phase"].as_str().unwrap_or("").to_string()))
+            let statuses = ["initContainerStatuses", "containerStatuses"]
+                .iter()
+                .flat_map(|k| v["status"][k].as_array().cloned().unwrap_or_default())
+                .collect::<Vec<_>>();
+            let all_done = statuses.len() == 3 && statuses.iter().all(|s| s["state"]["terminated"].is_object());
+            Ok(all_done.then(|| v["status"]["phase"].as_str().unwrap_or("").to_string()))
         })?;
         ensure!(phase == "Failed", "phase {phase}");
         // kubectl's STATUS is the reason of the first app container that ended.
