@@ -249,6 +249,29 @@ impl Cgroup {
         })
     }
 
+    /// On cgroup v1, the files a single-threaded process writes `0` to in order to move
+    /// itself in: `tasks` in every hierarchy that has the cgroup (`cgroup.procs` where a
+    /// hierarchy is v2, such as a hybrid host's unified one). Empty on a v2 host, where a
+    /// thread cannot move itself across domains and [`Cgroup::add_proc`] is the way in.
+    ///
+    /// Why a process should move itself: see [`crate::channel::ToChild::EnterCgroup`].
+    pub fn self_attach_files(&self) -> Vec<PathBuf> {
+        if self.files.v2 {
+            return Vec::new();
+        }
+        hierarchy_dirs(&self.path)
+            .into_iter()
+            .map(|dir| {
+                let tasks = dir.join("tasks");
+                if tasks.exists() {
+                    tasks
+                } else {
+                    dir.join("cgroup.procs")
+                }
+            })
+            .collect()
+    }
+
     /// The processes in the cgroup (`cgroup.procs`), sorted, without duplicates.
     pub fn procs(&self) -> Vec<Pid> {
         let mut pids: Vec<Pid> = self

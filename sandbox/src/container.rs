@@ -39,9 +39,10 @@ pub struct Config {
     /// default (tmpfs, so stale state vanishes with a reboot, like the containers).
     pub state_root: PathBuf,
     /// The binary that runs as init helper (it must call [`crate::init::run_if_requested`]
-    /// first): `None` for our own executable, whose sealed copy is made once and kept;
-    /// `Some(path)` for a small dedicated binary (`peapod-init`), copied into a fresh
-    /// sealed memfd for each spawn so no copy stays in memory between spawns.
+    /// first): `None` for our own executable, `Some(path)` for a small dedicated binary
+    /// (`peapod-init`). Either runs through a read-only overlayfs handle made once per
+    /// process; where overlayfs is missing, from a sealed memfd copy, kept for our own
+    /// executable and made per spawn for another (see [`sys::SealedExe`]).
     pub init_binary: Option<PathBuf>,
 }
 
@@ -413,7 +414,7 @@ impl Container {
         self.save()
     }
 
-    /// Spawns the init helper from our sealed binary, moves it into the cgroup, sends
+    /// Spawns the init helper from our sealed binary, gets it into the cgroup, sends
     /// `msg`, and returns the channel and the pid of the process the helper cloned.
     fn spawn(&mut self, msg: &ToChild, stdio: Stdio) -> Result<(Channel, Pid)> {
         let id = self.state.id.clone();
@@ -423,15 +424,20 @@ impl Container {
         };
         let (parent, child) = Channel::pair().map_err(rt("socketpair"))?;
         let sys_err = |source| Error::Sys { id: id.clone(), source };
-        let fresh;
-        let exe = match &self.config.init_binary {
-            None => sys::sealed_self_exe().map_err(sys_err)?,
-            Some(path) => {
-                fresh = sys::sealed_copy_of(path).map_err(sys_err)?;
-                fresh.as_fd()
+        let own;
+        let path = match &self.config.init_binary {
+            Some(path) => path,
+            None => {
+                own = std::env::current_exe().map_err(|source| Error::Runtime {
+                    id: id.clone(),
+                    op: "find our own executable",
+                    source,
+                })?;
+                &own
             }
         };
-        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        let exe = sys::sealed_exe(path, &self.config.state_root).map_err(sys_err)?;
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_fd().as_raw_fd()));
         cmd.env_clear()
             .env(INIT_ENV, child.as_fd().as_raw_fd().to_string())
             .current_dir("/")
@@ -446,8 +452,13 @@ impl Container {
 
         let result = (|| {
             if let Some(cg) = self.cgroup.as_mut() {
-                cg.add_proc(helper_pid)
-                    .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
+                let files = cg.self_attach_files();
+                if files.is_empty() {
+                    cg.add_proc(helper_pid)
+                        .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
+                } else {
+                    parent.send(&ToChild::EnterCgroup(files)).map_err(rt("send cgroup"))?;
+                }
             }
             parent.send(msg).map_err(rt("send config"))?;
             match parent.recv::<FromChild>() {

@@ -1,14 +1,15 @@
 //! The container init helper: the child side of `create` and `exec`.
 //!
 //! A multi-threaded runtime (the shim runs tokio) must not fork and keep running Rust in
-//! the child (malloc locks held by other threads; runwasi #357). So the runtime spawns a
-//! fresh copy of its own binary from a sealed memfd ([`crate::sys::sealed_self_exe`]) with
-//! `_PEAPOD_INIT=<fd>` in its environment. Every binary that links `sandbox` calls
+//! the child (malloc locks held by other threads; runwasi #357). So the runtime spawns
+//! its own binary, or `peapod-init`, through a handle nothing can write to
+//! ([`crate::sys::SealedExe`]) with `_PEAPOD_INIT=<fd>` in its environment. Every binary that links `sandbox` calls
 //! [`run_if_requested`] first thing in `main`; in the helper it never returns.
 //!
 //! The helper is single-threaded, so it may fork. For `create` it:
-//! 1. reads the [`InitConfig`] (it is already in the container's cgroup: the runtime moved
-//!    it there before sending the config, so a new cgroup namespace is rooted there);
+//! 1. enters the container's cgroup (on v1 it moves itself, see
+//!    [`ToChild::EnterCgroup`]; on v2 the runtime moved it) and reads the [`InitConfig`];
+//!    a new cgroup namespace is then rooted at that cgroup;
 //! 2. writes `oom_score_adj` (inherited by its children);
 //! 3. joins and creates namespaces ([`crate::namespaces::enter`]);
 //! 4. clones container init with `CLONE_PARENT` so init is the runtime's child (and PID 1
@@ -102,7 +103,16 @@ pub fn run_if_requested() {
 }
 
 fn helper(chan: &Channel) -> Result<(), Failure> {
-    let msg = chan.recv::<ToChild>().stage("channel")?;
+    let mut msg = chan.recv::<ToChild>().stage("channel")?;
+    if let Some(ToChild::EnterCgroup(files)) = &msg {
+        for file in files {
+            std::fs::write(file, "0").map_err(|e| Failure {
+                stage: "cgroup",
+                error: format!("move into the container's cgroup: write 0 to {}: {e}", file.display()),
+            })?;
+        }
+        msg = chan.recv::<ToChild>().stage("channel")?;
+    }
     match msg {
         Some(ToChild::Init(cfg)) => {
             if let Some(adj) = cfg.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {

@@ -26,7 +26,7 @@ pub mod service;
 pub mod start;
 
 /// `peapod-init` next to our own executable, the small binary that runs as container init
-/// helper (copying it into a sealed memfd per spawn is cheap); `None` (use our own
+/// helper (see `sandbox::sys::SealedExe` for how it is run); `None` (use our own
 /// executable) when it is not installed there.
 pub fn init_binary() -> Option<std::path::PathBuf> {
     let exe = std::env::current_exe().ok()?;

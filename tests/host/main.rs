@@ -42,11 +42,13 @@ fn create_blocks_before_exec_until_start() -> Result<()> {
     })?;
     let pid = c.pid().context("pid")?;
     ensure!(c.status() == Status::Created, "status {:?}", c.status());
-    // Init is parked in our sealed binary, not yet the container's program.
+    // Init is parked in our sealed binary (seen through its detached overlay, so not
+    // under its host path), not yet the container's program.
     let exe = fs::read_link(format!("/proc/{pid}/exe"))?;
+    let ours = std::env::current_exe()?;
     ensure!(
-        exe.to_string_lossy().contains("memfd:peapod-init"),
-        "init exe before start: {exe:?}"
+        exe != ours && exe.file_name() == ours.file_name(),
+        "init exe before start: {exe:?} (we are {ours:?})"
     );
     let out = reader(r);
     std::thread::sleep(Duration::from_millis(100));
@@ -669,9 +671,11 @@ fn runtime_binary_cannot_be_overwritten_from_the_container() -> Result<()> {
     c.delete(true)?;
     b.assert_clean(Some(pid))?;
     let err = res.err().context("writing the init's exe succeeded")?;
+    // EROFS: the read-only overlay seal. EPERM would be the memfd copy, which is only
+    // for kernels without overlayfs or the new mount API: not this one.
     ensure!(
-        matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::ETXTBSY)),
-        "unexpected error {err}"
+        err.raw_os_error() == Some(libc::EROFS),
+        "writing /proc/<init>/exe failed with {err}, not EROFS: is the overlay seal in use?"
     );
     ensure!(intact, "our binary was modified");
     Ok(())

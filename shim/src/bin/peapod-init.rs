@@ -1,7 +1,7 @@
-//! `peapod-init`: the container init helper, alone. The shim and the CLI spawn it (from a
-//! sealed memfd copy, see `sandbox::sys::sealed_copy_of`) to create namespaces, clone
-//! container init and exec the container's program. Being small, it is cheap to copy for
-//! every spawn, so no copy of the much larger shim binary stays in memory per pod.
+//! `peapod-init`: the container init helper, alone. The shim and the CLI spawn it (through
+//! a read-only overlayfs handle, or a sealed memfd copy: `sandbox::sys::SealedExe`) to
+//! create namespaces, clone container init and exec the container's program. Being small,
+//! it maps little and is cheap to copy where a copy is needed.
 #![deny(unsafe_code)]
 
 fn main() {
