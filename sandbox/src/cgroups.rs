@@ -249,6 +249,11 @@ impl Cgroup {
         })
     }
 
+    /// The cgroup's directory on a v2 host (for `CLONE_INTO_CGROUP`); `None` on v1.
+    pub fn v2_dir(&self) -> Option<PathBuf> {
+        self.files.v2.then(|| self.files.root.join(&self.path))
+    }
+
     /// On cgroup v1, the files a single-threaded process writes `0` to in order to move
     /// itself in: `tasks` in every hierarchy that has the cgroup (`cgroup.procs` where a
     /// hierarchy is v2, such as a hybrid host's unified one). Empty on a v2 host, where a

@@ -14,9 +14,8 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio as StdStdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
@@ -27,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{Cgroup, CgroupError, Stats};
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
-use crate::init::INIT_ENV;
+use crate::init::{HELPER_CHANNEL_FD, INIT_ENV};
 use crate::rootfs::{self, RootfsError, RootfsMount};
 use crate::spec::{self, SpecError};
 use crate::sys::{self, SysError};
@@ -437,21 +436,44 @@ impl Container {
             }
         };
         let exe = sys::sealed_exe(path, &self.config.state_root).map_err(sys_err)?;
-        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_fd().as_raw_fd()));
-        cmd.env_clear()
-            .env(INIT_ENV, child.as_fd().as_raw_fd().to_string())
-            .current_dir("/")
-            .stdin(stdio.stdin.map_or_else(StdStdio::null, StdStdio::from))
-            .stdout(stdio.stdout.map_or_else(StdStdio::null, StdStdio::from))
-            .stderr(stdio.stderr.map_or_else(StdStdio::null, StdStdio::from));
-        std::os::unix::process::CommandExt::arg0(&mut cmd, "peapod-init");
-        sys::inherit_fd(&mut cmd, child.as_fd());
-        let helper = cmd.spawn().map_err(rt("spawn init helper"))?;
+        let null = fs::File::open("/dev/null").map_err(rt("open /dev/null"))?;
+        let fds = [
+            stdio.stdin.as_ref().map_or(null.as_fd(), AsFd::as_fd),
+            stdio.stdout.as_ref().map_or(null.as_fd(), AsFd::as_fd),
+            stdio.stderr.as_ref().map_or(null.as_fd(), AsFd::as_fd),
+            child.as_fd(),
+        ];
+        // On v2 the helper is born in the cgroup; on v1 it moves itself in (see
+        // `ToChild::EnterCgroup`).
+        let cgroup_dir = match self.cgroup.as_ref().and_then(Cgroup::v2_dir) {
+            Some(dir) => Some(
+                nix::fcntl::open(
+                    &dir,
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| Error::Runtime {
+                    id: id.clone(),
+                    op: "open the cgroup directory",
+                    source: e.into(),
+                })?,
+            ),
+            None => None,
+        };
+        let env = [std::ffi::CString::new(format!("{INIT_ENV}={HELPER_CHANNEL_FD}")).expect("no NUL")];
+        let (helper_pid, in_cgroup) = sys::spawn_with_fds(
+            exe.as_fd(),
+            &[c"peapod-init"],
+            &env,
+            &fds,
+            cgroup_dir.as_ref().map(AsFd::as_fd),
+        )
+        .map_err(sys_err)?;
         drop(child);
-        let helper_pid = Pid::from_raw(i32::try_from(helper.id()).expect("pids fit in i32"));
+        drop(stdio);
 
         let result = (|| {
-            if let Some(cg) = self.cgroup.as_mut() {
+            if let Some(cg) = self.cgroup.as_mut().filter(|_| !in_cgroup) {
                 let files = cg.self_attach_files();
                 if files.is_empty() {
                     cg.add_proc(helper_pid)

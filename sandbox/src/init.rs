@@ -35,6 +35,9 @@ fn micros(since: Instant) -> u64 {
 /// Environment variable naming the channel fd of an init helper.
 pub const INIT_ENV: &str = "_PEAPOD_INIT";
 
+/// The fd number the runtime gives the helper's channel (after stdio 0–2).
+pub const HELPER_CHANNEL_FD: std::os::fd::RawFd = 3;
+
 /// An init-side failure: the stage and the full cause chain, sent back to the runtime.
 #[derive(Debug)]
 struct Failure {

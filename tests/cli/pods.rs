@@ -478,7 +478,16 @@ pub fn restarts_follow_the_policy_and_sidecars_stop_after_the_apps() -> Result<(
             Ok((f.len() > 3 && f[3] == "1" && f[2] == "Running").then_some(line))
         })?;
         ensure!(row.contains(" 1/1 "), "{row}");
-        ensure!(logs(&cli, "flaky", "app")? == "run\nsecond\n", "current run's log");
+        // Running is reported once the process starts, maybe before it wrote anything.
+        let mut last = String::new();
+        let current = cli.wait_for("the second run's output", || {
+            last = logs(&cli, "flaky", "app")?;
+            Ok(last.contains("second").then(|| last.clone()))
+        });
+        ensure!(
+            current.is_ok() && last == "run\nsecond\n",
+            "current run's log: {last:?}"
+        );
         ensure!(
             cli.ok(&["logs", "flaky", "--previous"])? == "run\n",
             "previous run's log"
