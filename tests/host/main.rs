@@ -681,6 +681,56 @@ fn runtime_binary_cannot_be_overwritten_from_the_container() -> Result<()> {
     Ok(())
 }
 
+/// The spawn behind every create and exec puts its child straight into a cgroup v2
+/// directory (`CLONE_INTO_CGROUP`): on a v2 host the hierarchy at `/sys/fs/cgroup`, on a
+/// hybrid one the unified hierarchy at `/sys/fs/cgroup/unified`.
+fn spawned_helpers_are_born_in_their_v2_cgroup() -> Result<()> {
+    use std::os::fd::AsFd;
+    let root = if cgroups::is_v2() { "/sys/fs/cgroup" } else { "/sys/fs/cgroup/unified" };
+    ensure!(
+        std::path::Path::new(root).join("cgroup.procs").exists(),
+        "no cgroup v2 hierarchy at {root}: CLONE_INTO_CGROUP cannot be tested"
+    );
+    let name = format!("peapod-test-clone-into-{}", std::process::id());
+    let dir = std::path::Path::new(root).join(&name);
+    fs::create_dir(&dir)?;
+    let result = (|| {
+        let cgroup = nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let cat = nix::fcntl::open(
+            "/bin/cat",
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let null = fs::File::open("/dev/null")?;
+        let (r, w) = pipe()?;
+        let (pid, in_cgroup) = sandbox::sys::spawn_with_fds(
+            cat.as_fd(),
+            &[c"cat", c"/proc/self/cgroup"],
+            &[],
+            &[null.as_fd(), w.as_fd(), null.as_fd()],
+            Some(cgroup.as_fd()),
+        )?;
+        drop(w);
+        let out = reader(r).join().unwrap()?;
+        nix::sys::wait::waitpid(pid, None)?;
+        ensure!(in_cgroup, "the kernel took no CLONE_INTO_CGROUP");
+        ensure!(
+            out.lines().any(|l| l == format!("0::/{name}")),
+            "the child's /proc/self/cgroup:\n{out}"
+        );
+        Ok(())
+    })();
+    let removed = fs::remove_dir(&dir);
+    result?;
+    removed.with_context(|| format!("rmdir {}", dir.display()))?;
+    ensure!(!dir.exists(), "leak: {} left", dir.display());
+    Ok(())
+}
+
 fn init_errors_carry_their_cause_and_leave_nothing() -> Result<()> {
     let b = Bundle::new("noprog", &["/no/such/program"])?;
     let err = b
@@ -872,6 +922,7 @@ fn main() {
         kill_all_reaches_every_process_and_signals_map_to_128_plus_n,
         no_host_fd_leaks_into_the_container,
         runtime_binary_cannot_be_overwritten_from_the_container,
+        spawned_helpers_are_born_in_their_v2_cgroup,
         init_errors_carry_their_cause_and_leave_nothing,
         rootfs_layers_are_mounted_and_unmounted,
         delete_from_a_loaded_state_cleans_up,
