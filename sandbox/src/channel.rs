@@ -70,7 +70,17 @@ impl Channel {
 
     /// Receives one message and the fd attached to it, if any (close-on-exec).
     pub fn recv_with_fd<T: DeserializeOwned>(&self) -> io::Result<Option<(T, Option<OwnedFd>)>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        // The next message's length first (MSG_PEEK | MSG_TRUNC), so the buffer is its size:
+        // a MAX_MESSAGE buffer per call would be zeroed each time and stay dirty in the
+        // calling thread's malloc arena, about 1 MiB per thread that spawned.
+        let len = loop {
+            match nix::sys::socket::recv(self.0.as_raw_fd(), &mut [], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(n) => break n,
+            }
+        };
+        let mut buf = vec![0u8; len.clamp(1, MAX_MESSAGE)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
         let (n, fd) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];

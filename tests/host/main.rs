@@ -686,7 +686,11 @@ fn runtime_binary_cannot_be_overwritten_from_the_container() -> Result<()> {
 /// hybrid one the unified hierarchy at `/sys/fs/cgroup/unified`.
 fn spawned_helpers_are_born_in_their_v2_cgroup() -> Result<()> {
     use std::os::fd::AsFd;
-    let root = if cgroups::is_v2() { "/sys/fs/cgroup" } else { "/sys/fs/cgroup/unified" };
+    let root = if cgroups::is_v2() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/unified"
+    };
     ensure!(
         std::path::Path::new(root).join("cgroup.procs").exists(),
         "no cgroup v2 hierarchy at {root}: CLONE_INTO_CGROUP cannot be tested"
