@@ -672,7 +672,10 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
 }
 
 /// The time window of a container's run in the shared log file (restarts append to it):
-/// the current (latest) run, or with `previous` the one before it.
+/// the current (latest) run, or with `previous` the one before it. Runs are split where
+/// the later one was created (its `TaskCreate`): a run's output may be timestamped before
+/// its `TaskStart` is published and after its exit was reaped (the copier drains the pipe
+/// then), but never after the restart's create, which follows the published exit.
 ///
 /// Errors: `previous` without an earlier run (kubectl's message).
 pub fn log_window(
@@ -683,21 +686,42 @@ pub fn log_window(
 ) -> Result<(Option<jiff::Timestamp>, Option<jiff::Timestamp>)> {
     let (runs, _) = history(paths, record);
     let runs = runs.get(name).map(Vec::as_slice).unwrap_or_default();
+    let creates = create_times(paths, record, name);
+    // Where run `i` begins in the log; the first run also gets what came before.
+    let from = |i: usize| {
+        let started = runs.get(i).and_then(|r| r.started).filter(|_| i > 0)?;
+        creates.iter().rev().find(|t| **t <= started).copied().or(Some(started))
+    };
     let pick = if previous {
         runs.len().checked_sub(2)
     } else {
         runs.len().checked_sub(1)
     };
-    match pick.map(|i| &runs[i]) {
-        Some(run) if previous => Ok((run.started, run.finished)),
-        // The first run also gets what was written before its start event.
-        Some(run) if runs.len() > 1 => Ok((run.started, None)),
-        _ if previous => bail!(
+    match pick {
+        Some(i) if previous => Ok((from(i), from(i + 1))),
+        Some(i) => Ok((from(i), None)),
+        None if previous => bail!(
             "previous terminated container {name:?} in pod {:?} not found",
             record.plan.name
         ),
-        _ => Ok((None, None)),
+        None => Ok((None, None)),
     }
+}
+
+/// When each task of container `name` was created (`TaskCreate` envelopes), in order.
+fn create_times(paths: &Paths, record: &PodRecord, name: &str) -> Vec<jiff::Timestamp> {
+    use containerd_shim_protos::events::task::TaskCreate;
+    use containerd_shim_protos::protobuf::Message;
+    let Some(id) = record.containers.iter().find(|(n, _)| n == name).map(|(_, i)| i) else {
+        return Vec::new();
+    };
+    crate::events::read_log(&record.event_log(paths))
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e.topic == "/tasks/create")
+        .filter(|e| TaskCreate::parse_from_bytes(&e.event.value).is_ok_and(|c| &c.container_id == id))
+        .filter_map(|e| e.timestamp.as_ref().and_then(timestamp))
+        .collect()
 }
 
 /// Keeps the manifest as written next to the pod's record (for `get -o yaml`).
