@@ -94,6 +94,24 @@ pub struct TaskIo {
     pub terminal: bool,
 }
 
+/// `<binary> -namespace <embedded> -address <embedded> -id <task_id>`, run in `bundle`
+/// with stdin from `/dev/null`: the start of every shim binary command, as containerd
+/// invokes it.
+fn shim_command(binary: &Path, task_id: &str, bundle: &Path) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "-namespace",
+        EMBEDDED_NAMESPACE,
+        "-address",
+        EMBEDDED_ADDRESS,
+        "-id",
+        task_id,
+    ])
+    .current_dir(bundle)
+    .stdin(Stdio::null());
+    cmd
+}
+
 impl Shim {
     /// Runs `<binary> -namespace … -address … -id <task_id> start` in `bundle`, as
     /// containerd does, and connects to the address it prints. A pod's later tasks reach
@@ -101,23 +119,13 @@ impl Shim {
     /// (`io.kubernetes.cri.sandbox-id`). With `event_log`, the shim appends its task
     /// events there ([`crate::events::read_log`] reads them).
     pub fn start(binary: &Path, task_id: &str, bundle: &Path, event_log: Option<&Path>) -> Result<Shim> {
-        let mut cmd = Command::new(binary);
+        let mut cmd = shim_command(binary, task_id, bundle);
         if let Some(path) = event_log {
             cmd.env(crate::events::EVENT_LOG_ENV, path);
         }
         let out = cmd
-            .args([
-                "-namespace",
-                EMBEDDED_NAMESPACE,
-                "-address",
-                EMBEDDED_ADDRESS,
-                "-publish-binary",
-                "",
-            ])
-            .args(["-id", task_id, "start"])
-            .current_dir(bundle)
+            .args(["-publish-binary", "", "start"])
             .env("TTRPC_ADDRESS", "")
-            .stdin(Stdio::null())
             .output()
             .map_err(|e| EmbeddedError::Start {
                 binary: binary.to_path_buf(),
@@ -137,20 +145,10 @@ impl Shim {
     /// a task whose shim died: kills what is left of it, unmounts its rootfs and removes
     /// its state (a sandbox's also its pod cgroup and volumes).
     pub fn cleanup(binary: &Path, task_id: &str, bundle: &Path) -> Result<()> {
-        let out = Command::new(binary)
-            .args([
-                "-namespace",
-                EMBEDDED_NAMESPACE,
-                "-address",
-                EMBEDDED_ADDRESS,
-                "-id",
-                task_id,
-            ])
+        let out = shim_command(binary, task_id, bundle)
             .arg("-bundle")
             .arg(bundle)
             .arg("delete")
-            .current_dir(bundle)
-            .stdin(Stdio::null())
             .output()
             .map_err(|e| EmbeddedError::Start {
                 binary: binary.to_path_buf(),
