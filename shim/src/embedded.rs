@@ -112,6 +112,20 @@ fn shim_command(binary: &Path, task_id: &str, bundle: &Path) -> Command {
     cmd
 }
 
+/// Runs a shim binary command to its end. Errors: [`EmbeddedError::Start`] when it cannot
+/// be executed at all.
+fn run_shim(binary: &Path, cmd: &mut Command) -> Result<std::process::Output> {
+    cmd.output().map_err(|e| EmbeddedError::Start {
+        binary: binary.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// `<exit status>: <stderr>` of a command that failed; `None` when it succeeded.
+fn failure(out: &std::process::Output) -> Option<String> {
+    (!out.status.success()).then(|| format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+}
+
 impl Shim {
     /// Runs `<binary> -namespace … -address … -id <task_id> start` in `bundle`, as
     /// containerd does, and connects to the address it prints. A pod's later tasks reach
@@ -123,18 +137,14 @@ impl Shim {
         if let Some(path) = event_log {
             cmd.env(crate::events::EVENT_LOG_ENV, path);
         }
-        let out = cmd
-            .args(["-publish-binary", "", "start"])
-            .env("TTRPC_ADDRESS", "")
-            .output()
-            .map_err(|e| EmbeddedError::Start {
-                binary: binary.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        if !out.status.success() {
+        let out = run_shim(
+            binary,
+            cmd.args(["-publish-binary", "", "start"]).env("TTRPC_ADDRESS", ""),
+        )?;
+        if let Some(reason) = failure(&out) {
             return Err(EmbeddedError::Start {
                 binary: binary.to_path_buf(),
-                reason: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                reason,
             });
         }
         let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -145,20 +155,18 @@ impl Shim {
     /// a task whose shim died: kills what is left of it, unmounts its rootfs and removes
     /// its state (a sandbox's also its pod cgroup and volumes).
     pub fn cleanup(binary: &Path, task_id: &str, bundle: &Path) -> Result<()> {
-        let out = shim_command(binary, task_id, bundle)
-            .arg("-bundle")
-            .arg(bundle)
-            .arg("delete")
-            .output()
-            .map_err(|e| EmbeddedError::Start {
-                binary: binary.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        if !out.status.success() {
+        let out = run_shim(
+            binary,
+            shim_command(binary, task_id, bundle)
+                .arg("-bundle")
+                .arg(bundle)
+                .arg("delete"),
+        )?;
+        if let Some(message) = failure(&out) {
             return Err(EmbeddedError::Call {
                 call: "delete (shim binary)",
                 id: task_id.to_string(),
-                message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                message,
             });
         }
         Ok(())
