@@ -22,6 +22,10 @@ DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci
 	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
 	docker-registry attr
 
+# The binaries: the shim, its init helper and pause (the sandbox crate's own processes),
+# and the peapod CLI.
+BINS := -p sandbox -p shim -p peapod
+
 .PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test bench bench-vm demo demo-bundle install clean
 
 deps:
@@ -58,7 +62,7 @@ host-test:
 # Privileged: a private containerd (Debian's) with runc and peapod runtimes, driven by ctr
 # and CRI. containerd finds containerd-shim-peapod-v2 in target/debug, so build it first.
 containerd-test: pause
-	$(CARGO) build -p shim
+	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test containerd
 
 # Privileged: the peapod CLI's embedded mode. The shim driven without containerd (tasks,
@@ -66,7 +70,7 @@ containerd-test: pause
 # kernel (archives, overlayfs rootfs, pulls from a private docker-registry filled by skopeo,
 # getfattr from attr); the test images need the static pause binary.
 cli-test: pause
-	$(CARGO) build -p shim
+	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test embedded
 	$(CARGO) test -p peapod-tests --test cli
 
@@ -88,7 +92,7 @@ vm-test:
 # BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS, BENCH_EMBEDDED_NETWORK (see
 # tests/bench/main.rs).
 bench: pause
-	$(CARGO) build --release -p shim
+	$(CARGO) build --release $(BINS)
 	$(CARGO) bench -p peapod-tests --bench bench
 
 # Privileged, cgroup v2 only: `make bench` inside the VM of `make vm-test` (tests/vm/run
@@ -117,19 +121,19 @@ bench-vm:
 
 # A pod from examples/ run end to end by the CLI in embedded mode (see scripts/demo).
 demo: deps pause
-	$(CARGO) build -p shim -p peapod-tests --bins
+	$(CARGO) build $(BINS) -p peapod-tests --bins
 	scripts/demo
 
 # A single container from an OCI bundle, without pods or images.
 demo-bundle: deps
-	$(CARGO) build --release -p shim
+	$(CARGO) build --release $(BINS)
 	scripts/demo-bundle build/demo
 	target/release/peapod run-bundle build/demo
 
 # peapod-pause linked statically (glibc static-pie), so the pause image holds one file.
 # Copied out of cargo's dir: a plain `cargo build` would relink it dynamically there.
 pause:
-	$(CARGO) rustc -p shim --bin peapod-pause $(if $(RELEASE),--release) -- -C target-feature=+crt-static
+	$(CARGO) rustc -p sandbox --bin peapod-pause $(if $(RELEASE),--release) -- -C target-feature=+crt-static
 	install -D -m 0755 target/$(if $(RELEASE),release,debug)/peapod-pause target/pause/peapod-pause
 
 install: build

@@ -1,8 +1,16 @@
-//! Wire types and clients for peapod: containerd's task and event API over ttrpc, and CRI
-//! over gRPC, with conversions to `sandbox` types. No logic beyond conversion.
+//! Wire formats and clients for peapod, shared by the shim, the CLI and the tests. No
+//! logic beyond encoding, decoding and conversion.
 //!
-//! - [`cri`]: a blocking CRI v1 client over containerd's unix socket (tests, tools).
+//! - [`eventlog`]: the event log a shim writes without containerd (containerd's event
+//!   `Envelope`s, length-delimited), read by the CLI's embedded mode.
+//! - [`crilog`]: Kubernetes' CRI container log format, written by the shim for the
+//!   embedded mode and read by `peapod logs` in both modes.
+//! - [`cri`] (feature `cri`): a blocking CRI v1 client over containerd's unix socket (the
+//!   CLI's CRI mode, tests). The shim does not enable it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "cri")]
 pub mod cri;
+pub mod crilog;
+pub mod eventlog;

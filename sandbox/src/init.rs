@@ -73,6 +73,16 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// `peapod-init` next to the running executable: the small binary built from this crate
+/// to run as the container init helper (see [`crate::sys`]'s sealed exe for how it is
+/// run), for [`crate::Config::init_binary`]; `None` (the caller's own executable is used)
+/// when it is not installed there.
+pub fn installed_helper() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let init = exe.parent()?.join("peapod-init");
+    init.is_file().then_some(init)
+}
+
 /// If this process is an init helper, runs it and exits; otherwise returns at once.
 /// Call it first in `main`, before any thread is started.
 pub fn run_if_requested() {

@@ -8,9 +8,9 @@
 //! error log rather than blocking the caller.
 //!
 //! Without containerd (the `peapod` CLI's embedded mode) events can instead be appended to
-//! an event log, `$PEAPOD_EVENT_LOG`: the same [`Envelope`]s, each length-delimited
-//! (a varint length, then the message), written synchronously in publishing order.
-//! [`read_log`] reads them back; `peapod describe` shows them as the pod's events.
+//! an event log, `$PEAPOD_EVENT_LOG`: the same [`Envelope`]s, in the format of
+//! [`proto::eventlog`], written synchronously in publishing order; `peapod describe`
+//! shows them as the pod's events.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -24,7 +24,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{CodedInputStream, Message, MessageField, MessageFull};
+use containerd_shim_protos::protobuf::{MessageField, MessageFull};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::ttrpc::{self, context};
@@ -74,8 +74,7 @@ pub fn to_timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
-/// The environment variable naming the event log of a shim started without containerd.
-pub const EVENT_LOG_ENV: &str = "PEAPOD_EVENT_LOG";
+pub use proto::eventlog::EVENT_LOG_ENV;
 
 /// Where events go.
 #[derive(Clone)]
@@ -156,8 +155,7 @@ impl Publisher {
             }
             Sink::File(file) => {
                 // One write per envelope on an O_APPEND file: records never interleave.
-                let written = envelope
-                    .write_length_delimited_to_bytes()
+                let written = proto::eventlog::encode(&envelope)
                     .map_err(io::Error::other)
                     .and_then(|bytes| file.lock().expect("event log lock").write_all(&bytes));
                 if let Err(e) = written {
@@ -182,25 +180,6 @@ pub fn pack<M: MessageFull>(m: &M) -> Result<Any, containerd_shim_protos::protob
         value: m.write_to_bytes()?,
         ..Default::default()
     })
-}
-
-/// Reads an event log written by [`Publisher::to_file`]: the envelopes in order. A record
-/// cut short (the shim killed mid-write) ends the list; a missing file is an empty log.
-pub fn read_log(path: &Path) -> io::Result<Vec<Envelope>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut input = CodedInputStream::from_bytes(&bytes);
-    let mut out = Vec::new();
-    while !input.eof().unwrap_or(true) {
-        match input.read_message::<Envelope>() {
-            Ok(e) => out.push(e),
-            Err(_) => break,
-        }
-    }
-    Ok(out)
 }
 
 fn forward_loop(address: &str, rx: Receiver<Envelope>) {
@@ -246,6 +225,7 @@ fn forward_loop(address: &str, rx: Receiver<Envelope>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use containerd_shim_protos::protobuf::Message;
 
     #[test]
     fn event_log_reads_back_in_order_and_stops_at_a_torn_record() {
@@ -262,7 +242,7 @@ mod tests {
             exit_status: 3,
             ..Default::default()
         });
-        let log = read_log(&path).unwrap();
+        let log = proto::eventlog::read(&path).unwrap();
         let topics: Vec<_> = log.iter().map(|e| e.topic.as_str()).collect();
         assert_eq!(topics, ["/tasks/start", "/tasks/exit"]);
         let exit = TaskExit::parse_from_bytes(&log[1].event.value).unwrap();
@@ -271,7 +251,6 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(bytes.len() - 2);
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(read_log(&path).unwrap().len(), 1);
-        assert!(read_log(&dir.path().join("missing")).unwrap().is_empty());
+        assert_eq!(proto::eventlog::read(&path).unwrap().len(), 1);
     }
 }

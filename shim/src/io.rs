@@ -248,11 +248,7 @@ impl Sink {
 /// One CRI log record, in one `write` (O_APPEND keeps the stdout and stderr copiers'
 /// records whole in the shared file).
 fn write_cri(file: &mut File, stream: &str, full: bool, text: &[u8]) -> io::Result<()> {
-    let tag = if full { 'F' } else { 'P' };
-    let mut record = format!("{} {stream} {tag} ", jiff::Timestamp::now()).into_bytes();
-    record.extend_from_slice(text);
-    record.push(b'\n');
-    file.write_all(&record)
+    file.write_all(&proto::crilog::record(stream, full, text))
 }
 
 /// Opens an output target: `None` for an empty URI.

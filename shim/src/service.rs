@@ -178,7 +178,7 @@ impl Service {
                 namespace: namespace.to_string(),
                 config: Config {
                     state_root: paths.containers.clone(),
-                    init_binary: crate::init_binary(),
+                    init_binary: sandbox::init::installed_helper(),
                 },
                 paths,
                 publisher,

@@ -1,5 +1,5 @@
 //! The `peapod-embedded` column: peapod driven without containerd, as the `peapod` CLI's
-//! embedded mode drives it (`shim::runner`), in this process, on a private image store and
+//! embedded mode drives it (`peapod::runner`), in this process, on a private image store and
 //! state under a temp dir.
 //!
 //! The same rows as the CRI handlers, each with the runner's closest call:
@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use shim::embedded::{EMBEDDED_ADDRESS, EMBEDDED_NAMESPACE};
-use shim::manifest::{ContainerPlan, PodPlan};
-use shim::runner::{self, Binaries, NetworkMode, Paths, PodRecord};
+use peapod::embedded::{EMBEDDED_ADDRESS, EMBEDDED_NAMESPACE};
+use peapod::manifest::{ContainerPlan, PodPlan};
+use peapod::runner::{self, Binaries, NetworkMode, Paths, PodRecord};
 
 use crate::scenarios::{self, MemSample, PodTimes, POLL, STATE_TIMEOUT};
 
@@ -126,8 +126,8 @@ impl Embedded {
         let yaml = format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\nspec:\n  restartPolicy: Never\n{init}  containers:\n{containers}"
         );
-        let pod = shim::manifest::parse("bench", &yaml)?;
-        Ok(shim::manifest::plan(&pod, self.memory)?)
+        let pod = peapod::manifest::parse("bench", &yaml)?;
+        Ok(peapod::manifest::plan(&pod, self.memory)?)
     }
 
     /// `runner::run`, recording the pod for the leak check (also when it fails).
@@ -301,7 +301,7 @@ impl Embedded {
         let sandbox_ids: BTreeSet<String> = self.pods.borrow().iter().map(|p| p.0.clone()).collect();
         for (sandbox_id, uid, tasks) in self.pods.borrow().iter() {
             if !uid.is_empty() {
-                let cgroup = shim::pods::pod_cgroup(uid);
+                let cgroup = peapod::pods::pod_cgroup(uid);
                 if sandbox::cgroups::exists_anywhere(&cgroup) {
                     leaks.push(format!("pod cgroup still there: {cgroup}"));
                 }

@@ -13,7 +13,7 @@
 //!    handler's resident processes (its shims and any helper they keep) per pod.
 //!
 //! A fourth column, `peapod-embedded`, is peapod without containerd: the same rows through
-//! the `peapod` CLI's embedded mode (`shim::runner`) in this process, pod network `none`
+//! the `peapod` CLI's embedded mode (`peapod::runner`) in this process, pod network `none`
 //! (loopback only) unless `BENCH_EMBEDDED_NETWORK=cni`; `embedded.rs` says what each row
 //! calls there.
 //!
@@ -49,10 +49,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use embedded::Embedded;
+use peapod::runner::NetworkMode;
 use peapod_tests::containerd::{self, Containerd, CRUN_HANDLER, PEAPOD_HANDLER, RUNC_HANDLER};
 use report::{Context, Phases, Report, Row, Unit};
 use scenarios::{Bench, MemSample, PodTimes};
-use shim::runner::NetworkMode;
 
 mod embedded;
 mod report;
@@ -365,7 +365,7 @@ impl Run {
 }
 
 /// Where each handler's rows run: the CRI handlers through containerd, the embedded
-/// column through `shim::runner` in this process.
+/// column through `peapod::runner` in this process.
 struct Runtimes<'a> {
     cri: Bench<'a>,
     embedded: Option<Embedded>,
@@ -655,7 +655,7 @@ fn real_main() -> Result<bool> {
         context.config.push((
             "peapod-embedded",
             format!(
-                "peapod without containerd (shim::runner in the bench process, as `peapod run`), pod network {}; \
+                "peapod without containerd (peapod::runner in the bench process, as `peapod run`), pod network {}; \
                  exec = runner::exec, teardown = runner::delete with grace 0 (pod cgroup removal included), churn = \
                  runner::add_container + wait_container (the shim's Wait, no polling) + remove_container in a pod \
                  that also runs one `sleep`",

@@ -1,4 +1,4 @@
-//! The local image store (`shim::images`) against the real kernel: the harness's OCI
+//! The local image store (`peapod::images`) against the real kernel: the harness's OCI
 //! archive and hand-made OCI and docker archives imported into temp stores, rootfs
 //! stacked with overlayfs through `sandbox::rootfs::mount_rootfs_layers`, pulls from a
 //! private `docker-registry` that `skopeo` fills, and garbage collection on remove.
@@ -13,11 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use peapod::images::{host_platform, Image, ImageError, Store};
 use peapod_tests::images::{archive, BUSYBOX_ALIAS, BUSYBOX_IMAGE, IMAGE_PATH_ENV, PAUSE_IMAGE};
 use sandbox::rootfs::{mount_rootfs_layers, unmount_all};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shim::images::{host_platform, Image, ImageError, Store};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -1,4 +1,4 @@
-//! Privileged suite for the `peapod` CLI: its local image store (`shim::images`:
+//! Privileged suite for the `peapod` CLI: its local image store (`peapod::images`:
 //! archives imported, images pulled from a local registry (Debian's `docker-registry`),
 //! layers stacked with overlayfs on the real kernel, garbage collection), and every
 //! example pod in embedded and CRI mode. Runs as root; every test checks that it leaves

@@ -32,7 +32,11 @@ impl Cli {
     fn new(mode: Mode) -> Result<Cli> {
         let dir = tempfile::Builder::new().prefix("peapod-cli-").tempdir_in("/tmp")?;
         let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
-        ensure!(bin.exists(), "{} missing: cargo build -p shim", bin.display());
+        ensure!(
+            bin.exists(),
+            "{} missing: cargo build -p sandbox -p shim -p peapod (make cli-test does)",
+            bin.display()
+        );
         let ctrd = match mode {
             Mode::Embedded => None,
             Mode::Cri => {

@@ -1,5 +1,5 @@
 //! The shim without containerd: `containerd-shim-peapod-v2` started and driven through
-//! `shim::embedded` exactly as the `peapod` CLI's embedded mode does.
+//! `peapod::embedded` exactly as the `peapod` CLI's embedded mode does.
 //!
 //! `harness = false`: this binary is also a container init helper (`sandbox::init`).
 
@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use oci_spec::runtime::ProcessBuilder;
+use peapod::embedded::{Shim, TaskIo};
 use peapod_tests::containerd::peapod_shim;
 use peapod_tests::Bundle;
-use shim::embedded::{Shim, TaskIo};
 
 fn sh(script: &str) -> Vec<&str> {
     vec!["sh", "-c", script]
@@ -105,7 +105,7 @@ fn exec_and_kill_without_containerd() -> Result<()> {
 /// CNI ADD gives a network namespace an address on peapod's bridge and brings `lo` up;
 /// DEL releases the address.
 fn cni_attaches_and_releases_a_pod_network() -> Result<()> {
-    use shim::cni::Network;
+    use peapod::cni::Network;
     let name = format!("peapod-cni-{}", std::process::id());
     let ip = |args: &[&str]| std::process::Command::new("ip").args(args).output();
     let bridge_before = std::path::Path::new("/sys/class/net/peapod0").exists();

@@ -20,7 +20,7 @@
 //!
 //! containerd finds shims on `PATH` (`io.containerd.peapod.v2` → `containerd-shim-peapod-v2`),
 //! so it runs with the cargo target profile dir first on `PATH`: the shim the Makefile
-//! built with `cargo build -p shim` is the one under test.
+//! built with `cargo build -p sandbox -p shim` is the one under test.
 //!
 //! # Knowing what the instance created
 //!
@@ -118,7 +118,7 @@ pub fn peapod_shim() -> Result<PathBuf> {
     let path = target_profile_dir()?.join(PEAPOD_SHIM);
     ensure!(
         path.is_file(),
-        "{} is missing: build it first with `cargo build -p shim` (`make containerd-test` does)",
+        "{} is missing: build it first with `cargo build -p sandbox -p shim` (`make containerd-test` does)",
         path.display()
     );
     Ok(path)

@@ -206,9 +206,9 @@ pub struct LogLine {
 }
 
 /// Parses one CRI log line, checking each field's form (the kubelet's `parseCRILog`
-/// rejects the same things) with the CLI's own reader, [`shim::crilog::parse`].
+/// rejects the same things) with the reader `peapod logs` uses, [`proto::crilog::parse`].
 pub fn parse_log_line(line: &str) -> Result<LogLine> {
-    let r = shim::crilog::parse(line)?;
+    let r = proto::crilog::parse(line)?;
     Ok(LogLine {
         time: r.time.into(),
         stream: r.stream.into(),

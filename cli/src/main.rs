@@ -14,11 +14,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::Pod;
 use nix::sys::signal::{kill, SigSet, Signal};
+use peapod::crimode::Cri;
+use peapod::display::{self, PodSummary};
+use peapod::manifest::PodPlan;
+use peapod::runner::{self, NetworkMode, Paths};
 use sandbox::{Config, Container, CreateOptions, Stdio};
-use shim::crimode::Cri;
-use shim::display::{self, PodSummary};
-use shim::manifest::PodPlan;
-use shim::runner::{self, NetworkMode, Paths};
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +45,7 @@ struct Cli {
     #[arg(long, env = "PEAPOD_RUNTIME_HANDLER", default_value = "peapod", global = true)]
     runtime_handler: String,
     /// CRI mode: where pod log directories go (kubelet's `/var/log/pods`).
-    #[arg(long, env = "PEAPOD_POD_LOG_DIR", default_value = shim::crimode::DEFAULT_POD_LOG_ROOT, global = true)]
+    #[arg(long, env = "PEAPOD_POD_LOG_DIR", default_value = peapod::crimode::DEFAULT_POD_LOG_ROOT, global = true)]
     pod_log_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -267,8 +267,8 @@ fn read_manifest(file: &PathBuf) -> Result<(Pod, PodPlan)> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
     };
-    let pod = shim::manifest::parse(&file.to_string_lossy(), &text)?;
-    let plan = shim::manifest::plan(&pod, shim::manifest::memory_capacity())?;
+    let pod = peapod::manifest::parse(&file.to_string_lossy(), &text)?;
+    let plan = peapod::manifest::plan(&pod, peapod::manifest::memory_capacity())?;
     Ok((pod, plan))
 }
 
@@ -388,7 +388,7 @@ fn logs(
     previous: bool,
     timestamps: bool,
 ) -> Result<i32> {
-    let mut opts = shim::crilog::Options {
+    let mut opts = proto::crilog::Options {
         timestamps,
         ..Default::default()
     };
@@ -420,7 +420,7 @@ fn logs(
             (name, path, Box::new(move || cri.running(&id)))
         }
     };
-    shim::crilog::print(&path, out, opts, follow, &running)
+    proto::crilog::print(&path, out, opts, follow, &running)
         .with_context(|| format!("logs of container {name:?} ({})", path.display()))?;
     Ok(0)
 }
@@ -503,7 +503,7 @@ impl Spinner {
         Spinner { message, ticker }
     }
 
-    /// The callback for [`shim::images::Store::with_progress`] and the runners.
+    /// The callback for [`peapod::images::Store::with_progress`] and the runners.
     fn report(&self) -> impl Fn(&str) + Send + Sync + 'static {
         let message = self.message.clone();
         let live = self.ticker.is_some();
@@ -557,14 +557,14 @@ fn image(paths: &Paths, cmd: ImageCommand) -> Result<i32> {
             }
         }
         ImageCommand::Rm { name } => {
-            let name = shim::images::normalize(&name)?;
+            let name = peapod::images::normalize(&name)?;
             let pods = runner::list(paths)?;
             let in_use = |n: &str| {
                 pods.iter().any(|p| {
                     p.plan
                         .containers
                         .iter()
-                        .any(|c| shim::images::normalize(&c.image).is_ok_and(|i| i == n))
+                        .any(|c| peapod::images::normalize(&c.image).is_ok_and(|i| i == n))
                 })
             };
             store.remove(&name, &in_use)?;
@@ -609,7 +609,7 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
     };
     let config = Config {
         state_root: state.to_path_buf(),
-        init_binary: shim::init_binary(),
+        init_binary: sandbox::init::installed_helper(),
     };
     let mut container = Container::create(
         &config,

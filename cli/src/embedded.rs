@@ -131,11 +131,11 @@ impl Shim {
     /// containerd does, and connects to the address it prints. A pod's later tasks reach
     /// the same shim when their `config.json` names the sandbox
     /// (`io.kubernetes.cri.sandbox-id`). With `event_log`, the shim appends its task
-    /// events there ([`crate::events::read_log`] reads them).
+    /// events there ([`proto::eventlog::read`] reads them).
     pub fn start(binary: &Path, task_id: &str, bundle: &Path, event_log: Option<&Path>) -> Result<Shim> {
         let mut cmd = shim_command(binary, task_id, bundle);
         if let Some(path) = event_log {
-            cmd.env(crate::events::EVENT_LOG_ENV, path);
+            cmd.env(proto::eventlog::EVENT_LOG_ENV, path);
         }
         let out = run_shim(
             binary,

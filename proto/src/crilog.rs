@@ -1,10 +1,11 @@
-//! Reading Kubernetes' CRI container log format, as kubelet's `kubectl logs` backend
-//! does (`pkg/kubelet/kuberuntime/logs`): each record is
+//! Kubernetes' CRI container log format, written as containerd's CRI plugin writes it and
+//! read as kubelet's `kubectl logs` backend does (`pkg/kubelet/kuberuntime/logs`): each
+//! record is
 //! `<RFC 3339 time> <stdout|stderr> <F|P> <text>`; `P` (partial) records continue in
 //! the next record of the same stream until an `F` one ends the line.
 //!
-//! containerd's CRI plugin writes these logs under CRI; the shim writes them too for the
-//! CLI's embedded mode (`file://…?format=cri`, see [`crate::io`]).
+//! containerd's CRI plugin writes these logs under CRI; peapod's shim writes them too for
+//! the CLI's embedded mode (stdio URI `file://…?format=cri`), with [`record`].
 
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -63,6 +64,18 @@ pub fn parse(line: &str) -> Result<Record<'_>, ParseError> {
         full,
         text: fields.next().unwrap_or_default(),
     })
+}
+
+/// One record: `<RFC 3339 time, now> <stream> <F|P> <text>\n`, to be written in one
+/// `write` so that records of a container's two streams never interleave. `text` is one
+/// line without its newline; `full` is false for a partial (`P`) record, whose line goes
+/// on in the stream's next record.
+pub fn record(stream: &str, full: bool, text: &[u8]) -> Vec<u8> {
+    let tag = if full { 'F' } else { 'P' };
+    let mut record = format!("{} {stream} {tag} ", jiff::Timestamp::now()).into_bytes();
+    record.extend_from_slice(text);
+    record.push(b'\n');
+    record
 }
 
 /// How to print a log.
@@ -184,6 +197,15 @@ mod tests {
         assert!(parse("yesterday stdout F x").is_err());
         assert!(parse("2016-10-06T00:17:09Z stdin F x").is_err());
         assert!(parse("2016-10-06T00:17:09Z stdout X x").is_err());
+    }
+
+    #[test]
+    fn written_records_parse_back() {
+        let rec = record("stderr", false, b"half a line");
+        let line = std::str::from_utf8(&rec).unwrap();
+        assert!(line.ends_with('\n'), "{line:?}");
+        let r = parse(line.trim_end_matches('\n')).unwrap();
+        assert_eq!((r.stream, r.full, r.text), ("stderr", false, "half a line"));
     }
 
     #[test]

@@ -521,7 +521,7 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>) {
     use containerd_shim_protos::events::task::{TaskCreate, TaskExit, TaskOOM, TaskStart};
     use containerd_shim_protos::protobuf::Message;
 
-    let log = crate::events::read_log(&record.event_log(paths)).unwrap_or_default();
+    let log = proto::eventlog::read(&record.event_log(paths)).unwrap_or_default();
     let name_of = |id: &str| record.containers.iter().find(|(_, i)| i == id).map(|(n, _)| n.clone());
     // Per container: the runs seen in the log (start time, then its exit).
     let mut runs = Runs::new();
@@ -715,7 +715,7 @@ fn create_times(paths: &Paths, record: &PodRecord, name: &str) -> Vec<jiff::Time
     let Some(id) = record.containers.iter().find(|(n, _)| n == name).map(|(_, i)| i) else {
         return Vec::new();
     };
-    crate::events::read_log(&record.event_log(paths))
+    proto::eventlog::read(&record.event_log(paths))
         .unwrap_or_default()
         .iter()
         .filter(|e| e.topic == "/tasks/create")

@@ -1,0 +1,74 @@
+//! peapod's event log: where a shim started without containerd (the `peapod` CLI's
+//! embedded mode) records its task events, so the CLI can show a pod's history (start
+//! and exit times, restarts, OOM kills) after the fact.
+//!
+//! The log is a file of containerd `Envelope`s (`containerd.services.events.ttrpc.v1`,
+//! the message a shim forwards to containerd), each length-delimited: a protobuf varint
+//! length, then the message. The shim appends one record per `write` on an `O_APPEND`
+//! file, so records never interleave and appear in publishing order; a shim killed
+//! mid-write leaves at most one torn record at the end.
+
+use std::io;
+use std::path::Path;
+
+use containerd_shim_protos::protobuf::{CodedInputStream, Message};
+pub use containerd_shim_protos::shim::event::Envelope;
+
+/// The environment variable naming the event log of a shim started without containerd.
+pub const EVENT_LOG_ENV: &str = "PEAPOD_EVENT_LOG";
+
+/// One record of the log: `envelope` length-delimited, to be appended in one `write`.
+///
+/// Errors: protobuf's, when the envelope cannot be encoded.
+pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, containerd_shim_protos::protobuf::Error> {
+    envelope.write_length_delimited_to_bytes()
+}
+
+/// Reads the event log at `path`: the envelopes in order. A record cut short (the shim
+/// killed mid-write) ends the list; a missing file is an empty log.
+///
+/// Errors: reading the file (other than it not existing).
+pub fn read(path: &Path) -> io::Result<Vec<Envelope>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut input = CodedInputStream::from_bytes(&bytes);
+    let mut out = Vec::new();
+    while !input.eof().unwrap_or(true) {
+        match input.read_message::<Envelope>() {
+            Ok(e) => out.push(e),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(topic: &str) -> Envelope {
+        Envelope {
+            topic: topic.to_string(),
+            namespace: "ns".to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_read_back_in_order_and_a_torn_one_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let mut bytes = encode(&envelope("/tasks/start")).unwrap();
+        bytes.extend(encode(&envelope("/tasks/exit")).unwrap());
+        std::fs::write(&path, &bytes).unwrap();
+        let topics: Vec<String> = read(&path).unwrap().into_iter().map(|e| e.topic).collect();
+        assert_eq!(topics, ["/tasks/start", "/tasks/exit"]);
+        bytes.truncate(bytes.len() - 2);
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(read(&path).unwrap().len(), 1);
+        assert!(read(&dir.path().join("missing")).unwrap().is_empty());
+    }
+}
