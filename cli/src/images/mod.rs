@@ -1,0 +1,587 @@
+//! The local image store of the `peapod` CLI's embedded mode: images imported from
+//! archives or pulled from registries, unpacked once into directories that overlayfs
+//! stacks into a container's rootfs.
+//!
+//! Layout under the store root (`/var/lib/peapod/images` for the CLI; created mode 0700,
+//! like containerd's root, because layers hold setuid binaries host users must not reach):
+//!
+//! - `blobs/sha256/<hex>`: content-addressed manifests, configs and layer archives. Every
+//!   blob is checked against its digest (and its descriptor's size) before it is renamed
+//!   into place, so a file there is always complete and correct.
+//! - `layers/<diff-id hex>/`: each layer unpacked once, shared by every image that uses it,
+//!   named by its diff-id (the digest of the uncompressed tar, which the image config
+//!   lists in `rootfs.diff_ids`, lowest layer first) and checked against it.
+//! - `index.json`: image names (normalized references) → manifest digest.
+//! - `tmp/`: staging for downloads, archive extraction and unpacking; on the same
+//!   filesystem as the rest, so publishing is one atomic `rename(2)`.
+//! - `gc.lock`, `index.lock`: `flock(2)` locks (see below).
+//!
+//! **Whiteouts.** An OCI layer deletes a lower file with an empty `.wh.<name>` entry and
+//! hides a whole lower directory with `<dir>/.wh..wh..opq` (OCI image spec, `layer.md`,
+//! "Whiteouts"). overlayfs spells the same things differently
+//! (`Documentation/filesystems/overlayfs.rst`): a whiteout is a character device 0:0, an
+//! opaque directory carries the xattr `trusted.overlay.opaque=y`. Layers are translated
+//! while unpacking, so stacking the layer directories as overlay `lowerdir`s gives the
+//! image's filesystem. Other `.wh..wh.` entries (AUFS bookkeeping) are dropped, and so are
+//! `trusted.overlay.*` xattrs carried by the archive: an image must not forge overlay
+//! metadata.
+//!
+//! **Concurrency.** Several processes may use one store. Content is staged in `tmp/` and
+//! renamed into place; a rename that loses a race to an identical blob or layer is fine
+//! (content-addressed). Imports and pulls hold `gc.lock` shared for their whole run;
+//! [`Store::remove`] holds it exclusive, so garbage collection never deletes what an
+//! import is about to reference, and may clear `tmp/`. `index.json` is rewritten (temp
+//! file + rename) under `index.lock`, so readers see either the old or the new index.
+//! Lock order: `gc.lock`, then `index.lock`.
+//!
+//! Modules: `reference` (names, platforms), `archive` (importing tarballs), `registry`
+//! (pulling), `layer` (digests, decompression, unpacking with whiteouts), `store` (the
+//! store's blobs, layers, index, locks and garbage collection).
+
+mod archive;
+mod layer;
+mod reference;
+mod registry;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_client::errors::OciDistributionError;
+use sandbox::RootfsMount;
+use serde::{Deserialize, Serialize};
+
+use layer::*;
+use reference::*;
+
+pub use reference::{host_platform, normalize};
+pub use store::Store;
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// The manifest media types a pull asks for: single-platform manifests and indexes.
+const PULL_MEDIA_TYPES: &[&str] = &[OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST];
+
+/// Annotation naming an image with its full reference (containerd's `ctr export`, and the
+/// test harness's archives).
+const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// OCI's reference-name annotation: a tag, or a full reference.
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// overlayfs marks an opaque directory with this xattr, value `y`.
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// PAX header prefix under which tar carries extended attributes.
+const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+
+/// How deep image indexes may nest (an index pointing at an index ...).
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// Concurrent blob downloads per pull.
+const PULL_CONCURRENCY: usize = 4;
+
+/// An image store operation that failed, naming the reference or path and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The name is not a valid image reference (Docker's reference grammar).
+    #[error("invalid image reference {reference:?}: {cause}")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        cause: oci_client::ParseError,
+    },
+    /// The image does not exist: not in the store (resolve, remove), or not in the registry
+    /// (pull: unknown repository, tag or digest, or an anonymous pull was refused).
+    /// kubelet calls this `ErrImagePull`.
+    #[error("ErrImagePull: {reference}: {reason}")]
+    NotFound {
+        /// The normalized reference.
+        reference: String,
+        /// Where it was looked up and what was answered.
+        reason: String,
+    },
+    /// A registry request failed for another reason than a missing image (connection
+    /// refused, TLS, server error, malformed answer).
+    #[error("ErrImagePull: {reference}: pull from {registry}: {}", with_causes(.cause))]
+    Registry {
+        /// The normalized reference.
+        reference: String,
+        /// The registry host (`host[:port]`).
+        registry: String,
+        /// The client's error.
+        cause: OciDistributionError,
+    },
+    /// Downloading a blob failed mid-stream.
+    #[error("ErrImagePull: {reference}: download {digest}: {}", with_causes(.cause))]
+    Download {
+        /// The normalized reference.
+        reference: String,
+        /// The blob being downloaded.
+        digest: String,
+        /// The transfer error.
+        cause: io::Error,
+    },
+    /// An image index lists no manifest for this host's platform.
+    #[error("ErrImagePull: {reference}: no manifest for {platform} in the image index (it has: {available})")]
+    NoPlatform {
+        /// The normalized reference.
+        reference: String,
+        /// This host's platform, `os/arch`.
+        platform: String,
+        /// The platforms the index lists.
+        available: String,
+    },
+    /// A filesystem operation on the store or on an input file failed.
+    #[error("{op} {path}: {cause}")]
+    Io {
+        /// What was being done: `create`, `read`, `write`, `rename`, `remove`...
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        cause: io::Error,
+    },
+    /// Taking a store lock (`flock(2)`) failed.
+    #[error("lock {path}: {cause}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        cause: nix::Error,
+    },
+    /// Content does not match its descriptor: wrong digest or size (a corrupt download or
+    /// archive, or a diff-id that does not match the unpacked layer).
+    #[error("{what}: content does not match: expected {expected}, got {actual}")]
+    Mismatch {
+        /// The blob or layer.
+        what: String,
+        /// The digest or size the descriptor promises.
+        expected: String,
+        /// What the content gives.
+        actual: String,
+    },
+    /// An archive, manifest, index or config is malformed or inconsistent.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// The document or archive, e.g. `import /x.tar: index.json`.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A JSON document could not be parsed.
+    #[error("parse {what}: {cause}")]
+    Json {
+        /// The document.
+        what: String,
+        /// The parser's error.
+        cause: serde_json::Error,
+    },
+    /// A feature the store does not implement (zstd layers, sha512 digests...).
+    #[error("{what}: unsupported {feature}")]
+    Unsupported {
+        /// Where it was met.
+        what: String,
+        /// What is not supported.
+        feature: String,
+    },
+    /// Unpacking one entry of a layer failed.
+    #[error("unpack layer {layer}: {entry}: {cause}")]
+    Unpack {
+        /// The layer's blob digest.
+        layer: String,
+        /// The entry's path in the layer.
+        entry: String,
+        /// The cause.
+        cause: io::Error,
+    },
+    /// [`Store::remove`] was refused: a container uses the image.
+    #[error("image {name} is in use by a container: remove the container first")]
+    InUse {
+        /// The normalized name.
+        name: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, ImageError>;
+
+/// An error and its causes, `: `-separated: HTTP client errors keep the interesting part
+/// ("Connection refused", a TLS failure) in their sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageError + 'a {
+    move |cause| ImageError::Io {
+        op,
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+fn invalid(what: impl Into<String>, reason: impl Into<String>) -> ImageError {
+    ImageError::Invalid {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: impl Into<String>) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|cause| ImageError::Json {
+        what: what.into(),
+        cause,
+    })
+}
+
+/// One image of the store, as [`Store::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    /// The normalized name, e.g. `docker.io/library/busybox:latest`.
+    pub name: String,
+    /// The manifest digest, `sha256:<hex>`.
+    pub digest: String,
+    /// Bytes of the image's blobs: manifest, config and (as stored, possibly compressed)
+    /// layers.
+    pub size: u64,
+    /// The config's `created` timestamp (RFC 3339), when it has one.
+    pub created: Option<String>,
+}
+
+/// A resolved image: what the CLI needs to build a container's spec and rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    /// The normalized name.
+    pub name: String,
+    /// The manifest digest, `sha256:<hex>`.
+    pub digest: String,
+    /// `config.Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `config.Cmd`.
+    pub cmd: Vec<String>,
+    /// `config.Env`, `KEY=value`.
+    pub env: Vec<String>,
+    /// `config.WorkingDir`, when set.
+    pub working_dir: Option<String>,
+    /// `config.User` (`uid`, `uid:gid`, or names to look up in the rootfs), when set.
+    pub user: Option<String>,
+    /// `config.StopSignal` (`SIGTERM`, `15`...), when set.
+    pub stop_signal: Option<String>,
+    /// `config.ExposedPorts` keys (`80/tcp`), sorted.
+    pub exposed_ports: Vec<String>,
+    /// `config.Labels`.
+    pub labels: BTreeMap<String, String>,
+    /// The unpacked layer directories, lowest first.
+    pub layers: Vec<PathBuf>,
+}
+
+impl Image {
+    /// The mount that builds this image's rootfs with a writable layer: overlayfs with the
+    /// layers as `lowerdir` (top-most first, as overlayfs wants), `upper` as `upperdir`
+    /// and `work` as `workdir`. overlayfs accepts a single lower layer when an upper is
+    /// given; `upper` and `work` must be empty directories on one filesystem, and `work`
+    /// must not be inside `upper`. For an image without layers it binds `upper` itself.
+    ///
+    /// The overlay options must fit in one page (4096 bytes) of mount data: about 40
+    /// layers under `/var/lib/peapod/images`.
+    pub fn rootfs_mount(&self, upper: &Path, work: &Path) -> RootfsMount {
+        if self.layers.is_empty() {
+            return RootfsMount {
+                fstype: "bind".into(),
+                source: upper.display().to_string(),
+                options: vec!["rbind".into()],
+            };
+        }
+        let lower: Vec<String> = self.layers.iter().rev().map(|l| l.display().to_string()).collect();
+        RootfsMount {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                format!("lowerdir={}", lower.join(":")),
+                format!("upperdir={}", upper.display()),
+                format!("workdir={}", work.display()),
+            ],
+        }
+    }
+}
+
+/// What the images of an index reference: blob and layer names (hex digests).
+struct Referenced {
+    blobs: BTreeSet<String>,
+    layers: BTreeSet<String>,
+}
+
+/// The index file: names → manifest digest.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    #[serde(default)]
+    images: BTreeMap<String, IndexEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct IndexEntry {
+    digest: String,
+}
+
+/// The parts of an image config (OCI image spec `config.md`, Docker's image JSON) the store
+/// and the CLI use; everything optional is read leniently.
+#[derive(Debug, Default, Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    config: Option<RuntimeConfig>,
+    rootfs: RootFs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RuntimeConfig {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    stop_signal: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// Progress of long steps (downloads, layer unpacking), as one-line messages.
+pub type Progress = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::registry::{is_loopback, registry_host};
+    use super::*;
+    use oci_client::manifest::ImageIndexEntry;
+    use std::fs;
+
+    #[test]
+    fn references_normalize_like_docker() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for (input, want) in [
+            ("busybox", "docker.io/library/busybox:latest".to_string()),
+            ("busybox:1.36", "docker.io/library/busybox:1.36".to_string()),
+            ("foo/bar", "docker.io/foo/bar:latest".to_string()),
+            ("docker.io/busybox", "docker.io/library/busybox:latest".to_string()),
+            (
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox:latest".to_string(),
+            ),
+            ("localhost:5000/x", "localhost:5000/x:latest".to_string()),
+            ("localhost/x:v1", "localhost/x:v1".to_string()),
+            (
+                "127.0.0.1:5000/peapod/busybox:test",
+                "127.0.0.1:5000/peapod/busybox:test".to_string(),
+            ),
+            ("quay.io/a/b/c:t", "quay.io/a/b/c:t".to_string()),
+            (
+                &*format!("busybox@{digest}"),
+                format!("docker.io/library/busybox@{digest}"),
+            ),
+            (
+                &*format!("busybox:1@{digest}"),
+                format!("docker.io/library/busybox:1@{digest}"),
+            ),
+        ] {
+            assert_eq!(normalize(input).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn invalid_references_are_refused_with_their_name() {
+        for bad in ["", "Busybox", "busy box", "a:b:c", "busybox@sha256:abc", "-x/y", "x/"] {
+            let err = normalize(bad).unwrap_err();
+            assert!(matches!(err, ImageError::InvalidReference { .. }), "{bad}: {err}");
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn whiteout_names_translate_to_overlay_operations() {
+        assert_eq!(classify(Path::new("etc/passwd")), Whiteout::None);
+        assert_eq!(
+            classify(Path::new("etc/.wh.passwd")),
+            Whiteout::Delete(PathBuf::from("etc/passwd"))
+        );
+        assert_eq!(classify(Path::new(".wh.tmp")), Whiteout::Delete(PathBuf::from("tmp")));
+        assert_eq!(
+            classify(Path::new("var/.wh..wh..opq")),
+            Whiteout::Opaque(PathBuf::from("var"))
+        );
+        assert_eq!(classify(Path::new(".wh..wh..opq")), Whiteout::Opaque(PathBuf::new()));
+        assert_eq!(classify(Path::new(".wh..wh.plnk/123")), Whiteout::None);
+        assert_eq!(classify(Path::new(".wh..wh.plnk")), Whiteout::Ignore);
+        assert_eq!(classify(Path::new("a/.wh.")), Whiteout::Ignore);
+        // Only the file name counts.
+        assert_eq!(classify(Path::new(".wh.x/y")), Whiteout::None);
+    }
+
+    #[test]
+    fn archive_paths_stay_inside_the_root() {
+        assert_eq!(clean_path(Path::new("./a/./b/")), Some(PathBuf::from("a/b")));
+        assert_eq!(clean_path(Path::new("/etc/passwd")), Some(PathBuf::from("etc/passwd")));
+        assert_eq!(clean_path(Path::new("./")), Some(PathBuf::new()));
+        assert_eq!(clean_path(Path::new("a/../../b")), None);
+        assert_eq!(normalize_lexically(Path::new("a/b/../c")), Some(PathBuf::from("a/c")));
+        assert_eq!(normalize_lexically(Path::new("a/../../c")), None);
+    }
+
+    #[test]
+    fn whiteout_parents_never_follow_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        assert!(ensure_parent(dir.path(), Path::new("link/x")).is_err());
+        assert_eq!(
+            ensure_parent(dir.path(), Path::new("a/b/c")).unwrap(),
+            dir.path().join("a/b/c")
+        );
+        assert!(dir.path().join("a/b").is_dir());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn digests_become_file_names_only_when_well_formed() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(sha256_hex(&format!("sha256:{hex}"), "x").unwrap(), hex);
+        for bad in [
+            "sha256:../../etc/passwd",
+            "sha256:ABC",
+            "md5:00",
+            &format!("sha256:{hex}0"),
+        ] {
+            assert!(matches!(sha256_hex(bad, "x"), Err(ImageError::Invalid { .. })), "{bad}");
+        }
+        assert!(matches!(
+            sha256_hex(&format!("sha512:{}", "0".repeat(128)), "x"),
+            Err(ImageError::Unsupported { .. })
+        ));
+    }
+
+    fn entry(os: &str, arch: &str) -> ImageIndexEntry {
+        serde_json::from_value(serde_json::json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": format!("sha256:{}", "0".repeat(64)),
+            "size": 1,
+            "platform": { "os": os, "architecture": arch },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_host_platform_is_chosen_from_an_index() {
+        let (_, arch) = host_platform();
+        let other = if arch == "arm64" { "amd64" } else { "arm64" };
+        let a = entry("linux", other);
+        let b = entry("linux", arch);
+        let c = entry("windows", arch);
+        assert!(std::ptr::eq(select_platform(&[&a, &c, &b]).unwrap(), &b));
+        assert!(select_platform(&[&a, &c]).is_none());
+        let err = no_platform("x", &[&a, &c]).to_string();
+        assert!(err.starts_with("ErrImagePull: x: no manifest for linux/"), "{err}");
+        assert!(err.contains(&format!("linux/{other}, windows/{arch}")), "{err}");
+    }
+
+    #[test]
+    fn loopback_registries_are_recognised() {
+        for (registry, loopback) in [
+            ("localhost:5000", true),
+            ("127.0.0.1:5000", true),
+            ("127.1.2.3", true),
+            ("[::1]:5000", true),
+            ("index.docker.io", false),
+            ("10.0.0.1:5000", false),
+        ] {
+            assert_eq!(is_loopback(registry_host(registry)), loopback, "{registry}");
+        }
+    }
+
+    #[test]
+    fn overlay_lowerdir_lists_the_top_layer_first() {
+        let image = Image {
+            name: "x".into(),
+            digest: "d".into(),
+            entrypoint: vec![],
+            cmd: vec![],
+            env: vec![],
+            working_dir: None,
+            user: None,
+            stop_signal: None,
+            exposed_ports: vec![],
+            labels: BTreeMap::new(),
+            layers: vec!["/s/layers/bottom".into(), "/s/layers/top".into()],
+        };
+        let m = image.rootfs_mount(Path::new("/c/upper"), Path::new("/c/work"));
+        assert_eq!(m.fstype, "overlay");
+        assert_eq!(
+            m.options,
+            [
+                "lowerdir=/s/layers/top:/s/layers/bottom",
+                "upperdir=/c/upper",
+                "workdir=/c/work"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_images_are_err_image_pull_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let err = store.resolve("nope").unwrap_err();
+        assert!(matches!(err, ImageError::NotFound { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("ErrImagePull: docker.io/library/nope:latest: "),
+            "{err}"
+        );
+        assert!(matches!(
+            store.remove("nope", &|_| false),
+            Err(ImageError::NotFound { .. })
+        ));
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let err = store
+            .put_blob_bytes(b"hello", &format!("sha256:{}", "0".repeat(64)), "test blob")
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Mismatch { .. }), "{err}");
+        assert_eq!(fs::read_dir(dir.path().join("store/blobs/sha256")).unwrap().count(), 0);
+    }
+}
