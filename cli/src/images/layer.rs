@@ -84,6 +84,12 @@ pub(super) fn check_bytes(bytes: &[u8], digest: &str, size: i64, what: &str) -> 
         }
     }
     sha256_hex(digest, what)?;
+    check_digest(bytes, digest, what)
+}
+
+/// Checks that `bytes` hash to `digest` (`sha256:<hex>`). Errors:
+/// [`ImageError::Mismatch`] naming `what`, with both digests.
+pub(super) fn check_digest(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
     let actual = sha256_digest(bytes);
     if actual != digest {
         return Err(ImageError::Mismatch {

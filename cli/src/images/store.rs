@@ -161,14 +161,7 @@ impl Store {
     /// Stores `bytes` as the blob `digest`, checking it matches.
     pub(super) fn put_blob_bytes(&self, bytes: &[u8], digest: &str, what: &str) -> Result<()> {
         let dest = self.blob_path(digest)?;
-        let actual = sha256_digest(bytes);
-        if actual != digest {
-            return Err(ImageError::Mismatch {
-                what: what.to_string(),
-                expected: digest.to_string(),
-                actual,
-            });
-        }
+        check_digest(bytes, digest, what)?;
         if dest.is_file() {
             return Ok(());
         }
