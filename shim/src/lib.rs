@@ -17,6 +17,7 @@ pub mod events;
 pub mod images;
 pub mod io;
 pub mod manifest;
+pub mod panic;
 pub mod pods;
 pub mod podstatus;
 pub mod reaper;
