@@ -53,7 +53,7 @@ fn main() {
                 std::io::stdout().write_all(&bytes)?;
                 Ok(())
             }),
-        "" => shim::serve::serve(&flags, &bundle),
+        "" => shim::serve::serve(&flags, &bundle).map_err(anyhow::Error::from),
         other => Err(anyhow::anyhow!("unknown action {other:?}")),
     };
     if let Err(e) = result {
