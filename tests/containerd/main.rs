@@ -179,9 +179,7 @@ fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime)
         );
         Ok(vec![exits_id, server_id])
     })();
-    let removed = pod.remove(&cri);
-    let containers = result?;
-    removed?;
+    let containers = pod.remove_and_check_gone(ctrd, &cri, result)?;
     let mut ids: Vec<&str> = containers.iter().map(String::as_str).collect();
     ids.push(&pod.id);
     let seen = ctrd.seen_ids();
@@ -189,7 +187,6 @@ fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime)
         ids.iter().all(|id| seen.contains(*id)),
         "the event watcher missed some of {ids:?}"
     );
-    ctrd.assert_gone(&ids)?;
     ensure!(
         cri.list_pod_sandbox(None)?.iter().all(|p| p.id != pod.id),
         "sandbox still listed"
@@ -222,10 +219,8 @@ fn cri_pod_gets_an_address_from_the_test_network(ctrd: &Containerd, rt: &Runtime
         ensure!(text.contains("lo    inet 127.0.0.1/8"), "lo not configured: {text}");
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// With the cgroupfs driver, CRI puts the sandbox and each container at
@@ -283,10 +278,8 @@ fn cri_containers_live_under_the_pod_cgroup_parent(ctrd: &Containerd, rt: &Runti
         }
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// StopPodSandbox stops the containers still running in the pod (SIGKILL after the grace
@@ -323,10 +316,8 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
         }
         Ok(vec![a, b])
     })();
-    let removed = pod.remove(&cri);
-    let ids = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 mod peapod;
@@ -380,10 +371,8 @@ fn cri_stop_escalates_to_sigkill_and_exec_sync_times_out(ctrd: &Containerd, rt: 
         );
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// A container over its memory limit is OOM-killed and CRI reports reason OOMKilled
@@ -406,10 +395,8 @@ fn cri_oom_kill_is_reported_as_oomkilled(ctrd: &Containerd, rt: &Runtime) -> Res
         ensure!(s.reason == "OOMKilled", "reason {:?} for an OOM kill", s.reason);
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 type Test = fn(&Containerd, &Runtime) -> Result<()>;
