@@ -89,10 +89,7 @@ fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime)
     let cri = ctrd.cri()?;
     let pod = Pod::run(ctrd, &cri, "flow", rt.handler)?;
     let result = (|| {
-        let status = cri
-            .pod_sandbox_status(&pod.id, false)?
-            .status
-            .context("no sandbox status")?;
+        let status = pod.status(&cri)?;
         ensure!(
             status.state == api::PodSandboxState::SandboxReady as i32,
             "sandbox state {:?}",
@@ -200,10 +197,7 @@ fn cri_pod_gets_an_address_from_the_test_network(ctrd: &Containerd, rt: &Runtime
     let cri = ctrd.cri()?;
     let pod = Pod::run(ctrd, &cri, "net", rt.handler)?;
     let result = (|| {
-        let status = cri
-            .pod_sandbox_status(&pod.id, false)?
-            .status
-            .context("no sandbox status")?;
+        let status = pod.status(&cri)?;
         let ip = status.network.context("no network status")?.ip;
         let prefix = ctrd.subnet().trim_end_matches("0/24");
         ensure!(ip.starts_with(prefix), "pod IP {ip:?} not in {}", ctrd.subnet());
@@ -297,10 +291,7 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
             cri::wait_container_state(&cri, id, api::ContainerState::ContainerRunning, Duration::from_secs(10))?;
         }
         cri.stop_pod_sandbox(&pod.id)?;
-        let status = cri
-            .pod_sandbox_status(&pod.id, false)?
-            .status
-            .context("no sandbox status")?;
+        let status = pod.status(&cri)?;
         ensure!(
             status.state == api::PodSandboxState::SandboxNotready as i32,
             "sandbox state {:?} after StopPodSandbox",

@@ -736,9 +736,7 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
         }
         // Then the pause process ends (CRI notices asynchronously).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while cri.pod_sandbox_status(&pod.id, false)?.status.context("status")?.state
-            != api::PodSandboxState::SandboxNotready as i32
-        {
+        while pod.status(&cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
             ensure!(
                 Instant::now() < deadline,
                 "the pause process still runs after its containers ended"

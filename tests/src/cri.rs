@@ -79,6 +79,13 @@ impl Pod {
         Ok(id)
     }
 
+    /// The pod's status from `PodSandboxStatus` (not verbose).
+    pub fn status(&self, cri: &CriClient) -> Result<api::PodSandboxStatus> {
+        cri.pod_sandbox_status(&self.id, false)?
+            .status
+            .with_context(|| format!("no status for pod {}", self.id))
+    }
+
     /// The pod's `cgroup_parent` (where CRI puts its cgroups), empty when unset.
     pub fn cgroup_parent(&self) -> String {
         self.config
