@@ -19,7 +19,6 @@ use anyhow::{ensure, Context, Result};
 use libtest_mimic::{Arguments, Trial};
 use peapod_tests::containerd::{Containerd, K8S_NAMESPACE, PEAPOD_HANDLER, PEAPOD_RUNTIME, RUNC_HANDLER, RUNC_RUNTIME};
 use peapod_tests::cri::{self, api, container_config, unique_name, Pod};
-use peapod_tests::images::BUSYBOX_IMAGE;
 use peapod_tests::require_root;
 
 fn sh(script: &str) -> Vec<&str> {
@@ -46,20 +45,7 @@ const PEAPOD: Runtime = Runtime {
 /// that the container is gone afterwards.
 fn ctr_run(ctrd: &Containerd, rt: &Runtime, name: &str, script: &str) -> Result<(i32, String, String)> {
     let id = unique_name(name);
-    let fifo_dir = ctrd.dir().join("fifo");
-    let fifo_dir = fifo_dir.to_str().context("fifo dir")?;
-    let mut args = vec![
-        "run",
-        "--rm",
-        "--runtime",
-        rt.runtime_type,
-        "--fifo-dir",
-        fifo_dir,
-        BUSYBOX_IMAGE,
-        &id,
-    ];
-    args.extend(sh(script));
-    let out = ctrd.ctr(&args)?;
+    let out = ctrd.ctr_run_busybox(&["--rm"], rt.runtime_type, &id, &sh(script))?;
     let code = out.status.code().context("ctr killed by a signal")?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -247,10 +233,7 @@ fn cri_containers_live_under_the_pod_cgroup_parent(ctrd: &Containerd, rt: &Runti
         }
         let socket = ctrd.shim_socket(K8S_NAMESPACE, &pod.id);
         ensure!(socket.exists(), "no shim socket {} for the pod", socket.display());
-        let listed = cri.list_containers(Some(api::ContainerFilter {
-            pod_sandbox_id: pod.id.clone(),
-            ..Default::default()
-        }))?;
+        let listed = pod.containers(&cri)?;
         ensure!(
             listed.len() == 1 && listed[0].id == id,
             "ListContainers for the pod: {listed:?}"

@@ -63,20 +63,13 @@ fn peapod_shims(ctrd: &Containerd) -> Vec<(u32, String)> {
 }
 
 fn ctr_peapod_run_detached(ctrd: &Containerd, id: &str, script: &str) -> Result<()> {
-    let fifo_dir = ctrd.dir().join("fifo");
-    let fifo_dir = fifo_dir.to_str().context("fifo dir")?;
-    let mut args = vec![
-        "run",
-        "-d",
-        "--runtime",
-        PEAPOD_RUNTIME,
-        "--fifo-dir",
-        fifo_dir,
-        BUSYBOX_IMAGE,
-        id,
-    ];
-    args.extend(sh(script));
-    ctrd.ctr_ok(&args)?;
+    let out = ctrd.ctr_run_busybox(&["-d"], PEAPOD_RUNTIME, id, &sh(script))?;
+    ensure!(
+        out.status.success(),
+        "ctr run -d {id}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 
@@ -852,10 +845,7 @@ pub fn bad_pod_input_is_refused_and_leaves_nothing(ctrd: &Containerd) -> Result<
                 Err(e) => ensure!(format!("{e:#}").contains(want), "error for {want}: {e:#}"),
             }
         }
-        let listed = cri.list_containers(Some(api::ContainerFilter {
-            pod_sandbox_id: pod.id.clone(),
-            ..Default::default()
-        }))?;
+        let listed = pod.containers(&cri)?;
         ensure!(
             listed
                 .iter()

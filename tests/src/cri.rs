@@ -86,6 +86,14 @@ impl Pod {
             .with_context(|| format!("no status for pod {}", self.id))
     }
 
+    /// The pod's containers, as `ListContainers` filtered by the pod reports them.
+    pub fn containers(&self, cri: &CriClient) -> Result<Vec<api::Container>> {
+        Ok(cri.list_containers(Some(api::ContainerFilter {
+            pod_sandbox_id: self.id.clone(),
+            ..Default::default()
+        }))?)
+    }
+
     /// The pod's `cgroup_parent` (where CRI puts its cgroups), empty when unset.
     pub fn cgroup_parent(&self) -> String {
         self.config
