@@ -20,7 +20,7 @@ use oci_spec::runtime::{Process, Spec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::namespaces::NamespacePlan;
+use crate::spec::NamespacePlan;
 
 /// Largest message: a spec with many mounts and env entries stays far below this.
 const MAX_MESSAGE: usize = 1 << 20;

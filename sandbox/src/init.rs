@@ -58,20 +58,8 @@ impl<T, E: std::error::Error> Stage<T> for Result<T, E> {
     }
 }
 
-/// `error: cause: cause…`, every source in the chain once.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        src = s.source();
-    }
-    out
-}
+/// [`crate::error::chain`], also at this path, where the shim has called it.
+pub use crate::error::chain;
 
 /// `peapod-init` next to the running executable: the small binary built from this crate
 /// to run as the container init helper (see [`crate::sys`]'s sealed exe for how it is

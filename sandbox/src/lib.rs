@@ -14,6 +14,7 @@
 pub mod cgroups;
 pub mod channel;
 pub mod container;
+pub mod error;
 pub mod init;
 pub mod namespaces;
 pub mod pod;

@@ -13,10 +13,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, CapsHashSet};
-use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::resource::setrlimit;
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chdir, execve, setgroups, setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
+
+// Which rlimits exist is checked with the spec; re-exported where they are applied.
+pub use crate::spec::rlimit_resource;
+use crate::spec::DEFAULT_PATH;
 
 /// A process setting that failed in container init or an exec'd process.
 #[derive(Debug, thiserror::Error)]
@@ -110,29 +114,6 @@ pub enum ProcessError {
 }
 
 type Result<T> = std::result::Result<T, ProcessError>;
-
-/// The kernel resource behind an OCI rlimit type; `None` for types Linux lacks.
-pub fn rlimit_resource(typ: PosixRlimitType) -> Option<Resource> {
-    use PosixRlimitType as T;
-    Some(match typ {
-        T::RlimitCpu => Resource::RLIMIT_CPU,
-        T::RlimitFsize => Resource::RLIMIT_FSIZE,
-        T::RlimitData => Resource::RLIMIT_DATA,
-        T::RlimitStack => Resource::RLIMIT_STACK,
-        T::RlimitCore => Resource::RLIMIT_CORE,
-        T::RlimitRss => Resource::RLIMIT_RSS,
-        T::RlimitNproc => Resource::RLIMIT_NPROC,
-        T::RlimitNofile => Resource::RLIMIT_NOFILE,
-        T::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
-        T::RlimitAs => Resource::RLIMIT_AS,
-        T::RlimitLocks => Resource::RLIMIT_LOCKS,
-        T::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
-        T::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
-        T::RlimitNice => Resource::RLIMIT_NICE,
-        T::RlimitRtprio => Resource::RLIMIT_RTPRIO,
-        T::RlimitRttime => Resource::RLIMIT_RTTIME,
-    })
-}
 
 /// Writes `process.oomScoreAdj` for the calling process (inherited by its children).
 ///
@@ -244,7 +225,7 @@ pub fn find_program(process: &Process) -> Result<PathBuf> {
         .iter()
         .flatten()
         .find_map(|v| v.strip_prefix("PATH="))
-        .unwrap_or(crate::spec::DEFAULT_PATH)
+        .unwrap_or(DEFAULT_PATH)
         .to_string();
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(&program);

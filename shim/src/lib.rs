@@ -12,6 +12,7 @@ pub mod args;
 pub mod error;
 pub mod events;
 pub mod io;
+pub mod panic;
 pub mod reaper;
 pub mod serve;
 pub mod service;

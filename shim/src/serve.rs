@@ -2,13 +2,13 @@
 //! Shutdown arrives with no task left.
 
 use std::fs::OpenOptions;
+use std::io;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use containerd_shim_protos::ttrpc::Server;
+use containerd_shim_protos::ttrpc::{self, Server};
 
 use crate::args::Flags;
 use crate::events::Publisher;
@@ -17,6 +17,65 @@ use crate::start::{socket_address, socket_path, Paths, LISTENER_ENV};
 
 /// Upper bound of ttrpc worker threads: every pending Wait holds one.
 const MAX_THREADS: usize = 512;
+
+/// A step of the shim daemon's start that failed; the daemon exits with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `prctl(PR_SET_CHILD_SUBREAPER)` failed.
+    #[error("become child subreaper")]
+    Subreaper(#[source] nix::Error),
+    /// The environment names no listener fd: the daemon runs only when `start` spawns it.
+    #[error("no listener: the shim daemon is started by `start` (${var})")]
+    NoListener {
+        /// The variable `start` sets ([`LISTENER_ENV`]).
+        var: &'static str,
+        /// Missing, or not UTF-8.
+        #[source]
+        source: std::env::VarError,
+    },
+    /// The listener variable holds no fd number.
+    #[error("listener fd {value:?}")]
+    ListenerFd {
+        /// The variable's value.
+        value: String,
+        /// Cause.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// The listener fd is not open.
+    #[error("adopt listener fd {fd}")]
+    AdoptListener {
+        /// The fd number `start` passed.
+        fd: RawFd,
+        /// Cause (EBADF).
+        #[source]
+        source: sandbox::sys::SysError,
+    },
+    /// The event log the peapod CLI named could not be opened.
+    #[error("open the event log {}", path.display())]
+    EventLog {
+        /// The file ([`crate::events::EVENT_LOG_ENV`]).
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The child reaper's thread or signal handler could not be set up.
+    #[error("start reaper")]
+    Reaper(#[source] io::Error),
+    /// ttrpc refused the listener fd.
+    #[error("ttrpc listener fd {fd}")]
+    Listener {
+        /// The listener's fd number.
+        fd: RawFd,
+        /// Cause.
+        #[source]
+        source: ttrpc::Error,
+    },
+    /// The ttrpc server did not start.
+    #[error("start ttrpc server")]
+    StartServer(#[source] ttrpc::Error),
+}
 
 /// Sends `tracing` output to containerd's `log` FIFO in the bundle (opened read-write and
 /// non-blocking: a missing or slow reader drops log lines instead of stalling the shim).
@@ -37,41 +96,49 @@ pub fn init_logging(bundle: &Path, debug: bool) {
 
 /// Runs the daemon. `flags` are those `start` passed; the listener fd comes from the
 /// environment.
-pub fn serve(flags: &Flags, bundle: &Path) -> Result<()> {
+pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
     // Own session: containerd's signals to its process group never reach the shim.
     let _ = nix::unistd::setsid();
-    nix::sys::prctl::set_child_subreaper(true).context("become child subreaper")?;
+    nix::sys::prctl::set_child_subreaper(true).map_err(ServeError::Subreaper)?;
     init_logging(bundle, flags.debug);
-    let fd: RawFd = std::env::var(LISTENER_ENV)
-        .context("no listener: the shim daemon is started by `start`")?
+    let value = std::env::var(LISTENER_ENV).map_err(|source| ServeError::NoListener {
+        var: LISTENER_ENV,
+        source,
+    })?;
+    let fd: RawFd = value
         .parse()
-        .context("listener fd")?;
-    let listener = sandbox::sys::adopt_inherited_fd(fd).context("adopt listener")?;
+        .map_err(|source| ServeError::ListenerFd { value, source })?;
+    let listener = sandbox::sys::adopt_inherited_fd(fd).map_err(|source| ServeError::AdoptListener { fd, source })?;
     std::env::remove_var(LISTENER_ENV);
     // containerd always sets TTRPC_ADDRESS; the peapod CLI's embedded mode leaves it empty
     // and may name an event log instead.
     let publisher = match std::env::var("TTRPC_ADDRESS") {
         Ok(address) if !address.is_empty() => Publisher::new(&address, &flags.namespace),
         _ => match std::env::var_os(crate::events::EVENT_LOG_ENV) {
-            Some(path) if !path.is_empty() => Publisher::to_file(Path::new(&path), &flags.namespace)
-                .with_context(|| format!("open the event log {}", Path::new(&path).display()))?,
+            Some(path) if !path.is_empty() => {
+                Publisher::to_file(Path::new(&path), &flags.namespace).map_err(|source| ServeError::EventLog {
+                    path: path.into(),
+                    source,
+                })?
+            }
             _ => Publisher::disabled(&flags.namespace),
         },
     };
     let service = Service::new(&flags.namespace, Paths::for_namespace(&flags.namespace), publisher);
 
     let reaped = service.clone();
-    crate::reaper::start(move |pid, code| reaped.on_exit(pid, code)).context("start reaper")?;
+    crate::reaper::start(move |pid, code| reaped.on_exit(pid, code)).map_err(ServeError::Reaper)?;
 
     let task = containerd_shim_protos::create_task(Arc::new(service.clone()));
+    let fd = listener.into_raw_fd();
     let mut server = Server::new()
-        .add_listener(listener.into_raw_fd())
-        .context("ttrpc listener")?
+        .add_listener(fd)
+        .map_err(|source| ServeError::Listener { fd, source })?
         .register_service(task)
         .set_thread_count_default(4)
         .set_thread_count_min(2)
         .set_thread_count_max(MAX_THREADS);
-    server.start().context("start ttrpc server")?;
+    server.start().map_err(ServeError::StartServer)?;
     tracing::info!(namespace = %flags.namespace, id = %flags.id, "shim serving");
 
     service.wait_for_shutdown();

@@ -19,7 +19,6 @@ use anyhow::{ensure, Context, Result};
 use libtest_mimic::{Arguments, Trial};
 use peapod_tests::containerd::{Containerd, K8S_NAMESPACE, PEAPOD_HANDLER, PEAPOD_RUNTIME, RUNC_HANDLER, RUNC_RUNTIME};
 use peapod_tests::cri::{self, api, container_config, unique_name, Pod};
-use peapod_tests::images::BUSYBOX_IMAGE;
 use peapod_tests::require_root;
 
 fn sh(script: &str) -> Vec<&str> {
@@ -46,20 +45,7 @@ const PEAPOD: Runtime = Runtime {
 /// that the container is gone afterwards.
 fn ctr_run(ctrd: &Containerd, rt: &Runtime, name: &str, script: &str) -> Result<(i32, String, String)> {
     let id = unique_name(name);
-    let fifo_dir = ctrd.dir().join("fifo");
-    let fifo_dir = fifo_dir.to_str().context("fifo dir")?;
-    let mut args = vec![
-        "run",
-        "--rm",
-        "--runtime",
-        rt.runtime_type,
-        "--fifo-dir",
-        fifo_dir,
-        BUSYBOX_IMAGE,
-        &id,
-    ];
-    args.extend(sh(script));
-    let out = ctrd.ctr(&args)?;
+    let out = ctrd.ctr_run_busybox(&["--rm"], rt.runtime_type, &id, &sh(script))?;
     let code = out.status.code().context("ctr killed by a signal")?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -89,10 +75,7 @@ fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime)
     let cri = ctrd.cri()?;
     let pod = Pod::run(ctrd, &cri, "flow", rt.handler)?;
     let result = (|| {
-        let status = cri
-            .pod_sandbox_status(&pod.id, false)?
-            .status
-            .context("no sandbox status")?;
+        let status = pod.status(&cri)?;
         ensure!(
             status.state == api::PodSandboxState::SandboxReady as i32,
             "sandbox state {:?}",
@@ -179,9 +162,7 @@ fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime)
         );
         Ok(vec![exits_id, server_id])
     })();
-    let removed = pod.remove(&cri);
-    let containers = result?;
-    removed?;
+    let containers = pod.remove_and_check_gone(ctrd, &cri, result)?;
     let mut ids: Vec<&str> = containers.iter().map(String::as_str).collect();
     ids.push(&pod.id);
     let seen = ctrd.seen_ids();
@@ -189,7 +170,6 @@ fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime)
         ids.iter().all(|id| seen.contains(*id)),
         "the event watcher missed some of {ids:?}"
     );
-    ctrd.assert_gone(&ids)?;
     ensure!(
         cri.list_pod_sandbox(None)?.iter().all(|p| p.id != pod.id),
         "sandbox still listed"
@@ -203,10 +183,7 @@ fn cri_pod_gets_an_address_from_the_test_network(ctrd: &Containerd, rt: &Runtime
     let cri = ctrd.cri()?;
     let pod = Pod::run(ctrd, &cri, "net", rt.handler)?;
     let result = (|| {
-        let status = cri
-            .pod_sandbox_status(&pod.id, false)?
-            .status
-            .context("no sandbox status")?;
+        let status = pod.status(&cri)?;
         let ip = status.network.context("no network status")?.ip;
         let prefix = ctrd.subnet().trim_end_matches("0/24");
         ensure!(ip.starts_with(prefix), "pod IP {ip:?} not in {}", ctrd.subnet());
@@ -222,10 +199,8 @@ fn cri_pod_gets_an_address_from_the_test_network(ctrd: &Containerd, rt: &Runtime
         ensure!(text.contains("lo    inet 127.0.0.1/8"), "lo not configured: {text}");
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// With the cgroupfs driver, CRI puts the sandbox and each container at
@@ -258,10 +233,7 @@ fn cri_containers_live_under_the_pod_cgroup_parent(ctrd: &Containerd, rt: &Runti
         }
         let socket = ctrd.shim_socket(K8S_NAMESPACE, &pod.id);
         ensure!(socket.exists(), "no shim socket {} for the pod", socket.display());
-        let listed = cri.list_containers(Some(api::ContainerFilter {
-            pod_sandbox_id: pod.id.clone(),
-            ..Default::default()
-        }))?;
+        let listed = pod.containers(&cri)?;
         ensure!(
             listed.len() == 1 && listed[0].id == id,
             "ListContainers for the pod: {listed:?}"
@@ -283,10 +255,8 @@ fn cri_containers_live_under_the_pod_cgroup_parent(ctrd: &Containerd, rt: &Runti
         }
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// StopPodSandbox stops the containers still running in the pod (SIGKILL after the grace
@@ -304,10 +274,7 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
             cri::wait_container_state(&cri, id, api::ContainerState::ContainerRunning, Duration::from_secs(10))?;
         }
         cri.stop_pod_sandbox(&pod.id)?;
-        let status = cri
-            .pod_sandbox_status(&pod.id, false)?
-            .status
-            .context("no sandbox status")?;
+        let status = pod.status(&cri)?;
         ensure!(
             status.state == api::PodSandboxState::SandboxNotready as i32,
             "sandbox state {:?} after StopPodSandbox",
@@ -323,10 +290,8 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
         }
         Ok(vec![a, b])
     })();
-    let removed = pod.remove(&cri);
-    let ids = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 mod peapod;
@@ -380,10 +345,8 @@ fn cri_stop_escalates_to_sigkill_and_exec_sync_times_out(ctrd: &Containerd, rt: 
         );
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// A container over its memory limit is OOM-killed and CRI reports reason OOMKilled
@@ -406,10 +369,8 @@ fn cri_oom_kill_is_reported_as_oomkilled(ctrd: &Containerd, rt: &Runtime) -> Res
         ensure!(s.reason == "OOMKilled", "reason {:?} for an OOM kill", s.reason);
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 type Test = fn(&Containerd, &Runtime) -> Result<()>;

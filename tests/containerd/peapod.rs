@@ -63,20 +63,13 @@ fn peapod_shims(ctrd: &Containerd) -> Vec<(u32, String)> {
 }
 
 fn ctr_peapod_run_detached(ctrd: &Containerd, id: &str, script: &str) -> Result<()> {
-    let fifo_dir = ctrd.dir().join("fifo");
-    let fifo_dir = fifo_dir.to_str().context("fifo dir")?;
-    let mut args = vec![
-        "run",
-        "-d",
-        "--runtime",
-        PEAPOD_RUNTIME,
-        "--fifo-dir",
-        fifo_dir,
-        BUSYBOX_IMAGE,
-        id,
-    ];
-    args.extend(sh(script));
-    ctrd.ctr_ok(&args)?;
+    let out = ctrd.ctr_run_busybox(&["-d"], PEAPOD_RUNTIME, id, &sh(script))?;
+    ensure!(
+        out.status.success(),
+        "ctr run -d {id}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 
@@ -203,9 +196,8 @@ pub fn one_shim_per_pod_exits_after_removal(ctrd: &Containerd) -> Result<()> {
         );
         Ok((for_pod[0].0, vec![a, b]))
     })();
-    let removed = pod.remove(&cri);
-    let (shim_pid, ids) = result?;
-    removed?;
+    // The shim must exit before the leak check, which would find it still running.
+    let (shim_pid, ids) = pod.remove_after(&cri, result)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{shim_pid}")).exists() {
         ensure!(
@@ -415,10 +407,8 @@ pub fn pod_containers_share_network_ipc_and_hostname(ctrd: &Containerd) -> Resul
         );
         Ok(vec![server, client])
     })();
-    let removed = pod.remove(&cri);
-    let ids = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// emptyDir volumes declared on the sandbox: a writer and a reader share a disk one and
@@ -472,9 +462,7 @@ pub fn empty_dirs_are_shared_and_removed_with_the_pod(ctrd: &Containerd) -> Resu
         }
         Ok(vec![writer, reader])
     })();
-    let removed = pod.remove(&cri);
-    let ids = result?;
-    removed?;
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
     ensure!(!host_volume.exists(), "Memory volume left at {}", host_volume.display());
     let disk = format!("/var/lib/peapod/shim/{K8S_NAMESPACE}/pods/{}", pod.id);
     ensure!(!std::path::Path::new(&disk).exists(), "disk volume left at {disk}");
@@ -482,7 +470,7 @@ pub fn empty_dirs_are_shared_and_removed_with_the_pod(ctrd: &Containerd) -> Resu
         !fs::read_to_string("/proc/self/mountinfo")?.contains(&pod.id),
         "a mount of the pod is left"
     );
-    ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
+    Ok(())
 }
 
 fn read_cgroup(controller: &str, path: &str, file: &str) -> Result<String> {
@@ -536,14 +524,12 @@ pub fn pod_cgroup_holds_the_pod_limits(ctrd: &Containerd) -> Result<()> {
         ensure!(!procs.is_empty(), "no process in the container cgroup");
         Ok(id)
     })();
-    let removed = pod.remove(&cri);
-    let id = result?;
-    removed?;
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
     ensure!(
         !peapod_tests::cgroup_file("memory", parent.trim_start_matches('/'), "").exists(),
         "pod cgroup {parent} left behind"
     );
-    ctrd.assert_gone(&[&pod.id, &id])
+    Ok(())
 }
 
 /// All containers created first, then started at once (CRI StartContainer calls in
@@ -661,12 +647,8 @@ pub fn init_then_sidecar_then_apps_when_started_at_once(ctrd: &Containerd) -> Re
         }
         Ok(ids)
     })();
-    let removed = pod.remove(&cri);
-    let ids = result?;
-    removed?;
-    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
-    all.push(&pod.id);
-    ctrd.assert_gone(&all)
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// A failed init container makes later Starts fail with FailedPrecondition naming it.
@@ -687,10 +669,8 @@ pub fn failed_init_container_blocks_the_app(ctrd: &Containerd) -> Result<()> {
         );
         Ok(vec![init, app])
     })();
-    let removed = pod.remove(&cri);
-    let ids = result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// SIGTERM to the sandbox task: every container gets SIGTERM in the same instant (the
@@ -749,9 +729,7 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
         }
         // Then the pause process ends (CRI notices asynchronously).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while cri.pod_sandbox_status(&pod.id, false)?.status.context("status")?.state
-            != api::PodSandboxState::SandboxNotready as i32
-        {
+        while pod.status(&cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
             ensure!(
                 Instant::now() < deadline,
                 "the pause process still runs after its containers ended"
@@ -790,12 +768,8 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
         ensure!(trap_spread < 250_000, "trap arrival spread {trap_spread} µs: {log:?}");
         Ok(ids)
     })();
-    let removed = pod.remove(&cri);
-    let ids = result?;
-    removed?;
-    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
-    all.push(&pod.id);
-    ctrd.assert_gone(&all)
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }
 
 /// Bad pod input fails with an error naming the field, and creates nothing.
@@ -871,10 +845,7 @@ pub fn bad_pod_input_is_refused_and_leaves_nothing(ctrd: &Containerd) -> Result<
                 Err(e) => ensure!(format!("{e:#}").contains(want), "error for {want}: {e:#}"),
             }
         }
-        let listed = cri.list_containers(Some(api::ContainerFilter {
-            pod_sandbox_id: pod.id.clone(),
-            ..Default::default()
-        }))?;
+        let listed = pod.containers(&cri)?;
         ensure!(
             listed
                 .iter()
@@ -883,8 +854,6 @@ pub fn bad_pod_input_is_refused_and_leaves_nothing(ctrd: &Containerd) -> Result<
         );
         Ok(())
     })();
-    let removed = pod.remove(&cri);
-    result?;
-    removed?;
-    ctrd.assert_gone(&[&pod.id])
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
 }

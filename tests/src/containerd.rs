@@ -566,6 +566,20 @@ impl Containerd {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `ctr run <flags> --runtime <runtime> --fifo-dir <dir> <busybox> <id> <command>`:
+    /// [`images::BUSYBOX_IMAGE`] as container `id` with the containerd runtime type
+    /// `runtime`, its stdio FIFOs under the instance's dir. Returns ctr's output whatever
+    /// its exit status (with `--rm`, the container's).
+    pub fn ctr_run_busybox(&self, flags: &[&str], runtime: &str, id: &str, command: &[&str]) -> Result<Output> {
+        let fifo_dir = self.layout.dir.join("fifo");
+        let fifo_dir = fifo_dir.to_str().context("fifo dir")?;
+        let mut args = vec!["run"];
+        args.extend(flags);
+        args.extend(["--runtime", runtime, "--fifo-dir", fifo_dir, images::BUSYBOX_IMAGE, id]);
+        args.extend(command);
+        self.ctr(&args)
+    }
+
     /// Imports [`images::BUSYBOX_IMAGE`] and [`images::PAUSE_IMAGE`] (unpacked for the
     /// overlayfs snapshotter) into the `default` and `k8s.io` namespaces, and waits until
     /// CRI's image store lists both, so `RunPodSandbox` never tries to pull.

@@ -79,6 +79,21 @@ impl Pod {
         Ok(id)
     }
 
+    /// The pod's status from `PodSandboxStatus` (not verbose).
+    pub fn status(&self, cri: &CriClient) -> Result<api::PodSandboxStatus> {
+        cri.pod_sandbox_status(&self.id, false)?
+            .status
+            .with_context(|| format!("no status for pod {}", self.id))
+    }
+
+    /// The pod's containers, as `ListContainers` filtered by the pod reports them.
+    pub fn containers(&self, cri: &CriClient) -> Result<Vec<api::Container>> {
+        Ok(cri.list_containers(Some(api::ContainerFilter {
+            pod_sandbox_id: self.id.clone(),
+            ..Default::default()
+        }))?)
+    }
+
     /// The pod's `cgroup_parent` (where CRI puts its cgroups), empty when unset.
     pub fn cgroup_parent(&self) -> String {
         self.config
@@ -103,6 +118,60 @@ impl Pod {
             crate::containerd::remove_cgroup(&linux.cgroup_parent)?;
         }
         Ok(())
+    }
+
+    /// The end of a scenario run in this pod, whatever its `result`: removes the pod
+    /// ([`Pod::remove`]), so a failed scenario leaves nothing behind either; then returns
+    /// `result`'s error if it has one (the first failure is the interesting one), else the
+    /// removal's, else `result`'s value.
+    pub fn remove_after<T>(&self, cri: &CriClient, result: Result<T>) -> Result<T> {
+        let removed = self.remove(cri);
+        let value = result?;
+        removed?;
+        Ok(value)
+    }
+
+    /// [`Pod::remove_after`], then checks that the pod and the containers `result` names
+    /// are gone ([`Containerd::assert_gone`]); returns `result`'s value.
+    pub fn remove_and_check_gone<T: CreatedContainers>(
+        &self,
+        ctrd: &Containerd,
+        cri: &CriClient,
+        result: Result<T>,
+    ) -> Result<T> {
+        let value = self.remove_after(cri, result)?;
+        let mut ids = value.container_ids();
+        ids.push(&self.id);
+        ctrd.assert_gone(&ids)?;
+        Ok(value)
+    }
+}
+
+/// What a scenario returns: the ids of the containers it created in its pod, which
+/// [`Pod::remove_and_check_gone`] checks are gone with the pod.
+pub trait CreatedContainers {
+    /// The container ids.
+    fn container_ids(&self) -> Vec<&str>;
+}
+
+/// No container, or none that outlives the scenario's own checks.
+impl CreatedContainers for () {
+    fn container_ids(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+/// One container.
+impl CreatedContainers for String {
+    fn container_ids(&self) -> Vec<&str> {
+        vec![self.as_str()]
+    }
+}
+
+/// Several containers.
+impl CreatedContainers for Vec<String> {
+    fn container_ids(&self) -> Vec<&str> {
+        self.iter().map(String::as_str).collect()
     }
 }
 

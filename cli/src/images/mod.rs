@@ -111,7 +111,7 @@ pub enum ImageError {
     },
     /// A registry request failed for another reason than a missing image (connection
     /// refused, TLS, server error, malformed answer).
-    #[error("ErrImagePull: {reference}: pull from {registry}: {}", with_causes(.cause))]
+    #[error("ErrImagePull: {reference}: pull from {registry}: {}", sandbox::error::chain(.cause))]
     Registry {
         /// The normalized reference.
         reference: String,
@@ -121,7 +121,7 @@ pub enum ImageError {
         cause: OciDistributionError,
     },
     /// Downloading a blob failed mid-stream.
-    #[error("ErrImagePull: {reference}: download {digest}: {}", with_causes(.cause))]
+    #[error("ErrImagePull: {reference}: download {digest}: {}", sandbox::error::chain(.cause))]
     Download {
         /// The normalized reference.
         reference: String,
@@ -212,22 +212,6 @@ pub enum ImageError {
 }
 
 type Result<T> = std::result::Result<T, ImageError>;
-
-/// An error and its causes, `: `-separated: HTTP client errors keep the interesting part
-/// ("Connection refused", a TLS failure) in their sources.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageError + 'a {
     move |cause| ImageError::Io {

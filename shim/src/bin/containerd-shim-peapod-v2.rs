@@ -10,6 +10,9 @@ use containerd_shim_protos::protobuf::Message;
 fn main() {
     // Container init helpers are this binary too.
     sandbox::init::run_if_requested();
+    // Release builds abort on panic: log it first (to containerd's log once `serve` has
+    // set logging up).
+    shim::panic::install();
     let flags = match shim::args::parse(std::env::args().skip(1)) {
         // containerd 1.7+ also passes the namespace as $NAMESPACE.
         Ok(mut f) => {
@@ -50,7 +53,7 @@ fn main() {
                 std::io::stdout().write_all(&bytes)?;
                 Ok(())
             }),
-        "" => shim::serve::serve(&flags, &bundle),
+        "" => shim::serve::serve(&flags, &bundle).map_err(anyhow::Error::from),
         other => Err(anyhow::anyhow!("unknown action {other:?}")),
     };
     if let Err(e) = result {

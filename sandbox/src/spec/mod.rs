@@ -4,17 +4,23 @@
 //! a state dir, cgroup, mount or process exists, so that bad input leaves nothing behind.
 //! Each error names the spec field (in the JSON spelling of the OCI runtime spec, e.g.
 //! `linux.resources.memory.limit`) and the cause.
+//!
+//! This module checks the spec as a whole; [`namespaces`] checks `linux.namespaces` into
+//! the ordered [`NamespacePlan`]s the init helper enters; [`default_spec`] and its parts
+//! are containerd's defaults. Nothing here changes kernel state: [`crate::namespaces`]
+//! and [`crate::process`], which do, build on this module, never the other way round.
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
-    Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
-};
+use nix::sys::resource::Resource;
+use oci_spec::runtime::{LinuxResources, Mount, PosixRlimitType, Process, Spec};
 
-use crate::namespaces::{NamespaceKind, NamespacePlan};
+mod defaults;
+pub mod namespaces;
+
+pub use defaults::{capabilities, default_spec, DEFAULT_CAPS, DEFAULT_PATH};
+pub use namespaces::{NamespaceKind, NamespacePlan};
 
 /// A spec field that fails validation, or a spec that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +103,7 @@ pub fn validate(id: &str, bundle: &Path, spec: &Spec) -> Result<Plan, SpecError>
         .linux()
         .as_ref()
         .ok_or_else(|| invalid("linux", "missing: peapod runs Linux containers only"))?;
-    let namespaces = crate::namespaces::plan(linux.namespaces().as_deref().unwrap_or_default())?;
+    let namespaces = namespaces::plan(linux.namespaces().as_deref().unwrap_or_default())?;
     // A namespace listed (new, or joined by path such as the pod's) is the container's
     // own rather than the host's.
     let owns = |kind: NamespaceKind| namespaces.iter().any(|ns| ns.kind == kind);
@@ -202,7 +208,7 @@ pub fn validate_process(field: &str, process: &Process) -> Result<(), SpecError>
                 format!("soft limit {} exceeds hard limit {}", rl.soft(), rl.hard()),
             ));
         }
-        if crate::process::rlimit_resource(rl.typ()).is_none() {
+        if rlimit_resource(rl.typ()).is_none() {
             return Err(invalid(
                 format!("{field}.rlimits[{i}].type"),
                 format!("{:?} is not supported", rl.typ()),
@@ -210,6 +216,29 @@ pub fn validate_process(field: &str, process: &Process) -> Result<(), SpecError>
         }
     }
     Ok(())
+}
+
+/// The kernel resource behind an OCI rlimit type; `None` for types Linux lacks.
+pub fn rlimit_resource(typ: PosixRlimitType) -> Option<Resource> {
+    use PosixRlimitType as T;
+    Some(match typ {
+        T::RlimitCpu => Resource::RLIMIT_CPU,
+        T::RlimitFsize => Resource::RLIMIT_FSIZE,
+        T::RlimitData => Resource::RLIMIT_DATA,
+        T::RlimitStack => Resource::RLIMIT_STACK,
+        T::RlimitCore => Resource::RLIMIT_CORE,
+        T::RlimitRss => Resource::RLIMIT_RSS,
+        T::RlimitNproc => Resource::RLIMIT_NPROC,
+        T::RlimitNofile => Resource::RLIMIT_NOFILE,
+        T::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        T::RlimitAs => Resource::RLIMIT_AS,
+        T::RlimitLocks => Resource::RLIMIT_LOCKS,
+        T::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        T::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        T::RlimitNice => Resource::RLIMIT_NICE,
+        T::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        T::RlimitRttime => Resource::RLIMIT_RTTIME,
+    })
 }
 
 fn validate_sysctl(key: &str, owns: &dyn Fn(NamespaceKind) -> bool) -> Result<(), SpecError> {
@@ -393,162 +422,6 @@ pub fn cgroup_path(id: &str, given: Option<&Path>) -> Result<String, SpecError> 
         return Err(invalid("linux.cgroupsPath", "must not be the root cgroup"));
     }
     Ok(rel.to_string())
-}
-
-/// The OCI default `PATH` (runtime spec, config "env"; what containerd and runc use).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Capabilities `caps` in the bounding, effective and permitted sets, none inheritable or
-/// ambient: the shape containerd and kubelet give every container.
-pub fn capabilities(caps: HashSet<Capability>) -> oci_spec::runtime::LinuxCapabilities {
-    LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps)
-        .inheritable(HashSet::new())
-        .ambient(HashSet::new())
-        .build()
-        .expect("all fields set")
-}
-
-/// The capabilities containerd gives a container by default (containerd's
-/// `oci.defaultUnixCaps`, the same list as Docker's).
-pub const DEFAULT_CAPS: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
-
-/// A spec like the one containerd writes by default (`oci.populateDefaultUnixSpec`): the
-/// same mounts, masked and read-only paths, capabilities, `RLIMIT_NOFILE` 1024 and
-/// namespaces (plus a cgroup namespace), running `args` as root in `rootfs/` with
-/// hostname `peapod` and no cgroup path (so `peapod/<id>`). What `peapod spec` writes.
-pub fn default_spec(args: &[&str]) -> Spec {
-    let mount = |dest: &str, typ: &str, src: &str, opts: &[&str]| {
-        MountBuilder::default()
-            .destination(dest)
-            .typ(typ)
-            .source(src)
-            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .build()
-            .expect("valid mount")
-    };
-    let caps: HashSet<Capability> = DEFAULT_CAPS.into_iter().collect();
-    let ns = |t| {
-        LinuxNamespaceBuilder::default()
-            .typ(t)
-            .build()
-            .expect("valid namespace")
-    };
-    SpecBuilder::default()
-        .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(false)
-                .build()
-                .expect("root"),
-        )
-        .hostname("peapod")
-        .process(
-            ProcessBuilder::default()
-                .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .env(vec![format!("PATH={DEFAULT_PATH}")])
-                .cwd("/")
-                .user(UserBuilder::default().uid(0u32).gid(0u32).build().expect("user"))
-                .capabilities(capabilities(caps))
-                .rlimits(vec![PosixRlimitBuilder::default()
-                    .typ(PosixRlimitType::RlimitNofile)
-                    .hard(1024u64)
-                    .soft(1024u64)
-                    .build()
-                    .expect("rlimit")])
-                .no_new_privileges(true)
-                .build()
-                .expect("process"),
-        )
-        .mounts(vec![
-            mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-            mount(
-                "/dev",
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "strictatime", "mode=755", "size=65536k"],
-            ),
-            mount(
-                "/dev/pts",
-                "devpts",
-                "devpts",
-                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-            ),
-            mount(
-                "/dev/shm",
-                "tmpfs",
-                "shm",
-                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-            ),
-            mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-            mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
-            mount(
-                "/run",
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "strictatime", "mode=755", "size=65536k"],
-            ),
-            mount(
-                "/sys/fs/cgroup",
-                "cgroup",
-                "cgroup",
-                &["nosuid", "noexec", "nodev", "relatime", "ro"],
-            ),
-        ])
-        .linux(
-            LinuxBuilder::default()
-                .namespaces(vec![
-                    ns(LinuxNamespaceType::Pid),
-                    ns(LinuxNamespaceType::Ipc),
-                    ns(LinuxNamespaceType::Uts),
-                    ns(LinuxNamespaceType::Mount),
-                    ns(LinuxNamespaceType::Network),
-                    ns(LinuxNamespaceType::Cgroup),
-                ])
-                .masked_paths(
-                    [
-                        "/proc/acpi",
-                        "/proc/asound",
-                        "/proc/kcore",
-                        "/proc/keys",
-                        "/proc/latency_stats",
-                        "/proc/timer_list",
-                        "/proc/timer_stats",
-                        "/proc/sched_debug",
-                        "/sys/firmware",
-                        "/proc/scsi",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                )
-                .readonly_paths(
-                    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-                        .map(String::from)
-                        .to_vec(),
-                )
-                .build()
-                .expect("linux"),
-        )
-        .build()
-        .expect("spec")
 }
 
 #[cfg(test)]
