@@ -516,7 +516,7 @@ impl Cri {
                 .annotations
                 .get(sandbox::pod::annotations::GRACE_PERIOD)
                 .and_then(|g| g.parse().ok())
-                .unwrap_or(sandbox::pod::DEFAULT_GRACE_SECONDS),
+                .unwrap_or(proto::kube::DEFAULT_GRACE_SECONDS),
         };
         let config = api::PodSandboxConfig {
             log_directory: self
@@ -653,14 +653,14 @@ fn container_config(
         }
     }
     let r = c.resources;
-    let cpu_period = i64::try_from(sandbox::pod::CPU_PERIOD_US).unwrap_or(100_000);
+    let cpu_period = i64::try_from(proto::kube::CPU_PERIOD_US).unwrap_or(100_000);
     let resources = api::LinuxContainerResources {
         cpu_period: if r.cpu_limit.is_some() { cpu_period } else { 0 },
         cpu_quota: r
             .cpu_limit
-            .and_then(|m| sandbox::pod::millis_to_quota(m, sandbox::pod::CPU_PERIOD_US))
+            .and_then(|m| proto::kube::millis_to_quota(m, proto::kube::CPU_PERIOD_US))
             .unwrap_or(0),
-        cpu_shares: i64::try_from(sandbox::pod::millis_to_shares(r.cpu_request.unwrap_or(0))).unwrap_or(2),
+        cpu_shares: i64::try_from(proto::kube::millis_to_shares(r.cpu_request.unwrap_or(0))).unwrap_or(2),
         memory_limit_in_bytes: r.memory_limit.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         oom_score_adj: i64::from(c.oom_score_adj),
         ..Default::default()

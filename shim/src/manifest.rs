@@ -15,7 +15,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
-use sandbox::pod::{annotations, cpu_millis, memory_bytes, DeclaredContainer, EmptyDir, Role, VolumeMount};
+use proto::kube::{cpu_millis, memory_bytes};
+use sandbox::pod::{annotations, DeclaredContainer, EmptyDir, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
 
 /// A manifest peapod cannot run.
@@ -265,12 +266,12 @@ fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, 
     for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
         for (name, q) in map.iter().flatten() {
             let f = format!("{path}.{kind}.{name}");
-            let bad = |e: sandbox::spec::SpecError| field(&f, e.to_string());
+            let bad = |e: proto::kube::QuantityError| field(&f, e.to_string());
             match (kind, name.as_str()) {
-                ("requests", "cpu") => out.cpu_request = Some(cpu_millis(&f, &q.0).map_err(bad)?),
-                ("limits", "cpu") => out.cpu_limit = Some(cpu_millis(&f, &q.0).map_err(bad)?),
-                ("requests", "memory") => out.memory_request = Some(memory_bytes(&f, &q.0).map_err(bad)?),
-                ("limits", "memory") => out.memory_limit = Some(memory_bytes(&f, &q.0).map_err(bad)?),
+                ("requests", "cpu") => out.cpu_request = Some(cpu_millis(&q.0).map_err(bad)?),
+                ("limits", "cpu") => out.cpu_limit = Some(cpu_millis(&q.0).map_err(bad)?),
+                ("requests", "memory") => out.memory_request = Some(memory_bytes(&q.0).map_err(bad)?),
+                ("limits", "memory") => out.memory_limit = Some(memory_bytes(&q.0).map_err(bad)?),
                 _ => return Err(field(f, "only cpu and memory are supported by peapod")),
             }
         }
@@ -553,7 +554,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
     }
     let grace_seconds = match spec.termination_grace_period_seconds {
         Some(g) => u64::try_from(g).map_err(|_| field("spec.terminationGracePeriodSeconds", "must not be negative"))?,
-        None => sandbox::pod::DEFAULT_GRACE_SECONDS,
+        None => proto::kube::DEFAULT_GRACE_SECONDS,
     };
 
     let mut volumes = BTreeMap::new();
@@ -574,8 +575,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
                 ));
             }
             if let Some(q) = &e.size_limit {
-                memory_bytes(&format!("{path}.emptyDir.sizeLimit"), &q.0)
-                    .map_err(|e| field(format!("{path}.emptyDir.sizeLimit"), e.to_string()))?;
+                memory_bytes(&q.0).map_err(|e| field(format!("{path}.emptyDir.sizeLimit"), e.to_string()))?;
             }
             VolumeKind::EmptyDir(EmptyDir {
                 name: v.name.clone(),
@@ -794,13 +794,19 @@ impl PodPlan {
         }
         a.insert(annotations::GRACE_PERIOD.to_string(), self.grace_seconds.to_string());
         if let Some(m) = self.totals.cpu_request {
-            a.insert(annotations::POD_CPU_REQUEST.to_string(), format!("{m}m"));
+            a.insert(
+                annotations::POD_CPU_REQUEST.to_string(),
+                proto::kube::format_millicores(m),
+            );
         }
         if let Some(m) = self.totals.cpu_limit {
-            a.insert(annotations::POD_CPU_LIMIT.to_string(), format!("{m}m"));
+            a.insert(
+                annotations::POD_CPU_LIMIT.to_string(),
+                proto::kube::format_millicores(m),
+            );
         }
         if let Some(b) = self.totals.memory_limit {
-            a.insert(annotations::POD_MEMORY_LIMIT.to_string(), b.to_string());
+            a.insert(annotations::POD_MEMORY_LIMIT.to_string(), proto::kube::format_bytes(b));
         }
         a
     }

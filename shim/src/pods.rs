@@ -266,7 +266,7 @@ pub fn container_spec(
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(format!("/{}/{}", pod_cgroup(&rt.uid), c.name).into()));
         let r = c.resources;
-        let res = sandbox::pod::resources(r.cpu_request, r.cpu_limit, r.memory_limit);
+        let res = proto::kube::resources(r.cpu_request, r.cpu_limit, r.memory_limit);
         linux.set_resources(Some(res));
         let pause = |n: &str| Some(format!("/proc/{}/ns/{n}", rt.pause_pid));
         let mut list = vec![
