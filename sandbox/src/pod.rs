@@ -1,12 +1,12 @@
 //! The pod as a whole: what its sandbox declares (pod cgroup sizing, emptyDir volumes,
-//! grace period), what each member container is (init, sidecar, app), and the rules
-//! that order them.
+//! grace period, the pod's declared containers), what each member container is (init,
+//! sidecar, app), and the rules that order them.
 //!
-//! Under containerd the sandbox (pause) task comes first, carrying
-//! `io.kubernetes.cri.container-type=sandbox`; containers name it with
-//! `io.kubernetes.cri.sandbox-id`. peapod's own annotations all start with `io.peapod.`
-//! and are listed in [`annotations`]; containerd forwards them only when the runtime's
-//! `pod_annotations` / `container_annotations` list them.
+//! The sandbox (pause) container comes first and owns the pod: its cgroup's parent is the
+//! pod cgroup, and the pod's volumes live as long as it does. The other members join it.
+//! This module receives the pod's declaration as typed values ([`PodConfig`], a member's
+//! [`Role`] and [`VolumeMount`]s); reading them from wherever the caller keeps them is
+//! the caller's business.
 //!
 //! Ordering (mirrors kubelet, KEP-753 native sidecars): a sidecar or app container may
 //! start once every init container created before it has exited 0 and every sidecar
@@ -18,59 +18,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
-use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder, MountBuilder, Spec,
-};
+use oci_spec::runtime::{LinuxResources, MountBuilder, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{invalid, SpecError};
-
-/// Annotation keys peapod reads (README has the table with values and defaults).
-pub mod annotations {
-    /// CRI: `sandbox` for the pod's pause task, `container` for the others.
-    pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-    /// CRI: id of the pod sandbox a container belongs to.
-    pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-    /// CRI (containerd 1.7+): pod CPU period in µs, for the pod cgroup.
-    pub const SANDBOX_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
-    /// CRI (containerd 1.7+): pod CPU quota in µs per period.
-    pub const SANDBOX_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
-    /// CRI (containerd 1.7+): pod CPU shares.
-    pub const SANDBOX_CPU_SHARES: &str = "io.kubernetes.cri.sandbox-cpu-shares";
-    /// CRI (containerd 1.7+): pod memory limit in bytes.
-    pub const SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
-    /// Kubernetes pod annotation, when passed through: grace period in seconds.
-    pub const K8S_GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
-    /// peapod (container): `init`, `sidecar` or `app` (default `app`).
-    pub const ROLE: &str = "io.peapod.role";
-    /// peapod (sandbox): termination grace period in seconds (default 30).
-    pub const GRACE_PERIOD: &str = "io.peapod.grace-period";
-    /// peapod (sandbox): pod CPU request, a Kubernetes quantity (`250m`, `1`).
-    pub const POD_CPU_REQUEST: &str = "io.peapod.pod-cpu-request";
-    /// peapod (sandbox): pod CPU limit, a Kubernetes quantity.
-    pub const POD_CPU_LIMIT: &str = "io.peapod.pod-cpu-limit";
-    /// peapod (sandbox): pod memory limit, a Kubernetes quantity (`256Mi`).
-    pub const POD_MEMORY_LIMIT: &str = "io.peapod.pod-memory-limit";
-    /// peapod (sandbox): emptyDir volumes, JSON `[{"name","medium","sizeLimit"}]`.
-    pub const EMPTY_DIRS: &str = "io.peapod.empty-dirs";
-    /// peapod (container): volume mounts, JSON `[{"name","mountPath","readOnly"}]`.
-    pub const VOLUME_MOUNTS: &str = "io.peapod.volume-mounts";
-    /// peapod (sandbox): the pod's containers in declaration order with their roles,
-    /// JSON `[{"name":"setup","role":"init"},{"name":"web","role":"app"}]`. Under CRI
-    /// the shim only sees a container when it starts, so this is how it learns about
-    /// earlier init containers and sidecars that have not started yet.
-    pub const CONTAINERS: &str = "io.peapod.containers";
-    /// peapod (container): the container's name in the pod (default: CRI's
-    /// `io.kubernetes.cri.container-name`, else the task id).
-    pub const NAME: &str = "io.peapod.name";
-    /// CRI: the container's name in its pod.
-    pub const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
-    /// peapod (sandbox): `Always`, `OnFailure` or `Never`: the shim itself restarts the
-    /// pod's containers by this policy and stops sidecars once the app containers are
-    /// done (KEP-753). Only for a shim without kubelet (the CLI's embedded mode): under
-    /// kubelet, kubelet does both, and this annotation must be absent.
-    pub const RESTART_POLICY: &str = "io.peapod.restart-policy";
-}
 
 /// A pod's `restartPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,11 +68,6 @@ impl std::str::FromStr for RestartPolicy {
     }
 }
 
-/// Default termination grace period (Kubernetes' `terminationGracePeriodSeconds`), s.
-pub const DEFAULT_GRACE_SECONDS: u64 = 30;
-/// CFS period kubelet uses for CPU limits, µs.
-pub const CPU_PERIOD_US: u64 = 100_000;
-
 /// What a container is to its pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,138 +81,42 @@ pub enum Role {
     App,
 }
 
-impl Role {
-    /// Reads `io.peapod.role`; a missing annotation is `App`, so kubelet-driven pods keep
-    /// kubelet's own ordering.
-    pub fn from_annotations(a: &HashMap<String, String>) -> Result<Role, SpecError> {
-        match a.get(annotations::ROLE).map(String::as_str) {
-            None | Some("app") => Ok(Role::App),
-            Some("init") => Ok(Role::Init),
-            Some("sidecar") => Ok(Role::Sidecar),
-            Some(other) => Err(invalid(
-                format!("annotations[{}]", annotations::ROLE),
-                format!("{other:?} is not one of init, sidecar, app"),
-            )),
-        }
-    }
+/// Where an emptyDir's contents live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// A directory on the node's disk.
+    Disk,
+    /// A tmpfs (counts against memory).
+    Memory,
 }
 
-/// A Kubernetes resource quantity, parsed (`resource.Quantity`: decimal and binary SI
-/// suffixes, exponents). CPU is read in millicores, memory in bytes.
-pub fn parse_quantity(field: &str, q: &str) -> Result<f64, SpecError> {
-    let bad = || invalid(field, format!("{q:?} is not a Kubernetes quantity"));
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse::<i32>().map_err(|_| bad())?),
-        _ => return Err(bad()),
-    };
-    let v = value * mult;
-    if !v.is_finite() || v < 0.0 {
-        return Err(bad());
-    }
-    Ok(v)
-}
-
-/// Rounds up, ignoring binary floating-point noise below 1e-6 (`0.7 * 1000` is
-/// 700.0000000000001, which must stay 700).
-fn ceil_clean(v: f64) -> u64 {
-    let cleaned = (v * 1e6).round() / 1e6;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // non-negative, finite
-    let out = cleaned.ceil() as u64;
-    out
-}
-
-/// CPU quantity in millicores, rounded up as Kubernetes does (`MilliValue`).
-pub fn cpu_millis(field: &str, q: &str) -> Result<u64, SpecError> {
-    Ok(ceil_clean(parse_quantity(field, q)? * 1000.0))
-}
-
-/// Memory quantity in bytes, rounded up.
-pub fn memory_bytes(field: &str, q: &str) -> Result<u64, SpecError> {
-    Ok(ceil_clean(parse_quantity(field, q)?))
-}
-
-/// kubelet's `MilliCPUToShares`: `milliCPU * 1024 / 1000`, at least 2 (also for no request).
-pub fn millis_to_shares(millis: u64) -> u64 {
-    (millis * 1024 / 1000).max(2)
-}
-
-/// kubelet's `MilliCPUToQuota`: `milliCPU * period / 1000` µs, at least 1000 µs; `None`
-/// (no quota) for no limit.
-pub fn millis_to_quota(millis: u64, period_us: u64) -> Option<i64> {
-    (millis > 0).then(|| i64::try_from((millis * period_us / 1000).max(1000)).unwrap_or(i64::MAX))
-}
-
-/// cgroup resources for CPU request/limit (millicores) and memory limit (bytes), with
-/// kubelet's conversions: shares from the request, quota (period 100000 µs) from the
-/// limit, memory limit as is (no swap).
-pub fn resources(cpu_request: Option<u64>, cpu_limit: Option<u64>, memory_limit: Option<u64>) -> LinuxResources {
-    let mut cpu = LinuxCpuBuilder::default().shares(millis_to_shares(cpu_request.or(cpu_limit).unwrap_or(0)));
-    if let Some(quota) = cpu_limit.and_then(|l| millis_to_quota(l, CPU_PERIOD_US)) {
-        cpu = cpu.quota(quota).period(CPU_PERIOD_US);
-    }
-    let mut b = LinuxResourcesBuilder::default().cpu(cpu.build().expect("all fields set"));
-    if let Some(m) = memory_limit {
-        let m = i64::try_from(m).unwrap_or(i64::MAX);
-        b = b.memory(
-            LinuxMemoryBuilder::default()
-                .limit(m)
-                .swap(m)
-                .build()
-                .expect("all fields set"),
-        );
-    }
-    b.build().expect("all fields set")
-}
-
-/// An emptyDir declared by the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// An emptyDir declared by the sandbox: a directory that lives as long as the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmptyDir {
-    /// Volume name, referenced by containers' volume mounts.
+    /// Volume name, referenced by members' [`VolumeMount`]s. It names directories, so the
+    /// caller passes a valid id (`spec::validate_id`), unique in the pod.
     pub name: String,
-    /// `""` (node disk) or `Memory` (tmpfs).
-    #[serde(default)]
-    pub medium: String,
-    /// Size limit, a Kubernetes quantity; for `Memory` it sizes the tmpfs.
-    #[serde(default)]
-    pub size_limit: Option<String>,
+    /// Disk or tmpfs.
+    pub medium: Medium,
+    /// For [`Medium::Memory`], the tmpfs size in bytes; `None`: the pod memory limit, else
+    /// tmpfs's default (half of RAM). `Some(0)` is tmpfs's `size=0`: no limit. Ignored on
+    /// disk.
+    pub size_limit: Option<u64>,
 }
 
 /// A container's mount of a pod volume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeMount {
     /// The volume's name.
     pub name: String,
     /// Absolute path in the container.
     pub mount_path: String,
     /// Mount read-only.
-    #[serde(default)]
     pub read_only: bool,
 }
 
-/// A container the sandbox declares (`io.peapod.containers`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A container the sandbox declares (one of the pod's declared containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredContainer {
     /// Its name in the pod.
     pub name: String,
@@ -285,108 +135,9 @@ pub struct PodConfig {
     pub empty_dirs: Vec<EmptyDir>,
     /// Termination grace period.
     pub grace: std::time::Duration,
-    /// The shim supervises restarts by this policy (see [`annotations::RESTART_POLICY`]).
+    /// When set, the pod's supervisor (not an orchestrator above it) restarts members by
+    /// this policy and stops sidecars once the app containers are done.
     pub restart_policy: Option<RestartPolicy>,
-}
-
-fn json_annotation<T: for<'de> Deserialize<'de>>(
-    a: &HashMap<String, String>,
-    key: &str,
-) -> Result<Option<T>, SpecError> {
-    a.get(key)
-        .map(|v| serde_json::from_str(v).map_err(|e| invalid(format!("annotations[{key}]"), e.to_string())))
-        .transpose()
-}
-
-fn int_annotation(a: &HashMap<String, String>, key: &str) -> Result<Option<i64>, SpecError> {
-    a.get(key)
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            v.parse()
-                .map_err(|_| invalid(format!("annotations[{key}]"), format!("{v:?} is not an integer")))
-        })
-        .transpose()
-}
-
-impl PodConfig {
-    /// Reads the sandbox's annotations. Errors name the annotation and the cause.
-    pub fn from_annotations(a: &HashMap<String, String>) -> Result<PodConfig, SpecError> {
-        use annotations::*;
-        let field = |k: &str| format!("annotations[{k}]");
-        let q = |k: &str, f: fn(&str, &str) -> Result<u64, SpecError>| a.get(k).map(|v| f(&field(k), v)).transpose();
-        let cpu_req = q(POD_CPU_REQUEST, cpu_millis)?;
-        let cpu_lim = q(POD_CPU_LIMIT, cpu_millis)?;
-        let mem = q(POD_MEMORY_LIMIT, memory_bytes)?;
-        let mut resources =
-            (cpu_req.is_some() || cpu_lim.is_some() || mem.is_some()).then(|| self::resources(cpu_req, cpu_lim, mem));
-        // containerd 1.7+ passes kubelet's pod sizing itself; it wins over peapod's.
-        let (period, quota, shares, memory) = (
-            int_annotation(a, SANDBOX_CPU_PERIOD)?,
-            int_annotation(a, SANDBOX_CPU_QUOTA)?,
-            int_annotation(a, SANDBOX_CPU_SHARES)?,
-            int_annotation(a, SANDBOX_MEMORY)?,
-        );
-        if period.is_some() || quota.is_some() || shares.is_some() || memory.is_some() {
-            let mut cpu = LinuxCpuBuilder::default();
-            if let Some(s) = shares.filter(|s| *s > 0) {
-                cpu = cpu.shares(u64::try_from(s).unwrap_or(2));
-            }
-            if let Some(q) = quota.filter(|q| *q > 0) {
-                cpu = cpu
-                    .quota(q)
-                    .period(period.and_then(|p| u64::try_from(p).ok()).unwrap_or(CPU_PERIOD_US));
-            }
-            let mut b = LinuxResourcesBuilder::default().cpu(cpu.build().expect("all fields set"));
-            if let Some(m) = memory.filter(|m| *m > 0) {
-                b = b.memory(LinuxMemoryBuilder::default().limit(m).build().expect("all fields set"));
-            }
-            resources = Some(b.build().expect("all fields set"));
-        }
-        let empty_dirs: Vec<EmptyDir> = json_annotation(a, EMPTY_DIRS)?.unwrap_or_default();
-        for (i, d) in empty_dirs.iter().enumerate() {
-            let f = format!("annotations[{EMPTY_DIRS}][{i}]");
-            crate::spec::validate_id(&d.name)
-                .map_err(|_| invalid(format!("{f}.name"), format!("{:?} is not a valid volume name", d.name)))?;
-            if !matches!(d.medium.as_str(), "" | "Memory") {
-                return Err(invalid(
-                    format!("{f}.medium"),
-                    format!("{:?} is not \"\" or \"Memory\"", d.medium),
-                ));
-            }
-            if let Some(s) = &d.size_limit {
-                memory_bytes(&format!("{f}.sizeLimit"), s)?;
-            }
-            if empty_dirs[..i].iter().any(|o| o.name == d.name) {
-                return Err(invalid(format!("{f}.name"), format!("{:?} declared twice", d.name)));
-            }
-        }
-        let grace = match (a.get(GRACE_PERIOD), a.get(K8S_GRACE_PERIOD)) {
-            (Some(v), _) | (None, Some(v)) => v
-                .parse::<u64>()
-                .map_err(|_| invalid(field(GRACE_PERIOD), format!("{v:?} is not a number of seconds")))?,
-            (None, None) => DEFAULT_GRACE_SECONDS,
-        };
-        let containers: Vec<DeclaredContainer> = json_annotation(a, CONTAINERS)?.unwrap_or_default();
-        for (i, c) in containers.iter().enumerate() {
-            if containers[..i].iter().any(|o| o.name == c.name) {
-                return Err(invalid(
-                    format!("annotations[{CONTAINERS}][{i}].name"),
-                    format!("{:?} declared twice", c.name),
-                ));
-            }
-        }
-        let restart_policy = a
-            .get(RESTART_POLICY)
-            .map(|v| v.parse().map_err(|e: String| invalid(field(RESTART_POLICY), e)))
-            .transpose()?;
-        Ok(PodConfig {
-            containers,
-            resources,
-            empty_dirs,
-            grace: std::time::Duration::from_secs(grace),
-            restart_policy,
-        })
-    }
 }
 
 /// A pod's resources on the host: its cgroup (when sized) and its emptyDir volumes.
@@ -411,9 +162,6 @@ pub struct PodResources {
 /// Failure to set up or remove a pod's resources.
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
-    /// Bad annotations.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
     /// A volume directory, tmpfs or the state file failed.
     #[error("pod {id}: {op} {path}: {source}")]
     Io {
@@ -508,16 +256,13 @@ impl PodResources {
             .and_then(|m| m.limit())
             .filter(|l| *l > 0);
         for d in &config.empty_dirs {
-            if d.medium == "Memory" {
+            if d.medium == Medium::Memory {
                 let dir = self.state_dir.join("volumes").join(&d.name);
                 self.volumes.insert(d.name.clone(), dir.clone());
                 self.tmpfs.push(dir.clone());
                 self.save()?;
                 fs::create_dir_all(&dir).map_err(self.io_err("create", &dir))?;
-                let size = match &d.size_limit {
-                    Some(s) => Some(memory_bytes("sizeLimit", s)?),
-                    None => pod_memory.and_then(|m| u64::try_from(m).ok()),
-                };
+                let size = d.size_limit.or_else(|| pod_memory.and_then(|m| u64::try_from(m).ok()));
                 let data = size.map_or_else(|| "mode=1777".to_string(), |s| format!("mode=1777,size={s}"));
                 mount(
                     Some("tmpfs"),
@@ -571,7 +316,7 @@ impl PodResources {
     pub fn mount_volumes(&self, spec: &mut Spec, mounts: &[VolumeMount]) -> Result<(), SpecError> {
         let mut list = spec.mounts().clone().unwrap_or_default();
         for (i, m) in mounts.iter().enumerate() {
-            let field = format!("annotations[{}][{i}]", annotations::VOLUME_MOUNTS);
+            let field = format!("volumeMounts[{i}]");
             let source = self.volumes.get(&m.name).ok_or_else(|| {
                 invalid(
                     format!("{field}.name"),
@@ -717,16 +462,8 @@ mod tests {
         assert!(!Never.restarts(Role::App, 2, false));
         let secs = |n| RestartPolicy::backoff(n).as_secs();
         assert_eq!([secs(0), secs(1), secs(5), secs(6), secs(40)], [1, 2, 32, 60, 60]);
-        let a = |v: &str| HashMap::from([(annotations::RESTART_POLICY.to_string(), v.to_string())]);
-        assert_eq!(
-            PodConfig::from_annotations(&a("OnFailure")).unwrap().restart_policy,
-            Some(OnFailure)
-        );
-        let e = PodConfig::from_annotations(&a("Sometimes")).unwrap_err().to_string();
-        assert!(
-            e.contains(annotations::RESTART_POLICY) && e.contains("Sometimes"),
-            "{e}"
-        );
+        assert_eq!("OnFailure".parse::<RestartPolicy>(), Ok(OnFailure));
+        assert!("Sometimes".parse::<RestartPolicy>().unwrap_err().contains("Sometimes"));
     }
 
     fn m(id: &str, role: Role, running: bool, exit: Option<i32>) -> MemberView {
@@ -736,74 +473,6 @@ mod tests {
             running,
             exit_code: exit,
         }
-    }
-
-    #[test]
-    fn quantities_parse_like_kubernetes() {
-        assert_eq!(cpu_millis("f", "250m").unwrap(), 250);
-        assert_eq!(cpu_millis("f", "700m").unwrap(), 700, "float noise must not round up");
-        assert_eq!(cpu_millis("f", "0.7").unwrap(), 700);
-        assert_eq!(cpu_millis("f", "1.0005").unwrap(), 1001);
-        assert_eq!(cpu_millis("f", "1.5").unwrap(), 1500);
-        assert_eq!(cpu_millis("f", "2").unwrap(), 2000);
-        assert_eq!(memory_bytes("f", "64Mi").unwrap(), 64 << 20);
-        assert_eq!(memory_bytes("f", "1G").unwrap(), 1_000_000_000);
-        assert_eq!(memory_bytes("f", "1e3").unwrap(), 1000);
-        assert!(memory_bytes("f", "12 apples").is_err());
-        assert!(cpu_millis("f", "-1").is_err());
-        assert!(cpu_millis("f", "").is_err());
-    }
-
-    #[test]
-    fn kubelet_cpu_conversions() {
-        assert_eq!(millis_to_shares(0), 2);
-        assert_eq!(millis_to_shares(1), 2);
-        assert_eq!(millis_to_shares(250), 256);
-        assert_eq!(millis_to_shares(1000), 1024);
-        assert_eq!(millis_to_quota(0, CPU_PERIOD_US), None);
-        assert_eq!(millis_to_quota(5, CPU_PERIOD_US), Some(1000));
-        assert_eq!(millis_to_quota(500, CPU_PERIOD_US), Some(50_000));
-        let r = resources(Some(250), Some(500), Some(64 << 20));
-        let cpu = r.cpu().as_ref().unwrap();
-        assert_eq!(
-            (cpu.shares(), cpu.quota(), cpu.period()),
-            (Some(256), Some(50_000), Some(100_000))
-        );
-        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
-    }
-
-    #[test]
-    fn pod_config_reads_annotations_and_names_bad_ones() {
-        let a: HashMap<String, String> = [
-            (annotations::POD_CPU_LIMIT, "500m"),
-            (annotations::POD_MEMORY_LIMIT, "128Mi"),
-            (annotations::GRACE_PERIOD, "5"),
-            (
-                annotations::EMPTY_DIRS,
-                r#"[{"name":"cache","medium":"Memory","sizeLimit":"16Mi"},{"name":"data"}]"#,
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let c = PodConfig::from_annotations(&a).unwrap();
-        assert_eq!(c.grace.as_secs(), 5);
-        assert_eq!(c.empty_dirs.len(), 2);
-        assert_eq!(c.resources.unwrap().memory().as_ref().unwrap().limit(), Some(128 << 20));
-
-        let bad = |k: &str, v: &str| {
-            let a: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
-            PodConfig::from_annotations(&a).unwrap_err().to_string()
-        };
-        assert!(bad(annotations::POD_MEMORY_LIMIT, "lots").contains("io.peapod.pod-memory-limit"));
-        assert!(bad(annotations::EMPTY_DIRS, r#"[{"name":"x","medium":"Disk"}]"#).contains("medium"));
-        assert!(bad(annotations::EMPTY_DIRS, "not json").contains("io.peapod.empty-dirs"));
-        assert!(bad(annotations::GRACE_PERIOD, "soon").contains("io.peapod.grace-period"));
-        let role: HashMap<String, String> = [(annotations::ROLE.to_string(), "helper".to_string())].into();
-        assert!(Role::from_annotations(&role)
-            .unwrap_err()
-            .to_string()
-            .contains("io.peapod.role"));
     }
 
     #[test]

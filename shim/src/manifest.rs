@@ -15,8 +15,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use proto::annotations::{self, EmptyDirEntry};
 use proto::kube::{cpu_millis, memory_bytes};
-use sandbox::pod::{annotations, DeclaredContainer, EmptyDir, Role, VolumeMount};
+use sandbox::pod::{DeclaredContainer, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
 
 /// A manifest peapod cannot run.
@@ -98,8 +99,8 @@ pub enum EnvValue {
 /// A pod volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeKind {
-    /// An emptyDir (see `sandbox::pod::EmptyDir`).
-    EmptyDir(EmptyDir),
+    /// An emptyDir, as its sandbox annotation carries it.
+    EmptyDir(EmptyDirEntry),
     /// A host directory or file.
     HostPath {
         /// The host path.
@@ -577,7 +578,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             if let Some(q) = &e.size_limit {
                 memory_bytes(&q.0).map_err(|e| field(format!("{path}.emptyDir.sizeLimit"), e.to_string()))?;
             }
-            VolumeKind::EmptyDir(EmptyDir {
+            VolumeKind::EmptyDir(EmptyDirEntry {
                 name: v.name.clone(),
                 medium,
                 size_limit: e.size_limit.as_ref().map(|q| q.0.clone()),
@@ -763,7 +764,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
 
 impl PodPlan {
     /// peapod's annotations for the pod's sandbox: the declared containers and roles,
-    /// emptyDirs, grace period and pod cgroup sizing (see `sandbox::pod::annotations`).
+    /// emptyDirs, grace period and pod cgroup sizing (see `proto::annotations`).
     pub fn sandbox_annotations(&self) -> HashMap<String, String> {
         let mut a = HashMap::new();
         let declared: Vec<DeclaredContainer> = self
@@ -776,9 +777,9 @@ impl PodPlan {
             .collect();
         a.insert(
             annotations::CONTAINERS.to_string(),
-            serde_json::to_string(&declared).expect("serializable"),
+            annotations::format_containers(&declared),
         );
-        let dirs: Vec<&EmptyDir> = self
+        let dirs: Vec<&EmptyDirEntry> = self
             .volumes
             .values()
             .filter_map(|v| match v {
@@ -789,7 +790,7 @@ impl PodPlan {
         if !dirs.is_empty() {
             a.insert(
                 annotations::EMPTY_DIRS.to_string(),
-                serde_json::to_string(&dirs).expect("serializable"),
+                annotations::format_empty_dirs(dirs),
             );
         }
         a.insert(annotations::GRACE_PERIOD.to_string(), self.grace_seconds.to_string());
@@ -815,12 +816,10 @@ impl PodPlan {
     pub fn container_annotations(&self, c: &ContainerPlan) -> HashMap<String, String> {
         let mut a = HashMap::new();
         a.insert(annotations::NAME.to_string(), c.name.clone());
-        let role = match c.role {
-            Role::Init => "init",
-            Role::Sidecar => "sidecar",
-            Role::App => "app",
-        };
-        a.insert(annotations::ROLE.to_string(), role.to_string());
+        a.insert(
+            annotations::ROLE.to_string(),
+            annotations::format_role(c.role).to_string(),
+        );
         let mounts: Vec<VolumeMount> = c
             .mounts
             .iter()
@@ -834,7 +833,7 @@ impl PodPlan {
         if !mounts.is_empty() {
             a.insert(
                 annotations::VOLUME_MOUNTS.to_string(),
-                serde_json::to_string(&mounts).expect("serializable"),
+                annotations::format_volume_mounts(&mounts),
             );
         }
         a
