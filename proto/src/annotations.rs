@@ -52,7 +52,8 @@ pub const SANDBOX_CPU_SHARES: &str = "io.kubernetes.cri.sandbox-cpu-shares";
 /// containerd CRI (1.7+), sandbox: the pod's memory limit, bytes, an `i64`; ≤ 0: none.
 pub const SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
 /// kubelet (on containers); peapod reads it on the sandbox, when it is passed there:
-/// the termination grace period, seconds. [`GRACE_PERIOD`] wins over it.
+/// the termination grace period, seconds, at most [`MAX_GRACE_SECONDS`]. [`GRACE_PERIOD`]
+/// wins over it.
 pub const K8S_GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
 /// peapod CLI, users; container: `init`, `sidecar` or `app` ([`format_role`]). Absent:
 /// the role [`CONTAINERS`] declares, else `app`, so kubelet-driven pods keep kubelet's
@@ -67,23 +68,30 @@ pub const NAME: &str = "io.peapod.name";
 /// it starts, so this is how it learns about earlier init containers and sidecars that
 /// have not started yet. Absent: no declared order.
 pub const CONTAINERS: &str = "io.peapod.containers";
-/// peapod CLI, users; sandbox: the termination grace period, seconds, a `u64`. Absent:
-/// [`K8S_GRACE_PERIOD`], else [`kube::DEFAULT_GRACE_SECONDS`]. The shim's `Update` may
-/// change it on a running sandbox (the CLI's `delete --grace-period`).
+/// peapod CLI, users; sandbox: the termination grace period, seconds, at most
+/// [`MAX_GRACE_SECONDS`]. Absent: [`K8S_GRACE_PERIOD`], else
+/// [`kube::DEFAULT_GRACE_SECONDS`]. The shim's `Update` may change it on a running
+/// sandbox (the CLI's `delete --grace-period`).
 pub const GRACE_PERIOD: &str = "io.peapod.grace-period";
+/// Largest grace period accepted ([`GRACE_PERIOD`], [`K8S_GRACE_PERIOD`]), s: ten years,
+/// longer than any shutdown. Kubernetes sets no maximum, but the shim computes
+/// `Instant::now() + grace`, which panics (and aborts the shim) when it overflows; a
+/// `u64` of seconds can.
+pub const MAX_GRACE_SECONDS: u64 = 10 * 365 * 24 * 3600;
 /// peapod CLI, users; sandbox: the pod's CPU request, a Kubernetes quantity (`250m`,
-/// `1`), read in millicores ([`kube::format_millicores`] writes it). Sizes the pod
-/// cgroup's shares.
+/// `1`), read in millicores, at most [`kube::MAX_CPU_MILLIS`]
+/// ([`kube::format_millicores`] writes it). Sizes the pod cgroup's shares.
 pub const POD_CPU_REQUEST: &str = "io.peapod.pod-cpu-request";
 /// peapod CLI, users; sandbox: the pod's CPU limit, a Kubernetes quantity, read in
-/// millicores. Sizes the pod cgroup's CFS quota.
+/// millicores, at most [`kube::MAX_CPU_MILLIS`]. Sizes the pod cgroup's CFS quota.
 pub const POD_CPU_LIMIT: &str = "io.peapod.pod-cpu-limit";
 /// peapod CLI, users; sandbox: the pod's memory limit, a Kubernetes quantity (`256Mi`),
-/// read in bytes ([`kube::format_bytes`] writes it).
+/// read in bytes, at most [`kube::MAX_MEMORY_BYTES`] ([`kube::format_bytes`] writes it).
 pub const POD_MEMORY_LIMIT: &str = "io.peapod.pod-memory-limit";
 /// peapod CLI, users; sandbox: emptyDir volumes, JSON `[{"name","medium","sizeLimit"}]`
 /// ([`EmptyDirEntry`], [`format_empty_dirs`]): names unique and valid ids, `medium` `""`
-/// or `Memory`, `sizeLimit` a Kubernetes quantity in bytes. Absent: none.
+/// or `Memory`, `sizeLimit` a Kubernetes quantity in bytes, at most
+/// [`kube::MAX_MEMORY_BYTES`] (`"0"` is accepted: an unlimited tmpfs). Absent: none.
 pub const EMPTY_DIRS: &str = "io.peapod.empty-dirs";
 /// peapod CLI, users; container: its mounts of the pod's emptyDirs, JSON
 /// `[{"name","mountPath","readOnly"}]` ([`format_volume_mounts`]); `readOnly` defaults
@@ -122,7 +130,7 @@ pub enum AnnotationError {
         /// serde's error, with line and column.
         cause: serde_json::Error,
     },
-    /// A Kubernetes quantity that does not parse.
+    /// A Kubernetes quantity that does not parse, or is out of bounds.
     #[error("annotations[{key}]{at}: {cause}")]
     Quantity {
         /// The annotation.
@@ -132,6 +140,18 @@ pub enum AnnotationError {
         /// Why.
         cause: QuantityError,
     },
+    /// A number above the annotation's documented maximum.
+    #[error("annotations[{key}]: {value} {unit} is more than the maximum, {max} {unit}")]
+    TooLarge {
+        /// The annotation.
+        key: &'static str,
+        /// The value given.
+        value: u64,
+        /// The maximum.
+        max: u64,
+        /// The unit of both, e.g. `s`.
+        unit: &'static str,
+    },
 }
 
 impl AnnotationError {
@@ -140,7 +160,8 @@ impl AnnotationError {
         match self {
             AnnotationError::Invalid { key, .. }
             | AnnotationError::Json { key, .. }
-            | AnnotationError::Quantity { key, .. } => key,
+            | AnnotationError::Quantity { key, .. }
+            | AnnotationError::TooLarge { key, .. } => key,
         }
     }
 }
@@ -255,14 +276,25 @@ pub fn role(a: &HashMap<String, String>) -> Result<Option<Role>, AnnotationError
 
 /// A grace period annotation's value ([`GRACE_PERIOD`], [`K8S_GRACE_PERIOD`]), seconds.
 fn grace_seconds(key: &'static str, v: &str) -> Result<u64, AnnotationError> {
-    v.parse::<u64>()
-        .map_err(|_| invalid(key, "", format!("{v:?} is not a number of seconds")))
+    let secs = v
+        .parse::<u64>()
+        .map_err(|_| invalid(key, "", format!("{v:?} is not a number of seconds")))?;
+    if secs > MAX_GRACE_SECONDS {
+        return Err(AnnotationError::TooLarge {
+            key,
+            value: secs,
+            max: MAX_GRACE_SECONDS,
+            unit: "s",
+        });
+    }
+    Ok(secs)
 }
 
 /// A [`GRACE_PERIOD`] value, seconds (for readers of the key outside [`pod_config`]: the
 /// CLI reading a sandbox's status, the shim's `Update`).
 ///
-/// Errors: [`AnnotationError::Invalid`] when not an unsigned integer.
+/// Errors: [`AnnotationError::Invalid`] when not an unsigned integer,
+/// [`AnnotationError::TooLarge`] above [`MAX_GRACE_SECONDS`].
 pub fn parse_grace_seconds(v: &str) -> Result<u64, AnnotationError> {
     grace_seconds(GRACE_PERIOD, v)
 }
@@ -535,6 +567,77 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("io.peapod.role"));
+    }
+
+    #[test]
+    fn grace_period_is_bounded_so_the_deadline_cannot_overflow() {
+        let secs = |k: &str, v: &str| pod_config(&ann(&[(k, v)])).map(|c| c.grace.as_secs());
+        assert_eq!(
+            secs(GRACE_PERIOD, &MAX_GRACE_SECONDS.to_string()).unwrap(),
+            MAX_GRACE_SECONDS
+        );
+        // What used to abort the shim at termination (`Instant + grace` overflowed).
+        for (key, v) in [(GRACE_PERIOD, "18446744073709551615"), (K8S_GRACE_PERIOD, "315360001")] {
+            let e = pod_config(&ann(&[(key, v)])).unwrap_err();
+            assert!(matches!(e, AnnotationError::TooLarge { .. }) && e.key() == key, "{e}");
+            assert!(
+                e.to_string().contains(key) && e.to_string().contains("315360000 s"),
+                "{e}"
+            );
+        }
+        assert_eq!(parse_grace_seconds("30").unwrap(), 30);
+        assert!(parse_grace_seconds("18446744073709551615").is_err());
+        let e = parse_grace_seconds("18446744073709551616").unwrap_err().to_string();
+        assert!(e.contains("is not a number of seconds"), "{e}");
+        assert!(std::time::Instant::now()
+            .checked_add(Duration::from_secs(MAX_GRACE_SECONDS))
+            .is_some());
+    }
+
+    #[test]
+    fn pod_quantities_are_bounded_so_conversions_cannot_overflow() {
+        // `1e18` CPUs used to overflow `millis * 1024` (a panic in debug builds).
+        for (key, v) in [
+            (POD_CPU_REQUEST, "1e18"),
+            (POD_CPU_LIMIT, "1e18"),
+            (POD_MEMORY_LIMIT, "8Ei"),
+        ] {
+            let e = pod_config(&ann(&[(key, v)])).unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    AnnotationError::Quantity {
+                        cause: QuantityError::TooLarge { .. },
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.key() == key && e.to_string().contains("maximum"), "{e}");
+        }
+        let e = pod_config(&ann(&[(
+            EMPTY_DIRS,
+            r#"[{"name":"m","medium":"Memory","sizeLimit":"9Ei"}]"#,
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("io.peapod.empty-dirs][0].sizeLimit") && e.contains("maximum"),
+            "{e}"
+        );
+        let c = pod_config(&ann(&[(POD_CPU_LIMIT, "1M"), (POD_CPU_REQUEST, "1M")])).unwrap();
+        let cpu = c.resources.unwrap().cpu().clone().unwrap();
+        assert_eq!(
+            (cpu.shares(), cpu.quota()),
+            (Some(1_024_000_000), Some(100_000_000_000))
+        );
+        // Unchanged: sizeLimit "0" is accepted, a tmpfs without a size limit.
+        let c = pod_config(&ann(&[(
+            EMPTY_DIRS,
+            r#"[{"name":"m","medium":"Memory","sizeLimit":"0"}]"#,
+        )]))
+        .unwrap();
+        assert_eq!(c.empty_dirs[0].size_limit, Some(0));
     }
 
     #[test]

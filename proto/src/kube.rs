@@ -9,6 +9,10 @@
 //!   (`MilliCPUToQuota`); a memory limit is the cgroup's limit, with no swap.
 //! - The default termination grace period (`terminationGracePeriodSeconds`).
 //!
+//! Quantities are bounded ([`MAX_CPU_MILLIS`], [`MAX_MEMORY_BYTES`]) so that the
+//! conversions cannot overflow: Kubernetes accepts up to 2^63 − 1 of either, and
+//! `1e18` CPUs times 1024 does not fit a `u64`.
+//!
 //! Used by the shim to size a pod cgroup from its sandbox's annotations
 //! ([`crate::annotations`]), and by the CLI to read manifests and to size containers.
 
@@ -18,6 +22,15 @@ use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResources, Lin
 pub const DEFAULT_GRACE_SECONDS: u64 = 30;
 /// CFS period kubelet uses for CPU limits, µs.
 pub const CPU_PERIOD_US: u64 = 100_000;
+/// Largest CPU quantity accepted, millicores: a million CPUs, beyond any machine. It
+/// keeps kubelet's conversions in range: `millis × 1024` (shares) and `millis × period`
+/// for CFS periods up to 1 s (quota, µs) stay far below `i64::MAX`, and the quota at
+/// kubelet's 100 ms period (at most 10^11 µs) below the kernel's CFS quota maximum
+/// (`max_cfs_runtime`, 2^44 − 1 µs).
+pub const MAX_CPU_MILLIS: u64 = 1_000_000_000;
+/// Largest memory quantity accepted, bytes: 2^63 − 1, what OCI's `i64` memory limit
+/// (and Kubernetes' own `int64` quantities) hold.
+pub const MAX_MEMORY_BYTES: u64 = u64::MAX >> 1;
 
 /// A value that is not a usable Kubernetes quantity. The caller names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +40,16 @@ pub enum QuantityError {
     Syntax {
         /// The value as written.
         value: String,
+    },
+    /// More than peapod accepts ([`MAX_CPU_MILLIS`], [`MAX_MEMORY_BYTES`]).
+    #[error("{value:?} is more than the maximum, {max} {unit}")]
+    TooLarge {
+        /// The value as written.
+        value: String,
+        /// The maximum, in `unit`.
+        max: u64,
+        /// `millicores` or `bytes`.
+        unit: &'static str,
     },
 }
 
@@ -77,18 +100,31 @@ fn ceil_clean(v: f64) -> u64 {
     out
 }
 
+/// `v` when at most `max`, else [`QuantityError::TooLarge`].
+fn at_most(q: &str, v: u64, max: u64, unit: &'static str) -> Result<u64, QuantityError> {
+    if v > max {
+        return Err(QuantityError::TooLarge {
+            value: q.to_string(),
+            max,
+            unit,
+        });
+    }
+    Ok(v)
+}
+
 /// CPU quantity in millicores, rounded up as Kubernetes does (`MilliValue`).
 ///
-/// Errors: see [`parse_quantity`].
+/// Errors: see [`parse_quantity`]; [`QuantityError::TooLarge`] above [`MAX_CPU_MILLIS`].
 pub fn cpu_millis(q: &str) -> Result<u64, QuantityError> {
-    Ok(ceil_clean(parse_quantity(q)? * 1000.0))
+    // Past u64 the cast saturates, which is above the maximum too.
+    at_most(q, ceil_clean(parse_quantity(q)? * 1000.0), MAX_CPU_MILLIS, "millicores")
 }
 
 /// Memory quantity in bytes, rounded up.
 ///
-/// Errors: see [`parse_quantity`].
+/// Errors: see [`parse_quantity`]; [`QuantityError::TooLarge`] above [`MAX_MEMORY_BYTES`].
 pub fn memory_bytes(q: &str) -> Result<u64, QuantityError> {
-    Ok(ceil_clean(parse_quantity(q)?))
+    at_most(q, ceil_clean(parse_quantity(q)?), MAX_MEMORY_BYTES, "bytes")
 }
 
 /// Millicores as a quantity, the inverse of [`cpu_millis`]: `250` → `250m`.
@@ -102,14 +138,16 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 /// kubelet's `MilliCPUToShares`: `milliCPU * 1024 / 1000`, at least 2 (also for no request).
+/// Exact up to [`MAX_CPU_MILLIS`]; saturates rather than overflows beyond.
 pub fn millis_to_shares(millis: u64) -> u64 {
-    (millis * 1024 / 1000).max(2)
+    (millis.saturating_mul(1024) / 1000).max(2)
 }
 
 /// kubelet's `MilliCPUToQuota`: `milliCPU * period / 1000` µs, at least 1000 µs; `None`
-/// (no quota) for no limit.
+/// (no quota) for no limit. Exact up to [`MAX_CPU_MILLIS`] and 1 s periods; saturates
+/// rather than overflows beyond.
 pub fn millis_to_quota(millis: u64, period_us: u64) -> Option<i64> {
-    (millis > 0).then(|| i64::try_from((millis * period_us / 1000).max(1000)).unwrap_or(i64::MAX))
+    (millis > 0).then(|| i64::try_from((millis.saturating_mul(period_us) / 1000).max(1000)).unwrap_or(i64::MAX))
 }
 
 /// cgroup resources for CPU request/limit (millicores) and memory limit (bytes), with
@@ -170,5 +208,54 @@ mod tests {
             (Some(256), Some(50_000), Some(100_000))
         );
         assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+    }
+
+    #[test]
+    fn quantities_are_bounded_so_conversions_cannot_overflow() {
+        assert_eq!(
+            cpu_millis("1M").unwrap(),
+            MAX_CPU_MILLIS,
+            "a million CPUs is the maximum"
+        );
+        for q in ["1e18", "1000001", "1Ei", "9e300"] {
+            let e = cpu_millis(q).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    QuantityError::TooLarge {
+                        max: MAX_CPU_MILLIS,
+                        ..
+                    }
+                ),
+                "{q}: {e}"
+            );
+            assert!(e.to_string().contains(q) && e.to_string().contains("millicores"), "{e}");
+        }
+        assert_eq!(memory_bytes("7Ei").unwrap(), 7 << 60);
+        for q in ["8Ei", "1e19", "9223372036854775808"] {
+            let e = memory_bytes(q).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    QuantityError::TooLarge {
+                        max: MAX_MEMORY_BYTES,
+                        ..
+                    }
+                ),
+                "{q}: {e}"
+            );
+        }
+        // At the bounds, kubelet's conversions are exact and in range.
+        assert_eq!(millis_to_shares(MAX_CPU_MILLIS), 1_024_000_000);
+        assert_eq!(millis_to_quota(MAX_CPU_MILLIS, CPU_PERIOD_US), Some(100_000_000_000));
+        assert_eq!(millis_to_quota(MAX_CPU_MILLIS, 1_000_000), Some(1_000_000_000_000));
+        // Beyond them (callers that skip the parse), they saturate instead of panicking.
+        assert_eq!(millis_to_shares(u64::MAX), u64::MAX / 1000);
+        assert_eq!(
+            millis_to_quota(u64::MAX, CPU_PERIOD_US),
+            Some(i64::try_from(u64::MAX / 1000).unwrap())
+        );
+        let r = resources(Some(MAX_CPU_MILLIS), Some(MAX_CPU_MILLIS), Some(MAX_MEMORY_BYTES));
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(i64::MAX));
     }
 }

@@ -431,16 +431,18 @@ pub fn pod_totals(containers: &[ContainerPlan]) -> Resources {
         let mut apps = 0u64;
         for c in containers {
             let v = get(&c.resources, i).unwrap_or(0);
+            // Saturating: each value is bounded (proto::kube), their sum is not; a total
+            // past the bound is then refused by the shim, naming the annotation.
             match c.role {
-                Role::Init => init_max = init_max.max(v + sidecars),
+                Role::Init => init_max = init_max.max(v.saturating_add(sidecars)),
                 Role::Sidecar => {
-                    sidecars += v;
+                    sidecars = sidecars.saturating_add(v);
                     init_max = init_max.max(sidecars);
                 }
-                Role::App => apps += v,
+                Role::App => apps = apps.saturating_add(v),
             }
         }
-        let v = init_max.max(apps + sidecars);
+        let v = init_max.max(apps.saturating_add(sidecars));
         *total = (v > 0 || (i >= 2 && all_set && !containers.is_empty())).then_some(v);
     }
     Resources {
@@ -557,6 +559,13 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         Some(g) => u64::try_from(g).map_err(|_| field("spec.terminationGracePeriodSeconds", "must not be negative"))?,
         None => proto::kube::DEFAULT_GRACE_SECONDS,
     };
+    // The shim refuses more in the sandbox's annotation; say so with the manifest's field.
+    if grace_seconds > annotations::MAX_GRACE_SECONDS {
+        return Err(field(
+            "spec.terminationGracePeriodSeconds",
+            format!("must be at most {} (ten years)", annotations::MAX_GRACE_SECONDS),
+        ));
+    }
 
     let mut volumes = BTreeMap::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
@@ -985,5 +994,25 @@ spec:
         );
         assert!(err_field("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n").starts_with("parse: kind"));
         assert!(err_field("{ not yaml").starts_with("parse:"));
+    }
+    #[test]
+    fn out_of_bounds_quantities_and_grace_are_named_and_totals_saturate() {
+        let base = |extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}");
+        assert_eq!(
+            err_field(&base(
+                "  containers: [{name: c, image: busybox, resources: {limits: {cpu: 1e18}}}]"
+            )),
+            "spec.containers[0].resources.limits.cpu"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  terminationGracePeriodSeconds: 9223372036854775807\n  containers: [{name: c, image: busybox}]"
+            )),
+            "spec.terminationGracePeriodSeconds"
+        );
+        // Three containers at the memory maximum: the pod total saturates, no overflow.
+        let c = |n: &str| format!("{{name: {n}, image: busybox, resources: {{limits: {{memory: 8191Pi}}}}}}");
+        let p = plan_of(&base(&format!("  containers: [{}, {}, {}]", c("a"), c("b"), c("d")))).unwrap();
+        assert_eq!(p.totals.memory_limit, Some(u64::MAX));
     }
 }
