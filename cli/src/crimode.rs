@@ -44,8 +44,6 @@ pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 /// A container's name (on containers).
 pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
-/// The manifest as applied, JSON (kubectl's annotation for it).
-pub const MANIFEST_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// kubelet's root of pod log directories.
 pub const DEFAULT_POD_LOG_ROOT: &str = "/var/log/pods";
 /// How long `PullImage` may take.
@@ -121,7 +119,7 @@ impl Cri {
         labels.insert(POD_UID_LABEL.into(), uid.to_string());
         let mut annotations: HashMap<String, String> = plan.annotations.clone().into_iter().collect();
         annotations.extend(plan.sandbox_annotations());
-        annotations.insert(MANIFEST_ANNOTATION.into(), serde_json::to_string(pod)?);
+        annotations.insert(proto::annotations::LAST_APPLIED.into(), serde_json::to_string(pod)?);
         Ok(api::PodSandboxConfig {
             metadata: Some(api::PodSandboxMetadata {
                 name: plan.name.clone(),
@@ -286,8 +284,12 @@ impl Cri {
             .status
             .context("PodSandboxStatus has no status")?;
         let annotations = &status.annotations;
-        let pod: Pod = serde_json::from_str(annotations.get(MANIFEST_ANNOTATION).map_or("", String::as_str))
-            .with_context(|| format!("sandbox {id}: annotation {MANIFEST_ANNOTATION}"))?;
+        let pod: Pod = serde_json::from_str(
+            annotations
+                .get(proto::annotations::LAST_APPLIED)
+                .map_or("", String::as_str),
+        )
+        .with_context(|| format!("sandbox {id}: annotation {}", proto::annotations::LAST_APPLIED))?;
         let plan = crate::manifest::plan(&pod, crate::manifest::memory_capacity())?;
         let containers = self.containers(id)?;
         let mut observed = Vec::new();
@@ -514,9 +516,9 @@ impl Cri {
             Some(g) => g,
             None => status
                 .annotations
-                .get(sandbox::pod::annotations::GRACE_PERIOD)
-                .and_then(|g| g.parse().ok())
-                .unwrap_or(sandbox::pod::DEFAULT_GRACE_SECONDS),
+                .get(proto::annotations::GRACE_PERIOD)
+                .and_then(|g| proto::annotations::parse_grace_seconds(g).ok())
+                .unwrap_or(proto::kube::DEFAULT_GRACE_SECONDS),
         };
         let config = api::PodSandboxConfig {
             log_directory: self
@@ -653,14 +655,14 @@ fn container_config(
         }
     }
     let r = c.resources;
-    let cpu_period = i64::try_from(sandbox::pod::CPU_PERIOD_US).unwrap_or(100_000);
+    let cpu_period = i64::try_from(proto::kube::CPU_PERIOD_US).unwrap_or(100_000);
     let resources = api::LinuxContainerResources {
         cpu_period: if r.cpu_limit.is_some() { cpu_period } else { 0 },
         cpu_quota: r
             .cpu_limit
-            .and_then(|m| sandbox::pod::millis_to_quota(m, sandbox::pod::CPU_PERIOD_US))
+            .and_then(|m| proto::kube::millis_to_quota(m, proto::kube::CPU_PERIOD_US))
             .unwrap_or(0),
-        cpu_shares: i64::try_from(sandbox::pod::millis_to_shares(r.cpu_request.unwrap_or(0))).unwrap_or(2),
+        cpu_shares: i64::try_from(proto::kube::millis_to_shares(r.cpu_request.unwrap_or(0))).unwrap_or(2),
         memory_limit_in_bytes: r.memory_limit.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         oom_score_adj: i64::from(c.oom_score_adj),
         ..Default::default()

@@ -309,7 +309,7 @@ impl Shim {
     pub fn set_grace_period(&self, sandbox_id: &str, seconds: u64) -> Result<()> {
         let req = api::UpdateTaskRequest {
             id: sandbox_id.to_string(),
-            annotations: [(sandbox::pod::annotations::GRACE_PERIOD.to_string(), seconds.to_string())].into(),
+            annotations: [(proto::annotations::GRACE_PERIOD.to_string(), seconds.to_string())].into(),
             ..Default::default()
         };
         self.client

@@ -15,7 +15,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
-use sandbox::pod::{annotations, cpu_millis, memory_bytes, DeclaredContainer, EmptyDir, Role, VolumeMount};
+use proto::annotations::{self, EmptyDirEntry};
+use proto::kube::{cpu_millis, memory_bytes};
+use sandbox::pod::{DeclaredContainer, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
 
 /// A manifest peapod cannot run.
@@ -97,8 +99,8 @@ pub enum EnvValue {
 /// A pod volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeKind {
-    /// An emptyDir (see `sandbox::pod::EmptyDir`).
-    EmptyDir(EmptyDir),
+    /// An emptyDir, as its sandbox annotation carries it.
+    EmptyDir(EmptyDirEntry),
     /// A host directory or file.
     HostPath {
         /// The host path.
@@ -265,12 +267,12 @@ fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, 
     for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
         for (name, q) in map.iter().flatten() {
             let f = format!("{path}.{kind}.{name}");
-            let bad = |e: sandbox::spec::SpecError| field(&f, e.to_string());
+            let bad = |e: proto::kube::QuantityError| field(&f, e.to_string());
             match (kind, name.as_str()) {
-                ("requests", "cpu") => out.cpu_request = Some(cpu_millis(&f, &q.0).map_err(bad)?),
-                ("limits", "cpu") => out.cpu_limit = Some(cpu_millis(&f, &q.0).map_err(bad)?),
-                ("requests", "memory") => out.memory_request = Some(memory_bytes(&f, &q.0).map_err(bad)?),
-                ("limits", "memory") => out.memory_limit = Some(memory_bytes(&f, &q.0).map_err(bad)?),
+                ("requests", "cpu") => out.cpu_request = Some(cpu_millis(&q.0).map_err(bad)?),
+                ("limits", "cpu") => out.cpu_limit = Some(cpu_millis(&q.0).map_err(bad)?),
+                ("requests", "memory") => out.memory_request = Some(memory_bytes(&q.0).map_err(bad)?),
+                ("limits", "memory") => out.memory_limit = Some(memory_bytes(&q.0).map_err(bad)?),
                 _ => return Err(field(f, "only cpu and memory are supported by peapod")),
             }
         }
@@ -429,16 +431,18 @@ pub fn pod_totals(containers: &[ContainerPlan]) -> Resources {
         let mut apps = 0u64;
         for c in containers {
             let v = get(&c.resources, i).unwrap_or(0);
+            // Saturating: each value is bounded (proto::kube), their sum is not; a total
+            // past the bound is then refused by the shim, naming the annotation.
             match c.role {
-                Role::Init => init_max = init_max.max(v + sidecars),
+                Role::Init => init_max = init_max.max(v.saturating_add(sidecars)),
                 Role::Sidecar => {
-                    sidecars += v;
+                    sidecars = sidecars.saturating_add(v);
                     init_max = init_max.max(sidecars);
                 }
-                Role::App => apps += v,
+                Role::App => apps = apps.saturating_add(v),
             }
         }
-        let v = init_max.max(apps + sidecars);
+        let v = init_max.max(apps.saturating_add(sidecars));
         *total = (v > 0 || (i >= 2 && all_set && !containers.is_empty())).then_some(v);
     }
     Resources {
@@ -553,8 +557,15 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
     }
     let grace_seconds = match spec.termination_grace_period_seconds {
         Some(g) => u64::try_from(g).map_err(|_| field("spec.terminationGracePeriodSeconds", "must not be negative"))?,
-        None => sandbox::pod::DEFAULT_GRACE_SECONDS,
+        None => proto::kube::DEFAULT_GRACE_SECONDS,
     };
+    // The shim refuses more in the sandbox's annotation; say so with the manifest's field.
+    if grace_seconds > annotations::MAX_GRACE_SECONDS {
+        return Err(field(
+            "spec.terminationGracePeriodSeconds",
+            format!("must be at most {} (ten years)", annotations::MAX_GRACE_SECONDS),
+        ));
+    }
 
     let mut volumes = BTreeMap::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
@@ -574,10 +585,9 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
                 ));
             }
             if let Some(q) = &e.size_limit {
-                memory_bytes(&format!("{path}.emptyDir.sizeLimit"), &q.0)
-                    .map_err(|e| field(format!("{path}.emptyDir.sizeLimit"), e.to_string()))?;
+                memory_bytes(&q.0).map_err(|e| field(format!("{path}.emptyDir.sizeLimit"), e.to_string()))?;
             }
-            VolumeKind::EmptyDir(EmptyDir {
+            VolumeKind::EmptyDir(EmptyDirEntry {
                 name: v.name.clone(),
                 medium,
                 size_limit: e.size_limit.as_ref().map(|q| q.0.clone()),
@@ -763,7 +773,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
 
 impl PodPlan {
     /// peapod's annotations for the pod's sandbox: the declared containers and roles,
-    /// emptyDirs, grace period and pod cgroup sizing (see `sandbox::pod::annotations`).
+    /// emptyDirs, grace period and pod cgroup sizing (see `proto::annotations`).
     pub fn sandbox_annotations(&self) -> HashMap<String, String> {
         let mut a = HashMap::new();
         let declared: Vec<DeclaredContainer> = self
@@ -776,9 +786,9 @@ impl PodPlan {
             .collect();
         a.insert(
             annotations::CONTAINERS.to_string(),
-            serde_json::to_string(&declared).expect("serializable"),
+            annotations::format_containers(&declared),
         );
-        let dirs: Vec<&EmptyDir> = self
+        let dirs: Vec<&EmptyDirEntry> = self
             .volumes
             .values()
             .filter_map(|v| match v {
@@ -789,18 +799,24 @@ impl PodPlan {
         if !dirs.is_empty() {
             a.insert(
                 annotations::EMPTY_DIRS.to_string(),
-                serde_json::to_string(&dirs).expect("serializable"),
+                annotations::format_empty_dirs(dirs),
             );
         }
         a.insert(annotations::GRACE_PERIOD.to_string(), self.grace_seconds.to_string());
         if let Some(m) = self.totals.cpu_request {
-            a.insert(annotations::POD_CPU_REQUEST.to_string(), format!("{m}m"));
+            a.insert(
+                annotations::POD_CPU_REQUEST.to_string(),
+                proto::kube::format_millicores(m),
+            );
         }
         if let Some(m) = self.totals.cpu_limit {
-            a.insert(annotations::POD_CPU_LIMIT.to_string(), format!("{m}m"));
+            a.insert(
+                annotations::POD_CPU_LIMIT.to_string(),
+                proto::kube::format_millicores(m),
+            );
         }
         if let Some(b) = self.totals.memory_limit {
-            a.insert(annotations::POD_MEMORY_LIMIT.to_string(), b.to_string());
+            a.insert(annotations::POD_MEMORY_LIMIT.to_string(), proto::kube::format_bytes(b));
         }
         a
     }
@@ -809,12 +825,10 @@ impl PodPlan {
     pub fn container_annotations(&self, c: &ContainerPlan) -> HashMap<String, String> {
         let mut a = HashMap::new();
         a.insert(annotations::NAME.to_string(), c.name.clone());
-        let role = match c.role {
-            Role::Init => "init",
-            Role::Sidecar => "sidecar",
-            Role::App => "app",
-        };
-        a.insert(annotations::ROLE.to_string(), role.to_string());
+        a.insert(
+            annotations::ROLE.to_string(),
+            annotations::format_role(c.role).to_string(),
+        );
         let mounts: Vec<VolumeMount> = c
             .mounts
             .iter()
@@ -828,7 +842,7 @@ impl PodPlan {
         if !mounts.is_empty() {
             a.insert(
                 annotations::VOLUME_MOUNTS.to_string(),
-                serde_json::to_string(&mounts).expect("serializable"),
+                annotations::format_volume_mounts(&mounts),
             );
         }
         a
@@ -980,5 +994,25 @@ spec:
         );
         assert!(err_field("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n").starts_with("parse: kind"));
         assert!(err_field("{ not yaml").starts_with("parse:"));
+    }
+    #[test]
+    fn out_of_bounds_quantities_and_grace_are_named_and_totals_saturate() {
+        let base = |extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}");
+        assert_eq!(
+            err_field(&base(
+                "  containers: [{name: c, image: busybox, resources: {limits: {cpu: 1e18}}}]"
+            )),
+            "spec.containers[0].resources.limits.cpu"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  terminationGracePeriodSeconds: 9223372036854775807\n  containers: [{name: c, image: busybox}]"
+            )),
+            "spec.terminationGracePeriodSeconds"
+        );
+        // Three containers at the memory maximum: the pod total saturates, no overflow.
+        let c = |n: &str| format!("{{name: {n}, image: busybox, resources: {{limits: {{memory: 8191Pi}}}}}}");
+        let p = plan_of(&base(&format!("  containers: [{}, {}, {}]", c("a"), c("b"), c("d")))).unwrap();
+        assert_eq!(p.totals.memory_limit, Some(u64::MAX));
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use oci_spec::runtime::{Capability, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Spec, UserBuilder};
-use sandbox::pod::annotations;
+use proto::annotations;
 
 use crate::manifest::{ContainerPlan, EnvValue, ManifestError, PodPlan, VolumeKind, SANDBOX_OOM_SCORE_ADJ};
 
@@ -106,7 +106,10 @@ pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Spec {
         root.set_readonly(Some(true));
     }
     let mut a: HashMap<String, String> = plan.sandbox_annotations();
-    a.insert(annotations::CONTAINER_TYPE.into(), "sandbox".into());
+    a.insert(
+        annotations::CONTAINER_TYPE.into(),
+        annotations::CONTAINER_TYPE_SANDBOX.into(),
+    );
     a.insert(annotations::SANDBOX_ID.into(), rt.sandbox_id.clone());
     // No kubelet here: the shim restarts containers by the pod's policy.
     a.insert(annotations::RESTART_POLICY.into(), plan.restart_policy.clone());
@@ -141,7 +144,6 @@ pub fn container_spec(
     image: &ImageConfig,
     rt: &PodRuntime,
 ) -> Result<Spec, ManifestError> {
-    let idx = plan.containers.iter().position(|o| o.name == c.name).unwrap_or(0);
     let path = |f: &str| format!("container {:?}: {f}", c.name);
     let args: Vec<String> = match (&c.command, &c.args) {
         (Some(cmd), args) => cmd.iter().chain(args.iter().flatten()).cloned().collect(),
@@ -258,15 +260,17 @@ pub fn container_spec(
     spec.set_mounts(Some(mounts));
 
     let mut a = plan.container_annotations(c);
-    a.insert(annotations::CONTAINER_TYPE.into(), "container".into());
+    a.insert(
+        annotations::CONTAINER_TYPE.into(),
+        annotations::CONTAINER_TYPE_CONTAINER.into(),
+    );
     a.insert(annotations::SANDBOX_ID.into(), rt.sandbox_id.clone());
-    a.insert("io.peapod.index".into(), idx.to_string());
     spec.set_annotations(Some(a));
 
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(format!("/{}/{}", pod_cgroup(&rt.uid), c.name).into()));
         let r = c.resources;
-        let res = sandbox::pod::resources(r.cpu_request, r.cpu_limit, r.memory_limit);
+        let res = proto::kube::resources(r.cpu_request, r.cpu_limit, r.memory_limit);
         linux.set_resources(Some(res));
         let pause = |n: &str| Some(format!("/proc/{}/ns/{n}", rt.pause_pid));
         let mut list = vec![
@@ -415,7 +419,7 @@ spec:
         let p = web();
         let spec = sandbox_spec(&p, &rt());
         let a = spec.annotations().as_ref().unwrap();
-        assert_eq!(a[annotations::CONTAINER_TYPE], "sandbox");
+        assert_eq!(a[annotations::CONTAINER_TYPE], annotations::CONTAINER_TYPE_SANDBOX);
         assert!(a[annotations::CONTAINERS].contains("\"app\""));
         assert_eq!(a[annotations::POD_CPU_LIMIT], "500m");
         let nss = spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap();

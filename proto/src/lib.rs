@@ -1,6 +1,9 @@
 //! Wire formats and clients for peapod, shared by the shim, the CLI and the tests. No
 //! logic beyond encoding, decoding and conversion.
 //!
+//! - [`annotations`]: every OCI-spec annotation peapod reads or writes, parsed into
+//!   `sandbox`'s pod values (typed and bounded) and formatted back.
+//! - [`kube`]: Kubernetes quantities and kubelet's conversions to cgroup values.
 //! - [`eventlog`]: the event log a shim writes without containerd (containerd's event
 //!   `Envelope`s, length-delimited), read by the CLI's embedded mode.
 //! - [`crilog`]: Kubernetes' CRI container log format, written by the shim for the
@@ -10,7 +13,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod annotations;
 #[cfg(feature = "cri")]
 pub mod cri;
 pub mod crilog;
 pub mod eventlog;
+pub mod kube;

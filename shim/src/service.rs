@@ -30,10 +30,8 @@ use containerd_shim_protos::types::task::Status as TaskStatus;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process};
-use sandbox::pod::{
-    annotations, gate, gate_declared, DeclaredContainer, Gate, MemberView, PodConfig, PodResources, RestartPolicy,
-    Role, VolumeMount,
-};
+use proto::annotations::{self, Member};
+use sandbox::pod::{gate, gate_declared, DeclaredContainer, Gate, MemberView, PodResources, RestartPolicy, Role};
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
 use crate::error::ServiceError;
@@ -458,7 +456,8 @@ impl Service {
         let bundle = PathBuf::from(&req.bundle);
         let mut spec = sandbox::spec::load(&bundle).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let ann = spec.annotations().clone().unwrap_or_default();
-        let member = Member::from_annotations(&req.id, &ann)?;
+        let member = Member::from_annotations(&req.id, &ann)
+            .map_err(|e| ServiceError::InvalidArgument(format!("container {}: {e}", req.id)))?;
         let mut member = member;
         let mut new_pod = None;
         if member.sandbox {
@@ -578,7 +577,7 @@ impl Service {
     /// Sets up the pod a sandbox task declares: pod cgroup (the parent of the sandbox's
     /// own cgroup) and emptyDir volumes, before the sandbox container exists.
     fn create_pod(&self, id: &str, spec: &oci_spec::runtime::Spec, ann: &HashMap<String, String>) -> Result<Pod> {
-        let config = PodConfig::from_annotations(ann).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let config = annotations::pod_config(ann).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let own = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
         let cgroup =
             sandbox::spec::cgroup_path(id, own.as_deref()).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
@@ -590,10 +589,7 @@ impl Service {
             &self.inner.paths.pods.join(id),
             &self.inner.paths.disk,
         )
-        .map_err(|e| match e {
-            sandbox::pod::PodError::Spec(e) => ServiceError::InvalidArgument(e.to_string()),
-            e => ServiceError::Internal(e.to_string()),
-        })?;
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(Pod {
             resources,
             containers: config.containers,
@@ -1216,55 +1212,6 @@ impl Service {
                 Some(io) => f(io),
                 None => Ok(()),
             }
-        })
-    }
-}
-
-/// What a task's annotations say about its place in a pod.
-struct Member {
-    sandbox: bool,
-    pod: Option<String>,
-    name: String,
-    role: Role,
-    /// `io.peapod.role` was given (rather than defaulted).
-    role_annotated: bool,
-    mounts: Vec<VolumeMount>,
-}
-
-impl Member {
-    fn from_annotations(id: &str, ann: &HashMap<String, String>) -> Result<Member> {
-        let invalid = |e: sandbox::spec::SpecError| ServiceError::InvalidArgument(format!("container {id}: {e}"));
-        let sandbox = ann.get(annotations::CONTAINER_TYPE).map(String::as_str) == Some("sandbox");
-        let pod = if sandbox {
-            Some(id.to_string())
-        } else {
-            ann.get(annotations::SANDBOX_ID)
-                .filter(|s| !s.is_empty() && *s != id)
-                .cloned()
-        };
-        let role = Role::from_annotations(ann).map_err(invalid)?;
-        let mounts = match ann.get(annotations::VOLUME_MOUNTS) {
-            Some(v) => serde_json::from_str(v).map_err(|e| {
-                ServiceError::InvalidArgument(format!(
-                    "container {id}: annotations[{}]: {e}",
-                    annotations::VOLUME_MOUNTS
-                ))
-            })?,
-            None => Vec::new(),
-        };
-        let name = ann
-            .get(annotations::NAME)
-            .or_else(|| ann.get(annotations::CRI_CONTAINER_NAME))
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_else(|| id.to_string());
-        Ok(Member {
-            sandbox,
-            pod,
-            name,
-            role,
-            role_annotated: ann.contains_key(annotations::ROLE),
-            mounts,
         })
     }
 }

@@ -1,12 +1,12 @@
 //! containerd's shim process contract: `start` and `delete`.
 //!
 //! `start` runs once per task. peapod keeps one shim per pod: tasks are grouped by the
-//! CRI annotation `io.kubernetes.cri.sandbox-id` (the sandbox's own id for the sandbox
-//! task), falling back to the task id. If a live shim already serves the group, `start`
-//! only writes its address to the bundle's `address` file and prints it. Otherwise it
-//! binds the group's socket itself, hands the listener (as an inherited fd) to a
-//! re-executed daemon, writes `address` atomically and prints it. stdout carries only
-//! the address; on failure no socket is left behind.
+//! CRI annotation `io.kubernetes.cri.sandbox-id` (`proto::annotations::SANDBOX_ID`; the
+//! sandbox's own id for the sandbox task), falling back to the task id. If a live shim
+//! already serves the group, `start` only writes its address to the bundle's `address`
+//! file and prints it. Otherwise it binds the group's socket itself, hands the listener
+//! (as an inherited fd) to a re-executed daemon, writes `address` atomically and prints
+//! it. stdout carries only the address; on failure no socket is left behind.
 //!
 //! `delete` is what containerd runs when it lost a shim: it removes what is left of the
 //! task from peapod's state alone and prints a protobuf `DeleteResponse`.
@@ -30,9 +30,6 @@ pub const SOCKET_ROOT: &str = "/run/containerd/s";
 
 /// Environment variable naming the listener fd handed to the shim daemon.
 pub const LISTENER_ENV: &str = "_PEAPOD_SHIM_LISTENER";
-
-/// CRI's annotation naming the pod sandbox a container belongs to.
-pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 /// A step of `start` or `delete` that failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +82,9 @@ pub fn group_id(bundle: &Path, id: &str) -> Result<String, StartError> {
     Ok(spec
         .annotations()
         .as_ref()
-        .and_then(|a| a.get(SANDBOX_ID_ANNOTATION))
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .unwrap_or_else(|| id.to_string()))
+        .and_then(proto::annotations::sandbox_id)
+        .unwrap_or(id)
+        .to_string())
 }
 
 /// Runs `start`: returns the address to print.
@@ -268,7 +264,9 @@ mod tests {
         let mut spec = sandbox::spec::default_spec(&["sh"]);
         fs::write(dir.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
         assert_eq!(group_id(dir.path(), "c1").unwrap(), "c1");
-        spec.set_annotations(Some([(SANDBOX_ID_ANNOTATION.to_string(), "pod1".to_string())].into()));
+        spec.set_annotations(Some(
+            [(proto::annotations::SANDBOX_ID.to_string(), "pod1".to_string())].into(),
+        ));
         fs::write(dir.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
         assert_eq!(group_id(dir.path(), "c1").unwrap(), "pod1");
     }

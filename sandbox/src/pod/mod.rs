@@ -1,0 +1,28 @@
+//! The pod as a whole: what its sandbox declares (pod cgroup sizing, emptyDir volumes,
+//! grace period, the pod's declared containers), what each member container is (init,
+//! sidecar, app), and the rules that order them.
+//!
+//! The sandbox (pause) container comes first and owns the pod: its cgroup's parent is the
+//! pod cgroup, and the pod's volumes live as long as it does. The other members join it.
+//! This module receives the pod's declaration as typed values ([`PodConfig`], a member's
+//! [`Role`] and [`VolumeMount`]s); reading them from wherever the caller keeps them is
+//! the caller's business.
+//!
+//! - `members`: roles, the declared containers, the restart policy and its back-off
+//!   (kubelet's rules, KEP-753 native sidecars, KEP-4603).
+//! - `volumes`: emptyDirs and members' bind mounts of them.
+//! - `resources`: the pod's host state, created with the sandbox and removed with it: the
+//!   pod cgroup and the volumes, recorded in `pod.json`.
+//! - `gate`: the start order (KEP-753): when a member may start.
+//!
+//! Everything is re-exported here: `sandbox::pod::Role`, `sandbox::pod::gate`, ….
+
+mod gate;
+mod members;
+mod resources;
+mod volumes;
+
+pub use gate::{gate, gate_declared, Gate, MemberView};
+pub use members::{DeclaredContainer, RestartPolicy, Role};
+pub use resources::{PodConfig, PodError, PodResources};
+pub use volumes::{EmptyDir, Medium, VolumeMount};
