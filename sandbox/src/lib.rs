@@ -20,6 +20,7 @@ pub mod pod;
 pub mod process;
 pub mod rootfs;
 pub mod spec;
+pub mod supervisor;
 pub mod sys;
 
 pub use container::{Config, Container, CreateOptions, Error, ExecProcess, State, Status, Stdio, Timings};
