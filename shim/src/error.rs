@@ -25,6 +25,9 @@ pub enum ServiceError {
     /// The sandbox runtime failed.
     #[error(transparent)]
     Container(#[from] sandbox::Error),
+    /// The pod's start gate refused the task (KEP-753 ordering).
+    #[error(transparent)]
+    Gate(#[from] sandbox::supervisor::GateError),
     /// The process's stdio could not be set up.
     #[error(transparent)]
     Io(#[from] crate::io::IoError),
@@ -50,6 +53,10 @@ impl ServiceError {
                 // Setup errors from init are the user's process or spec (missing binary…).
                 sandbox::Error::Init { .. } => Code::FAILED_PRECONDITION,
                 _ => Code::INTERNAL,
+            },
+            Self::Gate(e) => match e {
+                sandbox::supervisor::GateError::NotFound { .. } => Code::NOT_FOUND,
+                sandbox::supervisor::GateError::Failed { .. } => Code::FAILED_PRECONDITION,
             },
             Self::Io(_) => Code::INVALID_ARGUMENT,
             Self::Internal(_) => Code::INTERNAL,

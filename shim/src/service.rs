@@ -10,6 +10,11 @@
 //! init's exit is held until the exits of its exec'd processes (killed with it) are
 //! published, and preceded by TaskOOM when the kernel OOM-killed something in the
 //! container. The shim exits on Shutdown once no task is left.
+//!
+//! Pod supervision (the KEP-753 start gate, restarts, stopping sidecars once the apps are
+//! done, pod termination) is decided and timed by `sandbox::supervisor`; the service
+//! hosts it over its state (`supervisor::Host`, `supervisor::PodState`), executes the
+//! restarts it asks for, and stays the one place that publishes events.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,10 +35,8 @@ use containerd_shim_protos::types::task::Status as TaskStatus;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process};
-use sandbox::pod::{
-    annotations, gate, gate_declared, DeclaredContainer, Gate, MemberView, PodConfig, PodResources, RestartPolicy,
-    Role, VolumeMount,
-};
+use sandbox::pod::{annotations, PodConfig, PodResources, Role, VolumeMount};
+use sandbox::supervisor::{self, PodState, Supervision};
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
 use crate::error::ServiceError;
@@ -120,32 +123,30 @@ struct Task {
     request: api::CreateTaskRequest,
 }
 
-/// A member task that was deleted (CRI deletes a container's task once it exited); the
-/// start gate still needs its exit code.
-#[derive(Clone)]
-struct Gone {
-    name: String,
-    role: Role,
-    seq: u64,
-    exit_code: Option<i32>,
+impl Task {
+    /// This task as a member of its pod, for the supervisor.
+    fn member(&self, id: &str) -> supervisor::Member {
+        supervisor::Member {
+            id: id.to_string(),
+            name: self.name.clone(),
+            role: self.role,
+            seq: self.seq,
+            running: self.init.running(),
+            exit_code: self.init.exit.map(|e| e.code),
+        }
+    }
 }
 
 struct Pod {
     resources: PodResources,
-    containers: Vec<DeclaredContainer>,
-    history: Vec<Gone>,
-    grace: Duration,
-    terminating: bool,
-    /// When set, this shim restarts the pod's containers (no kubelet above it).
-    restart_policy: Option<RestartPolicy>,
-    /// Restarts so far, by container name.
-    restarts: HashMap<String, u32>,
-    /// The app containers are done and will not restart: sidecars are being stopped.
-    completing: bool,
+    /// Start gate, restarts, termination: see `sandbox::supervisor`.
+    supervision: Supervision,
 }
 
+/// The shim's tasks and pods, under the service's one lock. Opaque: public only as the
+/// state the service hosts the pod supervisor on (`sandbox::supervisor::Host`).
 #[derive(Default)]
-struct Tasks {
+pub struct Tasks {
     tasks: HashMap<String, Task>,
     pods: HashMap<String, Pod>,
     seq: u64,
@@ -301,116 +302,11 @@ impl Service {
             ..Default::default()
         });
         if exec_id.is_none() {
-            self.supervise(&mut st, &id, exit.code);
+            if let Some(pod) = st.tasks.get(&id).filter(|t| !t.sandbox).and_then(|t| t.pod.clone()) {
+                supervisor::member_exited(self, &mut st, &pod, &id, exit.code);
+            }
         }
         self.inner.changed.notify_all();
-    }
-
-    /// After a member's exit, in a pod this shim supervises (`io.peapod.restart-policy`):
-    /// restarts it after a back-off when the policy says so; once every app container is
-    /// done for good, stops the sidecars in reverse declaration order (KEP-753), SIGKILL
-    /// after the grace period.
-    fn supervise(&self, st: &mut Tasks, id: &str, code: i32) {
-        let Some(task) = st.tasks.get(id).filter(|t| !t.sandbox) else {
-            return;
-        };
-        let (name, role, request) = (task.name.clone(), task.role, task.request.clone());
-        let Some(pod_id) = task.pod.clone() else { return };
-        let Some(pod) = st.pods.get_mut(&pod_id) else { return };
-        let Some(policy) = pod.restart_policy else { return };
-        if pod.terminating {
-            return;
-        }
-        if policy.restarts(role, code, pod.completing) {
-            let n = pod.restarts.entry(name.clone()).or_insert(0);
-            let delay = RestartPolicy::backoff(*n);
-            *n += 1;
-            tracing::info!(id, container = %name, code, ?delay, "restarting after back-off");
-            let svc = self.clone();
-            let id = id.to_string();
-            std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                svc.restart(&id, request);
-            });
-            return;
-        }
-        if role != Role::App || pod.completing {
-            return;
-        }
-        // Apps not started yet, or running, or about to restart, keep the pod going.
-        let declared_apps: Vec<String> = pod
-            .containers
-            .iter()
-            .filter(|d| d.role == Role::App)
-            .map(|d| d.name.clone())
-            .collect();
-        let apps_done = declared_apps.iter().all(|app| {
-            st.tasks.values().any(|t| {
-                t.pod.as_deref() == Some(pod_id.as_str())
-                    && &t.name == app
-                    && t.init.exit.is_some_and(|e| !policy.restarts(Role::App, e.code, false))
-            })
-        });
-        if !apps_done {
-            return;
-        }
-        let Some(pod) = st.pods.get_mut(&pod_id) else { return };
-        pod.completing = true;
-        let grace = pod.grace;
-        let mut sidecars: Vec<(&String, &Task)> = st
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.pod.as_deref() == Some(pod_id.as_str()) && t.role == Role::Sidecar && t.init.running())
-            .collect();
-        sidecars.sort_by_key(|(_, t)| std::cmp::Reverse(t.seq));
-        let ids: Vec<String> = sidecars.iter().map(|(id, _)| (*id).clone()).collect();
-        tracing::info!(pod = %pod_id, sidecars = ?ids, "app containers done: stopping sidecars");
-        for (_, t) in &sidecars {
-            let _ = t.container.kill(Signal::SIGTERM, false);
-        }
-        let svc = self.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(grace);
-            let st = svc.lock();
-            for id in &ids {
-                if let Some(t) = st.tasks.get(id).filter(|t| t.init.running()) {
-                    let _ = t.container.kill(Signal::SIGKILL, true);
-                }
-            }
-        });
-    }
-
-    /// Creates and starts member `id` again from its Create request (same id, bundle,
-    /// rootfs and stdio: its output appends to the same log), unless the pod is being
-    /// deleted meanwhile.
-    fn restart(&self, id: &str, request: api::CreateTaskRequest) {
-        {
-            let st = self.lock();
-            let Some(task) = st.tasks.get(id) else { return };
-            let terminating = task
-                .pod
-                .as_ref()
-                .and_then(|p| st.pods.get(p))
-                .is_none_or(|p| p.terminating);
-            if terminating || task.init.exit.is_none() {
-                return;
-            }
-        }
-        let delete = api::DeleteRequest {
-            id: id.to_string(),
-            ..Default::default()
-        };
-        let start = api::StartRequest {
-            id: id.to_string(),
-            ..Default::default()
-        };
-        let result = self
-            .do_delete(delete)
-            .and_then(|_| self.do_create(request))
-            .and_then(|_| self.do_start(start));
-        if let Err(e) = result {
-            tracing::warn!(id, error = %e, "restart failed");
-        }
     }
 
     fn publish_oom(&self, st: &mut Tasks, id: &str) {
@@ -471,10 +367,10 @@ impl Service {
                     req.id
                 ))
             })?;
-            if pod.terminating {
+            if pod.supervision.terminating() {
                 return Err(ServiceError::FailedPrecondition(format!("pod {pod_id} is terminating")));
             }
-            if let Some(d) = pod.containers.iter().find(|d| d.name == member.name) {
+            if let Some(d) = pod.supervision.declared(&member.name) {
                 if member.role_annotated && member.role != d.role {
                     return Err(ServiceError::InvalidArgument(format!(
                         "container {}: {} says {:?} but the pod declares {:?}",
@@ -596,13 +492,7 @@ impl Service {
         })?;
         Ok(Pod {
             resources,
-            containers: config.containers,
-            history: Vec::new(),
-            restart_policy: config.restart_policy,
-            restarts: HashMap::new(),
-            completing: false,
-            grace: config.grace,
-            terminating: false,
+            supervision: Supervision::new(config.containers, config.grace, config.restart_policy),
         })
     }
 
@@ -644,160 +534,17 @@ impl Service {
         Ok((container, io))
     }
 
-    /// Blocks until the pod's start gate lets task `id` start (KEP-753 ordering).
-    fn wait_for_gate<'a>(&'a self, mut st: MutexGuard<'a, Tasks>, id: &str) -> Result<MutexGuard<'a, Tasks>> {
-        loop {
-            let Some(task) = st.tasks.get(id) else {
-                return Err(ServiceError::NotFound(format!("task {id}")));
-            };
-            let Some(pod) = task.pod.clone().filter(|_| !task.sandbox) else {
-                return Ok(st);
-            };
-            let (declared, history) = st
-                .pods
-                .get(&pod)
-                .map(|p| (p.containers.clone(), p.history.clone()))
-                .unwrap_or_default();
-            let me_name = task.name.clone();
-            let my_seq = task.seq;
-            // Live members and deleted ones, in creation order: (seq, name, view).
-            let mut members: Vec<(u64, String, MemberView)> = st
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.pod.as_deref() == Some(pod.as_str()) && !t.sandbox)
-                .map(|(_, t)| {
-                    let view = MemberView {
-                        id: t.name.clone(),
-                        role: t.role,
-                        running: t.init.running(),
-                        exit_code: t.init.exit.map(|e| e.code),
-                    };
-                    (t.seq, t.name.clone(), view)
-                })
-                .chain(history.into_iter().map(|g| {
-                    let view = MemberView {
-                        id: g.name.clone(),
-                        role: g.role,
-                        running: false,
-                        exit_code: g.exit_code,
-                    };
-                    (g.seq, g.name, view)
-                }))
-                .collect();
-            members.sort_by_key(|(seq, _, _)| *seq);
-            let verdict = if declared.is_empty() {
-                let views: Vec<MemberView> = members.iter().map(|(_, _, v)| v.clone()).collect();
-                let me = members
-                    .iter()
-                    .position(|(seq, _, _)| *seq == my_seq)
-                    .expect("task is a member");
-                gate(&views, me)
-            } else {
-                // The newest of a name stands for it (a restarted container).
-                gate_declared(&declared, &me_name, |name| {
-                    members
-                        .iter()
-                        .rev()
-                        .find(|(_, n, _)| n == name)
-                        .map(|(_, _, v)| v.clone())
-                })
-            };
-            match verdict {
-                Gate::Open => return Ok(st),
-                Gate::Failed(other, code) => {
-                    return Err(ServiceError::FailedPrecondition(format!(
-                        "container {me_name} ({id}) cannot start: {other}, declared before it, exited with code {code}"
-                    )))
-                }
-                Gate::Wait(other) => {
-                    tracing::debug!(id, waiting_for = %other, "start gated");
-                    st = self
-                        .inner
-                        .changed
-                        .wait_timeout(st, Duration::from_secs(1))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-    }
-
-    /// Pod deletion started by a signal to the sandbox task: SIGTERM to every running
-    /// container of the pod in one pass, SIGKILL to what still runs after the grace
-    /// period, then `signal` to the pause process.
-    fn terminate_pod(&self, st: &mut Tasks, pod_id: &str, signal: Signal) {
-        let Some(pod) = st.pods.get_mut(pod_id) else { return };
-        if pod.terminating {
-            return;
-        }
-        pod.terminating = true;
-        let grace = pod.grace;
-        let members: Vec<&Task> = st
-            .tasks
-            .values()
-            .filter(|t| t.pod.as_deref() == Some(pod_id) && !t.sandbox && t.init.running())
-            .collect();
-        let t0 = Instant::now();
-        for t in &members {
-            let _ = t.container.kill(Signal::SIGTERM, false);
-        }
-        tracing::info!(
-            pod = pod_id,
-            containers = members.len(),
-            spread_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "SIGTERM sent to all containers"
-        );
-        let svc = self.clone();
-        let pod_id = pod_id.to_string();
-        std::thread::spawn(move || svc.finish_termination(&pod_id, grace, signal));
-    }
-
-    fn finish_termination(&self, pod_id: &str, grace: Duration, signal: Signal) {
-        let running = |st: &Tasks| -> Vec<String> {
-            st.tasks
-                .iter()
-                .filter(|(_, t)| t.pod.as_deref() == Some(pod_id) && !t.sandbox && t.init.running())
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        let mut st = self.lock();
-        let deadline = Instant::now() + grace;
-        while !running(&st).is_empty() && Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            st = self
-                .inner
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        let survivors = running(&st);
-        if !survivors.is_empty() {
-            tracing::info!(pod = pod_id, ?survivors, "grace period over: SIGKILL");
-            for id in &survivors {
-                if let Some(t) = st.tasks.get(id) {
-                    let _ = t.container.kill(Signal::SIGKILL, true);
-                }
-            }
-            let deadline = Instant::now() + EXEC_EXIT_GRACE;
-            while !running(&st).is_empty() && Instant::now() < deadline {
-                st = self
-                    .inner
-                    .changed
-                    .wait_timeout(st, Duration::from_millis(100))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-        }
-        if let Some(t) = st.tasks.get(pod_id) {
-            let _ = t.container.kill(signal, false);
-        }
-    }
-
     fn do_start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let mut st = self.lock();
         if req.exec_id.is_empty() {
-            st = self.wait_for_gate(st, &req.id)?;
+            let task = st
+                .tasks
+                .get(&req.id)
+                .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+            if let Some(pod) = task.pod.clone().filter(|_| !task.sandbox) {
+                // Blocks until the pod's start gate lets it start (KEP-753 ordering).
+                st = supervisor::wait_for_gate(self, st, &pod, &req.id)?;
+            }
         }
         let task = st
             .tasks
@@ -909,7 +656,7 @@ impl Service {
             .get(&req.id)
             .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
         if req.exec_id.is_empty() && task.sandbox && !req.all && signal != Signal::SIGKILL && task.init.running() {
-            self.terminate_pod(&mut st, &req.id, signal);
+            supervisor::terminate(self, &mut st, &req.id, signal);
             return Ok(());
         }
         if req.exec_id.is_empty() {
@@ -1018,12 +765,7 @@ impl Service {
             .filter(|_| !task.sandbox)
             .and_then(|p| st.pods.get_mut(p))
         {
-            pod.history.push(Gone {
-                name: task.name.clone(),
-                role: task.role,
-                seq: task.seq,
-                exit_code: task.init.exit.map(|e| e.code),
-            });
+            pod.supervision.member_deleted(task.member(&req.id));
         }
         task.oom_stop.store(true, Ordering::SeqCst);
         if task.init.exit.is_none() {
@@ -1220,6 +962,66 @@ impl Service {
     }
 }
 
+/// The supervisor's view of the shim's state: a pod's member tasks, its supervision
+/// record, and signals to tasks.
+impl PodState for Tasks {
+    fn members(&self, pod: &str) -> Vec<supervisor::Member> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.pod.as_deref() == Some(pod) && !t.sandbox)
+            .map(|(id, t)| t.member(id))
+            .collect()
+    }
+
+    fn supervision(&mut self, pod: &str) -> Option<&mut Supervision> {
+        self.pods.get_mut(pod).map(|p| &mut p.supervision)
+    }
+
+    fn signal(&mut self, id: &str, signal: Signal, all: bool) {
+        if let Some(t) = self.tasks.get(id) {
+            let _ = t.container.kill(signal, all);
+        }
+    }
+}
+
+/// The service hosts the supervisor: its state lock and condvar, and restarts executed
+/// as containerd would (Delete, Create from the saved request, Start), each publishing
+/// its events.
+impl supervisor::Host for Service {
+    type State = Tasks;
+
+    fn state(&self) -> &Mutex<Tasks> {
+        &self.inner.state
+    }
+
+    fn changed(&self) -> &Condvar {
+        &self.inner.changed
+    }
+
+    /// Creates and starts member `id` again from its Create request (same id, bundle,
+    /// rootfs and stdio: its output appends to the same log).
+    fn restart(&self, id: &str) {
+        let Some(request) = self.lock().tasks.get(id).map(|t| t.request.clone()) else {
+            return;
+        };
+        let delete = api::DeleteRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let start = api::StartRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let result = self
+            .do_delete(delete)
+            .and_then(|_| self.do_create(request))
+            .and_then(|_| self.do_start(start));
+        if let Err(e) = result {
+            tracing::warn!(id, error = %e, "restart failed");
+        }
+    }
+}
+
 /// What a task's annotations say about its place in a pod.
 struct Member {
     sandbox: bool,
@@ -1383,7 +1185,7 @@ impl containerd_shim_protos::Task for Service {
                         .pods
                         .get_mut(&req.id)
                         .ok_or_else(|| ServiceError::NotFound(format!("sandbox {}", req.id)))?;
-                    pod.grace = Duration::from_secs(secs);
+                    pod.supervision.set_grace_period(Duration::from_secs(secs));
                     Ok(())
                 });
             if req.resources.value.is_empty() {
