@@ -201,6 +201,22 @@ impl Service {
         }
     }
 
+    /// Sets the termination grace period of the pod whose sandbox task is `sandbox_id`
+    /// (Kubernetes' `terminationGracePeriodSeconds`): the time its containers get between
+    /// SIGTERM and SIGKILL when the sandbox is signalled. A termination already under way
+    /// keeps the period it began with.
+    ///
+    /// Errors: [`ServiceError::NotFound`] when `sandbox_id` is not a sandbox of this shim.
+    pub fn set_grace_period(&self, sandbox_id: &str, grace: Duration) -> std::result::Result<(), ServiceError> {
+        let mut st = self.lock();
+        let pod = st
+            .pods
+            .get_mut(sandbox_id)
+            .ok_or_else(|| ServiceError::NotFound(format!("sandbox {sandbox_id}")))?;
+        pod.supervision.set_grace_period(grace);
+        Ok(())
+    }
+
     /// Reports a reaped child: `code` is the exit code or 128 + signal.
     pub fn on_exit(&self, pid: Pid, code: i32) {
         let exit = Exit {
@@ -843,6 +859,27 @@ impl Service {
         f(task)
     }
 
+    /// Update: the task's resources; and, when the request carries
+    /// `io.peapod.grace-period` (the CLI's `delete --grace-period`: containerd's Update has
+    /// no field for it), the pod's grace period first ([`Service::set_grace_period`]).
+    fn do_update(&self, req: api::UpdateTaskRequest) -> Result<()> {
+        if let Some(g) = req.annotations.get(annotations::GRACE_PERIOD) {
+            let secs = g.parse::<u64>().map_err(|_| {
+                ServiceError::InvalidArgument(format!(
+                    "annotations[{}]: {g:?} is not seconds",
+                    annotations::GRACE_PERIOD
+                ))
+            })?;
+            self.set_grace_period(&req.id, Duration::from_secs(secs))?;
+            if req.resources.value.is_empty() {
+                return Ok(());
+            }
+        }
+        let res = serde_json::from_slice::<LinuxResources>(&req.resources.value)
+            .map_err(|e| ServiceError::InvalidArgument(format!("update resources: {e}")))?;
+        self.with_task(&req.id, |t| Ok(t.container.update(&res)?))
+    }
+
     fn do_stats(&self, id: &str) -> Result<api::StatsResponse> {
         let (stats, v2) = self.with_task(id, |t| {
             let v2 = t.container.cgroup()?.is_v2();
@@ -1168,35 +1205,7 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        // A sandbox's grace period may be changed before termination (the CLI's
-        // `delete --grace-period`), through the update's annotations.
-        if let Some(g) = req.annotations.get(annotations::GRACE_PERIOD) {
-            let r = g
-                .parse::<u64>()
-                .map_err(|_| {
-                    ServiceError::InvalidArgument(format!(
-                        "annotations[{}]: {g:?} is not seconds",
-                        annotations::GRACE_PERIOD
-                    ))
-                })
-                .and_then(|secs| {
-                    let mut st = self.lock();
-                    let pod = st
-                        .pods
-                        .get_mut(&req.id)
-                        .ok_or_else(|| ServiceError::NotFound(format!("sandbox {}", req.id)))?;
-                    pod.supervision.set_grace_period(Duration::from_secs(secs));
-                    Ok(())
-                });
-            if req.resources.value.is_empty() {
-                return reply("update", r.map(|()| Empty::new()));
-            }
-            r.map_err(ttrpc::Error::from)?;
-        }
-        let r = serde_json::from_slice::<LinuxResources>(&req.resources.value)
-            .map_err(|e| ServiceError::InvalidArgument(format!("update resources: {e}")))
-            .and_then(|res| self.with_task(&req.id, |t| Ok(t.container.update(&res)?)));
-        reply("update", r.map(|()| Empty::new()))
+        reply("update", self.do_update(req).map(|()| Empty::new()))
     }
 
     fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
@@ -1230,5 +1239,71 @@ impl containerd_shim_protos::Task for Service {
             tracing::debug!(tasks = st.tasks.len(), "shutdown ignored: tasks remain");
         }
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(dir: &std::path::Path) -> Service {
+        let paths = Paths {
+            containers: dir.join("containers"),
+            pods: dir.join("pods"),
+            disk: dir.join("disk"),
+        };
+        Service::new("test", paths, Publisher::disabled("test"))
+    }
+
+    fn with_pod(svc: &Service, id: &str, dir: &std::path::Path) {
+        let resources = PodResources {
+            id: id.to_string(),
+            cgroup: None,
+            cgroup_owned_from: None,
+            volumes: HashMap::new(),
+            tmpfs: Vec::new(),
+            state_dir: dir.join(id),
+        };
+        let supervision = Supervision::new(Vec::new(), Duration::from_secs(30), None);
+        svc.lock().pods.insert(id.to_string(), Pod { resources, supervision });
+    }
+
+    fn grace_update(id: &str, value: &str) -> api::UpdateTaskRequest {
+        api::UpdateTaskRequest {
+            id: id.to_string(),
+            annotations: [(annotations::GRACE_PERIOD.to_string(), value.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn update_with_the_grace_annotation_sets_the_pods_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        with_pod(&svc, "pod1", dir.path());
+        svc.do_update(grace_update("pod1", "5")).unwrap();
+        let grace = svc.lock().pods["pod1"].supervision.grace_period();
+        assert_eq!(grace, Duration::from_secs(5));
+
+        svc.set_grace_period("pod1", Duration::from_secs(7)).unwrap();
+        assert_eq!(
+            svc.lock().pods["pod1"].supervision.grace_period(),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn grace_period_errors_name_the_annotation_or_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        with_pod(&svc, "pod1", dir.path());
+        let e = svc.do_update(grace_update("pod1", "soon")).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        let msg = sandbox::init::chain(&e);
+        assert!(msg.contains(annotations::GRACE_PERIOD) && msg.contains("soon"), "{msg}");
+
+        let e = svc.do_update(grace_update("nope", "5")).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::NOT_FOUND);
+        assert!(e.to_string().contains("sandbox nope"), "{e}");
     }
 }
