@@ -31,6 +31,9 @@ pub enum ServiceError {
     /// The process's stdio could not be set up.
     #[error(transparent)]
     Io(#[from] crate::io::IoError),
+    /// The container's metrics could not be encoded for Stats.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
@@ -59,7 +62,7 @@ impl ServiceError {
                 sandbox::supervisor::GateError::Failed { .. } => Code::FAILED_PRECONDITION,
             },
             Self::Io(_) => Code::INVALID_ARGUMENT,
-            Self::Internal(_) => Code::INTERNAL,
+            Self::Metrics(_) | Self::Internal(_) => Code::INTERNAL,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `containerd-shim-peapod-v2`: containerd's shim v2 over ttrpc, built on `sandbox`.
 //!
 //! Only this crate knows containerd's process contract ([`args`], [`start`]); the Task
-//! API is served by [`service`], with stdio in [`io`], events in [`events`] and the single
-//! child reaper in [`reaper`].
+//! API is served by [`service`], with stdio in [`io`], events in [`events`], Stats payloads
+//! in [`metrics`] and the single child reaper in [`reaper`].
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -17,6 +17,7 @@ pub mod events;
 pub mod images;
 pub mod io;
 pub mod manifest;
+pub mod metrics;
 pub mod pods;
 pub mod podstatus;
 pub mod reaper;

@@ -23,8 +23,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim_protos::api::{self, Empty, ProcessInfo};
-use containerd_shim_protos::cgroups::metrics as v1;
-use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
     TaskStart,
@@ -885,60 +883,7 @@ impl Service {
             let v2 = t.container.cgroup()?.is_v2();
             Ok((t.container.stats()?, v2))
         })?;
-        let packed = if v2 {
-            crate::events::pack(&v2::Metrics {
-                cpu: MessageField::some(v2::CPUStat {
-                    usage_usec: stats.cpu_usage_ns / 1000,
-                    ..Default::default()
-                }),
-                memory: MessageField::some(v2::MemoryStat {
-                    usage: stats.memory_usage,
-                    usage_limit: stats.memory_limit.unwrap_or(u64::MAX),
-                    max_usage: stats.memory_max_usage,
-                    ..Default::default()
-                }),
-                pids: MessageField::some(v2::PidsStat {
-                    current: stats.pids_current,
-                    limit: stats.pids_limit.unwrap_or(0),
-                    ..Default::default()
-                }),
-                memory_events: MessageField::some(v2::MemoryEvents {
-                    oom_kill: stats.oom_kills,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        } else {
-            crate::events::pack(&v1::Metrics {
-                cpu: MessageField::some(v1::CPUStat {
-                    usage: MessageField::some(v1::CPUUsage {
-                        total: stats.cpu_usage_ns,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                memory: MessageField::some(v1::MemoryStat {
-                    usage: MessageField::some(v1::MemoryEntry {
-                        usage: stats.memory_usage,
-                        limit: stats.memory_limit.unwrap_or(u64::MAX),
-                        max: stats.memory_max_usage,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                pids: MessageField::some(v1::PidsStat {
-                    current: stats.pids_current,
-                    limit: stats.pids_limit.unwrap_or(0),
-                    ..Default::default()
-                }),
-                memory_oom_control: MessageField::some(v1::MemoryOomControl {
-                    oom_kill: stats.oom_kills,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        }
-        .map_err(|e| ServiceError::Internal(format!("encode metrics: {e}")))?;
+        let packed = crate::metrics::pack(&stats, v2)?;
         Ok(api::StatsResponse {
             stats: MessageField::some(packed),
             ..Default::default()
