@@ -366,7 +366,7 @@ impl Service {
             return Err(ServiceError::AlreadyExists(format!("task {}", req.id)));
         }
         let bundle = PathBuf::from(&req.bundle);
-        let mut spec = sandbox::spec::load(&bundle).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let mut spec = sandbox::spec::load(&bundle)?;
         let ann = spec.annotations().clone().unwrap_or_default();
         let member = Member::from_annotations(&req.id, &ann)?;
         let mut member = member;
@@ -396,9 +396,7 @@ impl Service {
                 }
                 member.role = d.role;
             }
-            pod.resources
-                .mount_volumes(&mut spec, &member.mounts)
-                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+            pod.resources.mount_volumes(&mut spec, &member.mounts)?;
         } else if !member.mounts.is_empty() || member.role != Role::App {
             return Err(ServiceError::InvalidArgument(format!(
                 "container {}: {} and {} need a pod sandbox ({})",
@@ -488,10 +486,9 @@ impl Service {
     /// Sets up the pod a sandbox task declares: pod cgroup (the parent of the sandbox's
     /// own cgroup) and emptyDir volumes, before the sandbox container exists.
     fn create_pod(&self, id: &str, spec: &oci_spec::runtime::Spec, ann: &HashMap<String, String>) -> Result<Pod> {
-        let config = PodConfig::from_annotations(ann).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let config = PodConfig::from_annotations(ann)?;
         let own = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-        let cgroup =
-            sandbox::spec::cgroup_path(id, own.as_deref()).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let cgroup = sandbox::spec::cgroup_path(id, own.as_deref())?;
         let parent = cgroup.rsplit_once('/').map(|(p, _)| p.to_string());
         let resources = PodResources::create(
             id,
@@ -499,11 +496,7 @@ impl Service {
             parent.as_deref(),
             &self.inner.paths.pods.join(id),
             &self.inner.paths.disk,
-        )
-        .map_err(|e| match e {
-            sandbox::pod::PodError::Spec(e) => ServiceError::InvalidArgument(e.to_string()),
-            e => ServiceError::Internal(e.to_string()),
-        })?;
+        )?;
         Ok(Pod {
             resources,
             supervision: Supervision::new(config.containers, config.grace, config.restart_policy),
@@ -626,9 +619,11 @@ impl Service {
     }
 
     fn do_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
-        let spec: Process = serde_json::from_slice(&req.spec.value)
-            .map_err(|e| ServiceError::InvalidArgument(format!("exec {} spec: {e}", req.exec_id)))?;
-        sandbox::spec::validate_process("process", &spec).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let spec: Process = serde_json::from_slice(&req.spec.value).map_err(|source| ServiceError::ExecSpec {
+            exec_id: req.exec_id.clone(),
+            source,
+        })?;
+        sandbox::spec::validate_process("process", &spec)?;
         let mut st = self.lock();
         let task = st
             .tasks
@@ -696,9 +691,10 @@ impl Service {
                 "exec {} not started",
                 req.exec_id
             ))),
-            (Some(h), None) => h
-                .kill(signal)
-                .map_err(|e| ServiceError::Internal(format!("kill exec {}: {e}", req.exec_id))),
+            (Some(h), None) => h.kill(signal).map_err(|source| ServiceError::KillExec {
+                exec_id: req.exec_id.clone(),
+                source,
+            }),
         }
     }
 
@@ -797,7 +793,7 @@ impl Service {
         if task.sandbox {
             if let Some(pod) = st.pods.remove(&req.id) {
                 if let Err(e) = pod.resources.destroy() {
-                    result = result.and(Err(ServiceError::Internal(e.to_string())));
+                    result = result.and(Err(e.into()));
                 }
             }
         }
@@ -862,19 +858,21 @@ impl Service {
     /// no field for it), the pod's grace period first ([`Service::set_grace_period`]).
     fn do_update(&self, req: api::UpdateTaskRequest) -> Result<()> {
         if let Some(g) = req.annotations.get(annotations::GRACE_PERIOD) {
-            let secs = g.parse::<u64>().map_err(|_| {
-                ServiceError::InvalidArgument(format!(
-                    "annotations[{}]: {g:?} is not seconds",
-                    annotations::GRACE_PERIOD
-                ))
+            let secs = g.parse::<u64>().map_err(|source| ServiceError::GracePeriod {
+                value: g.clone(),
+                source,
             })?;
             self.set_grace_period(&req.id, Duration::from_secs(secs))?;
             if req.resources.value.is_empty() {
                 return Ok(());
             }
         }
-        let res = serde_json::from_slice::<LinuxResources>(&req.resources.value)
-            .map_err(|e| ServiceError::InvalidArgument(format!("update resources: {e}")))?;
+        let res = serde_json::from_slice::<LinuxResources>(&req.resources.value).map_err(|source| {
+            ServiceError::Resources {
+                id: req.id.clone(),
+                source,
+            }
+        })?;
         self.with_task(&req.id, |t| Ok(t.container.update(&res)?))
     }
 
@@ -999,7 +997,7 @@ impl supervisor::Host for Service {
             .and_then(|_| self.do_create(request))
             .and_then(|_| self.do_start(start));
         if let Err(e) = result {
-            tracing::warn!(id, error = %e, "restart failed");
+            tracing::warn!(id, error = %sandbox::init::chain(&e), "restart failed");
         }
     }
 }
@@ -1134,7 +1132,11 @@ impl containerd_shim_protos::Task for Service {
     fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
         let r = self.with_proc_io(&req.id, &req.exec_id, |io| {
             io.resize(req.width, req.height)
-                .map_err(|e| ServiceError::Internal(e.to_string()))
+                .map_err(|source| ServiceError::ResizePty {
+                    id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    source,
+                })
         });
         reply("resize_pty", r.map(|()| Empty::new()))
     }
@@ -1250,5 +1252,38 @@ mod tests {
         let e = svc.do_update(grace_update("nope", "5")).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::NOT_FOUND);
         assert!(e.to_string().contains("sandbox nope"), "{e}");
+    }
+
+    #[test]
+    fn malformed_requests_are_invalid_arguments_naming_the_field_and_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let create = api::CreateTaskRequest {
+            id: "c1".into(),
+            bundle: dir.path().join("no-bundle").display().to_string(),
+            ..Default::default()
+        };
+        let e = svc.do_create(create).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        let msg = sandbox::init::chain(&e);
+        assert!(msg.contains("no-bundle/config.json"), "{msg}");
+
+        let exec = api::ExecProcessRequest {
+            id: "c1".into(),
+            exec_id: "e1".into(),
+            ..Default::default()
+        };
+        let e = svc.do_exec(exec).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        let msg = sandbox::init::chain(&e);
+        assert!(msg.contains("exec e1") && msg.contains("EOF"), "{msg}");
+
+        let update = api::UpdateTaskRequest {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        let e = svc.do_update(update).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(sandbox::init::chain(&e).contains("update c1: resources"), "{e}");
     }
 }
