@@ -348,7 +348,7 @@ pub fn member_exited<H: Host>(host: &H, st: &mut H::State, pod: &str, id: &str, 
             });
         }
         Exited::StopSidecars { ids, grace } => {
-            tracing::info!(pod, sidecars = ?ids, "app containers done: stopping sidecars");
+            tracing::info!(pod = %pod, sidecars = ?ids, "app containers done: stopping sidecars");
             for id in &ids {
                 st.signal(id, Signal::SIGTERM, false);
             }
