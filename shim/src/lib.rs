@@ -3,7 +3,8 @@
 //! This crate is the shim and nothing else (the `peapod` CLI is the `peapod` crate, which
 //! starts this binary as containerd would). Only this crate knows containerd's process
 //! contract ([`args`], [`start`], [`serve`]); the Task API is served by [`service`], with
-//! stdio in [`io`], events in [`events`] and the single child reaper in [`reaper`];
+//! stdio in [`io`], events in [`events`], Stats payloads in [`metrics`] and the single
+//! child reaper in [`reaper`];
 //! [`error`] chooses the ttrpc code containerd sees.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,6 +13,7 @@ pub mod args;
 pub mod error;
 pub mod events;
 pub mod io;
+pub mod metrics;
 pub mod panic;
 pub mod reaper;
 pub mod serve;

@@ -10,6 +10,11 @@
 //! init's exit is held until the exits of its exec'd processes (killed with it) are
 //! published, and preceded by TaskOOM when the kernel OOM-killed something in the
 //! container. The shim exits on Shutdown once no task is left.
+//!
+//! Pod supervision (the KEP-753 start gate, restarts, stopping sidecars once the apps are
+//! done, pod termination) is decided and timed by `sandbox::pod::supervisor`; the service
+//! hosts it over its state (`supervisor::Host`, `supervisor::PodState`), executes the
+//! restarts it asks for, and stays the one place that publishes events.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,8 +23,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim_protos::api::{self, Empty, ProcessInfo};
-use containerd_shim_protos::cgroups::metrics as v1;
-use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
     TaskStart,
@@ -31,7 +34,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process};
 use proto::annotations::{self, Member};
-use sandbox::pod::{gate, gate_declared, DeclaredContainer, Gate, MemberView, PodResources, RestartPolicy, Role};
+use sandbox::pod::supervisor::{self, PodState, Supervision};
+use sandbox::pod::{PodResources, Role};
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
 use crate::error::ServiceError;
@@ -118,32 +122,30 @@ struct Task {
     request: api::CreateTaskRequest,
 }
 
-/// A member task that was deleted (CRI deletes a container's task once it exited); the
-/// start gate still needs its exit code.
-#[derive(Clone)]
-struct Gone {
-    name: String,
-    role: Role,
-    seq: u64,
-    exit_code: Option<i32>,
+impl Task {
+    /// This task as a member of its pod, for the supervisor.
+    fn member(&self, id: &str) -> supervisor::Member {
+        supervisor::Member {
+            id: id.to_string(),
+            name: self.name.clone(),
+            role: self.role,
+            seq: self.seq,
+            running: self.init.running(),
+            exit_code: self.init.exit.map(|e| e.code),
+        }
+    }
 }
 
 struct Pod {
     resources: PodResources,
-    containers: Vec<DeclaredContainer>,
-    history: Vec<Gone>,
-    grace: Duration,
-    terminating: bool,
-    /// When set, this shim restarts the pod's containers (no kubelet above it).
-    restart_policy: Option<RestartPolicy>,
-    /// Restarts so far, by container name.
-    restarts: HashMap<String, u32>,
-    /// The app containers are done and will not restart: sidecars are being stopped.
-    completing: bool,
+    /// Start gate, restarts, termination: see `sandbox::pod::supervisor`.
+    supervision: Supervision,
 }
 
+/// The shim's tasks and pods, under the service's one lock. Opaque: public only as the
+/// state the service hosts the pod supervisor on (`sandbox::pod::supervisor::Host`).
 #[derive(Default)]
-struct Tasks {
+pub struct Tasks {
     tasks: HashMap<String, Task>,
     pods: HashMap<String, Pod>,
     seq: u64,
@@ -196,6 +198,22 @@ impl Service {
         while !(st.shutdown && st.tasks.is_empty()) {
             st = self.inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Sets the termination grace period of the pod whose sandbox task is `sandbox_id`
+    /// (Kubernetes' `terminationGracePeriodSeconds`): the time its containers get between
+    /// SIGTERM and SIGKILL when the sandbox is signalled. A termination already under way
+    /// keeps the period it began with.
+    ///
+    /// Errors: [`ServiceError::NotFound`] when `sandbox_id` is not a sandbox of this shim.
+    pub fn set_grace_period(&self, sandbox_id: &str, grace: Duration) -> std::result::Result<(), ServiceError> {
+        let mut st = self.lock();
+        let pod = st
+            .pods
+            .get_mut(sandbox_id)
+            .ok_or_else(|| ServiceError::NotFound(format!("sandbox {sandbox_id}")))?;
+        pod.supervision.set_grace_period(grace);
+        Ok(())
     }
 
     /// Reports a reaped child: `code` is the exit code or 128 + signal.
@@ -299,116 +317,11 @@ impl Service {
             ..Default::default()
         });
         if exec_id.is_none() {
-            self.supervise(&mut st, &id, exit.code);
+            if let Some(pod) = st.tasks.get(&id).filter(|t| !t.sandbox).and_then(|t| t.pod.clone()) {
+                supervisor::member_exited(self, &mut st, &pod, &id, exit.code);
+            }
         }
         self.inner.changed.notify_all();
-    }
-
-    /// After a member's exit, in a pod this shim supervises (`io.peapod.restart-policy`):
-    /// restarts it after a back-off when the policy says so; once every app container is
-    /// done for good, stops the sidecars in reverse declaration order (KEP-753), SIGKILL
-    /// after the grace period.
-    fn supervise(&self, st: &mut Tasks, id: &str, code: i32) {
-        let Some(task) = st.tasks.get(id).filter(|t| !t.sandbox) else {
-            return;
-        };
-        let (name, role, request) = (task.name.clone(), task.role, task.request.clone());
-        let Some(pod_id) = task.pod.clone() else { return };
-        let Some(pod) = st.pods.get_mut(&pod_id) else { return };
-        let Some(policy) = pod.restart_policy else { return };
-        if pod.terminating {
-            return;
-        }
-        if policy.restarts(role, code, pod.completing) {
-            let n = pod.restarts.entry(name.clone()).or_insert(0);
-            let delay = RestartPolicy::backoff(*n);
-            *n += 1;
-            tracing::info!(id, container = %name, code, ?delay, "restarting after back-off");
-            let svc = self.clone();
-            let id = id.to_string();
-            std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                svc.restart(&id, request);
-            });
-            return;
-        }
-        if role != Role::App || pod.completing {
-            return;
-        }
-        // Apps not started yet, or running, or about to restart, keep the pod going.
-        let declared_apps: Vec<String> = pod
-            .containers
-            .iter()
-            .filter(|d| d.role == Role::App)
-            .map(|d| d.name.clone())
-            .collect();
-        let apps_done = declared_apps.iter().all(|app| {
-            st.tasks.values().any(|t| {
-                t.pod.as_deref() == Some(pod_id.as_str())
-                    && &t.name == app
-                    && t.init.exit.is_some_and(|e| !policy.restarts(Role::App, e.code, false))
-            })
-        });
-        if !apps_done {
-            return;
-        }
-        let Some(pod) = st.pods.get_mut(&pod_id) else { return };
-        pod.completing = true;
-        let grace = pod.grace;
-        let mut sidecars: Vec<(&String, &Task)> = st
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.pod.as_deref() == Some(pod_id.as_str()) && t.role == Role::Sidecar && t.init.running())
-            .collect();
-        sidecars.sort_by_key(|(_, t)| std::cmp::Reverse(t.seq));
-        let ids: Vec<String> = sidecars.iter().map(|(id, _)| (*id).clone()).collect();
-        tracing::info!(pod = %pod_id, sidecars = ?ids, "app containers done: stopping sidecars");
-        for (_, t) in &sidecars {
-            let _ = t.container.kill(Signal::SIGTERM, false);
-        }
-        let svc = self.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(grace);
-            let st = svc.lock();
-            for id in &ids {
-                if let Some(t) = st.tasks.get(id).filter(|t| t.init.running()) {
-                    let _ = t.container.kill(Signal::SIGKILL, true);
-                }
-            }
-        });
-    }
-
-    /// Creates and starts member `id` again from its Create request (same id, bundle,
-    /// rootfs and stdio: its output appends to the same log), unless the pod is being
-    /// deleted meanwhile.
-    fn restart(&self, id: &str, request: api::CreateTaskRequest) {
-        {
-            let st = self.lock();
-            let Some(task) = st.tasks.get(id) else { return };
-            let terminating = task
-                .pod
-                .as_ref()
-                .and_then(|p| st.pods.get(p))
-                .is_none_or(|p| p.terminating);
-            if terminating || task.init.exit.is_none() {
-                return;
-            }
-        }
-        let delete = api::DeleteRequest {
-            id: id.to_string(),
-            ..Default::default()
-        };
-        let start = api::StartRequest {
-            id: id.to_string(),
-            ..Default::default()
-        };
-        let result = self
-            .do_delete(delete)
-            .and_then(|_| self.do_create(request))
-            .and_then(|_| self.do_start(start));
-        if let Err(e) = result {
-            tracing::warn!(id, error = %e, "restart failed");
-        }
     }
 
     fn publish_oom(&self, st: &mut Tasks, id: &str) {
@@ -454,10 +367,12 @@ impl Service {
             return Err(ServiceError::AlreadyExists(format!("task {}", req.id)));
         }
         let bundle = PathBuf::from(&req.bundle);
-        let mut spec = sandbox::spec::load(&bundle).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let mut spec = sandbox::spec::load(&bundle)?;
         let ann = spec.annotations().clone().unwrap_or_default();
-        let member = Member::from_annotations(&req.id, &ann)
-            .map_err(|e| ServiceError::InvalidArgument(format!("container {}: {e}", req.id)))?;
+        let member = Member::from_annotations(&req.id, &ann).map_err(|source| ServiceError::Member {
+            id: req.id.clone(),
+            source,
+        })?;
         let mut member = member;
         let mut new_pod = None;
         if member.sandbox {
@@ -470,10 +385,10 @@ impl Service {
                     req.id
                 ))
             })?;
-            if pod.terminating {
+            if pod.supervision.terminating() {
                 return Err(ServiceError::FailedPrecondition(format!("pod {pod_id} is terminating")));
             }
-            if let Some(d) = pod.containers.iter().find(|d| d.name == member.name) {
+            if let Some(d) = pod.supervision.declared(&member.name) {
                 if member.role_annotated && member.role != d.role {
                     return Err(ServiceError::InvalidArgument(format!(
                         "container {}: {} says {:?} but the pod declares {:?}",
@@ -485,9 +400,7 @@ impl Service {
                 }
                 member.role = d.role;
             }
-            pod.resources
-                .mount_volumes(&mut spec, &member.mounts)
-                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+            pod.resources.mount_volumes(&mut spec, &member.mounts)?;
         } else if !member.mounts.is_empty() || member.role != Role::App {
             return Err(ServiceError::InvalidArgument(format!(
                 "container {}: {} and {} need a pod sandbox ({})",
@@ -577,10 +490,9 @@ impl Service {
     /// Sets up the pod a sandbox task declares: pod cgroup (the parent of the sandbox's
     /// own cgroup) and emptyDir volumes, before the sandbox container exists.
     fn create_pod(&self, id: &str, spec: &oci_spec::runtime::Spec, ann: &HashMap<String, String>) -> Result<Pod> {
-        let config = annotations::pod_config(ann).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let config = annotations::pod_config(ann)?;
         let own = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
-        let cgroup =
-            sandbox::spec::cgroup_path(id, own.as_deref()).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let cgroup = sandbox::spec::cgroup_path(id, own.as_deref())?;
         let parent = cgroup.rsplit_once('/').map(|(p, _)| p.to_string());
         let resources = PodResources::create(
             id,
@@ -588,17 +500,10 @@ impl Service {
             parent.as_deref(),
             &self.inner.paths.pods.join(id),
             &self.inner.paths.disk,
-        )
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        )?;
         Ok(Pod {
             resources,
-            containers: config.containers,
-            history: Vec::new(),
-            restart_policy: config.restart_policy,
-            restarts: HashMap::new(),
-            completing: false,
-            grace: config.grace,
-            terminating: false,
+            supervision: Supervision::new(config.containers, config.grace, config.restart_policy),
         })
     }
 
@@ -640,160 +545,17 @@ impl Service {
         Ok((container, io))
     }
 
-    /// Blocks until the pod's start gate lets task `id` start (KEP-753 ordering).
-    fn wait_for_gate<'a>(&'a self, mut st: MutexGuard<'a, Tasks>, id: &str) -> Result<MutexGuard<'a, Tasks>> {
-        loop {
-            let Some(task) = st.tasks.get(id) else {
-                return Err(ServiceError::NotFound(format!("task {id}")));
-            };
-            let Some(pod) = task.pod.clone().filter(|_| !task.sandbox) else {
-                return Ok(st);
-            };
-            let (declared, history) = st
-                .pods
-                .get(&pod)
-                .map(|p| (p.containers.clone(), p.history.clone()))
-                .unwrap_or_default();
-            let me_name = task.name.clone();
-            let my_seq = task.seq;
-            // Live members and deleted ones, in creation order: (seq, name, view).
-            let mut members: Vec<(u64, String, MemberView)> = st
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.pod.as_deref() == Some(pod.as_str()) && !t.sandbox)
-                .map(|(_, t)| {
-                    let view = MemberView {
-                        id: t.name.clone(),
-                        role: t.role,
-                        running: t.init.running(),
-                        exit_code: t.init.exit.map(|e| e.code),
-                    };
-                    (t.seq, t.name.clone(), view)
-                })
-                .chain(history.into_iter().map(|g| {
-                    let view = MemberView {
-                        id: g.name.clone(),
-                        role: g.role,
-                        running: false,
-                        exit_code: g.exit_code,
-                    };
-                    (g.seq, g.name, view)
-                }))
-                .collect();
-            members.sort_by_key(|(seq, _, _)| *seq);
-            let verdict = if declared.is_empty() {
-                let views: Vec<MemberView> = members.iter().map(|(_, _, v)| v.clone()).collect();
-                let me = members
-                    .iter()
-                    .position(|(seq, _, _)| *seq == my_seq)
-                    .expect("task is a member");
-                gate(&views, me)
-            } else {
-                // The newest of a name stands for it (a restarted container).
-                gate_declared(&declared, &me_name, |name| {
-                    members
-                        .iter()
-                        .rev()
-                        .find(|(_, n, _)| n == name)
-                        .map(|(_, _, v)| v.clone())
-                })
-            };
-            match verdict {
-                Gate::Open => return Ok(st),
-                Gate::Failed(other, code) => {
-                    return Err(ServiceError::FailedPrecondition(format!(
-                        "container {me_name} ({id}) cannot start: {other}, declared before it, exited with code {code}"
-                    )))
-                }
-                Gate::Wait(other) => {
-                    tracing::debug!(id, waiting_for = %other, "start gated");
-                    st = self
-                        .inner
-                        .changed
-                        .wait_timeout(st, Duration::from_secs(1))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-    }
-
-    /// Pod deletion started by a signal to the sandbox task: SIGTERM to every running
-    /// container of the pod in one pass, SIGKILL to what still runs after the grace
-    /// period, then `signal` to the pause process.
-    fn terminate_pod(&self, st: &mut Tasks, pod_id: &str, signal: Signal) {
-        let Some(pod) = st.pods.get_mut(pod_id) else { return };
-        if pod.terminating {
-            return;
-        }
-        pod.terminating = true;
-        let grace = pod.grace;
-        let members: Vec<&Task> = st
-            .tasks
-            .values()
-            .filter(|t| t.pod.as_deref() == Some(pod_id) && !t.sandbox && t.init.running())
-            .collect();
-        let t0 = Instant::now();
-        for t in &members {
-            let _ = t.container.kill(Signal::SIGTERM, false);
-        }
-        tracing::info!(
-            pod = pod_id,
-            containers = members.len(),
-            spread_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "SIGTERM sent to all containers"
-        );
-        let svc = self.clone();
-        let pod_id = pod_id.to_string();
-        std::thread::spawn(move || svc.finish_termination(&pod_id, grace, signal));
-    }
-
-    fn finish_termination(&self, pod_id: &str, grace: Duration, signal: Signal) {
-        let running = |st: &Tasks| -> Vec<String> {
-            st.tasks
-                .iter()
-                .filter(|(_, t)| t.pod.as_deref() == Some(pod_id) && !t.sandbox && t.init.running())
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        let mut st = self.lock();
-        let deadline = Instant::now() + grace;
-        while !running(&st).is_empty() && Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            st = self
-                .inner
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        let survivors = running(&st);
-        if !survivors.is_empty() {
-            tracing::info!(pod = pod_id, ?survivors, "grace period over: SIGKILL");
-            for id in &survivors {
-                if let Some(t) = st.tasks.get(id) {
-                    let _ = t.container.kill(Signal::SIGKILL, true);
-                }
-            }
-            let deadline = Instant::now() + EXEC_EXIT_GRACE;
-            while !running(&st).is_empty() && Instant::now() < deadline {
-                st = self
-                    .inner
-                    .changed
-                    .wait_timeout(st, Duration::from_millis(100))
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-        }
-        if let Some(t) = st.tasks.get(pod_id) {
-            let _ = t.container.kill(signal, false);
-        }
-    }
-
     fn do_start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let mut st = self.lock();
         if req.exec_id.is_empty() {
-            st = self.wait_for_gate(st, &req.id)?;
+            let task = st
+                .tasks
+                .get(&req.id)
+                .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
+            if let Some(pod) = task.pod.clone().filter(|_| !task.sandbox) {
+                // Blocks until the pod's start gate lets it start (KEP-753 ordering).
+                st = supervisor::wait_for_gate(self, st, &pod, &req.id)?;
+            }
         }
         let task = st
             .tasks
@@ -861,9 +623,11 @@ impl Service {
     }
 
     fn do_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
-        let spec: Process = serde_json::from_slice(&req.spec.value)
-            .map_err(|e| ServiceError::InvalidArgument(format!("exec {} spec: {e}", req.exec_id)))?;
-        sandbox::spec::validate_process("process", &spec).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let spec: Process = serde_json::from_slice(&req.spec.value).map_err(|source| ServiceError::ExecSpec {
+            exec_id: req.exec_id.clone(),
+            source,
+        })?;
+        sandbox::spec::validate_process("process", &spec)?;
         let mut st = self.lock();
         let task = st
             .tasks
@@ -905,7 +669,7 @@ impl Service {
             .get(&req.id)
             .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
         if req.exec_id.is_empty() && task.sandbox && !req.all && signal != Signal::SIGKILL && task.init.running() {
-            self.terminate_pod(&mut st, &req.id, signal);
+            supervisor::terminate(self, &mut st, &req.id, signal);
             return Ok(());
         }
         if req.exec_id.is_empty() {
@@ -931,9 +695,10 @@ impl Service {
                 "exec {} not started",
                 req.exec_id
             ))),
-            (Some(h), None) => h
-                .kill(signal)
-                .map_err(|e| ServiceError::Internal(format!("kill exec {}: {e}", req.exec_id))),
+            (Some(h), None) => h.kill(signal).map_err(|source| ServiceError::KillExec {
+                exec_id: req.exec_id.clone(),
+                source,
+            }),
         }
     }
 
@@ -1014,12 +779,7 @@ impl Service {
             .filter(|_| !task.sandbox)
             .and_then(|p| st.pods.get_mut(p))
         {
-            pod.history.push(Gone {
-                name: task.name.clone(),
-                role: task.role,
-                seq: task.seq,
-                exit_code: task.init.exit.map(|e| e.code),
-            });
+            pod.supervision.member_deleted(task.member(&req.id));
         }
         task.oom_stop.store(true, Ordering::SeqCst);
         if task.init.exit.is_none() {
@@ -1037,7 +797,7 @@ impl Service {
         if task.sandbox {
             if let Some(pod) = st.pods.remove(&req.id) {
                 if let Err(e) = pod.resources.destroy() {
-                    result = result.and(Err(ServiceError::Internal(e.to_string())));
+                    result = result.and(Err(e.into()));
                 }
             }
         }
@@ -1097,65 +857,32 @@ impl Service {
         f(task)
     }
 
+    /// Update: the task's resources; and, when the request carries
+    /// `io.peapod.grace-period` (the CLI's `delete --grace-period`: containerd's Update has
+    /// no field for it), the pod's grace period first ([`Service::set_grace_period`]).
+    fn do_update(&self, req: api::UpdateTaskRequest) -> Result<()> {
+        if let Some(g) = req.annotations.get(annotations::GRACE_PERIOD) {
+            let secs = annotations::parse_grace_seconds(g)?;
+            self.set_grace_period(&req.id, Duration::from_secs(secs))?;
+            if req.resources.value.is_empty() {
+                return Ok(());
+            }
+        }
+        let res = serde_json::from_slice::<LinuxResources>(&req.resources.value).map_err(|source| {
+            ServiceError::Resources {
+                id: req.id.clone(),
+                source,
+            }
+        })?;
+        self.with_task(&req.id, |t| Ok(t.container.update(&res)?))
+    }
+
     fn do_stats(&self, id: &str) -> Result<api::StatsResponse> {
         let (stats, v2) = self.with_task(id, |t| {
             let v2 = t.container.cgroup()?.is_v2();
             Ok((t.container.stats()?, v2))
         })?;
-        let packed = if v2 {
-            crate::events::pack(&v2::Metrics {
-                cpu: MessageField::some(v2::CPUStat {
-                    usage_usec: stats.cpu_usage_ns / 1000,
-                    ..Default::default()
-                }),
-                memory: MessageField::some(v2::MemoryStat {
-                    usage: stats.memory_usage,
-                    usage_limit: stats.memory_limit.unwrap_or(u64::MAX),
-                    max_usage: stats.memory_max_usage,
-                    ..Default::default()
-                }),
-                pids: MessageField::some(v2::PidsStat {
-                    current: stats.pids_current,
-                    limit: stats.pids_limit.unwrap_or(0),
-                    ..Default::default()
-                }),
-                memory_events: MessageField::some(v2::MemoryEvents {
-                    oom_kill: stats.oom_kills,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        } else {
-            crate::events::pack(&v1::Metrics {
-                cpu: MessageField::some(v1::CPUStat {
-                    usage: MessageField::some(v1::CPUUsage {
-                        total: stats.cpu_usage_ns,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                memory: MessageField::some(v1::MemoryStat {
-                    usage: MessageField::some(v1::MemoryEntry {
-                        usage: stats.memory_usage,
-                        limit: stats.memory_limit.unwrap_or(u64::MAX),
-                        max: stats.memory_max_usage,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                pids: MessageField::some(v1::PidsStat {
-                    current: stats.pids_current,
-                    limit: stats.pids_limit.unwrap_or(0),
-                    ..Default::default()
-                }),
-                memory_oom_control: MessageField::some(v1::MemoryOomControl {
-                    oom_kill: stats.oom_kills,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        }
-        .map_err(|e| ServiceError::Internal(format!("encode metrics: {e}")))?;
+        let packed = crate::metrics::pack(&stats, v2)?;
         Ok(api::StatsResponse {
             stats: MessageField::some(packed),
             ..Default::default()
@@ -1213,6 +940,66 @@ impl Service {
                 None => Ok(()),
             }
         })
+    }
+}
+
+/// The supervisor's view of the shim's state: a pod's member tasks, its supervision
+/// record, and signals to tasks.
+impl PodState for Tasks {
+    fn members(&self, pod: &str) -> Vec<supervisor::Member> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.pod.as_deref() == Some(pod) && !t.sandbox)
+            .map(|(id, t)| t.member(id))
+            .collect()
+    }
+
+    fn supervision(&mut self, pod: &str) -> Option<&mut Supervision> {
+        self.pods.get_mut(pod).map(|p| &mut p.supervision)
+    }
+
+    fn signal(&mut self, id: &str, signal: Signal, all: bool) {
+        if let Some(t) = self.tasks.get(id) {
+            let _ = t.container.kill(signal, all);
+        }
+    }
+}
+
+/// The service hosts the supervisor: its state lock and condvar, and restarts executed
+/// as containerd would (Delete, Create from the saved request, Start), each publishing
+/// its events.
+impl supervisor::Host for Service {
+    type State = Tasks;
+
+    fn state(&self) -> &Mutex<Tasks> {
+        &self.inner.state
+    }
+
+    fn changed(&self) -> &Condvar {
+        &self.inner.changed
+    }
+
+    /// Creates and starts member `id` again from its Create request (same id, bundle,
+    /// rootfs and stdio: its output appends to the same log).
+    fn restart(&self, id: &str) {
+        let Some(request) = self.lock().tasks.get(id).map(|t| t.request.clone()) else {
+            return;
+        };
+        let delete = api::DeleteRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let start = api::StartRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let result = self
+            .do_delete(delete)
+            .and_then(|_| self.do_create(request))
+            .and_then(|_| self.do_start(start));
+        if let Err(e) = result {
+            tracing::warn!(id, error = %sandbox::init::chain(&e), "restart failed");
+        }
     }
 }
 
@@ -1297,7 +1084,11 @@ impl containerd_shim_protos::Task for Service {
     fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
         let r = self.with_proc_io(&req.id, &req.exec_id, |io| {
             io.resize(req.width, req.height)
-                .map_err(|e| ServiceError::Internal(e.to_string()))
+                .map_err(|source| ServiceError::ResizePty {
+                    id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    source,
+                })
         });
         reply("resize_pty", r.map(|()| Empty::new()))
     }
@@ -1313,35 +1104,7 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        // A sandbox's grace period may be changed before termination (the CLI's
-        // `delete --grace-period`), through the update's annotations.
-        if let Some(g) = req.annotations.get(annotations::GRACE_PERIOD) {
-            let r = g
-                .parse::<u64>()
-                .map_err(|_| {
-                    ServiceError::InvalidArgument(format!(
-                        "annotations[{}]: {g:?} is not seconds",
-                        annotations::GRACE_PERIOD
-                    ))
-                })
-                .and_then(|secs| {
-                    let mut st = self.lock();
-                    let pod = st
-                        .pods
-                        .get_mut(&req.id)
-                        .ok_or_else(|| ServiceError::NotFound(format!("sandbox {}", req.id)))?;
-                    pod.grace = Duration::from_secs(secs);
-                    Ok(())
-                });
-            if req.resources.value.is_empty() {
-                return reply("update", r.map(|()| Empty::new()));
-            }
-            r.map_err(ttrpc::Error::from)?;
-        }
-        let r = serde_json::from_slice::<LinuxResources>(&req.resources.value)
-            .map_err(|e| ServiceError::InvalidArgument(format!("update resources: {e}")))
-            .and_then(|res| self.with_task(&req.id, |t| Ok(t.container.update(&res)?)));
-        reply("update", r.map(|()| Empty::new()))
+        reply("update", self.do_update(req).map(|()| Empty::new()))
     }
 
     fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
@@ -1375,5 +1138,108 @@ impl containerd_shim_protos::Task for Service {
             tracing::debug!(tasks = st.tasks.len(), "shutdown ignored: tasks remain");
         }
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(dir: &std::path::Path) -> Service {
+        let paths = Paths {
+            containers: dir.join("containers"),
+            pods: dir.join("pods"),
+            disk: dir.join("disk"),
+        };
+        Service::new("test", paths, Publisher::disabled("test"))
+    }
+
+    fn with_pod(svc: &Service, id: &str, dir: &std::path::Path) {
+        let resources = PodResources {
+            id: id.to_string(),
+            cgroup: None,
+            cgroup_owned_from: None,
+            volumes: HashMap::new(),
+            tmpfs: Vec::new(),
+            state_dir: dir.join(id),
+        };
+        let supervision = Supervision::new(Vec::new(), Duration::from_secs(30), None);
+        svc.lock().pods.insert(id.to_string(), Pod { resources, supervision });
+    }
+
+    fn grace_update(id: &str, value: &str) -> api::UpdateTaskRequest {
+        api::UpdateTaskRequest {
+            id: id.to_string(),
+            annotations: [(annotations::GRACE_PERIOD.to_string(), value.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn update_with_the_grace_annotation_sets_the_pods_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        with_pod(&svc, "pod1", dir.path());
+        svc.do_update(grace_update("pod1", "5")).unwrap();
+        let grace = svc.lock().pods["pod1"].supervision.grace_period();
+        assert_eq!(grace, Duration::from_secs(5));
+
+        svc.set_grace_period("pod1", Duration::from_secs(7)).unwrap();
+        assert_eq!(
+            svc.lock().pods["pod1"].supervision.grace_period(),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn grace_period_errors_name_the_annotation_or_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        with_pod(&svc, "pod1", dir.path());
+        let e = svc.do_update(grace_update("pod1", "soon")).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        let msg = sandbox::init::chain(&e);
+        assert!(msg.contains(annotations::GRACE_PERIOD) && msg.contains("soon"), "{msg}");
+        // Out of bounds is refused, not added to an Instant later (which would panic).
+        let e = svc.do_update(grace_update("pod1", &u64::MAX.to_string())).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(sandbox::init::chain(&e).contains(annotations::GRACE_PERIOD), "{e}");
+
+        let e = svc.do_update(grace_update("nope", "5")).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::NOT_FOUND);
+        assert!(e.to_string().contains("sandbox nope"), "{e}");
+    }
+
+    #[test]
+    fn malformed_requests_are_invalid_arguments_naming_the_field_and_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        let create = api::CreateTaskRequest {
+            id: "c1".into(),
+            bundle: dir.path().join("no-bundle").display().to_string(),
+            ..Default::default()
+        };
+        let e = svc.do_create(create).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        let msg = sandbox::init::chain(&e);
+        assert!(msg.contains("no-bundle/config.json"), "{msg}");
+
+        let exec = api::ExecProcessRequest {
+            id: "c1".into(),
+            exec_id: "e1".into(),
+            ..Default::default()
+        };
+        let e = svc.do_exec(exec).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        let msg = sandbox::init::chain(&e);
+        assert!(msg.contains("exec e1") && msg.contains("EOF"), "{msg}");
+
+        let update = api::UpdateTaskRequest {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        let e = svc.do_update(update).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(sandbox::init::chain(&e).contains("update c1: resources"), "{e}");
     }
 }

@@ -14,12 +14,16 @@
 //! - `resources`: the pod's host state, created with the sandbox and removed with it: the
 //!   pod cgroup and the volumes, recorded in `pod.json`.
 //! - `gate`: the start order (KEP-753): when a member may start.
+//! - [`supervisor`]: the pod's supervision over its host: waiting at the start gate,
+//!   restarts with back-off, stopping sidecars once the apps are done, termination with
+//!   a grace period.
 //!
 //! Everything is re-exported here: `sandbox::pod::Role`, `sandbox::pod::gate`, ….
 
 mod gate;
 mod members;
 mod resources;
+pub mod supervisor;
 mod volumes;
 
 pub use gate::{gate, gate_declared, Gate, MemberView};
