@@ -24,6 +24,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::error::chain;
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
 use crate::sys::{self, CloneResult};
 use crate::{namespaces, process, rootfs};
@@ -57,9 +58,6 @@ impl<T, E: std::error::Error> Stage<T> for Result<T, E> {
         })
     }
 }
-
-/// [`crate::error::chain`], also at this path, where the shim has called it.
-pub use crate::error::chain;
 
 /// `peapod-init` next to the running executable: the small binary built from this crate
 /// to run as the container init helper (see [`crate::sys`]'s sealed exe for how it is

@@ -144,7 +144,7 @@ impl ServiceError {
 
 impl From<ServiceError> for ttrpc::Error {
     fn from(e: ServiceError) -> Self {
-        let message = sandbox::init::chain(&e);
+        let message = sandbox::error::chain(&e);
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), message))
     }
 }
@@ -201,7 +201,7 @@ mod tests {
             exec_id: "e1".into(),
             source,
         };
-        let msg = sandbox::init::chain(&e);
+        let msg = sandbox::error::chain(&e);
         assert!(
             msg.starts_with("exec e1: spec") && msg.contains("expected value"),
             "{msg}"

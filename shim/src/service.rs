@@ -998,7 +998,7 @@ impl supervisor::Host for Service {
             .and_then(|_| self.do_create(request))
             .and_then(|_| self.do_start(start));
         if let Err(e) = result {
-            tracing::warn!(id, error = %sandbox::init::chain(&e), "restart failed");
+            tracing::warn!(id, error = %sandbox::error::chain(&e), "restart failed");
         }
     }
 }
@@ -1024,7 +1024,7 @@ fn delete_response(proc: &Proc) -> api::DeleteResponse {
 
 fn reply<T>(op: &'static str, r: Result<T>) -> ttrpc::Result<T> {
     r.map_err(|e| {
-        tracing::warn!(op, error = %sandbox::init::chain(&e), "task call failed");
+        tracing::warn!(op, error = %sandbox::error::chain(&e), "task call failed");
         e.into()
     })
 }
@@ -1198,12 +1198,12 @@ mod tests {
         with_pod(&svc, "pod1", dir.path());
         let e = svc.do_update(grace_update("pod1", "soon")).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
-        let msg = sandbox::init::chain(&e);
+        let msg = sandbox::error::chain(&e);
         assert!(msg.contains(annotations::GRACE_PERIOD) && msg.contains("soon"), "{msg}");
         // Out of bounds is refused, not added to an Instant later (which would panic).
         let e = svc.do_update(grace_update("pod1", &u64::MAX.to_string())).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
-        assert!(sandbox::init::chain(&e).contains(annotations::GRACE_PERIOD), "{e}");
+        assert!(sandbox::error::chain(&e).contains(annotations::GRACE_PERIOD), "{e}");
 
         let e = svc.do_update(grace_update("nope", "5")).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::NOT_FOUND);
@@ -1221,7 +1221,7 @@ mod tests {
         };
         let e = svc.do_create(create).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
-        let msg = sandbox::init::chain(&e);
+        let msg = sandbox::error::chain(&e);
         assert!(msg.contains("no-bundle/config.json"), "{msg}");
 
         let exec = api::ExecProcessRequest {
@@ -1231,7 +1231,7 @@ mod tests {
         };
         let e = svc.do_exec(exec).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
-        let msg = sandbox::init::chain(&e);
+        let msg = sandbox::error::chain(&e);
         assert!(msg.contains("exec e1") && msg.contains("EOF"), "{msg}");
 
         let update = api::UpdateTaskRequest {
@@ -1240,6 +1240,6 @@ mod tests {
         };
         let e = svc.do_update(update).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
-        assert!(sandbox::init::chain(&e).contains("update c1: resources"), "{e}");
+        assert!(sandbox::error::chain(&e).contains("update c1: resources"), "{e}");
     }
 }
