@@ -439,7 +439,7 @@ fn exec(
             let record = runner::load(paths, &runner::key(namespace, pod))?;
             let name = pick_container(&record.plan, container)?;
             if stdin || tty {
-                return runner::exec_attached(&record, &name, command, stdin, tty);
+                return Ok(runner::exec_attached(&record, &name, command, stdin, tty)?);
             }
             let (code, out, err) = runner::exec(&record, &name, command)?;
             (i32::try_from(code).unwrap_or(255), out, err)
