@@ -323,7 +323,7 @@ fn summary(mode: &Mode, namespace: &str, name: &str) -> Result<PodSummary> {
             let sandbox = cri
                 .find(namespace, name)?
                 .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
-            cri.summary(&sandbox.id)
+            Ok(cri.summary(&sandbox.id)?)
         }
     }
 }
@@ -447,7 +447,7 @@ fn exec(
         Mode::Cri(cri) => {
             let name = pick_container(&summary(mode, namespace, pod)?.plan, container)?;
             if stdin || tty {
-                return cri.exec_attached(namespace, pod, &name, command, stdin, tty);
+                return Ok(cri.exec_attached(namespace, pod, &name, command, stdin, tty)?);
             }
             cri.exec(namespace, pod, &name, command)?
         }
