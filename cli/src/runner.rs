@@ -1600,6 +1600,20 @@ mod tests {
                 source: nix::Error::EEXIST,
             },
             RunError::OpenImages(Box::new(Store::open(Path::new("/proc/no/images")).unwrap_err())),
+            RunError::ConnectShim {
+                pod: "web".into(),
+                source: Shim::connect("unix:///proc/no/shim.sock").err().unwrap(),
+            },
+            RunError::AttachNetwork {
+                pod: "web".into(),
+                ifname: "eth0",
+                source: CniError::Exec {
+                    command: "ADD",
+                    plugin: "bridge".into(),
+                    binary: "/opt/cni/bin/bridge".into(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                },
+            },
         ] {
             assert_each_cause_once(&e);
         }
