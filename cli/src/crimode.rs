@@ -770,8 +770,11 @@ impl Cri {
         Ok((sandbox.id, status))
     }
 
-    /// The sandbox of pod `namespace/name`, or [`CriError::PodNotFound`].
-    fn existing(&self, namespace: &str, name: &str) -> Result<api::PodSandbox> {
+    /// The sandbox of pod `namespace/name` (the newest attempt).
+    ///
+    /// Errors: [`CriError::PodNotFound`], or [`CriError::FindPod`] when `ListPodSandbox`
+    /// fails.
+    pub fn existing(&self, namespace: &str, name: &str) -> Result<api::PodSandbox> {
         self.find(namespace, name)?.ok_or_else(|| CriError::PodNotFound {
             name: name.to_string(),
             namespace: namespace.to_string(),

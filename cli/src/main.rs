@@ -320,9 +320,7 @@ fn summary(mode: &Mode, namespace: &str, name: &str) -> Result<PodSummary> {
             &runner::load(paths, &runner::key(namespace, name))?,
         )),
         Mode::Cri(cri) => {
-            let sandbox = cri
-                .find(namespace, name)?
-                .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
+            let sandbox = cri.existing(namespace, name)?;
             Ok(cri.summary(&sandbox.id)?)
         }
     }
