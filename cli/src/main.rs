@@ -248,17 +248,32 @@ fn main() {
         Command::Image(cmd) => image(&paths, cmd),
         Command::Spec { bundle, args } => write_spec(&bundle, &args).map(|()| 0),
         Command::RunBundle { bundle, id } => run_bundle(&cli.state.join("containers"), &bundle, id).or_else(|e| {
-            eprintln!("peapod: {e:#}");
+            eprintln!("peapod: {}", chain(&e));
             Ok(125)
         }),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("peapod: {e:#}");
+            eprintln!("peapod: {}", chain(&e));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes joined with ": " (anyhow's `{:#}`), each cause once: some
+/// dependencies' errors print their source in their own message too (tonic's
+/// `ConnectError`, ttrpc's and tungstenite's I/O variants), so a cause that the previous
+/// message already ends with is left out.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.last().is_some_and(|last| last.ends_with(&text)) {
+            out.push(text);
+        }
+    }
+    out.join(": ")
 }
 
 fn read_manifest(file: &PathBuf) -> Result<(Pod, PodPlan)> {
@@ -635,4 +650,35 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
     let code = container.wait()?;
     container.delete(false)?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_a_dependency_already_printed_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        // A wrapper that prints its source and returns it too, like tonic's ConnectError.
+        #[derive(Debug)]
+        struct Repeats(std::io::Error);
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "transport error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Repeats(io)).context("CRI endpoint unix:///x.sock");
+        assert_eq!(
+            chain(&e),
+            format!("CRI endpoint unix:///x.sock: transport error: {text}")
+        );
+        let plain = anyhow::anyhow!("pod x").context("delete");
+        assert_eq!(chain(&plain), "delete: pod x");
+    }
 }
