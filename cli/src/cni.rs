@@ -24,7 +24,7 @@ pub const CNI_VERSION: &str = "1.0.0";
 #[derive(Debug, thiserror::Error)]
 pub enum CniError {
     /// The plugin binary could not be run.
-    #[error("CNI {command} {plugin}: run {binary}: {source}")]
+    #[error("CNI {command} {plugin}: run {binary}")]
     Exec {
         /// ADD or DEL.
         command: &'static str,

@@ -26,12 +26,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use proto::cri::{api, CriClient};
+use proto::cri::{api, CriClient, Error as CallError};
 
 use crate::display::PodSummary;
-use crate::manifest::{ContainerPlan, PodPlan, VolumeKind};
+use crate::images::ImageError;
+use crate::manifest::{ContainerPlan, ManifestError, PodPlan, VolumeKind};
 use crate::podstatus::{events_from_statuses, pod_status, Exit, Observation, Observed};
 
 /// Label marking the pods this CLI runs (how `get` finds them).
@@ -52,6 +52,333 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// containers (peapod's start gate).
 const START_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// A failed step of CRI mode, naming the endpoint, pod, sandbox, container or path; a
+/// failed CRI call is the source (it names the call and the runtime's status).
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    /// The endpoint is not a unix socket.
+    #[error("--cri {endpoint:?}: scheme {scheme:?} is not supported (use unix://PATH)")]
+    Scheme {
+        /// The endpoint as given.
+        endpoint: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The endpoint's socket could not be connected.
+    #[error("CRI endpoint {endpoint}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// The runtime does not answer CRI v1's `Version`.
+    #[error("CRI endpoint {endpoint}: Version")]
+    Version {
+        /// The endpoint.
+        endpoint: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// Listing the runtime's sandboxes to find a pod failed.
+    #[error("find pod {name} in namespace {namespace}")]
+    FindPod {
+        /// The pod.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// Listing the runtime's sandboxes failed.
+    #[error("list pods")]
+    ListPods(#[source] CallError),
+    /// `run` of a pod that already has a sandbox.
+    #[error("pod {name} already exists in namespace {namespace}")]
+    PodExists {
+        /// The pod.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// No sandbox of this CLI has the pod's labels.
+    #[error("pod {name:?} not found in namespace {namespace}")]
+    PodNotFound {
+        /// The pod.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// The pod has no container of that name.
+    #[error("container {container:?} is not valid for pod {pod:?}")]
+    ContainerNotFound {
+        /// The pod.
+        pod: String,
+        /// The container asked for.
+        container: String,
+    },
+    /// The runtime gives no log path for the container.
+    #[error("container {container:?} of pod {pod:?} has no log")]
+    NoLog {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+    },
+    /// A container's image reference is not valid.
+    #[error("container {container}")]
+    ImageReference {
+        /// The container.
+        container: String,
+        /// Cause (boxed: image errors are large).
+        #[source]
+        source: Box<ImageError>,
+    },
+    /// `ImageStatus` of a container's image failed.
+    #[error("container {container}: image {image}")]
+    ImageStatus {
+        /// The container.
+        container: String,
+        /// The normalized reference.
+        image: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// `PullImage` of a container's image failed (kubelet's `ErrImagePull`).
+    #[error("container {container}: ErrImagePull: image {image}")]
+    PullImage {
+        /// The container.
+        container: String,
+        /// The normalized reference.
+        image: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// The pod's log directory could not be created.
+    #[error("create {}", path.display())]
+    CreateLogDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest could not be serialized into the sandbox's annotation.
+    #[error("serialize the manifest of pod {pod} for annotation {annotation}")]
+    EncodeManifest {
+        /// The pod.
+        pod: String,
+        /// The annotation.
+        annotation: &'static str,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `RunPodSandbox` failed.
+    #[error("RunPodSandbox with runtime handler {handler:?}")]
+    RunPodSandbox {
+        /// The runtime handler.
+        handler: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// A container's mounts ask for something CRI mode cannot give.
+    #[error("container {container:?}: volumeMounts[{volume}].subPath: subPath on an emptyDir is not supported by peapod yet")]
+    EmptyDirSubPath {
+        /// The container.
+        container: String,
+        /// The emptyDir volume.
+        volume: String,
+    },
+    /// `CreateContainer` failed.
+    #[error("CreateContainer {container}")]
+    CreateContainer {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// `PodSandboxStatus` failed.
+    #[error("status of sandbox {id}")]
+    SandboxStatus {
+        /// The sandbox id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// `PodSandboxStatus` answered without a status.
+    #[error("sandbox {id}: PodSandboxStatus has no status")]
+    NoSandboxStatus {
+        /// The sandbox id.
+        id: String,
+    },
+    /// The sandbox's manifest annotation is missing or not a Pod.
+    #[error("sandbox {id}: annotation {annotation}")]
+    ManifestAnnotation {
+        /// The sandbox id.
+        id: String,
+        /// The annotation.
+        annotation: &'static str,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The manifest in the sandbox's annotation is one peapod refuses (now).
+    #[error("sandbox {id}: the manifest in its annotation")]
+    ManifestPlan {
+        /// The sandbox id.
+        id: String,
+        /// Cause (names the field).
+        #[source]
+        source: ManifestError,
+    },
+    /// `ListContainers` of a sandbox failed.
+    #[error("list the containers of sandbox {id}")]
+    ListContainers {
+        /// The sandbox id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// `ContainerStatus` failed.
+    #[error("status of container {id}")]
+    ContainerStatus {
+        /// The container id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// `ExecSync` or `Exec` in a container failed.
+    #[error("exec in container {container}")]
+    Exec {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// The streaming URL `Exec` returned is not a valid WebSocket request.
+    #[error("streaming URL {url}: {cause}")]
+    StreamUrl {
+        /// The URL.
+        url: String,
+        /// Cause; in the message, not a source: tungstenite's errors print their own
+        /// sources (boxed: they are large).
+        cause: Box<tungstenite::Error>,
+    },
+    /// The streaming server could not be connected.
+    #[error("connect to {url}")]
+    StreamConnect {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connected socket could not be set up (cloned, read timeout set).
+    #[error("set up the socket to {url}")]
+    StreamSocket {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The WebSocket handshake (`v4.channel.k8s.io`) failed.
+    #[error("WebSocket handshake with {url}: {cause}")]
+    Handshake {
+        /// The URL.
+        url: String,
+        /// Cause; in the message, not a source: tungstenite's errors print their own
+        /// sources (boxed: they are large).
+        cause: Box<tungstenite::Error>,
+    },
+    /// Sending a frame (input, terminal size) on the exec stream failed.
+    #[error("exec stream to {url}: {cause}")]
+    StreamSend {
+        /// The URL.
+        url: String,
+        /// Cause; in the message, not a source: tungstenite's errors print their own
+        /// sources (boxed: they are large).
+        cause: Box<tungstenite::Error>,
+    },
+    /// Reading the exec stream failed.
+    #[error("exec stream from {url}: {cause}")]
+    StreamRead {
+        /// The URL.
+        url: String,
+        /// Cause; in the message, not a source: tungstenite's errors print their own
+        /// sources (boxed: they are large).
+        cause: Box<tungstenite::Error>,
+    },
+    /// The command's output could not be written to our stdout or stderr.
+    #[error("write the output of the exec")]
+    Output(#[source] std::io::Error),
+    /// The exec stream closed before the status channel said how the command ended.
+    #[error("exec stream from {url} ended without a status")]
+    NoExitStatus {
+        /// The URL.
+        url: String,
+    },
+    /// `StopContainer` failed for some of the pod's containers.
+    #[error("StopContainer: {}", stop_failures(.failures))]
+    StopContainers {
+        /// Container id and the failed call, per container.
+        failures: Vec<(String, CallError)>,
+    },
+    /// `StopPodSandbox` failed.
+    #[error("stop sandbox {id}")]
+    StopPodSandbox {
+        /// The sandbox id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// `RemovePodSandbox` failed.
+    #[error("remove sandbox {id}")]
+    RemovePodSandbox {
+        /// The sandbox id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: CallError,
+    },
+    /// The pod's log directory could not be removed.
+    #[error("remove {}", path.display())]
+    RemoveLogDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pod cgroup the runtime left could not be removed.
+    #[error("pod cgroup {cgroup} still has processes or child cgroups")]
+    PodCgroupBusy {
+        /// The cgroup, relative to the hierarchies' roots.
+        cgroup: String,
+    },
+}
+
+/// `<id>: <error>; ...`: the failed `StopContainer` calls.
+fn stop_failures(failures: &[(String, CallError)]) -> String {
+    let each: Vec<String> = failures.iter().map(|(id, e)| format!("{id}: {e}")).collect();
+    each.join("; ")
+}
+
+type Result<T, E = CriError> = std::result::Result<T, E>;
+
 /// A CRI runtime and the handler pods run with.
 pub struct Cri {
     client: CriClient,
@@ -66,9 +393,20 @@ pub struct Cri {
 pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
     match endpoint.split_once("://") {
         Some(("unix", path)) => Ok(PathBuf::from(path)),
-        Some((scheme, _)) => bail!("--cri {endpoint:?}: scheme {scheme:?} is not supported (use unix://PATH)"),
+        Some((scheme, _)) => Err(CriError::Scheme {
+            endpoint: endpoint.to_string(),
+            scheme: scheme.to_string(),
+        }),
         None => Ok(PathBuf::from(endpoint)),
     }
+}
+
+/// A client of `endpoint`.
+fn connect(endpoint: &str) -> Result<CriClient> {
+    CriClient::connect(socket_path(endpoint)?).map_err(|source| CriError::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    })
 }
 
 fn nanos(t: i64) -> Option<jiff::Timestamp> {
@@ -84,10 +422,11 @@ impl Cri {
     ///
     /// Errors: a bad endpoint, nothing listening, or a server that does not speak CRI v1.
     pub fn connect(endpoint: &str, handler: &str, log_root: &Path) -> Result<Cri> {
-        let client = CriClient::connect(socket_path(endpoint)?).with_context(|| format!("CRI endpoint {endpoint}"))?;
-        client
-            .version()
-            .with_context(|| format!("CRI endpoint {endpoint}: Version"))?;
+        let client = connect(endpoint)?;
+        client.version().map_err(|source| CriError::Version {
+            endpoint: endpoint.to_string(),
+            source,
+        })?;
         Ok(Cri {
             client,
             endpoint: endpoint.to_string(),
@@ -97,16 +436,25 @@ impl Cri {
     }
 
     /// The sandbox of pod `namespace/name` run by this CLI, if any (the newest attempt).
+    ///
+    /// Errors: [`CriError::FindPod`] when `ListPodSandbox` fails.
     pub fn find(&self, namespace: &str, name: &str) -> Result<Option<api::PodSandbox>> {
         let labels = HashMap::from([
             (MANAGED_BY_LABEL.to_string(), "peapod".to_string()),
             (POD_NAME_LABEL.to_string(), name.to_string()),
             (POD_NAMESPACE_LABEL.to_string(), namespace.to_string()),
         ]);
-        let mut found = self.client.list_pod_sandbox(Some(api::PodSandboxFilter {
-            label_selector: labels,
-            ..Default::default()
-        }))?;
+        let mut found = self
+            .client
+            .list_pod_sandbox(Some(api::PodSandboxFilter {
+                label_selector: labels,
+                ..Default::default()
+            }))
+            .map_err(|source| CriError::FindPod {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                source,
+            })?;
         found.sort_by_key(|s| s.created_at);
         Ok(found.pop())
     }
@@ -119,7 +467,12 @@ impl Cri {
         labels.insert(POD_UID_LABEL.into(), uid.to_string());
         let mut annotations: HashMap<String, String> = plan.annotations.clone().into_iter().collect();
         annotations.extend(plan.sandbox_annotations());
-        annotations.insert(proto::annotations::LAST_APPLIED.into(), serde_json::to_string(pod)?);
+        let manifest = serde_json::to_string(pod).map_err(|source| CriError::EncodeManifest {
+            pod: plan.name.clone(),
+            annotation: proto::annotations::LAST_APPLIED,
+            source,
+        })?;
+        annotations.insert(proto::annotations::LAST_APPLIED.into(), manifest);
         Ok(api::PodSandboxConfig {
             metadata: Some(api::PodSandboxMetadata {
                 name: plan.name.clone(),
@@ -153,29 +506,53 @@ impl Cri {
     /// failed (its message names the call and the container).
     pub fn run(&self, pod: &Pod, plan: &PodPlan, progress: &dyn Fn(&str)) -> Result<String> {
         if self.find(&plan.namespace, &plan.name)?.is_some() {
-            bail!("pod {} already exists in namespace {}", plan.name, plan.namespace);
+            return Err(CriError::PodExists {
+                name: plan.name.clone(),
+                namespace: plan.namespace.clone(),
+            });
         }
         let mut images = Vec::new();
         for c in &plan.containers {
-            let image = crate::images::normalize(&c.image)?;
-            if self.client.image_status(&image)?.is_none() {
+            let image = crate::images::normalize(&c.image).map_err(|e| CriError::ImageReference {
+                container: c.name.clone(),
+                source: Box::new(e),
+            })?;
+            let status = self
+                .client
+                .image_status(&image)
+                .map_err(|source| CriError::ImageStatus {
+                    container: c.name.clone(),
+                    image: image.clone(),
+                    source,
+                })?;
+            if status.is_none() {
                 progress(&format!("pulling image {image}"));
                 self.client
                     .pull_image(&image, PULL_TIMEOUT)
-                    .with_context(|| format!("container {}: ErrImagePull: image {image}", c.name))?;
+                    .map_err(|source| CriError::PullImage {
+                        container: c.name.clone(),
+                        image: image.clone(),
+                        source,
+                    })?;
             }
             images.push(image);
         }
         let uid = crate::runner::new_uid();
         let log_dir = self.log_root.join(format!("{}_{}_{uid}", plan.namespace, plan.name));
-        std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+        std::fs::create_dir_all(&log_dir).map_err(|source| CriError::CreateLogDir {
+            path: log_dir.clone(),
+            source,
+        })?;
         let config = self.sandbox_config(pod, plan, &uid, &log_dir)?;
         progress("starting the pod sandbox");
         let id = match self.client.run_pod_sandbox(&config, &self.handler) {
             Ok(id) => id,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&log_dir);
-                return Err(e).context(format!("RunPodSandbox with runtime handler {:?}", self.handler));
+                return Err(CriError::RunPodSandbox {
+                    handler: self.handler.clone(),
+                    source: e,
+                });
             }
         };
         if let Err(e) = self.create_and_start(&id, &config, plan, &uid, &images, progress) {
@@ -195,8 +572,7 @@ impl Cri {
         progress: &dyn Fn(&str),
     ) -> Result<()> {
         let ip = self
-            .client
-            .pod_sandbox_status(id, false)?
+            .sandbox_status(id)?
             .status
             .and_then(|s| s.network)
             .map(|n| n.ip)
@@ -205,16 +581,19 @@ impl Cri {
         for (c, image) in plan.containers.iter().zip(images) {
             progress(&format!("creating container {}", c.name));
             let config = container_config(plan, c, image, uid, &ip)?;
-            let cid = self
-                .client
-                .create_container(id, &config, sandbox)
-                .with_context(|| format!("CreateContainer {}", c.name))?;
+            let cid =
+                self.client
+                    .create_container(id, &config, sandbox)
+                    .map_err(|source| CriError::CreateContainer {
+                        container: c.name.clone(),
+                        source,
+                    })?;
             ids.push((c.name.clone(), cid));
         }
         // All at once: the shim orders them (KEP-753), as in embedded mode. Their own
         // client: an app container's start blocks until the init containers are done.
         progress("starting containers");
-        let starter = CriClient::connect(socket_path(&self.endpoint)?)?.with_call_timeout(START_TIMEOUT);
+        let starter = connect(&self.endpoint)?.with_call_timeout(START_TIMEOUT);
         let errors: Vec<String> = std::thread::scope(|s| {
             let starts: Vec<_> = ids
                 .iter()
@@ -242,10 +621,13 @@ impl Cri {
         if let Some(ns) = namespace {
             labels.insert(POD_NAMESPACE_LABEL.into(), ns.to_string());
         }
-        let mut sandboxes = self.client.list_pod_sandbox(Some(api::PodSandboxFilter {
-            label_selector: labels,
-            ..Default::default()
-        }))?;
+        let mut sandboxes = self
+            .client
+            .list_pod_sandbox(Some(api::PodSandboxFilter {
+                label_selector: labels,
+                ..Default::default()
+            }))
+            .map_err(CriError::ListPods)?;
         sandboxes.sort_by(|a, b| {
             let name = |s: &api::PodSandbox| s.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
             name(a).cmp(&name(b))
@@ -255,13 +637,17 @@ impl Cri {
 
     /// The containers of sandbox `id` by name (the newest attempt of each).
     fn containers(&self, id: &str) -> Result<HashMap<String, api::ContainerStatus>> {
-        let list = self.client.list_containers(Some(api::ContainerFilter {
-            pod_sandbox_id: id.to_string(),
-            ..Default::default()
-        }))?;
+        let list = self.list_containers(id)?;
         let mut out: HashMap<String, api::ContainerStatus> = HashMap::new();
         for c in list {
-            let Some(status) = self.client.container_status(&c.id, false)?.status else {
+            let status = self
+                .client
+                .container_status(&c.id, false)
+                .map_err(|source| CriError::ContainerStatus {
+                    id: c.id.clone(),
+                    source,
+                })?;
+            let Some(status) = status.status else {
                 continue;
             };
             let name = status.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
@@ -275,22 +661,53 @@ impl Cri {
         Ok(out)
     }
 
+    /// `ListContainers` of sandbox `id`.
+    fn list_containers(&self, id: &str) -> Result<Vec<api::Container>> {
+        self.client
+            .list_containers(Some(api::ContainerFilter {
+                pod_sandbox_id: id.to_string(),
+                ..Default::default()
+            }))
+            .map_err(|source| CriError::ListContainers {
+                id: id.to_string(),
+                source,
+            })
+    }
+
+    /// `PodSandboxStatus` of sandbox `id`.
+    fn sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatusResponse> {
+        self.client
+            .pod_sandbox_status(id, false)
+            .map_err(|source| CriError::SandboxStatus {
+                id: id.to_string(),
+                source,
+            })
+    }
+
     /// The pod of sandbox `id`, as printed (status from the runtime, manifest from the
     /// sandbox's annotation).
     pub fn summary(&self, id: &str) -> Result<PodSummary> {
         let status = self
-            .client
-            .pod_sandbox_status(id, false)?
+            .sandbox_status(id)?
             .status
-            .context("PodSandboxStatus has no status")?;
+            .ok_or_else(|| CriError::NoSandboxStatus { id: id.to_string() })?;
         let annotations = &status.annotations;
         let pod: Pod = serde_json::from_str(
             annotations
                 .get(proto::annotations::LAST_APPLIED)
                 .map_or("", String::as_str),
         )
-        .with_context(|| format!("sandbox {id}: annotation {}", proto::annotations::LAST_APPLIED))?;
-        let plan = crate::manifest::plan(&pod, crate::manifest::memory_capacity())?;
+        .map_err(|source| CriError::ManifestAnnotation {
+            id: id.to_string(),
+            annotation: proto::annotations::LAST_APPLIED,
+            source,
+        })?;
+        let plan = crate::manifest::plan(&pod, crate::manifest::memory_capacity()).map_err(|source| {
+            CriError::ManifestPlan {
+                id: id.to_string(),
+                source,
+            }
+        })?;
         let containers = self.containers(id)?;
         let mut observed = Vec::new();
         for c in &plan.containers {
@@ -343,14 +760,26 @@ impl Cri {
     ///
     /// Errors: no such pod or container.
     pub fn container(&self, namespace: &str, name: &str, container: &str) -> Result<(String, api::ContainerStatus)> {
-        let sandbox = self
-            .find(namespace, name)?
-            .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
+        let sandbox = self.existing(namespace, name)?;
         let mut containers = self.containers(&sandbox.id)?;
         let status = containers
             .remove(container)
-            .with_context(|| format!("container {container:?} is not valid for pod {name:?}"))?;
+            .ok_or_else(|| CriError::ContainerNotFound {
+                pod: name.to_string(),
+                container: container.to_string(),
+            })?;
         Ok((sandbox.id, status))
+    }
+
+    /// The sandbox of pod `namespace/name` (the newest attempt).
+    ///
+    /// Errors: [`CriError::PodNotFound`], or [`CriError::FindPod`] when `ListPodSandbox`
+    /// fails.
+    pub fn existing(&self, namespace: &str, name: &str) -> Result<api::PodSandbox> {
+        self.find(namespace, name)?.ok_or_else(|| CriError::PodNotFound {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        })
     }
 
     /// The host path of a container's log (CRI's `log_path`: the pod's log directory
@@ -358,7 +787,10 @@ impl Cri {
     pub fn log(&self, namespace: &str, name: &str, container: &str) -> Result<(PathBuf, String)> {
         let (_, status) = self.container(namespace, name, container)?;
         if status.log_path.is_empty() {
-            bail!("container {container:?} of pod {name:?} has no log");
+            return Err(CriError::NoLog {
+                pod: name.to_string(),
+                container: container.to_string(),
+            });
         }
         Ok((PathBuf::from(&status.log_path), status.id))
     }
@@ -385,7 +817,13 @@ impl Cri {
     ) -> Result<(i32, Vec<u8>, Vec<u8>)> {
         let (_, status) = self.container(namespace, name, container)?;
         let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        let r = self.client.exec_sync(&status.id, &args, Duration::from_secs(3600))?;
+        let r = self
+            .client
+            .exec_sync(&status.id, &args, Duration::from_secs(3600))
+            .map_err(|source| CriError::Exec {
+                container: container.to_string(),
+                source,
+            })?;
         Ok((r.exit_code, r.stdout, r.stderr))
     }
 
@@ -416,24 +854,53 @@ impl Cri {
         let (_, status) = self.container(namespace, name, container)?;
         // containerd's CRI exec sends no terminal output unless stdin is attached too, so
         // a terminal always asks for stdin (ours is forwarded only with `stdin`).
-        let url = self.client.exec(&status.id, cmd, stdin || tty, tty)?;
+        let url = self
+            .client
+            .exec(&status.id, cmd, stdin || tty, tty)
+            .map_err(|source| CriError::Exec {
+                container: container.to_string(),
+                source,
+            })?;
         let ws_url = url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
-        let mut request = ws_url
-            .as_str()
-            .into_client_request()
-            .with_context(|| format!("streaming URL {url}"))?;
+        let mut request = ws_url.as_str().into_client_request().map_err(|e| CriError::StreamUrl {
+            url: url.clone(),
+            cause: Box::new(e),
+        })?;
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             "v4.channel.k8s.io".parse().expect("valid header"),
         );
         let host = request.uri().host().unwrap_or("127.0.0.1").to_string();
         let port = request.uri().port_u16().unwrap_or(80);
-        let stream =
-            std::net::TcpStream::connect((host.as_str(), port)).with_context(|| format!("connect to {url}"))?;
-        let (mut socket, _) = tungstenite::client(request, stream.try_clone()?)
-            .map_err(|e| anyhow::anyhow!("WebSocket handshake with {url}: {e}"))?;
+        let stream = std::net::TcpStream::connect((host.as_str(), port)).map_err(|source| CriError::StreamConnect {
+            url: url.clone(),
+            source,
+        })?;
+        let socket_err = |source| CriError::StreamSocket {
+            url: url.clone(),
+            source,
+        };
+        let (mut socket, _) = tungstenite::client(request, stream.try_clone().map_err(socket_err)?).map_err(|e| {
+            let cause = match e {
+                tungstenite::HandshakeError::Failure(e) => e,
+                // A blocking stream does not interrupt the handshake; say so if it did.
+                tungstenite::HandshakeError::Interrupted(_) => {
+                    tungstenite::Error::Io(std::io::ErrorKind::WouldBlock.into())
+                }
+            };
+            CriError::Handshake {
+                url: url.clone(),
+                cause: Box::new(cause),
+            }
+        })?;
         // Reads time out so stdin can be forwarded between them (one socket, one thread).
-        stream.set_read_timeout(Some(Duration::from_millis(20)))?;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .map_err(socket_err)?;
+        let send_err = |e| CriError::StreamSend {
+            url: url.clone(),
+            cause: Box::new(e),
+        };
         let _raw = if tty && stdin {
             crate::runner::RawMode::enter(std::io::stdin().as_fd())
         } else {
@@ -444,7 +911,7 @@ impl Cri {
                 let size = format!("{{\"Width\":{cols},\"Height\":{rows}}}");
                 let mut frame = vec![4u8];
                 frame.extend_from_slice(size.as_bytes());
-                socket.send(Message::binary(frame))?;
+                socket.send(Message::binary(frame)).map_err(send_err)?;
             }
         }
         let (input_tx, input_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -464,7 +931,7 @@ impl Cri {
             while let Ok(chunk) = input_rx.try_recv() {
                 let mut frame = vec![0u8];
                 frame.extend_from_slice(&chunk);
-                socket.send(Message::binary(frame))?;
+                socket.send(Message::binary(frame)).map_err(send_err)?;
             }
             let message = match socket.read() {
                 Ok(m) => m,
@@ -474,7 +941,12 @@ impl Cri {
                     continue;
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
-                Err(e) => return Err(anyhow::anyhow!("exec stream from {url}: {e}")),
+                Err(e) => {
+                    return Err(CriError::StreamRead {
+                        url,
+                        cause: Box::new(e),
+                    })
+                }
             };
             let data = match message {
                 Message::Binary(d) => d.to_vec(),
@@ -487,15 +959,16 @@ impl Cri {
             match channel {
                 1 => {
                     let mut out = std::io::stdout();
-                    out.write_all(payload)?;
-                    out.flush()?;
+                    out.write_all(payload)
+                        .and_then(|()| out.flush())
+                        .map_err(CriError::Output)?;
                 }
-                2 => std::io::stderr().write_all(payload)?,
+                2 => std::io::stderr().write_all(payload).map_err(CriError::Output)?,
                 3 if !payload.is_empty() => code = Some(exit_code_of(payload)),
                 _ => {}
             }
         }
-        code.with_context(|| format!("exec stream from {url} ended without a status"))
+        code.ok_or(CriError::NoExitStatus { url })
     }
 
     /// Deletes pod `namespace/name` as kubelet does: every container stopped at once with
@@ -504,14 +977,11 @@ impl Cri {
     ///
     /// Errors: no such pod, or a CRI call failed.
     pub fn delete(&self, namespace: &str, name: &str, grace: Option<u64>) -> Result<()> {
-        let sandbox = self
-            .find(namespace, name)?
-            .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
+        let sandbox = self.existing(namespace, name)?;
         let status = self
-            .client
-            .pod_sandbox_status(&sandbox.id, false)?
+            .sandbox_status(&sandbox.id)?
             .status
-            .context("PodSandboxStatus has no status")?;
+            .ok_or_else(|| CriError::NoSandboxStatus { id: sandbox.id.clone() })?;
         let grace = match grace {
             Some(g) => g,
             None => status
@@ -542,40 +1012,48 @@ impl Cri {
     }
 
     fn remove(&self, id: &str, config: &api::PodSandboxConfig, grace: Duration) -> Result<()> {
-        let containers = self.client.list_containers(Some(api::ContainerFilter {
-            pod_sandbox_id: id.to_string(),
-            ..Default::default()
-        }))?;
+        let containers = self.list_containers(id)?;
         // SIGTERM to all at once; each StopContainer SIGKILLs its container after `grace`.
-        let errors: Vec<String> = std::thread::scope(|s| {
+        let failures: Vec<(String, CallError)> = std::thread::scope(|s| {
             let stops: Vec<_> = containers
                 .iter()
                 .filter(|c| c.state != api::ContainerState::ContainerExited as i32)
-                .map(|c| {
-                    s.spawn(move || {
-                        self.client
-                            .stop_container(&c.id, grace)
-                            .map_err(|e| format!("{}: {e}", c.id))
-                    })
-                })
+                .map(|c| s.spawn(move || self.client.stop_container(&c.id, grace).map_err(|e| (c.id.clone(), e))))
                 .collect();
             stops.into_iter().filter_map(|h| h.join().ok()?.err()).collect()
         });
-        if !errors.is_empty() {
-            bail!("StopContainer: {}", errors.join("; "));
+        if !failures.is_empty() {
+            return Err(CriError::StopContainers { failures });
         }
-        self.client.stop_pod_sandbox(id)?;
-        self.client.remove_pod_sandbox(id)?;
+        self.client
+            .stop_pod_sandbox(id)
+            .map_err(|source| CriError::StopPodSandbox {
+                id: id.to_string(),
+                source,
+            })?;
+        self.client
+            .remove_pod_sandbox(id)
+            .map_err(|source| CriError::RemovePodSandbox {
+                id: id.to_string(),
+                source,
+            })?;
         match std::fs::remove_dir_all(&config.log_directory) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("remove {}", config.log_directory)),
+            Err(source) => {
+                return Err(CriError::RemoveLogDir {
+                    path: PathBuf::from(&config.log_directory),
+                    source,
+                })
+            }
         }
         // kubelet owns the pod cgroup; the peapod shim removes the one it created, so this
         // is for other handlers: its parent (`peapod`) only while empty.
         if let Some(parent) = config.linux.as_ref().map(|l| l.cgroup_parent.trim_start_matches('/')) {
             if sandbox::cgroups::exists_anywhere(parent) && !sandbox::cgroups::rmdir_everywhere(parent) {
-                bail!("pod cgroup {parent} still has processes or child cgroups");
+                return Err(CriError::PodCgroupBusy {
+                    cgroup: parent.to_string(),
+                });
             }
             if let Some((top, _)) = parent.rsplit_once('/') {
                 let _ = sandbox::cgroups::rmdir_everywhere(top);
@@ -644,11 +1122,10 @@ fn container_config(
                 ..Default::default()
             }),
             Some(VolumeKind::EmptyDir(_)) if m.sub_path.is_some() => {
-                bail!(
-                    "container {:?}: volumeMounts[{}].subPath: subPath on an emptyDir is not supported by peapod yet",
-                    c.name,
-                    m.volume
-                )
+                return Err(CriError::EmptyDirSubPath {
+                    container: c.name.clone(),
+                    volume: m.volume.clone(),
+                })
             }
             // emptyDirs: the shim mounts them from the container's annotations.
             _ => {}
@@ -739,7 +1216,64 @@ mod tests {
     fn cri_endpoints_are_unix_sockets() {
         assert_eq!(socket_path("unix:///run/c.sock").unwrap(), PathBuf::from("/run/c.sock"));
         assert_eq!(socket_path("/run/c.sock").unwrap(), PathBuf::from("/run/c.sock"));
-        let e = socket_path("tcp://1.2.3.4:10").unwrap_err().to_string();
-        assert!(e.contains("tcp"), "{e}");
+        let e = socket_path("tcp://1.2.3.4:10").unwrap_err();
+        assert!(matches!(e, CriError::Scheme { .. }), "{e:?}");
+        assert!(e.to_string().contains("tcp"), "{e}");
+    }
+
+    /// The error and its sources, as `peapod` prints them (`{:#}`).
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            out.push(s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn failed_calls_print_each_cause_once() {
+        let call = |call| CallError::Timeout {
+            call,
+            timeout: Duration::from_secs(1),
+        };
+        let stop = CriError::StopContainers {
+            failures: vec![
+                ("a1".into(), call("StopContainer")),
+                ("b2".into(), call("StopContainer")),
+            ],
+        };
+        assert_eq!(
+            chain(&stop),
+            ["StopContainer: a1: CRI StopContainer: no answer within 1s; b2: CRI StopContainer: no answer within 1s"]
+        );
+        let pull = CriError::PullImage {
+            container: "app".into(),
+            image: "docker.io/library/nothing:latest".into(),
+            source: call("PullImage"),
+        };
+        assert_eq!(
+            chain(&pull).join(": "),
+            "container app: ErrImagePull: image docker.io/library/nothing:latest: CRI PullImage: no answer within 1s"
+        );
+        let read = CriError::StreamRead {
+            url: "http://127.0.0.1:1/exec/x".into(),
+            cause: Box::new(tungstenite::Error::Io(std::io::ErrorKind::ConnectionReset.into())),
+        };
+        assert_eq!(chain(&read).len(), 1, "{:?}", chain(&read));
+        for e in [
+            pull,
+            read,
+            CriError::RemoveLogDir {
+                path: "/var/log/pods/default_web_1".into(),
+                source: std::io::ErrorKind::PermissionDenied.into(),
+            },
+        ] {
+            let links = chain(&e);
+            for pair in links.windows(2) {
+                assert!(!pair[0].contains(&pair[1]), "{pair:?}");
+            }
+        }
     }
 }

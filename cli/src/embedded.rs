@@ -38,13 +38,12 @@ pub enum EmbeddedError {
         reason: String,
     },
     /// Connecting to the shim's socket failed.
-    #[error("connect to shim at {address}: {source}")]
+    #[error("connect to shim at {address}: {cause}")]
     Connect {
         /// The address.
         address: String,
-        /// Cause.
-        #[source]
-        source: ttrpc::Error,
+        /// Cause; in the message, not a source: ttrpc's `Nix` error prints its own source.
+        cause: ttrpc::Error,
     },
     /// A Task API call failed.
     #[error("{call} {id}: {message}")]
@@ -174,9 +173,9 @@ impl Shim {
 
     /// Connects to a running shim at `address` (`unix://…`).
     pub fn connect(address: &str) -> Result<Shim> {
-        let client = ttrpc::Client::connect(address).map_err(|source| EmbeddedError::Connect {
+        let client = ttrpc::Client::connect(address).map_err(|cause| EmbeddedError::Connect {
             address: address.to_string(),
-            source,
+            cause,
         })?;
         Ok(Shim {
             address: address.to_string(),

@@ -248,14 +248,14 @@ fn main() {
         Command::Image(cmd) => image(&paths, cmd),
         Command::Spec { bundle, args } => write_spec(&bundle, &args).map(|()| 0),
         Command::RunBundle { bundle, id } => run_bundle(&cli.state.join("containers"), &bundle, id).or_else(|e| {
-            eprintln!("peapod: {e:#}");
+            eprintln!("peapod: {}", sandbox::error::chain(e.as_ref()));
             Ok(125)
         }),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("peapod: {e:#}");
+            eprintln!("peapod: {}", sandbox::error::chain(e.as_ref()));
             std::process::exit(1);
         }
     }
@@ -320,10 +320,8 @@ fn summary(mode: &Mode, namespace: &str, name: &str) -> Result<PodSummary> {
             &runner::load(paths, &runner::key(namespace, name))?,
         )),
         Mode::Cri(cri) => {
-            let sandbox = cri
-                .find(namespace, name)?
-                .with_context(|| format!("pod {name:?} not found in namespace {namespace}"))?;
-            cri.summary(&sandbox.id)
+            let sandbox = cri.existing(namespace, name)?;
+            Ok(cri.summary(&sandbox.id)?)
         }
     }
 }
@@ -439,7 +437,7 @@ fn exec(
             let record = runner::load(paths, &runner::key(namespace, pod))?;
             let name = pick_container(&record.plan, container)?;
             if stdin || tty {
-                return runner::exec_attached(&record, &name, command, stdin, tty);
+                return Ok(runner::exec_attached(&record, &name, command, stdin, tty)?);
             }
             let (code, out, err) = runner::exec(&record, &name, command)?;
             (i32::try_from(code).unwrap_or(255), out, err)
@@ -447,7 +445,7 @@ fn exec(
         Mode::Cri(cri) => {
             let name = pick_container(&summary(mode, namespace, pod)?.plan, container)?;
             if stdin || tty {
-                return cri.exec_attached(namespace, pod, &name, command, stdin, tty);
+                return Ok(cri.exec_attached(namespace, pod, &name, command, stdin, tty)?);
             }
             cri.exec(namespace, pod, &name, command)?
         }
@@ -637,4 +635,33 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
     let code = container.wait()?;
     container.delete(false)?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_a_dependency_already_printed_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        // A wrapper that prints its source and returns it too, like tonic's ConnectError.
+        #[derive(Debug)]
+        struct Repeats(std::io::Error);
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "transport error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Repeats(io)).context("CRI endpoint unix:///x.sock");
+        assert_eq!(
+            sandbox::error::chain(e.as_ref()),
+            format!("CRI endpoint unix:///x.sock: transport error: {text}")
+        );
+        let plain = anyhow::anyhow!("pod x").context("delete");
+        assert_eq!(sandbox::error::chain(plain.as_ref()), "delete: pod x");
+    }
 }

@@ -18,15 +18,349 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cni::Network;
-use crate::embedded::{Shim, TaskIo};
-use crate::images::Store;
-use crate::manifest::{ContainerPlan, PodPlan};
+use crate::cni::{CniError, Network};
+use crate::embedded::{EmbeddedError, Shim, TaskIo};
+use crate::images::{ImageError, Store};
+use crate::manifest::{ContainerPlan, ManifestError, PodPlan};
 use crate::pods::{container_spec, sandbox_spec, ImageConfig, PodRuntime};
 use crate::podstatus::{exit_event, pod_status, Exit, Observation, Observed, PodEvent};
+
+/// A failed step of the embedded mode, naming the pod, container, task or path.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The local image store could not be opened.
+    #[error("open the image store")]
+    OpenImages(#[source] Box<ImageError>),
+    /// A container's image reference is not valid.
+    #[error("container {container}")]
+    ImageReference {
+        /// The container.
+        container: String,
+        /// Cause (boxed: image errors are large).
+        #[source]
+        source: Box<ImageError>,
+    },
+    /// A container's image is not in the store (`ErrImagePull`) or cannot be read.
+    #[error("container {container}: image {image}")]
+    Image {
+        /// The container.
+        container: String,
+        /// The normalized reference.
+        image: String,
+        /// Cause (boxed: image errors are large).
+        #[source]
+        source: Box<ImageError>,
+    },
+    /// `run` of a pod that is already recorded.
+    #[error("pod {name} already exists in namespace {namespace}")]
+    PodExists {
+        /// The pod.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// No pod is recorded under the key.
+    #[error("pod {key:?} not found ({})", path.display())]
+    PodNotFound {
+        /// `<namespace>_<name>`.
+        key: String,
+        /// Its `pod.json`.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A pod's `pod.json` could not be read.
+    #[error("read {}", path.display())]
+    ReadRecord {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A pod's `pod.json` is not a pod record.
+    #[error("parse {}", path.display())]
+    ParseRecord {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A pod has no container of that name.
+    #[error("no container {container:?} in pod {pod}")]
+    NoContainer {
+        /// The pod.
+        pod: String,
+        /// The container asked for.
+        container: String,
+    },
+    /// `add_container` of a name the pod already has.
+    #[error("pod {pod} already has a container {container}")]
+    ContainerExists {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+    },
+    /// `logs --previous` of a container that has not restarted (kubectl's message).
+    #[error("previous terminated container {container:?} in pod {pod:?} not found")]
+    NoPreviousRun {
+        /// The pod.
+        pod: String,
+        /// The container.
+        container: String,
+    },
+    /// The running `peapod` executable could not be found (`/proc/self/exe`).
+    #[error("find the running executable")]
+    CurrentExe(#[source] std::io::Error),
+    /// The running executable's path has no parent directory.
+    #[error("executable {} has no directory", exe.display())]
+    ExeDir {
+        /// The executable.
+        exe: PathBuf,
+    },
+    /// A binary the runner starts is neither named by its variable nor next to `peapod`.
+    #[error("{binary}: cannot find it: set {var} (make install puts it next to peapod)")]
+    MissingBinary {
+        /// `containerd-shim-peapod-v2` or `peapod-pause`.
+        binary: &'static str,
+        /// The environment variable that names it.
+        var: &'static str,
+    },
+    /// A directory could not be created.
+    #[error("create {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A document could not be serialized to JSON for the file it goes to.
+    #[error("serialize {}", path.display())]
+    Serialize {
+        /// The file it was for.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file could not be renamed into place.
+    #[error("rename {} to {}", from.display(), to.display())]
+    Rename {
+        /// The temporary file.
+        from: PathBuf,
+        /// Its final name.
+        to: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `peapod-pause` could not be copied into the sandbox's rootfs.
+    #[error("copy {} to {}", from.display(), to.display())]
+    CopyPause {
+        /// The pause binary.
+        from: PathBuf,
+        /// Where it goes.
+        to: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or directory of the pod could not be removed.
+    #[error("remove {}", path.display())]
+    Remove {
+        /// The file or directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A container's OCI spec could not be built from the manifest and its image.
+    #[error("build the OCI spec")]
+    ContainerSpec {
+        /// The container.
+        container: String,
+        /// Cause (names the container and field).
+        #[source]
+        source: ManifestError,
+    },
+    /// Starting the pod's shim, or creating or starting its sandbox task, failed.
+    #[error("start the sandbox of pod {pod}")]
+    StartSandbox {
+        /// The pod.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// The sandbox's pid does not fit a `pid_t`.
+    #[error("sandbox pid {pid} is out of range")]
+    SandboxPid {
+        /// The pid the shim reported.
+        pid: u32,
+        /// Cause.
+        #[source]
+        source: std::num::TryFromIntError,
+    },
+    /// The pod's sandbox task cannot be queried (`State`): its shim or sandbox is gone.
+    #[error("the sandbox task of pod {pod}")]
+    SandboxState {
+        /// The pod.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// CNI ADD of one of the pod's interfaces failed.
+    #[error("attach {ifname} of pod {pod}")]
+    AttachNetwork {
+        /// The pod.
+        pod: String,
+        /// `eth0` (the bridge) or `lo`.
+        ifname: &'static str,
+        /// Cause.
+        #[source]
+        source: CniError,
+    },
+    /// CNI DEL of the pod's network failed.
+    #[error("detach the network of pod {pod}")]
+    DetachNetwork {
+        /// The pod.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: CniError,
+    },
+    /// The pod's shim could not be reached.
+    #[error("reach the shim of pod {pod}")]
+    ConnectShim {
+        /// The pod.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// `Create` of a container's task failed.
+    #[error("create container {container}")]
+    CreateTask {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// `Start` of a container's task failed.
+    #[error("start container {container}")]
+    StartTask {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// `add_container` failed; what it created was removed again.
+    #[error("add container {container} to pod {pod}")]
+    AddContainer {
+        /// The container.
+        container: String,
+        /// The pod.
+        pod: String,
+        /// The step that failed.
+        #[source]
+        source: Box<RunError>,
+    },
+    /// `Wait` for a container's task failed.
+    #[error("wait for container {container}")]
+    Wait {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// `Delete` of a container's task failed.
+    #[error("delete task {id}")]
+    DeleteTask {
+        /// The task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// `Delete` of the sandbox task failed.
+    #[error("delete the sandbox task {id}")]
+    DeleteSandbox {
+        /// The sandbox's task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// `Shutdown` of the pod's shim failed.
+    #[error("shut down the shim of pod {pod}")]
+    ShutdownShim {
+        /// The pod.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// The shim binary's `delete` of a task whose shim died failed.
+    #[error("clean up task {id} of a dead shim")]
+    Cleanup {
+        /// The task id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+    /// The OCI process of an exec could not be built.
+    #[error("the exec process for container {container}")]
+    ExecProcess {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// The temporary directory of an exec's output or FIFOs could not be created.
+    #[error("create a temporary directory for the exec")]
+    ExecDir(#[source] std::io::Error),
+    /// A FIFO of an attached exec could not be created.
+    #[error("mkfifo {}", path.display())]
+    Mkfifo {
+        /// The FIFO.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// An exec's `Exec`, `Start`, `Wait` or `Delete` call failed (the cause names it).
+    #[error("exec in container {container}")]
+    Exec {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
+}
+
+type Result<T, E = RunError> = std::result::Result<T, E>;
 
 /// Where the CLI keeps things.
 #[derive(Debug, Clone)]
@@ -47,8 +381,10 @@ impl Paths {
     }
 
     /// The image store.
+    ///
+    /// Errors: [`RunError::OpenImages`].
     pub fn images(&self) -> Result<Store> {
-        Ok(Store::open(&self.root.join("images"))?)
+        Store::open(&self.root.join("images")).map_err(|e| RunError::OpenImages(Box::new(e)))
     }
 }
 
@@ -91,11 +427,14 @@ pub struct PodRecord {
 impl PodRecord {
     fn save(&self, paths: &Paths) -> Result<()> {
         let dir = paths.pod_state(&self.key);
-        fs::create_dir_all(&dir)?;
-        let tmp = dir.join("pod.json.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        fs::rename(&tmp, dir.join("pod.json"))?;
-        Ok(())
+        create_dir(&dir)?;
+        let (tmp, path) = (dir.join("pod.json.tmp"), dir.join("pod.json"));
+        write_json(&tmp, self, true)?;
+        fs::rename(&tmp, &path).map_err(|source| RunError::Rename {
+            from: tmp,
+            to: path,
+            source,
+        })
     }
 
     /// The log file of container `name`.
@@ -117,17 +456,62 @@ impl PodRecord {
     }
 }
 
+/// `fs::create_dir_all`, naming the directory in its error.
+fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|source| RunError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `value` as JSON (`pretty`: indented) to `path`.
+fn write_json(path: &Path, value: &impl Serialize, pretty: bool) -> Result<()> {
+    let json = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    let json = json.map_err(|source| RunError::Serialize {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    fs::write(path, json).map_err(|source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `fs::remove_dir_all` (`dir`) or `fs::remove_file`; already gone is fine.
+fn remove(path: &Path, dir: bool) -> Result<()> {
+    let removed = if dir {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match removed {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RunError::Remove {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// The pod's key, `<namespace>_<name>`.
 pub fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}_{name}")
 }
 
 /// Every recorded pod.
+///
+/// Errors: [`RunError::ParseRecord`] for a `pod.json` that is not a record.
 pub fn list(paths: &Paths) -> Result<Vec<PodRecord>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(paths.state.join("pods")).into_iter().flatten().flatten() {
-        if let Ok(text) = fs::read(entry.path().join("pod.json")) {
-            out.push(serde_json::from_slice(&text).with_context(|| format!("{}", entry.path().display()))?);
+        let path = entry.path().join("pod.json");
+        if let Ok(text) = fs::read(&path) {
+            out.push(serde_json::from_slice(&text).map_err(|source| RunError::ParseRecord { path, source })?);
         }
     }
     out.sort_by(|a: &PodRecord, b| a.key.cmp(&b.key));
@@ -135,10 +519,22 @@ pub fn list(paths: &Paths) -> Result<Vec<PodRecord>> {
 }
 
 /// The pod recorded under `key`.
+///
+/// Errors: [`RunError::PodNotFound`], or a `pod.json` that cannot be read or parsed.
 pub fn load(paths: &Paths, key: &str) -> Result<PodRecord> {
     let path = paths.pod_state(key).join("pod.json");
-    let text = fs::read(&path).with_context(|| format!("pod {key:?} not found ({})", path.display()))?;
-    Ok(serde_json::from_slice(&text)?)
+    let text = match fs::read(&path) {
+        Ok(text) => text,
+        Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RunError::PodNotFound {
+                key: key.to_string(),
+                path,
+                source,
+            })
+        }
+        Err(source) => return Err(RunError::ReadRecord { path, source }),
+    };
+    serde_json::from_slice(&text).map_err(|source| RunError::ParseRecord { path, source })
 }
 
 /// A random UUID (the kernel's), for `metadata.uid`.
@@ -163,23 +559,35 @@ pub struct Binaries {
 impl Binaries {
     /// Finds them: `$PEAPOD_SHIM` / `$PEAPOD_PAUSE`, else next to our executable
     /// (`target/pause/peapod-pause` in a cargo tree, where `make pause` puts the static one).
+    ///
+    /// Errors: [`RunError::MissingBinary`] when one is in none of those places.
     pub fn find() -> Result<Binaries> {
-        let exe = std::env::current_exe()?;
-        let dir = exe.parent().context("executable has no directory")?.to_path_buf();
-        let pick = |var: &str, candidates: Vec<PathBuf>| -> Result<PathBuf> {
+        let exe = std::env::current_exe().map_err(RunError::CurrentExe)?;
+        let dir = exe
+            .parent()
+            .ok_or_else(|| RunError::ExeDir { exe: exe.clone() })?
+            .to_path_buf();
+        let pick = |binary: &'static str, var: &'static str, candidates: Vec<PathBuf>| -> Result<PathBuf> {
             if let Some(p) = std::env::var_os(var) {
                 return Ok(PathBuf::from(p));
             }
             candidates
                 .into_iter()
                 .find(|p| p.is_file())
-                .with_context(|| format!("cannot find it: set {var} (make install puts it next to peapod)"))
+                .ok_or(RunError::MissingBinary { binary, var })
         };
         let cargo_pause = dir.parent().map(|t| t.join("pause/peapod-pause")).unwrap_or_default();
         Ok(Binaries {
-            shim: pick("PEAPOD_SHIM", vec![dir.join("containerd-shim-peapod-v2")])
-                .context("containerd-shim-peapod-v2")?,
-            pause: pick("PEAPOD_PAUSE", vec![cargo_pause, dir.join("peapod-pause")]).context("peapod-pause")?,
+            shim: pick(
+                "containerd-shim-peapod-v2",
+                "PEAPOD_SHIM",
+                vec![dir.join("containerd-shim-peapod-v2")],
+            )?,
+            pause: pick(
+                "peapod-pause",
+                "PEAPOD_PAUSE",
+                vec![cargo_pause, dir.join("peapod-pause")],
+            )?,
         })
     }
 }
@@ -194,17 +602,16 @@ pub fn run(
 ) -> Result<PodRecord> {
     let key = key(&plan.namespace, &plan.name);
     if paths.pod_state(&key).join("pod.json").exists() {
-        bail!("pod {} already exists in namespace {}", plan.name, plan.namespace);
+        return Err(RunError::PodExists {
+            name: plan.name.clone(),
+            namespace: plan.namespace.clone(),
+        });
     }
     // Images first: a missing one fails the pod before anything exists.
     let store = paths.images()?;
     let mut images = Vec::new();
     for c in &plan.containers {
-        let name = crate::images::normalize(&c.image)?;
-        let image = store
-            .resolve(&name)
-            .with_context(|| format!("container {}: image {name}", c.name))?;
-        images.push(image);
+        images.push(resolve_image(&store, c)?);
     }
     let network = if plan.host_network { NetworkMode::Host } else { network };
     let mut record = PodRecord {
@@ -233,6 +640,19 @@ pub fn run(
     }
 }
 
+/// Container `c`'s image from the store.
+fn resolve_image(store: &Store, c: &ContainerPlan) -> Result<crate::images::Image> {
+    let image = crate::images::normalize(&c.image).map_err(|e| RunError::ImageReference {
+        container: c.name.clone(),
+        source: Box::new(e),
+    })?;
+    store.resolve(&image).map_err(|e| RunError::Image {
+        container: c.name.clone(),
+        image,
+        source: Box::new(e),
+    })
+}
+
 fn run_inner(
     paths: &Paths,
     bins: &Binaries,
@@ -256,44 +676,62 @@ fn run_inner(
 
     // The sandbox: peapod-pause alone in its rootfs.
     let sandbox_bundle = state.join("bundles").join("sandbox");
-    fs::create_dir_all(sandbox_bundle.join("rootfs"))?;
-    fs::copy(&bins.pause, sandbox_bundle.join("rootfs/pause"))
-        .with_context(|| format!("copy {}", bins.pause.display()))?;
-    fs::write(
-        sandbox_bundle.join("config.json"),
-        serde_json::to_vec_pretty(&sandbox_spec(&plan, &rt))?,
-    )?;
+    create_dir(&sandbox_bundle.join("rootfs"))?;
+    let pause = sandbox_bundle.join("rootfs/pause");
+    fs::copy(&bins.pause, &pause).map_err(|source| RunError::CopyPause {
+        from: bins.pause.clone(),
+        to: pause,
+        source,
+    })?;
+    write_json(&sandbox_bundle.join("config.json"), &sandbox_spec(&plan, &rt), true)?;
     progress("starting the pod sandbox");
+    let sandbox_err = |source| RunError::StartSandbox {
+        pod: plan.name.clone(),
+        source,
+    };
     let shim = Shim::start(
         &bins.shim,
         &record.sandbox_id,
         &sandbox_bundle,
         Some(&record.event_log(paths)),
-    )?;
+    )
+    .map_err(sandbox_err)?;
     record.shim_address = shim.address().to_string();
     record.save(paths)?;
-    let pid = shim.create(&record.sandbox_id, &sandbox_bundle, &[], &TaskIo::default())?;
-    shim.start_task(&record.sandbox_id, "")?;
-    rt.pause_pid = i32::try_from(pid)?;
+    let pid = shim
+        .create(&record.sandbox_id, &sandbox_bundle, &[], &TaskIo::default())
+        .map_err(sandbox_err)?;
+    shim.start_task(&record.sandbox_id, "").map_err(sandbox_err)?;
+    rt.pause_pid = pause_pid(pid)?;
 
     let netns = format!("/proc/{pid}/ns/net");
+    let attach_err = |ifname| {
+        let pod = plan.name.clone();
+        move |source| RunError::AttachNetwork { pod, ifname, source }
+    };
     match record.network {
         NetworkMode::Cni => {
             progress("attaching the pod network");
-            let att = Network::peapod_default(&paths.root.join("cni")).add(&record.sandbox_id, &netns, "eth0")?;
+            let att = Network::peapod_default(&paths.root.join("cni"))
+                .add(&record.sandbox_id, &netns, "eth0")
+                .map_err(attach_err("eth0"))?;
             record.ip = att.ip.clone();
             record.cni_result = Some(att.result);
             record.save(paths)?;
-            Network::loopback().add(&record.sandbox_id, &netns, "lo")?;
+            Network::loopback()
+                .add(&record.sandbox_id, &netns, "lo")
+                .map_err(attach_err("lo"))?;
         }
         NetworkMode::None => {
-            Network::loopback().add(&record.sandbox_id, &netns, "lo")?;
+            Network::loopback()
+                .add(&record.sandbox_id, &netns, "lo")
+                .map_err(attach_err("lo"))?;
         }
         NetworkMode::Host => {}
     }
     rt.ip = record.ip.clone().unwrap_or_default();
 
-    fs::create_dir_all(data.join("logs"))?;
+    create_dir(&data.join("logs"))?;
     for (c, image) in plan.containers.iter().zip(images) {
         progress(&format!("creating container {}", c.name));
         create_task(paths, &shim, record, &rt, c, image)?;
@@ -326,6 +764,11 @@ fn run_inner(
     Ok(())
 }
 
+/// The sandbox's pid as a `pid_t`.
+fn pause_pid(pid: u32) -> Result<i32> {
+    i32::try_from(pid).map_err(|source| RunError::SandboxPid { pid, source })
+}
+
 /// Writes container `c`'s bundle (spec, rootfs dir) and its layer's upper and work dirs,
 /// and creates its task in the pod's shim (task id from `record`), logging to its file.
 fn create_task(
@@ -336,13 +779,13 @@ fn create_task(
     c: &ContainerPlan,
     image: &crate::images::Image,
 ) -> Result<()> {
-    let task_id = record.task_id(&c.name).context("container not recorded")?;
+    let task_id = container_task(record, &c.name)?;
     let bundle = paths.pod_state(&record.key).join("bundles").join(&c.name);
-    fs::create_dir_all(bundle.join("rootfs"))?;
+    create_dir(&bundle.join("rootfs"))?;
     let layer = paths.pod_data(&record.key).join("layers").join(&c.name);
     let (upper, work) = (layer.join("upper"), layer.join("work"));
-    fs::create_dir_all(&upper)?;
-    fs::create_dir_all(&work)?;
+    create_dir(&upper)?;
+    create_dir(&work)?;
     let config = ImageConfig {
         entrypoint: image.entrypoint.clone(),
         cmd: image.cmd.clone(),
@@ -350,8 +793,11 @@ fn create_task(
         working_dir: image.working_dir.clone().unwrap_or_default(),
         user: image.user.clone().unwrap_or_default(),
     };
-    let spec = container_spec(&record.plan, c, &config, rt)?;
-    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
+    let spec = container_spec(&record.plan, c, &config, rt).map_err(|source| RunError::ContainerSpec {
+        container: c.name.clone(),
+        source,
+    })?;
+    write_json(&bundle.join("config.json"), &spec, true)?;
     let log = record.log_path(paths, &c.name);
     // Kubernetes' CRI log format, as containerd writes it under kubelet.
     let io = TaskIo {
@@ -360,7 +806,11 @@ fn create_task(
         terminal: c.tty,
         ..Default::default()
     };
-    shim.create(task_id, &bundle, &[image.rootfs_mount(&upper, &work)], &io)?;
+    shim.create(task_id, &bundle, &[image.rootfs_mount(&upper, &work)], &io)
+        .map_err(|source| RunError::CreateTask {
+            container: c.name.clone(),
+            source,
+        })?;
     Ok(())
 }
 
@@ -375,22 +825,24 @@ fn create_task(
 /// removed again.
 pub fn add_container(paths: &Paths, record: &mut PodRecord, c: &ContainerPlan) -> Result<String> {
     if record.task_id(&c.name).is_some() {
-        bail!("pod {} already has a container {}", record.plan.name, c.name);
+        return Err(RunError::ContainerExists {
+            pod: record.plan.name.clone(),
+            container: c.name.clone(),
+        });
     }
-    let image_name = crate::images::normalize(&c.image)?;
-    let image = paths
-        .images()?
-        .resolve(&image_name)
-        .with_context(|| format!("container {}: image {image_name}", c.name))?;
-    let shim = Shim::connect(&record.shim_address)?;
-    let pause_pid = shim
+    let image = resolve_image(&paths.images()?, c)?;
+    let shim = connect(record)?;
+    let sandbox_pid = shim
         .state(&record.sandbox_id, "")
-        .context("the pod's sandbox task")?
+        .map_err(|source| RunError::SandboxState {
+            pod: record.plan.name.clone(),
+            source,
+        })?
         .pid;
     let rt = PodRuntime {
         uid: record.uid.clone(),
         sandbox_id: record.sandbox_id.clone(),
-        pause_pid: i32::try_from(pause_pid)?,
+        pause_pid: pause_pid(sandbox_pid)?,
         ip: record.ip.clone().unwrap_or_default(),
         clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
     };
@@ -400,57 +852,69 @@ pub fn add_container(paths: &Paths, record: &mut PodRecord, c: &ContainerPlan) -
     let started = (|| -> Result<()> {
         create_task(paths, &shim, record, &rt, c, &image)?;
         record.save(paths)?;
-        shim.start_task(&task_id, "")?;
+        shim.start_task(&task_id, "").map_err(|source| RunError::StartTask {
+            container: c.name.clone(),
+            source,
+        })?;
         Ok(())
     })();
     match started {
         Ok(()) => Ok(task_id),
         Err(e) => {
             let _ = remove_container(paths, record, &c.name);
-            Err(e.context(format!("add container {} to pod {}", c.name, record.plan.name)))
+            Err(RunError::AddContainer {
+                container: c.name.clone(),
+                pod: record.plan.name.clone(),
+                source: Box::new(e),
+            })
         }
     }
+}
+
+/// A connection to the pod's shim.
+fn connect(record: &PodRecord) -> Result<Shim> {
+    Shim::connect(&record.shim_address).map_err(|source| RunError::ConnectShim {
+        pod: record.plan.name.clone(),
+        source,
+    })
+}
+
+/// The task id of container `name`, or [`RunError::NoContainer`].
+fn container_task<'a>(record: &'a PodRecord, name: &str) -> Result<&'a str> {
+    record.task_id(name).ok_or_else(|| RunError::NoContainer {
+        pod: record.plan.name.clone(),
+        container: name.to_string(),
+    })
 }
 
 /// Waits until container `name` of the pod has exited; returns its exit status (128 +
 /// signal number for a signalled process).
 pub fn wait_container(record: &PodRecord, name: &str) -> Result<u32> {
-    let id = record
-        .task_id(name)
-        .with_context(|| format!("no container {name:?} in pod {}", record.plan.name))?;
-    Ok(Shim::connect(&record.shim_address)?.wait(id, "")?)
+    let id = container_task(record, name)?;
+    connect(record)?.wait(id, "").map_err(|source| RunError::Wait {
+        container: name.to_string(),
+        source,
+    })
 }
 
 /// Removes container `name` from the running pod, as CRI's RemoveContainer does: SIGKILL
 /// if it still runs, its task deleted (the shim removes its cgroup and rootfs mount), its
 /// bundle, layer and log removed; the record and `pod.json` forget it.
 pub fn remove_container(paths: &Paths, record: &mut PodRecord, name: &str) -> Result<()> {
-    let id = record
-        .task_id(name)
-        .with_context(|| format!("no container {name:?} in pod {}", record.plan.name))?
-        .to_string();
-    let shim = Shim::connect(&record.shim_address)?;
+    let id = container_task(record, name)?.to_string();
+    let shim = connect(record)?;
     if shim.state(&id, "").is_ok() {
         let _ = shim.kill(&id, "", 9, true);
         let _ = shim.wait(&id, "");
-        shim.delete(&id, "").with_context(|| format!("delete task {id}"))?;
+        delete_task(&shim, &id)?;
     }
     for dir in [
         paths.pod_state(&record.key).join("bundles").join(name),
         paths.pod_data(&record.key).join("layers").join(name),
     ] {
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
-        }
+        remove(&dir, true)?;
     }
-    let log = record.log_path(paths, name);
-    match fs::remove_file(&log) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("remove {}", log.display())),
-    }
+    remove(&record.log_path(paths, name), false)?;
     record.containers.retain(|(n, _)| n != name);
     record.plan.containers.retain(|c| c.name != name);
     record.save(paths)
@@ -700,10 +1164,10 @@ pub fn log_window(
     match pick {
         Some(i) if previous => Ok((from(i), from(i + 1))),
         Some(i) => Ok((from(i), None)),
-        None if previous => bail!(
-            "previous terminated container {name:?} in pod {:?} not found",
-            record.plan.name
-        ),
+        None if previous => Err(RunError::NoPreviousRun {
+            pod: record.plan.name.clone(),
+            container: name.to_string(),
+        }),
         None => Ok((None, None)),
     }
 }
@@ -726,8 +1190,7 @@ fn create_times(paths: &Paths, record: &PodRecord, name: &str) -> Vec<jiff::Time
 
 /// Keeps the manifest as written next to the pod's record (for `get -o yaml`).
 pub fn save_manifest(paths: &Paths, record: &PodRecord, pod: &k8s_openapi::api::core::v1::Pod) -> Result<()> {
-    let path = paths.pod_state(&record.key).join("manifest.json");
-    fs::write(&path, serde_json::to_vec(pod)?).with_context(|| format!("write {}", path.display()))
+    write_json(&paths.pod_state(&record.key).join("manifest.json"), pod, false)
 }
 
 /// The pod as the CLI prints it.
@@ -768,44 +1231,62 @@ fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Resul
             if shim.state(id, "").is_ok() {
                 let _ = shim.kill(id, "", 9, true);
                 let _ = shim.wait(id, "");
-                shim.delete(id, "").with_context(|| format!("delete task {id}"))?;
+                delete_task(&shim, id)?;
             }
         }
         if shim.state(&record.sandbox_id, "").is_ok() {
-            shim.delete(&record.sandbox_id, "").context("delete the sandbox task")?;
+            shim.delete(&record.sandbox_id, "")
+                .map_err(|source| RunError::DeleteSandbox {
+                    id: record.sandbox_id.clone(),
+                    source,
+                })?;
         }
-        shim.shutdown()?;
+        shim.shutdown().map_err(|source| RunError::ShutdownShim {
+            pod: record.plan.name.clone(),
+            source,
+        })?;
     } else if !record.shim_address.is_empty() {
         // The shim died (killed, crashed): clean up as containerd does for a lost shim,
         // with the shim binary's `delete`, containers first (the pod cgroup goes last).
         let bins = Binaries::find()?;
         let state = paths.pod_state(&record.key).join("bundles");
+        let cleanup = |id: &str, bundle: &Path| {
+            Shim::cleanup(&bins.shim, id, bundle).map_err(|source| RunError::Cleanup {
+                id: id.to_string(),
+                source,
+            })
+        };
         for (name, id) in &record.containers {
             let bundle = state.join(name);
             if bundle.is_dir() {
-                Shim::cleanup(&bins.shim, id, &bundle)?;
+                cleanup(id, &bundle)?;
             }
         }
-        Shim::cleanup(&bins.shim, &record.sandbox_id, &state.join("sandbox"))?;
+        cleanup(&record.sandbox_id, &state.join("sandbox"))?;
     }
     match record.network {
         NetworkMode::Cni => {
-            Network::peapod_default(&paths.root.join("cni")).del(
-                &record.sandbox_id,
-                "",
-                "eth0",
-                record.cni_result.as_deref(),
-            )?;
+            Network::peapod_default(&paths.root.join("cni"))
+                .del(&record.sandbox_id, "", "eth0", record.cni_result.as_deref())
+                .map_err(|source| RunError::DetachNetwork {
+                    pod: record.plan.name.clone(),
+                    source,
+                })?;
         }
         NetworkMode::None | NetworkMode::Host => {}
     }
     for dir in [paths.pod_data(&record.key), paths.pod_state(&record.key)] {
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
-        }
+        remove(&dir, true)?;
     }
+    Ok(())
+}
+
+/// `Delete` of task `id` (a container's).
+fn delete_task(shim: &Shim, id: &str) -> Result<()> {
+    shim.delete(id, "").map_err(|source| RunError::DeleteTask {
+        id: id.to_string(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -817,19 +1298,24 @@ fn exec_process(
     cmd: &[String],
     tty: bool,
 ) -> Result<(String, oci_spec::runtime::Process)> {
-    let id = record
-        .task_id(name)
-        .with_context(|| format!("no container {name:?} in pod {}", record.plan.name))?;
+    let id = container_task(record, name)?;
     let plan = record
         .plan
         .containers
         .iter()
         .find(|c| c.name == name)
-        .context("container")?;
+        .ok_or_else(|| RunError::NoContainer {
+            pod: record.plan.name.clone(),
+            container: name.to_string(),
+        })?;
     let mut env = vec![format!("PATH={}", sandbox::spec::DEFAULT_PATH)];
     if tty {
         env.push("TERM=xterm".into());
     }
+    let process_err = |source| RunError::ExecProcess {
+        container: name.to_string(),
+        source,
+    };
     let process = oci_spec::runtime::ProcessBuilder::default()
         .args(cmd.to_vec())
         .env(env)
@@ -839,10 +1325,20 @@ fn exec_process(
             oci_spec::runtime::UserBuilder::default()
                 .uid(plan.security.run_as_user.unwrap_or(0))
                 .gid(plan.security.run_as_group.unwrap_or(0))
-                .build()?,
+                .build()
+                .map_err(process_err)?,
         )
-        .build()?;
+        .build()
+        .map_err(process_err)?;
     Ok((id.to_string(), process))
+}
+
+/// The temporary directory of an exec's output files or FIFOs.
+fn exec_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("peapod-exec-")
+        .tempdir()
+        .map_err(RunError::ExecDir)
 }
 
 fn new_exec_id() -> String {
@@ -853,8 +1349,8 @@ fn new_exec_id() -> String {
 /// non-interactive, the output collected in files and returned once the process exited.
 pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<u8>, Vec<u8>)> {
     let (id, process) = exec_process(record, name, cmd, false)?;
-    let shim = Shim::connect(&record.shim_address)?;
-    let tmp = tempfile::Builder::new().prefix("peapod-exec-").tempdir()?;
+    let shim = connect(record)?;
+    let tmp = exec_dir()?;
     let (out, err) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
     let exec_id = new_exec_id();
     let io = TaskIo {
@@ -862,10 +1358,14 @@ pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<
         stderr: format!("file://{}", err.display()),
         ..Default::default()
     };
-    shim.exec(&id, &exec_id, &process, &io)?;
-    shim.start_task(&id, &exec_id)?;
-    let code = shim.wait(&id, &exec_id)?;
-    shim.delete(&id, &exec_id)?;
+    let exec_err = |source| RunError::Exec {
+        container: name.to_string(),
+        source,
+    };
+    shim.exec(&id, &exec_id, &process, &io).map_err(exec_err)?;
+    shim.start_task(&id, &exec_id).map_err(exec_err)?;
+    let code = shim.wait(&id, &exec_id).map_err(exec_err)?;
+    shim.delete(&id, &exec_id).map_err(exec_err)?;
     let read = |p: &Path| fs::read(p).unwrap_or_default();
     Ok((code, read(&out), read(&err)))
 }
@@ -908,13 +1408,14 @@ pub fn exec_attached(record: &PodRecord, name: &str, cmd: &[String], stdin: bool
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
     let (id, process) = exec_process(record, name, cmd, tty)?;
-    let shim = Shim::connect(&record.shim_address)?;
-    let tmp = tempfile::Builder::new().prefix("peapod-exec-").tempdir()?;
+    let shim = connect(record)?;
+    let tmp = exec_dir()?;
     let fifo = |n: &str| -> Result<PathBuf> {
-        let p = tmp.path().join(n);
-        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .with_context(|| format!("mkfifo {}", p.display()))?;
-        Ok(p)
+        let path = tmp.path().join(n);
+        match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+            Ok(()) => Ok(path),
+            Err(source) => Err(RunError::Mkfifo { path, source }),
+        }
     };
     let stdin = if with_stdin { Some(fifo("stdin")?) } else { None };
     let stdout = fifo("stdout")?;
@@ -932,7 +1433,11 @@ pub fn exec_attached(record: &PodRecord, name: &str, cmd: &[String], stdin: bool
             .unwrap_or_default(),
         terminal: tty,
     };
-    shim.exec(&id, &exec_id, &process, &io)?;
+    let exec_err = |source| RunError::Exec {
+        container: name.to_string(),
+        source,
+    };
+    shim.exec(&id, &exec_id, &process, &io).map_err(exec_err)?;
     // The shim opens the FIFOs when the exec starts: until then these opens block, so
     // they happen in the copying threads.
     let copy_out = |path: &Path, to_stderr: bool| -> Result<std::thread::JoinHandle<()>> {
@@ -968,7 +1473,7 @@ pub fn exec_attached(record: &PodRecord, name: &str, cmd: &[String], stdin: bool
     } else {
         None
     };
-    shim.start_task(&id, &exec_id)?;
+    shim.start_task(&id, &exec_id).map_err(exec_err)?;
     if tty {
         if let Ok((rows, cols)) = sandbox::sys::window_size(std::io::stdout().as_fd()) {
             let _ = shim.resize_pty(&id, &exec_id, u32::from(cols), u32::from(rows));
@@ -1000,7 +1505,117 @@ pub fn exec_attached(record: &PodRecord, name: &str, cmd: &[String], stdin: bool
         let _ = o.join();
     }
     drop(raw);
-    let code = code?;
-    shim.delete(&id, &exec_id)?;
+    let code = code.map_err(exec_err)?;
+    shim.delete(&id, &exec_id).map_err(exec_err)?;
     Ok(i32::try_from(code).unwrap_or(255))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each error of the chain, as `peapod` prints it (`{:#}`: joined with ": ").
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            out.push(s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    /// No link of the chain repeats the one it wraps.
+    fn assert_each_cause_once(e: &dyn std::error::Error) {
+        let links = chain(e);
+        for pair in links.windows(2) {
+            assert!(!pair[0].contains(&pair[1]), "{pair:?} in {}", links.join(": "));
+        }
+    }
+
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            root: dir.join("root"),
+            state: dir.join("state"),
+        }
+    }
+
+    #[test]
+    fn loading_a_pod_never_run_says_not_found_with_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(&paths(dir.path()), "default_web").unwrap_err();
+        assert!(matches!(e, RunError::PodNotFound { .. }), "{e:?}");
+        let links = chain(&e);
+        let want = format!(
+            "pod \"default_web\" not found ({})",
+            dir.path().join("state/pods/default_web/pod.json").display()
+        );
+        assert_eq!(links[0], want);
+        assert_eq!(links.len(), 2, "{links:?}");
+        assert_each_cause_once(&e);
+    }
+
+    #[test]
+    fn a_corrupt_record_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let pod = paths.state.join("pods/default_web");
+        fs::create_dir_all(&pod).unwrap();
+        fs::write(pod.join("pod.json"), "{").unwrap();
+        for e in [list(&paths).unwrap_err(), load(&paths, "default_web").unwrap_err()] {
+            assert!(matches!(e, RunError::ParseRecord { .. }), "{e:?}");
+            assert_eq!(e.to_string(), format!("parse {}", pod.join("pod.json").display()));
+            assert_each_cause_once(&e);
+        }
+    }
+
+    #[test]
+    fn wrapped_steps_print_each_cause_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let shim = EmbeddedError::Call {
+            call: "Start",
+            id: "default_web_app".into(),
+            message: "exec failed".into(),
+        };
+        let added = RunError::AddContainer {
+            container: "app".into(),
+            pod: "web".into(),
+            source: Box::new(RunError::StartTask {
+                container: "app".into(),
+                source: shim,
+            }),
+        };
+        assert_eq!(
+            chain(&added).join(": "),
+            "add container app to pod web: start container app: Start default_web_app: exec failed"
+        );
+        for e in [
+            added,
+            RunError::Remove {
+                path: "/run/peapod/pods/default_web".into(),
+                source: io(),
+            },
+            RunError::Mkfifo {
+                path: "/tmp/x/stdin".into(),
+                source: nix::Error::EEXIST,
+            },
+            RunError::OpenImages(Box::new(Store::open(Path::new("/proc/no/images")).unwrap_err())),
+            RunError::ConnectShim {
+                pod: "web".into(),
+                source: Shim::connect("unix:///proc/no/shim.sock").err().unwrap(),
+            },
+            RunError::AttachNetwork {
+                pod: "web".into(),
+                ifname: "eth0",
+                source: CniError::Exec {
+                    command: "ADD",
+                    plugin: "bridge".into(),
+                    binary: "/opt/cni/bin/bridge".into(),
+                    source: std::io::ErrorKind::NotFound.into(),
+                },
+            },
+        ] {
+            assert_each_cause_once(&e);
+        }
+    }
 }

@@ -24,8 +24,8 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::error::chain;
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
+use crate::error::chain;
 use crate::sys::{self, CloneResult};
 use crate::{namespaces, process, rootfs};
 
