@@ -342,6 +342,16 @@ impl Shim {
         Ok(())
     }
 
+    /// `Connect` for task `id`: the pid of the shim process, for [`ShimExit::watch`].
+    pub fn shim_pid(&self, id: &str) -> Result<u32> {
+        let req = api::ConnectRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let resp = self.client.connect(ctx(), &req).map_err(call_err("Connect", id))?;
+        Ok(resp.shim_pid)
+    }
+
     /// `Shutdown`: the shim exits once no task is left.
     pub fn shutdown(&self) -> Result<()> {
         let req = api::ShutdownRequest::default();
@@ -351,6 +361,38 @@ impl Shim {
                 Ok(())
             }
             Err(e) => Err(call_err("Shutdown", "")(e)),
+        }
+    }
+}
+
+/// The exit of a shim process, watched through a pidfd (so a reused pid cannot be
+/// mistaken for it). `Shutdown` returns before the shim has exited; a caller that promises
+/// "nothing left" (`peapod delete`) waits on this after it.
+pub struct ShimExit(std::os::fd::OwnedFd);
+
+impl ShimExit {
+    /// Watches the shim with pid `pid`; `None` when it is already gone (or the pid is 0).
+    pub fn watch(pid: u32) -> Option<ShimExit> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok().filter(|p| *p > 0)?);
+        sandbox::sys::pidfd_open(pid).ok().map(ShimExit)
+    }
+
+    /// Waits until the shim has exited, at most `timeout`; true when it has.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let ms = u16::try_from(left.as_millis()).map_or(PollTimeout::from(u16::MAX), PollTimeout::from);
+            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                // A pidfd polls readable once its process has exited.
+                Ok(n) if n > 0 => return true,
+                Ok(_) => return false,
+                Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+                Err(_) => return false,
+            }
         }
     }
 }

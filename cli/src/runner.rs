@@ -16,12 +16,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cni::{CniError, Network};
-use crate::embedded::{EmbeddedError, Shim, TaskIo};
+use crate::embedded::{EmbeddedError, Shim, ShimExit, TaskIo};
 use crate::images::{ImageError, Store};
 use crate::manifest::{ContainerPlan, ManifestError, PodPlan};
 use crate::pods::{container_spec, sandbox_spec, ImageConfig, PodRuntime};
@@ -1210,6 +1210,9 @@ pub fn summary(paths: &Paths, record: &PodRecord) -> crate::display::PodSummary 
     }
 }
 
+/// How long `delete` waits for the shim to exit after `Shutdown`.
+const SHIM_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Deletes a pod: termination through the sandbox (SIGTERM to all, grace, SIGKILL),
 /// then tasks, network and directories. `grace` overrides the pod's grace period (s).
 pub fn delete(paths: &Paths, key: &str, grace: Option<u64>) -> Result<()> {
@@ -1219,6 +1222,9 @@ pub fn delete(paths: &Paths, key: &str, grace: Option<u64>) -> Result<()> {
 
 fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Result<()> {
     if let Ok(shim) = Shim::connect(&record.shim_address) {
+        // Taken while the sandbox task exists (Connect names a task): after Shutdown the
+        // shim exits on its own, and the pod is only gone once it has.
+        let shim_exit = shim.shim_pid(&record.sandbox_id).ok().and_then(ShimExit::watch);
         if let Some(g) = grace {
             let _ = shim.set_grace_period(&record.sandbox_id, g);
         }
@@ -1245,6 +1251,11 @@ fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Resul
             pod: record.plan.name.clone(),
             source,
         })?;
+        if let Some(exit) = shim_exit {
+            // Bounded: a shim that hangs in its exit must not hang `delete`; the leak
+            // checks of the tests would then name it.
+            exit.wait(SHIM_EXIT_TIMEOUT);
+        }
     } else if !record.shim_address.is_empty() {
         // The shim died (killed, crashed): clean up as containerd does for a lost shim,
         // with the shim binary's `delete`, containers first (the pod cgroup goes last).
