@@ -1,13 +1,21 @@
 //! peapod's Linux sandbox: creates and supervises OCI containers natively (namespaces,
 //! mounts, cgroups, capabilities), without runc.
 //!
-//! The crate knows Linux and pods, nothing of containerd or ttrpc, and is synchronous.
-//! Entry points:
-//! - [`init::run_if_requested`]: must be the first call in `main` of every binary that
-//!   links this crate; it turns the process into a container init helper when spawned as one.
-//! - [`Container`]: the OCI lifecycle of one container.
+//! The crate knows Linux and pods, nothing of containerd, CRI, Kubernetes annotations or
+//! YAML (callers hand it typed values), and is synchronous. Layers, bottom up:
+//! - [`spec`]: OCI spec validation into a checked plan, with its error type;
+//! - kernel concepts, each in its module: [`namespaces`], [`rootfs`], [`cgroups`],
+//!   [`process`], and [`sys`], where all `unsafe` code lives;
+//! - [`init`] and [`channel`]: the re-executed helper that becomes container init, and
+//!   how it talks to the runtime;
+//! - [`Container`]: the OCI lifecycle of one container;
+//! - [`pod`]: the pod: members and roles, emptyDir volumes, the pod cgroup, the start gate
+//!   and the [`pod::supervisor`] (restarts, back-off, termination with a grace period).
 //!
-//! All `unsafe` code lives in [`sys`].
+//! Entry points: [`init::run_if_requested`] must be the first call in `main` of every
+//! binary that links this crate (it turns the process into a container init helper when
+//! spawned as one). The crate's own binaries are `peapod-init` (that helper, alone) and
+//! `peapod-pause` (the process that holds a pod's namespaces).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
