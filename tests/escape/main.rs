@@ -179,6 +179,117 @@ fn runc_image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host() -> Resu
     dev_symlink_runc(false)
 }
 
+// Class: names used as paths (Kubernetes API validation, k8s.io/apimachinery/pkg/util/
+// validation). A namespace or pod name with `..` must be refused before any path is built.
+
+/// A temp dir with the CLI's root and state one level down (`a/root`, `a/state`), and an
+/// `outside/` directory where `../../../outside/victim` from `a/state/pods` lands, holding
+/// a sentinel pod directory `victim_p` with a `pod.json` and a file `keep`.
+struct CliDirs {
+    dir: tempfile::TempDir,
+}
+
+/// The namespace that walks from `<state>/pods/` to `outside/victim`.
+const TRAVERSAL: &str = "../../../outside/victim";
+
+impl CliDirs {
+    fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("peapod-escape-cli-").tempdir()?;
+        let victim = dir.path().join("outside/victim_p");
+        fs::create_dir_all(&victim)?;
+        fs::write(victim.join("pod.json"), "not a pod record\n")?;
+        fs::write(victim.join("keep"), SENTINEL)?;
+        // The pod directories exist, so a traversal through them resolves.
+        fs::create_dir_all(dir.path().join("a/root/pods"))?;
+        fs::create_dir_all(dir.path().join("a/state/pods"))?;
+        Ok(Self { dir })
+    }
+
+    fn peapod(&self, args: &[&str]) -> Result<Output> {
+        let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
+        ensure!(bin.exists(), "{} is missing: cargo build -p peapod", bin.display());
+        let mut c = Command::new(bin);
+        c.args(args)
+            .env("PEAPOD_ROOT", self.dir.path().join("a/root"))
+            .env("PEAPOD_STATE", self.dir.path().join("a/state"))
+            .stdin(ProcStdio::null());
+        if let Ok(pause) = peapod_tests::images::pause_binary() {
+            c.env("PEAPOD_PAUSE", pause);
+        }
+        let out = c.output()?;
+        Ok(Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Every path under the temp dir outside `a/`, with file contents.
+    fn outside(&self) -> Result<Vec<(PathBuf, Option<String>)>> {
+        let mut all = Vec::new();
+        let mut todo = vec![self.dir.path().to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d)? {
+                let p = e?.path();
+                if p == self.dir.path().join("a") {
+                    continue;
+                }
+                let m = fs::symlink_metadata(&p)?;
+                if m.is_dir() {
+                    todo.push(p.clone());
+                    all.push((p, None));
+                } else {
+                    all.push((p.clone(), Some(fs::read_to_string(&p).unwrap_or_default())));
+                }
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// Runs `args`; it must exit 1 with an error naming `field`, and change nothing
+    /// outside `a/`.
+    fn refused(&self, args: &[&str], field: &str) -> Result<()> {
+        let before = self.outside()?;
+        let out = self.peapod(args)?;
+        let after = self.outside()?;
+        ensure!(
+            before == after,
+            "peapod {args:?} changed the host outside its dirs: {before:?} -> {after:?}"
+        );
+        ensure!(out.code == 1, "peapod {args:?}: exit {}, want 1: {out:?}", out.code);
+        ensure!(
+            out.stderr.contains(field) && out.stderr.contains("DNS-1123"),
+            "peapod {args:?}: the error does not name {field}: {:?}",
+            out.stderr
+        );
+        Ok(())
+    }
+}
+
+fn manifest_namespace_traversal_is_refused_before_any_path() -> Result<()> {
+    let d = CliDirs::new()?;
+    let manifest = d.dir.path().join("a/pod.yaml");
+    fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: {TRAVERSAL:?}\n\
+             spec:\n  containers:\n  - name: c\n    image: busybox\n"
+        ),
+    )?;
+    d.refused(&["run", "-f", &manifest.to_string_lossy()], "metadata.namespace")
+}
+
+fn namespace_flag_traversal_is_refused_by_get_and_delete() -> Result<()> {
+    let d = CliDirs::new()?;
+    for ns in [TRAVERSAL, "../.."] {
+        d.refused(&["-n", ns, "get", "pod", "p"], "namespace")?;
+        d.refused(&["-n", ns, "delete", "pod", "p"], "namespace")?;
+    }
+    d.refused(&["get", "pod", "../../outside/victim_p"], "name")?;
+    d.refused(&["delete", "pod", "../../outside/victim_p"], "name")
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     let tests: Vec<(&str, TestFn)> = vec![
@@ -197,6 +308,14 @@ fn main() {
         (
             "runc::image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host",
             runc_image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host,
+        ),
+        (
+            "peapod::manifest_namespace_traversal_is_refused_before_any_path",
+            manifest_namespace_traversal_is_refused_before_any_path,
+        ),
+        (
+            "peapod::namespace_flag_traversal_is_refused_by_get_and_delete",
+            namespace_flag_traversal_is_refused_by_get_and_delete,
         ),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);
