@@ -26,7 +26,7 @@ DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci
 # and the peapod CLI.
 BINS := -p sandbox -p shim -p peapod
 
-.PHONY: deps build check test unit-test host-test containerd-test cli-test pause vm-test bench bench-vm demo demo-bundle install clean
+.PHONY: deps build check test unit-test host-test escape-test containerd-test cli-test pause vm-test bench bench-vm demo demo-bundle install clean
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -49,7 +49,7 @@ check:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-test: unit-test host-test containerd-test cli-test vm-test
+test: unit-test host-test escape-test containerd-test cli-test vm-test
 
 # Unprivileged: pure logic on fixtures in temp dirs.
 unit-test:
@@ -58,6 +58,12 @@ unit-test:
 # Privileged: real containers on the real kernel; fails (never skips) without root.
 host-test:
 	$(CARGO) test -p peapod-tests --test host
+
+# Privileged: escape attempts, one per class, each observed from the host; the same
+# bundle under Debian's runc where runc can run it. The CLI escapes run target/debug/peapod.
+escape-test:
+	$(CARGO) build $(BINS)
+	$(CARGO) test -p peapod-tests --test escape
 
 # Privileged: a private containerd (Debian's) with runc and peapod runtimes, driven by ctr
 # and CRI. containerd finds containerd-shim-peapod-v2 in target/debug, so build it first.

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use nix::sys::signal::{kill, SigSet, Signal};
 use peapod::crimode::Cri;
 use peapod::display::{self, PodSummary};
-use peapod::manifest::PodPlan;
+use peapod::manifest::{self, PodPlan};
 use peapod::runner::{self, NetworkMode, Paths};
 use sandbox::{Config, Container, CreateOptions, Stdio};
 
@@ -219,29 +219,52 @@ fn main() {
         })
     };
     let ns = cli.namespace.as_str();
+    // `-n` and a pod name become the pod key, a path under the state and data roots:
+    // checked as the API server checks `metadata.namespace` and `metadata.name` before any
+    // path is built (a manifest's are checked by `manifest::plan`).
+    let names = |pod: Option<&str>| -> Result<()> {
+        manifest::dns_label("metadata.namespace (-n/--namespace)", ns)?;
+        if let Some(pod) = pod {
+            manifest::dns_subdomain("metadata.name", pod)?;
+        }
+        Ok(())
+    };
     let result = match cli.command {
         Command::Run { file, network } => mode().and_then(|m| run(&m, &file, network)),
-        Command::Get { resource, name, output } => mode().and_then(|m| get(&m, ns, &resource, name, output)),
-        Command::Describe { resource, name } => mode().and_then(|m| describe(&m, ns, &resource, &name)),
+        Command::Get { resource, name, output } => names(name.as_deref())
+            .and_then(|()| mode())
+            .and_then(|m| get(&m, ns, &resource, name, output)),
+        Command::Describe { resource, name } => names(Some(&name))
+            .and_then(|()| mode())
+            .and_then(|m| describe(&m, ns, &resource, &name)),
         Command::Logs {
             pod,
             container,
             follow,
             previous,
             timestamps,
-        } => mode().and_then(|m| logs(&m, ns, &pod, container, follow, previous, timestamps)),
+        } => names(Some(&pod))
+            .and_then(|()| mode())
+            .and_then(|m| logs(&m, ns, &pod, container, follow, previous, timestamps)),
         Command::Exec {
             pod,
             container,
             stdin,
             tty,
             command,
-        } => mode().and_then(|m| exec(&m, ns, &pod, container, stdin, tty, &command)),
+        } => names(Some(&pod))
+            .and_then(|()| mode())
+            .and_then(|m| exec(&m, ns, &pod, container, stdin, tty, &command)),
         Command::Delete {
             target,
             file,
             grace_period,
-        } => mode().and_then(|m| delete(&m, ns, &target, file, grace_period)),
+        } => names(match target.as_slice() {
+            [_, name] => Some(name),
+            _ => None,
+        })
+        .and_then(|()| mode())
+        .and_then(|m| delete(&m, ns, &target, file, grace_period)),
         Command::Image(_) if cli.cri.is_some() => Err(anyhow::anyhow!(
             "peapod image manages the embedded mode's image store; under CRI the runtime's own store is used (pulled on run)"
         )),

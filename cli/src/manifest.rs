@@ -246,13 +246,66 @@ pub fn parse(file: &str, text: &str) -> Result<Pod, ManifestError> {
     serde_yaml_ng::from_value(value).map_err(|e| err(e.to_string()))
 }
 
+// Names become paths (the pod key `<namespace>_<name>` names directories under the state
+// and data roots), so they are validated as the API server does before any path is built
+// (k8s.io/apimachinery/pkg/util/validation: IsDNS1123Label, IsDNS1123Subdomain).
+
+const DNS1123_LABEL_MAX: usize = 63;
+const DNS1123_SUBDOMAIN_MAX: usize = 253;
+
+/// What a DNS-1123 label is, after the API server's message.
+const DNS1123_LABEL_RULE: &str = "at most 63 lowercase alphanumeric characters or '-', \
+     starting and ending with an alphanumeric character, e.g. 'my-name' or '123-abc'";
+
+/// What a DNS-1123 subdomain is, after the API server's message.
+const DNS1123_SUBDOMAIN_RULE: &str = "at most 253 characters: DNS-1123 labels (lowercase \
+     alphanumeric characters or '-', starting and ending with an alphanumeric character) \
+     joined by '.', e.g. 'example.com'";
+
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
+        && s.len() <= DNS1123_LABEL_MAX
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= DNS1123_SUBDOMAIN_MAX && s.split('.').all(is_dns_label)
+}
+
+/// Checks that `value` of field `name` is a DNS-1123 label (namespaces, container and
+/// volume names). Errors: [`ManifestError::Field`] naming the field and the rule.
+pub fn dns_label(name: &str, value: &str) -> Result<(), ManifestError> {
+    if is_dns_label(value) {
+        return Ok(());
+    }
+    Err(field(
+        name,
+        format!("{value:?} must be a DNS-1123 label ({DNS1123_LABEL_RULE})"),
+    ))
+}
+
+/// Checks that `value` of field `name` is a DNS-1123 subdomain (pod names). Errors:
+/// [`ManifestError::Field`] naming the field and the rule.
+pub fn dns_subdomain(name: &str, value: &str) -> Result<(), ManifestError> {
+    if is_dns_subdomain(value) {
+        return Ok(());
+    }
+    Err(field(
+        name,
+        format!("{value:?} must be a DNS-1123 subdomain ({DNS1123_SUBDOMAIN_RULE})"),
+    ))
+}
+
+/// The hostname of a pod named `name` without `spec.hostname`: the name cut to 63 bytes
+/// with trailing `-` and `.` trimmed, as the kubelet does (`truncatePodHostnameIfNeeded`).
+fn pod_hostname(name: &str) -> String {
+    if name.len() <= DNS1123_LABEL_MAX {
+        return name.to_string();
+    }
+    name[..DNS1123_LABEL_MAX].trim_end_matches(['-', '.']).to_string()
 }
 
 fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, ManifestError> {
@@ -500,13 +553,9 @@ pub fn oom_score_adj(qos: QosClass, memory_request: u64, memory_capacity: u64) -
 pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
     let meta = &pod.metadata;
     let name = meta.name.clone().ok_or_else(|| field("metadata.name", "missing"))?;
-    if !is_dns_label(&name) {
-        return Err(field(
-            "metadata.name",
-            format!("{name:?} must be a DNS label ([a-z0-9-], at most 63)"),
-        ));
-    }
+    dns_subdomain("metadata.name", &name)?;
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    dns_label("metadata.namespace", &namespace)?;
     let spec = pod.spec.as_ref().ok_or_else(|| field("spec", "missing"))?;
     for (fname, present) in [
         (
@@ -570,12 +619,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
     let mut volumes = BTreeMap::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let path = format!("spec.volumes[{i}]");
-        if !is_dns_label(&v.name) {
-            return Err(field(
-                format!("{path}.name"),
-                format!("{:?} must be a DNS label", v.name),
-            ));
-        }
+        dns_label(&format!("{path}.name"), &v.name)?;
         let kind = if let Some(e) = &v.empty_dir {
             let medium = e.medium.clone().unwrap_or_default();
             if !matches!(medium.as_str(), "" | "Memory") {
@@ -631,12 +675,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         );
     let mut containers: Vec<ContainerPlan> = Vec::new();
     for (path, c, is_init) in declared {
-        if !is_dns_label(&c.name) {
-            return Err(field(
-                format!("{path}.name"),
-                format!("{:?} must be a DNS label", c.name),
-            ));
-        }
+        dns_label(&format!("{path}.name"), &c.name)?;
         if containers.iter().any(|o| o.name == c.name) {
             return Err(field(
                 format!("{path}.name"),
@@ -759,7 +798,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         namespace,
         labels: meta.labels.clone().unwrap_or_default(),
         annotations: meta.annotations.clone().unwrap_or_default(),
-        hostname: spec.hostname.clone().unwrap_or(name),
+        hostname: spec.hostname.clone().unwrap_or_else(|| pod_hostname(&name)),
         host_network: spec.host_network == Some(true),
         share_process_namespace: spec.share_process_namespace == Some(true),
         restart_policy,
@@ -1014,5 +1053,90 @@ spec:
         let c = |n: &str| format!("{{name: {n}, image: busybox, resources: {{limits: {{memory: 8191Pi}}}}}}");
         let p = plan_of(&base(&format!("  containers: [{}, {}, {}]", c("a"), c("b"), c("d")))).unwrap();
         assert_eq!(p.totals.memory_limit, Some(u64::MAX));
+    }
+
+    #[test]
+    fn dns_labels_and_subdomains_follow_the_api_server() {
+        for ok in ["a", "default", "kube-system", "0", "a-1", &"a".repeat(63)] {
+            assert!(dns_label("f", ok).is_ok(), "{ok:?}");
+            assert!(dns_subdomain("f", ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "..",
+            "../x",
+            "a/b",
+            &"a".repeat(64),
+            "\u{e9}",
+        ] {
+            assert!(dns_label("f", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["a.b", "my-pod.v1", &format!("{}.{}", "a".repeat(63), "b".repeat(63))] {
+            assert!(dns_subdomain("f", ok).is_ok(), "{ok:?}");
+        }
+        let long = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(long.len(), 255);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a..b",
+            ".a",
+            "a.",
+            "a.-b",
+            "a/b",
+            "A.b",
+            &long,
+            &"a".repeat(64),
+        ] {
+            assert!(dns_subdomain("f", bad).is_err(), "{bad:?}");
+        }
+        let e = dns_label("metadata.namespace", "../x").unwrap_err().to_string();
+        assert!(
+            e.starts_with("metadata.namespace: \"../x\" must be a DNS-1123 label ("),
+            "{e}"
+        );
+        let e = dns_subdomain("metadata.name", "a..b").unwrap_err().to_string();
+        assert!(
+            e.starts_with("metadata.name: \"a..b\" must be a DNS-1123 subdomain ("),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_that_would_be_paths_are_refused_before_planning() {
+        let pod = |meta: &str, containers: &str| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {meta}\nspec:\n  containers: {containers}\n")
+        };
+        let c = "[{name: c, image: busybox}]";
+        for (meta, f) in [
+            ("{name: p, namespace: ../../../x}", "metadata.namespace"),
+            ("{name: p, namespace: ..}", "metadata.namespace"),
+            ("{name: p, namespace: Default}", "metadata.namespace"),
+            ("{name: ../x}", "metadata.name"),
+            ("{name: ..}", "metadata.name"),
+            ("{name: a/b}", "metadata.name"),
+        ] {
+            assert_eq!(err_field(&pod(meta, c)), f, "{meta}");
+        }
+        assert_eq!(
+            err_field(&pod("{name: p}", "[{name: ../c, image: busybox}]")),
+            "spec.containers[0].name"
+        );
+        // A subdomain is a valid pod name; the hostname is cut to a label as the kubelet does.
+        let p = plan_of(&pod("{name: web.v1, namespace: team-a}", c)).unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.namespace.as_str(), p.hostname.as_str()),
+            ("web.v1", "team-a", "web.v1")
+        );
+        let long = format!("{}b.cd", "a".repeat(61));
+        let p = plan_of(&pod(&format!("{{name: {long}}}"), c)).unwrap();
+        assert_eq!(p.hostname, format!("{}b", "a".repeat(61)));
     }
 }

@@ -9,7 +9,9 @@
 //! 2. bind the rootfs onto itself (pivot_root needs a mount point);
 //! 3. spec mounts in order, each destination resolved inside the rootfs without following
 //!    symlinks out of it;
-//! 4. default /dev nodes and symlinks, then `linux.devices`;
+//! 4. default /dev nodes and symlinks, then `linux.devices`, every path (`/dev` itself
+//!    included) resolved inside the rootfs the same way: an image's `/dev` symlink to a
+//!    host directory never gets nodes made there (securejoin's class, CVE-2021-30465);
 //! 5. `pivot_root(".", ".")` and a lazy unmount of the old root (`MS_MOVE` + `chroot`
 //!    when the root is a ramfs, where pivot_root is refused);
 //!
@@ -431,18 +433,25 @@ pub const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
+// Every path is resolved inside the rootfs as spec destinations are: an image whose `/dev`
+// (or `/dev/null`, `/dev/pts`, …) is a symlink, even an absolute one to a host directory,
+// gets its nodes under `<rootfs>/<target>`, never on the host (runc: securejoin; the class
+// of CVE-2021-30465).
 fn create_default_devices(rootfs: &Path, dev_mounted: bool) -> Result<()> {
-    let dev = rootfs.join("dev");
+    let dev = resolve_in_root(rootfs, Path::new("/dev"))?;
     mkdir_all(&dev)?;
+    let in_dev = |name: &str| resolve_in_root(rootfs, &Path::new("/dev").join(name));
     for (name, major, minor) in DEFAULT_DEVICES {
-        let path = dev.join(name);
+        let path = in_dev(name)?;
         if !dev_mounted && path.exists() {
             continue;
         }
         make_node(&path, SFlag::S_IFCHR, major, minor, 0o666, 0, 0)?;
     }
-    mkdir_all(&dev.join("pts"))?;
-    mkdir_all(&dev.join("shm"))?;
+    mkdir_all(&in_dev("pts")?)?;
+    mkdir_all(&in_dev("shm")?)?;
+    // The links themselves are made in the resolved `/dev`: resolving their own name would
+    // follow an existing link, which is kept as the image has it.
     for (link, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

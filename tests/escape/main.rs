@@ -1,0 +1,322 @@
+//! Escape suite (privileged): one test per escape class of the isolation issue. Each test
+//! is a real attempt to reach the host from inside a container, or through the runtime's
+//! inputs (an image's files, a manifest's names, CLI arguments), and the verdict is an
+//! observation made on the host: a host directory left unchanged, a sentinel still in
+//! place, nothing created outside the temp dirs the test owns.
+//!
+//! Where runc can run the same bundle (`runc --root <temp> run -b <bundle> <id>`, Debian's
+//! runc, its state root in a temp dir), the same attempt is made under runc as well, as a
+//! `runc::<name>` test beside the `peapod::<name>` one, so the two runtimes are compared on
+//! the same input. Attempts that go through peapod's own inputs (the CLI) have no runc
+//! counterpart.
+//!
+//! Every test cleans up after itself and checks it did: no container process, mount,
+//! cgroup or state dir is left (the harness's `assert_clean`, runc's state root empty),
+//! and after the suite no test cgroup remains.
+//!
+//! `harness = false`: this binary is also the container init helper (see
+//! `sandbox::init`), so `main` dispatches to it before running tests.
+
+use std::fs;
+use std::os::unix::fs::{symlink, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio as ProcStdio};
+
+use anyhow::{ensure, Context, Result};
+use peapod_tests::{run_privileged_suite, sweep_test_cgroups, Bundle, Output, TestFn};
+
+/// What the sentinel `null` in the host directory holds.
+const SENTINEL: &str = "host file, must survive\n";
+
+/// A host directory the image's `/dev` points at: a temp dir under /tmp with a regular
+/// file named `null` (a name of a default device node).
+struct HostDir {
+    dir: tempfile::TempDir,
+}
+
+impl HostDir {
+    fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-escape-dev-")
+            .tempdir_in("/tmp")?;
+        fs::write(dir.path().join("null"), SENTINEL)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory holds exactly the sentinel (a regular file with its content) and
+    /// the symlinks named in `links`: no device node, directory or other file the runtime
+    /// created.
+    fn assert_unchanged(&self, links: &[&str]) -> Result<()> {
+        let mut names = Vec::new();
+        for e in fs::read_dir(self.path())? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(links.contains(&name.as_str()) && e.file_type()?.is_symlink()) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        ensure!(
+            names == ["null"],
+            "the runtime wrote into the host directory {} the image's /dev points at: {names:?}",
+            self.path().display()
+        );
+        let sentinel = self.path().join("null");
+        let meta = fs::symlink_metadata(&sentinel)?;
+        ensure!(
+            meta.file_type().is_file() && !meta.file_type().is_char_device(),
+            "host file {} was replaced: {:?}",
+            sentinel.display(),
+            meta.file_type()
+        );
+        let content = fs::read_to_string(&sentinel)?;
+        ensure!(
+            content == SENTINEL,
+            "host file {} changed: {content:?}",
+            sentinel.display()
+        );
+        Ok(())
+    }
+}
+
+/// A busybox bundle whose rootfs has `/dev` as an absolute symlink to `host`, with
+/// (`dev_tmpfs`) or without the spec's `/dev` tmpfs mount. The container checks that its
+/// own `/dev/null` is a character device and writes to it.
+fn dev_symlink_bundle(name: &str, host: &Path, dev_tmpfs: bool) -> Result<Bundle> {
+    let mut b = Bundle::new(
+        name,
+        &["sh", "-c", "test -c /dev/null && echo x > /dev/null && echo ran"],
+    )?;
+    let dev = b.path().join("rootfs/dev");
+    fs::remove_dir(&dev)?;
+    symlink(host, &dev)?;
+    if !dev_tmpfs {
+        let mounts = b.spec.mounts_mut().as_mut().context("spec has mounts")?;
+        mounts.retain(|m| m.destination() != Path::new("/dev"));
+    }
+    b.write()?;
+    Ok(b)
+}
+
+/// Runs the bundle under runc with a private state root; checks runc's state and the
+/// bundle's cgroup and mounts are gone afterwards.
+fn runc_run(b: &Bundle) -> Result<Output> {
+    b.write()?;
+    let state = tempfile::Builder::new().prefix("peapod-escape-runc-").tempdir()?;
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(state.path())
+        .args(["run", "-b"])
+        .arg(b.path())
+        .arg(&b.id)
+        .stdin(ProcStdio::null())
+        .output()
+        .context("runc (Debian package runc) could not be started")?;
+    let output = Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let left: Vec<PathBuf> = fs::read_dir(state.path())?.flatten().map(|e| e.path()).collect();
+    ensure!(left.is_empty(), "leak: runc state left: {left:?}");
+    b.assert_clean(None)?;
+    Ok(output)
+}
+
+fn dev_symlink_peapod(dev_tmpfs: bool) -> Result<()> {
+    let host = HostDir::new()?;
+    let b = dev_symlink_bundle("escape-dev", host.path(), dev_tmpfs)?;
+    let out = b.run();
+    host.assert_unchanged(&[])?;
+    let out = out?;
+    ensure!(
+        out.code == 0 && out.stdout == "ran\n",
+        "the container did not run: {out:?}"
+    );
+    Ok(())
+}
+
+fn dev_symlink_runc(dev_tmpfs: bool) -> Result<()> {
+    let host = HostDir::new()?;
+    let b = dev_symlink_bundle("escape-dev-runc", host.path(), dev_tmpfs)?;
+    let out = runc_run(&b);
+    host.assert_unchanged(RUNC_HOST_LINKS)?;
+    let out = out?;
+    ensure!(
+        out.code == 0 && out.stdout == "ran\n",
+        "the container did not run: {out:?}"
+    );
+    Ok(())
+}
+
+/// What Debian's runc 1.1.5 does create in the host directory: its `/dev` symlinks, made at
+/// `<rootfs>/dev/<name>` without securejoin (`setupDevSymlinks`), so the kernel follows the
+/// image's link to the host. Its device nodes and the `/dev` tmpfs go through securejoin and
+/// stay inside the rootfs. peapod creates nothing there (`assert_unchanged(&[])`).
+const RUNC_HOST_LINKS: &[&str] = &["fd", "stdin", "stdout", "stderr", "ptmx"];
+
+// Class: the image's /dev is a symlink out of the rootfs (runc's securejoin; the class of
+// CVE-2021-30465). Device nodes must be made inside the rootfs, never in the host
+// directory the link names.
+
+fn image_dev_symlink_does_not_write_on_the_host() -> Result<()> {
+    dev_symlink_peapod(true)
+}
+
+fn image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host() -> Result<()> {
+    dev_symlink_peapod(false)
+}
+
+fn runc_image_dev_symlink_does_not_write_on_the_host() -> Result<()> {
+    dev_symlink_runc(true)
+}
+
+fn runc_image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host() -> Result<()> {
+    dev_symlink_runc(false)
+}
+
+// Class: names used as paths (Kubernetes API validation, k8s.io/apimachinery/pkg/util/
+// validation). A namespace or pod name with `..` must be refused before any path is built.
+
+/// A temp dir with the CLI's root and state one level down (`a/root`, `a/state`), and an
+/// `outside/` directory where `../../../outside/victim` from `a/state/pods` lands, holding
+/// a sentinel pod directory `victim_p` with a `pod.json` and a file `keep`.
+struct CliDirs {
+    dir: tempfile::TempDir,
+}
+
+/// The namespace that walks from `<state>/pods/` to `outside/victim`.
+const TRAVERSAL: &str = "../../../outside/victim";
+
+impl CliDirs {
+    fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("peapod-escape-cli-").tempdir()?;
+        let victim = dir.path().join("outside/victim_p");
+        fs::create_dir_all(&victim)?;
+        fs::write(victim.join("pod.json"), "not a pod record\n")?;
+        fs::write(victim.join("keep"), SENTINEL)?;
+        // The pod directories exist, so a traversal through them resolves.
+        fs::create_dir_all(dir.path().join("a/root/pods"))?;
+        fs::create_dir_all(dir.path().join("a/state/pods"))?;
+        Ok(Self { dir })
+    }
+
+    fn peapod(&self, args: &[&str]) -> Result<Output> {
+        let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
+        ensure!(bin.exists(), "{} is missing: cargo build -p peapod", bin.display());
+        let mut c = Command::new(bin);
+        c.args(args)
+            .env("PEAPOD_ROOT", self.dir.path().join("a/root"))
+            .env("PEAPOD_STATE", self.dir.path().join("a/state"))
+            .stdin(ProcStdio::null());
+        if let Ok(pause) = peapod_tests::images::pause_binary() {
+            c.env("PEAPOD_PAUSE", pause);
+        }
+        let out = c.output()?;
+        Ok(Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Every path under the temp dir outside `a/`, with file contents.
+    fn outside(&self) -> Result<Vec<(PathBuf, Option<String>)>> {
+        let mut all = Vec::new();
+        let mut todo = vec![self.dir.path().to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d)? {
+                let p = e?.path();
+                if p == self.dir.path().join("a") {
+                    continue;
+                }
+                let m = fs::symlink_metadata(&p)?;
+                if m.is_dir() {
+                    todo.push(p.clone());
+                    all.push((p, None));
+                } else {
+                    all.push((p.clone(), Some(fs::read_to_string(&p).unwrap_or_default())));
+                }
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// Runs `args`; it must exit 1 with an error naming `field`, and change nothing
+    /// outside `a/`.
+    fn refused(&self, args: &[&str], field: &str) -> Result<()> {
+        let before = self.outside()?;
+        let out = self.peapod(args)?;
+        let after = self.outside()?;
+        ensure!(
+            before == after,
+            "peapod {args:?} changed the host outside its dirs: {before:?} -> {after:?}"
+        );
+        ensure!(out.code == 1, "peapod {args:?}: exit {}, want 1: {out:?}", out.code);
+        ensure!(
+            out.stderr.contains(field) && out.stderr.contains("DNS-1123"),
+            "peapod {args:?}: the error does not name {field}: {:?}",
+            out.stderr
+        );
+        Ok(())
+    }
+}
+
+fn manifest_namespace_traversal_is_refused_before_any_path() -> Result<()> {
+    let d = CliDirs::new()?;
+    let manifest = d.dir.path().join("a/pod.yaml");
+    fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: {TRAVERSAL:?}\n\
+             spec:\n  containers:\n  - name: c\n    image: busybox\n"
+        ),
+    )?;
+    d.refused(&["run", "-f", &manifest.to_string_lossy()], "metadata.namespace")
+}
+
+fn namespace_flag_traversal_is_refused_by_get_and_delete() -> Result<()> {
+    let d = CliDirs::new()?;
+    for ns in [TRAVERSAL, "../.."] {
+        d.refused(&["-n", ns, "get", "pod", "p"], "namespace")?;
+        d.refused(&["-n", ns, "delete", "pod", "p"], "namespace")?;
+    }
+    d.refused(&["get", "pod", "../../outside/victim_p"], "name")?;
+    d.refused(&["delete", "pod", "../../outside/victim_p"], "name")
+}
+
+fn main() {
+    sandbox::init::run_if_requested();
+    let tests: Vec<(&str, TestFn)> = vec![
+        (
+            "peapod::image_dev_symlink_does_not_write_on_the_host",
+            image_dev_symlink_does_not_write_on_the_host,
+        ),
+        (
+            "peapod::image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host",
+            image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host,
+        ),
+        (
+            "runc::image_dev_symlink_does_not_write_on_the_host",
+            runc_image_dev_symlink_does_not_write_on_the_host,
+        ),
+        (
+            "runc::image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host",
+            runc_image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host,
+        ),
+        (
+            "peapod::manifest_namespace_traversal_is_refused_before_any_path",
+            manifest_namespace_traversal_is_refused_before_any_path,
+        ),
+        (
+            "peapod::namespace_flag_traversal_is_refused_by_get_and_delete",
+            namespace_flag_traversal_is_refused_by_get_and_delete,
+        ),
+    ];
+    run_privileged_suite(tests, sweep_test_cgroups);
+}
