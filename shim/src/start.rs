@@ -14,7 +14,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -102,8 +102,20 @@ pub fn start(flags: &Flags, bundle: &Path) -> Result<String, StartError> {
         // A socket nobody answers on: left by a dead shim.
         fs::remove_file(&path).map_err(io_err("remove stale socket", &path))?;
     }
-    fs::create_dir_all(SOCKET_ROOT).map_err(io_err("create", Path::new(SOCKET_ROOT)))?;
+    // The socket is the Task API: whoever connects can exec as root in every container of
+    // the pod. As containerd's Go shims do (`shim.NewSocket`), the directory is made
+    // root-only when we create it and the socket 0600 (its mode otherwise follows the
+    // umask of whoever started us).
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(SOCKET_ROOT)
+        .map_err(io_err("create", Path::new(SOCKET_ROOT)))?;
     let listener = UnixListener::bind(&path).map_err(io_err("bind", &path))?;
+    if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(0o600)) {
+        let _ = fs::remove_file(&path);
+        return Err(io_err("chmod 0600", &path)(e));
+    }
     let result = spawn_daemon(flags, bundle, &listener).and_then(|()| write_address(bundle, &address));
     if result.is_err() {
         let _ = fs::remove_file(&path);

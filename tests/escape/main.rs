@@ -18,11 +18,13 @@
 //! `sandbox::init`), so `main` dispatches to it before running tests.
 
 use std::fs;
-use std::os::unix::fs::{symlink, FileTypeExt};
+use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcStdio};
 
 use anyhow::{ensure, Context, Result};
+use peapod::embedded::Shim;
+use peapod_tests::containerd::peapod_shim;
 use peapod_tests::{run_privileged_suite, sweep_test_cgroups, Bundle, Output, TestFn};
 
 /// What the sentinel `null` in the host directory holds.
@@ -306,8 +308,77 @@ fn namespace_flag_traversal_is_refused_by_get_and_delete() -> Result<()> {
     d.refused(&["delete", "pod", "../../outside/victim_p"], "name")
 }
 
+/// Set (to a socket path) when this binary is re-run as an unprivileged connect probe.
+const CONNECT_PROBE_ENV: &str = "PEAPOD_ESCAPE_CONNECT";
+
+/// The probe: connects to the socket and exits 0 when it could, else with the errno.
+fn run_connect_probe_if_requested() {
+    if let Some(path) = std::env::var_os(CONNECT_PROBE_ENV) {
+        let code = match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(_) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(255),
+        };
+        std::process::exit(code);
+    }
+}
+
+/// Connects to `path` as uid/gid 65534 (nobody) from a fresh process; the errno when that
+/// was refused, `None` when it connected.
+fn connect_as_nobody(path: &Path) -> Result<Option<i32>> {
+    use std::os::unix::process::CommandExt;
+    let status = Command::new(std::env::current_exe()?)
+        .env(CONNECT_PROBE_ENV, path)
+        .uid(65534)
+        .gid(65534)
+        .stdin(ProcStdio::null())
+        .status()
+        .context("run the connect probe as nobody")?;
+    let code = status.code().context("the connect probe was killed")?;
+    Ok((code != 0).then_some(code))
+}
+
+// Class: the shim's socket is the whole Task API (exec as root in any container of the
+// pod). containerd's Go shims chmod it 0600 and make its directory 0700; a host user other
+// than root must not be able to connect. (The socket's mode used to follow the umask of
+// whoever started the shim.)
+fn shim_socket_is_root_only() -> Result<()> {
+    let b = Bundle::new("escape-sock", &["true"])?;
+    b.write()?;
+    let shim = Shim::start(&peapod_shim()?, &b.id, b.path(), None)?;
+    let path = shim::start::socket_path(shim.address()).to_path_buf();
+    let result = (|| {
+        let mode = fs::metadata(&path)?.permissions().mode() & 0o7777;
+        ensure!(
+            mode == 0o600,
+            "shim socket {} has mode {mode:o}, want 600",
+            path.display()
+        );
+        let refused = connect_as_nobody(&path)?;
+        ensure!(
+            refused == Some(libc::EACCES),
+            "an unprivileged user's connect to the shim socket {}: {}",
+            path.display(),
+            refused.map_or("connected".to_string(), |e| format!("errno {e}, want EACCES"))
+        );
+        Ok(())
+    })();
+    shim.shutdown()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while path.exists() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "leak: shim socket {} after Shutdown",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    result?;
+    b.assert_clean(None)
+}
+
 fn main() {
     sandbox::init::run_if_requested();
+    run_connect_probe_if_requested();
     // Bundles (the harness makes them in $TMPDIR) go where device nodes can be opened: in
     // the cgroup v2 VM /tmp is a nodev tmpfs, where a rootfs without a /dev tmpfs has no
     // usable /dev/null (runc's init reopens it and fails). Set before any thread exists.
@@ -337,6 +408,7 @@ fn main() {
             "peapod::namespace_flag_traversal_is_refused_by_get_and_delete",
             namespace_flag_traversal_is_refused_by_get_and_delete,
         ),
+        ("peapod::shim_socket_is_root_only", shim_socket_is_root_only),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);
 }
