@@ -471,9 +471,11 @@ fn exec_joins_the_running_container() -> Result<()> {
 fn terminal_processes_get_a_pty_from_the_container() -> Result<()> {
     let mut b = Bundle::new(
         "tty",
-        &sh("tty; [ -t 0 ] && echo stdin-is-tty; [ -c /dev/console ] && echo console; sleep 30"),
+        &sh("tty; [ -t 0 ] && echo stdin-is-tty; [ -c /dev/console ] && echo console; : > /init-done; sleep 30"),
     )?;
     b.spec.process_mut().as_mut().unwrap().set_terminal(Some(true));
+    // Init's lines must be out before it is killed: the exec below can finish first.
+    let init_done = b.path().join("rootfs/init-done");
     let mut c = b.create(Stdio::default())?;
     let init_console = console_reader(c.take_console().context("no console for a terminal container")?);
     c.start()?;
@@ -496,6 +498,10 @@ fn terminal_processes_get_a_pty_from_the_container() -> Result<()> {
     let exec_console = console_reader(e.take_console().context("no console for a terminal exec")?);
     let code = e.wait()?;
     let exec_out = exec_console.join().unwrap()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !init_done.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     c.kill(Signal::SIGKILL, true)?;
     c.wait()?;
     let init_out = init_console.join().unwrap()?;
