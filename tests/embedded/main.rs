@@ -5,13 +5,12 @@
 
 use peapod_tests::tests;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use oci_spec::runtime::ProcessBuilder;
 use peapod::embedded::{Shim, TaskIo};
 use peapod_tests::containerd::peapod_shim;
-use peapod_tests::Bundle;
+use peapod_tests::{wait_shim_gone, Bundle};
 
 fn sh(script: &str) -> Vec<&str> {
     vec!["sh", "-c", script]
@@ -25,21 +24,6 @@ fn file_io(dir: &Path, name: &str) -> (TaskIo, std::path::PathBuf) {
         ..Default::default()
     };
     (io, log)
-}
-
-/// Waits until the shim serving `address` has exited and removed its socket.
-fn wait_shim_gone(address: &str) -> Result<()> {
-    let path = shim::start::socket_path(address).to_path_buf();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while path.exists() {
-        ensure!(
-            Instant::now() < deadline,
-            "shim socket {} still there after Shutdown",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 fn task_lifecycle_without_containerd() -> Result<()> {

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio as ProcStdio};
 use anyhow::{ensure, Context, Result};
 use peapod::embedded::Shim;
 use peapod_tests::containerd::peapod_shim;
-use peapod_tests::{run_privileged_suite, sweep_test_cgroups, Bundle, Output, TestFn};
+use peapod_tests::{run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn};
 
 /// What the sentinel `null` in the host directory holds.
 const SENTINEL: &str = "host file, must survive\n";
@@ -363,15 +363,7 @@ fn shim_socket_is_root_only() -> Result<()> {
         Ok(())
     })();
     shim.shutdown()?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while path.exists() {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "leak: shim socket {} after Shutdown",
-            path.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_shim_gone(shim.address())?;
     result?;
     b.assert_clean(None)
 }

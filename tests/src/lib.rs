@@ -257,6 +257,22 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// Waits (at most 10 s) until the shim serving `address` has exited and removed its
+/// socket, after `Shutdown`: a socket still there then is a leak.
+pub fn wait_shim_gone(address: &str) -> Result<()> {
+    let path = shim::start::socket_path(address);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while path.exists() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "leak: shim socket {} still there after Shutdown",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// A pipe as (read end, write end), both close-on-exec.
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
