@@ -197,6 +197,149 @@ fn runc_image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host() -> Resu
     dev_symlink_runc(false)
 }
 
+// Class: device access through the device cgroup (runc's devices cgroup on v1, its eBPF
+// `BPF_PROG_TYPE_CGROUP_DEVICE` program on v2, from `linux.resources.devices` plus runc's
+// `AllowedDevices`). A device node is only a name: what stops a container from reading the
+// host's disk through one it made (CAP_MKNOD is a default capability) or one its image
+// ships is the device cgroup, which must deny every block device.
+
+/// Set once a ram disk was loaded because the host had no block device (the VM).
+static BLOCK_DEVICE: std::sync::OnceLock<std::result::Result<(u32, u32), String>> = std::sync::OnceLock::new();
+
+/// `major:minor` of a real block device the host (this test, as root) can open and read:
+/// the root filesystem's when it is one (`/proc/self/mountinfo`, e.g. `/dev/vda` 254:0),
+/// else the first in `/sys/block` (a sandbox around this host may deny the root disk
+/// itself: then e.g. `loop0`). A device the host cannot open would prove nothing. The
+/// cgroup v2 VM has none (its root is 9p): there `brd` is loaded for one 64 KiB ram disk
+/// (block 1:0), the VM being discarded after the run.
+fn host_block_device() -> Result<(u32, u32)> {
+    let found = BLOCK_DEVICE.get_or_init(|| find_block_device().map_err(|e| format!("{e:#}")));
+    found.clone().map_err(anyhow::Error::msg)
+}
+
+fn find_block_device() -> Result<(u32, u32)> {
+    let parse = |s: &str| -> Option<(u32, u32)> {
+        let (a, b) = s.trim().split_once(':')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    // The device's name from /sys/dev/block/M:m/uevent, and whether /dev/<name> opens.
+    let readable = |(maj, min): (u32, u32)| -> bool {
+        let uevent = fs::read_to_string(format!("/sys/dev/block/{maj}:{min}/uevent")).unwrap_or_default();
+        let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="));
+        name.is_some_and(|n| fs::File::open(Path::new("/dev").join(n)).is_ok())
+    };
+    let candidates = || -> Result<Vec<(u32, u32)>> {
+        let mut all = Vec::new();
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        for line in mountinfo.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.get(4) == Some(&"/") {
+                all.extend(f.get(2).and_then(|d| parse(d)).filter(|(maj, _)| *maj != 0));
+            }
+        }
+        let mut names: Vec<PathBuf> = fs::read_dir("/sys/block")?.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for n in names {
+            all.extend(parse(&fs::read_to_string(n.join("dev"))?));
+        }
+        Ok(all)
+    };
+    if let Some(d) = candidates()?.into_iter().find(|d| readable(*d)) {
+        return Ok(d);
+    }
+    let st = Command::new("modprobe")
+        .args(["brd", "rd_nr=1", "rd_size=64"])
+        .status()
+        .context("modprobe brd (no block device this host can open)")?;
+    ensure!(st.success(), "no block device this host can open, and modprobe brd failed: {st}");
+    candidates()?
+        .into_iter()
+        .find(|d| readable(*d))
+        .context("no block device this host can open, even after modprobe brd")
+}
+
+/// What the device scripts print when the read was refused, and at their end.
+const READ_OK: &str = "read-ok";
+const SCRIPT_DONE: &str = "script-done";
+
+/// A script that reads 512 bytes of `node` and prints `read-ok`, or the error.
+fn read_node_script(node: &str) -> String {
+    format!(
+        "if head -c 512 {node} >/dev/escape-out 2>/dev/escape-err; then echo {READ_OK} \
+         $(wc -c </dev/escape-out); else cat /dev/escape-err; fi; echo {SCRIPT_DONE}"
+    )
+}
+
+/// The container made the node (default caps: CAP_MKNOD) and tried to read the host's
+/// disk through it.
+fn mknod_disk_bundle(name: &str) -> Result<Bundle> {
+    let (maj, min) = host_block_device()?;
+    let script = format!(
+        "mknod /dev/escape-disk b {maj} {min} && echo mknod-ok; {}",
+        read_node_script("/dev/escape-disk")
+    );
+    let b = Bundle::new(name, &["sh", "-c", &script])?;
+    b.write()?;
+    Ok(b)
+}
+
+/// The image ships a node for the host's disk (made in the rootfs before start); the
+/// container holds no capability at all.
+fn image_node_bundle(name: &str) -> Result<Bundle> {
+    let (maj, min) = host_block_device()?;
+    let mut b = Bundle::new(name, &["sh", "-c", &read_node_script("/escape-disk")])?;
+    let node = b.path().join("rootfs/escape-disk");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(maj.into(), min.into()),
+    )
+    .with_context(|| format!("mknod {} (block {maj}:{min}) on the host", node.display()))?;
+    let p = b.spec.process_mut().as_mut().context("spec has a process")?;
+    p.set_capabilities(Some(sandbox::spec::capabilities(Default::default())));
+    b.write()?;
+    Ok(b)
+}
+
+/// The read must have been refused with EPERM (the device cgroup's verdict; ENXIO or
+/// EACCES would be another layer) and the script must have run to its end.
+fn assert_read_refused(out: &Output) -> Result<()> {
+    ensure!(
+        out.stdout.contains(SCRIPT_DONE),
+        "the container did not run its script: {out:?}"
+    );
+    ensure!(
+        !out.stdout.contains(READ_OK),
+        "the container read the host's disk: {out:?}"
+    );
+    ensure!(
+        out.stdout.contains("escape-disk: Operation not permitted"),
+        "the read of the host's disk failed, but not with EPERM: {out:?}"
+    );
+    Ok(())
+}
+
+fn mknod_of_the_host_disk_cannot_be_read() -> Result<()> {
+    let b = mknod_disk_bundle("escape-mknod")?;
+    assert_read_refused(&b.run()?)
+}
+
+fn runc_mknod_of_the_host_disk_cannot_be_read() -> Result<()> {
+    let b = mknod_disk_bundle("escape-mknod-runc")?;
+    assert_read_refused(&runc_run(&b)?)
+}
+
+fn image_device_node_cannot_be_opened_without_caps() -> Result<()> {
+    let b = image_node_bundle("escape-imgdev")?;
+    assert_read_refused(&b.run()?)
+}
+
+fn runc_image_device_node_cannot_be_opened_without_caps() -> Result<()> {
+    let b = image_node_bundle("escape-imgdev-runc")?;
+    assert_read_refused(&runc_run(&b)?)
+}
+
 // Class: names used as paths (Kubernetes API validation, k8s.io/apimachinery/pkg/util/
 // validation). A namespace or pod name with `..` must be refused before any path is built.
 
@@ -391,6 +534,22 @@ fn main() {
         (
             "runc::image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host",
             runc_image_dev_symlink_without_dev_tmpfs_does_not_write_on_the_host,
+        ),
+        (
+            "peapod::mknod_of_the_host_disk_cannot_be_read",
+            mknod_of_the_host_disk_cannot_be_read,
+        ),
+        (
+            "runc::mknod_of_the_host_disk_cannot_be_read",
+            runc_mknod_of_the_host_disk_cannot_be_read,
+        ),
+        (
+            "peapod::image_device_node_cannot_be_opened_without_caps",
+            image_device_node_cannot_be_opened_without_caps,
+        ),
+        (
+            "runc::image_device_node_cannot_be_opened_without_caps",
+            runc_image_device_node_cannot_be_opened_without_caps,
         ),
         (
             "peapod::manifest_namespace_traversal_is_refused_before_any_path",
