@@ -270,7 +270,9 @@ pub fn container_spec(
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(format!("/{}/{}", pod_cgroup(&rt.uid), c.name).into()));
         let r = c.resources;
-        let res = proto::kube::resources(r.cpu_request, r.cpu_limit, r.memory_limit);
+        let mut res = proto::kube::resources(r.cpu_request, r.cpu_limit, r.memory_limit);
+        // Keep the default spec's device rules (containerd's deny-all).
+        res.set_devices(linux.resources().as_ref().and_then(|d| d.devices().clone()));
         linux.set_resources(Some(res));
         let pause = |n: &str| Some(format!("/proc/{}/ns/{n}", rt.pause_pid));
         let mut list = vec![

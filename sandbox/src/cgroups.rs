@@ -5,11 +5,12 @@
 //! (`1 + (shares - 2) * 9999 / 262142`, see [`shares_to_weight`]) and `memory.swap`
 //! (memory+swap in OCI) to `memory.swap.max` (swap alone).
 //!
-//! Device rules (`linux.resources.devices`) are enforced on v1 by the `devices`
-//! controller, with the OCI default devices allowed after the spec's rules as runc does.
-//! On v2 the kernel needs an eBPF program for that; peapod does not load one yet, so on v2
-//! device access is limited only by which nodes exist in the container's /dev (created by
-//! peapod from `linux.devices`) and by the capabilities it holds (no CAP_MKNOD by default).
+//! Device rules (`linux.resources.devices`, with the OCI default devices appended as runc
+//! does) become a [`DevicePolicy`] (see [`crate::devices`]): on v1 it is written to the
+//! `devices` controller, starting with an `a` rule that resets the cgroup's exceptions; on
+//! v2 it is an eBPF program attached to the container's cgroup, replacing the one attached
+//! before. A container always gets one (a spec without rules gets deny-all plus the
+//! defaults); an update without device rules leaves the current one in place.
 //!
 //! Statistics and OOM counts are read from the cgroup files directly (see [`CgroupFiles`])
 //! so that one code path serves v1 and v2 and can be tested on fixture trees.
@@ -23,7 +24,10 @@ use cgroups_rs::fs::hierarchies;
 use cgroups_rs::{FreezerState, FsManager, Manager};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::LinuxResources;
+
+use crate::devices::{DevicePolicy, DeviceRuleError};
+use crate::sys::{self, SysError};
 
 /// A cgroup operation that failed; `path` is relative to the hierarchy root.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,24 @@ pub enum CgroupError {
         /// Cause.
         #[source]
         source: Box<cgroups_rs::manager::Error>,
+    },
+    /// `linux.resources.devices` cannot be applied as given.
+    #[error("device rules for cgroup {path}: {source}")]
+    DeviceRules {
+        /// The cgroup.
+        path: String,
+        /// Which rule, and why.
+        #[source]
+        source: DeviceRuleError,
+    },
+    /// Loading, attaching or replacing the v2 device program failed.
+    #[error("device program of cgroup {path}: {source}")]
+    DeviceProgram {
+        /// The cgroup.
+        path: String,
+        /// The bpf(2) operation and errno.
+        #[source]
+        source: SysError,
     },
     /// Moving a process into the cgroup failed.
     #[error("add pid {pid} to cgroup {path}: {source}")]
@@ -114,33 +136,6 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 /// True when `/sys/fs/cgroup` is the cgroup v2 unified hierarchy.
 pub fn is_v2() -> bool {
     hierarchies::is_cgroup2_unified_mode()
-}
-
-/// The OCI default devices (runc's `AllowedDevices`): null, zero, full, random, urandom,
-/// tty, ptmx, and the pty slaves (136:*), all `rwm`.
-pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
-    let rule = |major: i64, minor: Option<i64>| {
-        let b = LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(major)
-            .access("rwm");
-        match minor {
-            Some(m) => b.minor(m).build(),
-            None => b.build(),
-        }
-        .expect("all fields set")
-    };
-    vec![
-        rule(1, Some(3)),
-        rule(1, Some(5)),
-        rule(1, Some(7)),
-        rule(1, Some(8)),
-        rule(1, Some(9)),
-        rule(5, Some(0)),
-        rule(5, Some(2)),
-        rule(136, None),
-    ]
 }
 
 /// A container's cgroup (one directory per v1 hierarchy, or one on v2).
@@ -222,21 +217,90 @@ impl Cgroup {
         &self.files
     }
 
-    /// Applies `resources` (OCI `linux.resources`) to the running cgroup. On v1 device
-    /// rules get the OCI default devices appended; on v2 they are not enforced (module docs).
+    /// Applies `resources` (OCI `linux.resources`) to the running cgroup. Device rules, when
+    /// present (an empty list included), replace the cgroup's device policy: the rules then
+    /// the OCI default devices ([`DevicePolicy::from_oci`]), on v1 through `devices.allow`/
+    /// `devices.deny`, on v2 as an eBPF program ([`Cgroup::set_device_program`]). Rules are
+    /// checked before anything is written.
     pub fn update(&mut self, resources: &LinuxResources) -> Result<()> {
+        let policy = resources
+            .devices()
+            .as_ref()
+            .map(|rules| DevicePolicy::from_oci(rules))
+            .transpose()
+            .map_err(|source| CgroupError::DeviceRules {
+                path: self.path.clone(),
+                source,
+            })?;
         let mut r = resources.clone();
-        if self.files.v2 {
-            r.set_devices(None);
-        } else if let Some(rules) = resources.devices() {
-            let mut all = rules.clone();
-            all.extend(default_device_rules());
-            r.set_devices(Some(all));
-        }
+        r.set_devices(match &policy {
+            Some(p) if !self.files.v2 => Some(p.v1_rules()),
+            _ => None,
+        });
         self.manager.set(&r).map_err(|source| CgroupError::Apply {
             path: self.path.clone(),
             source: Box::new(source),
-        })
+        })?;
+        match policy {
+            Some(p) if self.files.v2 => self.set_device_program(&p),
+            _ => Ok(()),
+        }
+    }
+
+    /// On v2, loads `policy`'s program and attaches it to this cgroup, then detaches the
+    /// device programs attached to it before (runc's `LoadAttachCgroupDeviceFilter` does the
+    /// same): while both are attached both apply, so access is never wider than either
+    /// policy, and no old program stays attached. The kernel drops the programs with the
+    /// cgroup. Needs CAP_SYS_ADMIN; errors name the bpf(2) operation.
+    pub fn set_device_program(&self, policy: &DevicePolicy) -> Result<()> {
+        let err = |source| CgroupError::DeviceProgram {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self.files.root.join(&self.path);
+        let cgroup = fs::File::open(&dir).map_err(|source| {
+            err(SysError {
+                op: format!("open {}", dir.display()),
+                source,
+            })
+        })?;
+        let old = sys::cgroup_device_prog_ids(cgroup.as_fd()).map_err(err)?;
+        let prog = sys::load_cgroup_device_prog(&policy.program(), "Apache").map_err(err)?;
+        sys::attach_cgroup_device_prog(cgroup.as_fd(), prog.as_fd()).map_err(err)?;
+        for id in old {
+            let old_prog = match sys::bpf_prog_fd_by_id(id) {
+                Ok(fd) => fd,
+                // Detached and freed meanwhile.
+                Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            match sys::detach_cgroup_device_prog(cgroup.as_fd(), old_prog.as_fd()) {
+                Ok(()) => {}
+                Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of the device programs attached to this cgroup (v2; empty on v1), for tests
+    /// and diagnostics.
+    pub fn device_program_ids(&self) -> Result<Vec<u32>> {
+        if !self.files.v2 {
+            return Ok(Vec::new());
+        }
+        let dir = self.files.root.join(&self.path);
+        let err = |source| CgroupError::DeviceProgram {
+            path: self.path.clone(),
+            source,
+        };
+        let cgroup = fs::File::open(&dir).map_err(|source| {
+            err(SysError {
+                op: format!("open {}", dir.display()),
+                source,
+            })
+        })?;
+        sys::cgroup_device_prog_ids(cgroup.as_fd()).map_err(err)
     }
 
     /// Moves process `pid` (all its threads) into the cgroup.

@@ -369,10 +369,24 @@ impl Container {
         }
         self.state.cgroup_owned_from = crate::cgroups::first_missing_ancestor(&plan.cgroup_path);
         self.save()?;
-        let resources = plan.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        // Every container gets a device policy: without rules in the spec, deny-all plus
+        // the OCI default devices, as runc appends its AllowedDevices to whatever it got.
+        let mut resources = plan
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
+        if resources.devices().is_none() {
+            resources.set_devices(Some(Vec::new()));
+        }
         let t = Instant::now();
-        let cgroup = Cgroup::create(&plan.cgroup_path, resources, self.state.cgroup_owned_from.as_deref())
-            .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
+        let cgroup = Cgroup::create(
+            &plan.cgroup_path,
+            Some(&resources),
+            self.state.cgroup_owned_from.as_deref(),
+        )
+        .map_err(|source| Error::Cgroup { id: id.clone(), source })?;
         let v2 = cgroup.is_v2();
         self.cgroup = Some(cgroup);
         self.timings.cgroup_us = micros(t);

@@ -4,7 +4,7 @@
 //! The crate knows Linux and pods, nothing of containerd, CRI, Kubernetes annotations or
 //! YAML (callers hand it typed values), and is synchronous. Layers, bottom up:
 //! - [`spec`]: OCI spec validation into a checked plan, with its error type;
-//! - kernel concepts, each in its module: [`namespaces`], [`rootfs`], [`cgroups`],
+//! - kernel concepts, each in its module: [`namespaces`], [`rootfs`], [`cgroups`], [`devices`],
 //!   [`process`], and [`sys`], where all `unsafe` code lives;
 //! - [`init`] and [`channel`]: the re-executed helper that becomes container init, and
 //!   how it talks to the runtime;
@@ -22,6 +22,7 @@
 pub mod cgroups;
 pub mod channel;
 pub mod container;
+pub mod devices;
 pub mod error;
 pub mod init;
 pub mod namespaces;

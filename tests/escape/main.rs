@@ -251,7 +251,10 @@ fn find_block_device() -> Result<(u32, u32)> {
         .args(["brd", "rd_nr=1", "rd_size=64"])
         .status()
         .context("modprobe brd (no block device this host can open)")?;
-    ensure!(st.success(), "no block device this host can open, and modprobe brd failed: {st}");
+    ensure!(
+        st.success(),
+        "no block device this host can open, and modprobe brd failed: {st}"
+    );
     candidates()?
         .into_iter()
         .find(|d| readable(*d))
@@ -338,6 +341,76 @@ fn image_device_node_cannot_be_opened_without_caps() -> Result<()> {
 fn runc_image_device_node_cannot_be_opened_without_caps() -> Result<()> {
     let b = image_node_bundle("escape-imgdev-runc")?;
     assert_read_refused(&runc_run(&b)?)
+}
+
+/// The container's device policy as the host sees it: on v2 the ids of the device
+/// programs attached to its cgroup, on v1 the lines of its `devices.list`.
+fn device_state(c: &sandbox::Container) -> Result<(Vec<u32>, Vec<String>)> {
+    let cg = c.cgroup()?;
+    if cg.is_v2() {
+        return Ok((cg.device_program_ids()?, Vec::new()));
+    }
+    let list = fs::read_to_string(cg.files().file("devices", "devices.list"))?;
+    Ok((Vec::new(), list.lines().map(String::from).collect()))
+}
+
+// An update with device rules replaces the policy (on v2: one program attached, a new
+// one, the old detached: none accumulate); an update without device rules keeps it.
+fn device_update_replaces_the_policy() -> Result<()> {
+    let (maj, min) = host_block_device()?;
+    let b = Bundle::new("escape-devupd", &["sleep", "30"])?;
+    let mut c = b.start(sandbox::Stdio::default())?;
+    let result = (|| -> Result<()> {
+        let v2 = c.cgroup()?.is_v2();
+        let (progs, list) = device_state(&c)?;
+        if v2 {
+            ensure!(progs.len() == 1, "device programs after create: {progs:?}");
+        } else {
+            ensure!(
+                list.contains(&"c 1:3 rwm".to_string()),
+                "devices.list after create: {list:?}"
+            );
+            ensure!(
+                !list.iter().any(|l| l.starts_with("a ")),
+                "devices.list allows all: {list:?}"
+            );
+        }
+        let allow_disk = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(oci_spec::runtime::LinuxDeviceType::B)
+            .major(i64::from(maj))
+            .minor(i64::from(min))
+            .access("r")
+            .build()?;
+        let res = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .devices(vec![sandbox::devices::deny_all_rule(), allow_disk])
+            .build()?;
+        c.update(&res)?;
+        let (progs2, list2) = device_state(&c)?;
+        if v2 {
+            ensure!(
+                progs2.len() == 1 && progs2 != progs,
+                "device programs after update: {progs2:?} (before {progs:?})"
+            );
+        } else {
+            ensure!(
+                list2.contains(&format!("b {maj}:{min} r")),
+                "devices.list after update: {list2:?}"
+            );
+        }
+        let res = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .pids(oci_spec::runtime::LinuxPidsBuilder::default().limit(50i64).build()?)
+            .build()?;
+        c.update(&res)?;
+        let (progs3, list3) = device_state(&c)?;
+        ensure!(
+            progs3 == progs2 && list3 == list2,
+            "an update without device rules changed them: {progs3:?} {list3:?}"
+        );
+        Ok(())
+    })();
+    b.delete(c, true)?;
+    result
 }
 
 // Class: names used as paths (Kubernetes API validation, k8s.io/apimachinery/pkg/util/
@@ -550,6 +623,10 @@ fn main() {
         (
             "runc::image_device_node_cannot_be_opened_without_caps",
             runc_image_device_node_cannot_be_opened_without_caps,
+        ),
+        (
+            "peapod::device_update_replaces_the_policy",
+            device_update_replaces_the_policy,
         ),
         (
             "peapod::manifest_namespace_traversal_is_refused_before_any_path",

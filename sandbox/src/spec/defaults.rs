@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 
 /// The OCI default `PATH` (runtime spec, config "env"; what containerd and runc use).
@@ -46,8 +47,10 @@ pub const DEFAULT_CAPS: [Capability; 14] = [
 
 /// A spec like the one containerd writes by default (`oci.populateDefaultUnixSpec`): the
 /// same mounts, masked and read-only paths, capabilities, `RLIMIT_NOFILE` 1024 and
-/// namespaces (plus a cgroup namespace), running `args` as root in `rootfs/` with
-/// hostname `peapod` and no cgroup path (so `peapod/<id>`). What `peapod spec` writes.
+/// namespaces (plus a cgroup namespace), and device rules (deny every device, to which the
+/// runtime appends the OCI default devices, see [`crate::devices`]), running `args` as
+/// root in `rootfs/` with hostname `peapod` and no cgroup path (so `peapod/<id>`). What
+/// `peapod spec` writes.
 pub fn default_spec(args: &[&str]) -> Spec {
     let mount = |dest: &str, typ: &str, src: &str, opts: &[&str]| {
         MountBuilder::default()
@@ -157,6 +160,12 @@ pub fn default_spec(args: &[&str]) -> Spec {
                     ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
                         .map(String::from)
                         .to_vec(),
+                )
+                .resources(
+                    LinuxResourcesBuilder::default()
+                        .devices(vec![crate::devices::deny_all_rule()])
+                        .build()
+                        .expect("resources"),
                 )
                 .build()
                 .expect("linux"),

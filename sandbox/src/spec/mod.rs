@@ -309,6 +309,9 @@ fn validate_mount(field: &str, mount: &Mount) -> Result<(), SpecError> {
 }
 
 fn validate_resources(r: &LinuxResources) -> Result<(), SpecError> {
+    if let Some(rules) = r.devices() {
+        crate::devices::DevicePolicy::from_oci(rules).map_err(|e| invalid(e.field(), e.reason()))?;
+    }
     if let Some(mem) = r.memory() {
         let limit = mem.limit();
         for (name, value) in [

@@ -6,18 +6,23 @@
 //!
 //! By subject, re-exported here: `spawn` (clone of the init helper and of container
 //! init), `fd` (fd ownership and passing, pidfds), `signal` (signal state before exec),
-//! `tty` (controlling terminal, window size) and `exe` (the sealed executable the helper
-//! runs from). Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
+//! `tty` (controlling terminal, window size), `exe` (the sealed executable the helper
+//! runs from) and `bpf` (the cgroup v2 device program: load, query, attach, detach). Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
 #![allow(unsafe_code)]
 
 use std::io;
 
+mod bpf;
 mod exe;
 mod fd;
 mod signal;
 mod spawn;
 mod tty;
 
+pub use bpf::{
+    attach_cgroup_device_prog, bpf_prog_fd_by_id, cgroup_device_prog_ids, detach_cgroup_device_prog,
+    load_cgroup_device_prog, BpfInsn,
+};
 pub use exe::{sealed_copy_of, sealed_exe, sealed_self_exe, SealedExe};
 pub use fd::{adopt_inherited_fd, cloexec_from, inherit_fd, map_fds, own_received_fd, pidfd_open, pidfd_send_signal};
 pub use signal::reset_signals;
