@@ -506,6 +506,43 @@ mod tests {
     }
 
     #[test]
+    fn bad_device_rules_are_refused_naming_the_rule() {
+        let b = bundle();
+        let mut spec = base();
+        let bad = oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(oci_spec::runtime::LinuxDeviceType::B)
+            .major(8)
+            .access("rwx")
+            .build()
+            .unwrap();
+        let res = LinuxResourcesBuilder::default()
+            .devices(vec![crate::devices::deny_all_rule(), bad])
+            .build()
+            .unwrap();
+        spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+        assert_eq!(
+            field_of(validate("c1", b.path(), &spec).unwrap_err()),
+            "linux.resources.devices[1].access"
+        );
+    }
+
+    #[test]
+    fn default_spec_denies_all_devices_first() {
+        let spec = default_spec(&["sh"]);
+        let rules = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone();
+        assert_eq!(rules, Some(vec![crate::devices::deny_all_rule()]));
+    }
+
+    #[test]
     fn bad_ids_are_refused() {
         for id in ["", "../x", "a/b", "-x", "a b"] {
             assert!(validate_id(id).is_err(), "{id:?}");
