@@ -1,13 +1,15 @@
 //! The only module with `unsafe`: raw syscalls that `nix` does not wrap, each behind a
 //! typed, safe function.
 //!
-//! Everything here is either async-signal-safe (it may run between `fork` and `exec`) or
-//! runs in the single-threaded init helper, never in a multi-threaded parent after fork.
+//! Everything here is either async-signal-safe (it may run between `fork` and `exec`),
+//! runs in the single-threaded init helper, or (`bpf`, which allocates) runs in the
+//! runtime's own process outside any fork; never in a multi-threaded parent after fork.
 //!
 //! By subject, re-exported here: `spawn` (clone of the init helper and of container
 //! init), `fd` (fd ownership and passing, pidfds), `signal` (signal state before exec),
 //! `tty` (controlling terminal, window size), `exe` (the sealed executable the helper
-//! runs from) and `bpf` (the cgroup v2 device program: load, query, attach, detach). Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
+//! runs from) and `bpf` (the cgroup v2 device program: load, query, attach, detach).
+//! Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
 #![allow(unsafe_code)]
 
 use std::io;
