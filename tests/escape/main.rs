@@ -333,7 +333,13 @@ impl ImageDirs {
     }
 
     fn host(&self, rel: &str) -> String {
-        self.cli.dir.path().join("host").join(rel).to_string_lossy().into_owned()
+        self.cli
+            .dir
+            .path()
+            .join("host")
+            .join(rel)
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Every path under `host/` with its type, mode, owner, mtime (ns), content and
@@ -349,7 +355,11 @@ impl ImageDirs {
                 .arg(&p)
                 .output()
                 .context("run getfattr (Debian package attr; make deps)")?;
-            let content = if m.is_file() { fs::read_to_string(&p)? } else { String::new() };
+            let content = if m.is_file() {
+                fs::read_to_string(&p)?
+            } else {
+                String::new()
+            };
             all.push(format!(
                 "{} {:o} {}:{} {}.{} {content:?} {:?}",
                 p.display(),
@@ -411,9 +421,17 @@ impl ImageDirs {
     /// The import failed with exit 1, its error naming every one of `words`, and left
     /// nothing in the store.
     fn assert_refused(&self, out: &Output, words: &[&str]) -> Result<()> {
-        ensure!(out.code == 1, "import of a crafted layer: exit {}, want 1: {out:?}", out.code);
+        ensure!(
+            out.code == 1,
+            "import of a crafted layer: exit {}, want 1: {out:?}",
+            out.code
+        );
         for w in words {
-            ensure!(out.stderr.contains(w), "the error does not name {w:?}: {:?}", out.stderr);
+            ensure!(
+                out.stderr.contains(w),
+                "the error does not name {w:?}: {:?}",
+                out.stderr
+            );
         }
         self.assert_store_empty()
     }
@@ -495,7 +513,9 @@ fn layer_links_and_symlinked_parents_stay_inside_the_layer() -> Result<()> {
     ];
     for entries in cases {
         let names: Vec<_> = entries.iter().map(|e| e.name.clone()).collect();
-        let out = d.import(&[layer(&entries)?], 0, &[]).with_context(|| format!("layer {names:?}"))?;
+        let out = d
+            .import(&[layer(&entries)?], 0, &[])
+            .with_context(|| format!("layer {names:?}"))?;
         if out.code != 0 {
             d.assert_refused(&out, &[names.last().expect("entries")])
                 .with_context(|| format!("layer {names:?}"))?;

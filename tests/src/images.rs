@@ -410,8 +410,7 @@ pub fn single_image_archive(name: &str, layers: &[Vec<u8>], manifest_padding: us
     let mut descriptor = manifest.descriptor(MEDIA_MANIFEST);
     descriptor["platform"] = json!({ "os": os, "architecture": arch });
     descriptor["annotations"] = json!({ "io.containerd.image.name": name });
-    let index =
-        json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [descriptor] });
+    let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [descriptor] });
     let mut tar = TarWriter::new();
     tar.file("oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     tar.file("index.json", 0o644, &serde_json::to_vec(&index)?)?;
