@@ -212,7 +212,13 @@ const TRAVERSAL: &str = "../../../outside/victim";
 
 impl CliDirs {
     fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("peapod-escape-cli-").tempdir()?;
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    fn new_in(parent: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-escape-cli-")
+            .tempdir_in(parent)?;
         let victim = dir.path().join("outside/victim_p");
         fs::create_dir_all(&victim)?;
         fs::write(victim.join("pod.json"), "not a pod record\n")?;
@@ -324,7 +330,9 @@ struct ImageDirs {
 
 impl ImageDirs {
     fn new() -> Result<Self> {
-        let cli = CliDirs::new()?;
+        // In /tmp, a tmpfs in the VM too: the image store makes overlayfs whiteouts (char
+        // devices 0:0), which overlayfs (the VM's root, where /var/tmp is) refuses to create.
+        let cli = CliDirs::new_in(Path::new("/tmp"))?;
         let host = cli.dir.path().join("host");
         fs::create_dir_all(host.join("dir/sub"))?;
         fs::write(host.join("file"), SENTINEL)?;
