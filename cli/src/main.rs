@@ -177,6 +177,10 @@ enum ImageCommand {
     Import {
         /// The tarball.
         file: PathBuf,
+        /// Refuse a layer larger than this uncompressed (bytes, or with a suffix Ki, Mi, Gi,
+        /// Ti; `unlimited` for no cap): unpacking stops at the limit.
+        #[arg(long, env = "PEAPOD_MAX_LAYER_SIZE", default_value = "32Gi", value_parser = parse_layer_size)]
+        max_layer_size: LayerSize,
     },
     /// Pull an image from a registry (http for loopback hosts and `--insecure` ones).
     Pull {
@@ -185,6 +189,10 @@ enum ImageCommand {
         /// Registries to reach over plain http.
         #[arg(long)]
         insecure: Vec<String>,
+        /// Refuse a layer larger than this uncompressed (bytes, or with a suffix Ki, Mi, Gi,
+        /// Ti; `unlimited` for no cap): unpacking stops at the limit.
+        #[arg(long, env = "PEAPOD_MAX_LAYER_SIZE", default_value = "32Gi", value_parser = parse_layer_size)]
+        max_layer_size: LayerSize,
     },
     /// List images.
     Ls,
@@ -549,19 +557,50 @@ impl Drop for Spinner {
     }
 }
 
+/// `--max-layer-size`: bytes; `None` for no cap.
+#[derive(Clone, Copy)]
+struct LayerSize(Option<u64>);
+
+/// `--max-layer-size`: bytes, or a number with a binary suffix (`Ki`, `Mi`, `Gi`, `Ti`);
+/// `unlimited` is no cap.
+fn parse_layer_size(value: &str) -> Result<LayerSize, String> {
+    if value == "unlimited" {
+        return Ok(LayerSize(None));
+    }
+    let (digits, shift) = match value.len().checked_sub(2).map(|i| value.split_at(i)) {
+        Some((n, "Ki")) => (n, 10),
+        Some((n, "Mi")) => (n, 20),
+        Some((n, "Gi")) => (n, 30),
+        Some((n, "Ti")) => (n, 40),
+        _ => (value, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size: bytes, or a number with Ki, Mi, Gi or Ti, or unlimited"))?;
+    n.checked_mul(1u64 << shift)
+        .map(|n| LayerSize(Some(n)))
+        .ok_or_else(|| format!("{value:?} is too large"))
+}
+
 fn image(paths: &Paths, cmd: ImageCommand) -> Result<i32> {
     let spinner = Spinner::start();
     let store = paths.images()?.with_progress(std::sync::Arc::new(spinner.report()));
     match cmd {
-        ImageCommand::Import { file } => {
-            let names = store.import(&file)?;
+        ImageCommand::Import { file, max_layer_size } => {
+            let names = store.with_max_layer_size(max_layer_size.0).import(&file)?;
             drop(spinner);
             for name in names {
                 println!("imported {name}");
             }
         }
-        ImageCommand::Pull { reference, insecure } => {
-            let name = store.pull(&reference, &insecure)?;
+        ImageCommand::Pull {
+            reference,
+            insecure,
+            max_layer_size,
+        } => {
+            let name = store
+                .with_max_layer_size(max_layer_size.0)
+                .pull(&reference, &insecure)?;
             drop(spinner);
             println!("pulled {name}");
         }

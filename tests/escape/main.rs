@@ -428,7 +428,13 @@ const TRAVERSAL: &str = "../../../outside/victim";
 
 impl CliDirs {
     fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("peapod-escape-cli-").tempdir()?;
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    fn new_in(parent: &Path) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-escape-cli-")
+            .tempdir_in(parent)?;
         let victim = dir.path().join("outside/victim_p");
         fs::create_dir_all(&victim)?;
         fs::write(victim.join("pod.json"), "not a pod record\n")?;
@@ -522,6 +528,243 @@ fn namespace_flag_traversal_is_refused_by_get_and_delete() -> Result<()> {
     }
     d.refused(&["get", "pod", "../../outside/victim_p"], "name")?;
     d.refused(&["delete", "pod", "../../outside/victim_p"], "name")
+}
+
+// Class: image layers are untrusted archives unpacked as root into peapod's image store.
+// No entry may reach a path outside the layer directory: not through a whiteout naming `.`
+// or `..` (containerd's `validateWhiteout`), a symlink that replaced a directory of the same
+// layer (the directory mtime pass), a symlinked parent directory, or a hard link (containerd's
+// `fs.RootPath`, `hardlinkRootPath`); and manifests and layers are read with size limits
+// (containerd's `MaxManifestSize`). These are peapod's own image store, not runc's: there
+// is no runc twin.
+
+/// A temp dir with the CLI's root and state (`a/`, as [`CliDirs`]) and a host tree
+/// `host/` a crafted layer aims at: `host/file` (a sentinel file) and `host/dir/sub/keep`.
+struct ImageDirs {
+    cli: CliDirs,
+}
+
+impl ImageDirs {
+    fn new() -> Result<Self> {
+        // In /tmp, a tmpfs in the VM too: the image store makes overlayfs whiteouts (char
+        // devices 0:0), which overlayfs (the VM's root, where /var/tmp is) refuses to create.
+        let cli = CliDirs::new_in(Path::new("/tmp"))?;
+        let host = cli.dir.path().join("host");
+        fs::create_dir_all(host.join("dir/sub"))?;
+        fs::write(host.join("file"), SENTINEL)?;
+        fs::write(host.join("dir/sub/keep"), SENTINEL)?;
+        Ok(Self { cli })
+    }
+
+    fn host(&self, rel: &str) -> String {
+        self.cli
+            .dir
+            .path()
+            .join("host")
+            .join(rel)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Every path under `host/` with its type, mode, owner, mtime (ns), content and
+    /// xattrs (`getfattr -d -m -`, not following symlinks).
+    fn host_state(&self) -> Result<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let mut all = Vec::new();
+        let mut todo = vec![self.cli.dir.path().join("host")];
+        while let Some(p) = todo.pop() {
+            let m = fs::symlink_metadata(&p)?;
+            let xattrs = Command::new("getfattr")
+                .args(["-d", "-m", "-", "-h", "--absolute-names"])
+                .arg(&p)
+                .output()
+                .context("run getfattr (Debian package attr; make deps)")?;
+            let content = if m.is_file() {
+                fs::read_to_string(&p)?
+            } else {
+                String::new()
+            };
+            all.push(format!(
+                "{} {:o} {}:{} {}.{} {content:?} {:?}",
+                p.display(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.mtime_nsec(),
+                String::from_utf8_lossy(&xattrs.stdout)
+            ));
+            if m.is_dir() {
+                for e in fs::read_dir(&p)? {
+                    todo.push(e?.path());
+                }
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// `peapod image import` of an archive with one image of `layers` (`extra` arguments
+    /// before the file); the host tree must be unchanged afterwards.
+    fn import(&self, layers: &[Vec<u8>], padding: usize, extra: &[&str]) -> Result<Output> {
+        let archive = self.cli.dir.path().join("a/crafted.tar");
+        fs::write(
+            &archive,
+            peapod_tests::images::single_image_archive("example.com/escape/crafted:v1", layers, padding)?,
+        )?;
+        let before = self.host_state()?;
+        let mut args = vec!["image", "import"];
+        args.extend_from_slice(extra);
+        let path = archive.to_string_lossy().into_owned();
+        args.push(&path);
+        let out = self.cli.peapod(&args)?;
+        let after = self.host_state()?;
+        ensure!(
+            before == after,
+            "importing a crafted layer changed the host tree:\nbefore {before:#?}\nafter {after:#?}\n{out:?}"
+        );
+        fs::remove_file(&archive)?;
+        Ok(out)
+    }
+
+    /// The store holds no image, blob, layer or staging directory.
+    fn assert_store_empty(&self) -> Result<()> {
+        let store = self.cli.dir.path().join("a/root/images");
+        for sub in ["blobs/sha256", "layers", "tmp"] {
+            let dir = store.join(sub);
+            if dir.exists() {
+                let left: Vec<_> = fs::read_dir(&dir)?.flatten().map(|e| e.path()).collect();
+                ensure!(left.is_empty(), "left in the image store's {sub}: {left:?}");
+            }
+        }
+        let index = fs::read_to_string(store.join("index.json")).unwrap_or_default();
+        ensure!(!index.contains("crafted"), "a refused image is in the index: {index}");
+        Ok(())
+    }
+
+    /// The import failed with exit 1, its error naming every one of `words`, and left
+    /// nothing in the store.
+    fn assert_refused(&self, out: &Output, words: &[&str]) -> Result<()> {
+        ensure!(
+            out.code == 1,
+            "import of a crafted layer: exit {}, want 1: {out:?}",
+            out.code
+        );
+        for w in words {
+            ensure!(
+                out.stderr.contains(w),
+                "the error does not name {w:?}: {:?}",
+                out.stderr
+            );
+        }
+        self.assert_store_empty()
+    }
+}
+
+fn layer(entries: &[peapod_tests::images::RawEntry]) -> Result<Vec<u8>> {
+    peapod_tests::images::raw_layer(entries)
+}
+
+/// A directory (with a subdirectory) and a file-sized directory, each replaced in the same
+/// layer by a whiteout and then a symlink to the host: the directory mtime pass at the end
+/// of the unpack must not follow them (it opened `d` and `d/sub` by path, so it set the mtime
+/// of the host file and directory the links name).
+fn layer_whiteout_then_symlink_does_not_touch_host_files() -> Result<()> {
+    use peapod_tests::images::RawEntry as E;
+    let d = ImageDirs::new()?;
+    let out = d.import(
+        &[layer(&[
+            E::dir("d", 0o755),
+            E::dir("d/sub", 0o755),
+            E::file(".wh.d", b""),
+            E::symlink("d", &d.host("dir")),
+            E::dir("f", 0o755),
+            E::file(".wh.f", b""),
+            E::symlink("f", &d.host("file")),
+            E::file("ok", b"ok\n"),
+        ])?],
+        0,
+        &[],
+    )?;
+    // Neutralized, not refused: the links stay links inside the layer.
+    ensure!(out.code == 0, "import failed: {out:?}");
+    Ok(())
+}
+
+/// Whiteouts name an entry of their own directory: `.wh..` (`.`), `.wh...` (`..`, which
+/// deleted the layer directory's parent) and `.wh.` (empty) are refused, with the entry
+/// in the error, and nothing is left in the store.
+fn layer_whiteouts_naming_dot_or_dotdot_are_refused() -> Result<()> {
+    use peapod_tests::images::RawEntry as E;
+    let d = ImageDirs::new()?;
+    for (entries, name) in [
+        (vec![E::file("keep", b"k"), E::file(".wh...", b"")], ".wh..."),
+        (
+            vec![E::dir("a", 0o755), E::file("a/x", b"x"), E::file("a/.wh..", b"")],
+            "a/.wh..",
+        ),
+        (vec![E::dir("a", 0o755), E::file("a/.wh.", b"")], "a/.wh."),
+    ] {
+        let out = d.import(&[layer(&entries)?], 0, &[])?;
+        d.assert_refused(&out, &[name, "whiteout"])
+            .with_context(|| format!("layer with {name}"))?;
+    }
+    Ok(())
+}
+
+/// Links and symlinked parents: `a -> host/dir` then `a/planted`; hard links to a host
+/// file (absolute, and climbing with `..`); a hard link to a symlink that leaves the layer;
+/// a directory entry over a symlink to the host, with a mode and an xattr; whiteouts, an
+/// opaque marker and a device node under a symlinked directory. Each is refused or kept
+/// inside the layer; the host tree is unchanged.
+fn layer_links_and_symlinked_parents_stay_inside_the_layer() -> Result<()> {
+    use peapod_tests::images::RawEntry as E;
+    let d = ImageDirs::new()?;
+    let climb = format!("../../../../../../../../..{}", d.host("file"));
+    let mut dir_over_link = E::dir("d", 0o777);
+    dir_over_link.xattrs = vec![("user.peapod".into(), b"escape".to_vec())];
+    let mut device = E::file("d/null", b"");
+    device.kind = tar::EntryType::Char;
+    let cases = [
+        vec![E::symlink("a", &d.host("dir")), E::file("a/planted", b"x")],
+        vec![E::hardlink("h", &d.host("file"))],
+        vec![E::hardlink("h", &climb)],
+        vec![E::symlink("l", &d.host("file")), E::hardlink("h", "l")],
+        vec![E::symlink("d", &d.host("dir")), dir_over_link],
+        vec![E::symlink("d", &d.host("dir")), E::file("d/.wh.sub", b"")],
+        vec![E::symlink("d", &d.host("dir")), E::file("d/.wh..wh..opq", b"")],
+        vec![E::symlink("d", &d.host("dir")), device],
+    ];
+    for entries in cases {
+        let names: Vec<_> = entries.iter().map(|e| e.name.clone()).collect();
+        let out = d
+            .import(&[layer(&entries)?], 0, &[])
+            .with_context(|| format!("layer {names:?}"))?;
+        if out.code != 0 {
+            d.assert_refused(&out, &[names.last().expect("entries")])
+                .with_context(|| format!("layer {names:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A manifest over 4 MiB (containerd's `MaxManifestSize`) and a layer over the configured
+/// `--max-layer-size` are refused, naming the document or layer and the limit, and leave
+/// nothing in the store.
+fn oversized_manifests_and_layers_are_refused() -> Result<()> {
+    use peapod_tests::images::RawEntry as E;
+    let d = ImageDirs::new()?;
+    let small = layer(&[E::file("ok", b"ok\n")])?;
+    let out = d.import(std::slice::from_ref(&small), 5 << 20, &[])?;
+    d.assert_refused(&out, &["manifest", "4194304 bytes"])?;
+    let big = layer(&[E::file("big", &vec![0u8; 3 << 20])])?;
+    let digest = format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(&big));
+    let out = d.import(&[big], 0, &["--max-layer-size", "1Mi"])?;
+    d.assert_refused(&out, &[&digest, "1048576 bytes", "--max-layer-size"])?;
+    // The same layer under the limit imports.
+    let out = d.import(&[small], 0, &["--max-layer-size", "1Mi"])?;
+    ensure!(out.code == 0, "a layer under the limit was refused: {out:?}");
+    Ok(())
 }
 
 /// Set (to a socket path) when this binary is re-run as an unprivileged connect probe.
@@ -637,6 +880,22 @@ fn main() {
             namespace_flag_traversal_is_refused_by_get_and_delete,
         ),
         ("peapod::shim_socket_is_root_only", shim_socket_is_root_only),
+        (
+            "peapod::layer_whiteout_then_symlink_does_not_touch_host_files",
+            layer_whiteout_then_symlink_does_not_touch_host_files,
+        ),
+        (
+            "peapod::layer_whiteouts_naming_dot_or_dotdot_are_refused",
+            layer_whiteouts_naming_dot_or_dotdot_are_refused,
+        ),
+        (
+            "peapod::layer_links_and_symlinked_parents_stay_inside_the_layer",
+            layer_links_and_symlinked_parents_stay_inside_the_layer,
+        ),
+        (
+            "peapod::oversized_manifests_and_layers_are_refused",
+            oversized_manifests_and_layers_are_refused,
+        ),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);
 }

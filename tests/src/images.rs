@@ -277,6 +277,156 @@ fn rootfs_layer(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
     tar.finish()
 }
 
+/// One entry of a crafted layer, written byte for byte: names and link targets are
+/// not checked or cleaned (the tar crate's own `append_*` refuse `..`), so tests can hand
+/// an unpacker what an attacker would.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    /// The entry type (`tar::EntryType::Regular`, `Symlink`, `Link`, `Directory`...).
+    pub kind: tar::EntryType,
+    /// The name as stored (at most 100 bytes: no GNU long-name records).
+    pub name: String,
+    /// The link target for symlinks and hard links (at most 100 bytes).
+    pub link: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: u64,
+    /// The content of a regular file.
+    pub data: Vec<u8>,
+    /// PAX `SCHILY.xattr.<name>` records written before the entry.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl RawEntry {
+    /// A regular file.
+    pub fn file(name: &str, data: &[u8]) -> Self {
+        Self {
+            kind: tar::EntryType::Regular,
+            name: name.into(),
+            link: String::new(),
+            mode: 0o644,
+            mtime: 1_000_000_000,
+            data: data.to_vec(),
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// A directory (the name gets its trailing `/`).
+    pub fn dir(name: &str, mode: u32) -> Self {
+        Self {
+            kind: tar::EntryType::Directory,
+            name: format!("{}/", name.trim_end_matches('/')),
+            mode,
+            ..Self::file(name, b"")
+        }
+    }
+
+    /// A symlink to `target`.
+    pub fn symlink(name: &str, target: &str) -> Self {
+        Self {
+            kind: tar::EntryType::Symlink,
+            link: target.into(),
+            mode: 0o777,
+            ..Self::file(name, b"")
+        }
+    }
+
+    /// A hard link to `target`.
+    pub fn hardlink(name: &str, target: &str) -> Self {
+        Self {
+            kind: tar::EntryType::Link,
+            link: target.into(),
+            ..Self::file(name, b"")
+        }
+    }
+}
+
+/// A layer tarball of `entries`, written as they are (see [`RawEntry`]).
+pub fn raw_layer(entries: &[RawEntry]) -> Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for e in entries {
+        if !e.xattrs.is_empty() {
+            let mut records = Vec::new();
+            for (key, value) in &e.xattrs {
+                let body = [format!("SCHILY.xattr.{key}=").as_bytes(), value, b"\n"].concat();
+                // "<len> <body>", where len counts itself too.
+                let mut len = body.len() + 2;
+                while format!("{len} ").len() + body.len() != len {
+                    len = format!("{len} ").len() + body.len();
+                }
+                records.extend_from_slice(format!("{len} ").as_bytes());
+                records.extend_from_slice(&body);
+            }
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::XHeader);
+            h.set_size(records.len() as u64);
+            h.set_mode(0o644);
+            h.set_path("PaxHeader")?;
+            h.set_cksum();
+            builder.append(&h, &records[..])?;
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(e.kind);
+        h.set_mode(e.mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(e.mtime);
+        h.set_size(e.data.len() as u64);
+        let old = h.as_old_mut();
+        ensure!(e.name.len() <= old.name.len(), "entry name {:?} too long", e.name);
+        ensure!(e.link.len() <= old.linkname.len(), "link {:?} too long", e.link);
+        old.name[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        old.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        h.set_cksum();
+        builder.append(&h, &e.data[..])?;
+    }
+    Ok(builder.into_inner()?)
+}
+
+/// An OCI image-layout tarball holding one image `name` (named by
+/// `io.containerd.image.name`) for this machine's platform, with `layers` (uncompressed
+/// tars, lowest first) and `Cmd ["sh"]`. `manifest_padding` bytes of annotation make the
+/// manifest that much larger (for size-limit tests).
+pub fn single_image_archive(name: &str, layers: &[Vec<u8>], manifest_padding: usize) -> Result<Vec<u8>> {
+    let (os, arch) = oci_platform();
+    let layer_blobs: Vec<Blob> = layers.iter().map(|l| Blob::new(l.clone())).collect();
+    let config = Blob::json(&json!({
+        "architecture": arch,
+        "os": os,
+        "config": { "Env": [IMAGE_PATH_ENV], "Cmd": ["sh"] },
+        "rootfs": { "type": "layers", "diff_ids": layer_blobs.iter().map(|b| b.digest.clone()).collect::<Vec<_>>() },
+    }));
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": config.descriptor(MEDIA_CONFIG),
+        "layers": layer_blobs.iter().map(|b| b.descriptor(MEDIA_LAYER)).collect::<Vec<_>>(),
+    });
+    if manifest_padding > 0 {
+        manifest["annotations"] = json!({ "org.example.padding": "x".repeat(manifest_padding) });
+    }
+    let manifest = Blob::json(&manifest);
+    let mut descriptor = manifest.descriptor(MEDIA_MANIFEST);
+    descriptor["platform"] = json!({ "os": os, "architecture": arch });
+    descriptor["annotations"] = json!({ "io.containerd.image.name": name });
+    let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [descriptor] });
+    let mut tar = TarWriter::new();
+    tar.file("oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    tar.file("index.json", 0o644, &serde_json::to_vec(&index)?)?;
+    tar.dir("blobs", 0o755)?;
+    tar.dir("blobs/sha256", 0o755)?;
+    let mut blobs = BTreeMap::new();
+    for b in layer_blobs.iter().chain([&config, &manifest]) {
+        blobs.insert(b.digest.clone(), &b.bytes);
+    }
+    for (digest, bytes) in blobs {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        tar.file(&format!("blobs/sha256/{hex}"), 0o644, bytes)?;
+    }
+    tar.finish()
+}
+
 /// A deterministic tar writer: root-owned entries, mtime 0, so equal inputs give equal
 /// digests.
 struct TarWriter {

@@ -4,7 +4,7 @@
 use super::*;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -120,19 +120,22 @@ impl Staged {
         Ok(self.root.join(current))
     }
 
+    /// Reads a JSON document of the archive (`index.json`, `manifest.json`, a config), at
+    /// most [`MAX_DOCUMENT_SIZE`] bytes.
     pub(super) fn read(&self, rel: &str) -> Result<Vec<u8>> {
         let path = self.path(Path::new(rel))?;
-        fs::read(&path).map_err(|e| {
+        let file = File::open(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 invalid(&self.what, format!("{rel} is missing"))
             } else {
                 ImageError::Io {
                     op: "read",
-                    path,
+                    path: path.clone(),
                     cause: e,
                 }
             }
-        })
+        })?;
+        read_document(file, MAX_DOCUMENT_SIZE, &format!("{}: {rel}", self.what), &path)
     }
 
     pub(super) fn exists(&self, rel: &str) -> bool {
@@ -232,9 +235,18 @@ impl Store {
         name: &str,
         depth: usize,
     ) -> Result<String> {
+        let what = format!("{}: manifest {digest}", staged.what);
+        if u64::try_from(size).is_ok_and(|s| s > MAX_DOCUMENT_SIZE) {
+            return Err(ImageError::TooLarge {
+                what: format!("{what} ({size} bytes by its descriptor)"),
+                limit: MAX_DOCUMENT_SIZE,
+                knob: MANIFEST_LIMIT_SOURCE,
+            });
+        }
         let path = staged.blob(digest)?;
-        let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-        check_bytes(&bytes, digest, size, &format!("{}: manifest {digest}", staged.what))?;
+        let file = File::open(&path).map_err(io_err("read", &path))?;
+        let bytes = read_document(file, MAX_DOCUMENT_SIZE, &what, &path)?;
+        check_bytes(&bytes, digest, size, &what)?;
         if is_index_document(media_type, &bytes) {
             if depth >= MAX_INDEX_DEPTH {
                 return Err(invalid(

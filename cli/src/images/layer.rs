@@ -63,6 +63,65 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// `Read` adapter that fails as soon as more than `limit` bytes come through, so a
+/// decompression bomb is stopped at the limit rather than after it has been written out.
+/// `exceeded` tells the caller why the read failed.
+pub(super) struct CappedReader<R> {
+    inner: R,
+    limit: Option<u64>,
+    len: u64,
+    pub(super) exceeded: bool,
+}
+
+impl<R: Read> CappedReader<R> {
+    pub(super) fn new(inner: R, limit: Option<u64>) -> Self {
+        Self {
+            inner,
+            limit,
+            len: 0,
+            exceeded: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(limit) = self.limit else {
+            return self.inner.read(buf);
+        };
+        // One byte past the limit is enough to know it is exceeded.
+        let room = usize::try_from((limit + 1).saturating_sub(self.len)).unwrap_or(usize::MAX);
+        let want = buf.len().min(room.max(1));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.len += n as u64;
+        if self.len > limit {
+            self.exceeded = true;
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("more than the limit of {limit} bytes"),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Reads a whole JSON document (manifest, index, config) of at most `limit` bytes; a
+/// larger one fails with [`ImageError::TooLarge`] before more than `limit + 1` bytes are
+/// read. `what` names it in errors.
+pub(super) fn read_document(input: impl Read, limit: u64, what: &str, path: &Path) -> Result<Vec<u8>> {
+    let mut reader = CappedReader::new(input, Some(limit));
+    let mut out = Vec::new();
+    match reader.read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        Err(_) if reader.exceeded => Err(ImageError::TooLarge {
+            what: what.to_string(),
+            limit,
+            knob: MANIFEST_LIMIT_SOURCE,
+        }),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
 /// The digest and length of a file's content.
 pub(super) fn hash_file(path: &Path) -> Result<(String, u64)> {
     let file = File::open(path).map_err(io_err("open", path))?;
@@ -165,6 +224,11 @@ pub(super) enum Whiteout {
     Delete(PathBuf),
     /// Other `.wh..wh.` entries: AUFS bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`), dropped.
     Ignore,
+    /// `.wh.`, `.wh..` and `.wh...`: a whiteout naming its own directory (empty, `.`) or the
+    /// directory's parent (`..`), never a name in it. Refused, as containerd's
+    /// `validateWhiteout` (`pkg/archive/tar.go`) refuses a target not strictly inside the
+    /// whiteout's directory: `..` deleted the layer directory's parent.
+    Invalid,
 }
 
 pub(super) fn classify(rel: &Path) -> Whiteout {
@@ -175,9 +239,12 @@ pub(super) fn classify(rel: &Path) -> Whiteout {
     let parent = rel.parent().unwrap_or(Path::new(""));
     if name == b".wh..wh..opq" {
         Whiteout::Opaque(parent.to_path_buf())
-    } else if name.starts_with(b".wh..wh.") || name == b".wh." {
+    } else if name.starts_with(b".wh..wh.") {
         Whiteout::Ignore
     } else if let Some(target) = name.strip_prefix(b".wh.") {
+        if matches!(target, b"" | b"." | b"..") {
+            return Whiteout::Invalid;
+        }
         Whiteout::Delete(parent.join(OsStr::from_bytes(target)))
     } else {
         Whiteout::None
@@ -234,7 +301,31 @@ pub(super) fn header_owner(header: &tar::Header) -> io::Result<(u32, u32)> {
 /// symlinks, hard links, device nodes, FIFOs and xattrs. Returns the diff-id: the sha256
 /// of the uncompressed stream. `layer` names the layer in errors. Needs root (`chown`,
 /// `mknod`, `trusted.*` xattrs).
-pub(crate) fn unpack_layer(input: impl Read, dest: &Path, layer: &str) -> Result<String> {
+///
+/// Nothing is written outside `dest`: entry names with `..` and whiteouts naming `.`, `..`
+/// or nothing are refused; parents are never symlinks (the tar crate checks each entry's
+/// parent, [`ensure_dirs`] ours); hard links must resolve inside `dest` (the tar crate);
+/// the directory mtime pass opens each directory with `openat2(RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS)`, so a directory a later entry replaced with a symlink is skipped,
+/// never followed. Setuid bits, device nodes and `security.capability` are kept, as
+/// containerd keeps them: the store's root is 0700, so no host user reaches them.
+///
+/// `limit` caps the uncompressed stream in bytes: reading stops at the first byte past it
+/// and the unpack fails with [`ImageError::TooLarge`] (the caller removes `dest`).
+pub(crate) fn unpack_layer(input: impl Read, dest: &Path, layer: &str, limit: Option<u64>) -> Result<String> {
+    let mut tar_stream = HashingReader::new(CappedReader::new(decompressed(input, layer)?, limit));
+    match unpack_entries(&mut tar_stream, dest, layer) {
+        Err(_) if tar_stream.inner.exceeded => Err(ImageError::TooLarge {
+            what: format!("layer {layer}: uncompressed"),
+            limit: limit.unwrap_or_default(),
+            knob: LAYER_LIMIT_SOURCE,
+        }),
+        Err(e) => Err(e),
+        Ok(()) => Ok(tar_stream.digest()),
+    }
+}
+
+fn unpack_entries<R: Read>(tar_stream: &mut HashingReader<R>, dest: &Path, layer: &str) -> Result<()> {
     let unpack_err = |entry: &str| {
         let entry = entry.to_string();
         move |cause: io::Error| ImageError::Unpack {
@@ -243,10 +334,9 @@ pub(crate) fn unpack_layer(input: impl Read, dest: &Path, layer: &str) -> Result
             cause,
         }
     };
-    let mut tar_stream = HashingReader::new(decompressed(input, layer)?);
     let mut dirs = Vec::new();
     {
-        let mut archive = tar::Archive::new(&mut tar_stream);
+        let mut archive = tar::Archive::new(&mut *tar_stream);
         archive.set_preserve_permissions(true);
         archive.set_preserve_ownerships(true);
         archive.set_preserve_mtime(true);
@@ -283,6 +373,15 @@ pub(crate) fn unpack_layer(input: impl Read, dest: &Path, layer: &str) -> Result
                     continue;
                 }
                 Whiteout::Ignore => continue,
+                Whiteout::Invalid => {
+                    return Err(invalid(
+                        format!("layer {layer}"),
+                        format!(
+                            "whiteout entry {name:?} names its own directory or its parent, \
+                             not an entry in it"
+                        ),
+                    ))
+                }
                 Whiteout::None => {}
             }
             let mtime = entry.header().mtime().unwrap_or(0);
@@ -294,7 +393,7 @@ pub(crate) fn unpack_layer(input: impl Read, dest: &Path, layer: &str) -> Result
                     let mode = entry.header().mode().map_err(unpack_err(&name))?;
                     lchown(dest, Some(uid), Some(gid)).map_err(unpack_err(&name))?;
                     fs::set_permissions(dest, fs::Permissions::from_mode(mode & 0o7777)).map_err(unpack_err(&name))?;
-                    dirs.push((path, mtime));
+                    dirs.push((rel, mtime));
                 }
                 continue;
             }
@@ -338,22 +437,46 @@ pub(crate) fn unpack_layer(input: impl Read, dest: &Path, layer: &str) -> Result
                 }
             }
             if kind.is_dir() {
-                dirs.push((path, mtime));
+                dirs.push((rel, mtime));
             }
         }
     }
     // The digest covers the whole stream, end-of-archive blocks and padding included.
-    io::copy(&mut tar_stream, &mut io::sink()).map_err(unpack_err("<archive>"))?;
+    io::copy(tar_stream, &mut io::sink()).map_err(unpack_err("<archive>"))?;
     // Directory mtimes last: creating their entries changed them.
-    for (dir, mtime) in dirs.iter().rev() {
+    let root = File::open(dest).map_err(unpack_err("<layer root>"))?;
+    for (rel, mtime) in dirs.iter().rev() {
         let time = UNIX_EPOCH + Duration::from_secs(*mtime);
-        match File::open(dir).and_then(|f| f.set_modified(time)) {
-            // Replaced by a later entry of the same layer.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            result => result.map_err(unpack_err(&dir.display().to_string()))?,
+        match open_dir_beneath(&root, rel).and_then(|f| f.set_modified(time)) {
+            // Replaced by a later entry of the same layer: gone, or now a symlink or
+            // something else than a directory (at `rel` or one of its parents).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR | libc::EXDEV)
+                ) => {}
+            result => result.map_err(unpack_err(&rel.display().to_string()))?,
         }
     }
-    Ok(tar_stream.digest())
+    Ok(())
+}
+
+/// Opens the directory `rel` under `root` for `futimens`, refusing to resolve any symlink
+/// on the way or to leave `root` (`openat2(2)` with `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS`, Linux 5.6): ELOOP when a component is a symlink, ENOTDIR when
+/// `rel` is not a directory. `rel` empty is `root` itself.
+fn open_dir_beneath(root: &File, rel: &Path) -> io::Result<File> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(root, rel, how).map_err(io::Error::from)?;
+    Ok(File::from(fd))
 }
 
 /// The entry's xattrs (PAX `SCHILY.xattr.<name>` records), without overlayfs's own.

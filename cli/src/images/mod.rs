@@ -85,6 +85,24 @@ const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 /// How deep image indexes may nest (an index pointing at an index ...).
 const MAX_INDEX_DEPTH: usize = 4;
 
+/// The largest manifest, index or image config read, in bytes: 4 MiB, containerd's
+/// `MaxManifestSize` (`core/remotes/docker/resolver.go`, spelled `4 * 1048 * 1048` there).
+/// These documents are read whole into memory; a real one is a few KiB.
+pub const MAX_DOCUMENT_SIZE: u64 = 4 << 20;
+
+/// Where [`MAX_DOCUMENT_SIZE`] comes from, for errors.
+const MANIFEST_LIMIT_SOURCE: &str = "containerd's manifest size limit";
+
+/// The default cap on one layer's uncompressed size, in bytes: 32 GiB. containerd has no
+/// such cap; a gzip bomb of a few MiB can then fill the store's filesystem. Real layers
+/// reach a few GiB uncompressed (CUDA and ML framework images), so 32 GiB stops a bomb
+/// long before most disks fill without refusing them. `--max-layer-size` /
+/// `$PEAPOD_MAX_LAYER_SIZE` on `peapod image import` and `pull` change it.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 32 << 30;
+
+/// Where the layer cap is set, for errors.
+const LAYER_LIMIT_SOURCE: &str = "--max-layer-size, $PEAPOD_MAX_LAYER_SIZE";
+
 /// Concurrent blob downloads per pull.
 const PULL_CONCURRENCY: usize = 4;
 
@@ -192,6 +210,17 @@ pub enum ImageError {
         what: String,
         /// What is not supported.
         feature: String,
+    },
+    /// A manifest, index, config, blob or layer is larger than the store accepts: its
+    /// descriptor says so, or more bytes came than the limit (reading stopped there).
+    #[error("{what}: larger than the limit of {limit} bytes ({knob}): refused")]
+    TooLarge {
+        /// The document, blob or layer (with its digest).
+        what: String,
+        /// The limit, in bytes.
+        limit: u64,
+        /// The limit's source: the option that sets it, or containerd's rule.
+        knob: &'static str,
     },
     /// Unpacking one entry of a layer failed.
     #[error("unpack layer {layer}: {entry}: {cause}")]
@@ -428,9 +457,175 @@ mod tests {
         assert_eq!(classify(Path::new(".wh..wh..opq")), Whiteout::Opaque(PathBuf::new()));
         assert_eq!(classify(Path::new(".wh..wh.plnk/123")), Whiteout::None);
         assert_eq!(classify(Path::new(".wh..wh.plnk")), Whiteout::Ignore);
-        assert_eq!(classify(Path::new("a/.wh.")), Whiteout::Ignore);
+        // A whiteout names an entry of its directory, never the directory or its parent.
+        for bad in ["a/.wh.", "a/.wh..", ".wh...", "a/b/.wh..."] {
+            assert_eq!(classify(Path::new(bad)), Whiteout::Invalid, "{bad}");
+        }
         // Only the file name counts.
         assert_eq!(classify(Path::new(".wh.x/y")), Whiteout::None);
+    }
+
+    /// A layer tar of `(name, type, data)` entries, names written as they are.
+    fn raw_tar(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            h.set_size(data.len() as u64);
+            // Our own ids, so unpacking needs no privilege.
+            h.set_uid(nix::unistd::getuid().as_raw().into());
+            h.set_gid(nix::unistd::getgid().as_raw().into());
+            h.set_mtime(0);
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_dotdot_whiteout_does_not_delete_the_layer_parent() {
+        // `.wh...` names `..`: before the fix it removed the layer directory's parent
+        // (here the sentinel beside it) with remove_dir_all.
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("rootfs");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dir.path().join("sentinel"), "keep").unwrap();
+        let layer = raw_tar(&[
+            ("a", tar::EntryType::Regular, b"a"),
+            (".wh...", tar::EntryType::Regular, b""),
+        ]);
+        let err = unpack_layer(&layer[..], &dest, "sha256:test", None).unwrap_err();
+        assert!(err.to_string().contains("whiteout entry \".wh...\""), "{err}");
+        assert_eq!(fs::read_to_string(dir.path().join("sentinel")).unwrap(), "keep");
+    }
+
+    /// A reader that counts what was taken from it.
+    struct Counting<'a>(&'a [u8], std::rc::Rc<std::cell::Cell<usize>>);
+
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::io::Read::read(&mut self.0, buf)?;
+            self.1.set(self.1.get() + n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn layers_over_the_cap_stop_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("rootfs");
+        fs::create_dir(&dest).unwrap();
+        let big = vec![7u8; 8 << 20];
+        let layer = raw_tar(&[("big", tar::EntryType::Regular, &big)]);
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let err = unpack_layer(Counting(&layer, read.clone()), &dest, "sha256:big", Some(1 << 20)).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge { limit: 1048576, .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("layer sha256:big") && msg.contains("--max-layer-size"),
+            "{msg}"
+        );
+        // Stopped at the limit (plus the reader's buffer), not after reading all 8 MiB.
+        assert!(read.get() < 2 << 20, "read {} bytes", read.get());
+        let written = fs::metadata(dest.join("big")).map(|m| m.len()).unwrap_or(0);
+        assert!(written <= 1 << 20, "wrote {written} bytes");
+        // Under the cap it unpacks.
+        let dest2 = dir.path().join("rootfs2");
+        fs::create_dir(&dest2).unwrap();
+        let small = raw_tar(&[("small", tar::EntryType::Regular, b"x")]);
+        unpack_layer(&small[..], &dest2, "sha256:small", Some(1 << 20)).unwrap();
+        assert_eq!(fs::read(dest2.join("small")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn documents_over_4_mib_are_refused() {
+        let doc = vec![b' '; (4 << 20) + 1];
+        let err = read_document(&doc[..], MAX_DOCUMENT_SIZE, "manifest x", Path::new("x")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("manifest x: larger than the limit of 4194304 bytes"),
+            "{err}"
+        );
+        assert_eq!(
+            read_document(&doc[1..], MAX_DOCUMENT_SIZE, "m", Path::new("x"))
+                .unwrap()
+                .len(),
+            4 << 20
+        );
+    }
+
+    /// A fake registry on loopback: `/v2/` answers 200; a manifest by tag answers `manifest`
+    /// (or, when `None`, an endless body); any blob answers an endless body. Each
+    /// connection is closed after its answer. Returns `host:port`.
+    fn fake_registry(manifest: Option<Vec<u8>>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                reader.read_line(&mut line).unwrap_or_default();
+                let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\
+                            Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+                let _ = match (&manifest, path.contains("/manifests/")) {
+                    _ if path == "/v2/" => write!(stream, "{head}Content-Length: 0\r\n\r\n"),
+                    (Some(m), true) => {
+                        write!(stream, "{head}Content-Length: {}\r\n\r\n", m.len()).and_then(|()| stream.write_all(m))
+                    }
+                    _ => write!(stream, "{head}\r\n").and_then(|()| loop {
+                        stream.write_all(&[b' '; 64 << 10])?;
+                    }),
+                };
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn pulls_stop_at_the_manifest_limit_and_the_blob_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let host = fake_registry(None);
+        let err = store.pull(&format!("{host}/x/endless:v1"), &[]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::TooLarge {
+                    limit: MAX_DOCUMENT_SIZE,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("manifest from registry"), "{err}");
+        // A manifest whose config blob is 10 bytes by its descriptor, served endless.
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": format!("sha256:{}", "a".repeat(64)), "size": 10 },
+            "layers": [],
+        }))
+        .unwrap();
+        let host = fake_registry(Some(manifest));
+        let err = store.pull(&format!("{host}/x/blob:v1"), &[]).unwrap_err();
+        assert!(err.to_string().contains("download stopped"), "{err}");
+        assert!(err.to_string().contains("expected 10 bytes"), "{err}");
+        for sub in ["blobs/sha256", "layers", "tmp"] {
+            assert_eq!(
+                fs::read_dir(dir.path().join("store").join(sub)).unwrap().count(),
+                0,
+                "{sub}"
+            );
+        }
     }
 
     #[test]

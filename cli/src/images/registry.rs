@@ -11,9 +11,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use nix::fcntl::FlockArg;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
 use oci_client::{Client, Reference};
 
 /// What a pull downloaded: the image manifest (its digest and bytes) and config.
@@ -134,10 +135,19 @@ impl Store {
         })
         .map_err(registry_err)?;
         let auth = RegistryAuth::Anonymous;
-        let (bytes, _) = client
-            .pull_manifest_raw(image, &auth, PULL_MEDIA_TYPES)
+        let token = client
+            .auth(image, &auth, RegistryOperation::Pull)
             .await
             .map_err(registry_err)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| registry_err(e.into()))?;
+        let scheme = if insecure { "http" } else { "https" };
+        let bytes = get_manifest(&http, scheme, image, token.as_deref())
+            .await
+            .map_err(|e| e.into_image_error(name, registry))?;
         let mut digest = sha256_digest(&bytes);
         if let Some(expected) = image.digest() {
             check_bytes(&bytes, expected, -1, &format!("{name}: manifest"))?;
@@ -155,10 +165,22 @@ impl Store {
             let index: OciImageIndex = parse_json(&bytes, format!("{name}: index {digest}"))?;
             let entries: Vec<&ImageIndexEntry> = index.manifests.iter().collect();
             let entry = select_platform(&entries).ok_or_else(|| no_platform(name, &entries))?;
-            let (next, _) = client
-                .pull_manifest_raw(&image.clone_with_digest(entry.digest.clone()), &auth, PULL_MEDIA_TYPES)
-                .await
-                .map_err(registry_err)?;
+            let what = format!("{name}: manifest {}", entry.digest);
+            if u64::try_from(entry.size).is_ok_and(|s| s > MAX_DOCUMENT_SIZE) {
+                return Err(ImageError::TooLarge {
+                    what: format!("{what} ({} bytes by its descriptor)", entry.size),
+                    limit: MAX_DOCUMENT_SIZE,
+                    knob: MANIFEST_LIMIT_SOURCE,
+                });
+            }
+            let next = get_manifest(
+                &http,
+                scheme,
+                &image.clone_with_digest(entry.digest.clone()),
+                token.as_deref(),
+            )
+            .await
+            .map_err(|e| e.into_image_error(&what, registry))?;
             check_bytes(
                 &next,
                 &entry.digest,
@@ -194,6 +216,10 @@ impl Store {
         if self.has_blob(&desc.digest)? {
             return Ok(());
         }
+        let what = format!("{name}: blob {}", desc.digest);
+        let Ok(size) = u64::try_from(desc.size) else {
+            return Err(invalid(&what, format!("negative size {} in its descriptor", desc.size)));
+        };
         let short = desc.digest.trim_start_matches("sha256:").get(..12).unwrap_or_default();
         self.report(&format!(
             "{name}: downloading {short} ({:.1} MB)",
@@ -208,19 +234,109 @@ impl Store {
             .prefix("download-")
             .tempfile_in(self.tmp())
             .map_err(io_err("create a temp file in", &self.tmp()))?;
+        let mut received = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|cause| ImageError::Download {
                 reference: name.to_string(),
                 digest: desc.digest.clone(),
                 cause,
             })?;
+            received += chunk.len() as u64;
+            // Stop at the first byte past the descriptor's size: the content cannot match.
+            if received > size {
+                return Err(ImageError::Mismatch {
+                    what: format!("{what} (download stopped)"),
+                    expected: format!("{size} bytes"),
+                    actual: format!("at least {received} bytes"),
+                });
+            }
             tmp.write_all(&chunk).map_err(io_err("write", tmp.path()))?;
         }
-        self.put_blob_file(
-            tmp.path(),
-            &desc.digest,
-            u64::try_from(desc.size).ok(),
-            &format!("{name}: blob {}", desc.digest),
-        )
+        self.put_blob_file(tmp.path(), &desc.digest, Some(size), &what)
+    }
+}
+
+/// Why [`get_manifest`] failed.
+pub(super) enum ManifestError {
+    /// The registry answered with an error, or the request failed.
+    Registry(OciDistributionError),
+    /// More than [`MAX_DOCUMENT_SIZE`] bytes came.
+    TooLarge,
+}
+
+impl ManifestError {
+    fn into_image_error(self, what: &str, registry: &str) -> ImageError {
+        match self {
+            Self::Registry(cause) => registry_error(what, registry, cause),
+            Self::TooLarge => ImageError::TooLarge {
+                what: format!("{what}: manifest from registry {registry}"),
+                limit: MAX_DOCUMENT_SIZE,
+                knob: MANIFEST_LIMIT_SOURCE,
+            },
+        }
+    }
+}
+
+/// `GET /v2/<repository>/manifests/<tag or digest>` (OCI distribution spec, "Pulling
+/// manifests"), reading at most [`MAX_DOCUMENT_SIZE`] bytes of the body (containerd's
+/// `MaxManifestSize`): a larger answer is dropped mid-stream. Error answers map as
+/// oci-client maps them (401 → `UnauthorizedError`, a JSON error envelope →
+/// `RegistryError`, else `ServerError`), their bodies read to 64 KiB.
+pub(super) async fn get_manifest(
+    http: &reqwest::Client,
+    scheme: &str,
+    image: &Reference,
+    token: Option<&str>,
+) -> std::result::Result<Vec<u8>, ManifestError> {
+    let url = format!(
+        "{scheme}://{}/v2/{}/manifests/{}{}",
+        image.resolve_registry(),
+        image.repository(),
+        image.digest().or(image.tag()).unwrap_or("latest"),
+        image.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default(),
+    );
+    let mut request = http
+        .get(&url)
+        .header(reqwest::header::ACCEPT, PULL_MEDIA_TYPES.join(", "));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await.map_err(|e| ManifestError::Registry(e.into()))?;
+    let status = response.status();
+    let limit = if status.is_success() {
+        MAX_DOCUMENT_SIZE
+    } else {
+        64 << 10
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| ManifestError::Registry(e.into()))? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            if status.is_success() {
+                return Err(ManifestError::TooLarge);
+            }
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    match status {
+        reqwest::StatusCode::OK => Ok(body),
+        reqwest::StatusCode::UNAUTHORIZED => {
+            Err(ManifestError::Registry(OciDistributionError::UnauthorizedError { url }))
+        }
+        s if s.is_client_error() => Err(ManifestError::Registry(
+            match serde_json::from_slice::<OciEnvelope>(&body) {
+                Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
+                Err(_) => OciDistributionError::ServerError {
+                    code: s.as_u16(),
+                    url,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                },
+            },
+        )),
+        s => Err(ManifestError::Registry(OciDistributionError::ServerError {
+            code: s.as_u16(),
+            url,
+            message: String::from_utf8_lossy(&body).into_owned(),
+        })),
     }
 }

@@ -17,6 +17,8 @@ use oci_client::manifest::OciImageManifest;
 pub struct Store {
     pub(super) root: PathBuf,
     pub(super) progress: Option<Progress>,
+    /// The cap on a layer's uncompressed size, bytes; `None`: no cap.
+    pub(super) max_layer_size: Option<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -28,8 +30,11 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating, mode 0700) the store at `root`. The root must not contain `:` or
-    /// `,`, which separate overlay mount options.
+    /// Opens (creating, mode 0700) the store at `root`; an existing root that group or
+    /// others can reach is made 0700 (layers hold setuid binaries and device nodes, as
+    /// containerd's do under its 0700 root). The root must not contain `:` or `,`, which
+    /// separate overlay mount options. Layers are capped at [`DEFAULT_MAX_LAYER_SIZE`]
+    /// uncompressed ([`Store::with_max_layer_size`]).
     pub fn open(root: &Path) -> Result<Self> {
         let root = if root.is_absolute() {
             root.to_path_buf()
@@ -54,7 +59,23 @@ impl Store {
                 .create(&dir)
                 .map_err(io_err("create", &dir))?;
         }
-        Ok(Self { root, progress: None })
+        let mode = fs::metadata(&root).map_err(io_err("stat", &root))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&root, fs::Permissions::from_mode(mode & 0o7700)).map_err(io_err("chmod", &root))?;
+        }
+        Ok(Self {
+            root,
+            progress: None,
+            max_layer_size: Some(DEFAULT_MAX_LAYER_SIZE),
+        })
+    }
+
+    /// Caps each layer's uncompressed size at `limit` bytes (`None`: no cap). An import or
+    /// pull with a larger layer fails with [`ImageError::TooLarge`] naming the layer, and
+    /// unpacking stops at the limit.
+    pub fn with_max_layer_size(mut self, limit: Option<u64>) -> Self {
+        self.max_layer_size = limit;
+        self
     }
 
     /// Reports downloads and layer unpacking to `progress` (`"unpacking layer 2/3 …"`).
@@ -153,9 +174,11 @@ impl Store {
         Ok(self.blob_path(digest)?.is_file())
     }
 
+    /// Reads a document blob (manifest, index, config), at most [`MAX_DOCUMENT_SIZE`].
     pub(super) fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(digest)?;
-        fs::read(&path).map_err(io_err("read", &path))
+        let file = File::open(&path).map_err(io_err("read", &path))?;
+        read_document(file, MAX_DOCUMENT_SIZE, &format!("blob {digest}"), &path)
     }
 
     /// Stores `bytes` as the blob `digest`, checking it matches.
@@ -225,7 +248,8 @@ impl Store {
             .map_err(io_err("create", &rootfs))?;
         fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &rootfs))?;
         let input = File::open(&source).map_err(io_err("open", &source))?;
-        let actual = unpack_layer(input, &rootfs, blob)?;
+        // On error the staging directory (and what was unpacked) goes with `staging`.
+        let actual = unpack_layer(input, &rootfs, blob, self.max_layer_size)?;
         if actual != diff_id {
             return Err(ImageError::Mismatch {
                 what: format!("layer {blob} (uncompressed)"),
