@@ -61,7 +61,8 @@ pub enum RootfsError {
     /// A mount point, device node or symlink could not be created.
     #[error("create {what} {path}: {source}")]
     Create {
-        /// `directory`, `file`, `device` or `symlink`.
+        /// `directory`, `file`, `device` or `symlink`; `fd`, `fd link`, `fdinfo` or
+        /// `cgroup file` for the bookkeeping reads around them.
         what: &'static str,
         /// The path.
         path: PathBuf,

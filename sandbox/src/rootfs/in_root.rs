@@ -317,7 +317,8 @@ impl Root {
     }
 
     /// Opens `name` in `parent` again after something was mounted on it: the lookup
-    /// crosses into the new mount, which must be another mount than `before`'s.
+    /// crosses into the new mount, which must be another mount than `t.fd`'s (else what
+    /// was mounted on was renamed away meanwhile: [`RootfsError::Swapped`]).
     pub fn reopen(&self, t: &Target) -> Result<Target> {
         let step = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
         let fd = openat2(&t.parent, t.name.as_os_str(), how(OFlag::O_PATH, step)).map_err(|source| {
