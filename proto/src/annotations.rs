@@ -91,7 +91,8 @@ pub const POD_MEMORY_LIMIT: &str = "io.peapod.pod-memory-limit";
 /// peapod CLI, users; sandbox: emptyDir volumes, JSON `[{"name","medium","sizeLimit"}]`
 /// ([`EmptyDirEntry`], [`format_empty_dirs`]): names unique and valid ids, `medium` `""`
 /// or `Memory`, `sizeLimit` a Kubernetes quantity in bytes, at most
-/// [`kube::MAX_MEMORY_BYTES`] (`"0"` is accepted: an unlimited tmpfs). Absent: none.
+/// [`kube::MAX_MEMORY_BYTES`] (`"0"` is accepted and counts as unset, as in kubelet: a
+/// Memory tmpfs is sized by `sandbox::pod::tmpfs_size`, never unlimited). Absent: none.
 pub const EMPTY_DIRS: &str = "io.peapod.empty-dirs";
 /// peapod CLI, users; container: its mounts of the pod's emptyDirs, JSON
 /// `[{"name","mountPath","readOnly"}]` ([`format_volume_mounts`]); `readOnly` defaults
@@ -631,7 +632,8 @@ mod tests {
             (cpu.shares(), cpu.quota()),
             (Some(1_024_000_000), Some(100_000_000_000))
         );
-        // Unchanged: sizeLimit "0" is accepted, a tmpfs without a size limit.
+        // sizeLimit "0" is accepted (kubelet's API allows it); the sandbox takes it as
+        // unset, never as an unlimited tmpfs (sandbox::pod::tmpfs_size).
         let c = pod_config(&ann(&[(
             EMPTY_DIRS,
             r#"[{"name":"m","medium":"Memory","sizeLimit":"0"}]"#,

@@ -23,6 +23,7 @@ pub mod cgroups;
 pub mod channel;
 pub mod container;
 pub mod error;
+pub mod hostdir;
 pub mod init;
 pub mod namespaces;
 pub mod pod;
