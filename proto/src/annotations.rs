@@ -87,6 +87,9 @@ pub const POD_CPU_REQUEST: &str = "io.peapod.pod-cpu-request";
 pub const POD_CPU_LIMIT: &str = "io.peapod.pod-cpu-limit";
 /// peapod CLI, users; sandbox: the pod's memory limit, a Kubernetes quantity (`256Mi`),
 /// read in bytes, at most [`kube::MAX_MEMORY_BYTES`] ([`kube::format_bytes`] writes it).
+/// The pod sizing annotations apply only to a pod cgroup the shim creates: an existing
+/// one (under CRI the kubelet's) is never written to, so a pod cannot lift its own limits
+/// (`sandbox::pod::PodResources::create`).
 pub const POD_MEMORY_LIMIT: &str = "io.peapod.pod-memory-limit";
 /// peapod CLI, users; sandbox: emptyDir volumes, JSON `[{"name","medium","sizeLimit"}]`
 /// ([`EmptyDirEntry`], [`format_empty_dirs`]): names unique and valid ids, `medium` `""`

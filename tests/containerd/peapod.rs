@@ -542,16 +542,22 @@ pub fn pod_annotations_do_not_loosen_the_kubelets_pod_cgroup(ctrd: &Containerd) 
     let parent = config.linux.as_ref().context("linux")?.cgroup_parent.clone();
     // The kubelet's part: the pod cgroup, sized.
     let kubelets = oci_spec::runtime::LinuxResourcesBuilder::default()
-        .memory(oci_spec::runtime::LinuxMemoryBuilder::default().limit(64 << 20).build()?)
-        .cpu(oci_spec::runtime::LinuxCpuBuilder::default().quota(20_000).period(100_000u64).build()?)
+        .memory(
+            oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(64 << 20)
+                .build()?,
+        )
+        .cpu(
+            oci_spec::runtime::LinuxCpuBuilder::default()
+                .quota(20_000)
+                .period(100_000u64)
+                .build()?,
+        )
         .build()?;
     sandbox::cgroups::Cgroup::create(parent.trim_start_matches('/'), Some(&kubelets), None)?;
     config.annotations.extend(
-        [
-            ("io.peapod.pod-memory-limit", "1Gi"),
-            ("io.peapod.pod-cpu-limit", "4"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string())),
+        [("io.peapod.pod-memory-limit", "1Gi"), ("io.peapod.pod-cpu-limit", "4")]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let pod = match cri.run_pod_sandbox(&config, PEAPOD_HANDLER) {
         Ok(id) => Pod {
@@ -567,14 +573,21 @@ pub fn pod_annotations_do_not_loosen_the_kubelets_pod_cgroup(ctrd: &Containerd) 
     let result = (|| {
         let id = pod.start(&cri, &container_config("c", &["sleep", "3600"]))?;
         let (memory, cpu) = if sandbox::cgroups::is_v2() {
-            (read_cgroup("", &parent, "memory.max")?, read_cgroup("", &parent, "cpu.max")?)
+            (
+                read_cgroup("", &parent, "memory.max")?,
+                read_cgroup("", &parent, "cpu.max")?,
+            )
         } else {
             (
                 read_cgroup("memory", &parent, "memory.limit_in_bytes")?,
                 read_cgroup("cpu", &parent, "cpu.cfs_quota_us")?,
             )
         };
-        let want_cpu = if sandbox::cgroups::is_v2() { "20000 100000" } else { "20000" };
+        let want_cpu = if sandbox::cgroups::is_v2() {
+            "20000 100000"
+        } else {
+            "20000"
+        };
         ensure!(
             memory == (64u64 << 20).to_string() && cpu == want_cpu,
             "the kubelet's pod cgroup {parent} was loosened by the pod's annotations: memory {memory}, cpu {cpu} (want {}, {want_cpu})",
