@@ -211,6 +211,9 @@ enum Mode {
 
 fn main() {
     sandbox::init::run_if_requested();
+    // Whatever umask we were started with: nothing group- or world-writable on the host
+    // (the modes that matter are set explicitly, see sandbox::hostdir).
+    sandbox::hostdir::set_umask();
     let cli = Cli::parse();
     let paths = Paths {
         root: cli.root.clone(),

@@ -427,7 +427,7 @@ pub struct PodRecord {
 impl PodRecord {
     fn save(&self, paths: &Paths) -> Result<()> {
         let dir = paths.pod_state(&self.key);
-        create_dir(&dir)?;
+        create_private_dir(&dir)?;
         let (tmp, path) = (dir.join("pod.json.tmp"), dir.join("pod.json"));
         write_json(&tmp, self, true)?;
         fs::rename(&tmp, &path).map_err(|source| RunError::Rename {
@@ -456,6 +456,16 @@ impl PodRecord {
     }
 }
 
+/// A pod's own state or data directory: 0700 under 0711 ancestors
+/// (`sandbox::hostdir::create_private`), since container root writes below it (the
+/// overlay's upper dir, the merged rootfs) and its bundles hold the pod's environment.
+fn create_private_dir(path: &Path) -> Result<()> {
+    sandbox::hostdir::create_private(path).map_err(|source| RunError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// `fs::create_dir_all`, naming the directory in its error.
 fn create_dir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(|source| RunError::CreateDir {
@@ -475,7 +485,8 @@ fn write_json(path: &Path, value: &impl Serialize, pretty: bool) -> Result<()> {
         path: path.to_path_buf(),
         source,
     })?;
-    fs::write(path, json).map_err(|source| RunError::Write {
+    // 0600: specs and pod records carry the pod's environment values.
+    sandbox::hostdir::write_private(path, &json).map_err(|source| RunError::Write {
         path: path.to_path_buf(),
         source,
     })
@@ -731,6 +742,7 @@ fn run_inner(
     }
     rt.ip = record.ip.clone().unwrap_or_default();
 
+    create_private_dir(&data)?;
     create_dir(&data.join("logs"))?;
     for (c, image) in plan.containers.iter().zip(images) {
         progress(&format!("creating container {}", c.name));

@@ -87,11 +87,15 @@ pub const POD_CPU_REQUEST: &str = "io.peapod.pod-cpu-request";
 pub const POD_CPU_LIMIT: &str = "io.peapod.pod-cpu-limit";
 /// peapod CLI, users; sandbox: the pod's memory limit, a Kubernetes quantity (`256Mi`),
 /// read in bytes, at most [`kube::MAX_MEMORY_BYTES`] ([`kube::format_bytes`] writes it).
+/// The pod sizing annotations apply only to a pod cgroup the shim creates: an existing
+/// one (under CRI the kubelet's) is never written to, so a pod cannot lift its own limits
+/// (`sandbox::pod::PodResources::create`).
 pub const POD_MEMORY_LIMIT: &str = "io.peapod.pod-memory-limit";
 /// peapod CLI, users; sandbox: emptyDir volumes, JSON `[{"name","medium","sizeLimit"}]`
 /// ([`EmptyDirEntry`], [`format_empty_dirs`]): names unique and valid ids, `medium` `""`
 /// or `Memory`, `sizeLimit` a Kubernetes quantity in bytes, at most
-/// [`kube::MAX_MEMORY_BYTES`] (`"0"` is accepted: an unlimited tmpfs). Absent: none.
+/// [`kube::MAX_MEMORY_BYTES`] (`"0"` is accepted and counts as unset, as in kubelet: a
+/// Memory tmpfs is sized by `sandbox::pod::tmpfs_size`, never unlimited). Absent: none.
 pub const EMPTY_DIRS: &str = "io.peapod.empty-dirs";
 /// peapod CLI, users; container: its mounts of the pod's emptyDirs, JSON
 /// `[{"name","mountPath","readOnly"}]` ([`format_volume_mounts`]); `readOnly` defaults
@@ -631,7 +635,8 @@ mod tests {
             (cpu.shares(), cpu.quota()),
             (Some(1_024_000_000), Some(100_000_000_000))
         );
-        // Unchanged: sizeLimit "0" is accepted, a tmpfs without a size limit.
+        // sizeLimit "0" is accepted (kubelet's API allows it); the sandbox takes it as
+        // unset, never as an unlimited tmpfs (sandbox::pod::tmpfs_size).
         let c = pod_config(&ann(&[(
             EMPTY_DIRS,
             r#"[{"name":"m","medium":"Memory","sizeLimit":"0"}]"#,

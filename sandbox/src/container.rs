@@ -15,6 +15,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -310,12 +311,13 @@ impl Container {
         let validate_us = micros(begun);
 
         let dir = config.state_root.join(&opts.id);
-        fs::create_dir_all(&config.state_root).map_err(|source| Error::State {
+        // The state root 0711, each container's directory 0700 (crate::hostdir).
+        crate::hostdir::create_root(&config.state_root).map_err(|source| Error::State {
             id: opts.id.clone(),
             path: config.state_root.clone(),
             source,
         })?;
-        if let Err(source) = fs::create_dir(&dir) {
+        if let Err(source) = fs::DirBuilder::new().mode(crate::hostdir::PRIVATE_MODE).create(&dir) {
             return Err(if source.kind() == io::ErrorKind::AlreadyExists {
                 Error::AlreadyExists { id: opts.id }
             } else {
@@ -912,7 +914,7 @@ impl Container {
             source,
         };
         let text = serde_json::to_vec_pretty(&self.state).map_err(|e| err(io::Error::other(e)))?;
-        fs::write(&tmp, text).map_err(err)?;
+        crate::hostdir::write_private(&tmp, &text).map_err(err)?;
         fs::rename(&tmp, &path).map_err(err)
     }
 }

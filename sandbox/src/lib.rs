@@ -24,6 +24,7 @@ pub mod channel;
 pub mod container;
 pub mod devices;
 pub mod error;
+pub mod hostdir;
 pub mod init;
 pub mod namespaces;
 pub mod pod;

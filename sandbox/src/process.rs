@@ -179,9 +179,9 @@ pub fn apply(process: &Process) -> Result<()> {
     caps::set(None, CapSet::Inheritable, &set_of(|c| c.inheritable())).map_err(cap_err("inheritable"))?;
     caps::set(None, CapSet::Ambient, &set_of(|c| c.ambient())).map_err(cap_err("ambient"))?;
 
-    if let Some(mask) = user.umask() {
-        umask(Mode::from_bits_truncate(mask & 0o777));
-    }
+    // The spec's umask, else runc's 0022 (`finalizeRootfs`), not whatever the runtime has.
+    let mask = user.umask().unwrap_or(crate::hostdir::UMASK);
+    umask(Mode::from_bits_truncate(mask & 0o777));
     if process.no_new_privileges() == Some(true) {
         nix::sys::prctl::set_no_new_privs().map_err(ProcessError::NoNewPrivs)?;
     }

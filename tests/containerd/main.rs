@@ -444,6 +444,10 @@ fn main() {
             peapod::pod_cgroup_holds_the_pod_limits,
         ),
         (
+            "pod_annotations_do_not_loosen_the_kubelets_pod_cgroup",
+            peapod::pod_annotations_do_not_loosen_the_kubelets_pod_cgroup,
+        ),
+        (
             "init_then_sidecar_then_apps_when_started_at_once",
             peapod::init_then_sidecar_then_apps_when_started_at_once,
         ),

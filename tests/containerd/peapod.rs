@@ -532,6 +532,74 @@ pub fn pod_cgroup_holds_the_pod_limits(ctrd: &Containerd) -> Result<()> {
     Ok(())
 }
 
+/// The kubelet creates and sizes the pod cgroup (`cgroup_parent`) before
+/// `RunPodSandbox`; peapod's pod sizing annotations, which the pod's author writes, must
+/// not loosen it: a pod asking for 1Gi and 4 CPUs under a kubelet-made 64Mi, 0.2 CPU pod
+/// cgroup keeps the kubelet's limits (peapod writes nothing to a cgroup it did not create).
+pub fn pod_annotations_do_not_loosen_the_kubelets_pod_cgroup(ctrd: &Containerd) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let mut config = cri::pod_config(ctrd, "kubeletcg")?;
+    let parent = config.linux.as_ref().context("linux")?.cgroup_parent.clone();
+    // The kubelet's part: the pod cgroup, sized.
+    let kubelets = oci_spec::runtime::LinuxResourcesBuilder::default()
+        .memory(
+            oci_spec::runtime::LinuxMemoryBuilder::default()
+                .limit(64 << 20)
+                .build()?,
+        )
+        .cpu(
+            oci_spec::runtime::LinuxCpuBuilder::default()
+                .quota(20_000)
+                .period(100_000u64)
+                .build()?,
+        )
+        .build()?;
+    sandbox::cgroups::Cgroup::create(parent.trim_start_matches('/'), Some(&kubelets), None)?;
+    config.annotations.extend(
+        [("io.peapod.pod-memory-limit", "1Gi"), ("io.peapod.pod-cpu-limit", "4")]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let pod = match cri.run_pod_sandbox(&config, PEAPOD_HANDLER) {
+        Ok(id) => Pod {
+            id,
+            log_dir: std::path::PathBuf::from(&config.log_directory),
+            config,
+        },
+        Err(e) => {
+            let _ = peapod_tests::containerd::remove_cgroup(&parent);
+            return Err(e).context("run pod kubeletcg");
+        }
+    };
+    let result = (|| {
+        let id = pod.start(&cri, &container_config("c", &["sleep", "3600"]))?;
+        let (memory, cpu) = if sandbox::cgroups::is_v2() {
+            (
+                read_cgroup("", &parent, "memory.max")?,
+                read_cgroup("", &parent, "cpu.max")?,
+            )
+        } else {
+            (
+                read_cgroup("memory", &parent, "memory.limit_in_bytes")?,
+                read_cgroup("cpu", &parent, "cpu.cfs_quota_us")?,
+            )
+        };
+        let want_cpu = if sandbox::cgroups::is_v2() {
+            "20000 100000"
+        } else {
+            "20000"
+        };
+        ensure!(
+            memory == (64u64 << 20).to_string() && cpu == want_cpu,
+            "the kubelet's pod cgroup {parent} was loosened by the pod's annotations: memory {memory}, cpu {cpu} (want {}, {want_cpu})",
+            64u64 << 20
+        );
+        Ok(id)
+    })();
+    // Pod::remove removes the pod cgroup as the kubelet does.
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
+}
+
 /// All containers created first, then started at once (CRI StartContainer calls in
 /// parallel, in any order): init containers run one by one to success, the sidecar
 /// starts before any app, and the apps start together. The sandbox declares the order.

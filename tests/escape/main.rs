@@ -1254,9 +1254,12 @@ fn runc_cgroup_mount_with_cgroupns_shows_only_the_own_cgroup() -> Result<()> {
 
 /// Set (to a socket path) when this binary is re-run as an unprivileged connect probe.
 const CONNECT_PROBE_ENV: &str = "PEAPOD_ESCAPE_CONNECT";
+/// Set (to a file path) when this binary is re-run as an unprivileged exec probe.
+const EXEC_PROBE_ENV: &str = "PEAPOD_ESCAPE_EXEC";
 
-/// The probe: connects to the socket and exits 0 when it could, else with the errno.
-fn run_connect_probe_if_requested() {
+/// The probes: connect to a socket, or reach (stat) and execute a file; exit 0 when that
+/// worked, else with the errno of the step that failed.
+fn run_probe_if_requested() {
     if let Some(path) = std::env::var_os(CONNECT_PROBE_ENV) {
         let code = match std::os::unix::net::UnixStream::connect(&path) {
             Ok(_) => 0,
@@ -1264,21 +1267,39 @@ fn run_connect_probe_if_requested() {
         };
         std::process::exit(code);
     }
+    if let Some(path) = std::env::var_os(EXEC_PROBE_ENV) {
+        use std::os::unix::process::CommandExt;
+        let code = match fs::metadata(&path) {
+            Err(e) => e.raw_os_error().unwrap_or(255),
+            // busybox picks its applet by argv[0].
+            Ok(_) => match Command::new(&path).arg0("true").stdin(ProcStdio::null()).status() {
+                Ok(_) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(255),
+            },
+        };
+        std::process::exit(code);
+    }
 }
 
-/// Connects to `path` as uid/gid 65534 (nobody) from a fresh process; the errno when that
-/// was refused, `None` when it connected.
-fn connect_as_nobody(path: &Path) -> Result<Option<i32>> {
+/// Runs the probe `env` = `path` as uid/gid 65534 (nobody) in a fresh process; the errno
+/// when it was refused, `None` when it got through.
+fn probe_as_nobody(env: &str, path: &Path) -> Result<Option<i32>> {
     use std::os::unix::process::CommandExt;
     let status = Command::new(std::env::current_exe()?)
-        .env(CONNECT_PROBE_ENV, path)
+        .env(env, path)
         .uid(65534)
         .gid(65534)
         .stdin(ProcStdio::null())
         .status()
-        .context("run the connect probe as nobody")?;
-    let code = status.code().context("the connect probe was killed")?;
+        .context("run the probe as nobody")?;
+    let code = status.code().context("the probe was killed")?;
     Ok((code != 0).then_some(code))
+}
+
+/// Connects to `path` as uid/gid 65534 (nobody); the errno when that was refused, `None`
+/// when it connected.
+fn connect_as_nobody(path: &Path) -> Result<Option<i32>> {
+    probe_as_nobody(CONNECT_PROBE_ENV, path)
 }
 
 // Class: the shim's socket is the whole Task API (exec as root in any container of the
@@ -1312,9 +1333,307 @@ fn shim_socket_is_root_only() -> Result<()> {
     b.assert_clean(None)
 }
 
+// Class: setuid binaries reachable from the host (CVE-2021-41103). Container root can
+// write a setuid-root file into its rootfs (the overlay's upper dir and the merged mount
+// on the host) and its emptyDirs; if an unprivileged host user can walk to it, they run it
+// as root. containerd's fix makes its roots 0711 and every per-container directory 0700;
+// kubelet's pods directory is 0750. peapod's pod state and data directories and the
+// shim's per-pod and per-container directories must be as closed, and the files holding
+// a pod's environment values (`config.json`, `pod.json`, `state.json`) 0600.
+
+/// The shim's state and data roots (`shim::start::Paths`), which the embedded CLI uses.
+const SHIM_ROOTS: [&str; 2] = ["/run/peapod/shim", "/var/lib/peapod/shim"];
+
+/// A pod run by the `peapod` CLI in embedded mode (network `none`), its `--root` and
+/// `--state` in a fresh directory made traversable like `/var/lib` and `/run` (0755), so
+/// only the modes peapod gives its own directories stand between a host user and the pod.
+struct HostPod {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl HostPod {
+    /// Imports the test images and runs `manifest` (a Pod named `name`).
+    fn run(name: &str, manifest: &str) -> Result<Self> {
+        // /tmp, as the CLI suite: in the VM /var/tmp is on the initramfs, which overlayfs
+        // refuses as an upper dir.
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-escape-host-")
+            .tempdir_in("/tmp")?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+        let pod = Self {
+            dir,
+            name: name.to_string(),
+        };
+        let archive = peapod_tests::images::archive()?;
+        let out = pod.peapod(&["image", "import", &archive.to_string_lossy()])?;
+        ensure!(out.code == 0, "image import: {out:?}");
+        let file = pod.dir.path().join("pod.yaml");
+        fs::write(&file, manifest)?;
+        let out = pod.peapod(&["run", "-f", &file.to_string_lossy(), "--network", "none"])?;
+        if out.code != 0 {
+            let _ = pod.delete();
+            anyhow::bail!("peapod run: {out:?}");
+        }
+        Ok(pod)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The pod's key and sandbox id: `default_<name>`.
+    fn key(&self) -> String {
+        format!("default_{}", self.name)
+    }
+
+    fn peapod(&self, args: &[&str]) -> Result<Output> {
+        let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
+        ensure!(bin.exists(), "{} is missing: cargo build -p peapod", bin.display());
+        let out = Command::new(bin)
+            .args(args)
+            .env("PEAPOD_ROOT", self.root())
+            .env("PEAPOD_STATE", self.state())
+            .env("PEAPOD_PAUSE", peapod_tests::images::pause_binary()?)
+            .stdin(ProcStdio::null())
+            .output()?;
+        Ok(Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Waits (at most 30 s) until container `c`'s log has a line `ready`; returns the
+    /// log's lines without their CRI prefix (time, stream, tag).
+    fn wait_ready(&self, c: &str) -> Result<String> {
+        let log = self
+            .root()
+            .join("pods")
+            .join(self.key())
+            .join("logs")
+            .join(format!("{c}.log"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let text: String = fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| format!("{}\n", l.splitn(4, ' ').nth(3).unwrap_or_default()))
+                .collect();
+            if text.lines().any(|l| l == "ready") {
+                return Ok(text);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "container {c} not ready: log {text:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Every file and directory under the CLI's dirs and the shim's roots whose path
+    /// contains `needle` (not following symlinks), as root sees them.
+    fn find(&self, needle: &str) -> Result<Vec<PathBuf>> {
+        let mut found = Vec::new();
+        let mut todo: Vec<PathBuf> = vec![self.dir.path().to_path_buf()];
+        todo.extend(SHIM_ROOTS.iter().map(PathBuf::from).filter(|p| p.exists()));
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
+                let e = e?;
+                let p = e.path();
+                if p.to_string_lossy().contains(needle) {
+                    found.push(p.clone());
+                }
+                if e.file_type()?.is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// `peapod delete pod`, then checks nothing of the pod is left: its state and data
+    /// dirs, the shim's pod and container state, mounts, the pod cgroup, the shim.
+    fn delete(&self) -> Result<()> {
+        let out = self.peapod(&["delete", "pod", &self.name, "--grace-period", "0"])?;
+        ensure!(out.code == 0, "peapod delete: {out:?}");
+        let left = self.find(&self.key())?;
+        ensure!(left.is_empty(), "leak: {left:?}");
+        let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+        ensure!(
+            !mounts.contains(&*self.dir.path().to_string_lossy()) && !mounts.contains(&self.key()),
+            "leak: a mount of pod {} is left",
+            self.name
+        );
+        let left: Vec<String> = fs::read_dir("/proc")?
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("containerd-shim-peapod-v2") && c.contains(&self.key()))
+            .collect();
+        ensure!(left.is_empty(), "leak: shim still running: {left:?}");
+        Ok(())
+    }
+
+    /// `check`, then [`HostPod::delete`] whatever `check` returned (its error first).
+    fn check_then_delete(self, check: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+        let result = check(&self);
+        let deleted = self.delete();
+        result?;
+        deleted
+    }
+}
+
+fn setuid_files_in_a_container_are_unreachable_by_host_users() -> Result<()> {
+    let name = format!("escape-suid-{}", std::process::id());
+    let marker = format!("peapod-suid-{}", std::process::id());
+    let script = format!(
+        "for d in / /scratch/ /mem/; do cp /bin/busybox ${{d}}{marker} && chmod 4755 ${{d}}{marker} || exit 1; done; \
+         echo ready; trap 'exit 0' TERM; sleep 3600 & wait"
+    );
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  volumes:\n  - name: scratch\n    emptyDir: {{}}\n\
+         \x20 - name: mem\n    emptyDir: {{medium: Memory}}\n  containers:\n  - name: c\n    image: busybox\n\
+         \x20   command: [\"sh\", \"-c\", {script:?}]\n    env:\n    - {{name: SECRET, value: hunter2}}\n\
+         \x20   volumeMounts:\n    - {{name: scratch, mountPath: /scratch}}\n    - {{name: mem, mountPath: /mem}}\n"
+    );
+    HostPod::run(&name, &manifest)?.check_then_delete(|pod| {
+        pod.wait_ready("c")?;
+        // Root sees the copies: the overlay's upper dir and merged rootfs, the disk
+        // emptyDir, the Memory emptyDir.
+        let copies: Vec<PathBuf> = pod
+            .find(&marker)?
+            .into_iter()
+            .filter(|p| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o4000 != 0))
+            .collect();
+        ensure!(copies.len() >= 4, "the setuid copies on the host: {copies:?}");
+        let mut reached = Vec::new();
+        for p in &copies {
+            let got = probe_as_nobody(EXEC_PROBE_ENV, p)?;
+            if got != Some(libc::EACCES) {
+                let how = got.map_or("executed it".to_string(), |e| format!("errno {e}, want EACCES"));
+                reached.push(format!("{}: {how}", p.display()));
+            }
+        }
+        ensure!(
+            reached.is_empty(),
+            "uid 65534 reached the container's setuid-root files: {reached:#?}"
+        );
+        // The files that hold the pod's spec (its environment values) are root-only.
+        let mut specs = Vec::new();
+        for p in pod
+            .find(&pod.key())?
+            .into_iter()
+            .chain(pod.find(&format!("{}/", pod.key()))?)
+        {
+            for f in ["config.json", "pod.json", "state.json"] {
+                let f = if p.ends_with(f) { p.clone() } else { p.join(f) };
+                if f.is_file() && !specs.contains(&f) {
+                    specs.push(f);
+                }
+            }
+        }
+        let names = |f: &str| specs.iter().filter(|p| p.ends_with(f)).count();
+        ensure!(
+            names("config.json") >= 2 && names("pod.json") >= 2 && names("state.json") >= 2,
+            "the pod's spec and state files: {specs:?}"
+        );
+        for f in &specs {
+            let mode = fs::metadata(f)?.permissions().mode() & 0o7777;
+            ensure!(mode == 0o600, "{} has mode {mode:o}, want 600", f.display());
+        }
+        Ok(())
+    })
+}
+
+/// The size of the tmpfs at `dir` in the container's `stat -f -c '%n %b %S'` lines:
+/// blocks × block size, bytes.
+fn tmpfs_size(log: &str, dir: &str) -> Result<u64> {
+    let line = log
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(dir))
+        .with_context(|| format!("no statfs line for {dir} in {log:?}"))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    ensure!(f.len() == 2, "statfs line {line:?}");
+    Ok(f[0] * f[1])
+}
+
+/// The host's memory (`MemTotal`), bytes: kubelet's node allocatable without reservations.
+fn mem_total() -> Result<u64> {
+    let text = fs::read_to_string("/proc/meminfo")?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .context("MemTotal in /proc/meminfo")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+// Class: `sizeLimit: "0"` must not become an unlimited tmpfs (tmpfs `size=0` means no
+// limit). kubelet (pkg/volume/emptydir, `calculateEmptyDirMemorySize`) sizes a Memory
+// emptyDir by the smallest positive of node allocatable memory, the pod's memory limit and
+// the volume's sizeLimit; a sizeLimit of 0 counts as unset.
+fn memory_empty_dir_size_limit_zero_is_not_unlimited() -> Result<()> {
+    let name = format!("escape-tmpfs-{}", std::process::id());
+    let script = "stat -f -c '%n %b %S' /zero /big /none; echo ready; trap 'exit 0' TERM; sleep 3600 & wait";
+    let limited = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  volumes:\n\
+         \x20 - {{name: zero, emptyDir: {{medium: Memory, sizeLimit: \"0\"}}}}\n\
+         \x20 - {{name: big, emptyDir: {{medium: Memory, sizeLimit: 1Gi}}}}\n\
+         \x20 - {{name: none, emptyDir: {{medium: Memory}}}}\n  containers:\n  - name: c\n    image: busybox\n\
+         \x20   command: [\"sh\", \"-c\", {script:?}]\n    resources: {{limits: {{memory: 64Mi}}}}\n    volumeMounts:\n\
+         \x20   - {{name: zero, mountPath: /zero}}\n    - {{name: big, mountPath: /big}}\n    - {{name: none, mountPath: /none}}\n"
+    );
+    HostPod::run(&name, &limited)?.check_then_delete(|pod| {
+        let log = pod.wait_ready("c")?;
+        for dir in ["/zero", "/big", "/none"] {
+            let size = tmpfs_size(&log, dir)?;
+            ensure!(
+                size == 64 << 20,
+                "Memory emptyDir {dir} of a pod limited to 64Mi: tmpfs of {size} bytes (0: unlimited), want the pod limit"
+            );
+        }
+        Ok(())
+    })?;
+    // Without a pod memory limit: node memory.
+    let name = format!("escape-tmpfs-nolimit-{}", std::process::id());
+    let unlimited = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  volumes:\n\
+         \x20 - {{name: zero, emptyDir: {{medium: Memory, sizeLimit: \"0\"}}}}\n\
+         \x20 - {{name: big, emptyDir: {{medium: Memory, sizeLimit: 1Pi}}}}\n\
+         \x20 - {{name: none, emptyDir: {{medium: Memory}}}}\n  containers:\n  - name: c\n    image: busybox\n\
+         \x20   command: [\"sh\", \"-c\", {script:?}]\n    volumeMounts:\n\
+         \x20   - {{name: zero, mountPath: /zero}}\n    - {{name: big, mountPath: /big}}\n    - {{name: none, mountPath: /none}}\n"
+    );
+    let total = mem_total()?;
+    HostPod::run(&name, &unlimited)?.check_then_delete(|pod| {
+        let log = pod.wait_ready("c")?;
+        for dir in ["/zero", "/big", "/none"] {
+            let size = tmpfs_size(&log, dir)?;
+            ensure!(
+                size > 0 && size.abs_diff(total) < 4096,
+                "Memory emptyDir {dir} of a pod without a memory limit: tmpfs of {size} bytes (0: unlimited), want the node's memory {total}"
+            );
+        }
+        Ok(())
+    })
+}
+
 fn main() {
     sandbox::init::run_if_requested();
-    run_connect_probe_if_requested();
+    run_probe_if_requested();
     // Bundles (the harness makes them in $TMPDIR) go where device nodes can be opened: in
     // the cgroup v2 VM /tmp is a nodev tmpfs, where a rootfs without a /dev tmpfs has no
     // usable /dev/null (runc's init reopens it and fails). Set before any thread exists.
@@ -1422,6 +1741,14 @@ fn main() {
         (
             "runc::cgroup_mount_with_cgroupns_shows_only_the_own_cgroup",
             runc_cgroup_mount_with_cgroupns_shows_only_the_own_cgroup,
+        ),
+        (
+            "peapod::setuid_files_in_a_container_are_unreachable_by_host_users",
+            setuid_files_in_a_container_are_unreachable_by_host_users,
+        ),
+        (
+            "peapod::memory_empty_dir_size_limit_zero_is_not_unlimited",
+            memory_empty_dir_size_limit_zero_is_not_unlimited,
         ),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);

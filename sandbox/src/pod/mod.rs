@@ -28,5 +28,5 @@ mod volumes;
 
 pub use gate::{gate, gate_declared, Gate, MemberView};
 pub use members::{DeclaredContainer, RestartPolicy, Role};
-pub use resources::{PodConfig, PodError, PodResources};
+pub use resources::{tmpfs_size, PodConfig, PodError, PodResources};
 pub use volumes::{EmptyDir, Medium, VolumeMount};

@@ -1,6 +1,13 @@
 //! A pod's resources on the host: the pod cgroup (the parent of every member's cgroup,
 //! sized by the pod's limits) and the pod's emptyDir volumes.
 //!
+//! The pod cgroup is sized only when peapod creates it. One that exists already is
+//! someone else's (under CRI the kubelet's, sized from the pod spec) and is left as it
+//! is: writing the sandbox's sizing there could loosen it, and the sizing comes from
+//! annotations, which the pod's author writes. Memory emptyDirs are tmpfs sized by
+//! kubelet's rule ([`tmpfs_size`]), never unlimited. The state directory and the disk
+//! emptyDirs' pod directory are 0700 (`crate::hostdir`): container root writes there.
+//!
 //! Ordering: the state directory and `pod.json` come first, and `pod.json` is rewritten
 //! before each cgroup or volume is created, so that the sandbox's delete (even from
 //! another process, after a crash) removes exactly what exists. On a failed create
@@ -80,12 +87,42 @@ pub enum PodError {
     },
 }
 
+/// Where the node's memory is read (`MemTotal`).
+const MEMINFO: &str = "/proc/meminfo";
+
+/// The node's memory, bytes (`MemTotal` of `/proc/meminfo`): what kubelet's node
+/// allocatable memory is without system reservations.
+fn node_memory() -> std::io::Result<u64> {
+    let text = fs::read_to_string(MEMINFO)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|kb| kb.checked_mul(1024))
+        .filter(|b| *b > 0)
+        .ok_or_else(|| std::io::Error::other("no MemTotal line"))
+}
+
+/// The size of a Memory emptyDir's tmpfs, bytes: the smallest of the node's memory, the
+/// pod's memory limit and the volume's `sizeLimit`, where a limit of 0 counts as unset
+/// (kubelet, `pkg/volume/emptydir/empty_dir.go` `calculateEmptyDirMemorySize`). Never 0:
+/// tmpfs takes `size=0` as no limit at all.
+pub fn tmpfs_size(size_limit: Option<u64>, pod_memory: Option<u64>, node_memory: u64) -> u64 {
+    [size_limit, pod_memory]
+        .into_iter()
+        .flatten()
+        .filter(|l| *l > 0)
+        .fold(node_memory, u64::min)
+        .max(1)
+}
+
 impl PodResources {
     /// Creates the pod's volumes and, when `config` sizes it, the pod cgroup at
-    /// `cgroup_path` (created if missing; only what peapod created is removed later).
-    /// Volumes: disk ones under `disk_root/<id>/volumes/<name>`, Memory ones as tmpfs
-    /// under `state_dir/volumes/<name>` (one tmpfs per volume, shared by every container
-    /// that mounts it), sized by `sizeLimit`, else by the pod memory limit.
+    /// `cgroup_path`: created and sized if missing; an existing one is not written to (its
+    /// owner's limits stand; its memory limit bounds the tmpfs sizes). Only what peapod
+    /// created is removed later.
+    /// Volumes: disk ones under `disk_root/<id>/volumes/<name>` (`<id>` 0700, the volume
+    /// 1777), Memory ones as tmpfs under `state_dir/volumes/<name>` (one tmpfs per volume,
+    /// shared by every container that mounts it) of [`tmpfs_size`] bytes.
     /// On error everything created so far is removed.
     pub fn create(
         id: &str,
@@ -121,34 +158,47 @@ impl PodResources {
         cgroup_path: Option<&str>,
         disk_root: &Path,
     ) -> Result<(), PodError> {
-        fs::create_dir_all(&self.state_dir).map_err(self.io_err("create", &self.state_dir.clone()))?;
+        // Closed to host users: the Memory emptyDirs live below (crate::hostdir).
+        crate::hostdir::create_private(&self.state_dir).map_err(self.io_err("create", &self.state_dir.clone()))?;
+        let mut pod_memory = config
+            .resources
+            .as_ref()
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .and_then(|l| u64::try_from(l).ok())
+            .filter(|l| *l > 0);
         if let (Some(res), Some(path)) = (&config.resources, cgroup_path) {
             self.cgroup = Some(path.to_string());
             self.cgroup_owned_from = crate::cgroups::first_missing_ancestor(path);
             self.save()?;
-            let mut cg = crate::cgroups::Cgroup::open(path).map_err(|source| PodError::Cgroup {
+            let cg = crate::cgroups::Cgroup::open(path).map_err(|source| PodError::Cgroup {
                 id: self.id.clone(),
                 source,
             })?;
-            if !cg.exists() {
-                cg = crate::cgroups::Cgroup::create(path, None, self.cgroup_owned_from.as_deref()).map_err(
+            if cg.exists() {
+                // Someone else's pod cgroup (under CRI, the kubelet's, sized from the pod
+                // spec): its limits are authoritative and never loosened from here, or a pod
+                // could lift its own limits through its annotations. Its memory limit is
+                // the pod's for the tmpfs sizes below.
+                let existing = cg.files().stats().ok().and_then(|s| s.memory_limit);
+                pod_memory = match (pod_memory, existing) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            } else {
+                let mut cg = crate::cgroups::Cgroup::create(path, None, self.cgroup_owned_from.as_deref()).map_err(
                     |source| PodError::Cgroup {
                         id: self.id.clone(),
                         source,
                     },
                 )?;
+                cg.update(res).map_err(|source| PodError::Cgroup {
+                    id: self.id.clone(),
+                    source,
+                })?;
             }
-            cg.update(res).map_err(|source| PodError::Cgroup {
-                id: self.id.clone(),
-                source,
-            })?;
         }
-        let pod_memory = config
-            .resources
-            .as_ref()
-            .and_then(|r| r.memory().as_ref())
-            .and_then(|m| m.limit())
-            .filter(|l| *l > 0);
+        let node_memory = node_memory().map_err(self.io_err("read", Path::new(MEMINFO)))?;
         for d in &config.empty_dirs {
             if d.medium == Medium::Memory {
                 let dir = self.state_dir.join("volumes").join(&d.name);
@@ -156,8 +206,7 @@ impl PodResources {
                 self.tmpfs.push(dir.clone());
                 self.save()?;
                 fs::create_dir_all(&dir).map_err(self.io_err("create", &dir))?;
-                let size = d.size_limit.or_else(|| pod_memory.and_then(|m| u64::try_from(m).ok()));
-                let data = size.map_or_else(|| "mode=1777".to_string(), |s| format!("mode=1777,size={s}"));
+                let data = format!("mode=1777,size={}", tmpfs_size(d.size_limit, pod_memory, node_memory));
                 mount(
                     Some("tmpfs"),
                     &dir,
@@ -167,9 +216,13 @@ impl PodResources {
                 )
                 .map_err(|e| self.io_err("mount tmpfs on", &dir)(e.into()))?;
             } else {
-                let dir = disk_root.join(&self.id).join("volumes").join(&d.name);
+                let pod_dir = disk_root.join(&self.id);
+                let dir = pod_dir.join("volumes").join(&d.name);
                 self.volumes.insert(d.name.clone(), dir.clone());
                 self.save()?;
+                // The emptyDir itself is 0777 for the container's users (kubelet's too),
+                // below the pod's directory, closed to host users (crate::hostdir).
+                crate::hostdir::create_private(&pod_dir).map_err(self.io_err("create", &pod_dir))?;
                 fs::create_dir_all(&dir).map_err(self.io_err("create", &dir))?;
                 fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
                     .map_err(self.io_err("chmod", &dir))?;
@@ -182,7 +235,7 @@ impl PodResources {
         let path = self.state_dir.join("pod.json");
         let text =
             serde_json::to_vec_pretty(self).map_err(|e| self.io_err("encode", &path)(std::io::Error::other(e)))?;
-        fs::write(&path, text).map_err(self.io_err("write", &path))
+        crate::hostdir::write_private(&path, &text).map_err(self.io_err("write", &path))
     }
 
     /// Loads what a sandbox recorded (`<state_dir>/pod.json`).
@@ -238,5 +291,24 @@ impl PodResources {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io_err("remove", &self.state_dir.clone())(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tmpfs_size;
+
+    #[test]
+    fn tmpfs_size_is_kubelets_smallest_positive_limit_and_never_zero() {
+        const NODE: u64 = 8 << 30;
+        // Nothing set, or zeros: the node's memory (tmpfs `size=0` would be unlimited).
+        assert_eq!(tmpfs_size(None, None, NODE), NODE);
+        assert_eq!(tmpfs_size(Some(0), Some(0), NODE), NODE);
+        // The pod's limit bounds the volume's; a sizeLimit of 0 counts as unset.
+        assert_eq!(tmpfs_size(Some(0), Some(64 << 20), NODE), 64 << 20);
+        assert_eq!(tmpfs_size(Some(1 << 30), Some(64 << 20), NODE), 64 << 20);
+        assert_eq!(tmpfs_size(Some(16 << 20), Some(64 << 20), NODE), 16 << 20);
+        // Nothing above the node's memory.
+        assert_eq!(tmpfs_size(Some(1 << 50), None, NODE), NODE);
     }
 }

@@ -28,9 +28,9 @@ pub struct EmptyDir {
     pub name: String,
     /// Disk or tmpfs.
     pub medium: Medium,
-    /// For [`Medium::Memory`], the tmpfs size in bytes; `None`: the pod memory limit, else
-    /// tmpfs's default (half of RAM). `Some(0)` is tmpfs's `size=0`: no limit. Ignored on
-    /// disk.
+    /// For [`Medium::Memory`], an upper bound of the tmpfs size in bytes; `None` and
+    /// `Some(0)` mean unset (kubelet's rule, see [`crate::pod::tmpfs_size`]: the tmpfs is
+    /// never unlimited). Ignored on disk.
     pub size_limit: Option<u64>,
 }
 

@@ -10,6 +10,11 @@ use containerd_shim_protos::protobuf::Message;
 fn main() {
     // Container init helpers are this binary too.
     sandbox::init::run_if_requested();
+    // containerd starts us with its own umask (and the embedded CLI with its caller's):
+    // nothing group- or world-writable on the host, and container init helpers (this
+    // binary, re-executed) make mount points with the modes they ask for. The modes that
+    // keep host users out are set explicitly (sandbox::hostdir).
+    sandbox::hostdir::set_umask();
     // Release builds abort on panic: log it first (to containerd's log once `serve` has
     // set logging up).
     shim::panic::install();
