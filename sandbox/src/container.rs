@@ -384,7 +384,7 @@ impl Container {
             cgroup_v2: v2,
         }));
         let t = Instant::now();
-        let (chan, pid) = self.spawn(&cfg, stdio)?;
+        let (chan, pid) = self.spawn(&cfg, stdio, None)?;
         self.timings.spawn_us = micros(t);
         self.state.pid = Some(pid.as_raw());
         self.state.pid_start_time = pid_start_time(pid);
@@ -414,8 +414,9 @@ impl Container {
     }
 
     /// Spawns the init helper from our sealed binary, gets it into the cgroup, sends
-    /// `msg`, and returns the channel and the pid of the process the helper cloned.
-    fn spawn(&mut self, msg: &ToChild, stdio: Stdio) -> Result<(Channel, Pid)> {
+    /// `msg` (with `with_fd` attached, if any), and returns the channel and the pid of the
+    /// process the helper cloned.
+    fn spawn(&mut self, msg: &ToChild, stdio: Stdio, with_fd: Option<OwnedFd>) -> Result<(Channel, Pid)> {
         let id = self.state.id.clone();
         let rt = |op| {
             let id = id.clone();
@@ -482,7 +483,11 @@ impl Container {
                     parent.send(&ToChild::EnterCgroup(files)).map_err(rt("send cgroup"))?;
                 }
             }
-            parent.send(msg).map_err(rt("send config"))?;
+            match &with_fd {
+                Some(fd) => parent.send_with_fd(msg, fd.as_fd()),
+                None => parent.send(msg),
+            }
+            .map_err(rt("send config"))?;
             match parent.recv::<FromChild>() {
                 Ok(Some(FromChild::Spawned { pid, namespaces_us })) => {
                     self.timings.namespaces_us = namespaces_us;
@@ -703,21 +708,38 @@ impl Container {
     }
 
     /// Runs `process` inside the running container: it joins all of init's namespaces
-    /// and its cgroup, and gets its own user, capabilities, env and cwd. Returns once the
+    /// (through init's pidfd, see [`crate::namespaces::join_all_of`]) and its cgroup, and gets its own user, capabilities, env and cwd. Returns once the
     /// program has been exec'd.
     ///
     /// Errors: [`Error::Spec`] for an invalid process, [`Error::InvalidStatus`] unless
-    /// `Running`, [`Error::Init`] with the cause when setup or exec fails.
+    /// `Running`, [`Error::Init`] with the cause when setup or exec fails (stage
+    /// `namespaces`, ESRCH, when init exited meanwhile).
     pub fn exec(&mut self, process: &Process, stdio: Stdio) -> Result<ExecProcess> {
         spec::validate_process("process", process)?;
         self.require(&[Status::Running], "exec in")?;
         let target = self.state.pid.expect("running containers have a pid");
+        let id = self.state.id.clone();
+        // The helper joins init's namespaces through this pidfd: once init has exited, it
+        // fails with ESRCH instead of entering whatever process got the pid next.
+        let init = self
+            .pidfd
+            .as_ref()
+            .ok_or(Error::InvalidStatus {
+                id: id.clone(),
+                op: "exec in",
+                status: Status::Stopped,
+            })?
+            .try_clone()
+            .map_err(|source| Error::Runtime {
+                id: id.clone(),
+                op: "duplicate the pidfd of init",
+                source,
+            })?;
         let msg = ToChild::Exec(Box::new(ExecConfig {
             target,
             process: process.clone(),
         }));
-        let (chan, pid) = self.spawn(&msg, stdio)?;
-        let id = self.state.id.clone();
+        let (chan, pid) = self.spawn(&msg, stdio, Some(init))?;
         let pidfd = sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?;
         chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {
             id,

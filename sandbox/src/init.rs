@@ -17,10 +17,12 @@
 //!
 //! Container init then waits for `Continue`, builds its mount table, applies the process
 //! settings, reports `Ready`, and blocks until `Start`, when it `execve`s the program.
-//! Exec'd processes take the same path but join the namespaces of the running init.
+//! Exec'd processes take the same path but join the namespaces of the running init,
+//! through the pidfd of init that comes with [`ToChild::Exec`] (never by pid, which the
+//! kernel may have given to another process once init exited).
 
 use std::convert::Infallible;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Instant;
 
@@ -102,7 +104,7 @@ pub fn run_if_requested() {
 }
 
 fn helper(chan: &Channel) -> Result<(), Failure> {
-    let mut msg = chan.recv::<ToChild>().stage("channel")?;
+    let (mut msg, mut fd) = split(chan.recv_with_fd::<ToChild>().stage("channel")?);
     if let Some(ToChild::EnterCgroup(files)) = &msg {
         for file in files {
             std::fs::write(file, "0").map_err(|e| Failure {
@@ -110,7 +112,7 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
                 error: format!("move into the container's cgroup: write 0 to {}: {e}", file.display()),
             })?;
         }
-        msg = chan.recv::<ToChild>().stage("channel")?;
+        (msg, fd) = split(chan.recv_with_fd::<ToChild>().stage("channel")?);
     }
     match msg {
         Some(ToChild::Init(cfg)) => {
@@ -126,9 +128,14 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
             if let Some(adj) = cfg.process.oom_score_adj() {
                 process::set_oom_score_adj(adj).stage("process")?;
             }
-            let target = nix::unistd::Pid::from_raw(cfg.target);
+            // The pidfd of the container's init comes with the config.
+            let pidfd = fd.ok_or_else(|| Failure {
+                stage: "channel",
+                error: format!("the exec config came without the pidfd of init (pid {})", cfg.target),
+            })?;
             let t = Instant::now();
-            namespaces::join_all_of(target).stage("namespaces")?;
+            namespaces::join_all_of(pidfd.as_fd(), cfg.target).stage("namespaces")?;
+            drop(pidfd);
             let namespaces_us = micros(t);
             spawn(chan, namespaces_us, |chan| exec_process(chan, &cfg))
         }
@@ -136,6 +143,13 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
             stage: "channel",
             error: format!("expected a config, got {other:?}"),
         }),
+    }
+}
+
+fn split<T>(got: Option<(T, Option<OwnedFd>)>) -> (Option<T>, Option<OwnedFd>) {
+    match got {
+        Some((msg, fd)) => (Some(msg), fd),
+        None => (None, None),
     }
 }
 
