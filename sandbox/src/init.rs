@@ -6,6 +6,9 @@
 //! ([`crate::sys::SealedExe`]) with `_PEAPOD_INIT=<fd>` in its environment. Every binary that links `sandbox` calls
 //! [`run_if_requested`] first thing in `main`; in the helper it never returns.
 //!
+//! The helper makes itself non-dumpable first ([`run_if_requested`]); container init
+//! inherits that until its `execve`.
+//!
 //! The helper is single-threaded, so it may fork. For `create` it:
 //! 1. enters the container's cgroup (on v1 it moves itself, see
 //!    [`ToChild::EnterCgroup`]; on v2 the runtime moved it) and reads the [`InitConfig`];
@@ -77,6 +80,16 @@ pub fn run_if_requested() {
     let Some(value) = std::env::var_os(INIT_ENV) else {
         return;
     };
+    // Non-dumpable before anything else, as runc's nsexec is: until the program's execve
+    // (which makes it dumpable again, see execve(2)), this process and container init,
+    // which inherits the flag, hold the runtime's fds and, before pivot_root, the host's
+    // root. A dumpable process's /proc/<pid>/{fd,root,environ,mem} are open to any
+    // process of the same uid, such as root in a sibling container of a shared pid
+    // namespace, which lacks CAP_SYS_PTRACE (the class of CVE-2016-9962).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("peapod init: prctl(PR_SET_DUMPABLE, 0): {e}");
+        std::process::exit(2);
+    }
     std::env::remove_var(INIT_ENV);
     let fd: RawFd = match value.to_str().and_then(|v| v.parse().ok()) {
         Some(fd) => fd,

@@ -460,6 +460,60 @@ fn shim_refuses_a_peer_of_another_uid() -> Result<()> {
     b.assert_clean(None)
 }
 
+/// Resolves `/proc/<pid>/root` as root without CAP_SYS_PTRACE (every other capability
+/// kept; `setpriv` drops it from the bounding set and clears the inheritable set): the
+/// access a root process in a sibling container that shares the pod's pid namespace has
+/// (the default capabilities lack CAP_SYS_PTRACE). The kernel allows it for a process of
+/// the same uid only while that process is dumpable (`proc_fd_access_allowed`,
+/// `ptrace_may_access` with PTRACE_MODE_READ_FSCREDS); the same check guards
+/// `/proc/<pid>/fd/*` and `cwd`. `Ok(true)` when it resolved, `Ok(false)` on EACCES.
+fn proc_root_reachable_without_ptrace(pid: nix::unistd::Pid) -> Result<bool> {
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-sys_ptrace", "--", "readlink", "-v"])
+        .arg(format!("/proc/{pid}/root"))
+        .stdin(ProcStdio::null())
+        .output()
+        .context("run setpriv (util-linux)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Ok(true);
+    }
+    ensure!(
+        stderr.contains("Permission denied"),
+        "resolving /proc/{pid}/root failed otherwise: {stderr}"
+    );
+    Ok(false)
+}
+
+// Class: a process that is being set up as container init holds the runtime's host fds
+// and, before pivot_root, the host's root; while it is dumpable, any process of the same
+// uid (root in a sibling container of a shared pid namespace, which lacks CAP_SYS_PTRACE)
+// may open its /proc/<pid>/{fd,root,cwd,mem}. runc's nsexec makes itself
+// non-dumpable first thing (the class of CVE-2016-9962); the program's execve makes it
+// dumpable again. Observed on init blocked before execve (Created) and, as the control,
+// on the started program. No runc twin: Debian's runc 1.1.5 init, blocked on its exec
+// FIFO, is dumpable (its /proc/<pid>/root resolved in the same probe); its nsexec stage,
+// which is non-dumpable, cannot be observed from outside.
+fn container_init_is_not_dumpable_during_setup() -> Result<()> {
+    let b = Bundle::new("escape-dump", &["sleep", "30"])?;
+    let mut c = b.create(sandbox::Stdio::default())?;
+    let pid = c.pid().context("created container has a pid")?;
+    let result = (|| {
+        ensure!(
+            !proc_root_reachable_without_ptrace(pid)?,
+            "/proc/{pid}/root of container init during setup resolved without CAP_SYS_PTRACE: it is dumpable"
+        );
+        c.start()?;
+        ensure!(
+            proc_root_reachable_without_ptrace(pid)?,
+            "control: /proc/{pid}/root of the started program (dumpable again after execve) did not resolve"
+        );
+        Ok(())
+    })();
+    b.delete(c, true)?;
+    result
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     run_connect_probe_if_requested();
@@ -497,6 +551,10 @@ fn main() {
         (
             "peapod::shim_refuses_a_peer_of_another_uid",
             shim_refuses_a_peer_of_another_uid,
+        ),
+        (
+            "peapod::container_init_is_not_dumpable_during_setup",
+            container_init_is_not_dumpable_during_setup,
         ),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);
