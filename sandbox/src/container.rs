@@ -127,6 +127,11 @@ pub struct State {
     pub exit_code: Option<i32>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// The container has no pid namespace of its own (it shares the host's or another
+    /// container's): when init exits, every process left in its cgroup is killed
+    /// ([`Container::record_exit`]), as no kernel pid namespace teardown does it.
+    #[serde(default)]
+    pub shares_pid_namespace: bool,
 }
 
 /// A lifecycle operation that failed. `id` names the container.
@@ -340,6 +345,10 @@ impl Container {
                 status: Status::Creating,
                 exit_code: None,
                 created: now_secs(),
+                shares_pid_namespace: !plan
+                    .namespaces
+                    .iter()
+                    .any(|n| n.kind == crate::namespaces::NamespaceKind::Pid && n.path.is_none()),
             },
             pidfd: None,
             chan: None,
@@ -700,11 +709,27 @@ impl Container {
     }
 
     /// Records init's exit, for callers whose own reaper collected it.
+    ///
+    /// A container without a pid namespace of its own (`shares_pid_namespace`) has every
+    /// process left in its cgroup killed (SIGKILL) here: in a new pid namespace the kernel
+    /// kills them when init dies, in a shared one they would live on, reparented
+    /// (containerd's runc shim does the same: `runc.ShouldKillAllOnExit`, tested by
+    /// containerd's `TestContainerKillInitPidHost`). Errors: [`Error::Cgroup`] when
+    /// signalling fails, after the exit is recorded.
     pub fn record_exit(&mut self, code: i32) -> Result<()> {
         self.state.exit_code = Some(code);
         self.state.status = Status::Stopped;
         self.pidfd = None;
-        self.save()
+        self.save()?;
+        if self.state.shares_pid_namespace {
+            if let Some(cg) = self.cgroup.as_ref().filter(|cg| cg.exists()) {
+                cg.signal_all(Signal::SIGKILL).map_err(|source| Error::Cgroup {
+                    id: self.state.id.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `process` inside the running container: it joins all of init's namespaces
