@@ -472,6 +472,10 @@ fn create_default_devices(rootfs: &Path, dev_mounted: bool) -> Result<()> {
     Ok(())
 }
 
+/// Makes one node of `linux.devices`. A node that cannot be replaced is kept: runc's
+/// `createDeviceNode` ignores EEXIST the same way, and containerd's privileged spec lists
+/// every host device, `/dev/pts/ptmx` among them, which the container's own devpts
+/// already holds (and does not let us remove).
 fn create_device(rootfs: &Path, dev: &LinuxDevice) -> Result<()> {
     let path = resolve_in_root(rootfs, dev.path())?;
     let kind = match dev.typ() {
@@ -481,7 +485,7 @@ fn create_device(rootfs: &Path, dev: &LinuxDevice) -> Result<()> {
     };
     let major = u64::try_from(dev.major()).unwrap_or(0);
     let minor = u64::try_from(dev.minor()).unwrap_or(0);
-    make_node(
+    match make_node(
         &path,
         kind,
         major,
@@ -489,7 +493,12 @@ fn create_device(rootfs: &Path, dev: &LinuxDevice) -> Result<()> {
         dev.file_mode().unwrap_or(0o666),
         dev.uid().unwrap_or(0),
         dev.gid().unwrap_or(0),
-    )
+    ) {
+        Err(RootfsError::Create {
+            what: "device", source, ..
+        }) if source.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
 }
 
 fn make_node(path: &Path, kind: SFlag, major: u64, minor: u64, mode: u32, uid: u32, gid: u32) -> Result<()> {
