@@ -134,7 +134,8 @@ pub enum ToChild {
     EnterCgroup(Vec<PathBuf>),
     /// Create a container: enter namespaces, clone its init.
     Init(Box<InitConfig>),
-    /// Enter the namespaces of a running container and run a process there.
+    /// Enter the namespaces of a running container and run a process there. Sent with
+    /// the pidfd of the container's init attached, whose namespaces are joined.
     Exec(Box<ExecConfig>),
     /// The runtime has recorded the new pid: go on.
     Continue,
@@ -186,7 +187,8 @@ pub struct InitConfig {
 /// Everything an exec'd process needs.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ExecConfig {
-    /// Host pid of the container's init, whose namespaces are joined.
+    /// Host pid of the container's init, for messages: its namespaces are joined through
+    /// the pidfd that comes with the message, never by this pid.
     pub target: i32,
     /// The process to run.
     pub process: Process,

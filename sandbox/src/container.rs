@@ -128,6 +128,11 @@ pub struct State {
     pub exit_code: Option<i32>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// The container has no pid namespace of its own (it shares the host's or another
+    /// container's): when init exits, every process left in its cgroup is killed
+    /// ([`Container::record_exit`]), as no kernel pid namespace teardown does it.
+    #[serde(default)]
+    pub shares_pid_namespace: bool,
 }
 
 /// A lifecycle operation that failed. `id` names the container.
@@ -342,6 +347,10 @@ impl Container {
                 status: Status::Creating,
                 exit_code: None,
                 created: now_secs(),
+                shares_pid_namespace: !plan
+                    .namespaces
+                    .iter()
+                    .any(|n| n.kind == crate::namespaces::NamespaceKind::Pid && n.path.is_none()),
             },
             pidfd: None,
             chan: None,
@@ -400,7 +409,7 @@ impl Container {
             cgroup_v2: v2,
         }));
         let t = Instant::now();
-        let (chan, pid) = self.spawn(&cfg, stdio)?;
+        let (chan, pid) = self.spawn(&cfg, stdio, None)?;
         self.timings.spawn_us = micros(t);
         self.state.pid = Some(pid.as_raw());
         self.state.pid_start_time = pid_start_time(pid);
@@ -430,8 +439,9 @@ impl Container {
     }
 
     /// Spawns the init helper from our sealed binary, gets it into the cgroup, sends
-    /// `msg`, and returns the channel and the pid of the process the helper cloned.
-    fn spawn(&mut self, msg: &ToChild, stdio: Stdio) -> Result<(Channel, Pid)> {
+    /// `msg` (with `with_fd` attached, if any), and returns the channel and the pid of the
+    /// process the helper cloned.
+    fn spawn(&mut self, msg: &ToChild, stdio: Stdio, with_fd: Option<OwnedFd>) -> Result<(Channel, Pid)> {
         let id = self.state.id.clone();
         let rt = |op| {
             let id = id.clone();
@@ -498,7 +508,11 @@ impl Container {
                     parent.send(&ToChild::EnterCgroup(files)).map_err(rt("send cgroup"))?;
                 }
             }
-            parent.send(msg).map_err(rt("send config"))?;
+            match &with_fd {
+                Some(fd) => parent.send_with_fd(msg, fd.as_fd()),
+                None => parent.send(msg),
+            }
+            .map_err(rt("send config"))?;
             match parent.recv::<FromChild>() {
                 Ok(Some(FromChild::Spawned { pid, namespaces_us })) => {
                     self.timings.namespaces_us = namespaces_us;
@@ -711,29 +725,62 @@ impl Container {
     }
 
     /// Records init's exit, for callers whose own reaper collected it.
+    ///
+    /// A container without a pid namespace of its own (`shares_pid_namespace`) has every
+    /// process left in its cgroup killed (SIGKILL) here: in a new pid namespace the kernel
+    /// kills them when init dies, in a shared one they would live on, reparented
+    /// (containerd's runc shim does the same: `runc.ShouldKillAllOnExit`, tested by
+    /// containerd's `TestContainerKillInitPidHost`). Errors: [`Error::Cgroup`] when
+    /// signalling fails, after the exit is recorded.
     pub fn record_exit(&mut self, code: i32) -> Result<()> {
         self.state.exit_code = Some(code);
         self.state.status = Status::Stopped;
         self.pidfd = None;
-        self.save()
+        self.save()?;
+        if self.state.shares_pid_namespace {
+            if let Some(cg) = self.cgroup.as_ref().filter(|cg| cg.exists()) {
+                cg.signal_all(Signal::SIGKILL).map_err(|source| Error::Cgroup {
+                    id: self.state.id.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `process` inside the running container: it joins all of init's namespaces
-    /// and its cgroup, and gets its own user, capabilities, env and cwd. Returns once the
+    /// (through init's pidfd, see [`crate::namespaces::join_all_of`]) and its cgroup, and gets its own user, capabilities, env and cwd. Returns once the
     /// program has been exec'd.
     ///
     /// Errors: [`Error::Spec`] for an invalid process, [`Error::InvalidStatus`] unless
-    /// `Running`, [`Error::Init`] with the cause when setup or exec fails.
+    /// `Running`, [`Error::Init`] with the cause when setup or exec fails (stage
+    /// `namespaces`, ESRCH, when init exited meanwhile).
     pub fn exec(&mut self, process: &Process, stdio: Stdio) -> Result<ExecProcess> {
         spec::validate_process("process", process)?;
         self.require(&[Status::Running], "exec in")?;
         let target = self.state.pid.expect("running containers have a pid");
+        let id = self.state.id.clone();
+        // The helper joins init's namespaces through this pidfd: once init has exited, it
+        // fails with ESRCH instead of entering whatever process got the pid next.
+        let init = self
+            .pidfd
+            .as_ref()
+            .ok_or(Error::InvalidStatus {
+                id: id.clone(),
+                op: "exec in",
+                status: Status::Stopped,
+            })?
+            .try_clone()
+            .map_err(|source| Error::Runtime {
+                id: id.clone(),
+                op: "duplicate the pidfd of init",
+                source,
+            })?;
         let msg = ToChild::Exec(Box::new(ExecConfig {
             target,
             process: process.clone(),
         }));
-        let (chan, pid) = self.spawn(&msg, stdio)?;
-        let id = self.state.id.clone();
+        let (chan, pid) = self.spawn(&msg, stdio, Some(init))?;
         let pidfd = sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?;
         chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {
             id,

@@ -6,6 +6,9 @@
 //! ([`crate::sys::SealedExe`]) with `_PEAPOD_INIT=<fd>` in its environment. Every binary that links `sandbox` calls
 //! [`run_if_requested`] first thing in `main`; in the helper it never returns.
 //!
+//! The helper makes itself non-dumpable first ([`run_if_requested`]); container init
+//! inherits that until its `execve`.
+//!
 //! The helper is single-threaded, so it may fork. For `create` it:
 //! 1. enters the container's cgroup (on v1 it moves itself, see
 //!    [`ToChild::EnterCgroup`]; on v2 the runtime moved it) and reads the [`InitConfig`];
@@ -17,10 +20,12 @@
 //!
 //! Container init then waits for `Continue`, builds its mount table, applies the process
 //! settings, reports `Ready`, and blocks until `Start`, when it `execve`s the program.
-//! Exec'd processes take the same path but join the namespaces of the running init.
+//! Exec'd processes take the same path but join the namespaces of the running init,
+//! through the pidfd of init that comes with [`ToChild::Exec`] (never by pid, which the
+//! kernel may have given to another process once init exited).
 
 use std::convert::Infallible;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Instant;
 
@@ -75,6 +80,16 @@ pub fn run_if_requested() {
     let Some(value) = std::env::var_os(INIT_ENV) else {
         return;
     };
+    // Non-dumpable before anything else, as runc's nsexec is: until the program's execve
+    // (which makes it dumpable again, see execve(2)), this process and container init,
+    // which inherits the flag, hold the runtime's fds and, before pivot_root, the host's
+    // root. A dumpable process's /proc/<pid>/{fd,root,environ,mem} are open to any
+    // process of the same uid, such as root in a sibling container of a shared pid
+    // namespace, which lacks CAP_SYS_PTRACE (the class of CVE-2016-9962).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("peapod init: prctl(PR_SET_DUMPABLE, 0): {e}");
+        std::process::exit(2);
+    }
     std::env::remove_var(INIT_ENV);
     let fd: RawFd = match value.to_str().and_then(|v| v.parse().ok()) {
         Some(fd) => fd,
@@ -102,7 +117,7 @@ pub fn run_if_requested() {
 }
 
 fn helper(chan: &Channel) -> Result<(), Failure> {
-    let mut msg = chan.recv::<ToChild>().stage("channel")?;
+    let (mut msg, mut fd) = split(chan.recv_with_fd::<ToChild>().stage("channel")?);
     if let Some(ToChild::EnterCgroup(files)) = &msg {
         for file in files {
             std::fs::write(file, "0").map_err(|e| Failure {
@@ -110,7 +125,7 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
                 error: format!("move into the container's cgroup: write 0 to {}: {e}", file.display()),
             })?;
         }
-        msg = chan.recv::<ToChild>().stage("channel")?;
+        (msg, fd) = split(chan.recv_with_fd::<ToChild>().stage("channel")?);
     }
     match msg {
         Some(ToChild::Init(cfg)) => {
@@ -126,9 +141,14 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
             if let Some(adj) = cfg.process.oom_score_adj() {
                 process::set_oom_score_adj(adj).stage("process")?;
             }
-            let target = nix::unistd::Pid::from_raw(cfg.target);
+            // The pidfd of the container's init comes with the config.
+            let pidfd = fd.ok_or_else(|| Failure {
+                stage: "channel",
+                error: format!("the exec config came without the pidfd of init (pid {})", cfg.target),
+            })?;
             let t = Instant::now();
-            namespaces::join_all_of(target).stage("namespaces")?;
+            namespaces::join_all_of(pidfd.as_fd(), cfg.target).stage("namespaces")?;
+            drop(pidfd);
             let namespaces_us = micros(t);
             spawn(chan, namespaces_us, |chan| exec_process(chan, &cfg))
         }
@@ -136,6 +156,13 @@ fn helper(chan: &Channel) -> Result<(), Failure> {
             stage: "channel",
             error: format!("expected a config, got {other:?}"),
         }),
+    }
+}
+
+fn split<T>(got: Option<(T, Option<OwnedFd>)>) -> (Option<T>, Option<OwnedFd>) {
+    match got {
+        Some((msg, fd)) => (Some(msg), fd),
+        None => (None, None),
     }
 }
 

@@ -12,16 +12,17 @@
 //!   container init afterwards; `CLONE_NEWCGROUP` is created after the parent placed the
 //!   helper in the container's cgroup, so that cgroup becomes the namespace's root.
 //!
+//! `exec` joins a running container's namespaces through the pidfd of its init
+//! ([`join_all_of`]), never by pid.
+//!
 //! User and time namespaces are not supported yet: a spec asking for them is refused
 //! before anything is entered.
 
 use std::fs::File;
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::unistd::Pid;
 
 // The plan of a container's namespaces is part of its checked spec; re-exported here,
 // where it is entered.
@@ -49,6 +50,19 @@ pub enum NamespaceError {
         /// The file.
         path: PathBuf,
         /// Cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// `setns(2)` on the pidfd of a running process (`exec`) failed.
+    #[error("join the namespaces of pid {pid} through its pidfd ({flags:?}){hint}: {source}")]
+    JoinProcess {
+        /// The process whose namespaces were joined (container init).
+        pid: i32,
+        /// The kinds joined.
+        flags: CloneFlags,
+        /// What the errno means here, if known.
+        hint: &'static str,
+        /// Cause (ESRCH: it has exited).
         #[source]
         source: nix::Error,
     },
@@ -94,30 +108,62 @@ pub fn enter(plans: &[NamespacePlan]) -> Result<(), NamespaceError> {
     Ok(())
 }
 
-/// Joins every namespace of the running process `pid` that differs from ours, in
-/// [`JOIN_ORDER`]: how `exec` enters a container.
-pub fn join_all_of(pid: Pid) -> Result<(), NamespaceError> {
-    let mut plans = Vec::new();
-    for kind in JOIN_ORDER {
-        let theirs = PathBuf::from(format!("/proc/{pid}/ns/{}", kind.proc_name()));
-        let ours = PathBuf::from(format!("/proc/self/ns/{}", kind.proc_name()));
-        let same = match (std::fs::metadata(&theirs), std::fs::metadata(&ours)) {
-            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-            (Err(source), _) => {
-                return Err(NamespaceError::Open {
-                    kind,
-                    path: theirs,
-                    source,
-                })
-            }
-            _ => false,
-        };
-        if !same {
-            plans.push(NamespacePlan {
-                kind,
-                path: Some(theirs),
-            });
-        }
+/// Joins every namespace kind of [`JOIN_ORDER`] of the process behind `pidfd` at once
+/// (`setns(2)` on a pidfd, Linux 5.8): how `exec` enters a container. `pid` is that
+/// process's pid, for messages only.
+///
+/// A pidfd names one process for its whole life, so a container whose init has exited
+/// can never be entered through a recycled pid, as opening `/proc/<pid>/ns/*` could: the
+/// kernel answers ESRCH once the process has exited (even while it is an unreaped zombie:
+/// its namespaces are gone). The kernel joins all kinds atomically, in its own order;
+/// kinds the process shares with us (a host-network container's net namespace) are joined
+/// as well, which changes nothing.
+///
+/// Errors: [`NamespaceError::JoinProcess`]: ESRCH (init exited), EPERM.
+pub fn join_all_of(pidfd: BorrowedFd<'_>, pid: i32) -> Result<(), NamespaceError> {
+    let flags = JOIN_ORDER.iter().fold(CloneFlags::empty(), |acc, k| acc | k.flag());
+    setns(pidfd, flags).map_err(|source| NamespaceError::JoinProcess {
+        pid,
+        flags,
+        hint: if source == nix::Error::ESRCH {
+            ": the process has exited"
+        } else {
+            ""
+        },
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use nix::unistd::Pid;
+
+    use super::*;
+
+    #[test]
+    fn the_namespaces_of_an_exited_process_cannot_be_joined() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let pidfd = crate::sys::pidfd_open(Pid::from_raw(pid)).unwrap();
+        child.wait().unwrap();
+        // The pid may be reused from here on; the pidfd still names the exited process.
+        let err = join_all_of(pidfd.as_fd(), pid).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                NamespaceError::JoinProcess {
+                    source: nix::Error::ESRCH,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("pid {pid}")) && msg.contains("has exited"),
+            "{msg}"
+        );
     }
-    enter(&plans)
 }

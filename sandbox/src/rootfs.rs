@@ -688,6 +688,10 @@ fn create_default_devices(root: &Root, dev_mounted: bool) -> Result<()> {
     Ok(())
 }
 
+/// Makes one node of `linux.devices`. A node that cannot be replaced is kept: runc's
+/// `createDeviceNode` ignores EEXIST the same way, and containerd's privileged spec lists
+/// every host device, `/dev/pts/ptmx` among them, which the container's own devpts
+/// already holds (and does not let us remove).
 fn create_device(root: &Root, dev: &LinuxDevice) -> Result<()> {
     let path = dev.path();
     let name = path.file_name().ok_or_else(|| RootfsError::OverRoot {
@@ -723,7 +727,7 @@ fn create_device(root: &Root, dev: &LinuxDevice) -> Result<()> {
     };
     let major = u64::try_from(dev.major()).unwrap_or(0);
     let minor = u64::try_from(dev.minor()).unwrap_or(0);
-    make_node(
+    match make_node(
         &dir,
         name,
         kind,
@@ -732,7 +736,12 @@ fn create_device(root: &Root, dev: &LinuxDevice) -> Result<()> {
         dev.file_mode().unwrap_or(0o666),
         dev.uid().unwrap_or(0),
         dev.gid().unwrap_or(0),
-    )
+    ) {
+        Err(RootfsError::Create {
+            what: "device", source, ..
+        }) if source.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
 }
 
 /// Makes the node `name` in the directory `dir` (replacing what is there: a symlink is

@@ -1,5 +1,9 @@
 //! The shim daemon: serves the Task API on the listener `start` handed over, until
 //! Shutdown arrives with no task left.
+//!
+//! Only peers with the shim's own uid and gid are served ([`PeerCheck`]), as containerd's
+//! Go shims do (`ttrpc.UnixSocketRequireSameUser`): the socket's mode (0600) keeps out
+//! other users, but not a process holding CAP_DAC_OVERRIDE under another uid.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -8,7 +12,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use containerd_shim_protos::ttrpc::{self, Server};
+use std::collections::HashMap;
+
+use containerd_shim_protos::ttrpc::{self, MethodHandler, Request, Server, TtrpcContext};
 
 use crate::args::Flags;
 use crate::events::Publisher;
@@ -94,6 +100,88 @@ pub fn init_logging(bundle: &Path, debug: bool) {
     };
 }
 
+/// A peer the shim refuses to serve, or whose credentials could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// `SO_PEERCRED` failed on the connection.
+    #[error("read the peer credentials of connection fd {fd}")]
+    Credentials {
+        /// The connection's fd number.
+        fd: RawFd,
+        /// Cause.
+        #[source]
+        source: sandbox::sys::SysError,
+    },
+    /// The peer runs as another user or group than the shim.
+    #[error("peer pid {pid} uid {uid} gid {gid} is not the shim's uid {want_uid} gid {want_gid}: EPERM")]
+    Refused {
+        /// The peer's pid (in our pid namespace; 0 when it is outside).
+        pid: i32,
+        /// The peer's uid.
+        uid: u32,
+        /// The peer's gid.
+        gid: u32,
+        /// The shim's effective uid.
+        want_uid: u32,
+        /// The shim's effective gid.
+        want_gid: u32,
+    },
+}
+
+/// Checks the peer of connection `fd` against the shim's effective uid and gid
+/// (containerd's ttrpc `UnixSocketRequireUidGid(geteuid, getegid)`): both must match.
+/// Errors: [`PeerError::Refused`] for another user or group, [`PeerError::Credentials`]
+/// when `SO_PEERCRED` fails.
+pub fn check_peer(fd: RawFd) -> Result<(), PeerError> {
+    let (pid, uid, gid) = sandbox::sys::peer_credentials(fd).map_err(|source| PeerError::Credentials { fd, source })?;
+    let want_uid = nix::unistd::geteuid().as_raw();
+    let want_gid = nix::unistd::getegid().as_raw();
+    if uid == want_uid && gid == want_gid {
+        Ok(())
+    } else {
+        Err(PeerError::Refused {
+            pid,
+            uid,
+            gid,
+            want_uid,
+            want_gid,
+        })
+    }
+}
+
+/// A Task API method that first checks the connection's peer ([`check_peer`]). The ttrpc
+/// crate has no handshake hook (Go's `WithServerHandshaker`), so the check runs on every
+/// request, before the method: one `getsockopt`. A refused request gets no answer and its
+/// connection is closed (ttrpc closes a connection whose handler fails).
+pub struct PeerCheck {
+    method: Box<dyn MethodHandler + Send + Sync>,
+}
+
+impl PeerCheck {
+    /// Wraps every method of `methods` (as `create_task` returns them).
+    pub fn wrap_all(
+        methods: HashMap<String, Box<dyn MethodHandler + Send + Sync>>,
+    ) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
+        methods
+            .into_iter()
+            .map(|(name, method)| {
+                let checked: Box<dyn MethodHandler + Send + Sync> = Box::new(PeerCheck { method });
+                (name, checked)
+            })
+            .collect()
+    }
+}
+
+impl MethodHandler for PeerCheck {
+    fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<()> {
+        if let Err(e) = check_peer(ctx.fd) {
+            tracing::warn!(method = %req.method, error = %sandbox::error::chain(&e), "refused a Task API call");
+            return Err(ttrpc::Error::Others(e.to_string()));
+        }
+        self.method.handler(ctx, req)
+    }
+}
+
 /// Runs the daemon. `flags` are those `start` passed; the listener fd comes from the
 /// environment.
 pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
@@ -129,7 +217,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
     let reaped = service.clone();
     crate::reaper::start(move |pid, code| reaped.on_exit(pid, code)).map_err(ServeError::Reaper)?;
 
-    let task = containerd_shim_protos::create_task(Arc::new(service.clone()));
+    let task = PeerCheck::wrap_all(containerd_shim_protos::create_task(Arc::new(service.clone())));
     let fd = listener.into_raw_fd();
     let mut server = Server::new()
         .add_listener(fd)
@@ -146,4 +234,26 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
     let group = crate::start::group_id(bundle, &flags.id).unwrap_or_else(|_| flags.id.clone());
     let _ = std::fs::remove_file(socket_path(&socket_address(&flags.address, &flags.namespace, &group)));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn a_peer_of_our_own_uid_and_gid_is_served() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        check_peer(a.as_raw_fd()).unwrap();
+    }
+
+    #[test]
+    fn an_fd_that_is_not_a_socket_is_refused_with_its_cause() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let err = check_peer(f.as_raw_fd()).unwrap_err();
+        assert!(matches!(err, PeerError::Credentials { .. }), "{err}");
+        assert!(sandbox::error::chain(&err).contains("SO_PEERCRED"), "{err}");
+    }
 }

@@ -384,6 +384,95 @@ macro_rules! tests {
     };
 }
 
+/// What a container reports about its privileges: its CapEff, whether `/dev/loop-control`
+/// (a host device not among the default ones) is a character device, whether
+/// `/proc/timer_list` (in containerd's default masked paths) is masked (a character
+/// device: `/dev/null` bound over it), and the mount options of `/sys` and
+/// `/sys/fs/cgroup`.
+const PRIVILEGE_PROBE: &str = "grep CapEff /proc/self/status | cut -f2; \
+    if test -c /dev/loop-control; then echo dev-loop-control; else echo no-loop-control; fi; \
+    if test -c /proc/timer_list; then echo timer_list-masked; else echo timer_list-visible; fi; \
+    awk '$2 == \"/sys\" {print \"sys\", substr($4, 1, 2)}' /proc/mounts; \
+    awk '$2 == \"/sys/fs/cgroup\" {print \"cgroup\", substr($4, 1, 2)}' /proc/mounts | head -1";
+
+/// `privileged: true` through CRI in a host-network pod (CNI daemonsets, CSI drivers and
+/// kube-proxy need it):
+/// containerd's spec then lists every host device in `linux.devices` (with the host's
+/// `/dev/pts/ptmx`, which collides with the container's devpts), gives all
+/// capabilities, no masked or read-only paths, and read-write sysfs and cgroupfs. A
+/// container of the same pod without `privileged` keeps every restriction.
+fn cri_privileged_container_gets_host_devices_and_all_capabilities(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let mut config = cri::pod_config(ctrd, "priv")?;
+    let sc = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .context("pod config has a security context")?;
+    sc.privileged = true;
+    // Host network, as kube-proxy's and CNI daemonsets' pods have: containerd keeps /sys
+    // read-only for a privileged container in a pod network namespace.
+    let host_network = || {
+        let mut ns = cri::kubelet_namespace_options();
+        ns.network = api::NamespaceMode::Node as i32;
+        Some(ns)
+    };
+    sc.namespace_options = host_network();
+    // The host's UTS namespace comes with the host network: no hostname of its own.
+    config.hostname = String::new();
+    let pod = cri::Pod::run_config(&cri, config, rt.handler)?;
+    let host_caps = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t").map(str::to_string))
+        .context("CapBnd")?;
+    let result = (|| {
+        let run = |name: &str, privileged: bool| -> Result<(String, String)> {
+            let mut c = container_config(name, &sh(&format!("{PRIVILEGE_PROBE}; sleep 3600")));
+            let sc = c
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .context("container config has a security context")?;
+            sc.privileged = privileged;
+            sc.namespace_options = host_network();
+            let id = pod.start(&cri, &c)?;
+            cri::wait_container_state(
+                &cri,
+                &id,
+                api::ContainerState::ContainerRunning,
+                Duration::from_secs(10),
+            )?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let log = cri::read_log(&pod.log_path(&c)).unwrap_or_default();
+                if log.len() >= 5 || Instant::now() > deadline {
+                    let lines: Vec<String> = log.into_iter().map(|l| l.message).collect();
+                    return Ok((id, lines.join("\n")));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let (privileged_id, privileged) = run("privileged", true)?;
+        let (plain_id, plain) = run("plain", false)?;
+        let want = format!("{host_caps}\ndev-loop-control\ntimer_list-visible\nsys rw\ncgroup rw");
+        ensure!(
+            privileged == want,
+            "privileged container saw:\n{privileged}\nwant:\n{want}"
+        );
+        let lines: Vec<&str> = plain.lines().collect();
+        // Not compared: /proc/timer_list, which containerd 1.6 leaves unmasked in this
+        // host-network pod under runc too, and /sys/fs/cgroup, whose v1 tmpfs runc leaves
+        // read-write.
+        ensure!(
+            lines.len() == 5 && lines[0] != host_caps && lines[1] == "no-loop-control" && lines[3] == "sys ro",
+            "the container without privileged saw:\n{plain}"
+        );
+        Ok(vec![privileged_id, plain_id])
+    })();
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     let args = Arguments::from_args();
@@ -396,6 +485,7 @@ fn main() {
         cri_stopping_the_pod_stops_its_containers,
         cri_stop_escalates_to_sigkill_and_exec_sync_times_out,
         cri_oom_kill_is_reported_as_oomkilled,
+        cri_privileged_container_gets_host_devices_and_all_capabilities,
     ];
     // Every scenario runs once per runtime, named `<handler>::<scenario>`.
     let runtimes = [&RUNC, &PEAPOD];

@@ -1631,9 +1631,156 @@ fn memory_empty_dir_size_limit_zero_is_not_unlimited() -> Result<()> {
     })
 }
 
+/// Set (to `<address>\n<task id>`) when this binary is re-run as a Task API probe.
+const TASK_PROBE_ENV: &str = "PEAPOD_ESCAPE_TASK";
+
+/// The Task API probe's exit codes.
+const PROBE_SERVED: i32 = 0;
+const PROBE_NO_CONNECT: i32 = 10;
+const PROBE_REFUSED: i32 = 11;
+
+/// The probe: connects to the shim at the address and calls `Connect` for the task (not
+/// created: the service answers "not found"); exits [`PROBE_SERVED`] when the service
+/// answered, [`PROBE_NO_CONNECT`] when the socket refused
+/// the connection, [`PROBE_REFUSED`] when the shim dropped the call.
+fn run_task_probe_if_requested() {
+    if let Some(value) = std::env::var_os(TASK_PROBE_ENV) {
+        let value = value.to_string_lossy().into_owned();
+        let (address, id) = value.split_once('\n').unwrap_or((&value, ""));
+        let code = match Shim::connect(address) {
+            Err(e) => {
+                eprintln!("task probe: {e:#}");
+                PROBE_NO_CONNECT
+            }
+            // No task exists yet: the service's own answer is "not found".
+            Ok(shim) => match shim.shim_pid(id) {
+                Ok(_) => PROBE_SERVED,
+                Err(peapod::embedded::EmbeddedError::Call { message, .. }) if message.ends_with("not found") => {
+                    PROBE_SERVED
+                }
+                Err(e) => {
+                    eprintln!("task probe: {e:#}");
+                    PROBE_REFUSED
+                }
+            },
+        };
+        std::process::exit(code);
+    }
+}
+
+// Class: the shim's peer check. The socket's mode keeps out users without
+// CAP_DAC_OVERRIDE; a process that has it (a host daemon running as a service user with
+// that capability, a setcap binary) can still connect, and then the shim's Task API is
+// theirs: containerd's Go shims accept only peers with the shim's own uid and gid
+// (`ttrpc.UnixSocketRequireSameUser`, checked on SO_PEERCRED). The probe runs as uid/gid
+// 65534 with CAP_DAC_OVERRIDE as an ambient capability, so its connect gets past the mode
+// and only the peer check can refuse it; a root probe, the control, is served.
+fn shim_refuses_a_peer_of_another_uid() -> Result<()> {
+    let b = Bundle::new("escape-peer", &["true"])?;
+    b.write()?;
+    let shim = Shim::start(&peapod_shim()?, &b.id, b.path(), None)?;
+    let result = (|| {
+        let probe = |unprivileged: bool| -> Result<i32> {
+            let mut cmd = if unprivileged {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all,+dac_override",
+                    "--ambient-caps=-all,+dac_override",
+                    "--bounding-set=-all,+dac_override",
+                    "--",
+                ])
+                .arg(std::env::current_exe()?);
+                c
+            } else {
+                Command::new(std::env::current_exe()?)
+            };
+            let status = cmd
+                .env(TASK_PROBE_ENV, format!("{}\n{}", shim.address(), b.id))
+                .stdin(ProcStdio::null())
+                .status()
+                .context("run the Task API probe")?;
+            status.code().context("the Task API probe was killed")
+        };
+        let root = probe(false)?;
+        ensure!(root == PROBE_SERVED, "the root probe was not served (exit {root})");
+        let nobody = probe(true)?;
+        ensure!(
+            nobody != PROBE_NO_CONNECT,
+            "the uid 65534 probe with CAP_DAC_OVERRIDE could not connect: the test does not reach the peer check"
+        );
+        ensure!(
+            nobody == PROBE_REFUSED,
+            "the shim served a Task API call from uid 65534 (exit {nobody}, want {PROBE_REFUSED}: refused)"
+        );
+        Ok(())
+    })();
+    shim.shutdown()?;
+    wait_shim_gone(shim.address())?;
+    result?;
+    b.assert_clean(None)
+}
+
+/// Resolves `/proc/<pid>/root` as root without CAP_SYS_PTRACE (every other capability
+/// kept; `setpriv` drops it from the bounding set and clears the inheritable set): the
+/// access a root process in a sibling container that shares the pod's pid namespace has
+/// (the default capabilities lack CAP_SYS_PTRACE). The kernel allows it for a process of
+/// the same uid only while that process is dumpable (`proc_fd_access_allowed`,
+/// `ptrace_may_access` with PTRACE_MODE_READ_FSCREDS); the same check guards
+/// `/proc/<pid>/fd/*` and `cwd`. `Ok(true)` when it resolved, `Ok(false)` on EACCES.
+fn proc_root_reachable_without_ptrace(pid: nix::unistd::Pid) -> Result<bool> {
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-sys_ptrace", "--", "readlink", "-v"])
+        .arg(format!("/proc/{pid}/root"))
+        .stdin(ProcStdio::null())
+        .output()
+        .context("run setpriv (util-linux)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Ok(true);
+    }
+    ensure!(
+        stderr.contains("Permission denied"),
+        "resolving /proc/{pid}/root failed otherwise: {stderr}"
+    );
+    Ok(false)
+}
+
+// Class: a process that is being set up as container init holds the runtime's host fds
+// and, before pivot_root, the host's root; while it is dumpable, any process of the same
+// uid (root in a sibling container of a shared pid namespace, which lacks CAP_SYS_PTRACE)
+// may open its /proc/<pid>/{fd,root,cwd,mem}. runc's nsexec makes itself
+// non-dumpable first thing (the class of CVE-2016-9962); the program's execve makes it
+// dumpable again. Observed on init blocked before execve (Created) and, as the control,
+// on the started program. No runc twin: Debian's runc 1.1.5 init, blocked on its exec
+// FIFO, is dumpable (its /proc/<pid>/root resolved in the same probe); its nsexec stage,
+// which is non-dumpable, cannot be observed from outside.
+fn container_init_is_not_dumpable_during_setup() -> Result<()> {
+    let b = Bundle::new("escape-dump", &["sleep", "30"])?;
+    let mut c = b.create(sandbox::Stdio::default())?;
+    let pid = c.pid().context("created container has a pid")?;
+    let result = (|| {
+        ensure!(
+            !proc_root_reachable_without_ptrace(pid)?,
+            "/proc/{pid}/root of container init during setup resolved without CAP_SYS_PTRACE: it is dumpable"
+        );
+        c.start()?;
+        ensure!(
+            proc_root_reachable_without_ptrace(pid)?,
+            "control: /proc/{pid}/root of the started program (dumpable again after execve) did not resolve"
+        );
+        Ok(())
+    })();
+    b.delete(c, true)?;
+    result
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     run_probe_if_requested();
+    run_task_probe_if_requested();
     // Bundles (the harness makes them in $TMPDIR) go where device nodes can be opened: in
     // the cgroup v2 VM /tmp is a nodev tmpfs, where a rootfs without a /dev tmpfs has no
     // usable /dev/null (runc's init reopens it and fails). Set before any thread exists.
@@ -1749,6 +1896,14 @@ fn main() {
         (
             "peapod::memory_empty_dir_size_limit_zero_is_not_unlimited",
             memory_empty_dir_size_limit_zero_is_not_unlimited,
+        ),
+        (
+            "peapod::shim_refuses_a_peer_of_another_uid",
+            shim_refuses_a_peer_of_another_uid,
+        ),
+        (
+            "peapod::container_init_is_not_dumpable_during_setup",
+            container_init_is_not_dumpable_during_setup,
         ),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);

@@ -7,7 +7,7 @@
 
 use peapod_tests::tests;
 use std::fs;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::Signal;
@@ -114,6 +114,47 @@ fn joins_a_namespace_by_path() -> Result<()> {
         out.stdout.trim() == a_net.to_string_lossy(),
         "joined {:?}, wanted {a_net:?}",
         out.stdout
+    );
+    Ok(())
+}
+
+/// A container without a pid namespace (a Kubernetes `hostPID: true` pod's): when its init
+/// dies, what it started must not live on in the host's pid namespace. containerd's runc
+/// shim kills every process of the container's cgroup then (`runc.ShouldKillAllOnExit`,
+/// containerd's `TestContainerKillInitPidHost`); in a pid namespace the kernel does it.
+fn host_pid_container_children_die_with_init() -> Result<()> {
+    let mut b = Bundle::new("hostpid", &sh("sleep 300 & wait"))?;
+    let linux = b.spec.linux_mut().as_mut().unwrap();
+    let mut nss = linux.namespaces().clone().unwrap();
+    nss.retain(|n| n.typ() != LinuxNamespaceType::Pid);
+    linux.set_namespaces(Some(nss));
+    let mut c = b.start(Stdio::default())?;
+    let init = c.pid().context("pid")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child = loop {
+        if let Some(p) = c.pids()?.into_iter().find(|p| *p != init) {
+            break p;
+        }
+        ensure!(Instant::now() < deadline, "the background sleep never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    c.kill(Signal::SIGKILL, false)?;
+    let code = c.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let left = c.pids()?;
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Clean up whatever the runtime left before judging.
+    let _ = c.kill(Signal::SIGKILL, true);
+    b.delete(c, true)?;
+    ensure!(code == 137, "init exit code {code}");
+    ensure!(
+        left.is_empty(),
+        "processes of the host-pid container outlived its init (the background sleep is {child}): {left:?}"
     );
     Ok(())
 }
@@ -908,6 +949,7 @@ fn duplicate_ids_are_refused() -> Result<()> {
 fn main() {
     sandbox::init::run_if_requested();
     let tests = tests![
+        host_pid_container_children_die_with_init,
         runs_a_process_and_reports_its_exit_code,
         create_blocks_before_exec_until_start,
         namespaces_are_private_and_hostname_is_set,

@@ -57,7 +57,12 @@ impl Pod {
     /// Runs a pod named `unique_name(name)` with `runtime_handler` (e.g.
     /// [`crate::containerd::RUNC_HANDLER`]) and the config of [`pod_config`].
     pub fn run(ctrd: &Containerd, cri: &CriClient, name: &str, runtime_handler: &str) -> Result<Pod> {
-        let config = pod_config(ctrd, name)?;
+        Self::run_config(cri, pod_config(ctrd, name)?, runtime_handler)
+    }
+
+    /// Runs a pod from `config` (e.g. [`pod_config`] with changes) with `runtime_handler`.
+    pub fn run_config(cri: &CriClient, config: api::PodSandboxConfig, runtime_handler: &str) -> Result<Pod> {
+        let name = config.metadata.as_ref().map_or("", |m| m.name.as_str()).to_string();
         let id = cri
             .run_pod_sandbox(&config, runtime_handler)
             .with_context(|| format!("run pod {name} with handler {runtime_handler}"))?;

@@ -26,6 +26,33 @@ pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, SysError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The credentials the kernel recorded for the peer of a connected unix socket when it
+/// called `connect(2)` (`SO_PEERCRED`, unix(7)): `(pid, uid, gid)`, translated into our
+/// pid and user namespaces. They cannot be forged by the peer; they stay those of the
+/// connecting process even if the socket is later passed to another one.
+///
+/// `fd` is a raw fd number because servers such as ttrpc hand out only that; an fd that is
+/// not a unix socket gives ENOTSOCK or ENOPROTOOPT, a closed one EBADF.
+pub fn peer_credentials(fd: RawFd) -> Result<(i32, u32, u32), SysError> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>()).expect("ucred is 12 bytes");
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a live local of exactly
+    // that size, and updates `len`; an invalid fd only yields an errno.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if ret < 0 {
+        return Err(last_error(format!("getsockopt({fd}, SO_PEERCRED)")));
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
+}
+
 /// Sends `signal` to the process behind `pidfd` (`pidfd_send_signal(2)`).
 /// ESRCH (the process has exited) is reported as an error like any other.
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> Result<(), SysError> {

@@ -26,7 +26,10 @@ pub use bpf::{
     load_cgroup_device_prog, BpfInsn,
 };
 pub use exe::{sealed_copy_of, sealed_exe, sealed_self_exe, SealedExe};
-pub use fd::{adopt_inherited_fd, cloexec_from, inherit_fd, map_fds, own_received_fd, pidfd_open, pidfd_send_signal};
+pub use fd::{
+    adopt_inherited_fd, cloexec_from, inherit_fd, map_fds, own_received_fd, peer_credentials, pidfd_open,
+    pidfd_send_signal,
+};
 pub use signal::reset_signals;
 pub use spawn::{clone_parent, spawn_with_fds, CloneResult};
 pub use tty::{set_controlling_terminal, set_window_size, window_size};
