@@ -384,13 +384,14 @@ macro_rules! tests {
     };
 }
 
-/// What a container reports about its privileges: its CapEff, whether `/dev/loop-control`
-/// (a host device not among the default ones) is a character device, whether
+/// What a container reports about its privileges: its CapEff, whether `/dev/kmsg` (a host
+/// device not among the default ones, present in every devtmpfs: `/dev/loop-control` is not
+/// there in the VM, whose kernel has no loop module loaded) is a character device, whether
 /// `/proc/timer_list` (in containerd's default masked paths) is masked (a character
 /// device: `/dev/null` bound over it), and the mount options of `/sys` and
 /// `/sys/fs/cgroup`.
 const PRIVILEGE_PROBE: &str = "grep CapEff /proc/self/status | cut -f2; \
-    if test -c /dev/loop-control; then echo dev-loop-control; else echo no-loop-control; fi; \
+    if test -c /dev/kmsg; then echo dev-kmsg; else echo no-kmsg; fi; \
     if test -c /proc/timer_list; then echo timer_list-masked; else echo timer_list-visible; fi; \
     awk '$2 == \"/sys\" {print \"sys\", substr($4, 1, 2)}' /proc/mounts; \
     awk '$2 == \"/sys/fs/cgroup\" {print \"cgroup\", substr($4, 1, 2)}' /proc/mounts | head -1";
@@ -454,7 +455,7 @@ fn cri_privileged_container_gets_host_devices_and_all_capabilities(ctrd: &Contai
         };
         let (privileged_id, privileged) = run("privileged", true)?;
         let (plain_id, plain) = run("plain", false)?;
-        let want = format!("{host_caps}\ndev-loop-control\ntimer_list-visible\nsys rw\ncgroup rw");
+        let want = format!("{host_caps}\ndev-kmsg\ntimer_list-visible\nsys rw\ncgroup rw");
         ensure!(
             privileged == want,
             "privileged container saw:\n{privileged}\nwant:\n{want}"
@@ -464,7 +465,7 @@ fn cri_privileged_container_gets_host_devices_and_all_capabilities(ctrd: &Contai
         // host-network pod under runc too, and /sys/fs/cgroup, whose v1 tmpfs runc leaves
         // read-write.
         ensure!(
-            lines.len() == 5 && lines[0] != host_caps && lines[1] == "no-loop-control" && lines[3] == "sys ro",
+            lines.len() == 5 && lines[0] != host_caps && lines[1] == "no-kmsg" && lines[3] == "sys ro",
             "the container without privileged saw:\n{plain}"
         );
         Ok(vec![privileged_id, plain_id])
