@@ -122,13 +122,7 @@ fn cri_pod_runs_execs_logs_stops_and_is_removed(ctrd: &Containerd, rt: &Runtime)
 
         // A long-running container to exec into; it exits 0 on SIGTERM.
         let server = container_config("server", &sh("trap 'exit 0' TERM; sleep 3600 & wait"));
-        let server_id = pod.start(&cri, &server)?;
-        cri::wait_container_state(
-            &cri,
-            &server_id,
-            api::ContainerState::ContainerRunning,
-            Duration::from_secs(10),
-        )?;
+        let server_id = pod.start_running(&cri, &server)?;
         let exec = cri.exec_sync(
             &server_id,
             &sh("echo out; echo err >&2; hostname; exit 7"),
@@ -212,13 +206,7 @@ fn cri_containers_live_under_the_pod_cgroup_parent(ctrd: &Containerd, rt: &Runti
     let parent = pod.cgroup_parent();
     let result = (|| {
         let c = container_config("c", &sh("head -c 4000000 /dev/zero > /tmp/f; sleep 3600"));
-        let id = pod.start(&cri, &c)?;
-        cri::wait_container_state(
-            &cri,
-            &id,
-            api::ContainerState::ContainerRunning,
-            Duration::from_secs(10),
-        )?;
+        let id = pod.start_running(&cri, &c)?;
         for cid in [&pod.id, &id] {
             let path = format!("{}/{cid}", parent.trim_start_matches('/'));
             let procs = peapod_tests::cgroup_file("memory", &path, "cgroup.procs");
@@ -303,15 +291,9 @@ fn cri_stop_escalates_to_sigkill_and_exec_sync_times_out(ctrd: &Containerd, rt: 
     let cri = ctrd.cri()?;
     let pod = Pod::run(ctrd, &cri, "escalate", rt.handler)?;
     let result = (|| {
-        let id = pod.start(
+        let id = pod.start_running(
             &cri,
             &container_config("stubborn", &sh("trap '' TERM; sleep 3600 & wait; sleep 3600")),
-        )?;
-        cri::wait_container_state(
-            &cri,
-            &id,
-            api::ContainerState::ContainerRunning,
-            Duration::from_secs(10),
         )?;
         let begun = Instant::now();
         let timed_out = cri.exec_sync(&id, &["sleep", "30"], Duration::from_secs(1));
@@ -436,13 +418,7 @@ fn cri_privileged_container_gets_host_devices_and_all_capabilities(ctrd: &Contai
                 .context("container config has a security context")?;
             sc.privileged = privileged;
             sc.namespace_options = host_network();
-            let id = pod.start(&cri, &c)?;
-            cri::wait_container_state(
-                &cri,
-                &id,
-                api::ContainerState::ContainerRunning,
-                Duration::from_secs(10),
-            )?;
+            let id = pod.start_running(&cri, &c)?;
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let log = cri::read_log(&pod.log_path(&c)).unwrap_or_default();

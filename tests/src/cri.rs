@@ -84,6 +84,14 @@ impl Pod {
         Ok(id)
     }
 
+    /// Creates and starts a container from `config` and waits (up to 10 s) until CRI
+    /// reports it running; returns its id.
+    pub fn start_running(&self, cri: &CriClient, config: &api::ContainerConfig) -> Result<String> {
+        let id = self.start(cri, config)?;
+        wait_container_state(cri, &id, api::ContainerState::ContainerRunning, Duration::from_secs(10))?;
+        Ok(id)
+    }
+
     /// The pod's status from `PodSandboxStatus` (not verbose).
     pub fn status(&self, cri: &CriClient) -> Result<api::PodSandboxStatus> {
         cri.pod_sandbox_status(&self.id, false)?
