@@ -397,7 +397,12 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<()> {
     let cg = CgroupView {
         v2: cgroup_v2,
         namespaced: cgroupns,
-        v1: if cgroup_v2 { Vec::new() } else { v1_hierarchies() },
+        // Mounted fresh only with a cgroup namespace (on v1); without one `own` is used.
+        v1: if cgroupns && !cgroup_v2 {
+            v1_hierarchies()
+        } else {
+            Vec::new()
+        },
         own: cgroups,
     };
     let mut dev_mounted = false;
@@ -458,7 +463,7 @@ struct Hierarchy {
 struct CgroupView {
     v2: bool,
     namespaced: bool,
-    /// The v1 hierarchies, for fresh mounts.
+    /// With a namespace on v1: the hierarchies, for fresh mounts (empty otherwise).
     v1: Vec<Hierarchy>,
     /// Without a namespace: (hierarchy, host directory of our own cgroup in it).
     own: Vec<(Hierarchy, PathBuf)>,
