@@ -60,8 +60,9 @@ host-test:
 	$(CARGO) test -p peapod-tests --test host
 
 # Privileged: escape attempts, one per class, each observed from the host; the same
-# bundle under Debian's runc where runc can run it. The CLI escapes run target/debug/peapod.
-escape-test:
+# bundle under Debian's runc where runc can run it. The CLI escapes run target/debug/peapod;
+# their test images need the static pause binary.
+escape-test: pause
 	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test escape
 
