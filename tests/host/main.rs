@@ -185,6 +185,8 @@ fn capabilities_and_no_new_privs_apply() -> Result<()> {
     let b = Bundle::new("caps", &["cat", "/proc/self/status"])?;
     let out = b.run()?;
     let st = proc_status(&out.stdout);
+    // No `linux.seccomp`, no filter.
+    ensure!(st["Seccomp"] == "0", "Seccomp {} without a profile", st["Seccomp"]);
     let want = format!("{:016x}", cap_mask(&default_caps()));
     ensure!(st["CapEff"] == want, "CapEff {} want {want}", st["CapEff"]);
     ensure!(st["CapBnd"] == want, "CapBnd {} want {want}", st["CapBnd"]);
@@ -1026,6 +1028,7 @@ fn seccomp_filters_init_and_exec_d_processes_seen_from_the_host() -> Result<()> 
     seccomp::set(&mut b.spec, seccomp::errno_for(&["unshare"], seccomp::EDQUOT)?)?;
     let mut c = b.start(Stdio::default())?;
     let pid = c.pid().context("pid")?;
+    let compile_us = c.timings().seccomp_us;
     let (mode, filters) = seccomp_status(&fs::read_to_string(format!("/proc/{pid}/status"))?);
     let (r, w) = pipe()?;
     let (er, ew) = pipe()?;
@@ -1061,6 +1064,7 @@ fn seccomp_filters_init_and_exec_d_processes_seen_from_the_host() -> Result<()> 
         mode == "2" && filters == "1",
         "init on the host: Seccomp {mode}, Seccomp_filters {filters}"
     );
+    ensure!(compile_us > 0, "create timings report no seccomp compilation");
     ensure!(code == 0, "exec exit {code}: {out:?} {err:?}");
     ensure!(out == "unshare=1\nNoNewPrivs:\t0\nSeccomp:\t2\n", "{out:?} {err:?}");
     ensure!(
