@@ -770,8 +770,10 @@ impl Container {
     }
 
     /// Runs `process` inside the running container: it joins all of init's namespaces
-    /// (through init's pidfd, see [`crate::namespaces::join_all_of`]) and its cgroup, and gets its own user, capabilities, env and cwd. Returns once the
-    /// program has been exec'd.
+    /// (through init's pidfd, see [`crate::namespaces::join_all_of`]) and its cgroup, and
+    /// gets its own user, capabilities, env and cwd, and the container's seccomp filter
+    /// (as `runc exec`; loaded in the order [`crate::seccomp`] describes, by the
+    /// process's own `noNewPrivileges`). Returns once the program has been exec'd.
     ///
     /// Errors: [`Error::Spec`] for an invalid process, [`Error::InvalidStatus`] unless
     /// `Running`, [`Error::Init`] with the cause when setup or exec fails (stage

@@ -130,6 +130,9 @@ pub const FLAG_LOG: u32 = 1 << 1;
 /// mitigation off for the process.
 pub const FLAG_SPEC_ALLOW: u32 = 1 << 2;
 
+/// The longest classic-BPF program seccomp(2) loads (`BPF_MAXINSNS`).
+pub const MAX_INSTRUCTIONS: usize = 4096;
+
 /// The highest errno SECCOMP_RET_DATA can carry (16 bits); the kernel further caps the
 /// errno a syscall returns at MAX_ERRNO (4095).
 const MAX_ERRNO_RET: u32 = 0xffff;
@@ -401,10 +404,20 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
         }
     }
 
-    Ok(Program {
-        instructions: export(&ctx)?,
-        flags,
-    })
+    let instructions = export(&ctx)?;
+    // seccomp(2) refuses a longer program with EINVAL; refused here, before anything
+    // exists, instead of failing init's load.
+    if instructions.len() > MAX_INSTRUCTIONS {
+        return Err(unsupported(
+            format!("{F}.syscalls"),
+            format!(
+                "the compiled filter has {} instructions; the kernel loads at most {MAX_INSTRUCTIONS} \
+                 (BPF_MAXINSNS)",
+                instructions.len()
+            ),
+        ));
+    }
+    Ok(Program { instructions, flags })
 }
 
 /// The filter's BPF, through a memfd (libseccomp 2.5 exports to an fd only; a pipe could
@@ -752,6 +765,35 @@ mod tests {
         .build()
         .unwrap();
         assert_eq!(compile(&p).unwrap_err().field(), "linux.seccomp.syscalls[0].errnoRet");
+    }
+
+    #[test]
+    fn programs_the_kernel_would_refuse_as_too_long_are_refused_by_field() {
+        use LinuxSeccompOperator::*;
+        // Every syscall, each with three AND'ed 64-bit conditions of its own values (shared
+        // ones libseccomp would merge): over 4096 instructions.
+        let mut calls = Vec::new();
+        for nr in 0..1024 {
+            if let Ok(name) = ScmpSyscall::from_raw_syscall(nr).get_name() {
+                let v = u64::try_from(nr).unwrap();
+                calls.push(
+                    syscall(&[&name], LinuxSeccompAction::ScmpActErrno)
+                        .args(vec![
+                            arg(0, ScmpCmpGt, (v << 33) + 1),
+                            arg(1, ScmpCmpNe, v + 7),
+                            arg(2, ScmpCmpEq, (v << 40) | 5),
+                        ])
+                        .build()
+                        .unwrap(),
+                );
+            }
+        }
+        let e = match compile(&profile(LinuxSeccompAction::ScmpActAllow, calls).build().unwrap()) {
+            Ok(p) => panic!("compiled to {} instructions", p.instructions().len()),
+            Err(e) => e,
+        };
+        assert_eq!(e.field(), "linux.seccomp.syscalls");
+        assert!(e.to_string().contains("at most 4096"), "{e}");
     }
 
     #[test]
