@@ -36,8 +36,10 @@
 //!   without an errno return EPERM; `SCMP_ACT_KILL` is `SCMP_ACT_KILL_THREAD`.
 //! - `architectures`: each is added to the filter (the native one is always present).
 //! - `flags`: `SECCOMP_FILTER_FLAG_LOG` and `SECCOMP_FILTER_FLAG_SPEC_ALLOW` are passed to
-//!   seccomp(2); `SECCOMP_FILTER_FLAG_TSYNC` is accepted and ignored (init is
-//!   single-threaded). `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` is refused naming
+//!   seccomp(2), refused naming `linux.seccomp.flags[i]` where libseccomp's probe says
+//!   the kernel lacks them; `SECCOMP_FILTER_FLAG_TSYNC` is accepted and ignored (init is
+//!   single-threaded). Without `flags` at all (not even `[]`), SPEC_ALLOW where the
+//!   kernel has it, as runc's specconv does. `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` is refused naming
 //!   `linux.seccomp.flags[i]`: the kernel accepts it only with a notify listener (EINVAL
 //!   otherwise), which peapod does not support. A flag the OCI spec does not define fails
 //!   while loading `config.json`, naming `linux.seccomp.flags[i]` ([`crate::spec::load`]).
@@ -283,6 +285,55 @@ fn condition(index: u32, op: LinuxSeccompOperator, value: u64, value_two: Option
     ScmpArgCompare::new(index, op, datum)
 }
 
+/// The `SECCOMP_FILTER_FLAG_*` bits for `profile.flags`, as runc computes them
+/// (libcontainer/specconv `SetupSeccomp`, seccomp `setFlag`, patchbpf `filterFlags`).
+fn filter_flags(profile: &LinuxSeccomp) -> Result<u32, SeccompError> {
+    // libseccomp's probe of the kernel: level 3 has SECCOMP_FILTER_FLAG_LOG, level 4
+    // SECCOMP_FILTER_FLAG_SPEC_ALLOW (seccomp_api_get(3)).
+    let api = libseccomp::get_api();
+    let Some(list) = profile.flags() else {
+        // No `flags` at all (not even an empty list): runc asks for SPEC_ALLOW where the
+        // kernel has it, so that a filter does not force the Speculative Store Bypass
+        // mitigation on the container (kernels before 5.16 did with seccomp).
+        return Ok(if api >= 4 { FLAG_SPEC_ALLOW } else { 0 });
+    };
+    let mut flags = 0;
+    for (i, flag) in list.iter().enumerate() {
+        let field = || format!("linux.seccomp.flags[{i}]");
+        let need = |level: u32, name: &str| {
+            if api >= level {
+                Ok(())
+            } else {
+                Err(unsupported(
+                    field(),
+                    format!("{name}: this kernel does not support it (libseccomp API level {api}, {level} needed)"),
+                ))
+            }
+        };
+        match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => {
+                need(3, "SECCOMP_FILTER_FLAG_LOG")?;
+                flags |= FLAG_LOG;
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                need(4, "SECCOMP_FILTER_FLAG_SPEC_ALLOW")?;
+                flags |= FLAG_SPEC_ALLOW;
+            }
+            // runc ignores TSYNC: init is single-threaded.
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {}
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                return Err(unsupported(
+                    field(),
+                    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV only applies to a notify listener \
+                     (the kernel refuses it without SECCOMP_FILTER_FLAG_NEW_LISTENER), and peapod \
+                     does not support SCMP_ACT_NOTIFY",
+                ))
+            }
+        }
+    }
+    Ok(flags)
+}
+
 /// Compiles `profile` into a [`Program`] with runc's semantics (see the module doc).
 ///
 /// Errors: [`SeccompError`] naming the `linux.seccomp` field (`defaultAction`,
@@ -323,23 +374,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
         }
     }
 
-    let mut flags = 0;
-    for (i, flag) in profile.flags().iter().flatten().enumerate() {
-        match flag {
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => flags |= FLAG_LOG,
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => flags |= FLAG_SPEC_ALLOW,
-            // runc ignores TSYNC: init is single-threaded.
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {}
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                return Err(unsupported(
-                    format!("{F}.flags[{i}]"),
-                    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV only applies to a notify listener \
-                     (the kernel refuses it without SECCOMP_FILTER_FLAG_NEW_LISTENER), and peapod \
-                     does not support SCMP_ACT_NOTIFY",
-                ))
-            }
-        }
-    }
+    let flags = filter_flags(profile)?;
 
     let syscalls = profile.syscalls().as_deref().unwrap_or_default();
     if syscalls.len() > 32 {
@@ -548,7 +583,8 @@ mod tests {
         .build()
         .unwrap();
         let prog = compile(&p).unwrap();
-        assert_eq!(prog.flags(), 0);
+        // No `flags`: SPEC_ALLOW, as runc (every kernel this runs on has it).
+        assert_eq!(prog.flags(), FLAG_SPEC_ALLOW);
         assert_eq!(run(&prog, X86_64, nr("mkdir"), [0; 6]), RET_ERRNO | 122);
         assert_eq!(run(&prog, X86_64, nr("mkdirat"), [0; 6]), RET_ERRNO | 122);
         // SCMP_ACT_ERRNO without errnoRet is EPERM, as runc.
@@ -735,6 +771,8 @@ mod tests {
         assert_eq!(prog.flags(), FLAG_LOG | FLAG_SPEC_ALLOW);
         let e = with(vec![SeccompFilterFlagLog, SeccompFilterFlagWaitKillableRecv]).unwrap_err();
         assert_eq!(e.field(), "linux.seccomp.flags[1]");
+        // An empty list is no flag at all (runc adds SPEC_ALLOW only when `flags` is absent).
+        assert_eq!(with(vec![]).unwrap().flags(), 0);
     }
 
     #[test]
