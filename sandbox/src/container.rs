@@ -246,7 +246,8 @@ pub struct Timings {
     /// Joining and creating namespaces (in the helper).
     pub namespaces_us: u64,
     /// Compiling `linux.seccomp` into BPF in the runtime (libseccomp, export included),
-    /// after validation and before anything is created; zero without a profile. Loading
+    /// or finding it in the process's cache of compiled profiles, after validation and
+    /// before anything is created; zero without a profile. Loading
     /// the program in init is part of `process_us` without `process.noNewPrivileges` and
     /// of `start_us` with it (it then runs right before `execve`).
     pub seccomp_us: u64,

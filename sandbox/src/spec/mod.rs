@@ -120,6 +120,10 @@ fn parse(bytes: &[u8]) -> Result<Spec, (String, serde_json::Error)> {
 
 /// Validates `spec` for the container `id` in `bundle`.
 ///
+/// `linux.seccomp` is checked by compiling it ([`crate::seccomp::compile`], its errors
+/// converted to [`SpecError::Invalid`]), which [`crate::Container::create`] does right
+/// after this, still before anything exists; here it would be compiled twice.
+///
 /// Errors: [`SpecError::Invalid`] naming the first offending field.
 pub fn validate(id: &str, bundle: &Path, spec: &Spec) -> Result<Plan, SpecError> {
     validate_id(id)?;
