@@ -133,6 +133,9 @@ pub struct State {
     /// ([`Container::record_exit`]), as no kernel pid namespace teardown does it.
     #[serde(default)]
     pub shares_pid_namespace: bool,
+    /// The container's `process.apparmorProfile`, for exec'd processes that name none.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
 }
 
 /// A lifecycle operation that failed. `id` names the container.
@@ -351,6 +354,7 @@ impl Container {
                     .namespaces
                     .iter()
                     .any(|n| n.kind == crate::namespaces::NamespaceKind::Pid && n.path.is_none()),
+                apparmor_profile: oci.process().as_ref().and_then(|p| p.apparmor_profile().clone()),
             },
             pidfd: None,
             chan: None,
@@ -776,10 +780,13 @@ impl Container {
                 op: "duplicate the pidfd of init",
                 source,
             })?;
-        let msg = ToChild::Exec(Box::new(ExecConfig {
-            target,
-            process: process.clone(),
-        }));
+        let mut process = process.clone();
+        // An exec'd process that names no AppArmor profile gets the container's, as under
+        // runc (libcontainer/container_linux.go, newInitConfig).
+        if process.apparmor_profile().as_deref().unwrap_or_default().is_empty() {
+            process.set_apparmor_profile(self.state.apparmor_profile.clone());
+        }
+        let msg = ToChild::Exec(Box::new(ExecConfig { target, process }));
         let (chan, pid) = self.spawn(&msg, stdio, Some(init))?;
         let pidfd = sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?;
         chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {

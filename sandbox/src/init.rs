@@ -32,7 +32,7 @@ use std::time::Instant;
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
 use crate::error::chain;
 use crate::sys::{self, CloneResult};
-use crate::{namespaces, process, rootfs};
+use crate::{lsm, namespaces, process, rootfs};
 
 fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -216,6 +216,7 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     rootfs::finalize(&cfg.spec).stage("rootfs")?;
     let rootfs_us = micros(t);
     let t = Instant::now();
+    lsm::apply_apparmor(process.apparmor_profile().as_deref()).stage("apparmor")?;
     process::apply(process).stage("process")?;
     process::enter_cwd(process).stage("process")?;
     let program = process::find_program(process).stage("process")?;
@@ -269,6 +270,7 @@ fn exec_process(chan: &Channel, cfg: &ExecConfig) -> Result<Infallible, Failure>
         console(chan, &cfg.process)?;
     }
     process::apply(&cfg.process).stage("process")?;
+    lsm::apply_apparmor(cfg.process.apparmor_profile().as_deref()).stage("apparmor")?;
     process::enter_cwd(&cfg.process).stage("process")?;
     let program = process::find_program(&cfg.process).stage("process")?;
     sys::cloexec_from(3).stage("process")?;
