@@ -8,7 +8,8 @@
 //! `apparmor.IsEnabled`): its init writes `exec <profile>` to the exec attribute anyway
 //! (libcontainer/apparmor/apparmor_linux.go), the kernel answers EINVAL, and the create
 //! fails with "unable to apply apparmor profile: apparmor failed to apply profile: write
-//! /proc/thread-self/attr/exec: invalid argument". peapod refuses the same specs, with an
+//! /proc/self/attr/exec: invalid argument" (Debian's runc 1.1.5, seen on this project's
+//! hosts; newer runc writes /proc/thread-self). peapod refuses the same specs, with an
 //! error naming the field, but at validation, before anything exists: where
 //! `/sys/module/apparmor/parameters/enabled` is not `Y` (half of runc's `IsEnabled`; the
 //! other half, securityfs mounted at `/sys/kernel/security/apparmor`, is what the parser
@@ -21,7 +22,8 @@
 //! (go-selinux: a selinuxfs is mounted and the process's own label is not `kernel`), with
 //! "selinux label is specified in config, but selinux is disabled or not supported".
 //! `linux.mountLabel` it does not check there; it adds `context="<label>"` to the data of
-//! every mount it labels, which a kernel without SELinux rejects at that mount. peapod
+//! every mount it labels, which a kernel without SELinux rejects at that mount (runc
+//! 1.1.5: "error mounting \"tmpfs\" to rootfs at \"/dev\": ... invalid argument"). peapod
 //! refuses both fields up front on such a host, and on a host with SELinux too, with a
 //! different reason: it does not apply SELinux labels (no host it runs on has SELinux, so
 //! none could be proven). An empty string counts as absent in all three fields, as in runc.
