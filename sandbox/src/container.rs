@@ -139,6 +139,9 @@ pub struct State {
     /// container's filter; `None` without a profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<Program>,
+    /// The container's `process.apparmorProfile`, for exec'd processes that name none.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
 }
 
 /// A lifecycle operation that failed. `id` names the container.
@@ -371,6 +374,7 @@ impl Container {
                     .iter()
                     .any(|n| n.kind == crate::namespaces::NamespaceKind::Pid && n.path.is_none()),
                 seccomp,
+                apparmor_profile: oci.process().as_ref().and_then(|p| p.apparmor_profile().clone()),
             },
             pidfd: None,
             chan: None,
@@ -800,9 +804,15 @@ impl Container {
                 op: "duplicate the pidfd of init",
                 source,
             })?;
+        let mut process = process.clone();
+        // An exec'd process that names no AppArmor profile gets the container's, as under
+        // runc (libcontainer/container_linux.go, newInitConfig).
+        if process.apparmor_profile().as_deref().unwrap_or_default().is_empty() {
+            process.set_apparmor_profile(self.state.apparmor_profile.clone());
+        }
         let msg = ToChild::Exec(Box::new(ExecConfig {
             target,
-            process: process.clone(),
+            process,
             seccomp: self.state.seccomp.clone(),
         }));
         let (chan, pid) = self.spawn(&msg, stdio, Some(init))?;

@@ -34,7 +34,7 @@ use std::time::Instant;
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
 use crate::error::chain;
 use crate::sys::{self, CloneResult};
-use crate::{namespaces, process, rootfs};
+use crate::{lsm, namespaces, process, rootfs};
 
 fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -218,6 +218,7 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     rootfs::finalize(&cfg.spec).stage("rootfs")?;
     let rootfs_us = micros(t);
     let t = Instant::now();
+    lsm::apply_apparmor(process.apparmor_profile().as_deref()).stage("apparmor")?;
     let no_new_privs = process.no_new_privileges() == Some(true);
     if !no_new_privs {
         load_seccomp(cfg.seccomp.as_ref())?;
@@ -293,6 +294,7 @@ fn exec_process(chan: &Channel, cfg: &ExecConfig) -> Result<Infallible, Failure>
         load_seccomp(cfg.seccomp.as_ref())?;
     }
     process::apply(&cfg.process).stage("process")?;
+    lsm::apply_apparmor(cfg.process.apparmor_profile().as_deref()).stage("apparmor")?;
     process::enter_cwd(&cfg.process).stage("process")?;
     let program = process::find_program(&cfg.process).stage("process")?;
     let execve = process::prepare_exec(&cfg.process, &program).stage("process")?;

@@ -5,7 +5,7 @@
 //! YAML (callers hand it typed values), and is synchronous. Layers, bottom up:
 //! - [`spec`]: OCI spec validation into a checked plan, with its error type;
 //! - kernel concepts, each in its module: [`namespaces`], [`rootfs`], [`cgroups`], [`devices`],
-//!   [`process`], [`seccomp`], and [`sys`], where all `unsafe` code lives;
+//!   [`process`], [`seccomp`], [`lsm`] (AppArmor), and [`sys`], where all `unsafe` code lives;
 //! - [`init`] and [`channel`]: the re-executed helper that becomes container init, and
 //!   how it talks to the runtime;
 //! - [`Container`]: the OCI lifecycle of one container;
@@ -26,6 +26,7 @@ pub mod devices;
 pub mod error;
 pub mod hostdir;
 pub mod init;
+pub mod lsm;
 pub mod namespaces;
 pub mod pod;
 pub mod process;

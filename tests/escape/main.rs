@@ -29,6 +29,8 @@ use peapod_tests::containerd::peapod_shim;
 use peapod_tests::seccomp;
 use peapod_tests::{run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn};
 
+mod lsm;
+
 /// What the sentinel `null` in the host directory holds.
 const SENTINEL: &str = "host file, must survive\n";
 
@@ -2065,6 +2067,26 @@ fn main() {
         (
             "peapod::container_init_is_not_dumpable_during_setup",
             container_init_is_not_dumpable_during_setup,
+        ),
+        (
+            "peapod::apparmor_profile_denies_a_path",
+            lsm::apparmor_profile_denies_a_path,
+        ),
+        (
+            "runc::apparmor_profile_denies_a_path",
+            lsm::runc_apparmor_profile_denies_a_path,
+        ),
+        (
+            "peapod::apparmor_profile_applies_to_exec_processes",
+            lsm::apparmor_profile_applies_to_exec_processes,
+        ),
+        (
+            "peapod::selinux_labels_are_refused_without_selinux",
+            lsm::selinux_labels_are_refused_without_selinux,
+        ),
+        (
+            "runc::selinux_labels_are_refused_without_selinux",
+            lsm::runc_selinux_labels_are_refused_without_selinux,
         ),
         (
             "peapod::seccomp_refuses_unshare_of_a_user_namespace_with_the_chosen_errno",

@@ -6,7 +6,8 @@
 //! `linux.resources.memory.limit`) and the cause.
 //!
 //! This module checks the spec as a whole; [`namespaces`] checks `linux.namespaces` into
-//! the ordered [`NamespacePlan`]s the init helper enters; [`default_spec`] and its parts
+//! the ordered [`NamespacePlan`]s the init helper enters; [`lsm`] checks AppArmor and
+//! SELinux fields against what the host has; [`default_spec`] and its parts
 //! are containerd's defaults. Nothing here changes kernel state: [`crate::namespaces`]
 //! and [`crate::process`], which do, build on this module, never the other way round.
 
@@ -17,6 +18,7 @@ use nix::sys::resource::Resource;
 use oci_spec::runtime::{LinuxResources, Mount, PosixRlimitType, Process, Spec};
 
 mod defaults;
+pub mod lsm;
 pub mod namespaces;
 
 pub use defaults::{capabilities, default_spec, DEFAULT_CAPS, DEFAULT_PATH};
@@ -187,6 +189,7 @@ pub fn validate(id: &str, bundle: &Path, spec: &Spec) -> Result<Plan, SpecError>
     if let Some(resources) = linux.resources() {
         validate_resources(resources)?;
     }
+    lsm::check_mount_label(spec, lsm::Host::probe)?;
     let cgroup_path = cgroup_path(id, linux.cgroups_path().as_deref())?;
     Ok(Plan {
         spec: spec.clone(),
@@ -261,7 +264,7 @@ pub fn validate_process(field: &str, process: &Process) -> Result<(), SpecError>
             ));
         }
     }
-    Ok(())
+    lsm::check_process(field, process, lsm::Host::probe)
 }
 
 /// The kernel resource behind an OCI rlimit type; `None` for types Linux lacks.
