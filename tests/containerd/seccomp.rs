@@ -37,9 +37,11 @@ fn allow_all_but(syscalls: &str) -> String {
     format!(r#"{{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": {syscalls}}}"#)
 }
 
-/// Starts a container named `name` in `pod` running `script`, then `echo end` and a long
-/// sleep (to exec into), with `secure` applied to its security context. Returns its id and
-/// its log up to `end`, as `<stream>: <message>` lines.
+/// Starts a container named `name` in `pod` running `script`, then `echo end` on stdout
+/// and on stderr and a long sleep (to exec into), with `secure` applied to its security
+/// context. Returns its id and its log up to both `end`s as `<stream>: <message>` lines,
+/// stdout's first, then stderr's: each stream keeps its order, but containerd copies them
+/// from separate pipes, so how they interleave in the log is not the order of the writes.
 fn probe(
     cri: &cri::CriClient,
     pod: &Pod,
@@ -47,13 +49,19 @@ fn probe(
     script: &str,
     secure: impl FnOnce(&mut api::LinuxContainerSecurityContext),
 ) -> Result<(String, Vec<String>)> {
-    let full = format!("{script}; echo end; exec sleep 3600");
+    let full = format!("{script}; echo end; echo end >&2; exec sleep 3600");
     let mut config = container_config(name, &["sh", "-c", &full]);
     secure(container_security(&mut config));
     let id = pod.start(cri, &config)?;
-    let log = pod.wait_log_line(&config, "end", LOG_TIMEOUT)?;
-    let lines = log
-        .into_iter()
+    let ended = |log: &[cri::LogLine]| {
+        ["stdout", "stderr"]
+            .iter()
+            .all(|s| log.iter().any(|l| l.stream == *s && l.message == "end"))
+    };
+    let log = pod.wait_log(&config, ended, LOG_TIMEOUT)?;
+    let lines = ["stdout", "stderr"]
+        .iter()
+        .flat_map(|s| log.iter().filter(move |l| l.stream == *s))
         .map(|l| format!("{}: {}", l.stream, l.message))
         .collect();
     Ok((id, lines))
@@ -117,7 +125,12 @@ pub fn cri_seccomp_unconfined_allows_user_namespaces(ctrd: &Containerd, rt: &Run
             sc.seccomp = Some(seccomp::unconfined());
         })?;
         ensure!(
-            log == ["stdout: Seccomp:\t0", "stdout: unshare -U: 0", "stdout: end"],
+            log == [
+                "stdout: Seccomp:\t0",
+                "stdout: unshare -U: 0",
+                "stdout: end",
+                "stderr: end"
+            ],
             "want no filter and unshare -U allowed: {log:#?}"
         );
         Ok(id)
@@ -168,10 +181,11 @@ pub fn cri_seccomp_localhost_profile_returns_its_errno(ctrd: &Containerd, rt: &R
         ensure!(
             log == [
                 "stdout: Seccomp:\t2",
-                "stderr: mkdir: can't create directory '/tmp/d': Function not implemented",
                 "stdout: mkdir: 1",
                 "stdout: touched",
-                "stdout: end"
+                "stdout: end",
+                "stderr: mkdir: can't create directory '/tmp/d': Function not implemented",
+                "stderr: end",
             ],
             "want mkdir refused with ENOSYS and touch allowed: {log:#?}"
         );
@@ -299,7 +313,13 @@ pub fn cri_seccomp_critest_docker_default_is_runtime_default_and_nil_is_unconfin
             );
         }
         ensure!(
-            nil_log == ["stdout: Seccomp:\t0", "stdout: unshare -U: 0", "stdout: end"],
+            nil_log
+                == [
+                    "stdout: Seccomp:\t0",
+                    "stdout: unshare -U: 0",
+                    "stdout: end",
+                    "stderr: end"
+                ],
             "no profile is not unconfined: {nil_log:#?}"
         );
         Ok(vec![empty, docker, nil])

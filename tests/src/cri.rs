@@ -121,19 +121,25 @@ impl Pod {
         self.log_dir.join(&config.log_path)
     }
 
-    /// Waits (up to `timeout`) until the log of the container from `config` has a line
-    /// whose message is `last` (a script's closing `echo`); returns the lines so far.
-    /// Fails with what the log holds by then.
-    pub fn wait_log_line(&self, config: &api::ContainerConfig, last: &str, timeout: Duration) -> Result<Vec<LogLine>> {
+    /// Waits (up to `timeout`) until the log of the container from `config` satisfies
+    /// `done` (e.g. holds a script's closing `echo` on both streams: containerd copies
+    /// stdout and stderr from separate pipes, so one stream's last line says nothing of the
+    /// other's); returns the lines. Fails with what the log holds by then.
+    pub fn wait_log(
+        &self,
+        config: &api::ContainerConfig,
+        done: impl Fn(&[LogLine]) -> bool,
+        timeout: Duration,
+    ) -> Result<Vec<LogLine>> {
         let path = self.log_path(config);
         let deadline = Instant::now() + timeout;
         loop {
             let log = read_log(&path).unwrap_or_default();
-            if log.iter().any(|l| l.message == last) {
+            if done(&log) {
                 return Ok(log);
             }
             if Instant::now() >= deadline {
-                bail!("no line {last:?} in {} within {timeout:?}: {log:?}", path.display());
+                bail!("{} not complete within {timeout:?}: {log:?}", path.display());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
