@@ -474,6 +474,7 @@ fn main() {
         cri_seccomp_critest_docker_default_is_runtime_default_and_nil_is_unconfined,
         cri_seccomp_privileged_container_ignores_its_profile,
         cri_seccomp_bad_localhost_profile_fails_create_and_leaves_nothing,
+        cri_seccomp_unknown_action_or_operator_fails_start_and_leaves_nothing,
     ];
     // Every scenario runs once per runtime, named `<handler>::<scenario>`.
     let runtimes = [&RUNC, &PEAPOD];

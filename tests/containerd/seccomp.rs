@@ -14,7 +14,7 @@
 //! `pkg/validate/security_context_linux.go` (`Context("SeccompProfilePath")`).
 
 use anyhow::{ensure, Context, Result};
-use peapod_tests::containerd::Containerd;
+use peapod_tests::containerd::{Containerd, PEAPOD_HANDLER};
 use peapod_tests::cri::{self, api, container_config, container_security, pod_security, seccomp, Pod, ProfileDir};
 use std::time::Duration;
 
@@ -406,6 +406,74 @@ pub fn cri_seccomp_bad_localhost_profile_fails_create_and_leaves_nothing(
             .create(&cri, &config(&good))
             .context("the name is not free after the failed creates")?;
         Ok(id)
+    })();
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    profiles.remove()
+}
+
+/// A `Localhost` profile that is JSON but names an unknown action or comparison operator
+/// passes containerd (it copies the strings into `linux.seccomp`) and reaches the runtime,
+/// which refuses it when the task is created, in `StartContainer`: the error names the
+/// bad value (and, from peapod, its field), CRI reports the container exited with reason `StartError`, and once removed
+/// nothing of it is left (no task, shim state, cgroup or mount).
+pub fn cri_seccomp_unknown_action_or_operator_fails_start_and_leaves_nothing(
+    ctrd: &Containerd,
+    rt: &Runtime,
+) -> Result<()> {
+    let profiles = ProfileDir::new()?;
+    let action = profiles.write(
+        "unknown-action.json",
+        &allow_all_but(r#"[{"names": ["mkdir"], "action": "SCMP_ACT_BOGUS"}]"#),
+    )?;
+    let operator = profiles.write(
+        "unknown-operator.json",
+        &allow_all_but(
+            r#"[{"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_BOGUS"}]}]"#,
+        ),
+    )?;
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "sc-badrt", rt.handler)?;
+    let result = (|| {
+        let mut ids = Vec::new();
+        for (name, profile, bad, field) in [
+            ("action", &action, "SCMP_ACT_BOGUS", "linux.seccomp.syscalls[0].action"),
+            (
+                "operator",
+                &operator,
+                "SCMP_CMP_BOGUS",
+                "linux.seccomp.syscalls[0].args[0].op",
+            ),
+        ] {
+            let mut config = container_config(name, &["sleep", "3600"]);
+            container_security(&mut config).seccomp = Some(seccomp::localhost(profile));
+            let id = pod.create(&cri, &config)?;
+            ids.push(id.clone());
+            let err = match cri.start_container(&id) {
+                Ok(()) => anyhow::bail!("StartContainer with an unknown {name} succeeded"),
+                Err(e) => format!("{e:#}"),
+            };
+            ensure!(
+                err.contains(bad),
+                "StartContainer with {bad}: the error does not name it: {err}"
+            );
+            // runc names the value only ("string SCMP_ACT_BOGUS is not a valid action for
+            // seccomp"); peapod names the field too, in the OCI JSON spelling.
+            ensure!(
+                rt.handler != PEAPOD_HANDLER || err.contains(field),
+                "StartContainer with {bad}: the error does not name {field}: {err}"
+            );
+            let status = cri::wait_container_state(&cri, &id, api::ContainerState::ContainerExited, Duration::ZERO)?;
+            ensure!(
+                status.reason == "StartError",
+                "container with {bad}: reason {:?}, message {:?}",
+                status.reason,
+                status.message
+            );
+            cri.remove_container(&id)?;
+            ctrd.assert_gone(&[&id])?;
+        }
+        Ok(ids)
     })();
     pod.remove_and_check_gone(ctrd, &cri, result)?;
     profiles.remove()
