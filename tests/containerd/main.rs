@@ -283,6 +283,7 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
 }
 
 mod peapod;
+mod seccomp;
 
 /// StopContainer with a timeout: SIGTERM first, SIGKILL once the timeout passed for a
 /// container that ignores SIGTERM; an ExecSync past its timeout fails and its process is
@@ -453,6 +454,7 @@ fn cri_privileged_container_gets_host_devices_and_all_capabilities(ctrd: &Contai
 fn main() {
     sandbox::init::run_if_requested();
     let args = Arguments::from_args();
+    use seccomp::*;
     let scenarios = tests![
         ctr_run_exits_0_and_captures_stdout,
         ctr_run_passes_exit_code_1_through,
@@ -463,6 +465,16 @@ fn main() {
         cri_stop_escalates_to_sigkill_and_exec_sync_times_out,
         cri_oom_kill_is_reported_as_oomkilled,
         cri_privileged_container_gets_host_devices_and_all_capabilities,
+        cri_seccomp_runtime_default_blocks_user_namespaces,
+        cri_seccomp_unconfined_allows_user_namespaces,
+        cri_seccomp_exec_into_a_runtime_default_container_is_filtered,
+        cri_seccomp_localhost_profile_returns_its_errno,
+        cri_seccomp_localhost_profile_filters_personality_by_argument,
+        cri_seccomp_critest_localhost_profiles_block_chmod_and_sethostname,
+        cri_seccomp_critest_docker_default_is_runtime_default_and_nil_is_unconfined,
+        cri_seccomp_privileged_container_ignores_its_profile,
+        cri_seccomp_bad_localhost_profile_fails_create_and_leaves_nothing,
+        cri_seccomp_unknown_action_or_operator_fails_start_and_leaves_nothing,
     ];
     // Every scenario runs once per runtime, named `<handler>::<scenario>`.
     let runtimes = [&RUNC, &PEAPOD];

@@ -121,6 +121,30 @@ impl Pod {
         self.log_dir.join(&config.log_path)
     }
 
+    /// Waits (up to `timeout`) until the log of the container from `config` satisfies
+    /// `done` (e.g. holds a script's closing `echo` on both streams: containerd copies
+    /// stdout and stderr from separate pipes, so one stream's last line says nothing of the
+    /// other's); returns the lines. Fails with what the log holds by then.
+    pub fn wait_log(
+        &self,
+        config: &api::ContainerConfig,
+        done: impl Fn(&[LogLine]) -> bool,
+        timeout: Duration,
+    ) -> Result<Vec<LogLine>> {
+        let path = self.log_path(config);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = read_log(&path).unwrap_or_default();
+            if done(&log) {
+                return Ok(log);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} not complete within {timeout:?}: {log:?}", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops and removes the pod as the kubelet does: StopPodSandbox, RemovePodSandbox,
     /// then the pod cgroup (`cgroup_parent`), which fails if the runtime left a container
     /// cgroup or process in it.
@@ -241,6 +265,159 @@ pub fn container_config(name: &str, command: &[&str]) -> api::ContainerConfig {
         }),
         ..Default::default()
     }
+}
+
+/// The container security context of `config` (created empty when absent), where CRI
+/// carries `privileged`, `capabilities` and the `seccomp` profile.
+pub fn container_security(config: &mut api::ContainerConfig) -> &mut api::LinuxContainerSecurityContext {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// The sandbox security context of `config` (created empty when absent): `privileged`
+/// and the sandbox's own `seccomp` profile, which containerd applies to the pause
+/// container.
+pub fn pod_security(config: &mut api::PodSandboxConfig) -> &mut api::LinuxSandboxSecurityContext {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// seccomp profiles as CRI v1 carries them (`SecurityProfile`, what the kubelet sends for
+/// a Pod's `seccompProfile`). containerd 1.6 turns them into the spec's `linux.seccomp`
+/// (`pkg/cri/server/container_create_linux.go`, `generateSeccompSpecOpts`): none for
+/// `Unconfined` or a privileged container, its default profile for `RuntimeDefault`, the
+/// JSON file `localhost_ref` names for `Localhost`, read when the container is created.
+pub mod seccomp {
+    use std::path::Path;
+
+    use super::api;
+    use api::security_profile::ProfileType;
+
+    /// `RuntimeDefault`: containerd's default profile (`contrib/seccomp`).
+    pub fn runtime_default() -> api::SecurityProfile {
+        api::SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        }
+    }
+
+    /// `Unconfined`: no filter.
+    pub fn unconfined() -> api::SecurityProfile {
+        api::SecurityProfile {
+            profile_type: ProfileType::Unconfined as i32,
+            localhost_ref: String::new(),
+        }
+    }
+
+    /// `Localhost` with the profile at `path`, which must be absolute (containerd 1.6
+    /// reads it as given; the kubelet resolves `localhostProfile` under its seccomp root).
+    pub fn localhost(path: &Path) -> api::SecurityProfile {
+        api::SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: path.to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// A directory of Localhost seccomp profiles for one test, in a fresh temp dir: the role
+/// of the kubelet's `/var/lib/kubelet/seccomp`. [`ProfileDir::remove`] deletes it and
+/// checks it is gone; dropping it without that still deletes it.
+#[derive(Debug)]
+pub struct ProfileDir {
+    dir: tempfile::TempDir,
+}
+
+impl ProfileDir {
+    /// Creates the directory (under the system temp dir, prefix `peapod-seccomp-`).
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("peapod-seccomp-")
+            .tempdir()
+            .context("create a seccomp profile dir")?;
+        Ok(Self { dir })
+    }
+
+    /// Writes `json` (the profile, OCI `linux.seccomp` shape) as `<name>` in the directory;
+    /// returns its absolute path.
+    pub fn write(&self, name: &str, json: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        fs::write(&path, json).with_context(|| format!("write seccomp profile {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Removes the directory and its profiles; fails if that fails or it is still there.
+    pub fn remove(self) -> Result<()> {
+        let path = self.dir.path().to_path_buf();
+        self.dir
+            .close()
+            .with_context(|| format!("remove seccomp profile dir {}", path.display()))?;
+        if path.exists() {
+            bail!("seccomp profile dir {} still there after removal", path.display());
+        }
+        Ok(())
+    }
+}
+
+/// What an `ExecSync` returned, as text.
+#[derive(Debug, Clone)]
+pub struct ExecText {
+    /// The process's exit code.
+    pub exit_code: i32,
+    /// Its stdout, lossily decoded.
+    pub stdout: String,
+    /// Its stderr, lossily decoded.
+    pub stderr: String,
+}
+
+/// Runs `cmd` in container `id` with `ExecSync` (20 s timeout); returns its exit code and
+/// output whatever the code.
+pub fn exec(cri: &CriClient, id: &str, cmd: &[&str]) -> Result<ExecText> {
+    let out = cri
+        .exec_sync(id, cmd, Duration::from_secs(20))
+        .with_context(|| format!("ExecSync {cmd:?} in {id}"))?;
+    Ok(ExecText {
+        exit_code: out.exit_code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// The host pid of a pod's sandbox (pause) process, from the verbose `PodSandboxStatus`
+/// (containerd's `info.pid`).
+pub fn sandbox_pid(cri: &CriClient, pod_id: &str) -> Result<u32> {
+    let status = cri.pod_sandbox_status(pod_id, true)?;
+    let info = status
+        .info
+        .get("info")
+        .with_context(|| format!("no info in the verbose PodSandboxStatus of {pod_id}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(info).with_context(|| format!("PodSandboxStatus info of {pod_id}: {info}"))?;
+    let pid = value["pid"]
+        .as_u64()
+        .with_context(|| format!("no pid in the PodSandboxStatus info of {pod_id}: {info}"))?;
+    Ok(u32::try_from(pid)?)
+}
+
+/// The `Seccomp:` field of `/proc/<pid>/status` (0 off, 1 strict, 2 filter), read from
+/// the host.
+pub fn seccomp_mode(pid: u32) -> Result<String> {
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(|v| v.trim().to_string())
+        .with_context(|| format!("no Seccomp: line in {path}"))
 }
 
 /// Polls `ContainerStatus` until the container is in `state`, up to `timeout`; returns
