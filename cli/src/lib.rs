@@ -23,3 +23,4 @@ pub mod manifest;
 pub mod pods;
 pub mod podstatus;
 pub mod runner;
+pub mod security;
