@@ -32,8 +32,8 @@ use proto::cri::{api, CriClient, Error as CallError};
 use crate::display::PodSummary;
 use crate::images::ImageError;
 use crate::manifest::{ContainerPlan, ManifestError, PodPlan, VolumeKind};
-use crate::security::{AppArmorProfile, SeccompProfile};
 use crate::podstatus::{events_from_statuses, pod_status, Exit, Observation, Observed};
+use crate::security::{AppArmorProfile, SeccompProfile};
 
 /// Label marking the pods this CLI runs (how `get` finds them).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -1148,9 +1148,10 @@ fn seccomp_profile(p: &SeccompProfile, root: &Path) -> api::SecurityProfile {
     let (profile_type, localhost_ref) = match p {
         SeccompProfile::RuntimeDefault => (ProfileType::RuntimeDefault, String::new()),
         SeccompProfile::Unconfined => (ProfileType::Unconfined, String::new()),
-        SeccompProfile::Localhost { profile, .. } => {
-            (ProfileType::Localhost, root.join(profile).to_string_lossy().into_owned())
-        }
+        SeccompProfile::Localhost { profile, .. } => (
+            ProfileType::Localhost,
+            root.join(profile).to_string_lossy().into_owned(),
+        ),
     };
     api::SecurityProfile {
         profile_type: profile_type.into(),
@@ -1279,6 +1280,43 @@ fn container_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_reach_cri_as_kubelet_sends_them() {
+        use api::security_profile::ProfileType;
+        let pod = crate::manifest::parse(
+            "t",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {seccompProfile: {type: Unconfined}, sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"0\"}]}\n  containers:\n  - {name: a, image: busybox, securityContext: {seccompProfile: {type: Localhost, localhostProfile: p/x.json}, appArmorProfile: {type: Localhost, localhostProfile: k8s-x}}}\n  - {name: b, image: busybox}\n",
+        )
+        .unwrap();
+        let plan = crate::manifest::plan(&pod, 8 << 30).unwrap();
+        let root = Path::new("/var/lib/kubelet/seccomp");
+        let sec = |c: usize| {
+            container_config(&plan, &plan.containers[c], "busybox", "u", "", root)
+                .unwrap()
+                .linux
+                .unwrap()
+                .security_context
+                .unwrap()
+        };
+        let a = sec(0);
+        assert_eq!(
+            a.seccomp,
+            Some(api::SecurityProfile {
+                profile_type: ProfileType::Localhost.into(),
+                localhost_ref: "/var/lib/kubelet/seccomp/p/x.json".into(),
+            })
+        );
+        assert_eq!(a.apparmor.unwrap().localhost_ref, "k8s-x");
+        // b inherits the pod's Unconfined, explicitly (containerd reads a missing one as
+        // the deprecated path field, empty: unconfined too).
+        assert_eq!(sec(1).seccomp.unwrap().profile_type, i32::from(ProfileType::Unconfined));
+        assert_eq!(sec(1).apparmor, None);
+        assert_eq!(
+            seccomp_profile(&SeccompProfile::RuntimeDefault, root).profile_type,
+            i32::from(ProfileType::RuntimeDefault)
+        );
+    }
 
     #[test]
     fn exit_codes_come_from_the_v4_status() {

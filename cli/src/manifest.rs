@@ -396,7 +396,10 @@ fn unsupported(path: &str, c: &Container) -> Result<(), ManifestError> {
 /// container's), checked as the API server checks it: `type` is `RuntimeDefault`,
 /// `Localhost` (with a relative `localhostProfile` without `..`) or `Unconfined`, and
 /// `localhostProfile` is set with `Localhost` only.
-fn seccomp_profile(path: &str, p: &k8s_openapi::api::core::v1::SeccompProfile) -> Result<SeccompProfile, ManifestError> {
+fn seccomp_profile(
+    path: &str,
+    p: &k8s_openapi::api::core::v1::SeccompProfile,
+) -> Result<SeccompProfile, ManifestError> {
     let local = format!("{path}.localhostProfile");
     match (p.type_.as_str(), &p.localhost_profile) {
         ("Localhost", Some(profile)) => {
@@ -407,9 +410,7 @@ fn seccomp_profile(path: &str, p: &k8s_openapi::api::core::v1::SeccompProfile) -
             })
         }
         ("Localhost", None) => Err(field(local, "must be set when type is Localhost")),
-        ("RuntimeDefault" | "Unconfined", Some(_)) => {
-            Err(field(local, "can only be set when type is Localhost"))
-        }
+        ("RuntimeDefault" | "Unconfined", Some(_)) => Err(field(local, "can only be set when type is Localhost")),
         ("RuntimeDefault", None) => Ok(SeccompProfile::RuntimeDefault),
         ("Unconfined", None) => Ok(SeccompProfile::Unconfined),
         (t, _) => Err(field(
@@ -421,7 +422,10 @@ fn seccomp_profile(path: &str, p: &k8s_openapi::api::core::v1::SeccompProfile) -
 
 /// An `appArmorProfile` at `path`, checked as the API server checks it (the same three
 /// types as [`seccomp_profile`]; a Localhost profile is a profile name, not a path).
-fn apparmor_profile(path: &str, p: &k8s_openapi::api::core::v1::AppArmorProfile) -> Result<AppArmorProfile, ManifestError> {
+fn apparmor_profile(
+    path: &str,
+    p: &k8s_openapi::api::core::v1::AppArmorProfile,
+) -> Result<AppArmorProfile, ManifestError> {
     let local = format!("{path}.localhostProfile");
     match (p.type_.as_str(), &p.localhost_profile) {
         ("Localhost", Some(profile)) if !profile.trim().is_empty() => Ok(AppArmorProfile::Localhost {
@@ -429,9 +433,7 @@ fn apparmor_profile(path: &str, p: &k8s_openapi::api::core::v1::AppArmorProfile)
             profile: profile.clone(),
         }),
         ("Localhost", _) => Err(field(local, "must be set when type is Localhost")),
-        ("RuntimeDefault" | "Unconfined", Some(_)) => {
-            Err(field(local, "can only be set when type is Localhost"))
-        }
+        ("RuntimeDefault" | "Unconfined", Some(_)) => Err(field(local, "can only be set when type is Localhost")),
         ("RuntimeDefault", None) => Ok(AppArmorProfile::RuntimeDefault {
             field: format!("{path}.type"),
         }),
@@ -552,13 +554,21 @@ fn pod_security(sc: Option<&PodSecurityContext>, host_network: bool) -> Result<P
         windows_options,
     } = sc;
     for (name, present, reason) in [
-        ("fsGroup", fs_group.is_some(), "volume ownership by group is not supported by peapod yet"),
+        (
+            "fsGroup",
+            fs_group.is_some(),
+            "volume ownership by group is not supported by peapod yet",
+        ),
         (
             "fsGroupChangePolicy",
             fs_group_change_policy.is_some(),
             "volume ownership by group is not supported by peapod yet",
         ),
-        ("seLinuxOptions", se_linux_options.is_some(), "SELinux labels are not supported by peapod"),
+        (
+            "seLinuxOptions",
+            se_linux_options.is_some(),
+            "SELinux labels are not supported by peapod",
+        ),
         (
             "seLinuxChangePolicy",
             se_linux_change_policy.is_some(),
@@ -569,7 +579,11 @@ fn pod_security(sc: Option<&PodSecurityContext>, host_network: bool) -> Result<P
             supplemental_groups_policy.is_some(),
             "not supported by peapod yet: it does not read the image's /etc/group",
         ),
-        ("windowsOptions", windows_options.is_some(), "peapod runs Linux containers"),
+        (
+            "windowsOptions",
+            windows_options.is_some(),
+            "peapod runs Linux containers",
+        ),
     ] {
         if present {
             return Err(field(format!("{P}.{name}"), reason));
@@ -577,7 +591,12 @@ fn pod_security(sc: Option<&PodSecurityContext>, host_network: bool) -> Result<P
     }
     let mut groups = Vec::new();
     for (i, g) in supplemental_groups.iter().flatten().enumerate() {
-        groups.push(u32::try_from(*g).map_err(|_| field(format!("{P}.supplementalGroups[{i}]"), format!("{g} is not a valid gid")))?);
+        groups.push(u32::try_from(*g).map_err(|_| {
+            field(
+                format!("{P}.supplementalGroups[{i}]"),
+                format!("{g} is not a valid gid"),
+            )
+        })?);
     }
     let mut out_sysctls = BTreeMap::new();
     for (i, s) in sysctls.iter().flatten().enumerate() {
@@ -650,13 +669,21 @@ fn security(path: &str, c: &Container, pod: &PodSecurity) -> Result<Security, Ma
             .transpose()
     };
     for (name, present, reason) in [
-        ("seLinuxOptions", se_linux_options.is_some(), "SELinux labels are not supported by peapod"),
+        (
+            "seLinuxOptions",
+            se_linux_options.is_some(),
+            "SELinux labels are not supported by peapod",
+        ),
         (
             "procMount",
             proc_mount.as_deref().is_some_and(|p| p != "Default"),
             "not supported by peapod yet",
         ),
-        ("windowsOptions", windows_options.is_some(), "peapod runs Linux containers"),
+        (
+            "windowsOptions",
+            windows_options.is_some(),
+            "peapod runs Linux containers",
+        ),
     ] {
         if present {
             return Err(field(format!("{sc_path}.{name}"), reason));
@@ -1319,6 +1346,205 @@ spec:
         let c = |n: &str| format!("{{name: {n}, image: busybox, resources: {{limits: {{memory: 8191Pi}}}}}}");
         let p = plan_of(&base(&format!("  containers: [{}, {}, {}]", c("a"), c("b"), c("d")))).unwrap();
         assert_eq!(p.totals.memory_limit, Some(u64::MAX));
+    }
+
+    fn pod_with(pod_sc: &str, container_sc: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  securityContext: {pod_sc}\n  containers:\n  - name: c\n    image: busybox\n    securityContext: {container_sc}\n"
+        )
+    }
+
+    #[test]
+    fn every_pod_security_context_field_is_applied_or_refused_by_name() {
+        // Each field of k8s-openapi's PodSecurityContext (`pod_security` destructures them
+        // all): applied (checked in the plan) or refused naming `spec.securityContext.<f>`.
+        let refused = [
+            ("fsGroup", "{fsGroup: 2000}"),
+            ("fsGroupChangePolicy", "{fsGroupChangePolicy: Always}"),
+            ("seLinuxOptions", "{seLinuxOptions: {level: \"s0:c1\"}}"),
+            ("seLinuxChangePolicy", "{seLinuxChangePolicy: MountOption}"),
+            ("supplementalGroupsPolicy", "{supplementalGroupsPolicy: Strict}"),
+            ("windowsOptions", "{windowsOptions: {runAsUserName: x}}"),
+        ];
+        for (name, sc) in refused {
+            assert_eq!(
+                err_field(&pod_with(sc, "{}")),
+                format!("spec.securityContext.{name}"),
+                "{sc}"
+            );
+        }
+        let p = plan_of(&pod_with(
+            "{runAsUser: 1000, runAsGroup: 3000, runAsNonRoot: true, supplementalGroups: [4000, 5000], \
+             seccompProfile: {type: Unconfined}, appArmorProfile: {type: Localhost, localhostProfile: k8s-nginx}, \
+             sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"80\"}, {name: kernel/shm_rmid_forced, value: \"1\"}]}",
+            "{}",
+        ))
+        .unwrap();
+        let s = &p.containers[0].security;
+        assert_eq!(
+            (s.run_as_user, s.run_as_group, s.run_as_non_root),
+            (Some(1000), Some(3000), true)
+        );
+        assert_eq!(s.supplemental_groups, [4000, 5000]);
+        assert_eq!(s.seccomp, SeccompProfile::Unconfined);
+        assert_eq!(p.seccomp, SeccompProfile::Unconfined);
+        assert_eq!(
+            s.apparmor,
+            Some(AppArmorProfile::Localhost {
+                field: "spec.securityContext.appArmorProfile.localhostProfile".into(),
+                profile: "k8s-nginx".into()
+            })
+        );
+        assert_eq!(
+            p.sysctls,
+            [
+                ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+                ("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())
+            ]
+            .into()
+        );
+        // The seven applied and the six refused are all of k8s-openapi's thirteen fields.
+        let applied = [
+            "appArmorProfile",
+            "runAsGroup",
+            "runAsNonRoot",
+            "runAsUser",
+            "seccompProfile",
+            "supplementalGroups",
+            "sysctls",
+        ];
+        let all = serde_json::to_value(k8s_openapi::api::core::v1::PodSecurityContext {
+            app_armor_profile: Some(Default::default()),
+            fs_group: Some(0),
+            fs_group_change_policy: Some(String::new()),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            se_linux_change_policy: Some(String::new()),
+            se_linux_options: Some(Default::default()),
+            seccomp_profile: Some(Default::default()),
+            supplemental_groups: Some(vec![]),
+            supplemental_groups_policy: Some(String::new()),
+            sysctls: Some(vec![]),
+            windows_options: Some(Default::default()),
+        })
+        .unwrap();
+        let mut keys: Vec<&str> = all.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut listed: Vec<&str> = applied.iter().copied().chain(refused.iter().map(|(n, _)| *n)).collect();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed, "every PodSecurityContext field is listed");
+    }
+
+    #[test]
+    fn seccomp_and_apparmor_profiles_resolve_container_over_pod() {
+        // Nothing said: RuntimeDefault for the sandbox and the container, no AppArmor.
+        let p = plan_of(&pod_with("{}", "{}")).unwrap();
+        assert_eq!(p.seccomp, SeccompProfile::RuntimeDefault);
+        assert_eq!(p.containers[0].security.seccomp, SeccompProfile::RuntimeDefault);
+        assert_eq!(p.containers[0].security.apparmor, None);
+        // The container's overrides the pod's; the sandbox keeps the pod's.
+        let p = plan_of(&pod_with(
+            "{seccompProfile: {type: Unconfined}}",
+            "{seccompProfile: {type: Localhost, localhostProfile: profiles/mkdir.json}, appArmorProfile: {type: Unconfined}}",
+        ))
+        .unwrap();
+        assert_eq!(p.seccomp, SeccompProfile::Unconfined);
+        assert_eq!(
+            p.containers[0].security.seccomp,
+            SeccompProfile::Localhost {
+                field: "spec.containers[0].securityContext.seccompProfile.localhostProfile".into(),
+                profile: "profiles/mkdir.json".into()
+            }
+        );
+        assert_eq!(p.containers[0].security.apparmor, Some(AppArmorProfile::Unconfined));
+        for (pod_sc, c_sc, f) in [
+            (
+                "{seccompProfile: {type: Strict}}",
+                "{}",
+                "spec.securityContext.seccompProfile.type",
+            ),
+            (
+                "{}",
+                "{seccompProfile: {type: Localhost}}",
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{}",
+                "{seccompProfile: {type: Localhost, localhostProfile: /etc/x.json}}",
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{seccompProfile: {type: Localhost, localhostProfile: ../x.json}}",
+                "{}",
+                "spec.securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{}",
+                "{seccompProfile: {type: RuntimeDefault, localhostProfile: x.json}}",
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{appArmorProfile: {type: Complain}}",
+                "{}",
+                "spec.securityContext.appArmorProfile.type",
+            ),
+            (
+                "{}",
+                "{appArmorProfile: {type: Localhost}}",
+                "spec.containers[0].securityContext.appArmorProfile.localhostProfile",
+            ),
+            (
+                "{}",
+                "{seLinuxOptions: {level: s0}}",
+                "spec.containers[0].securityContext.seLinuxOptions",
+            ),
+        ] {
+            assert_eq!(err_field(&pod_with(pod_sc, c_sc)), f, "{pod_sc} {c_sc}");
+        }
+    }
+
+    #[test]
+    fn pod_sysctls_must_be_namespaced_and_host_users_is_refused() {
+        for (sysctls, extra, reason) in [
+            ("[{name: vm.swappiness, value: \"1\"}]", "", "not a namespaced sysctl"),
+            ("[{name: kernel.hostname, value: x}]", "", "spec.hostname"),
+            ("[{name: \"net..x\", value: \"1\"}]", "", "not a sysctl name"),
+            (
+                "[{name: net.ipv4.ip_forward, value: \"1\"}]",
+                "  hostNetwork: true\n",
+                "hostNetwork",
+            ),
+            (
+                "[{name: kernel.sem, value: \"1\"}, {name: kernel/sem, value: \"2\"}]",
+                "",
+                "set twice",
+            ),
+        ] {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}  securityContext: {{sysctls: {sysctls}}}\n  containers: [{{name: c, image: busybox}}]\n"
+            );
+            let e = plan_of(&yaml).unwrap_err().to_string();
+            let idx = if reason == "set twice" { 1 } else { 0 };
+            assert!(
+                e.starts_with(&format!("spec.securityContext.sysctls[{idx}].name: ")) && e.contains(reason),
+                "{e}"
+            );
+        }
+        let e = plan_of("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostUsers: false\n  containers: [{name: c, image: busybox}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.hostUsers: ") && e.contains("user namespaces"),
+            "{e}"
+        );
+        assert!(plan_of("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostUsers: true\n  containers: [{name: c, image: busybox}]\n").is_ok());
+        assert_eq!(
+            err_field(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {container.apparmor.security.beta.kubernetes.io/c: unconfined}}\nspec: {containers: [{name: c, image: busybox}]}\n"
+            ),
+            "metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]"
+        );
     }
 
     #[test]

@@ -170,7 +170,12 @@ pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Result<Spec, ManifestErr
 /// against the kernel under `sys_root` (embedded mode; under CRI the runtime decides).
 ///
 /// Errors: the first profile that cannot be used, naming its field and file.
-pub fn check_profiles(plan: &PodPlan, seccomp_root: &Path, sys_root: &Path, apparmor: bool) -> Result<(), ManifestError> {
+pub fn check_profiles(
+    plan: &PodPlan,
+    seccomp_root: &Path,
+    sys_root: &Path,
+    apparmor: bool,
+) -> Result<(), ManifestError> {
     let none = HashSet::new();
     let privileged = plan.containers.iter().any(|c| c.security.privileged);
     security::seccomp(&plan.seccomp, privileged, &none, seccomp_root).map_err(security_field)?;
@@ -285,8 +290,8 @@ pub fn container_spec(
                 .map_err(security_field)?,
         );
     }
-    let filter =
-        security::seccomp(&c.security.seccomp, c.security.privileged, &caps, &rt.seccomp_root).map_err(security_field)?;
+    let filter = security::seccomp(&c.security.seccomp, c.security.privileged, &caps, &rt.seccomp_root)
+        .map_err(security_field)?;
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(c.security.read_only_root_filesystem));
     }
@@ -494,6 +499,129 @@ spec:
         let nss = spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
         assert!(nss.iter().all(|n| n.path().is_none()));
         assert!(nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+    }
+
+    fn busybox() -> ImageConfig {
+        ImageConfig {
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        }
+    }
+
+    fn syscall_allowed(spec: &Spec, name: &str) -> bool {
+        let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .any(|s| s.names().iter().any(|n| n == name) && s.args().as_ref().is_none_or(|a| a.is_empty()))
+    }
+
+    #[test]
+    fn every_process_of_the_pod_gets_its_seccomp_profile() {
+        let yaml = |pod: &str, c: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  securityContext: {pod}\n  containers:\n  - {{name: a, image: busybox, securityContext: {c}}}\n  - {{name: b, image: busybox, securityContext: {{privileged: true}}}}\n"
+            )
+        };
+        let p = plan(
+            &parse("t", &yaml("{}", "{capabilities: {add: [SYS_ADMIN]}}")).unwrap(),
+            8 << 30,
+        )
+        .unwrap();
+        let a = container_spec(&p, &p.containers[0], &busybox(), &rt()).unwrap();
+        assert!(syscall_allowed(&a, "unshare"), "CAP_SYS_ADMIN opens unshare");
+        assert!(!syscall_allowed(&a, "keyctl"));
+        let b = container_spec(&p, &p.containers[1], &busybox(), &rt()).unwrap();
+        assert!(b.linux().as_ref().unwrap().seccomp().is_none(), "privileged: no filter");
+        // The sandbox: none, as a container is privileged.
+        let sandbox = sandbox_spec(&p, &rt()).unwrap();
+        assert!(sandbox.linux().as_ref().unwrap().seccomp().is_none());
+        // Without the privileged container, the sandbox gets the pod's (RuntimeDefault).
+        let mut p2 = p.clone();
+        p2.containers.pop();
+        let sandbox = sandbox_spec(&p2, &rt()).unwrap();
+        assert!(!syscall_allowed(&sandbox, "unshare") && syscall_allowed(&sandbox, "read"));
+
+        // Localhost, from the root; a missing file names the field.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("mkdir.json"),
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}"#,
+        )
+        .unwrap();
+        let mut rt = rt();
+        rt.seccomp_root = root.path().to_path_buf();
+        let p = plan(
+            &parse(
+                "t",
+                &yaml(
+                    "{seccompProfile: {type: Localhost, localhostProfile: mkdir.json}}",
+                    "{seccompProfile: {type: Localhost, localhostProfile: missing.json}}",
+                ),
+            )
+            .unwrap(),
+            8 << 30,
+        )
+        .unwrap();
+        let e = container_spec(&p, &p.containers[0], &busybox(), &rt)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile: cannot read the seccomp profile "
+            ) && e.contains("missing.json"),
+            "{e}"
+        );
+        let e = check_profiles(&p, &rt.seccomp_root, &rt.sys_root, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.json"), "{e}");
+        let mut p3 = p.clone();
+        p3.containers.truncate(1);
+        p3.containers[0].security.seccomp = p.seccomp.clone();
+        let a = container_spec(&p3, &p3.containers[0], &busybox(), &rt).unwrap();
+        let filter = a.linux().as_ref().unwrap().seccomp().clone().unwrap();
+        assert_eq!(filter.syscalls().as_ref().unwrap()[0].errno_ret(), Some(38));
+        assert_eq!(
+            sandbox_spec(&p3, &rt).unwrap().linux().as_ref().unwrap().seccomp(),
+            &Some(filter)
+        );
+        assert!(check_profiles(&p3, &rt.seccomp_root, &rt.sys_root, true).is_ok());
+    }
+
+    #[test]
+    fn pod_sysctls_go_to_the_sandbox_and_apparmor_needs_the_kernel() {
+        let p = plan(
+            &parse(
+                "t",
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {supplementalGroups: [44], sysctls: [{name: kernel.shm_rmid_forced, value: \"1\"}]}\n  containers: [{name: c, image: busybox, securityContext: {appArmorProfile: {type: Localhost, localhostProfile: x}}}]\n",
+            )
+            .unwrap(),
+            8 << 30,
+        )
+        .unwrap();
+        let sandbox = sandbox_spec(&p, &rt()).unwrap();
+        let sysctl = sandbox.linux().as_ref().unwrap().sysctl().clone().unwrap();
+        assert_eq!(sysctl["kernel.shm_rmid_forced"], "1");
+        // rt()'s sysfs has no AppArmor: a Localhost profile is refused by its field.
+        let e = container_spec(&p, &p.containers[0], &busybox(), &rt())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.containers[0].securityContext.appArmorProfile.localhostProfile: Localhost: AppArmor is not enabled"),
+            "{e}"
+        );
+        let mut p = p;
+        p.containers[0].security.apparmor = None;
+        let c = container_spec(&p, &p.containers[0], &busybox(), &rt()).unwrap();
+        let proc = c.process().as_ref().unwrap();
+        assert_eq!(proc.user().additional_gids().as_deref(), Some(&[44][..]));
+        assert_eq!(proc.apparmor_profile(), &None);
+        assert!(
+            c.linux().as_ref().unwrap().sysctl().is_none(),
+            "sysctls are the sandbox's"
+        );
     }
 
     #[test]

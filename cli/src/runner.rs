@@ -642,9 +642,11 @@ pub fn run(
             namespace: plan.namespace.clone(),
         });
     }
-    crate::pods::check_profiles(plan, seccomp_root, Path::new(SYS_ROOT), true).map_err(|source| RunError::Profiles {
-        pod: plan.name.clone(),
-        source,
+    crate::pods::check_profiles(plan, seccomp_root, Path::new(SYS_ROOT), true).map_err(|source| {
+        RunError::Profiles {
+            pod: plan.name.clone(),
+            source,
+        }
     })?;
     // Images first: a missing one fails the pod before anything exists.
     let store = paths.images()?;
