@@ -593,7 +593,7 @@ impl Cri {
                 });
             }
         };
-        if let Err(e) = self.create_and_start(&id, &config, plan, &uid, &images, seccomp_root, progress) {
+        if let Err(e) = self.create_and_start(&id, &config, plan, &images, seccomp_root, progress) {
             let _ = self.remove(&id, &config, Duration::ZERO);
             return Err(e);
         }
@@ -605,11 +605,11 @@ impl Cri {
         id: &str,
         sandbox: &api::PodSandboxConfig,
         plan: &PodPlan,
-        uid: &str,
         images: &[String],
         seccomp_root: &Path,
         progress: &dyn Fn(&str),
     ) -> Result<()> {
+        let uid = sandbox.metadata.as_ref().map_or("", |m| m.uid.as_str());
         let ip = self
             .sandbox_status(id)?
             .status
