@@ -386,8 +386,13 @@ pub fn env_value(plan: &PodPlan, value: &EnvValue, uid: &str, ip: &str) -> Strin
     }
 }
 
+/// What `privileged` and `add: [ALL]` grant: every capability this process has, as
+/// containerd's `oci.WithAllCurrentCapabilities` (`cap.Current()`, the effective set) —
+/// not every capability the kernel knows, which capset refuses where the CLI's own
+/// bounding set lacks one (a host without CAP_SYS_RESOURCE).
 fn all_capabilities() -> HashSet<Capability> {
-    caps::all()
+    caps::read(None, caps::CapSet::Effective)
+        .unwrap_or_else(|_| caps::all())
         .into_iter()
         .filter_map(|c| c.to_string().trim_start_matches("CAP_").parse::<Capability>().ok())
         .collect()

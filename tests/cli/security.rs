@@ -118,7 +118,7 @@ pub fn localhost_profiles_apply_privileged_ignores_them_and_pod_sysctls_apply(mo
     let want = if host_before.trim() == "1" { "0" } else { "1" };
     let local = "{seccompProfile: {type: Localhost, localhostProfile: profiles/mkdir-enosys.json}}";
     let script =
-        "grep ^Seccomp: /proc/self/status; cat /proc/sys/kernel/shm_rmid_forced; mkdir /tmp/d 2>&1; echo mkdir-rc=$?";
+        "grep -H ^Seccomp: /proc/self/status; cat /proc/sys/kernel/shm_rmid_forced; mkdir /tmp/d 2>&1; echo mkdir-rc=$?";
     let yaml = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: seccomp-local}}\nspec:\n  terminationGracePeriodSeconds: 1\n  securityContext:\n    sysctls: [{{name: kernel.shm_rmid_forced, value: \"{want}\"}}]\n  containers:\n{}{}",
         container("local", local, script),
