@@ -1140,6 +1140,12 @@ fn namespace_options(plan: &PodPlan) -> api::NamespaceOption {
     }
 }
 
+/// Capability names as kubelet hands them to CRI: as in the manifest, without `CAP_`
+/// (the plan normalizes them with it; `ALL` stays).
+fn cri_capabilities(caps: &[String]) -> Vec<String> {
+    caps.iter().map(|c| c.trim_start_matches("CAP_").to_string()).collect()
+}
+
 /// A seccomp profile as kubelet hands it to CRI (`kuberuntime/helpers.go`
 /// `fieldProfile`): `Localhost` by absolute path, root joined with `localhostProfile`
 /// (containerd 1.6 reads `localhost_ref` as a file path).
@@ -1221,9 +1227,11 @@ fn container_config(
     };
     let sec = &c.security;
     let security_context = api::LinuxContainerSecurityContext {
+        // CRI capabilities carry no `CAP_` prefix: containerd adds one (`WithCapabilities`
+        // in pkg/cri/opts/spec_linux.go), so `CAP_SYS_ADMIN` became `CAP_CAP_SYS_ADMIN`.
         capabilities: Some(api::Capability {
-            add_capabilities: sec.capabilities_add.clone(),
-            drop_capabilities: sec.capabilities_drop.clone(),
+            add_capabilities: cri_capabilities(&sec.capabilities_add),
+            drop_capabilities: cri_capabilities(&sec.capabilities_drop),
             ..Default::default()
         }),
         privileged: sec.privileged,
@@ -1308,6 +1316,11 @@ mod tests {
             })
         );
         assert_eq!(a.apparmor.unwrap().localhost_ref, "k8s-x");
+        assert_eq!(
+            cri_capabilities(&["CAP_SYS_ADMIN".into(), "ALL".into()]),
+            ["SYS_ADMIN", "ALL"],
+            "containerd adds the CAP_ prefix itself"
+        );
         // b inherits the pod's Unconfined, explicitly (containerd reads a missing one as
         // the deprecated path field, empty: unconfined too).
         assert_eq!(sec(1).seccomp.unwrap().profile_type, i32::from(ProfileType::Unconfined));
