@@ -17,10 +17,12 @@ export CARGO_TERM_COLOR ?= never
 
 # Debian packages the tests use: the baseline runtime and containerd (shim tests), busybox
 # for test images, CNI plugins, image tools, protoc for CRI code generation, and the
-# kernel + qemu for the cgroup v2 VM suite, crun as a second baseline for `make bench`.
+# kernel + qemu for the cgroup v2 VM suite, crun as a second baseline for `make bench`,
+# libseccomp-dev: the sandbox crate links libseccomp to compile `linux.seccomp` to BPF.
 DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci skopeo \
 	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
-	docker-registry attr
+	docker-registry attr \
+	libseccomp-dev
 
 # The binaries: the shim, its init helper and pause (the sandbox crate's own processes),
 # and the peapod CLI.

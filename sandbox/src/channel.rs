@@ -20,6 +20,7 @@ use oci_spec::runtime::{Process, Spec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::seccomp::Program;
 use crate::spec::NamespacePlan;
 
 /// Largest message: a spec with many mounts and env entries stays far below this.
@@ -159,7 +160,8 @@ pub enum FromChild {
     Ready {
         /// Time spent on the mount table (mounts, /dev, pivot_root, finalize), µs.
         rootfs_us: u64,
-        /// Time spent on process settings (user, caps, rlimits, cwd, program lookup), µs.
+        /// Time spent on process settings (user, caps, rlimits, cwd, program lookup, and
+        /// the seccomp load when `noNewPrivileges` is off), µs.
         process_us: u64,
     },
     /// Setup failed at `stage`; `error` is the full cause chain.
@@ -182,6 +184,9 @@ pub struct InitConfig {
     pub namespaces: Vec<NamespacePlan>,
     /// The host runs the unified cgroup v2 hierarchy.
     pub cgroup_v2: bool,
+    /// `linux.seccomp`, compiled by the runtime ([`crate::seccomp::compile`]); init only
+    /// loads it, in the order [`crate::seccomp`] describes.
+    pub seccomp: Option<Program>,
 }
 
 /// Everything an exec'd process needs.
@@ -192,4 +197,7 @@ pub struct ExecConfig {
     pub target: i32,
     /// The process to run.
     pub process: Process,
+    /// The container's compiled `linux.seccomp`: exec'd processes get the container's
+    /// filter, as under runc.
+    pub seccomp: Option<Program>,
 }

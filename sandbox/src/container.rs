@@ -29,6 +29,7 @@ use crate::cgroups::{Cgroup, CgroupError, Stats};
 use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
 use crate::init::{HELPER_CHANNEL_FD, INIT_ENV};
 use crate::rootfs::{self, RootfsError, RootfsMount};
+use crate::seccomp::Program;
 use crate::spec::{self, SpecError};
 use crate::sys::{self, SysError};
 
@@ -133,6 +134,11 @@ pub struct State {
     /// ([`Container::record_exit`]), as no kernel pid namespace teardown does it.
     #[serde(default)]
     pub shares_pid_namespace: bool,
+    /// `linux.seccomp` compiled at create ([`crate::seccomp::compile`]), kept so that
+    /// processes exec'd later, also from a container loaded from this state, get the
+    /// container's filter; `None` without a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<Program>,
 }
 
 /// A lifecycle operation that failed. `id` names the container.
@@ -239,6 +245,11 @@ pub struct Timings {
     pub spawn_us: u64,
     /// Joining and creating namespaces (in the helper).
     pub namespaces_us: u64,
+    /// Compiling `linux.seccomp` into BPF in the runtime (libseccomp, export included),
+    /// after validation and before anything is created; zero without a profile. Loading
+    /// the program in init is part of `process_us` without `process.noNewPrivileges` and
+    /// of `start_us` with it (it then runs right before `execve`).
+    pub seccomp_us: u64,
     /// Building the mount table (in init).
     pub rootfs_us: u64,
     /// Applying process settings (in init).
@@ -314,6 +325,13 @@ impl Container {
         // other callers: the directory is checked like any rootfs.
         let plan = spec::validate(&opts.id, &bundle, &oci)?;
         let validate_us = micros(begun);
+        // Compiled here, so a bad profile fails before any state, cgroup or process exists.
+        let t = Instant::now();
+        let seccomp = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(profile) => Some(crate::seccomp::compile(profile).map_err(SpecError::from)?),
+            None => None,
+        };
+        let seccomp_us = micros(t);
 
         let dir = config.state_root.join(&opts.id);
         // The state root 0711, each container's directory 0700 (crate::hostdir).
@@ -351,6 +369,7 @@ impl Container {
                     .namespaces
                     .iter()
                     .any(|n| n.kind == crate::namespaces::NamespaceKind::Pid && n.path.is_none()),
+                seccomp,
             },
             pidfd: None,
             chan: None,
@@ -359,6 +378,7 @@ impl Container {
             timings: Timings::default(),
         };
         c.timings.validate_us = validate_us;
+        c.timings.seccomp_us = seccomp_us;
         match c.create_inner(&plan, &opts.rootfs_mounts, opts.stdio) {
             Ok(()) => {
                 c.timings.total_us = micros(begun);
@@ -407,6 +427,7 @@ impl Container {
             rootfs: plan.rootfs.clone(),
             namespaces: plan.namespaces.clone(),
             cgroup_v2: v2,
+            seccomp: self.state.seccomp.clone(),
         }));
         let t = Instant::now();
         let (chan, pid) = self.spawn(&cfg, stdio, None)?;
@@ -749,8 +770,10 @@ impl Container {
     }
 
     /// Runs `process` inside the running container: it joins all of init's namespaces
-    /// (through init's pidfd, see [`crate::namespaces::join_all_of`]) and its cgroup, and gets its own user, capabilities, env and cwd. Returns once the
-    /// program has been exec'd.
+    /// (through init's pidfd, see [`crate::namespaces::join_all_of`]) and its cgroup, and
+    /// gets its own user, capabilities, env and cwd, and the container's seccomp filter
+    /// (as `runc exec`; loaded in the order [`crate::seccomp`] describes, by the
+    /// process's own `noNewPrivileges`). Returns once the program has been exec'd.
     ///
     /// Errors: [`Error::Spec`] for an invalid process, [`Error::InvalidStatus`] unless
     /// `Running`, [`Error::Init`] with the cause when setup or exec fails (stage
@@ -779,6 +802,7 @@ impl Container {
         let msg = ToChild::Exec(Box::new(ExecConfig {
             target,
             process: process.clone(),
+            seccomp: self.state.seccomp.clone(),
         }));
         let (chan, pid) = self.spawn(&msg, stdio, Some(init))?;
         let pidfd = sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?;

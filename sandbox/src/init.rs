@@ -20,6 +20,8 @@
 //!
 //! Container init then waits for `Continue`, builds its mount table, applies the process
 //! settings, reports `Ready`, and blocks until `Start`, when it `execve`s the program.
+//! Its seccomp filter, compiled by the runtime, is loaded before the process settings
+//! without `noNewPrivileges` and right before `execve` with it ([`crate::seccomp`]).
 //! Exec'd processes take the same path but join the namespaces of the running init,
 //! through the pidfd of init that comes with [`ToChild::Exec`] (never by pid, which the
 //! kernel may have given to another process once init exited).
@@ -216,9 +218,14 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     rootfs::finalize(&cfg.spec).stage("rootfs")?;
     let rootfs_us = micros(t);
     let t = Instant::now();
+    let no_new_privs = process.no_new_privileges() == Some(true);
+    if !no_new_privs {
+        load_seccomp(cfg.seccomp.as_ref())?;
+    }
     process::apply(process).stage("process")?;
     process::enter_cwd(process).stage("process")?;
     let program = process::find_program(process).stage("process")?;
+    let execve = process::prepare_exec(process, &program).stage("process")?;
     // Nothing the runtime had open may reach the program (CVE-2024-21626); our channel is
     // close-on-exec already, so its closing tells the runtime that exec succeeded.
     sys::cloexec_from(3).stage("process")?;
@@ -227,7 +234,20 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     chan.send(&FromChild::Ready { rootfs_us, process_us })
         .stage("channel")?;
     wait_for(chan, "start")?;
-    Err(process::exec(process, &program)).stage("exec")
+    if no_new_privs {
+        load_seccomp(cfg.seccomp.as_ref())?;
+    }
+    Err(process::exec(&execve, &program)).stage("exec")
+}
+
+/// Loads the container's seccomp filter, if it has one (see [`crate::seccomp`] for when:
+/// right before `execve` with `noNewPrivileges`, else before the uid change and the
+/// capability drop, as runc orders it). A failure is stage `seccomp`, with the errno.
+fn load_seccomp(program: Option<&crate::seccomp::Program>) -> Result<(), Failure> {
+    match program {
+        Some(p) => p.load().stage("seccomp"),
+        None => Ok(()),
+    }
 }
 
 /// Opens a pty in the container's devpts (so `tty` names a path that exists inside),
@@ -268,10 +288,18 @@ fn exec_process(chan: &Channel, cfg: &ExecConfig) -> Result<Infallible, Failure>
     if cfg.process.terminal() == Some(true) {
         console(chan, &cfg.process)?;
     }
+    let no_new_privs = cfg.process.no_new_privileges() == Some(true);
+    if !no_new_privs {
+        load_seccomp(cfg.seccomp.as_ref())?;
+    }
     process::apply(&cfg.process).stage("process")?;
     process::enter_cwd(&cfg.process).stage("process")?;
     let program = process::find_program(&cfg.process).stage("process")?;
+    let execve = process::prepare_exec(&cfg.process, &program).stage("process")?;
     sys::cloexec_from(3).stage("process")?;
     sys::reset_signals().stage("process")?;
-    Err(process::exec(&cfg.process, &program)).stage("exec")
+    if no_new_privs {
+        load_seccomp(cfg.seccomp.as_ref())?;
+    }
+    Err(process::exec(&execve, &program)).stage("exec")
 }

@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use caps::{CapSet, CapsHashSet};
 use nix::sys::resource::setrlimit;
 use nix::sys::stat::{umask, Mode};
-use nix::unistd::{chdir, execve, setgroups, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{chdir, setgroups, setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::{Capabilities, PosixRlimitType, Process};
 
 // Which rlimits exist is checked with the spec; re-exported where they are applied.
 pub use crate::spec::rlimit_resource;
 use crate::spec::DEFAULT_PATH;
+use crate::sys;
 
 /// A process setting that failed in container init or an exec'd process.
 #[derive(Debug, thiserror::Error)]
@@ -236,33 +237,30 @@ pub fn find_program(process: &Process) -> Result<PathBuf> {
     Err(ProcessError::NotFound { program, path })
 }
 
-/// Replaces the calling process with `process.args` and `process.env`. Returns only on
-/// failure.
-pub fn exec(process: &Process, program: &Path) -> ProcessError {
+/// Builds the `execve` arrays for `program` with `process.args` and `process.env`, ahead
+/// of [`exec`], so that nothing allocates between loading a seccomp filter and `execve`.
+///
+/// Errors: [`ProcessError::Nul`] for a string holding a NUL byte.
+pub fn prepare_exec(process: &Process, program: &Path) -> Result<sys::ExecArgs> {
     let to_c = |field, items: &[String]| -> Result<Vec<CString>> {
         items
             .iter()
             .map(|s| CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul { field }))
             .collect()
     };
-    let args = match to_c("args", process.args().as_deref().unwrap_or_default()) {
-        Ok(a) => a,
-        Err(e) => return e,
-    };
-    let env = match to_c("env", process.env().as_deref().unwrap_or_default()) {
-        Ok(e) => e,
-        Err(e) => return e,
-    };
-    let prog = match CString::new(program.as_os_str().as_bytes()) {
-        Ok(p) => p,
-        Err(_) => return ProcessError::Nul { field: "args" },
-    };
-    match execve(&prog, &args, &env) {
-        Err(source) => ProcessError::Exec {
-            program: program.to_path_buf(),
-            source,
-        },
-        Ok(never) => match never {},
+    let args = to_c("args", process.args().as_deref().unwrap_or_default())?;
+    let env = to_c("env", process.env().as_deref().unwrap_or_default())?;
+    let prog = CString::new(program.as_os_str().as_bytes()).map_err(|_| ProcessError::Nul { field: "args" })?;
+    Ok(sys::ExecArgs::new(prog, args, env))
+}
+
+/// Replaces the calling process with the prepared program (see [`prepare_exec`]).
+/// Returns only on failure; `program` names it in the error.
+pub fn exec(prepared: &sys::ExecArgs, program: &Path) -> ProcessError {
+    let source = prepared.execve();
+    ProcessError::Exec {
+        program: program.to_path_buf(),
+        source,
     }
 }
 

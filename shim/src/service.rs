@@ -427,6 +427,7 @@ impl Service {
         tracing::info!(
             id = %req.id,
             validate_us = t.validate_us,
+            seccomp_us = t.seccomp_us,
             cgroup_us = t.cgroup_us,
             spawn_us = t.spawn_us,
             namespaces_us = t.namespaces_us,

@@ -4,7 +4,10 @@
 //! Rows, all through CRI as the kubelet drives a runtime:
 //!
 //! 1. pod ready: RunPodSandbox → a sidecar and an app container both running
-//!    (CreateContainer + StartContainer each, "running" per ContainerStatus);
+//!    (CreateContainer + StartContainer each, "running" per ContainerStatus), pod and
+//!    containers under `seccompProfile: RuntimeDefault` (containerd's default profile, as
+//!    the kubelet's `--seccomp-default` asks; peapod-embedded runs whatever its CLI
+//!    applies by default);
 //! 2. ExecSync of `/bin/true` in the running app container (several per pod);
 //! 3. teardown: StopPodSandbox + RemovePodSandbox of that pod, both containers running;
 //! 4. churn: N sequential create/start/wait-for-exit/remove of `/bin/true` in one pod,

@@ -137,14 +137,41 @@ pub struct PodTimes {
     pub teardown: Duration,
 }
 
-/// One pod the kubelet's way: RunPodSandbox, CreateContainer + StartContainer of a
-/// sidecar and then an app container (both `sleep`), until ContainerStatus says both run;
+/// `seccompProfile: RuntimeDefault` on the pod and its containers, as the kubelet sends it
+/// with `--seccomp-default` or the `restricted` Pod Security Standard: containerd writes its
+/// default profile into each spec (`linux.seccomp`), which the runtime compiles and loads.
+fn runtime_default_seccomp(
+    pod: &mut api::PodSandboxConfig,
+    containers: &mut [&mut api::ContainerConfig],
+) -> Result<()> {
+    let profile = || api::SecurityProfile {
+        profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    };
+    pod.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .context("pod config has no security context")?
+        .seccomp = Some(profile());
+    for c in containers {
+        c.linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .context("container config has no security context")?
+            .seccomp = Some(profile());
+    }
+    Ok(())
+}
+
+/// One pod the kubelet's way, under `RuntimeDefault` seccomp: RunPodSandbox,
+/// CreateContainer + StartContainer of a sidecar and then an app container (both `sleep`), until ContainerStatus says both run;
 /// then `execs` ExecSyncs of `/bin/true` in the app; then StopPodSandbox +
 /// RemovePodSandbox.
 pub fn pod_cycle(b: &Bench, handler: &str, execs: usize) -> Result<PodTimes> {
-    let config = cri::pod_config(b.ctrd, "bench")?;
-    let sidecar = container_config("sidecar", &["sleep", "3600"]);
-    let app = container_config("app", &["sleep", "3600"]);
+    let mut config = cri::pod_config(b.ctrd, "bench")?;
+    let mut sidecar = container_config("sidecar", &["sleep", "3600"]);
+    let mut app = container_config("app", &["sleep", "3600"]);
+    runtime_default_seccomp(&mut config, &mut [&mut sidecar, &mut app])?;
     let begun = Instant::now();
     let pod = run_pod_with(b, handler, config)?;
     let measured = (|| -> Result<_> {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -74,10 +75,21 @@ fn ctr_peapod_run_detached(ctrd: &Containerd, id: &str, script: &str) -> Result<
 }
 
 fn task_status(ctrd: &Containerd, id: &str) -> Result<String> {
+    task_column(ctrd, id, 2)
+}
+
+/// The host pid of task `id`'s init, from `ctr task ls`.
+fn task_pid(ctrd: &Containerd, id: &str) -> Result<u32> {
+    let pid = task_column(ctrd, id, 1)?;
+    pid.parse().with_context(|| format!("task {id}: pid {pid:?}"))
+}
+
+/// Column `n` (0 TASK, 1 PID, 2 STATUS) of task `id`'s line in `ctr task ls`.
+fn task_column(ctrd: &Containerd, id: &str, n: usize) -> Result<String> {
     let out = ctrd.ctr_ok(&["task", "ls"])?;
     out.lines()
         .find(|l| l.split_whitespace().next() == Some(id))
-        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|l| l.split_whitespace().nth(n))
         .map(str::to_string)
         .with_context(|| format!("task {id} not listed: {out}"))
 }
@@ -164,12 +176,33 @@ pub fn ctr_exec_tty_metrics_pause_resume_kill(ctrd: &Containerd) -> Result<()> {
 /// `ctr run -d` then `ctr task attach`: output produced after attaching reaches ctr.
 pub fn ctr_run_detached_then_attach(ctrd: &Containerd) -> Result<()> {
     let id = unique_name("attach");
-    ctr_peapod_run_detached(ctrd, &id, "sleep 1; echo attached-output; exit 6")?;
+    // The task prints until the test, having read a line through attach, creates
+    // /attached in its root: attach is then known to be connected, whatever the load (a
+    // fixed `sleep 1` before the output lost it once attach took longer in a loaded VM).
+    // Bounded (60 s), so a broken attach fails the test rather than hanging it.
+    ctr_peapod_run_detached(
+        ctrd,
+        &id,
+        "i=0; while [ ! -e /attached ] && [ $i -lt 600 ]; do echo attached-output; sleep 0.1; i=$((i+1)); done; \
+         echo last-line; exit 6",
+    )?;
     let result = (|| {
-        let out = ctrd.ctr(&["task", "attach", &id])?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        ensure!(stdout.contains("attached-output"), "attach stdout {stdout:?}");
-        ensure!(out.status.code() == Some(6), "attach exit {:?}", out.status);
+        let mut attach = ctrd.ctr_spawn(&["task", "attach", &id])?;
+        let mut stdout = BufReader::new(attach.stdout.take().context("attach stdout")?);
+        let mut first = String::new();
+        stdout.read_line(&mut first).context("read attach stdout")?;
+        let pid = task_pid(ctrd, &id)?;
+        let told = fs::write(format!("/proc/{pid}/root/attached"), "").context("create /attached in the task's root");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).context("read attach stdout")?;
+        let status = attach.wait().context("wait for ctr task attach")?;
+        told?;
+        ensure!(first.trim() == "attached-output", "attach's first line {first:?}");
+        ensure!(
+            rest.trim_end().ends_with("last-line"),
+            "attach stdout after the first line {rest:?}"
+        );
+        ensure!(status.code() == Some(6), "attach exit {status:?}");
         Ok(())
     })();
     let _ = ctrd.ctr(&["task", "delete", &id]);

@@ -26,6 +26,7 @@ use anyhow::{ensure, Context, Result};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, MountBuilder};
 use peapod::embedded::Shim;
 use peapod_tests::containerd::peapod_shim;
+use peapod_tests::seccomp;
 use peapod_tests::{run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn};
 
 /// What the sentinel `null` in the host directory holds.
@@ -1131,6 +1132,166 @@ fn runc_lxcfs_binds_over_proc_files_still_work() -> Result<()> {
     proc_allowlist("escape-lxcfs-runc", runc_run)
 }
 
+// Class: the kernel's attack surface (issue 13): a seccomp profile's refusals hold inside
+// the container, for init and for exec'd processes, and give the same answers under runc
+// (`linux.seccomp` in the same bundle). unshare(CLONE_NEWUSER) is the entry to
+// CVE-2022-0185 and CVE-2024-1086; the profiles here refuse it, or one personality value,
+// or everything unlisted, and check the errno the container sees.
+
+/// Runs `script` with `profile` as `linux.seccomp` through `run`; returns its output.
+fn seccomp_run(
+    name: &str,
+    profile: oci_spec::runtime::LinuxSeccomp,
+    script: &str,
+    run: fn(&Bundle) -> Result<Output>,
+) -> Result<Output> {
+    let mut b = Bundle::new(name, &["sh", "-c", script])?;
+    seccomp::set(&mut b.spec, profile)?;
+    run(&b)
+}
+
+fn seccomp_unshare_of_a_user_namespace(name: &str, run: fn(&Bundle) -> Result<Output>) -> Result<()> {
+    let out = seccomp_run(
+        name,
+        seccomp::errno_for(&["unshare"], seccomp::EDQUOT)?,
+        "unshare -U true; echo unshare=$?; grep -E '^Seccomp:' /proc/self/status",
+        run,
+    )?;
+    ensure!(
+        out.stdout == "unshare=1\nSeccomp:\t2\n" && out.stderr.contains(seccomp::EDQUOT_TEXT),
+        "unshare(CLONE_NEWUSER) was not refused with the profile's errno: {out:?}"
+    );
+    Ok(())
+}
+
+fn seccomp_refuses_unshare_of_a_user_namespace_with_the_chosen_errno() -> Result<()> {
+    seccomp_unshare_of_a_user_namespace("escape-sc-unshare", |b| b.run())
+}
+
+fn runc_seccomp_refuses_unshare_of_a_user_namespace_with_the_chosen_errno() -> Result<()> {
+    seccomp_unshare_of_a_user_namespace("escape-sc-unshare-runc", runc_run)
+}
+
+fn seccomp_personality(name: &str, run: fn(&Bundle) -> Result<Output>) -> Result<()> {
+    let out = seccomp_run(
+        name,
+        seccomp::personality_refused(seccomp::PER_LINUX32)?,
+        "linux32 true; echo linux32=$?; linux64 true; echo linux64=$?",
+        run,
+    )?;
+    ensure!(
+        out.stdout == "linux32=1\nlinux64=0\n" && out.stderr.contains("Operation not permitted"),
+        "personality(PER_LINUX32) alone should be refused: {out:?}"
+    );
+    Ok(())
+}
+
+fn seccomp_argument_filter_refuses_one_personality_value_only() -> Result<()> {
+    seccomp_personality("escape-sc-args", |b| b.run())
+}
+
+fn runc_seccomp_argument_filter_refuses_one_personality_value_only() -> Result<()> {
+    seccomp_personality("escape-sc-args-runc", runc_run)
+}
+
+fn seccomp_default_errno(name: &str, run: fn(&Bundle) -> Result<Output>) -> Result<()> {
+    let out = seccomp_run(
+        name,
+        seccomp::all_but(&["mkdir", "mkdirat"])?,
+        "mkdir /tmp/d; echo mkdir=$?; echo > /tmp/f && echo wrote",
+        run,
+    )?;
+    ensure!(
+        out.stdout == "mkdir=1\nwrote\n" && out.stderr.contains(seccomp::ETXTBSY_TEXT),
+        "mkdir should get defaultErrnoRet (ETXTBSY): {out:?}"
+    );
+    Ok(())
+}
+
+fn seccomp_default_errno_ret_answers_unlisted_syscalls() -> Result<()> {
+    seccomp_default_errno("escape-sc-default", |b| b.run())
+}
+
+fn runc_seccomp_default_errno_ret_answers_unlisted_syscalls() -> Result<()> {
+    seccomp_default_errno("escape-sc-default-runc", runc_run)
+}
+
+fn seccomp_log(name: &str, run: fn(&Bundle) -> Result<Output>) -> Result<()> {
+    let out = seccomp_run(
+        name,
+        seccomp::log_only(&["mkdir", "mkdirat"])?,
+        "mkdir /tmp/d && echo made; grep -E '^Seccomp:' /proc/self/status",
+        run,
+    )?;
+    ensure!(
+        out.stdout == "made\nSeccomp:\t2\n",
+        "SCMP_ACT_LOG blocked, or no filter: {out:?}"
+    );
+    Ok(())
+}
+
+fn seccomp_log_action_does_not_block() -> Result<()> {
+    seccomp_log("escape-sc-log", |b| b.run())
+}
+
+fn runc_seccomp_log_action_does_not_block() -> Result<()> {
+    seccomp_log("escape-sc-log-runc", runc_run)
+}
+
+/// An exec'd process (a second way in, as `kubectl exec`) gets the container's filter,
+/// with and without no_new_privs; the filter is on init as seen from the host.
+fn seccomp_filters_exec_d_processes() -> Result<()> {
+    let mut b = Bundle::new("escape-sc-exec", &["sleep", "30"])?;
+    seccomp::set(&mut b.spec, seccomp::errno_for(&["unshare"], seccomp::EDQUOT)?)?;
+    let mut c = b.start(sandbox::Stdio::default())?;
+    let pid = c.pid().context("pid")?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let mut results = Vec::new();
+    for nnp in [true, false] {
+        let (r, w) = peapod_tests::pipe()?;
+        let (er, ew) = peapod_tests::pipe()?;
+        let proc = oci_spec::runtime::ProcessBuilder::default()
+            .args(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                "unshare -U true; echo unshare=$?".to_string(),
+            ])
+            .env(vec!["PATH=/bin".to_string()])
+            .cwd("/")
+            .no_new_privileges(nnp)
+            .build()?;
+        let (out, err) = (peapod_tests::reader(r), peapod_tests::reader(er));
+        let code: Result<i32> = c
+            .exec(
+                &proc,
+                sandbox::Stdio {
+                    stdout: Some(w),
+                    stderr: Some(ew),
+                    ..Default::default()
+                },
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|e| Ok(e.wait()?));
+        results.push((nnp, code, out.join().expect("reader")?, err.join().expect("reader")?));
+    }
+    c.kill(nix::sys::signal::Signal::SIGKILL, false)?;
+    c.wait()?;
+    b.delete(c, false)?;
+    let st = peapod_tests::proc_status(&status);
+    ensure!(
+        st["Seccomp"] == "2",
+        "container init seen from the host: Seccomp {}",
+        st["Seccomp"]
+    );
+    for (nnp, code, out, err) in results {
+        ensure!(
+            code? == 0 && out == "unshare=1\n" && err.contains(seccomp::EDQUOT_TEXT),
+            "exec'd process (noNewPrivileges {nnp}) was not filtered: {out:?} {err:?}"
+        );
+    }
+    Ok(())
+}
+
 /// Every path under `root` (not following symlinks) with its kind.
 fn tree(root: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -1904,6 +2065,42 @@ fn main() {
         (
             "peapod::container_init_is_not_dumpable_during_setup",
             container_init_is_not_dumpable_during_setup,
+        ),
+        (
+            "peapod::seccomp_refuses_unshare_of_a_user_namespace_with_the_chosen_errno",
+            seccomp_refuses_unshare_of_a_user_namespace_with_the_chosen_errno,
+        ),
+        (
+            "runc::seccomp_refuses_unshare_of_a_user_namespace_with_the_chosen_errno",
+            runc_seccomp_refuses_unshare_of_a_user_namespace_with_the_chosen_errno,
+        ),
+        (
+            "peapod::seccomp_argument_filter_refuses_one_personality_value_only",
+            seccomp_argument_filter_refuses_one_personality_value_only,
+        ),
+        (
+            "runc::seccomp_argument_filter_refuses_one_personality_value_only",
+            runc_seccomp_argument_filter_refuses_one_personality_value_only,
+        ),
+        (
+            "peapod::seccomp_default_errno_ret_answers_unlisted_syscalls",
+            seccomp_default_errno_ret_answers_unlisted_syscalls,
+        ),
+        (
+            "runc::seccomp_default_errno_ret_answers_unlisted_syscalls",
+            runc_seccomp_default_errno_ret_answers_unlisted_syscalls,
+        ),
+        (
+            "peapod::seccomp_log_action_does_not_block",
+            seccomp_log_action_does_not_block,
+        ),
+        (
+            "runc::seccomp_log_action_does_not_block",
+            runc_seccomp_log_action_does_not_block,
+        ),
+        (
+            "peapod::seccomp_filters_exec_d_processes",
+            seccomp_filters_exec_d_processes,
         ),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);

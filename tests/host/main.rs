@@ -16,6 +16,7 @@ use oci_spec::runtime::{
     LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
     ProcessBuilder, UserBuilder,
 };
+use peapod_tests::seccomp;
 use peapod_tests::*;
 use sandbox::cgroups;
 use sandbox::{Error, Status, Stdio};
@@ -184,6 +185,8 @@ fn capabilities_and_no_new_privs_apply() -> Result<()> {
     let b = Bundle::new("caps", &["cat", "/proc/self/status"])?;
     let out = b.run()?;
     let st = proc_status(&out.stdout);
+    // No `linux.seccomp`, no filter.
+    ensure!(st["Seccomp"] == "0", "Seccomp {} without a profile", st["Seccomp"]);
     let want = format!("{:016x}", cap_mask(&default_caps()));
     ensure!(st["CapEff"] == want, "CapEff {} want {want}", st["CapEff"]);
     ensure!(st["CapBnd"] == want, "CapBnd {} want {want}", st["CapBnd"]);
@@ -946,6 +949,214 @@ fn duplicate_ids_are_refused() -> Result<()> {
     Ok(())
 }
 
+// seccomp (`linux.seccomp`, sandbox::seccomp): each profile's effect seen from inside the
+// container, the filter seen from the host, bad profiles refused by field.
+
+/// `Seccomp` and `Seccomp_filters` of `/proc/<pid>/status` text.
+fn seccomp_status(status: &str) -> (String, String) {
+    let st = proc_status(status);
+    (
+        st.get("Seccomp").cloned().unwrap_or_default(),
+        st.get("Seccomp_filters").cloned().unwrap_or_default(),
+    )
+}
+
+fn seccomp_errno_rule_returns_the_chosen_errno() -> Result<()> {
+    let mut b = Bundle::new(
+        "sc-errno",
+        &sh("unshare -U true; echo unshare=$?; grep -E '^Seccomp(_filters)?:' /proc/self/status; mkdir /tmp/d && echo made"),
+    )?;
+    seccomp::set(&mut b.spec, seccomp::errno_for(&["unshare"], seccomp::EDQUOT)?)?;
+    let out = b.run()?;
+    ensure!(
+        out.stderr.contains(seccomp::EDQUOT_TEXT),
+        "unshare was not refused with EDQUOT: {out:?}"
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    ensure!(
+        lines.len() == 4 && lines[0] == "unshare=1" && lines[3] == "made",
+        "{out:?}"
+    );
+    let (mode, filters) = seccomp_status(&out.stdout);
+    ensure!(
+        mode == "2" && filters == "1",
+        "Seccomp {mode}, Seccomp_filters {filters}: {out:?}"
+    );
+    Ok(())
+}
+
+fn seccomp_argument_filter_refuses_one_personality_value_only() -> Result<()> {
+    let mut b = Bundle::new(
+        "sc-args",
+        &sh("linux32 true; echo linux32=$?; linux64 true; echo linux64=$?"),
+    )?;
+    seccomp::set(&mut b.spec, seccomp::personality_refused(seccomp::PER_LINUX32)?)?;
+    let out = b.run()?;
+    ensure!(out.stdout == "linux32=1\nlinux64=0\n", "{out:?}");
+    ensure!(out.stderr.contains("Operation not permitted"), "{out:?}");
+    Ok(())
+}
+
+fn seccomp_default_errno_ret_answers_unlisted_syscalls() -> Result<()> {
+    let mut b = Bundle::new(
+        "sc-default",
+        &sh("mkdir /tmp/d; echo mkdir=$?; echo > /tmp/f && echo wrote"),
+    )?;
+    seccomp::set(&mut b.spec, seccomp::all_but(&["mkdir", "mkdirat"])?)?;
+    let out = b.run()?;
+    ensure!(out.stdout == "mkdir=1\nwrote\n", "{out:?}");
+    ensure!(
+        out.stderr.contains(seccomp::ETXTBSY_TEXT),
+        "mkdir did not get defaultErrnoRet: {out:?}"
+    );
+    Ok(())
+}
+
+fn seccomp_log_action_does_not_block() -> Result<()> {
+    let mut b = Bundle::new(
+        "sc-log",
+        &sh("mkdir /tmp/d && echo made; grep -E '^Seccomp:' /proc/self/status"),
+    )?;
+    seccomp::set(&mut b.spec, seccomp::log_only(&["mkdir", "mkdirat"])?)?;
+    let out = b.run()?;
+    ensure!(out.stdout == "made\nSeccomp:\t2\n", "{out:?}");
+    Ok(())
+}
+
+fn seccomp_filters_init_and_exec_d_processes_seen_from_the_host() -> Result<()> {
+    let mut b = Bundle::new("sc-exec", &["sleep", "30"])?;
+    seccomp::set(&mut b.spec, seccomp::errno_for(&["unshare"], seccomp::EDQUOT)?)?;
+    let mut c = b.start(Stdio::default())?;
+    let pid = c.pid().context("pid")?;
+    let compile_us = c.timings().seccomp_us;
+    let (mode, filters) = seccomp_status(&fs::read_to_string(format!("/proc/{pid}/status"))?);
+    let (r, w) = pipe()?;
+    let (er, ew) = pipe()?;
+    // The exec'd process asks for no no_new_privs: the filter loads before its caps drop.
+    let proc = ProcessBuilder::default()
+        .args(
+            sh("unshare -U true; echo unshare=$?; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status")
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .env(vec!["PATH=/bin".to_string()])
+        .cwd("/")
+        .no_new_privileges(false)
+        .build()?;
+    let out = reader(r);
+    let err = reader(er);
+    let e = c.exec(
+        &proc,
+        Stdio {
+            stdout: Some(w),
+            stderr: Some(ew),
+            ..Default::default()
+        },
+    );
+    let code: Result<i32> = e.map_err(anyhow::Error::from).and_then(|e| Ok(e.wait()?));
+    c.kill(Signal::SIGKILL, false)?;
+    c.wait()?;
+    b.delete(c, false)?;
+    let code = code?;
+    let (out, err) = (out.join().unwrap()?, err.join().unwrap()?);
+    ensure!(
+        mode == "2" && filters == "1",
+        "init on the host: Seccomp {mode}, Seccomp_filters {filters}"
+    );
+    ensure!(compile_us > 0, "create timings report no seccomp compilation");
+    ensure!(code == 0, "exec exit {code}: {out:?} {err:?}");
+    ensure!(out == "unshare=1\nNoNewPrivs:\t0\nSeccomp:\t2\n", "{out:?} {err:?}");
+    ensure!(
+        err.contains(seccomp::EDQUOT_TEXT),
+        "exec'd unshare was not filtered: {err:?}"
+    );
+    Ok(())
+}
+
+fn seccomp_loads_before_the_caps_drop_without_no_new_privs() -> Result<()> {
+    let mut b = Bundle::new(
+        "sc-nonroot",
+        &sh("unshare -U true; echo unshare=$?; grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' /proc/self/status"),
+    )?;
+    seccomp::set(&mut b.spec, seccomp::errno_for(&["unshare"], seccomp::EDQUOT)?)?;
+    let p = b.spec.process_mut().as_mut().context("process")?;
+    p.set_no_new_privileges(Some(false));
+    p.set_user(UserBuilder::default().uid(1000u32).gid(1000u32).build()?);
+    // No capability at all (oci-spec's default set is not empty).
+    let none = oci_spec::runtime::Capabilities::new();
+    p.set_capabilities(Some(
+        oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+            .bounding(none.clone())
+            .effective(none.clone())
+            .permitted(none.clone())
+            .inheritable(none.clone())
+            .ambient(none)
+            .build()?,
+    ));
+    let out = b.run()?;
+    let st = proc_status(&out.stdout);
+    ensure!(out.stdout.starts_with("unshare=1\n"), "{out:?}");
+    ensure!(
+        st["Uid"].starts_with("1000") && st["CapEff"] == "0000000000000000" && st["NoNewPrivs"] == "0",
+        "not an unprivileged process: {out:?}"
+    );
+    ensure!(st["Seccomp"] == "2", "{out:?}");
+    ensure!(out.stderr.contains(seccomp::EDQUOT_TEXT), "{out:?}");
+    Ok(())
+}
+
+fn bad_seccomp_profiles_fail_create_naming_the_field_and_leave_nothing() -> Result<()> {
+    let call = |action: &str, op: &str| {
+        serde_json::json!({"names": ["personality"], "action": action,
+            "args": [{"index": 0, "value": 8, "op": op}]})
+    };
+    let ok = call("SCMP_ACT_ERRNO", "SCMP_CMP_EQ");
+    let cases = [
+        (
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [ok, call("SCMP_ACT_BOGUS", "SCMP_CMP_EQ")]}),
+            "linux.seccomp.syscalls[1].action: unknown variant",
+        ),
+        (
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [call("SCMP_ACT_ERRNO", "SCMP_CMP_LIKE")]}),
+            "linux.seccomp.syscalls[0].args[0].op: unknown variant",
+        ),
+        (
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [ok, call("SCMP_ACT_NOTIFY", "SCMP_CMP_EQ")]}),
+            "linux.seccomp.syscalls[1].action: SCMP_ACT_NOTIFY is not supported",
+        ),
+        (
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/seccomp-agent.sock"}),
+            "linux.seccomp.listenerPath",
+        ),
+    ];
+    for (profile, want) in cases {
+        let b = Bundle::new("sc-bad", &["true"])?;
+        fs::write(
+            b.path().join("config.json"),
+            seccomp::with_raw_profile(&b.spec, profile)?,
+        )?;
+        let err = sandbox::Container::create(
+            &b.config(),
+            sandbox::CreateOptions {
+                id: b.id.clone(),
+                bundle: b.path().to_path_buf(),
+                ..Default::default()
+            },
+        )
+        .err()
+        .with_context(|| format!("create with a bad profile succeeded ({want})"))?;
+        let msg = format!("{err:#}");
+        ensure!(msg.contains(want), "error does not name {want:?}: {msg}");
+        b.assert_clean(None)?;
+        ensure!(
+            !b.config().state_root.exists() || fs::read_dir(b.config().state_root)?.next().is_none(),
+            "state left for a refused profile"
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     let tests = tests![
@@ -981,6 +1192,13 @@ fn main() {
         only_cgroup_ancestors_peapod_created_are_removed,
         deleting_a_container_keeps_a_sibling_s_empty_cgroup,
         duplicate_ids_are_refused,
+        seccomp_errno_rule_returns_the_chosen_errno,
+        seccomp_argument_filter_refuses_one_personality_value_only,
+        seccomp_default_errno_ret_answers_unlisted_syscalls,
+        seccomp_log_action_does_not_block,
+        seccomp_filters_init_and_exec_d_processes_seen_from_the_host,
+        seccomp_loads_before_the_caps_drop_without_no_new_privs,
+        bad_seccomp_profiles_fail_create_naming_the_field_and_leave_nothing,
     ];
     run_privileged_suite(tests, sweep_test_cgroups);
 }

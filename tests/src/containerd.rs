@@ -552,6 +552,17 @@ impl Containerd {
             .with_context(|| format!("run ctr {}", args.join(" ")))
     }
 
+    /// Starts `ctr --address <socket> <args>` with stdin closed and stdout and stderr
+    /// piped, for a test that reads its output while it runs (`ctr task attach`).
+    pub fn ctr_spawn(&self, args: &[&str]) -> Result<Child> {
+        self.ctr_command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start ctr {}", args.join(" ")))
+    }
+
     /// Runs `ctr` like [`Containerd::ctr`] and returns its stdout; fails with the exit
     /// status and stderr unless it succeeded.
     pub fn ctr_ok(&self, args: &[&str]) -> Result<String> {

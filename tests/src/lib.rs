@@ -20,6 +20,7 @@ use sandbox::{Config, Container, CreateOptions, Stdio};
 pub mod containerd;
 pub mod cri;
 pub mod images;
+pub mod seccomp;
 
 /// Where the static busybox comes from (Debian's `busybox-static`, installed by `make deps`).
 pub const BUSYBOX: &str = "/bin/busybox";

@@ -25,15 +25,27 @@ pub use namespaces::{NamespaceKind, NamespacePlan};
 /// A spec field that fails validation, or a spec that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    /// `config.json` could not be read or parsed (unknown field values, such as an unknown
-    /// namespace type, surface here with serde's line and column).
-    #[error("cannot load OCI spec {path}: {source}")]
-    Load {
+    /// `config.json` could not be read.
+    #[error("cannot read OCI spec {path}: {source}")]
+    Read {
         /// Path of the `config.json`.
         path: PathBuf,
-        /// Cause, from oci-spec's parser.
+        /// Cause.
         #[source]
-        source: oci_spec::OciSpecError,
+        source: std::io::Error,
+    },
+    /// `config.json` is not a valid OCI spec: malformed JSON, or a value the spec does
+    /// not define (an unknown namespace type, seccomp action or operator). `field` is the
+    /// JSON path of the value, e.g. `linux.seccomp.syscalls[2].action`.
+    #[error("cannot load OCI spec {path}: {field}: {source}")]
+    Parse {
+        /// Path of the `config.json`.
+        path: PathBuf,
+        /// JSON path of the offending value (`.` when the document itself is malformed).
+        field: String,
+        /// serde's message, with line and column.
+        #[source]
+        source: serde_json::Error,
     },
     /// One field holds a value peapod cannot run.
     #[error("invalid OCI spec: {field}: {reason}")]
@@ -43,6 +55,20 @@ pub enum SpecError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+impl From<crate::seccomp::SeccompError> for SpecError {
+    fn from(e: crate::seccomp::SeccompError) -> SpecError {
+        let field = e.field().to_string();
+        let text = crate::error::chain(&e);
+        // The message starts with the field; `Invalid` prints it once.
+        let reason = text
+            .strip_prefix(&field)
+            .and_then(|r| r.strip_prefix(": "))
+            .unwrap_or(&text)
+            .to_string();
+        SpecError::Invalid { field, reason }
+    }
 }
 
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
@@ -71,9 +97,25 @@ pub struct Plan {
 pub const DEFAULT_CGROUP_PARENT: &str = "peapod";
 
 /// Loads `<bundle>/config.json`.
+///
+/// Errors: [`SpecError::Read`]; [`SpecError::Parse`] naming the JSON path of the value
+/// that does not deserialize (through `serde_path_to_error`), e.g.
+/// `linux.seccomp.syscalls[2].action: unknown variant "SCMP_ACT_BOGUS", expected one of …`.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
-    Spec::load(&path).map_err(|source| SpecError::Load { path, source })
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(source) => return Err(SpecError::Read { path, source }),
+    };
+    parse(&bytes).map_err(|(field, source)| SpecError::Parse { path, field, source })
+}
+
+/// Deserializes a spec, returning the JSON path of the failing value with the error.
+fn parse(bytes: &[u8]) -> Result<Spec, (String, serde_json::Error)> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let spec: Spec = serde_path_to_error::deserialize(&mut de).map_err(|e| (e.path().to_string(), e.into_inner()))?;
+    de.end().map_err(|e| (".".to_string(), e))?;
+    Ok(spec)
 }
 
 /// Validates `spec` for the container `id` in `bundle`.
@@ -460,6 +502,65 @@ mod tests {
             SpecError::Invalid { field, .. } => field,
             other => panic!("unexpected {other}"),
         }
+    }
+
+    /// `config.json` holding `base()` with `seccomp` as `linux.seccomp`.
+    fn load_with_seccomp(seccomp: serde_json::Value) -> Result<Spec, SpecError> {
+        let b = bundle();
+        let mut json = serde_json::to_value(base()).unwrap();
+        json["linux"]["seccomp"] = seccomp;
+        std::fs::write(b.path().join("config.json"), serde_json::to_vec(&json).unwrap()).unwrap();
+        load(b.path())
+    }
+
+    fn parse_field(r: Result<Spec, SpecError>) -> String {
+        match r {
+            Err(SpecError::Parse { field, .. }) => field,
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_seccomp_values_are_named_by_their_json_path() {
+        let call = |action: &str, op: &str| serde_json::json!({"names": ["mkdir"], "action": action, "args": [{"index": 0, "value": 1, "op": op}]});
+        let ok = call("SCMP_ACT_ERRNO", "SCMP_CMP_EQ");
+        let spec = load_with_seccomp(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [ok]})).unwrap();
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_some());
+
+        let bad_action = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [ok, ok, call("SCMP_ACT_BOGUS", "SCMP_CMP_EQ")]});
+        let err = load_with_seccomp(bad_action).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("linux.seccomp.syscalls[2].action: unknown variant"),
+            "{err}"
+        );
+        let bad_op = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [call("SCMP_ACT_ERRNO", "SCMP_CMP_LIKE")]});
+        assert_eq!(
+            parse_field(load_with_seccomp(bad_op)),
+            "linux.seccomp.syscalls[0].args[0].op"
+        );
+        let bad_flag = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+            "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_BOGUS"]});
+        assert_eq!(parse_field(load_with_seccomp(bad_flag)), "linux.seccomp.flags[1]");
+        let bad_default = serde_json::json!({"defaultAction": "SCMP_ACT_NOPE"});
+        assert_eq!(
+            parse_field(load_with_seccomp(bad_default)),
+            "linux.seccomp.defaultAction"
+        );
+    }
+
+    #[test]
+    fn seccomp_compile_errors_become_invalid_naming_the_field() {
+        let e = crate::seccomp::SeccompError::Unsupported {
+            field: "linux.seccomp.syscalls[1].action".into(),
+            reason: "SCMP_ACT_NOTIFY is not supported".into(),
+        };
+        let e = SpecError::from(e);
+        assert_eq!(
+            e.to_string(),
+            "invalid OCI spec: linux.seccomp.syscalls[1].action: SCMP_ACT_NOTIFY is not supported"
+        );
     }
 
     #[test]

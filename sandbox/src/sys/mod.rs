@@ -8,7 +8,8 @@
 //! By subject, re-exported here: `spawn` (clone of the init helper and of container
 //! init), `fd` (fd ownership and passing, pidfds), `signal` (signal state before exec),
 //! `tty` (controlling terminal, window size), `exe` (the sealed executable the helper
-//! runs from) and `bpf` (the cgroup v2 device program: load, query, attach, detach).
+//! runs from), `exec` (`execve` with prepared arrays), `bpf` (the cgroup v2 device
+//! program: load, query, attach, detach) and `seccomp` (installing a compiled filter).
 //! Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
 #![allow(unsafe_code)]
 
@@ -16,7 +17,9 @@ use std::io;
 
 mod bpf;
 mod exe;
+mod exec;
 mod fd;
+mod seccomp;
 mod signal;
 mod spawn;
 mod tty;
@@ -26,10 +29,12 @@ pub use bpf::{
     load_cgroup_device_prog, BpfInsn,
 };
 pub use exe::{sealed_copy_of, sealed_exe, sealed_self_exe, SealedExe};
+pub use exec::ExecArgs;
 pub use fd::{
     adopt_inherited_fd, cloexec_from, inherit_fd, map_fds, own_received_fd, peer_credentials, pidfd_open,
     pidfd_send_signal,
 };
+pub use seccomp::{set_mode_filter, SockFilter};
 pub use signal::reset_signals;
 pub use spawn::{clone_parent, spawn_with_fds, CloneResult};
 pub use tty::{set_controlling_terminal, set_window_size, window_size};
