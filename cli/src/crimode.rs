@@ -33,6 +33,7 @@ use crate::display::PodSummary;
 use crate::images::ImageError;
 use crate::manifest::{ContainerPlan, ManifestError, PodPlan, VolumeKind};
 use crate::podstatus::{events_from_statuses, pod_status, Exit, Observation, Observed};
+use crate::security::{AppArmorProfile, SeccompProfile};
 
 /// Label marking the pods this CLI runs (how `get` finds them).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -187,6 +188,16 @@ pub enum CriError {
         /// Cause.
         #[source]
         source: CallError,
+    },
+    /// A Localhost seccomp profile cannot be used (missing, malformed): nothing was
+    /// created. Checked here, before containerd reads it, to name the Pod field.
+    #[error("pod {pod}: security profiles")]
+    Profiles {
+        /// The pod.
+        pod: String,
+        /// Cause (names the field and the file).
+        #[source]
+        source: ManifestError,
     },
     /// A container's mounts ask for something CRI mode cannot give.
     #[error("container {container:?}: volumeMounts[{volume}].subPath: subPath on an emptyDir is not supported by peapod yet")]
@@ -459,7 +470,14 @@ impl Cri {
         Ok(found.pop())
     }
 
-    fn sandbox_config(&self, pod: &Pod, plan: &PodPlan, uid: &str, log_dir: &Path) -> Result<api::PodSandboxConfig> {
+    fn sandbox_config(
+        &self,
+        pod: &Pod,
+        plan: &PodPlan,
+        uid: &str,
+        log_dir: &Path,
+        seccomp_root: &Path,
+    ) -> Result<api::PodSandboxConfig> {
         let mut labels: HashMap<String, String> = plan.labels.clone().into_iter().collect();
         labels.insert(MANAGED_BY_LABEL.into(), "peapod".into());
         labels.insert(POD_NAME_LABEL.into(), plan.name.clone());
@@ -492,8 +510,18 @@ impl Cri {
                 cgroup_parent: format!("/{}", crate::pods::pod_cgroup(uid)),
                 security_context: Some(api::LinuxSandboxSecurityContext {
                     namespace_options: Some(namespace_options(plan)),
+                    // kubelet: privileged when any container is (containerd refuses a
+                    // privileged container in a sandbox that is not).
+                    privileged: plan.containers.iter().any(|c| c.security.privileged),
+                    seccomp: Some(seccomp_profile(&plan.seccomp, seccomp_root)),
+                    supplemental_groups: plan
+                        .containers
+                        .first()
+                        .map(|c| c.security.supplemental_groups.iter().map(|g| i64::from(*g)).collect())
+                        .unwrap_or_default(),
                     ..Default::default()
                 }),
+                sysctls: plan.sysctls.clone().into_iter().collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -504,13 +532,23 @@ impl Cri {
     ///
     /// Errors: the pod exists, an image cannot be pulled (`ErrImagePull`), or a CRI call
     /// failed (its message names the call and the container).
-    pub fn run(&self, pod: &Pod, plan: &PodPlan, progress: &dyn Fn(&str)) -> Result<String> {
+    ///
+    /// Localhost seccomp profiles are under `seccomp_root`: each is read and checked
+    /// first, then handed to the runtime by absolute path, as kubelet does.
+    pub fn run(&self, pod: &Pod, plan: &PodPlan, seccomp_root: &Path, progress: &dyn Fn(&str)) -> Result<String> {
         if self.find(&plan.namespace, &plan.name)?.is_some() {
             return Err(CriError::PodExists {
                 name: plan.name.clone(),
                 namespace: plan.namespace.clone(),
             });
         }
+        // AppArmor is containerd's to check (it knows whether it loads its default).
+        crate::pods::check_profiles(plan, seccomp_root, Path::new("/sys"), false).map_err(|source| {
+            CriError::Profiles {
+                pod: plan.name.clone(),
+                source,
+            }
+        })?;
         let mut images = Vec::new();
         for c in &plan.containers {
             let image = crate::images::normalize(&c.image).map_err(|e| CriError::ImageReference {
@@ -543,7 +581,7 @@ impl Cri {
             path: log_dir.clone(),
             source,
         })?;
-        let config = self.sandbox_config(pod, plan, &uid, &log_dir)?;
+        let config = self.sandbox_config(pod, plan, &uid, &log_dir, seccomp_root)?;
         progress("starting the pod sandbox");
         let id = match self.client.run_pod_sandbox(&config, &self.handler) {
             Ok(id) => id,
@@ -555,7 +593,7 @@ impl Cri {
                 });
             }
         };
-        if let Err(e) = self.create_and_start(&id, &config, plan, &uid, &images, progress) {
+        if let Err(e) = self.create_and_start(&id, &config, plan, &images, seccomp_root, progress) {
             let _ = self.remove(&id, &config, Duration::ZERO);
             return Err(e);
         }
@@ -567,10 +605,11 @@ impl Cri {
         id: &str,
         sandbox: &api::PodSandboxConfig,
         plan: &PodPlan,
-        uid: &str,
         images: &[String],
+        seccomp_root: &Path,
         progress: &dyn Fn(&str),
     ) -> Result<()> {
+        let uid = sandbox.metadata.as_ref().map_or("", |m| m.uid.as_str());
         let ip = self
             .sandbox_status(id)?
             .status
@@ -580,7 +619,7 @@ impl Cri {
         let mut ids = Vec::new();
         for (c, image) in plan.containers.iter().zip(images) {
             progress(&format!("creating container {}", c.name));
-            let config = container_config(plan, c, image, uid, &ip)?;
+            let config = container_config(plan, c, image, uid, &ip, seccomp_root)?;
             let cid =
                 self.client
                     .create_container(id, &config, sandbox)
@@ -1101,6 +1140,47 @@ fn namespace_options(plan: &PodPlan) -> api::NamespaceOption {
     }
 }
 
+/// Capability names as kubelet hands them to CRI: as in the manifest, without `CAP_`
+/// (the plan normalizes them with it; `ALL` stays).
+fn cri_capabilities(caps: &[String]) -> Vec<String> {
+    caps.iter().map(|c| c.trim_start_matches("CAP_").to_string()).collect()
+}
+
+/// A seccomp profile as kubelet hands it to CRI (`kuberuntime/helpers.go`
+/// `fieldProfile`): `Localhost` by absolute path, root joined with `localhostProfile`
+/// (containerd 1.6 reads `localhost_ref` as a file path).
+fn seccomp_profile(p: &SeccompProfile, root: &Path) -> api::SecurityProfile {
+    use api::security_profile::ProfileType;
+    let (profile_type, localhost_ref) = match p {
+        SeccompProfile::RuntimeDefault => (ProfileType::RuntimeDefault, String::new()),
+        SeccompProfile::Unconfined => (ProfileType::Unconfined, String::new()),
+        SeccompProfile::Localhost { profile, .. } => (
+            ProfileType::Localhost,
+            root.join(profile).to_string_lossy().into_owned(),
+        ),
+    };
+    api::SecurityProfile {
+        profile_type: profile_type.into(),
+        localhost_ref,
+    }
+}
+
+/// An AppArmor profile as kubelet hands it to CRI: `Localhost` by profile name
+/// (`kuberuntime/security_context_others.go`). With none, containerd applies its default
+/// where AppArmor is on.
+fn apparmor_profile(p: &AppArmorProfile) -> api::SecurityProfile {
+    use api::security_profile::ProfileType;
+    let (profile_type, localhost_ref) = match p {
+        AppArmorProfile::RuntimeDefault { .. } => (ProfileType::RuntimeDefault, String::new()),
+        AppArmorProfile::Unconfined => (ProfileType::Unconfined, String::new()),
+        AppArmorProfile::Localhost { profile, .. } => (ProfileType::Localhost, profile.clone()),
+    };
+    api::SecurityProfile {
+        profile_type: profile_type.into(),
+        localhost_ref,
+    }
+}
+
 /// A container's CRI config, as kubelet's `generateContainerConfig` builds it.
 fn container_config(
     plan: &PodPlan,
@@ -1108,6 +1188,7 @@ fn container_config(
     image: &str,
     uid: &str,
     ip: &str,
+    seccomp_root: &Path,
 ) -> Result<api::ContainerConfig> {
     let mut mounts = Vec::new();
     for m in &c.mounts {
@@ -1146,9 +1227,11 @@ fn container_config(
     };
     let sec = &c.security;
     let security_context = api::LinuxContainerSecurityContext {
+        // CRI capabilities carry no `CAP_` prefix: containerd adds one (`WithCapabilities`
+        // in pkg/cri/opts/spec_linux.go), so `CAP_SYS_ADMIN` became `CAP_CAP_SYS_ADMIN`.
         capabilities: Some(api::Capability {
-            add_capabilities: sec.capabilities_add.clone(),
-            drop_capabilities: sec.capabilities_drop.clone(),
+            add_capabilities: cri_capabilities(&sec.capabilities_add),
+            drop_capabilities: cri_capabilities(&sec.capabilities_drop),
             ..Default::default()
         }),
         privileged: sec.privileged,
@@ -1157,6 +1240,9 @@ fn container_config(
         run_as_group: sec.run_as_group.map(|g| api::Int64Value { value: i64::from(g) }),
         readonly_rootfs: sec.read_only_root_filesystem,
         no_new_privs: !sec.allow_privilege_escalation,
+        supplemental_groups: sec.supplemental_groups.iter().map(|g| i64::from(*g)).collect(),
+        seccomp: Some(seccomp_profile(&sec.seccomp, seccomp_root)),
+        apparmor: sec.apparmor.as_ref().map(apparmor_profile),
         ..Default::default()
     };
     let mut labels = HashMap::from([
@@ -1202,6 +1288,48 @@ fn container_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_reach_cri_as_kubelet_sends_them() {
+        use api::security_profile::ProfileType;
+        let pod = crate::manifest::parse(
+            "t",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {seccompProfile: {type: Unconfined}, sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"0\"}]}\n  containers:\n  - {name: a, image: busybox, securityContext: {seccompProfile: {type: Localhost, localhostProfile: p/x.json}, appArmorProfile: {type: Localhost, localhostProfile: k8s-x}}}\n  - {name: b, image: busybox}\n",
+        )
+        .unwrap();
+        let plan = crate::manifest::plan(&pod, 8 << 30).unwrap();
+        let root = Path::new("/var/lib/kubelet/seccomp");
+        let sec = |c: usize| {
+            container_config(&plan, &plan.containers[c], "busybox", "u", "", root)
+                .unwrap()
+                .linux
+                .unwrap()
+                .security_context
+                .unwrap()
+        };
+        let a = sec(0);
+        assert_eq!(
+            a.seccomp,
+            Some(api::SecurityProfile {
+                profile_type: ProfileType::Localhost.into(),
+                localhost_ref: "/var/lib/kubelet/seccomp/p/x.json".into(),
+            })
+        );
+        assert_eq!(a.apparmor.unwrap().localhost_ref, "k8s-x");
+        assert_eq!(
+            cri_capabilities(&["CAP_SYS_ADMIN".into(), "ALL".into()]),
+            ["SYS_ADMIN", "ALL"],
+            "containerd adds the CAP_ prefix itself"
+        );
+        // b inherits the pod's Unconfined, explicitly (containerd reads a missing one as
+        // the deprecated path field, empty: unconfined too).
+        assert_eq!(sec(1).seccomp.unwrap().profile_type, i32::from(ProfileType::Unconfined));
+        assert_eq!(sec(1).apparmor, None);
+        assert_eq!(
+            seccomp_profile(&SeccompProfile::RuntimeDefault, root).profile_type,
+            i32::from(ProfileType::RuntimeDefault)
+        );
+    }
 
     #[test]
     fn exit_codes_come_from_the_v4_status() {

@@ -8,6 +8,9 @@
 //!   images from the local store ([`images`]) and the pod network from CNI ([`cni`]);
 //! - CRI ([`crimode`]): the CLI drives a CRI runtime (containerd) as kubelet does.
 //!
+//! Both apply the seccomp and AppArmor profiles [`security`] chooses, as kubelet and
+//! containerd choose them (containerd's RuntimeDefault seccomp profile by default).
+//!
 //! Both report kubelet's pod status ([`podstatus`]) and print it as kubectl does
 //! ([`display`]). The shim binary never links this crate; what the two share is the shim
 //! binary's command line and the wire formats in `proto` (event log, CRI log).
@@ -23,3 +26,4 @@ pub mod manifest;
 pub mod pods;
 pub mod podstatus;
 pub mod runner;
+pub mod security;

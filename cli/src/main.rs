@@ -8,7 +8,7 @@
 #![deny(unsafe_code)]
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -80,6 +80,10 @@ enum Command {
         /// The pod's network.
         #[arg(long, value_enum, default_value = "cni")]
         network: Network,
+        /// Where `seccompProfile: {type: Localhost, localhostProfile: FILE}` profiles are
+        /// (kubelet's `<root-dir>/seccomp`).
+        #[arg(long, env = "PEAPOD_SECCOMP_PROFILE_ROOT", default_value = peapod::security::KUBELET_SECCOMP_ROOT)]
+        seccomp_profile_root: PathBuf,
     },
     /// List pods: NAME READY STATUS RESTARTS AGE IP (kubelet's phases and reasons).
     Get {
@@ -241,7 +245,11 @@ fn main() {
         Ok(())
     };
     let result = match cli.command {
-        Command::Run { file, network } => mode().and_then(|m| run(&m, &file, network)),
+        Command::Run {
+            file,
+            network,
+            seccomp_profile_root,
+        } => mode().and_then(|m| run(&m, &file, network, &seccomp_profile_root)),
         Command::Get { resource, name, output } => names(name.as_deref())
             .and_then(|()| mode())
             .and_then(|m| get(&m, ns, &resource, name, output)),
@@ -306,7 +314,7 @@ fn read_manifest(file: &PathBuf) -> Result<(Pod, PodPlan)> {
     Ok((pod, plan))
 }
 
-fn run(mode: &Mode, file: &PathBuf, network: Network) -> Result<i32> {
+fn run(mode: &Mode, file: &PathBuf, network: Network, seccomp_root: &Path) -> Result<i32> {
     let (pod, plan) = read_manifest(file)?;
     let spinner = Spinner::start();
     let report = spinner.report();
@@ -318,7 +326,7 @@ fn run(mode: &Mode, file: &PathBuf, network: Network) -> Result<i32> {
                 Network::Cni => NetworkMode::Cni,
                 Network::None => NetworkMode::None,
             };
-            let record = runner::run(paths, &bins, &plan, network, &progress)?;
+            let record = runner::run(paths, &bins, &plan, network, seccomp_root, &progress)?;
             runner::save_manifest(paths, &record, &pod)?;
             record.ip
         }
@@ -326,7 +334,7 @@ fn run(mode: &Mode, file: &PathBuf, network: Network) -> Result<i32> {
             if matches!(network, Network::None) {
                 bail!("--network none: under CRI the runtime's CNI configuration decides the pod network");
             }
-            let id = cri.run(&pod, &plan, &progress)?;
+            let id = cri.run(&pod, &plan, seccomp_root, &progress)?;
             cri.summary(&id)?.status.pod_ip
         }
     };

@@ -14,11 +14,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, ResourceRequirements};
 use proto::annotations::{self, EmptyDirEntry};
 use proto::kube::{cpu_millis, memory_bytes};
 use sandbox::pod::{DeclaredContainer, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
+
+use crate::security::{self, AppArmorProfile, SeccompProfile};
 
 /// A manifest peapod cannot run.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -142,6 +144,16 @@ pub struct Security {
     pub capabilities_drop: Vec<String>,
     /// `privileged`.
     pub privileged: bool,
+    /// `seccompProfile`, the container's else the pod's, else `RuntimeDefault` (podman's
+    /// default, and kubelet's with `--seccomp-default`).
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
+    /// `appArmorProfile`, the container's else the pod's; `None`: the manifest names none.
+    #[serde(default)]
+    pub apparmor: Option<AppArmorProfile>,
+    /// The pod's `supplementalGroups`: extra gids of the container's process.
+    #[serde(default)]
+    pub supplemental_groups: Vec<u32>,
 }
 
 /// One container of the pod, checked.
@@ -204,6 +216,13 @@ pub struct PodPlan {
     pub volumes: BTreeMap<String, VolumeKind>,
     /// Containers in declaration order: init containers (and sidecars), then containers.
     pub containers: Vec<ContainerPlan>,
+    /// The pod-level `seccompProfile` (else `RuntimeDefault`): the sandbox's, as kubelet
+    /// passes it in `LinuxSandboxSecurityContext.seccomp`.
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
+    /// The pod's `securityContext.sysctls` (namespaced ones only), dot-separated names.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 /// `oom_score_adj` of the pod sandbox (kubelet's `PodInfraOOMAdj`).
@@ -373,47 +392,312 @@ fn unsupported(path: &str, c: &Container) -> Result<(), ManifestError> {
     Ok(())
 }
 
-fn security(
+/// A `seccompProfile` at `path` (`spec.securityContext.seccompProfile` or a
+/// container's), checked as the API server checks it: `type` is `RuntimeDefault`,
+/// `Localhost` (with a relative `localhostProfile` without `..`) or `Unconfined`, and
+/// `localhostProfile` is set with `Localhost` only.
+fn seccomp_profile(
     path: &str,
-    c: &Container,
-    pod_user: Option<i64>,
-    pod_group: Option<i64>,
-    pod_non_root: Option<bool>,
-) -> Result<Security, ManifestError> {
-    let sc = c.security_context.as_ref();
-    let id = |f: &str, v: Option<i64>| -> Result<Option<u32>, ManifestError> {
-        v.map(|v| {
-            u32::try_from(v).map_err(|_| field(format!("{path}.securityContext.{f}"), format!("{v} is not a valid id")))
-        })
-        .transpose()
-    };
-    if let Some(sc) = sc {
-        for (name, present) in [
-            ("seLinuxOptions", sc.se_linux_options.is_some()),
-            ("appArmorProfile", sc.app_armor_profile.is_some()),
-            ("procMount", sc.proc_mount.as_deref().is_some_and(|p| p != "Default")),
-            ("windowsOptions", sc.windows_options.is_some()),
-        ] {
-            if present {
-                return Err(field(
-                    format!("{path}.securityContext.{name}"),
-                    "not supported by peapod yet",
-                ));
-            }
+    p: &k8s_openapi::api::core::v1::SeccompProfile,
+) -> Result<SeccompProfile, ManifestError> {
+    let local = format!("{path}.localhostProfile");
+    match (p.type_.as_str(), &p.localhost_profile) {
+        ("Localhost", Some(profile)) => {
+            security::check_localhost_path(&local, profile).map_err(|e| field(&local, without_field(&e, &local)))?;
+            Ok(SeccompProfile::Localhost {
+                field: local,
+                profile: profile.clone(),
+            })
         }
-        if let Some(p) = &sc.seccomp_profile {
-            if p.type_ != "Unconfined" {
-                return Err(field(
-                    format!("{path}.securityContext.seccompProfile.type"),
-                    format!(
-                        "{:?}: peapod does not apply seccomp profiles yet (only Unconfined)",
-                        p.type_
-                    ),
-                ));
-            }
+        ("Localhost", None) => Err(field(local, "must be set when type is Localhost")),
+        ("RuntimeDefault" | "Unconfined", Some(_)) => Err(field(local, "can only be set when type is Localhost")),
+        ("RuntimeDefault", None) => Ok(SeccompProfile::RuntimeDefault),
+        ("Unconfined", None) => Ok(SeccompProfile::Unconfined),
+        (t, _) => Err(field(
+            format!("{path}.type"),
+            format!("{t:?} is not RuntimeDefault, Localhost or Unconfined"),
+        )),
+    }
+}
+
+/// An `appArmorProfile` at `path`, checked as the API server checks it (the same three
+/// types as [`seccomp_profile`]; a Localhost profile is a profile name, not a path).
+fn apparmor_profile(
+    path: &str,
+    p: &k8s_openapi::api::core::v1::AppArmorProfile,
+) -> Result<AppArmorProfile, ManifestError> {
+    let local = format!("{path}.localhostProfile");
+    match (p.type_.as_str(), &p.localhost_profile) {
+        ("Localhost", Some(profile)) if !profile.trim().is_empty() => Ok(AppArmorProfile::Localhost {
+            field: local,
+            profile: profile.clone(),
+        }),
+        ("Localhost", _) => Err(field(local, "must be set when type is Localhost")),
+        ("RuntimeDefault" | "Unconfined", Some(_)) => Err(field(local, "can only be set when type is Localhost")),
+        ("RuntimeDefault", None) => Ok(AppArmorProfile::RuntimeDefault {
+            field: format!("{path}.type"),
+        }),
+        ("Unconfined", None) => Ok(AppArmorProfile::Unconfined),
+        (t, _) => Err(field(
+            format!("{path}.type"),
+            format!("{t:?} is not RuntimeDefault, Localhost or Unconfined"),
+        )),
+    }
+}
+
+/// `e`'s message without its leading `<field>: `.
+fn without_field(e: &dyn std::error::Error, f: &str) -> String {
+    let m = e.to_string();
+    m.strip_prefix(&format!("{f}: ")).map(str::to_string).unwrap_or(m)
+}
+
+/// The checked pod-level `securityContext`: what containers inherit and the sandbox gets.
+#[derive(Debug, Default)]
+struct PodSecurity {
+    run_as_user: Option<i64>,
+    run_as_group: Option<i64>,
+    run_as_non_root: Option<bool>,
+    seccomp: Option<SeccompProfile>,
+    apparmor: Option<AppArmorProfile>,
+    supplemental_groups: Vec<u32>,
+    sysctls: BTreeMap<String, String>,
+}
+
+/// kubelet's sysctl names: dot-separated segments of `[a-z0-9]([-_a-z0-9]*[a-z0-9])?`
+/// (`/` also separates, and is turned into `.`, kubelet's
+/// `ConvertSysctlVariableToDotsSeparator`), at most 253 characters.
+fn sysctl_name(f: &str, name: &str) -> Result<String, ManifestError> {
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    if name.len() > 253 || !name.split(['.', '/']).all(segment_ok) {
+        return Err(field(f, format!("{name:?} is not a sysctl name")));
+    }
+    // The first separator decides: `net/ipv4/conf/eth0.1/rp_filter` means
+    // `net.ipv4.conf.eth0/1.rp_filter`.
+    if name.find(['.', '/']).is_some_and(|i| name.as_bytes()[i] == b'/') {
+        return Ok(name
+            .chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect());
+    }
+    Ok(name.to_string())
+}
+
+/// Checks that sysctl `name` (named by field `f`) is namespaced, by kubelet's table
+/// (`pkg/kubelet/sysctl/namespace.go`): the ipc ones (`kernel.sem`, `kernel.shm*`,
+/// `kernel.msg*`, `fs.mqueue.*`) and `net.*` (refused with `hostNetwork`, as kubelet's
+/// "not allowed with host net enabled"). The uts ones are `spec.hostname`'s business.
+fn namespaced_sysctl(f: &str, name: &str, host_network: bool) -> Result<(), ManifestError> {
+    let ipc = name.starts_with("fs.mqueue.")
+        || matches!(
+            name,
+            "kernel.sem"
+                | "kernel.shmall"
+                | "kernel.shmmax"
+                | "kernel.shmmni"
+                | "kernel.shm_rmid_forced"
+                | "kernel.msgmax"
+                | "kernel.msgmnb"
+                | "kernel.msgmni"
+        );
+    if ipc {
+        return Ok(());
+    }
+    if name.starts_with("net.") {
+        if host_network {
+            return Err(field(
+                f,
+                format!("{name}: not allowed with hostNetwork: it would change the host's network stack"),
+            ));
+        }
+        return Ok(());
+    }
+    if matches!(name, "kernel.hostname" | "kernel.domainname") {
+        return Err(field(f, format!("{name}: set spec.hostname instead")));
+    }
+    Err(field(
+        f,
+        format!("{name}: not a namespaced sysctl: it would change the host (only net.*, fs.mqueue.* and kernel's ipc ones are)"),
+    ))
+}
+
+/// The pod-level `securityContext`. Every field of k8s-openapi's `PodSecurityContext` is
+/// named below (the destructuring has no `..`): each is applied or refused with its
+/// path, none ignored, and a field a new k8s-openapi adds fails to compile here.
+fn pod_security(sc: Option<&PodSecurityContext>, host_network: bool) -> Result<PodSecurity, ManifestError> {
+    const P: &str = "spec.securityContext";
+    let Some(sc) = sc else {
+        return Ok(PodSecurity::default());
+    };
+    let PodSecurityContext {
+        app_armor_profile,
+        fs_group,
+        fs_group_change_policy,
+        run_as_group,
+        run_as_non_root,
+        run_as_user,
+        se_linux_change_policy,
+        se_linux_options,
+        seccomp_profile: seccomp,
+        supplemental_groups,
+        supplemental_groups_policy,
+        sysctls,
+        windows_options,
+    } = sc;
+    for (name, present, reason) in [
+        (
+            "fsGroup",
+            fs_group.is_some(),
+            "volume ownership by group is not supported by peapod yet",
+        ),
+        (
+            "fsGroupChangePolicy",
+            fs_group_change_policy.is_some(),
+            "volume ownership by group is not supported by peapod yet",
+        ),
+        (
+            "seLinuxOptions",
+            se_linux_options.is_some(),
+            "SELinux labels are not supported by peapod",
+        ),
+        (
+            "seLinuxChangePolicy",
+            se_linux_change_policy.is_some(),
+            "SELinux labels are not supported by peapod",
+        ),
+        (
+            "supplementalGroupsPolicy",
+            supplemental_groups_policy.is_some(),
+            "not supported by peapod yet: it does not read the image's /etc/group",
+        ),
+        (
+            "windowsOptions",
+            windows_options.is_some(),
+            "peapod runs Linux containers",
+        ),
+    ] {
+        if present {
+            return Err(field(format!("{P}.{name}"), reason));
         }
     }
-    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let mut groups = Vec::new();
+    for (i, g) in supplemental_groups.iter().flatten().enumerate() {
+        groups.push(u32::try_from(*g).map_err(|_| {
+            field(
+                format!("{P}.supplementalGroups[{i}]"),
+                format!("{g} is not a valid gid"),
+            )
+        })?);
+    }
+    let mut out_sysctls = BTreeMap::new();
+    for (i, s) in sysctls.iter().flatten().enumerate() {
+        let f = format!("{P}.sysctls[{i}].name");
+        let name = sysctl_name(&f, &s.name)?;
+        namespaced_sysctl(&f, &name, host_network)?;
+        if out_sysctls.insert(name, s.value.clone()).is_some() {
+            return Err(field(f, format!("{:?} is set twice", s.name)));
+        }
+    }
+    Ok(PodSecurity {
+        run_as_user: *run_as_user,
+        run_as_group: *run_as_group,
+        run_as_non_root: *run_as_non_root,
+        seccomp: seccomp
+            .as_ref()
+            .map(|p| seccomp_profile(&format!("{P}.seccompProfile"), p))
+            .transpose()?,
+        apparmor: app_armor_profile
+            .as_ref()
+            .map(|p| apparmor_profile(&format!("{P}.appArmorProfile"), p))
+            .transpose()?,
+        supplemental_groups: groups,
+        sysctls: out_sysctls,
+    })
+}
+
+/// Annotations kubelet once read for seccomp and AppArmor: refused, naming the field that
+/// replaced them, rather than ignored.
+fn deprecated_security_annotations(annotations: Option<&BTreeMap<String, String>>) -> Result<(), ManifestError> {
+    for key in annotations.into_iter().flat_map(|a| a.keys()) {
+        let replacement = if key == "seccomp.security.alpha.kubernetes.io/pod"
+            || key.starts_with("container.seccomp.security.alpha.kubernetes.io/")
+        {
+            "securityContext.seccompProfile"
+        } else if key.starts_with("container.apparmor.security.beta.kubernetes.io/") {
+            "securityContext.appArmorProfile"
+        } else {
+            continue;
+        };
+        return Err(field(
+            format!("metadata.annotations[{key}]"),
+            format!("this annotation is deprecated and not read by peapod: use {replacement}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A container's `securityContext`, over the pod's. Every field of k8s-openapi's
+/// `SecurityContext` is named (no `..`), as in [`pod_security`].
+fn security(path: &str, c: &Container, pod: &PodSecurity) -> Result<Security, ManifestError> {
+    let empty = k8s_openapi::api::core::v1::SecurityContext::default();
+    let k8s_openapi::api::core::v1::SecurityContext {
+        allow_privilege_escalation,
+        app_armor_profile,
+        capabilities,
+        privileged,
+        proc_mount,
+        read_only_root_filesystem,
+        run_as_group,
+        run_as_non_root,
+        run_as_user,
+        se_linux_options,
+        seccomp_profile: seccomp,
+        windows_options,
+    } = c.security_context.as_ref().unwrap_or(&empty);
+    let sc_path = format!("{path}.securityContext");
+    let id = |f: &str, v: Option<i64>| -> Result<Option<u32>, ManifestError> {
+        v.map(|v| u32::try_from(v).map_err(|_| field(format!("{sc_path}.{f}"), format!("{v} is not a valid id"))))
+            .transpose()
+    };
+    for (name, present, reason) in [
+        (
+            "seLinuxOptions",
+            se_linux_options.is_some(),
+            "SELinux labels are not supported by peapod",
+        ),
+        (
+            "procMount",
+            proc_mount.as_deref().is_some_and(|p| p != "Default"),
+            "not supported by peapod yet",
+        ),
+        (
+            "windowsOptions",
+            windows_options.is_some(),
+            "peapod runs Linux containers",
+        ),
+    ] {
+        if present {
+            return Err(field(format!("{sc_path}.{name}"), reason));
+        }
+    }
+    let seccomp = match seccomp {
+        Some(p) => seccomp_profile(&format!("{sc_path}.seccompProfile"), p)?,
+        None => pod.seccomp.clone().unwrap_or(SeccompProfile::RuntimeDefault),
+    };
+    let apparmor = match app_armor_profile {
+        Some(p) => Some(apparmor_profile(&format!("{sc_path}.appArmorProfile"), p)?),
+        None => pod.apparmor.clone(),
+    };
+    let caps = capabilities.as_ref();
     let norm = |list: Option<&Vec<String>>| -> Vec<String> {
         list.into_iter()
             .flatten()
@@ -431,30 +715,33 @@ fn security(
     for (i, cap) in add.iter().enumerate() {
         if cap != "ALL" && cap.parse::<caps::Capability>().is_err() {
             return Err(field(
-                format!("{path}.securityContext.capabilities.add[{i}]"),
+                format!("{sc_path}.capabilities.add[{i}]"),
                 format!("{cap} is not a capability"),
             ));
         }
     }
     let s = Security {
-        run_as_user: id("runAsUser", sc.and_then(|s| s.run_as_user).or(pod_user))?,
-        run_as_group: id("runAsGroup", sc.and_then(|s| s.run_as_group).or(pod_group))?,
-        run_as_non_root: sc.and_then(|s| s.run_as_non_root).or(pod_non_root).unwrap_or(false),
-        read_only_root_filesystem: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
-        allow_privilege_escalation: sc.and_then(|s| s.allow_privilege_escalation).unwrap_or(true),
+        run_as_user: id("runAsUser", run_as_user.or(pod.run_as_user))?,
+        run_as_group: id("runAsGroup", run_as_group.or(pod.run_as_group))?,
+        run_as_non_root: run_as_non_root.or(pod.run_as_non_root).unwrap_or(false),
+        read_only_root_filesystem: read_only_root_filesystem.unwrap_or(false),
+        allow_privilege_escalation: allow_privilege_escalation.unwrap_or(true),
         capabilities_add: add,
         capabilities_drop: norm(caps.and_then(|c| c.drop.as_ref())),
-        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+        privileged: privileged.unwrap_or(false),
+        seccomp,
+        apparmor,
+        supplemental_groups: pod.supplemental_groups.clone(),
     };
     if s.run_as_non_root && s.run_as_user == Some(0) {
         return Err(field(
-            format!("{path}.securityContext.runAsNonRoot"),
+            format!("{sc_path}.runAsNonRoot"),
             "runAsNonRoot is true but runAsUser is 0",
         ));
     }
     if s.privileged && !s.allow_privilege_escalation {
         return Err(field(
-            format!("{path}.securityContext.allowPrivilegeEscalation"),
+            format!("{sc_path}.allowPrivilegeEscalation"),
             "cannot be false for a privileged container",
         ));
     }
@@ -564,7 +851,6 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         ),
         ("spec.hostPID", spec.host_pid == Some(true)),
         ("spec.hostIPC", spec.host_ipc == Some(true)),
-        ("spec.hostUsers", spec.host_users == Some(false)),
         ("spec.affinity", spec.affinity.is_some()),
         (
             "spec.nodeSelector",
@@ -596,6 +882,14 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
                 "not supported by peapod (it runs one pod on this machine)",
             ));
         }
+    }
+    if spec.host_users == Some(false) {
+        // KEP-127: the pod in its own user namespace. peapod refuses user namespaces
+        // (`linux.uidMappings`) in the sandbox too.
+        return Err(field(
+            "spec.hostUsers",
+            "false asks for a user namespace: user namespaces are not supported by peapod",
+        ));
     }
     let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     if !matches!(restart_policy.as_str(), "Always" | "OnFailure" | "Never") {
@@ -655,12 +949,9 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         }
     }
 
-    let pod_sc = spec.security_context.as_ref();
-    let (pod_user, pod_group, pod_non_root) = (
-        pod_sc.and_then(|s| s.run_as_user),
-        pod_sc.and_then(|s| s.run_as_group),
-        pod_sc.and_then(|s| s.run_as_non_root),
-    );
+    deprecated_security_annotations(meta.annotations.as_ref())?;
+    let host_network = spec.host_network == Some(true);
+    let pod_sec = pod_security(spec.security_context.as_ref(), host_network)?;
     let declared = spec
         .init_containers
         .iter()
@@ -780,7 +1071,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             ports,
             resources: resources(&format!("{path}.resources"), c.resources.as_ref())?,
             mounts,
-            security: security(&path, c, pod_user, pod_group, pod_non_root)?,
+            security: security(&path, c, &pod_sec)?,
             oom_score_adj: 0,
             tty: c.tty == Some(true),
         });
@@ -799,7 +1090,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         labels: meta.labels.clone().unwrap_or_default(),
         annotations: meta.annotations.clone().unwrap_or_default(),
         hostname: spec.hostname.clone().unwrap_or_else(|| pod_hostname(&name)),
-        host_network: spec.host_network == Some(true),
+        host_network,
         share_process_namespace: spec.share_process_namespace == Some(true),
         restart_policy,
         grace_seconds,
@@ -807,6 +1098,8 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         totals: pod_totals(&containers),
         volumes,
         containers,
+        seccomp: pod_sec.seccomp.unwrap_or(SeccompProfile::RuntimeDefault),
+        sysctls: pod_sec.sysctls,
     })
 }
 
@@ -1053,6 +1346,205 @@ spec:
         let c = |n: &str| format!("{{name: {n}, image: busybox, resources: {{limits: {{memory: 8191Pi}}}}}}");
         let p = plan_of(&base(&format!("  containers: [{}, {}, {}]", c("a"), c("b"), c("d")))).unwrap();
         assert_eq!(p.totals.memory_limit, Some(u64::MAX));
+    }
+
+    fn pod_with(pod_sc: &str, container_sc: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  securityContext: {pod_sc}\n  containers:\n  - name: c\n    image: busybox\n    securityContext: {container_sc}\n"
+        )
+    }
+
+    #[test]
+    fn every_pod_security_context_field_is_applied_or_refused_by_name() {
+        // Each field of k8s-openapi's PodSecurityContext (`pod_security` destructures them
+        // all): applied (checked in the plan) or refused naming `spec.securityContext.<f>`.
+        let refused = [
+            ("fsGroup", "{fsGroup: 2000}"),
+            ("fsGroupChangePolicy", "{fsGroupChangePolicy: Always}"),
+            ("seLinuxOptions", "{seLinuxOptions: {level: \"s0:c1\"}}"),
+            ("seLinuxChangePolicy", "{seLinuxChangePolicy: MountOption}"),
+            ("supplementalGroupsPolicy", "{supplementalGroupsPolicy: Strict}"),
+            ("windowsOptions", "{windowsOptions: {runAsUserName: x}}"),
+        ];
+        for (name, sc) in refused {
+            assert_eq!(
+                err_field(&pod_with(sc, "{}")),
+                format!("spec.securityContext.{name}"),
+                "{sc}"
+            );
+        }
+        let p = plan_of(&pod_with(
+            "{runAsUser: 1000, runAsGroup: 3000, runAsNonRoot: true, supplementalGroups: [4000, 5000], \
+             seccompProfile: {type: Unconfined}, appArmorProfile: {type: Localhost, localhostProfile: k8s-nginx}, \
+             sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"80\"}, {name: kernel/shm_rmid_forced, value: \"1\"}]}",
+            "{}",
+        ))
+        .unwrap();
+        let s = &p.containers[0].security;
+        assert_eq!(
+            (s.run_as_user, s.run_as_group, s.run_as_non_root),
+            (Some(1000), Some(3000), true)
+        );
+        assert_eq!(s.supplemental_groups, [4000, 5000]);
+        assert_eq!(s.seccomp, SeccompProfile::Unconfined);
+        assert_eq!(p.seccomp, SeccompProfile::Unconfined);
+        assert_eq!(
+            s.apparmor,
+            Some(AppArmorProfile::Localhost {
+                field: "spec.securityContext.appArmorProfile.localhostProfile".into(),
+                profile: "k8s-nginx".into()
+            })
+        );
+        assert_eq!(
+            p.sysctls,
+            [
+                ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+                ("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())
+            ]
+            .into()
+        );
+        // The seven applied and the six refused are all of k8s-openapi's thirteen fields.
+        let applied = [
+            "appArmorProfile",
+            "runAsGroup",
+            "runAsNonRoot",
+            "runAsUser",
+            "seccompProfile",
+            "supplementalGroups",
+            "sysctls",
+        ];
+        let all = serde_json::to_value(k8s_openapi::api::core::v1::PodSecurityContext {
+            app_armor_profile: Some(Default::default()),
+            fs_group: Some(0),
+            fs_group_change_policy: Some(String::new()),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            se_linux_change_policy: Some(String::new()),
+            se_linux_options: Some(Default::default()),
+            seccomp_profile: Some(Default::default()),
+            supplemental_groups: Some(vec![]),
+            supplemental_groups_policy: Some(String::new()),
+            sysctls: Some(vec![]),
+            windows_options: Some(Default::default()),
+        })
+        .unwrap();
+        let mut keys: Vec<&str> = all.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut listed: Vec<&str> = applied.iter().copied().chain(refused.iter().map(|(n, _)| *n)).collect();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed, "every PodSecurityContext field is listed");
+    }
+
+    #[test]
+    fn seccomp_and_apparmor_profiles_resolve_container_over_pod() {
+        // Nothing said: RuntimeDefault for the sandbox and the container, no AppArmor.
+        let p = plan_of(&pod_with("{}", "{}")).unwrap();
+        assert_eq!(p.seccomp, SeccompProfile::RuntimeDefault);
+        assert_eq!(p.containers[0].security.seccomp, SeccompProfile::RuntimeDefault);
+        assert_eq!(p.containers[0].security.apparmor, None);
+        // The container's overrides the pod's; the sandbox keeps the pod's.
+        let p = plan_of(&pod_with(
+            "{seccompProfile: {type: Unconfined}}",
+            "{seccompProfile: {type: Localhost, localhostProfile: profiles/mkdir.json}, appArmorProfile: {type: Unconfined}}",
+        ))
+        .unwrap();
+        assert_eq!(p.seccomp, SeccompProfile::Unconfined);
+        assert_eq!(
+            p.containers[0].security.seccomp,
+            SeccompProfile::Localhost {
+                field: "spec.containers[0].securityContext.seccompProfile.localhostProfile".into(),
+                profile: "profiles/mkdir.json".into()
+            }
+        );
+        assert_eq!(p.containers[0].security.apparmor, Some(AppArmorProfile::Unconfined));
+        for (pod_sc, c_sc, f) in [
+            (
+                "{seccompProfile: {type: Strict}}",
+                "{}",
+                "spec.securityContext.seccompProfile.type",
+            ),
+            (
+                "{}",
+                "{seccompProfile: {type: Localhost}}",
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{}",
+                "{seccompProfile: {type: Localhost, localhostProfile: /etc/x.json}}",
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{seccompProfile: {type: Localhost, localhostProfile: ../x.json}}",
+                "{}",
+                "spec.securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{}",
+                "{seccompProfile: {type: RuntimeDefault, localhostProfile: x.json}}",
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "{appArmorProfile: {type: Complain}}",
+                "{}",
+                "spec.securityContext.appArmorProfile.type",
+            ),
+            (
+                "{}",
+                "{appArmorProfile: {type: Localhost}}",
+                "spec.containers[0].securityContext.appArmorProfile.localhostProfile",
+            ),
+            (
+                "{}",
+                "{seLinuxOptions: {level: s0}}",
+                "spec.containers[0].securityContext.seLinuxOptions",
+            ),
+        ] {
+            assert_eq!(err_field(&pod_with(pod_sc, c_sc)), f, "{pod_sc} {c_sc}");
+        }
+    }
+
+    #[test]
+    fn pod_sysctls_must_be_namespaced_and_host_users_is_refused() {
+        for (sysctls, extra, reason) in [
+            ("[{name: vm.swappiness, value: \"1\"}]", "", "not a namespaced sysctl"),
+            ("[{name: kernel.hostname, value: x}]", "", "spec.hostname"),
+            ("[{name: \"net..x\", value: \"1\"}]", "", "not a sysctl name"),
+            (
+                "[{name: net.ipv4.ip_forward, value: \"1\"}]",
+                "  hostNetwork: true\n",
+                "hostNetwork",
+            ),
+            (
+                "[{name: kernel.sem, value: \"1\"}, {name: kernel/sem, value: \"2\"}]",
+                "",
+                "set twice",
+            ),
+        ] {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}  securityContext: {{sysctls: {sysctls}}}\n  containers: [{{name: c, image: busybox}}]\n"
+            );
+            let e = plan_of(&yaml).unwrap_err().to_string();
+            let idx = if reason == "set twice" { 1 } else { 0 };
+            assert!(
+                e.starts_with(&format!("spec.securityContext.sysctls[{idx}].name: ")) && e.contains(reason),
+                "{e}"
+            );
+        }
+        let e = plan_of("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostUsers: false\n  containers: [{name: c, image: busybox}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.hostUsers: ") && e.contains("user namespaces"),
+            "{e}"
+        );
+        assert!(plan_of("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostUsers: true\n  containers: [{name: c, image: busybox}]\n").is_ok());
+        assert_eq!(
+            err_field(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {container.apparmor.security.beta.kubernetes.io/c: unconfined}}\nspec: {containers: [{name: c, image: busybox}]}\n"
+            ),
+            "metadata.annotations[container.apparmor.security.beta.kubernetes.io/c]"
+        );
     }
 
     #[test]

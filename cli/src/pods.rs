@@ -12,12 +12,23 @@
 //!   raised to 0 where this kernel refuses lowering it (with a warning).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Capability, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Spec, UserBuilder};
 use proto::annotations;
 
 use crate::manifest::{ContainerPlan, EnvValue, ManifestError, PodPlan, VolumeKind, SANDBOX_OOM_SCORE_ADJ};
+use crate::security::{self, SecurityError};
+
+/// A [`SecurityError`] as the manifest error of the field it names.
+fn security_field(e: SecurityError) -> ManifestError {
+    let field = e.field().to_string();
+    let chain = sandbox::error::chain(&e);
+    ManifestError::Field {
+        reason: chain.strip_prefix(&format!("{field}: ")).unwrap_or(&chain).to_string(),
+        field,
+    }
+}
 
 /// What the pod's containers need from their images.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +58,10 @@ pub struct PodRuntime {
     pub ip: String,
     /// Lowering `oom_score_adj` below 0 is refused here (EACCES): clamp to 0.
     pub clamp_oom_score_adj: bool,
+    /// Where Localhost seccomp profiles are (kubelet's `/var/lib/kubelet/seccomp`).
+    pub seccomp_root: PathBuf,
+    /// Where sysfs is (`/sys`): whether AppArmor is on, which profiles are loaded.
+    pub sys_root: PathBuf,
 }
 
 /// True when this process may lower its `oom_score_adj` (probed by trying -1, then
@@ -98,8 +113,12 @@ pub fn pod_cgroup(uid: &str) -> String {
     format!("peapod/pod-{uid}")
 }
 
-/// The sandbox's spec: `peapod-pause` from a rootfs holding `/pause`.
-pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Spec {
+/// The sandbox's spec: `peapod-pause` from a rootfs holding `/pause`, with the pod's
+/// sysctls and its pod-level seccomp profile (none when a container is privileged, as
+/// kubelet then marks the sandbox privileged and containerd applies none).
+///
+/// Errors: a Localhost seccomp profile that cannot be read, naming its field.
+pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Result<Spec, ManifestError> {
     let mut spec = sandbox::spec::default_spec(&["/pause"]);
     spec.set_hostname(Some(plan.hostname.clone()));
     if let Some(root) = spec.root_mut() {
@@ -130,8 +149,54 @@ pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Spec {
             list.push(ns(LinuxNamespaceType::Network, None));
         }
         linux.set_namespaces(Some(list));
+        // containerd puts the sandbox config's sysctls in the sandbox's spec only; the
+        // containers share its network and ipc namespaces.
+        if !plan.sysctls.is_empty() {
+            linux.set_sysctl(Some(plan.sysctls.clone().into_iter().collect()));
+        }
     }
-    spec
+    let privileged = plan.containers.iter().any(|c| c.security.privileged);
+    let bounding = bounding_set(&spec);
+    let filter = security::seccomp(&plan.seccomp, privileged, &bounding, &rt.seccomp_root).map_err(security_field)?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_seccomp(filter);
+    }
+    Ok(spec)
+}
+
+/// Checks the pod's profiles before anything is created: every Localhost seccomp profile
+/// (the pod's, for the sandbox, and each non-privileged container's) is read and parsed
+/// under `seccomp_root`; with `apparmor`, each container's AppArmor choice is checked
+/// against the kernel under `sys_root` (embedded mode; under CRI the runtime decides).
+///
+/// Errors: the first profile that cannot be used, naming its field and file.
+pub fn check_profiles(
+    plan: &PodPlan,
+    seccomp_root: &Path,
+    sys_root: &Path,
+    apparmor: bool,
+) -> Result<(), ManifestError> {
+    let none = HashSet::new();
+    let privileged = plan.containers.iter().any(|c| c.security.privileged);
+    security::seccomp(&plan.seccomp, privileged, &none, seccomp_root).map_err(security_field)?;
+    for c in &plan.containers {
+        security::seccomp(&c.security.seccomp, c.security.privileged, &none, seccomp_root).map_err(security_field)?;
+        if apparmor {
+            security::apparmor_profile(c.security.apparmor.as_ref(), c.security.privileged, sys_root)
+                .map_err(security_field)?;
+        }
+    }
+    Ok(())
+}
+
+/// The bounding capabilities of `spec`'s process (what containerd's `DefaultProfile`
+/// keys on).
+fn bounding_set(spec: &Spec) -> HashSet<Capability> {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().clone())
+        .unwrap_or_default()
 }
 
 /// A container's spec.
@@ -211,18 +276,22 @@ pub fn container_spec(
             .clone()
             .or_else(|| Some(image.working_dir.clone()).filter(|w| !w.is_empty()));
         p.set_cwd(cwd.unwrap_or_else(|| "/".into()).into());
-        p.set_user(
-            UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
-                .build()
-                .expect("all fields set"),
-        );
+        let mut user = UserBuilder::default().uid(uid).gid(gid);
+        if !c.security.supplemental_groups.is_empty() {
+            user = user.additional_gids(c.security.supplemental_groups.clone());
+        }
+        p.set_user(user.build().expect("all fields set"));
         p.set_no_new_privileges(Some(!c.security.allow_privilege_escalation));
         p.set_terminal(Some(c.tty));
         p.set_oom_score_adj(Some(clamp(c.oom_score_adj, rt)));
-        p.set_capabilities(Some(sandbox::spec::capabilities(caps)));
+        p.set_capabilities(Some(sandbox::spec::capabilities(caps.clone())));
+        p.set_apparmor_profile(
+            security::apparmor_profile(c.security.apparmor.as_ref(), c.security.privileged, &rt.sys_root)
+                .map_err(security_field)?,
+        );
     }
+    let filter = security::seccomp(&c.security.seccomp, c.security.privileged, &caps, &rt.seccomp_root)
+        .map_err(security_field)?;
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(c.security.read_only_root_filesystem));
     }
@@ -297,6 +366,7 @@ pub fn container_spec(
             linux.set_masked_paths(None);
             linux.set_readonly_paths(None);
         }
+        linux.set_seccomp(filter);
     }
     Ok(spec)
 }
@@ -316,8 +386,13 @@ pub fn env_value(plan: &PodPlan, value: &EnvValue, uid: &str, ip: &str) -> Strin
     }
 }
 
+/// What `privileged` and `add: [ALL]` grant: every capability this process has, as
+/// containerd's `oci.WithAllCurrentCapabilities` (`cap.Current()`, the effective set) —
+/// not every capability the kernel knows, which capset refuses where the CLI's own
+/// bounding set lacks one (a host without CAP_SYS_RESOURCE).
 fn all_capabilities() -> HashSet<Capability> {
-    caps::all()
+    caps::read(None, caps::CapSet::Effective)
+        .unwrap_or_else(|_| caps::all())
         .into_iter()
         .filter_map(|c| c.to_string().trim_start_matches("CAP_").parse::<Capability>().ok())
         .collect()
@@ -354,6 +429,8 @@ mod tests {
             pause_pid: 4242,
             ip: "10.0.0.7".into(),
             clamp_oom_score_adj: true,
+            seccomp_root: "/nonexistent".into(),
+            sys_root: "/nonexistent".into(),
         }
     }
 
@@ -419,7 +496,7 @@ spec:
     #[test]
     fn sandbox_spec_owns_the_namespaces_and_declares_the_pod() {
         let p = web();
-        let spec = sandbox_spec(&p, &rt());
+        let spec = sandbox_spec(&p, &rt()).unwrap();
         let a = spec.annotations().as_ref().unwrap();
         assert_eq!(a[annotations::CONTAINER_TYPE], annotations::CONTAINER_TYPE_SANDBOX);
         assert!(a[annotations::CONTAINERS].contains("\"app\""));
@@ -427,6 +504,129 @@ spec:
         let nss = spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
         assert!(nss.iter().all(|n| n.path().is_none()));
         assert!(nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+    }
+
+    fn busybox() -> ImageConfig {
+        ImageConfig {
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        }
+    }
+
+    fn syscall_allowed(spec: &Spec, name: &str) -> bool {
+        let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        seccomp
+            .syscalls()
+            .iter()
+            .flatten()
+            .any(|s| s.names().iter().any(|n| n == name) && s.args().as_ref().is_none_or(|a| a.is_empty()))
+    }
+
+    #[test]
+    fn every_process_of_the_pod_gets_its_seccomp_profile() {
+        let yaml = |pod: &str, c: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  securityContext: {pod}\n  containers:\n  - {{name: a, image: busybox, securityContext: {c}}}\n  - {{name: b, image: busybox, securityContext: {{privileged: true}}}}\n"
+            )
+        };
+        let p = plan(
+            &parse("t", &yaml("{}", "{capabilities: {add: [SYS_ADMIN]}}")).unwrap(),
+            8 << 30,
+        )
+        .unwrap();
+        let a = container_spec(&p, &p.containers[0], &busybox(), &rt()).unwrap();
+        assert!(syscall_allowed(&a, "unshare"), "CAP_SYS_ADMIN opens unshare");
+        assert!(!syscall_allowed(&a, "keyctl"));
+        let b = container_spec(&p, &p.containers[1], &busybox(), &rt()).unwrap();
+        assert!(b.linux().as_ref().unwrap().seccomp().is_none(), "privileged: no filter");
+        // The sandbox: none, as a container is privileged.
+        let sandbox = sandbox_spec(&p, &rt()).unwrap();
+        assert!(sandbox.linux().as_ref().unwrap().seccomp().is_none());
+        // Without the privileged container, the sandbox gets the pod's (RuntimeDefault).
+        let mut p2 = p.clone();
+        p2.containers.pop();
+        let sandbox = sandbox_spec(&p2, &rt()).unwrap();
+        assert!(!syscall_allowed(&sandbox, "unshare") && syscall_allowed(&sandbox, "read"));
+
+        // Localhost, from the root; a missing file names the field.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("mkdir.json"),
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}"#,
+        )
+        .unwrap();
+        let mut rt = rt();
+        rt.seccomp_root = root.path().to_path_buf();
+        let p = plan(
+            &parse(
+                "t",
+                &yaml(
+                    "{seccompProfile: {type: Localhost, localhostProfile: mkdir.json}}",
+                    "{seccompProfile: {type: Localhost, localhostProfile: missing.json}}",
+                ),
+            )
+            .unwrap(),
+            8 << 30,
+        )
+        .unwrap();
+        let e = container_spec(&p, &p.containers[0], &busybox(), &rt)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile: cannot read the seccomp profile "
+            ) && e.contains("missing.json"),
+            "{e}"
+        );
+        let e = check_profiles(&p, &rt.seccomp_root, &rt.sys_root, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.json"), "{e}");
+        let mut p3 = p.clone();
+        p3.containers.truncate(1);
+        p3.containers[0].security.seccomp = p.seccomp.clone();
+        let a = container_spec(&p3, &p3.containers[0], &busybox(), &rt).unwrap();
+        let filter = a.linux().as_ref().unwrap().seccomp().clone().unwrap();
+        assert_eq!(filter.syscalls().as_ref().unwrap()[0].errno_ret(), Some(38));
+        assert_eq!(
+            sandbox_spec(&p3, &rt).unwrap().linux().as_ref().unwrap().seccomp(),
+            &Some(filter)
+        );
+        assert!(check_profiles(&p3, &rt.seccomp_root, &rt.sys_root, true).is_ok());
+    }
+
+    #[test]
+    fn pod_sysctls_go_to_the_sandbox_and_apparmor_needs_the_kernel() {
+        let p = plan(
+            &parse(
+                "t",
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {supplementalGroups: [44], sysctls: [{name: kernel.shm_rmid_forced, value: \"1\"}]}\n  containers: [{name: c, image: busybox, securityContext: {appArmorProfile: {type: Localhost, localhostProfile: x}}}]\n",
+            )
+            .unwrap(),
+            8 << 30,
+        )
+        .unwrap();
+        let sandbox = sandbox_spec(&p, &rt()).unwrap();
+        let sysctl = sandbox.linux().as_ref().unwrap().sysctl().clone().unwrap();
+        assert_eq!(sysctl["kernel.shm_rmid_forced"], "1");
+        // rt()'s sysfs has no AppArmor: a Localhost profile is refused by its field.
+        let e = container_spec(&p, &p.containers[0], &busybox(), &rt())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.containers[0].securityContext.appArmorProfile.localhostProfile: Localhost: AppArmor is not enabled"),
+            "{e}"
+        );
+        let mut p = p;
+        p.containers[0].security.apparmor = None;
+        let c = container_spec(&p, &p.containers[0], &busybox(), &rt()).unwrap();
+        let proc = c.process().as_ref().unwrap();
+        assert_eq!(proc.user().additional_gids().as_deref(), Some(&[44][..]));
+        assert_eq!(proc.apparmor_profile(), &None);
+        assert!(
+            c.linux().as_ref().unwrap().sysctl().is_none(),
+            "sysctls are the sandbox's"
+        );
     }
 
     #[test]

@@ -189,6 +189,16 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod's seccomp or AppArmor profiles cannot be used (a Localhost file missing or
+    /// malformed, AppArmor absent): nothing was created.
+    #[error("pod {pod}: security profiles")]
+    Profiles {
+        /// The pod.
+        pod: String,
+        /// Cause (names the field and the file).
+        #[source]
+        source: ManifestError,
+    },
     /// A container's OCI spec could not be built from the manifest and its image.
     #[error("build the OCI spec")]
     ContainerSpec {
@@ -362,6 +372,9 @@ pub enum RunError {
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
 
+/// Where sysfs is mounted: AppArmor's state is read there.
+const SYS_ROOT: &str = "/sys";
+
 /// Where the CLI keeps things.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -422,6 +435,14 @@ pub struct PodRecord {
     pub cni_result: Option<String>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// Where the pod's Localhost seccomp profiles are read from (`peapod run
+    /// --seccomp-profile-root`).
+    #[serde(default = "default_seccomp_root")]
+    pub seccomp_root: PathBuf,
+}
+
+fn default_seccomp_root() -> PathBuf {
+    PathBuf::from(crate::security::KUBELET_SECCOMP_ROOT)
 }
 
 impl PodRecord {
@@ -604,11 +625,14 @@ impl Binaries {
 }
 
 /// Runs a pod; returns its record. On error everything created is removed again.
+/// Localhost seccomp profiles are read under `seccomp_root`, and checked (with the
+/// AppArmor profiles) before anything is created.
 pub fn run(
     paths: &Paths,
     bins: &Binaries,
     plan: &PodPlan,
     network: NetworkMode,
+    seccomp_root: &Path,
     progress: &dyn Fn(&str),
 ) -> Result<PodRecord> {
     let key = key(&plan.namespace, &plan.name);
@@ -618,6 +642,12 @@ pub fn run(
             namespace: plan.namespace.clone(),
         });
     }
+    crate::pods::check_profiles(plan, seccomp_root, Path::new(SYS_ROOT), true).map_err(|source| {
+        RunError::Profiles {
+            pod: plan.name.clone(),
+            source,
+        }
+    })?;
     // Images first: a missing one fails the pod before anything exists.
     let store = paths.images()?;
     let mut images = Vec::new();
@@ -640,6 +670,7 @@ pub fn run(
         ip: None,
         cni_result: None,
         created: now(),
+        seccomp_root: seccomp_root.to_path_buf(),
     };
     record.save(paths)?;
     match run_inner(paths, bins, &mut record, &images, progress) {
@@ -680,6 +711,8 @@ fn run_inner(
         pause_pid: 0,
         ip: String::new(),
         clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
+        seccomp_root: record.seccomp_root.clone(),
+        sys_root: PathBuf::from(SYS_ROOT),
     };
     for warning in crate::pods::clamp_warnings(&plan, &rt) {
         progress(&warning);
@@ -694,7 +727,11 @@ fn run_inner(
         to: pause,
         source,
     })?;
-    write_json(&sandbox_bundle.join("config.json"), &sandbox_spec(&plan, &rt), true)?;
+    let spec = sandbox_spec(&plan, &rt).map_err(|source| RunError::Profiles {
+        pod: plan.name.clone(),
+        source,
+    })?;
+    write_json(&sandbox_bundle.join("config.json"), &spec, true)?;
     progress("starting the pod sandbox");
     let sandbox_err = |source| RunError::StartSandbox {
         pod: plan.name.clone(),
@@ -857,6 +894,8 @@ pub fn add_container(paths: &Paths, record: &mut PodRecord, c: &ContainerPlan) -
         pause_pid: pause_pid(sandbox_pid)?,
         ip: record.ip.clone().unwrap_or_default(),
         clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
+        seccomp_root: record.seccomp_root.clone(),
+        sys_root: PathBuf::from(SYS_ROOT),
     };
     let task_id = format!("{}_{}", record.key, c.name);
     record.plan.containers.push(c.clone());

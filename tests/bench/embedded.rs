@@ -133,7 +133,14 @@ impl Embedded {
     /// `runner::run`, recording the pod for the leak check (also when it fails).
     fn run(&self, plan: &PodPlan) -> Result<PodRecord> {
         let key = runner::key(&plan.namespace, &plan.name);
-        let result = runner::run(&self.paths, &self.bins, plan, self.network, &|_| {});
+        let result = runner::run(
+            &self.paths,
+            &self.bins,
+            plan,
+            self.network,
+            std::path::Path::new(peapod::security::KUBELET_SECCOMP_ROOT),
+            &|_| {},
+        );
         let (uid, tasks) = match &result {
             Ok(r) => (r.uid.clone(), r.containers.iter().map(|(_, id)| id.clone()).collect()),
             Err(_) => (String::new(), Vec::new()),

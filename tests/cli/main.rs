@@ -9,10 +9,12 @@
 
 mod images;
 mod pods;
+mod security;
 
 use images::*;
 use peapod_tests::tests;
 use pods::*;
+use security::*;
 
 /// Each pod test twice: `embedded::NAME` and `cri::NAME`.
 macro_rules! both_modes {
@@ -52,6 +54,9 @@ fn main() {
         exec_passes_stdin_and_exit_codes,
         a_sigkilled_cli_leaves_nothing_delete_cannot_clean,
         bad_manifests_fail_clearly_and_create_nothing,
+        runtime_default_blocks_user_namespaces_and_unconfined_allows_them,
+        localhost_profiles_apply_privileged_ignores_them_and_pod_sysctls_apply,
+        bad_security_contexts_fail_by_field_and_create_nothing,
     ])
     .chain(
         tests![

@@ -22,14 +22,14 @@ pub enum Mode {
 
 /// A private `--root`/`--state` pair with the test images imported (embedded), or a
 /// private containerd with them imported (CRI).
-struct Cli {
-    dir: tempfile::TempDir,
+pub struct Cli {
+    pub dir: tempfile::TempDir,
     bin: PathBuf,
     ctrd: Option<Containerd>,
 }
 
 impl Cli {
-    fn new(mode: Mode) -> Result<Cli> {
+    pub fn new(mode: Mode) -> Result<Cli> {
         let dir = tempfile::Builder::new().prefix("peapod-cli-").tempdir_in("/tmp")?;
         let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
         ensure!(
@@ -67,7 +67,7 @@ impl Cli {
     }
 
     /// `get pod NAME -o json`.
-    fn pod_json(&self, name: &str) -> Result<serde_json::Value> {
+    pub fn pod_json(&self, name: &str) -> Result<serde_json::Value> {
         Ok(serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])?)?)
     }
 
@@ -106,11 +106,11 @@ impl Cli {
         self.dir.path().join("root")
     }
 
-    fn state(&self) -> PathBuf {
+    pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         if let Some(ctrd) = &self.ctrd {
             c.arg("--cri")
@@ -129,11 +129,11 @@ impl Cli {
         c
     }
 
-    fn run(&self, args: &[&str]) -> Result<Output> {
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
         Ok(self.command(args).output()?)
     }
 
-    fn ok(&self, args: &[&str]) -> Result<String> {
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;
         ensure!(
             out.status.success(),
@@ -145,7 +145,7 @@ impl Cli {
     }
 
     /// The `get pods` row of `pod`: (READY, STATUS, IP).
-    fn row(&self, pod: &str) -> Result<(String, String, String)> {
+    pub fn row(&self, pod: &str) -> Result<(String, String, String)> {
         let out = self.ok(&["get", "pods"])?;
         let line = out
             .lines()
@@ -155,7 +155,7 @@ impl Cli {
         Ok((f[1].to_string(), f[2].to_string(), f[5].to_string()))
     }
 
-    fn wait_for<T>(&self, what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    pub fn wait_for<T>(&self, what: &str, mut probe: impl FnMut() -> Result<Option<T>>) -> Result<T> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut last = String::new();
         loop {
@@ -169,9 +169,17 @@ impl Cli {
         }
     }
 
+    /// CRI mode: checks the private containerd holds no sandbox, container or task.
+    pub fn assert_no_runtime_leftovers(&self) -> Result<()> {
+        match &self.ctrd {
+            Some(ctrd) => ctrd.assert_no_leftovers(),
+            None => Ok(()),
+        }
+    }
+
     /// Checks that nothing of pod `name` is left: state, data (embedded) or log
     /// directories and everything containerd had (CRI), mounts, cgroup, shim.
-    fn assert_gone(&self, name: &str, uid: &str) -> Result<()> {
+    pub fn assert_gone(&self, name: &str, uid: &str) -> Result<()> {
         let key = format!("default_{name}");
         for dir in [
             self.state().join("pods").join(&key),
@@ -199,7 +207,7 @@ impl Cli {
 }
 
 /// The uid of pod `name` (`get -o json`).
-fn uid_of(cli: &Cli, name: &str) -> Result<String> {
+pub fn uid_of(cli: &Cli, name: &str) -> Result<String> {
     let v = cli.pod_json(name)?;
     Ok(v["metadata"]["uid"].as_str().context("metadata.uid")?.to_string())
 }
@@ -259,12 +267,12 @@ fn with_example(mode: Mode, name: &str, check: impl FnOnce(&Cli, &str) -> Result
     deleted
 }
 
-fn delete_and_check(cli: &Cli, name: &str, uid: &str) -> Result<()> {
+pub fn delete_and_check(cli: &Cli, name: &str, uid: &str) -> Result<()> {
     cli.ok(&["delete", "pod", name])?;
     cli.assert_gone(name, uid)
 }
 
-fn logs(cli: &Cli, pod: &str, c: &str) -> Result<String> {
+pub fn logs(cli: &Cli, pod: &str, c: &str) -> Result<String> {
     cli.ok(&["logs", pod, "-c", c])
 }
 

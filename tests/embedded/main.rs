@@ -86,6 +86,78 @@ fn exec_and_kill_without_containerd() -> Result<()> {
     b.assert_clean(Some(nix::unistd::Pid::from_raw(i32::try_from(pid)?)))
 }
 
+/// The CLI's RuntimeDefault profile (`peapod::security::runtime_default`, containerd's)
+/// in a task run by the embedded shim: `unshare -U` fails with EPERM in the container and
+/// in a process exec'd into it, while the same bundle without `linux.seccomp` may unshare.
+fn runtime_default_profile_blocks_user_namespaces_in_embedded_tasks() -> Result<()> {
+    let script = "grep ^Seccomp: /proc/self/status; unshare -U true 2>&1; echo rc=$?; exec sleep 30";
+    let run = |name: &str, filtered: bool| -> Result<(String, i32, String)> {
+        let mut b = Bundle::new(name, &sh(script))?;
+        if filtered {
+            let bounding = b
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.capabilities().as_ref())
+                .and_then(|c| c.bounding().clone())
+                .unwrap_or_default();
+            let profile = peapod::security::runtime_default(&bounding);
+            b.spec.linux_mut().as_mut().context("linux")?.set_seccomp(Some(profile));
+        }
+        b.write()?;
+        let (io, log) = file_io(b.path(), "out");
+        let shim = Shim::start(&peapod_shim()?, &b.id, b.path(), None)?;
+        let result = (|| {
+            let pid = shim.create(&b.id, b.path(), &[], &io)?;
+            shim.start_task(&b.id, "")?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !std::fs::read_to_string(&log)?.contains("rc=") {
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "no output: {:?}",
+                    std::fs::read_to_string(&log)
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let (eio, elog) = file_io(b.path(), "exec");
+            let process = ProcessBuilder::default()
+                .args(sh("unshare -U true").iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .env(vec!["PATH=/bin".to_string()])
+                .cwd("/")
+                .build()?;
+            shim.exec(&b.id, "e1", &process, &eio)?;
+            shim.start_task(&b.id, "e1")?;
+            let code = i32::try_from(shim.wait(&b.id, "e1")?)?;
+            shim.delete(&b.id, "e1")?;
+            shim.kill(&b.id, "", 9, false)?;
+            shim.wait(&b.id, "")?;
+            shim.delete(&b.id, "")?;
+            Ok((pid, code, std::fs::read_to_string(&elog)?))
+        })();
+        shim.shutdown()?;
+        wait_shim_gone(shim.address())?;
+        let (pid, code, exec_out) = result?;
+        let out = std::fs::read_to_string(&log)?;
+        b.assert_clean(Some(nix::unistd::Pid::from_raw(i32::try_from(pid)?)))?;
+        Ok((out, code, exec_out))
+    };
+    let (out, exec_code, exec_out) = run("embsecd", true)?;
+    ensure!(
+        out.contains("Seccomp:\t2") && out.contains("Operation not permitted") && out.contains("rc=1"),
+        "unshare -U under RuntimeDefault: {out:?}"
+    );
+    ensure!(
+        exec_code == 1 && exec_out.contains("Operation not permitted"),
+        "exec'd unshare -U under RuntimeDefault: {exec_code} {exec_out:?}"
+    );
+    let (out, exec_code, _) = run("embsecu", false)?;
+    ensure!(
+        out.contains("Seccomp:\t0") && out.contains("rc=0") && exec_code == 0,
+        "unshare -U without a filter: {out:?}, exec {exec_code}"
+    );
+    Ok(())
+}
+
 /// CNI ADD gives a network namespace an address on peapod's bridge and brings `lo` up;
 /// DEL releases the address.
 fn cni_attaches_and_releases_a_pod_network() -> Result<()> {
@@ -127,6 +199,7 @@ fn main() {
     let tests = tests![
         task_lifecycle_without_containerd,
         exec_and_kill_without_containerd,
+        runtime_default_profile_blocks_user_namespaces_in_embedded_tasks,
         cni_attaches_and_releases_a_pod_network
     ];
     peapod_tests::run_privileged_suite(tests, peapod_tests::sweep_test_cgroups);
