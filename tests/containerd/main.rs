@@ -309,7 +309,7 @@ fn cri_stop_escalates_to_sigkill_and_exec_sync_times_out(ctrd: &Containerd, rt: 
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let ps = cri.exec_sync(&id, &["ps", "-o", "args"], Duration::from_secs(5))?;
+            let ps = cri.exec_sync(&id, &["ps", "-o", "args"], Duration::from_secs(20))?;
             if !String::from_utf8_lossy(&ps.stdout).contains("sleep 30") {
                 break;
             }

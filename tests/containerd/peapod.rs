@@ -410,7 +410,9 @@ pub fn pod_containers_share_network_ipc_and_hostname(ctrd: &Containerd) -> Resul
             let out = cri.exec_sync(
                 &client,
                 &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
-                Duration::from_secs(5),
+                // wget fails at once while nothing listens; the time is for a loaded
+                // machine (5 s ran out once under a parallel build).
+                Duration::from_secs(20),
             )?;
             if out.exit_code == 0 {
                 break String::from_utf8_lossy(&out.stdout).into_owned();
@@ -469,7 +471,7 @@ pub fn empty_dirs_are_shared_and_removed_with_the_pod(ctrd: &Containerd) -> Resu
         )?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let seen = loop {
-            let out = cri.exec_sync(&reader, &["cat", "/disk/f", "/mem/f"], Duration::from_secs(5))?;
+            let out = cri.exec_sync(&reader, &["cat", "/disk/f", "/mem/f"], Duration::from_secs(20))?;
             if out.exit_code == 0 {
                 break String::from_utf8_lossy(&out.stdout).into_owned();
             }
@@ -477,7 +479,7 @@ pub fn empty_dirs_are_shared_and_removed_with_the_pod(ctrd: &Containerd) -> Resu
             std::thread::sleep(Duration::from_millis(100));
         };
         ensure!(seen == "on-disk\nin-memory\n", "reader saw {seen:?}");
-        let ro = cri.exec_sync(&reader, &sh("touch /disk/x"), Duration::from_secs(5))?;
+        let ro = cri.exec_sync(&reader, &sh("touch /disk/x"), Duration::from_secs(20))?;
         ensure!(ro.exit_code != 0, "readOnly mount was writable");
         // One tmpfs on the host, sized 8 MiB, seen by both containers.
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
