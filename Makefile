@@ -30,7 +30,7 @@ DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci
 # and the peapod CLI.
 BINS := -p sandbox -p shim -p peapod
 
-.PHONY: deps build check test unit-test host-test escape-test containerd-test cli-test pause vm-test bench bench-vm demo demo-bundle install clean
+.PHONY: deps build check test unit-test host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm demo demo-bundle install clean
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -66,13 +66,13 @@ host-test:
 # Privileged: escape attempts, one per class, each observed from the host; the same
 # bundle under Debian's runc where runc can run it. The CLI escapes run target/debug/peapod;
 # their test images need the static pause binary.
-escape-test: pause
+escape-test: pause probe
 	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test escape
 
 # Privileged: a private containerd (Debian's) with runc and peapod runtimes, driven by ctr
 # and CRI. containerd finds containerd-shim-peapod-v2 in target/debug, so build it first.
-containerd-test: pause
+containerd-test: pause probe
 	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test containerd
 
@@ -80,7 +80,7 @@ containerd-test: pause
 # exec, CNI); images: the local image store on the real
 # kernel (archives, overlayfs rootfs, pulls from a private docker-registry filled by skopeo,
 # getfattr from attr); the test images need the static pause binary.
-cli-test: pause
+cli-test: pause probe
 	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test embedded
 	$(CARGO) test -p peapod-tests --test cli
@@ -102,7 +102,7 @@ vm-test:
 # Knobs: BENCH_ITERATIONS, BENCH_WARMUP, BENCH_EXECS, BENCH_CHURN_ITERATIONS,
 # BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS, BENCH_EMBEDDED_NETWORK (see
 # tests/bench/main.rs).
-bench: pause
+bench: pause probe
 	$(CARGO) build --release $(BINS)
 	$(CARGO) bench -p peapod-tests --bench bench
 
@@ -131,7 +131,7 @@ bench-vm:
 	done
 
 # A pod from examples/ run end to end by the CLI in embedded mode (see scripts/demo).
-demo: deps pause
+demo: deps pause probe
 	$(CARGO) build $(BINS) -p peapod-tests --bins
 	scripts/demo
 
@@ -146,6 +146,13 @@ demo-bundle: deps
 pause:
 	$(CARGO) rustc -p sandbox --bin peapod-pause $(if $(RELEASE),--release) -- -C target-feature=+crt-static
 	install -D -m 0755 target/$(if $(RELEASE),release,debug)/peapod-pause target/pause/peapod-pause
+
+# The busybox test image's /bin/syscall-probe (tests/src/bin/peapod-syscall-probe.rs):
+# makes the system calls a seccomp profile should refuse and prints each errno; static,
+# as the image has no libc.
+probe:
+	$(CARGO) rustc -p peapod-tests --bin peapod-syscall-probe -- -C target-feature=+crt-static
+	install -D -m 0755 target/debug/peapod-syscall-probe target/pause/peapod-syscall-probe
 
 install: build
 	$(MAKE) pause RELEASE=1

@@ -70,7 +70,10 @@ fn seccomp_mode(log: &str, who: &str) -> Option<String> {
 /// with EPERM; `Unconfined` allows it, and so does `CAP_SYS_ADMIN` under RuntimeDefault,
 /// as containerd's profile opens `unshare` to it. The sandbox runs filtered too.
 pub fn runtime_default_blocks_user_namespaces_and_unconfined_allows_them(mode: Mode) -> Result<()> {
-    let script = "grep ^Seccomp: /proc/self/status /proc/1/status; unshare -U true 2>&1; echo unshare-rc=$?";
+    // syscall-probe (the busybox image's /bin/syscall-probe) prints `<name>: ok` or
+    // `<name>: errno N` for calls busybox cannot make.
+    let script = "grep ^Seccomp: /proc/self/status /proc/1/status; unshare -U true 2>&1; echo unshare-rc=$?; \
+                  syscall-probe keyctl userfaultfd io_uring_setup";
     let yaml = format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: seccomp-default}}\nspec:\n  shareProcessNamespace: true\n  terminationGracePeriodSeconds: 1\n  containers:\n{}{}{}",
         container("dflt", "{}", script),
@@ -87,6 +90,18 @@ pub fn runtime_default_blocks_user_namespaces_and_unconfined_allows_them(mode: M
             seccomp_mode(&dflt, "self").as_deref() == Some("2"),
             "dflt not filtered: {dflt:?}"
         );
+        ensure!(
+            dflt.contains("keyctl: errno 1") && dflt.contains("userfaultfd: errno 1"),
+            "keyctl and userfaultfd under RuntimeDefault: {dflt:?}"
+        );
+        // containerd 2.x's profile, which embedded mode transcribes, no longer allows
+        // io_uring; containerd 1.6's (CRI mode here) still does.
+        if mode == Mode::Embedded {
+            ensure!(
+                dflt.contains("io_uring_setup: errno 1"),
+                "io_uring_setup under RuntimeDefault: {dflt:?}"
+            );
+        }
         // pid 1 is the pause process: the sandbox has the pod's profile (RuntimeDefault).
         ensure!(
             seccomp_mode(&dflt, "1").as_deref() == Some("2"),
@@ -94,6 +109,10 @@ pub fn runtime_default_blocks_user_namespaces_and_unconfined_allows_them(mode: M
         );
         let free = probe(cli, "seccomp-default", "free")?;
         ensure!(free.contains("unshare-rc=0"), "unshare -U under Unconfined: {free:?}");
+        ensure!(
+            free.contains("keyctl: ok") && free.contains("userfaultfd: ok") && free.contains("io_uring_setup: ok"),
+            "keyctl, userfaultfd and io_uring_setup under Unconfined: {free:?}"
+        );
         ensure!(
             seccomp_mode(&free, "self").as_deref() == Some("0"),
             "free filtered: {free:?}"

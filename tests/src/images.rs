@@ -5,7 +5,9 @@
 //!
 //! - [`BUSYBOX_IMAGE`]: `/bin/busybox`, one symlink per applet, `/etc/passwd`,
 //!   `/etc/group`, the usual empty directories; `Cmd ["sh"]`, `Env PATH=...`, like the
-//!   upstream busybox image.
+//!   upstream busybox image; and `/bin/syscall-probe`, the tests' static
+//!   `peapod-syscall-probe` (`make probe`), for the system calls busybox cannot make
+//!   (`keyctl`, `userfaultfd`, `io_uring_setup`).
 //! - [`PAUSE_IMAGE`]: the pod sandbox image (containerd's `sandbox_image`): only `/pause`,
 //!   peapod's static `peapod-pause` (`make pause`), which sleeps until SIGTERM or SIGINT
 //!   and exits 0, reaping zombies meanwhile.
@@ -14,7 +16,7 @@
 //! `blobs/sha256/...`) whose index names them with `io.containerd.image.name`, so
 //! `ctr images import` registers both full references from one file. The archive is built
 //! once per test process and cached on disk under the cargo target dir, keyed by the
-//! busybox and pause binaries' digests; concurrent processes write it atomically (temp file + rename).
+//! busybox, pause and probe binaries' digests; concurrent processes write it atomically (temp file + rename).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -92,10 +94,13 @@ fn cached_archive() -> Result<PathBuf> {
     let busybox = fs::read(BUSYBOX).with_context(|| format!("read {BUSYBOX} (Debian package busybox-static)"))?;
     let pause_path = pause_binary()?;
     let pause = fs::read(&pause_path).with_context(|| format!("read {}", pause_path.display()))?;
+    let probe_path = probe_binary()?;
+    let probe = fs::read(&probe_path).with_context(|| format!("read {}", probe_path.display()))?;
     let mut key = Sha256::new();
     key.update(FORMAT);
     key.update(&busybox);
     key.update(&pause);
+    key.update(&probe);
     let key = format!("{:x}", key.finalize());
     let dir = cache_dir();
     let path = dir.join(format!("images-{}.tar", &key[..16]));
@@ -104,7 +109,7 @@ fn cached_archive() -> Result<PathBuf> {
     }
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
-    tmp.write_all(&build_archive(&busybox, &busybox_applets()?, &pause)?)?;
+    tmp.write_all(&build_archive(&busybox, &busybox_applets()?, &pause, &probe)?)?;
     tmp.persist(&path)
         .with_context(|| format!("write {}", path.display()))?;
     Ok(path)
@@ -129,9 +134,10 @@ pub fn busybox_applets() -> Result<Vec<String>> {
 }
 
 /// The OCI image-layout tarball for both images, in memory, from the bytes of a static
-/// busybox binary and the applet names to link to it in `/bin`.
-pub fn build_archive(busybox: &[u8], applets: &[String], pause: &[u8]) -> Result<Vec<u8>> {
-    let busybox_layer = Blob::new(rootfs_layer(busybox, applets)?);
+/// busybox binary and the applet names to link to it in `/bin`, the pause binary and the
+/// syscall probe.
+pub fn build_archive(busybox: &[u8], applets: &[String], pause: &[u8], probe: &[u8]) -> Result<Vec<u8>> {
+    let busybox_layer = Blob::new(rootfs_layer(busybox, applets, probe)?);
     let pause_layer = Blob::new(pause_layer(pause)?);
     let (os, arch) = oci_platform();
     let config = |layer: &Blob, process: serde_json::Value| {
@@ -229,22 +235,30 @@ fn pause_layer(pause: &[u8]) -> Result<Vec<u8>> {
 
 /// The static `peapod-pause` built by `make pause` (`target/pause/peapod-pause`).
 pub fn pause_binary() -> Result<PathBuf> {
+    static_binary("peapod-pause", "the static pause binary with `make pause`")
+}
+
+/// The static `peapod-syscall-probe` built by `make probe`
+/// (`target/pause/peapod-syscall-probe`).
+pub fn probe_binary() -> Result<PathBuf> {
+    static_binary("peapod-syscall-probe", "the static syscall probe with `make probe`")
+}
+
+/// `target/pause/<name>`, where the Makefile puts the static binaries of the test images;
+/// the error says how to build it (`how`).
+fn static_binary(name: &str, how: &str) -> Result<PathBuf> {
     let target = crate::containerd::target_profile_dir()?
         .parent()
         .map(Path::to_path_buf)
         .context("target dir")?;
-    let path = target.join("pause").join("peapod-pause");
-    ensure!(
-        path.exists(),
-        "{} is missing: build the static pause binary with `make pause`",
-        path.display()
-    );
+    let path = target.join("pause").join(name);
+    ensure!(path.exists(), "{} is missing: build {how}", path.display());
     Ok(path)
 }
 
-/// The root filesystem layer: busybox, its applets as symlinks in `/bin`, the files a
-/// shell and `id` expect, and the mount points containers get.
-fn rootfs_layer(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
+/// The root filesystem layer: busybox, its applets as symlinks in `/bin`, the syscall
+/// probe, the files a shell and `id` expect, and the mount points containers get.
+fn rootfs_layer(busybox: &[u8], applets: &[String], probe: &[u8]) -> Result<Vec<u8>> {
     let mut tar = TarWriter::new();
     for (dir, mode) in [
         ("bin", 0o755),
@@ -265,6 +279,7 @@ fn rootfs_layer(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
         tar.dir(dir, mode)?;
     }
     tar.file("bin/busybox", 0o755, busybox)?;
+    tar.file("bin/syscall-probe", 0o755, probe)?;
     for applet in applets {
         tar.symlink(&format!("bin/{applet}"), "busybox")?;
     }
@@ -484,7 +499,13 @@ mod tests {
     #[test]
     fn archive_is_an_oci_layout_naming_both_images() {
         let applets = vec!["sh".to_string(), "sleep".to_string()];
-        let bytes = build_archive(b"not really busybox", &applets, b"not really pause").unwrap();
+        let bytes = build_archive(
+            b"not really busybox",
+            &applets,
+            b"not really pause",
+            b"not really a probe",
+        )
+        .unwrap();
         let mut names = BTreeMap::new();
         for entry in tar::Archive::new(&bytes[..]).entries().unwrap() {
             let mut entry = entry.unwrap();
@@ -511,7 +532,13 @@ mod tests {
         // Deterministic: same input, same bytes.
         assert_eq!(
             bytes,
-            build_archive(b"not really busybox", &applets, b"not really pause").unwrap()
+            build_archive(
+                b"not really busybox",
+                &applets,
+                b"not really pause",
+                b"not really a probe"
+            )
+            .unwrap()
         );
     }
 }

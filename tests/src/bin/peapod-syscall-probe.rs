@@ -1,0 +1,74 @@
+//! `syscall-probe NAME...`: makes each named system call once, with arguments that change
+//! nothing, and prints `NAME: ok` or `NAME: errno N`, a line each, for the seccomp tests.
+//!
+//! containerd's `RuntimeDefault` profile refuses these calls (EPERM) to a container without
+//! CAP_SYS_ADMIN, and an unconfined root container may make them: they are the kernel
+//! surface the issue names (keyrings, CVE-2022-0185's class; userfaultfd, the race helper
+//! of many exploits; io_uring). busybox has no applet for any of them. Built static (`make
+//! probe`), it is `/bin/syscall-probe` in the busybox test image, which has no libc.
+//!
+//! - `keyctl`: `keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)`, reads an id
+//!   (ENOKEY counts as made: the call reached the kernel);
+//! - `userfaultfd`: `userfaultfd(O_CLOEXEC | UFFD_USER_MODE_ONLY)`, which needs no
+//!   privilege since Linux 5.11; the fd is closed;
+//! - `io_uring_setup`: `io_uring_setup(1, zeroed params)`; the ring's fd is closed.
+//!
+//! Exit status 0 when every name was known (whatever the calls returned), 2 otherwise.
+
+const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+/// `UFFD_USER_MODE_ONLY` (linux/userfaultfd.h, Linux 5.11).
+const UFFD_USER_MODE_ONLY: libc::c_long = 1;
+/// `struct io_uring_params`: 120 bytes the kernel reads and fills in.
+const IO_URING_PARAMS_SIZE: usize = 120;
+
+/// Makes the call named `name`; `None` for a name this probe does not know.
+fn probe(name: &str) -> Option<Result<(), i32>> {
+    let rc = match name {
+        // SAFETY: keyctl's GET_KEYRING_ID takes three integers and touches no memory of ours.
+        "keyctl" => unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0) },
+        // SAFETY: userfaultfd takes one integer of flags and returns an fd (closed below).
+        "userfaultfd" => unsafe {
+            libc::syscall(
+                libc::SYS_userfaultfd,
+                libc::c_long::from(libc::O_CLOEXEC) | UFFD_USER_MODE_ONLY,
+            )
+        },
+        "io_uring_setup" => {
+            let mut params = [0u8; IO_URING_PARAMS_SIZE];
+            // SAFETY: `params` is a writable buffer of the size of `struct io_uring_params`,
+            // which outlives the call; the kernel writes the ring's offsets into it.
+            unsafe { libc::syscall(libc::SYS_io_uring_setup, 1 as libc::c_long, params.as_mut_ptr()) }
+        }
+        _ => return None,
+    };
+    if rc < 0 {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        // ENOKEY: keyctl ran and found no session keyring to name.
+        if name == "keyctl" && errno == libc::ENOKEY {
+            return Some(Ok(()));
+        }
+        return Some(Err(errno));
+    }
+    if name != "keyctl" {
+        let fd = i32::try_from(rc).expect("an fd fits an int");
+        // SAFETY: `fd` was just returned to us by the kernel and is closed once.
+        unsafe { libc::close(fd) };
+    }
+    Some(Ok(()))
+}
+
+fn main() {
+    let mut status = 0;
+    for name in std::env::args().skip(1) {
+        match probe(&name) {
+            Some(Ok(())) => println!("{name}: ok"),
+            Some(Err(errno)) => println!("{name}: errno {errno}"),
+            None => {
+                eprintln!("syscall-probe: unknown system call {name:?} (keyctl, userfaultfd, io_uring_setup)");
+                status = 2;
+            }
+        }
+    }
+    std::process::exit(status);
+}
