@@ -834,7 +834,7 @@ disabled_plugins = [{disabled}]
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{peapod}]
       runtime_type = "{peapod_type}"
       pod_annotations = ["io.peapod.*"]
-      container_annotations = ["io.peapod.*"]
+      container_annotations = ["io.peapod.*", "io.kubernetes.pod.terminationGracePeriod"]
 
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{crun}]
       runtime_type = "{crun_type}"
