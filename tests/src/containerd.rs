@@ -1132,8 +1132,8 @@ disabled_plugins = [{disabled}]
 /// - runtime settings in `io.containerd.cri.v1.runtime`: `restrict_oom_score_adj`,
 ///   `netns_mounts_under_state_dir` (netns still under
 ///   `state/io.containerd.grpc.v1.cri/netns`: `plugins/cri/runtime/plugin.go` keeps 1.x's
-///   state dir), `enable_cdi = false` (2.x turns it on by default; the host's CDI specs
-///   stay out of the tests), CNI and the runtimes;
+///   state dir), CNI and the runtimes; CDI stays on, 2.x's default (`enable_cdi` is
+///   deprecated there, and 2.3 warns when it is set): no test asks for a CDI device;
 /// - CNI plugin dirs as `bin_dirs` (a list) from 2.1 on, `bin_dir` on 2.0 (2.1 deprecates
 ///   it);
 /// - `enable_unprivileged_ports` and `enable_unprivileged_icmp` keep 2.x's defaults (on:
@@ -1191,7 +1191,6 @@ disabled_plugins = [{disabled}]
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
-  enable_cdi = false
 
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     {cni_bin}
