@@ -914,8 +914,27 @@ impl Service {
         })
     }
 
+    /// Pids: the processes in the task's cgroup. A task whose init has exited and that
+    /// containerd has not deleted yet reports the init's pid alone: its exit status is
+    /// still to be collected. containerd 1.7 and later delete, when they restart, the task
+    /// of any non-sandbox shim that reports no pids as leaked (containerd#6866,
+    /// `core/runtime/v2/shim_load.go` `shouldCleanupShim`), before CRI recovers the
+    /// container's state; an exit while containerd was down would then reach the kubelet
+    /// as CRI's exit code 255, reason `Unknown`, instead of the container's own.
     fn do_pids(&self, id: &str) -> Result<api::PidsResponse> {
-        let pids = self.with_task(id, |t| Ok(t.container.pids()?))?;
+        let pids = self.with_task(id, |t| {
+            let exited_init = t.init.exit.and(t.init.pid);
+            let mut pids = match t.container.pids() {
+                Ok(pids) => pids,
+                // The cgroup may have gone with the init.
+                Err(_) if exited_init.is_some() => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            if pids.is_empty() {
+                pids.extend(exited_init);
+            }
+            Ok(pids)
+        })?;
         Ok(api::PidsResponse {
             processes: pids
                 .into_iter()

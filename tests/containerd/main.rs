@@ -563,7 +563,8 @@ fn main() {
             .and_then(|()| {
                 let ctrd = Containerd::start()?;
                 eprintln!(
-                    "containerd {} ready in {:?} ({})",
+                    "{} {} ready in {:?} ({})",
+                    ctrd.build(),
                     ctrd.pid(),
                     ctrd.startup_time(),
                     ctrd.dir().display()
