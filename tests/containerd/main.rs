@@ -540,6 +540,10 @@ fn main() {
             peapod::sigterm_reaches_all_containers_at_once,
         ),
         (
+            "kubelet_grace_on_containers_is_the_pods_grace",
+            peapod::kubelet_grace_on_containers_is_the_pods_grace,
+        ),
+        (
             "bad_pod_input_is_refused_and_leaves_nothing",
             peapod::bad_pod_input_is_refused_and_leaves_nothing,
         ),
@@ -568,7 +572,8 @@ fn main() {
             .and_then(|()| {
                 let ctrd = Containerd::start()?;
                 eprintln!(
-                    "containerd {} ready in {:?} ({})",
+                    "{} {} ready in {:?} ({})",
+                    ctrd.build(),
                     ctrd.pid(),
                     ctrd.startup_time(),
                     ctrd.dir().display()
