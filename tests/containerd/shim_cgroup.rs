@@ -60,7 +60,8 @@ impl TestCgroup {
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 if h.join(file).exists() && !sandbox::cgroups::is_v2() {
                     let value = fs::read_to_string(h.join(file))?;
-                    fs::write(dir.join(file), value.trim()).with_context(|| format!("write {file} of {}", dir.display()))?;
+                    fs::write(dir.join(file), value.trim())
+                        .with_context(|| format!("write {file} of {}", dir.display()))?;
                 }
             }
         }
@@ -90,7 +91,10 @@ impl TestCgroup {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("shim cgroup {} still has processes after {timeout:?}: {busy:?}", self.path);
+                bail!(
+                    "shim cgroup {} still has processes after {timeout:?}: {busy:?}",
+                    self.path
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -172,7 +176,9 @@ pub fn shim_moves_into_its_shim_cgroup(ctrd: &Containerd) -> Result<()> {
         );
         let init_cgroups = fs::read_to_string(format!("/proc/{init}/cgroup"))?;
         ensure!(
-            !init_cgroups.lines().any(|l| l.rsplit(':').next() == Some(cgroup.path.as_str())),
+            !init_cgroups
+                .lines()
+                .any(|l| l.rsplit(':').next() == Some(cgroup.path.as_str())),
             "the task's init is in the shim cgroup:\n{init_cgroups}"
         );
         Ok(())
@@ -205,7 +211,10 @@ pub fn missing_shim_cgroup_fails_start_naming_it(ctrd: &Containerd) -> Result<()
         stop_and_delete(ctrd, &id);
     }
     let removed = ctrd.ctr_ok(&["container", "delete", &id]);
-    ensure!(!out.status.success(), "ctr run -d {id} succeeded with a missing ShimCgroup");
+    ensure!(
+        !out.status.success(),
+        "ctr run -d {id} succeeded with a missing ShimCgroup"
+    );
     ensure!(
         stderr.contains(&format!("ShimCgroup {missing}")) && stderr.contains("does not exist"),
         "ctr's error does not name the missing cgroup {missing}: {stderr}"
