@@ -32,7 +32,7 @@ use proto::wire::runtimeoptions::Options as CriOptions;
 pub const RUNTIME_NAME: &str = "io.containerd.peapod.v2";
 
 /// Type names (the part of an `Any` type URL after its last `/`) of the options peapod reads.
-pub mod type_name {
+pub mod type_names {
     /// containerd's runc options (`api/types/runc/options/oci.proto`).
     pub const RUNC: &str = "containerd.runc.v1.Options";
     /// containerd 1.6's legacy runc create options (`runtime/linux/runctypes`).
@@ -86,11 +86,11 @@ pub fn type_name(any: &Any) -> &str {
     any.type_url.rsplit('/').next().unwrap_or_default()
 }
 
-/// True when `any` holds one of the messages peapod reads ([`type_name`] consts).
+/// True when `any` holds one of the messages peapod reads ([`type_names`]).
 pub fn is_known(any: &Any) -> bool {
     matches!(
         type_name(any),
-        type_name::RUNC | type_name::LEGACY_RUNC | type_name::CRI
+        type_names::RUNC | type_names::LEGACY_RUNC | type_names::CRI
     )
 }
 
@@ -104,13 +104,13 @@ impl RuntimeOptions {
             source,
         };
         let shim_cgroup = match type_name(any) {
-            type_name::RUNC => RuncOptions::parse_from_bytes(&any.value).map_err(decode)?.shim_cgroup,
-            type_name::LEGACY_RUNC => {
+            type_names::RUNC => RuncOptions::parse_from_bytes(&any.value).map_err(decode)?.shim_cgroup,
+            type_names::LEGACY_RUNC => {
                 LegacyRuncOptions::parse_from_bytes(&any.value)
                     .map_err(decode)?
                     .shim_cgroup
             }
-            type_name::CRI => {
+            type_names::CRI => {
                 let cri = CriOptions::parse_from_bytes(&any.value).map_err(decode)?;
                 let (origin, text) = if cri.config_path.is_empty() {
                     let text = String::from_utf8(cri.config_body).map_err(|e| OptionsError::Toml {
