@@ -45,6 +45,11 @@ use crate::start::Paths;
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
+/// The file containerd 2.x writes into a task's bundle, naming its sandbox, when it attaches
+/// the task to the sandbox's shim (Task API v3) instead of running `start` for it
+/// (`core/runtime/v2/shim_manager.go` `Start`).
+const CONTAINERD_SANDBOX_FILE: &str = "sandbox";
+
 /// How long an init's exit waits for its exec'd processes to be reaped.
 const EXEC_EXIT_GRACE: Duration = Duration::from_secs(10);
 
@@ -457,6 +462,12 @@ impl Service {
         let oom_stop = Arc::new(AtomicBool::new(false));
         self.watch_oom(&req.id, &container, oom_stop.clone());
 
+        // containerd 2.x attached this task to its sandbox's shim without running `start`,
+        // and will not run `delete` for it either: the sandbox's `delete` must find it.
+        let attached = bundle.join(CONTAINERD_SANDBOX_FILE).exists();
+        if let Some(pod_id) = member.pod.as_deref().filter(|_| !member.sandbox && attached) {
+            self.mark_member(pod_id, &req.id);
+        }
         let mut st = self.lock();
         if let Some(pod) = new_pod {
             st.pods.insert(req.id.clone(), pod);
@@ -754,6 +765,20 @@ impl Service {
         }
     }
 
+    /// Leaves the marker by which `delete` finds container `id` of pod `pod` if the shim
+    /// dies (`Paths::member_marker`). Not fatal: without it only that clean-up misses the
+    /// container, which is logged.
+    fn mark_member(&self, pod: &str, id: &str) {
+        let marker = self.inner.paths.member_marker(pod, id);
+        let written = marker
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&marker, b""));
+        if let Err(e) = written {
+            tracing::warn!(id, pod, marker = %marker.display(), error = %e, "cannot mark the container as a pod member");
+        }
+    }
+
     fn do_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         let mut st = self.lock();
         let task = st
@@ -798,6 +823,9 @@ impl Service {
             }
         }
         let mut task = st.tasks.remove(&req.id).expect("checked above");
+        if let Some(pod_id) = task.pod.as_deref().filter(|_| !task.sandbox) {
+            let _ = std::fs::remove_file(self.inner.paths.member_marker(pod_id, &req.id));
+        }
         if let Some(pod) = task
             .pod
             .as_ref()

@@ -284,6 +284,7 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
 
 mod peapod;
 mod seccomp;
+mod shim_cgroup;
 
 /// StopContainer with a timeout: SIGTERM first, SIGKILL once the timeout passed for a
 /// container that ignores SIGTERM; an ExecSync past its timeout fails and its process is
@@ -545,6 +546,14 @@ fn main() {
         (
             "bad_pod_input_is_refused_and_leaves_nothing",
             peapod::bad_pod_input_is_refused_and_leaves_nothing,
+        ),
+        (
+            "shim_moves_into_its_shim_cgroup",
+            shim_cgroup::shim_moves_into_its_shim_cgroup,
+        ),
+        (
+            "missing_shim_cgroup_fails_start_naming_it",
+            shim_cgroup::missing_shim_cgroup_fails_start_naming_it,
         ),
     ];
     for (name, f) in peapod_only {

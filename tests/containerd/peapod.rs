@@ -35,7 +35,7 @@ fn exec_ok(cri: &CriClient, id: &str, cmd: &[&str]) -> Result<String> {
 }
 
 /// `containerd-shim-peapod-v2` daemons serving this containerd: (pid, `-id` value).
-fn peapod_shims(ctrd: &Containerd) -> Vec<(u32, String)> {
+pub(crate) fn peapod_shims(ctrd: &Containerd) -> Vec<(u32, String)> {
     let address = ctrd.address().to_string_lossy().into_owned();
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -79,7 +79,7 @@ fn task_status(ctrd: &Containerd, id: &str) -> Result<String> {
 }
 
 /// The host pid of task `id`'s init, from `ctr task ls`.
-fn task_pid(ctrd: &Containerd, id: &str) -> Result<u32> {
+pub(crate) fn task_pid(ctrd: &Containerd, id: &str) -> Result<u32> {
     let pid = task_column(ctrd, id, 1)?;
     pid.parse().with_context(|| format!("task {id}: pid {pid:?}"))
 }
