@@ -133,7 +133,9 @@ vm-test:
 
 # Privileged: runc, crun and peapod side by side on one private containerd, release builds
 # (the bench binary and the shim both in target/release, where containerd finds the shim),
-# and peapod's embedded mode (no containerd) as a fourth column.
+# and peapod's embedded mode (no containerd) as a fourth column; with a containerd 2.x build
+# (the newest in PEAPOD_CONTAINERD_BUILDS, or BENCH_CONTAINERD2), a second containerd of that
+# version beside the first runs runc@<v>, peapod@<v> and peapod-shim@<v> (sandboxer "shim").
 # Prints a markdown table; writes target/bench/results.md, results.json and containerd.log.
 # Knobs: BENCH_ITERATIONS, BENCH_WARMUP, BENCH_EXECS, BENCH_CHURN_ITERATIONS,
 # BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS, BENCH_EMBEDDED_NETWORK (see

@@ -140,6 +140,19 @@ struct Pod {
     resources: PodResources,
     /// Start gate, restarts, termination: see `sandbox::pod::supervisor`.
     supervision: Supervision,
+    /// The grace period was set for the pod itself (sandbox annotations, `Update`), so a
+    /// container's copy of kubelet's value does not replace it.
+    grace_declared: bool,
+}
+
+impl Pod {
+    /// Takes the pod's grace period from a container's copy of kubelet's value
+    /// (`io.kubernetes.pod.terminationGracePeriod`) unless the pod declared its own.
+    fn adopt_container_grace(&mut self, grace: Option<Duration>) {
+        if let Some(g) = grace.filter(|_| !self.grace_declared) {
+            self.supervision.set_grace_period(g);
+        }
+    }
 }
 
 /// The shim's tasks and pods, under the service's one lock. Opaque: public only as the
@@ -213,6 +226,7 @@ impl Service {
             .get_mut(sandbox_id)
             .ok_or_else(|| ServiceError::NotFound(format!("sandbox {sandbox_id}")))?;
         pod.supervision.set_grace_period(grace);
+        pod.grace_declared = true;
         Ok(())
     }
 
@@ -447,6 +461,12 @@ impl Service {
         if let Some(pod) = new_pod {
             st.pods.insert(req.id.clone(), pod);
         }
+        // kubelet writes the pod's terminationGracePeriodSeconds on each container, not on
+        // the sandbox: a sandbox that declared none takes it from its containers, so a
+        // signal to the sandbox task waits the pod's grace, not the 30 s default.
+        if let Some(pod) = member.pod.as_ref().and_then(|p| st.pods.get_mut(p)) {
+            pod.adopt_container_grace(member.pod_grace);
+        }
         st.seq += 1;
         let seq = st.seq;
         st.tasks.insert(
@@ -502,9 +522,13 @@ impl Service {
             &self.inner.paths.pods.join(id),
             &self.inner.paths.disk,
         )?;
+        let grace = config
+            .grace
+            .unwrap_or(Duration::from_secs(proto::kube::DEFAULT_GRACE_SECONDS));
         Ok(Pod {
             resources,
-            supervision: Supervision::new(config.containers, config.grace, config.restart_policy),
+            supervision: Supervision::new(config.containers, grace, config.restart_policy),
+            grace_declared: config.grace.is_some(),
         })
     }
 
@@ -1184,7 +1208,12 @@ mod tests {
             state_dir: dir.join(id),
         };
         let supervision = Supervision::new(Vec::new(), Duration::from_secs(30), None);
-        svc.lock().pods.insert(id.to_string(), Pod { resources, supervision });
+        let pod = Pod {
+            resources,
+            supervision,
+            grace_declared: false,
+        };
+        svc.lock().pods.insert(id.to_string(), pod);
     }
 
     fn grace_update(id: &str, value: &str) -> api::UpdateTaskRequest {
@@ -1209,6 +1238,29 @@ mod tests {
             svc.lock().pods["pod1"].supervision.grace_period(),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn a_containers_kubelet_grace_applies_unless_the_pod_declared_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        with_pod(&svc, "pod1", dir.path());
+        let grace = |svc: &Service| svc.lock().pods["pod1"].supervision.grace_period();
+        svc.lock().pods.get_mut("pod1").unwrap().adopt_container_grace(None);
+        assert_eq!(grace(&svc), Duration::from_secs(30));
+        let adopt = |svc: &Service, s| {
+            let mut st = svc.lock();
+            st.pods
+                .get_mut("pod1")
+                .unwrap()
+                .adopt_container_grace(Some(Duration::from_secs(s)));
+        };
+        adopt(&svc, 2);
+        assert_eq!(grace(&svc), Duration::from_secs(2));
+        // The CLI's `delete --grace-period` (Update) declares it for the pod: it stays.
+        svc.do_update(grace_update("pod1", "9")).unwrap();
+        adopt(&svc, 2);
+        assert_eq!(grace(&svc), Duration::from_secs(9));
     }
 
     #[test]

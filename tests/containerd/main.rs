@@ -539,6 +539,10 @@ fn main() {
             peapod::sigterm_reaches_all_containers_at_once,
         ),
         (
+            "kubelet_grace_on_containers_is_the_pods_grace",
+            peapod::kubelet_grace_on_containers_is_the_pods_grace,
+        ),
+        (
             "bad_pod_input_is_refused_and_leaves_nothing",
             peapod::bad_pod_input_is_refused_and_leaves_nothing,
         ),

@@ -875,6 +875,56 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
     Ok(())
 }
 
+/// kubelet writes the pod's `terminationGracePeriodSeconds` on each container
+/// (`io.kubernetes.pod.terminationGracePeriod`), not on the sandbox: a SIGTERM to the
+/// sandbox task of such a pod SIGKILLs a container that ignores it at that grace, not at
+/// the 30 s default.
+pub fn kubelet_grace_on_containers_is_the_pods_grace(ctrd: &Containerd) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let grace = Duration::from_secs(2);
+    let pod = Pod::run(ctrd, &cri, "kgrace", PEAPOD_HANDLER)?;
+    let result = (|| {
+        let kubelet = [("io.kubernetes.pod.terminationGracePeriod", "2")];
+        let polite = pod.start(
+            &cri,
+            &annotated("polite", &sh("trap 'exit 0' TERM; sleep 3600 & wait"), &kubelet),
+        )?;
+        let stubborn = pod.start(
+            &cri,
+            &annotated("stubborn", &sh("trap '' TERM; sleep 3600 & wait; sleep 3600"), &kubelet),
+        )?;
+        let ids = vec![polite, stubborn];
+        for id in &ids {
+            cri::wait_container_state(&cri, id, api::ContainerState::ContainerRunning, Duration::from_secs(10))?;
+        }
+        let begun = Instant::now();
+        ctrd.ctr_ok(&["-n", K8S_NAMESPACE, "task", "kill", &pod.id])?;
+        // Well below the 30 s default: what it would wait without the containers' value.
+        let s = cri::wait_container_state(
+            &cri,
+            &ids[1],
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )?;
+        let killed_after = begun.elapsed();
+        ensure!(s.exit_code == 137, "stubborn exit code {}", s.exit_code);
+        ensure!(
+            killed_after >= grace - Duration::from_millis(500),
+            "SIGKILL after {killed_after:?}, before the grace period {grace:?}"
+        );
+        let s = cri::wait_container_state(
+            &cri,
+            &ids[0],
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(10),
+        )?;
+        ensure!(s.exit_code == 0, "polite exit code {} (its trap exits 0)", s.exit_code);
+        Ok(ids)
+    })();
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
+}
+
 /// Bad pod input fails with an error naming the field, and creates nothing.
 pub fn bad_pod_input_is_refused_and_leaves_nothing(ctrd: &Containerd) -> Result<()> {
     let cri = ctrd.cri()?;

@@ -484,9 +484,15 @@ impl Containerd {
     /// fails naming the tool when containerd, runc, CNI plugins or busybox are missing.
     /// Reaps instances left by dead test processes first.
     pub fn start() -> Result<Self> {
+        Self::start_build(ContainerdBuild::selected()?.clone())
+    }
+
+    /// [`Containerd::start`] with `build` rather than the one [`CONTAINERD_ENV`] selects:
+    /// `make bench` runs Debian's 1.6 and a 2.x build side by side. Instances are
+    /// independent (own dir, network, bridge and cgroup root), so both can run at once.
+    pub fn start_build(build: ContainerdBuild) -> Result<Self> {
         require_tools()?;
         reap_stale();
-        let build = ContainerdBuild::selected()?.clone();
         let begun = Instant::now();
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
