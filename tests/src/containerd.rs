@@ -1830,6 +1830,29 @@ mod tests {
     }
 
     #[test]
+    fn runtimeclass_example_names_the_handlers_the_config_defines() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/runtimeclass.yaml");
+        let text = fs::read_to_string(&path).unwrap();
+        let handlers: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("handler: ")).collect();
+        assert_eq!(handlers, [PEAPOD_HANDLER, PEAPOD_SHIM_HANDLER], "{}", path.display());
+        let config = config_toml(
+            &Layout {
+                dir: PathBuf::from("/tmp/peapod-ctrd-x"),
+                network: "net".into(),
+                bridge: "br".into(),
+                cgroup_root: "/peapod-ctrd-1-0".into(),
+            },
+            ContainerdVersion::new(2, 3, 4),
+        );
+        for h in handlers {
+            assert!(
+                config.contains(&format!("containerd.runtimes.{h}]")),
+                "no runtime {h} in the config: {config}"
+            );
+        }
+    }
+
+    #[test]
     fn version_output_of_debian_and_release_builds_parses() {
         let debian = "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n";
         assert_eq!(
