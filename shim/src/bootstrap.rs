@@ -4,6 +4,7 @@
 //! | containerd | stdin | environment | answer on stdout |
 //! |---|---|---|---|
 //! | 1.6 | runtime options as a protobuf `Any`, or nothing | no `MAX_SHIM_VERSION` | the plain address: Task API v2 |
+//! | 1.7 | the same | `MAX_SHIM_VERSION=2` | the plain address: Task API v2 |
 //! | 2.0–2.2 | the same | `MAX_SHIM_VERSION=2` | JSON `{"version":3,"address":…,"protocol":"ttrpc"}`: Task API v3 |
 //! | ≥ 2.3 | protobuf `BootstrapParams`, the options one of its `extensions` | the same | protobuf `BootstrapResult` (version 3, address, "ttrpc") |
 //!
@@ -16,14 +17,20 @@
 //! 10 MiB, tries `BootstrapParams`, then the bare options) and `core/runtime/v2/shim.go`
 //! `parseStartResponse` (protobuf first, then JSON, then the plain address).
 //!
-//! containerd 1.7 (end of life) also sets `MAX_SHIM_VERSION=2` but refuses version 3, as
-//! it refuses runc's 2.x shim; it is not supported.
+//! containerd 1.7 sets `MAX_SHIM_VERSION=2` as 2.0–2.2 do, but refuses version 3
+//! (`unsupported shim version (3)`, as it refuses runc's 2.x shim), and nothing else it
+//! passes tells the two apart. So when the environment says 1.7 or 2.0–2.2, `start` reads
+//! the Go build info of the binary containerd names with `-publish-binary` (its own,
+//! `os.Executable()`): the main package is `github.com/containerd/containerd/cmd/…` up to
+//! 1.7 and `…/containerd/v2/cmd/…` from 2.0 ([`containerd_major_version`]; a few small
+//! reads, no process). When that cannot be read, the answer is version 3, as runc's 2.x
+//! shim gives.
 //!
 //! containerd reads the answer with `CombinedOutput`: anything on stderr would corrupt it,
 //! so `start` writes nothing there unless it fails.
 
-use std::io::{self, Read};
-use std::path::PathBuf;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
@@ -41,8 +48,9 @@ pub const TASK_API_V3: i32 = 3;
 /// Which containerd runs `start`, as far as the answer it expects goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generation {
-    /// containerd 1.6 (and the peapod CLI's embedded mode): the plain address, Task API v2.
-    V1_6,
+    /// containerd 1.6 and 1.7 (and the peapod CLI's embedded mode): the plain address,
+    /// Task API v2.
+    V1,
     /// containerd 2.0–2.2: JSON bootstrap parameters with Task API v3.
     V2Json,
     /// containerd ≥ 2.3: protobuf `BootstrapResult` with Task API v3.
@@ -135,7 +143,7 @@ pub fn parse(stdin: &[u8], max_shim_version: Option<&str>) -> Result<StartInput,
         generation: if max_shim_version.is_some() {
             Generation::V2Json
         } else {
-            Generation::V1_6
+            Generation::V1
         },
         options,
         socket_dir: None,
@@ -143,6 +151,96 @@ pub fn parse(stdin: &[u8], max_shim_version: Option<&str>) -> Result<StartInput,
         ttrpc_address: None,
         debug: false,
     })
+}
+
+/// [`parse`], then, for what the environment cannot tell apart (containerd 1.7 or
+/// 2.0–2.2), the major version of containerd's binary `publish_binary`
+/// ([`containerd_major_version`]): 1 gets the plain address.
+pub fn detect(
+    stdin: &[u8],
+    max_shim_version: Option<&str>,
+    publish_binary: &Path,
+) -> Result<StartInput, BootstrapError> {
+    let mut input = parse(stdin, max_shim_version)?;
+    if input.generation == Generation::V2Json && containerd_major_version(publish_binary) == Some(1) {
+        input.generation = Generation::V1;
+    }
+    Ok(input)
+}
+
+/// The main package's path prefix in containerd's Go build info, before the major version.
+const CONTAINERD_MODULE: &[u8] = b"path\tgithub.com/containerd/containerd/";
+
+/// The major version of the containerd binary at `binary`, from the main package path in
+/// its Go build info (ELF section `.go.buildinfo`, the `path` line `runtime/debug` reads):
+/// `github.com/containerd/containerd/cmd/containerd` is 1 (Debian's 1.6.20, 1.7),
+/// `…/containerd/v<N>/cmd/containerd` is N. `None` when the file is not a 64-bit
+/// little-endian ELF with that section, or the path is not containerd's.
+pub fn containerd_major_version(binary: &Path) -> Option<u32> {
+    let info = elf_section(binary, b".go.buildinfo")?;
+    let at = info
+        .windows(CONTAINERD_MODULE.len())
+        .position(|w| w == CONTAINERD_MODULE)?;
+    let rest = &info[at + CONTAINERD_MODULE.len()..];
+    if rest.starts_with(b"cmd/") {
+        return Some(1);
+    }
+    let digits: Vec<u8> = rest
+        .strip_prefix(b"v")?
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// The contents (up to 64 KiB) of the section `name` of the ELF64 little-endian file at
+/// `path`: the header's section table, then its string table, then the section.
+fn elf_section(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
+    const MAX: u64 = 64 << 10;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).ok()?;
+    // ELF magic, ELFCLASS64, ELFDATA2LSB.
+    if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    let shoff = u64_at(&header, 0x28)?;
+    let shentsize = usize::from(u16_at(&header, 0x3a)?);
+    let shnum = usize::from(u16_at(&header, 0x3c)?);
+    let shstrndx = usize::from(u16_at(&header, 0x3e)?);
+    if shentsize < 64 || shnum == 0 || shnum > 4096 || shstrndx >= shnum {
+        return None;
+    }
+    let mut table = vec![0u8; shentsize * shnum];
+    file.seek(SeekFrom::Start(shoff)).ok()?;
+    file.read_exact(&mut table).ok()?;
+    let section = |i: usize| table.get(i * shentsize..(i + 1) * shentsize);
+    // (name offset, file offset, size) of section i.
+    let entry = |i: usize| {
+        let s = section(i)?;
+        Some((u32_at(s, 0)?, u64_at(s, 0x18)?, u64_at(s, 0x20)?))
+    };
+    let mut read = |offset: u64, size: u64| {
+        let mut buf = vec![0u8; usize::try_from(size.min(MAX)).ok()?];
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        file.read_exact(&mut buf).ok()?;
+        Some(buf)
+    };
+    let (_, str_offset, str_size) = entry(shstrndx)?;
+    let names = read(str_offset, str_size)?;
+    for i in 0..shnum {
+        let (name_at, offset, size) = entry(i)?;
+        let start = usize::try_from(name_at).ok()?;
+        let section_name = names.get(start..)?.split(|b| *b == 0).next()?;
+        if section_name == name {
+            return read(offset, size);
+        }
+    }
+    None
 }
 
 fn is_bootstrap(p: &BootstrapParams) -> bool {
@@ -178,7 +276,7 @@ fn from_params(params: BootstrapParams) -> StartInput {
 /// The bytes `start` prints for `address` (`unix://…`) to a containerd of `generation`.
 pub fn answer(generation: Generation, address: &str) -> Vec<u8> {
     match generation {
-        Generation::V1_6 => address.as_bytes().to_vec(),
+        Generation::V1 => address.as_bytes().to_vec(),
         // Field order and names of Go's `shim.BootstrapParams` JSON.
         Generation::V2Json => format!(
             "{{\"version\":{TASK_API_V3},\"address\":{},\"protocol\":\"ttrpc\"}}",
@@ -235,12 +333,12 @@ mod tests {
     #[test]
     fn containerd_1_6_gives_options_or_nothing_and_gets_the_plain_address() {
         let input = parse(&[], None).unwrap();
-        assert_eq!(input.generation, Generation::V1_6);
+        assert_eq!(input.generation, Generation::V1);
         assert_eq!(input.options, None);
         let any = runc_options("/shim");
         let input = parse(&any.write_to_bytes().unwrap(), None).unwrap();
-        assert_eq!((input.generation, input.options), (Generation::V1_6, Some(any)));
-        assert_eq!(answer(Generation::V1_6, ADDRESS), ADDRESS.as_bytes());
+        assert_eq!((input.generation, input.options), (Generation::V1, Some(any)));
+        assert_eq!(answer(Generation::V1, ADDRESS), ADDRESS.as_bytes());
     }
 
     #[test]
@@ -331,6 +429,72 @@ mod tests {
         }
         let input = parse(&p.write_to_bytes().unwrap(), None).unwrap();
         assert_eq!(input.options, Some(runc_options("/x")));
+    }
+
+    /// A minimal ELF64 file whose `.go.buildinfo` section holds `info`, laid out as Go's
+    /// linker does it (header, section contents, string table, section headers).
+    fn go_binary(dir: &Path, info: &[u8]) -> PathBuf {
+        let names = b"\0.go.buildinfo\0.shstrtab\0";
+        let info_at = 64u64;
+        let names_at = info_at + info.len() as u64;
+        let table_at = names_at + names.len() as u64;
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        f[0x28..0x30].copy_from_slice(&table_at.to_le_bytes());
+        f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        f[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
+        f.extend_from_slice(info);
+        f.extend_from_slice(names);
+        let header = |name: u32, offset: u64, size: u64| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&offset.to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+            h
+        };
+        f.extend(header(0, 0, 0));
+        f.extend(header(1, info_at, info.len() as u64));
+        f.extend(header(15, names_at, names.len() as u64));
+        let path = dir.join("containerd");
+        std::fs::write(&path, f).unwrap();
+        path
+    }
+
+    const GO_INFO_HEAD: &[u8] = b"\xff Go buildinf:\x08\x02\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
+    #[test]
+    fn containerd_1_x_and_2_x_binaries_are_told_apart_by_their_build_info() {
+        let dir = tempfile::tempdir().unwrap();
+        // As in Debian's 1.6.20 (GOPATH build: a path line, no mod line) and 1.7.
+        let mut info = GO_INFO_HEAD.to_vec();
+        info.extend_from_slice(
+            b"go1.19.8\npath\tgithub.com/containerd/containerd/cmd/containerd\nbuild\t-compiler=gc\n",
+        );
+        let v1 = go_binary(dir.path(), &info);
+        assert_eq!(containerd_major_version(&v1), Some(1));
+        let input = detect(&[], Some("2"), &v1).unwrap();
+        assert_eq!(input.generation, Generation::V1);
+
+        // As in containerd's 2.1.5 and 2.3.4 release binaries.
+        let mut info = GO_INFO_HEAD.to_vec();
+        info.extend_from_slice(
+            b"go1.24.9\npath\tgithub.com/containerd/containerd/v2/cmd/containerd\nmod\tgithub.com/containerd/containerd/v2\t(devel)\t\n",
+        );
+        let v2 = go_binary(dir.path(), &info);
+        assert_eq!(containerd_major_version(&v2), Some(2));
+        assert_eq!(detect(&[], Some("2"), &v2).unwrap().generation, Generation::V2Json);
+
+        // Without $MAX_SHIM_VERSION (1.6) the binary is not read; unreadable: as runc's 2.x shim.
+        assert_eq!(detect(&[], None, &v2).unwrap().generation, Generation::V1);
+        let missing = dir.path().join("nope");
+        assert_eq!(containerd_major_version(&missing), None);
+        assert_eq!(detect(&[], Some("2"), &missing).unwrap().generation, Generation::V2Json);
+        std::fs::write(&missing, b"#!/bin/sh\n").unwrap();
+        assert_eq!(containerd_major_version(&missing), None);
+        let mut other = GO_INFO_HEAD.to_vec();
+        other.extend_from_slice(b"path\texample.com/not/containerd\n");
+        assert_eq!(containerd_major_version(&go_binary(dir.path(), &other)), None);
     }
 
     #[test]

@@ -68,7 +68,8 @@ fn main() {
         "start" => shim::bootstrap::read_stdin()
             .and_then(|bytes| {
                 let max = std::env::var(shim::bootstrap::MAX_SHIM_VERSION_ENV).ok();
-                shim::bootstrap::parse(&bytes, max.as_deref())
+                let containerd = std::path::Path::new(&flags.publish_binary);
+                shim::bootstrap::detect(&bytes, max.as_deref(), containerd)
             })
             .map_err(anyhow::Error::from)
             .and_then(|input| {
