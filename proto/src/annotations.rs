@@ -471,6 +471,7 @@ pub fn pod_config(a: &HashMap<String, String>) -> Result<PodConfig, AnnotationEr
         empty_dirs,
         grace: Duration::from_secs(grace),
         restart_policy,
+        files: None,
     })
 }
 

@@ -1163,6 +1163,7 @@ mod tests {
             volumes: HashMap::new(),
             tmpfs: Vec::new(),
             state_dir: dir.join(id),
+            files: None,
         };
         let supervision = Supervision::new(Vec::new(), Duration::from_secs(30), None);
         svc.lock().pods.insert(id.to_string(), Pod { resources, supervision });
