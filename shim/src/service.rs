@@ -48,10 +48,11 @@ type Result<T> = std::result::Result<T, ServiceError>;
 /// How long an init's exit waits for its exec'd processes to be reaped.
 const EXEC_EXIT_GRACE: Duration = Duration::from_secs(10);
 
+/// A process's exit: its code (or 128 + signal) and when it was reaped.
 #[derive(Debug, Clone, Copy)]
-struct Exit {
-    code: i32,
-    at: SystemTime,
+pub(crate) struct Exit {
+    pub(crate) code: i32,
+    pub(crate) at: SystemTime,
 }
 
 /// One process (a task's init or an exec).
@@ -136,10 +137,14 @@ impl Task {
     }
 }
 
-struct Pod {
-    resources: PodResources,
+pub(crate) struct Pod {
+    pub(crate) resources: PodResources,
     /// Start gate, restarts, termination: see `sandbox::pod::supervisor`.
-    supervision: Supervision,
+    pub(crate) supervision: Supervision,
+    /// A pod made through the Sandbox API (`crate::sandbox_service`): its pause process;
+    /// `None` for a pod whose sandbox is a task (the pause image, on containerd 1.6 or
+    /// with the `podsandbox` sandboxer).
+    pub(crate) sandbox: Option<crate::sandbox_service::PodSandboxState>,
 }
 
 /// The shim's tasks and pods, under the service's one lock. Opaque: public only as the
@@ -147,26 +152,26 @@ struct Pod {
 #[derive(Default)]
 pub struct Tasks {
     tasks: HashMap<String, Task>,
-    pods: HashMap<String, Pod>,
+    pub(crate) pods: HashMap<String, Pod>,
     seq: u64,
     /// Exits of pids not registered yet (a process can exit before `exec` returns).
     unclaimed: HashMap<Pid, (Exit, Instant)>,
-    shutdown: bool,
+    pub(crate) shutdown: bool,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     namespace: String,
-    config: Config,
-    paths: Paths,
+    pub(crate) config: Config,
+    pub(crate) paths: Paths,
     publisher: Publisher,
     state: Mutex<Tasks>,
-    changed: Condvar,
+    pub(crate) changed: Condvar,
 }
 
 /// The Task service of one shim. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Service {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Service {
@@ -188,7 +193,7 @@ impl Service {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Tasks> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tasks> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -230,8 +235,13 @@ impl Service {
         }
     }
 
-    /// Starts publishing the exit of the process with `pid`, if we track it.
+    /// Starts publishing the exit of the process with `pid`, if we track it (or records
+    /// the exit of a pod's pause).
     fn claim(&self, st: &mut Tasks, pid: Pid, exit: Exit) -> bool {
+        if crate::sandbox_service::claim_pause(st, pid, exit) {
+            self.inner.changed.notify_all();
+            return true;
+        }
         for (id, task) in st.tasks.iter_mut() {
             if task.init.pid == Some(pid) && task.init.exit.is_none() && !task.init.exiting {
                 task.init.exiting = true;
@@ -252,7 +262,7 @@ impl Service {
     }
 
     /// Registers `pid` for a process and handles an exit that was reaped before.
-    fn adopt(&self, st: &mut Tasks, pid: Pid) {
+    pub(crate) fn adopt(&self, st: &mut Tasks, pid: Pid) {
         if let Some((exit, _)) = st.unclaimed.remove(&pid) {
             self.claim(st, pid, exit);
         }
@@ -400,7 +410,18 @@ impl Service {
                 }
                 member.role = d.role;
             }
+            if pod.sandbox.as_ref().is_some_and(|s| !s.running()) {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "sandbox {pod_id} of container {} is not running",
+                    req.id
+                )));
+            }
             pod.resources.mount_volumes(&mut spec, &member.mounts)?;
+            // A pod made through the Sandbox API has its hostname, hosts, resolv.conf
+            // and /dev/shm made by us, not by CRI (see sandbox::pod's files).
+            if let Some(files) = &pod.resources.files {
+                files.mount_into(&mut spec);
+            }
         } else if !member.mounts.is_empty() || member.role != Role::App {
             return Err(ServiceError::InvalidArgument(format!(
                 "container {}: {} and {} need a pod sandbox ({})",
@@ -505,6 +526,7 @@ impl Service {
         Ok(Pod {
             resources,
             supervision: Supervision::new(config.containers, config.grace, config.restart_policy),
+            sandbox: None,
         })
     }
 
@@ -730,7 +752,7 @@ impl Service {
         }
     }
 
-    fn do_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+    pub(crate) fn do_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         let mut st = self.lock();
         let task = st
             .tasks
@@ -879,11 +901,11 @@ impl Service {
     }
 
     fn do_stats(&self, id: &str) -> Result<api::StatsResponse> {
-        let (stats, v2) = self.with_task(id, |t| {
-            let v2 = t.container.cgroup()?.is_v2();
-            Ok((t.container.stats()?, v2))
+        let (stats, psi, v2) = self.with_task(id, |t| {
+            let cg = t.container.cgroup()?;
+            Ok((t.container.stats()?, cg.files().pressure(), cg.is_v2()))
         })?;
-        let packed = crate::metrics::pack(&stats, v2)?;
+        let packed = crate::metrics::pack(&stats, &psi, v2)?;
         Ok(api::StatsResponse {
             stats: MessageField::some(packed),
             ..Default::default()
@@ -944,6 +966,13 @@ impl Service {
     }
 }
 
+impl Tasks {
+    /// No task is left (a Sandbox API pod's pause is no task).
+    pub(crate) fn tasks_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
 /// The supervisor's view of the shim's state: a pod's member tasks, its supervision
 /// record, and signals to tasks.
 impl PodState for Tasks {
@@ -962,6 +991,9 @@ impl PodState for Tasks {
     fn signal(&mut self, id: &str, signal: Signal, all: bool) {
         if let Some(t) = self.tasks.get(id) {
             let _ = t.container.kill(signal, all);
+        } else if let Some(sandbox) = self.pods.get(id).and_then(|p| p.sandbox.as_ref()) {
+            // A Sandbox API pod: its pause stands for the sandbox task.
+            sandbox.signal_pause(signal, all);
         }
     }
 }
@@ -1004,11 +1036,11 @@ impl supervisor::Host for Service {
     }
 }
 
-fn pid_u32(pid: Pid) -> u32 {
+pub(crate) fn pid_u32(pid: Pid) -> u32 {
     u32::try_from(pid.as_raw()).unwrap_or(0)
 }
 
-fn exit_status(code: i32) -> u32 {
+pub(crate) fn exit_status(code: i32) -> u32 {
     u32::try_from(code).unwrap_or(255)
 }
 
@@ -1131,7 +1163,10 @@ impl containerd_shim_protos::Task for Service {
 
     fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> ttrpc::Result<Empty> {
         let mut st = self.lock();
-        if st.tasks.is_empty() {
+        // A pod made through the Sandbox API keeps the shim until ShutdownSandbox, even
+        // with no task left (containerd before task API v3 sends Shutdown after each
+        // container's Delete).
+        if st.tasks.is_empty() && st.pods.values().all(|p| p.sandbox.is_none()) {
             tracing::info!("shutdown: no task left, exiting");
             st.shutdown = true;
             self.inner.changed.notify_all();
@@ -1166,7 +1201,14 @@ mod tests {
             files: None,
         };
         let supervision = Supervision::new(Vec::new(), Duration::from_secs(30), None);
-        svc.lock().pods.insert(id.to_string(), Pod { resources, supervision });
+        svc.lock().pods.insert(
+            id.to_string(),
+            Pod {
+                resources,
+                supervision,
+                sandbox: None,
+            },
+        );
     }
 
     fn grace_update(id: &str, value: &str) -> api::UpdateTaskRequest {
