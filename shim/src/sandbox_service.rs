@@ -33,7 +33,8 @@
 //!   kills them first); a direct client gets the graceful order.
 //! - `ShutdownSandbox`: whatever still runs in the pod is SIGKILLed and its tasks are
 //!   deleted, then the pause, then the pod's volumes, files and cgroup; the shim exits
-//!   once no task and no sandbox is left.
+//!   once no task and no sandbox is left. An unknown sandbox is no error (containerd
+//!   sends ShutdownSandbox after a failed CreateSandbox too), and lets an empty shim exit.
 //! - `SandboxMetrics`: the pod cgroup's usage as cgroup v1 or v2 `Metrics` (PSI on v2),
 //!   the payload Task `Stats` uses ([`crate::metrics`]).
 //!
@@ -359,7 +360,7 @@ impl Service {
         supervisor::terminate(self, &mut st, id, Signal::SIGTERM);
         // The termination signals the pause after the containers; it may take the grace
         // period, SIGKILLs and their reaping.
-        let deadline = Instant::now() + grace + 2 * REAP_WAIT;
+        let mut deadline = Instant::now() + grace + 2 * REAP_WAIT;
         let mut killed = false;
         loop {
             let sb = st
@@ -379,6 +380,8 @@ impl Service {
                 tracing::warn!(sandbox = id, "pause still running: SIGKILL");
                 sb.signal_pause(Signal::SIGKILL, true);
                 killed = true;
+                // SIGKILL gets its own time to be reaped.
+                deadline = Instant::now() + REAP_WAIT;
             }
             st = self
                 .inner
@@ -386,10 +389,6 @@ impl Service {
                 .wait_timeout(st, Duration::from_millis(200))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-            if killed && Instant::now() >= deadline {
-                // Give SIGKILL its own reaping time.
-                continue;
-            }
         }
     }
 
@@ -480,8 +479,16 @@ impl Service {
     pub(crate) fn do_shutdown_sandbox(&self, id: &str) -> Result<()> {
         let members: Vec<String> = {
             let mut st = self.lock();
-            let pod = st.pods.get(id).ok_or_else(|| not_found(id))?;
-            pod.sandbox.as_ref().ok_or_else(|| not_found(id))?;
+            if st.pods.get(id).and_then(|p| p.sandbox.as_ref()).is_none() {
+                // Unknown, e.g. after a failed CreateSandbox, which containerd follows
+                // with ShutdownSandbox: nothing to remove, and the shim must not stay.
+                if st.tasks_empty() && st.pods.values().all(|p| p.sandbox.is_none()) {
+                    tracing::info!(sandbox = id, "shutdown of an unknown sandbox: nothing left, exiting");
+                    st.shutdown = true;
+                    self.inner.changed.notify_all();
+                }
+                return Ok(());
+            }
             let members: Vec<String> = st.members(id).into_iter().map(|m| m.id).collect();
             for m in &members {
                 st.signal(m, Signal::SIGKILL, true);
@@ -752,7 +759,6 @@ mod tests {
             svc.do_start_sandbox("sb1").unwrap_err(),
             svc.do_wait_sandbox("sb1").unwrap_err(),
             svc.do_sandbox_status("sb1", true).unwrap_err(),
-            svc.do_shutdown_sandbox("sb1").unwrap_err(),
             svc.do_sandbox_metrics("sb1").unwrap_err(),
         ] {
             assert_eq!(e.code(), ttrpc::Code::NOT_FOUND, "{e}");
