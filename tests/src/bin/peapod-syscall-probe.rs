@@ -14,6 +14,12 @@
 //! - `io_uring_setup`: `io_uring_setup(1, zeroed params)`; the ring's fd is closed.
 //!
 //! Exit status 0 when every name was known (whatever the calls returned), 2 otherwise.
+//!
+//! `syscall-probe wait-sigterm` instead blocks SIGTERM, prints `waiting`, takes SIGTERM
+//! synchronously (`sigwaitinfo`) and prints `sigterm <ns>`, `CLOCK_MONOTONIC` read right
+//! after the signal arrived, then exits 0 (0.3 s later): the time a container got SIGTERM, comparable
+//! across containers (one clock for the whole host, no time namespace), with no shell
+//! trap or forked `date` between the signal and the reading.
 
 const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
 const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
@@ -58,7 +64,39 @@ fn probe(name: &str) -> Option<Result<(), i32>> {
     Some(Ok(()))
 }
 
+/// `wait-sigterm` (see the module docs).
+fn wait_sigterm() -> ! {
+    // SAFETY: `set` is a local sigset_t the calls initialise and read; the mask change
+    // affects only this single-threaded process.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        println!("waiting");
+        loop {
+            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig == libc::SIGTERM {
+                break sig;
+            }
+        }
+    };
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec the kernel writes.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let ns = i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec);
+    println!("sigterm {ns}");
+    // Exit a moment later: a pid namespace's init exiting is work the kernel does on a
+    // CPU the other containers' probes may be waiting for, which would count in their
+    // arrival times.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::process::exit(if rc == libc::SIGTERM { 0 } else { 1 });
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("wait-sigterm") {
+        wait_sigterm();
+    }
     let mut status = 0;
     for name in std::env::args().skip(1) {
         match probe(&name) {
