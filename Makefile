@@ -3,7 +3,9 @@
 #   make deps     install everything the build and the tests need (Debian packages; idempotent)
 #   make build    release binaries in target/release
 #   make check    cargo fmt --check, clippy -D warnings, cargo doc
-#   make test     unit tests, then the privileged host suite (as root)
+#   make test     unit tests, then the privileged suites (as root): host, escape, containerd
+#                 and CLI (each containerd tier against Debian's containerd 1.6.20 and every
+#                 build in PEAPOD_CONTAINERD_BUILDS), and the cgroup v2 VM
 #   make vm-test  the privileged suites in a qemu VM booted with cgroup v2 only (as root)
 #   make bench    peapod vs runc vs crun under one containerd, and peapod's embedded mode (as
 #                 root): target/bench/results.{md,json}
@@ -30,7 +32,18 @@ DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci
 # and the peapod CLI.
 BINS := -p sandbox -p shim -p peapod
 
-.PHONY: deps build check test unit-test host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm demo demo-bundle install clean
+# containerd 2.x builds the containerd tiers also run against, besides Debian's 1.6.20: a
+# space-separated list of unpacked containerd releases (bin/containerd, bin/ctr,
+# bin/containerd-shim-runc-v2). .ci/run sets it with scripts/containerd-builds, which
+# unpacks 2.1.5 and 2.3.4 into target/containerd/<version>/; locally:
+#   make test PEAPOD_CONTAINERD_BUILDS="$(scripts/containerd-builds)"
+# Empty: the tiers run on Debian's containerd alone and say that the 2.x runs did not happen.
+PEAPOD_CONTAINERD_BUILDS ?=
+export PEAPOD_CONTAINERD_BUILDS
+# One test command per containerd, labelled, with a summary (scripts/each-containerd).
+EACH_CONTAINERD := scripts/each-containerd
+
+.PHONY: deps build check test unit-test host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm demo demo-bundle install clean containerd-builds
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -70,34 +83,59 @@ escape-test: pause probe
 	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test escape
 
-# Privileged: a private containerd (Debian's) with runc and peapod runtimes, driven by ctr
-# and CRI. containerd finds containerd-shim-peapod-v2 in target/debug, so build it first.
+# Privileged: a private containerd with runc and peapod runtimes (on 2.x also peapod-shim,
+# the Sandbox API handler), driven by ctr and CRI; once with Debian's containerd 1.6.20,
+# then once per build in PEAPOD_CONTAINERD_BUILDS, each run labelled. containerd finds
+# containerd-shim-peapod-v2 in target/debug, so build it first.
 containerd-test: pause probe
 	$(CARGO) build $(BINS)
-	$(CARGO) test -p peapod-tests --test containerd
+	$(EACH_CONTAINERD) --debian containerd-test $(CARGO) test -p peapod-tests --test containerd
+
+# Unpacks the containerd 2.x release tarballs into target/containerd/<version>/ and prints
+# the value for PEAPOD_CONTAINERD_BUILDS (PEAPOD_CONTAINERD_TARBALLS: where the tarballs are).
+containerd-builds:
+	@scripts/containerd-builds
 
 # Privileged: the peapod CLI's embedded mode. The shim driven without containerd (tasks,
 # exec, CNI); images: the local image store on the real
 # kernel (archives, overlayfs rootfs, pulls from a private docker-registry filled by skopeo,
-# getfattr from attr); the test images need the static pause binary.
+# getfattr from attr); the test images need the static pause binary. The CLI suite's
+# CRI-mode pods (`cri::`) run against Debian's containerd with the rest of the suite, then
+# again against the newest build in PEAPOD_CONTAINERD_BUILDS.
 cli-test: pause probe
 	$(CARGO) build $(BINS)
 	$(CARGO) test -p peapod-tests --test embedded
-	$(CARGO) test -p peapod-tests --test cli
+	PEAPOD_CONTAINERD= $(CARGO) test -p peapod-tests --test cli
+	$(EACH_CONTAINERD) --newest cli-test-cri $(CARGO) test -p peapod-tests --test cli -- cri::
 
 # Privileged, cgroup v2 only: Debian's kernel under qemu (TCG) with cgroup_no_v1=all runs
-# the suites listed in tests/vm/suites; see tests/vm/run (VM_KERNEL, VM_TIMEOUT, ...).
-# Every installed Debian kernel: bookworm's 6.1 and bookworm-backports' newer one.
+# the suites listed in tests/vm/suites; see tests/vm/run (VM_KERNEL, VM_CONTAINERD,
+# VM_TIMEOUT, ...). Every installed Debian kernel: bookworm's 6.1 and bookworm-backports'
+# newer one (6.12). The containerd suite (~5.5 min of a kernel's ~10 under TCG) runs once
+# per kernel, not once per containerd: against Debian's 1.6.20 on the oldest kernel and
+# against the newest build of PEAPOD_CONTAINERD_BUILDS (2.3.4) on the newest kernel. With a
+# single kernel it runs against both there; without any build, against Debian's on every
+# kernel, and the run says so.
 VM_KERNELS ?= $(patsubst /boot/vmlinuz-%,%,$(wildcard /boot/vmlinuz-*-amd64))
 
 vm-test:
-	@for k in $(VM_KERNELS); do \
-		VM_KERNEL=$$k CARGO="$(CARGO)" tests/vm/run || exit 1; \
+	@kernels=$$(printf '%s\n' $(VM_KERNELS) | sort -V); \
+	oldest=$$(echo "$$kernels" | head -n 1); newest=$$(echo "$$kernels" | tail -n 1); \
+	build=$$($(EACH_CONTAINERD) --print-newest); \
+	[ -n "$$build" ] || echo "vm-test: containerd 2.x: did not run: PEAPOD_CONTAINERD_BUILDS is empty; the containerd suite runs against Debian's containerd on every kernel"; \
+	for k in $$kernels; do \
+		ctrd=debian; \
+		if [ -n "$$build" ] && [ "$$k" = "$$newest" ]; then \
+			if [ "$$k" = "$$oldest" ]; then ctrd="debian $$build"; else ctrd=$$build; fi; \
+		fi; \
+		VM_KERNEL=$$k VM_CONTAINERD="$$ctrd" CARGO="$(CARGO)" tests/vm/run || exit 1; \
 	done
 
 # Privileged: runc, crun and peapod side by side on one private containerd, release builds
 # (the bench binary and the shim both in target/release, where containerd finds the shim),
-# and peapod's embedded mode (no containerd) as a fourth column.
+# and peapod's embedded mode (no containerd) as a fourth column; with a containerd 2.x build
+# (the newest in PEAPOD_CONTAINERD_BUILDS, or BENCH_CONTAINERD2), a second containerd of that
+# version beside the first runs runc@<v>, peapod@<v> and peapod-shim@<v> (sandboxer "shim").
 # Prints a markdown table; writes target/bench/results.md, results.json and containerd.log.
 # Knobs: BENCH_ITERATIONS, BENCH_WARMUP, BENCH_EXECS, BENCH_CHURN_ITERATIONS,
 # BENCH_CHURN_CONTAINERS, BENCH_MEMORY_PODS, BENCH_HANDLERS, BENCH_EMBEDDED_NETWORK (see

@@ -51,9 +51,10 @@ pub const SANDBOX_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
 pub const SANDBOX_CPU_SHARES: &str = "io.kubernetes.cri.sandbox-cpu-shares";
 /// containerd CRI (1.7+), sandbox: the pod's memory limit, bytes, an `i64`; ≤ 0: none.
 pub const SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
-/// kubelet (on containers); peapod reads it on the sandbox, when it is passed there:
-/// the termination grace period, seconds, at most [`MAX_GRACE_SECONDS`]. [`GRACE_PERIOD`]
-/// wins over it.
+/// kubelet (on each container, `pkg/kubelet/kuberuntime/labels.go`): the pod's
+/// termination grace period, seconds, at most [`MAX_GRACE_SECONDS`]. Read on the sandbox
+/// when it is passed there, else on the pod's containers ([`Member::pod_grace`]).
+/// [`GRACE_PERIOD`] wins over it.
 pub const K8S_GRACE_PERIOD: &str = "io.kubernetes.pod.terminationGracePeriod";
 /// peapod CLI, users; container: `init`, `sidecar` or `app` ([`format_role`]). Absent:
 /// the role [`CONTAINERS`] declares, else `app`, so kubelet-driven pods keep kubelet's
@@ -456,9 +457,9 @@ pub fn pod_config(a: &HashMap<String, String>) -> Result<PodConfig, AnnotationEr
     }
     let empty_dirs = empty_dirs(a)?;
     let grace = match (a.get(GRACE_PERIOD), a.get(K8S_GRACE_PERIOD)) {
-        (Some(v), _) => grace_seconds(GRACE_PERIOD, v)?,
-        (None, Some(v)) => grace_seconds(K8S_GRACE_PERIOD, v)?,
-        (None, None) => kube::DEFAULT_GRACE_SECONDS,
+        (Some(v), _) => Some(grace_seconds(GRACE_PERIOD, v)?),
+        (None, Some(v)) => Some(grace_seconds(K8S_GRACE_PERIOD, v)?),
+        (None, None) => None,
     };
     let containers = declared_containers(a)?;
     let restart_policy = a
@@ -469,7 +470,7 @@ pub fn pod_config(a: &HashMap<String, String>) -> Result<PodConfig, AnnotationEr
         containers,
         resources,
         empty_dirs,
-        grace: Duration::from_secs(grace),
+        grace: grace.map(Duration::from_secs),
         restart_policy,
         files: None,
     })
@@ -492,6 +493,10 @@ pub struct Member {
     pub role_annotated: bool,
     /// Its mounts of the pod's volumes ([`VOLUME_MOUNTS`]).
     pub mounts: Vec<VolumeMount>,
+    /// The pod's grace period as kubelet writes it on every container
+    /// ([`K8S_GRACE_PERIOD`]); `None` on a sandbox (whose own annotations are read by
+    /// [`pod_config`]) or when absent.
+    pub pod_grace: Option<Duration>,
 }
 
 impl Member {
@@ -507,6 +512,10 @@ impl Member {
         };
         let role = role(a)?.unwrap_or(Role::App);
         let mounts = volume_mounts(a)?;
+        let pod_grace = match a.get(K8S_GRACE_PERIOD).filter(|_| !sandbox) {
+            Some(v) => Some(Duration::from_secs(grace_seconds(K8S_GRACE_PERIOD, v)?)),
+            None => None,
+        };
         let name = a
             .get(NAME)
             .or_else(|| a.get(CRI_CONTAINER_NAME))
@@ -520,6 +529,7 @@ impl Member {
             role,
             role_annotated: a.contains_key(ROLE),
             mounts,
+            pod_grace,
         })
     }
 }
@@ -544,7 +554,7 @@ mod tests {
             ),
         ]);
         let c = pod_config(&a).unwrap();
-        assert_eq!(c.grace.as_secs(), 5);
+        assert_eq!(c.grace, Some(Duration::from_secs(5)));
         assert_eq!(
             c.empty_dirs,
             [
@@ -575,8 +585,21 @@ mod tests {
     }
 
     #[test]
+    fn a_containers_kubelet_grace_is_read_and_named_when_bad() {
+        let m = Member::from_annotations("c1", &ann(&[(K8S_GRACE_PERIOD, "2")])).unwrap();
+        assert_eq!(m.pod_grace, Some(Duration::from_secs(2)));
+        // On the sandbox, pod_config reads it instead.
+        let sb = ann(&[(CONTAINER_TYPE, CONTAINER_TYPE_SANDBOX), (K8S_GRACE_PERIOD, "2")]);
+        assert_eq!(Member::from_annotations("p1", &sb).unwrap().pod_grace, None);
+        assert_eq!(pod_config(&sb).unwrap().grace, Some(Duration::from_secs(2)));
+        assert_eq!(pod_config(&ann(&[])).unwrap().grace, None);
+        let e = Member::from_annotations("c1", &ann(&[(K8S_GRACE_PERIOD, "soon")])).unwrap_err();
+        assert!(e.to_string().contains(K8S_GRACE_PERIOD), "{e}");
+    }
+
+    #[test]
     fn grace_period_is_bounded_so_the_deadline_cannot_overflow() {
-        let secs = |k: &str, v: &str| pod_config(&ann(&[(k, v)])).map(|c| c.grace.as_secs());
+        let secs = |k: &str, v: &str| pod_config(&ann(&[(k, v)])).map(|c| c.grace.unwrap().as_secs());
         assert_eq!(
             secs(GRACE_PERIOD, &MAX_GRACE_SECONDS.to_string()).unwrap(),
             MAX_GRACE_SECONDS

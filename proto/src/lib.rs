@@ -10,6 +10,8 @@
 //!   `Envelope`s, length-delimited), read by the CLI's embedded mode.
 //! - [`crilog`]: Kubernetes' CRI container log format, written by the shim for the
 //!   embedded mode and read by `peapod logs` in both modes.
+//! - [`wire`]: protobuf messages containerd defines that no crate ships (containerd 2.3's
+//!   shim bootstrap, CRI's generic runtime options), generated from `protos/`.
 //! - [`cri`] (feature `cri`): a blocking CRI v1 client over containerd's unix socket (the
 //!   CLI's CRI mode, tests). The shim does not enable it.
 #![deny(unsafe_code)]
@@ -22,3 +24,4 @@ pub mod crilog;
 pub mod eventlog;
 pub mod kube;
 pub mod podsandbox;
+pub mod wire;

@@ -79,6 +79,34 @@ pub enum CgroupError {
         #[source]
         source: Box<cgroups_rs::manager::Error>,
     },
+    /// The cgroup to join is not a plain path below the cgroup root (empty, or with `..`).
+    #[error("cgroup {path:?}: not a path below the cgroup root")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+    },
+    /// The cgroup to join exists in no hierarchy (it is never created by joining).
+    #[error("cgroup {path} does not exist under {}", root.display())]
+    Missing {
+        /// The cgroup.
+        path: String,
+        /// The cgroup root searched (`/sys/fs/cgroup`).
+        root: PathBuf,
+    },
+    /// Writing a pid to a cgroup's `cgroup.procs` failed.
+    #[error("add pid {pid} to cgroup {path}: write {}", file.display())]
+    Join {
+        /// The cgroup.
+        path: String,
+        /// The process.
+        pid: i32,
+        /// The `cgroup.procs` file written.
+        file: PathBuf,
+        /// Cause (e.g. ENOSPC for a v1 cpuset cgroup without `cpuset.cpus`, EBUSY for a v2
+        /// cgroup that has controllers enabled for its children).
+        #[source]
+        source: std::io::Error,
+    },
     /// Freezing or thawing failed.
     #[error("{} cgroup {path}: {source}", if *frozen { "freeze" } else { "thaw" })]
     Freeze {
@@ -829,6 +857,61 @@ pub fn exists_anywhere(path: &str) -> bool {
         .any(|e| e.path().join(path).exists())
 }
 
+/// Moves process `pid` (all its threads) into the existing cgroup `path`, as containerd's
+/// runc shim does with its `ShimCgroup` option (`cgroup1.Load` + `AddProc`, or
+/// `cgroup2.Load` + `AddProc`): on cgroup v2 (`v2`) the cgroup `<root>/<path>`; on v1 the
+/// cgroup in every v1 hierarchy mounted under `root` (each directory there: `cpu`,
+/// `memory`, the named `systemd` one...) that has it, skipping hierarchies without it as
+/// `cgroup1.Load` does. A hybrid host's cgroup2 mount (`unified`, recognised by its
+/// `cgroup.controllers`) is left alone, as `cgroup1` leaves it. `path` is relative to the
+/// root, with or without a leading `/` (`/containerd/shim`). Nothing is created. Returns
+/// the `cgroup.procs` files written.
+///
+/// Errors: [`CgroupError::InvalidPath`] for an empty path or one with `..`;
+/// [`CgroupError::Missing`] when the cgroup exists nowhere; [`CgroupError::Join`] naming
+/// the file whose write failed (the process is then in the hierarchies before it).
+pub fn join_existing(root: &Path, path: &str, v2: bool, pid: Pid) -> Result<Vec<PathBuf>> {
+    let rel = Path::new(path.trim_start_matches('/'));
+    let plain = rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if rel.as_os_str().is_empty() || !plain {
+        return Err(CgroupError::InvalidPath { path: path.to_string() });
+    }
+    let dirs: Vec<PathBuf> = if v2 {
+        vec![root.join(rel)]
+    } else {
+        let mut hierarchies: Vec<PathBuf> = fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            // cpu,cpuacct style symlinks point at a hierarchy that is listed anyway.
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .filter(|h| !h.join("cgroup.controllers").exists())
+            .collect();
+        hierarchies.sort();
+        hierarchies.into_iter().map(|h| h.join(rel)).collect()
+    };
+    let dirs: Vec<PathBuf> = dirs.into_iter().filter(|d| d.is_dir()).collect();
+    if dirs.is_empty() {
+        return Err(CgroupError::Missing {
+            path: path.to_string(),
+            root: root.to_path_buf(),
+        });
+    }
+    let mut written = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let file = dir.join("cgroup.procs");
+        fs::write(&file, pid.as_raw().to_string()).map_err(|source| CgroupError::Join {
+            path: path.to_string(),
+            pid: pid.as_raw(),
+            file: file.clone(),
+            source,
+        })?;
+        written.push(file);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,6 +933,63 @@ mod tests {
             fs::write(p, content).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn joining_writes_the_pid_in_every_v1_hierarchy_that_has_the_cgroup() {
+        let dir = fixture(&[
+            ("cpu/containerd/shim/cgroup.procs", ""),
+            ("memory/containerd/shim/cgroup.procs", ""),
+            ("systemd/containerd/shim/cgroup.procs", ""),
+            ("pids/other/cgroup.procs", ""),
+            // A hybrid host's cgroup2 mount.
+            ("unified/cgroup.controllers", "cpu memory\n"),
+            ("unified/containerd/shim/cgroup.procs", ""),
+        ]);
+        let written = join_existing(dir.path(), "/containerd/shim", false, Pid::from_raw(42)).unwrap();
+        let names: Vec<String> = written
+            .iter()
+            .map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cpu/containerd/shim/cgroup.procs",
+                "memory/containerd/shim/cgroup.procs",
+                "systemd/containerd/shim/cgroup.procs"
+            ]
+        );
+        for f in &written {
+            assert_eq!(fs::read_to_string(f).unwrap(), "42");
+        }
+        // No hierarchy gains the cgroup; the unified one is not written.
+        assert!(!dir.path().join("pids/containerd").exists());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("unified/containerd/shim/cgroup.procs")).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn joining_on_v2_writes_the_unified_cgroup() {
+        let dir = fixture(&[("containerd/shim/cgroup.procs", "")]);
+        let written = join_existing(dir.path(), "containerd/shim", true, Pid::from_raw(7)).unwrap();
+        assert_eq!(written, [dir.path().join("containerd/shim/cgroup.procs")]);
+        assert_eq!(fs::read_to_string(&written[0]).unwrap(), "7");
+    }
+
+    #[test]
+    fn joining_a_missing_or_escaping_cgroup_fails_naming_it() {
+        let dir = fixture(&[("cpu/x/cgroup.procs", "")]);
+        let err = join_existing(dir.path(), "/nope", false, Pid::from_raw(1)).unwrap_err();
+        assert!(matches!(err, CgroupError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("/nope"), "{err}");
+        let err = join_existing(dir.path(), "/nope", true, Pid::from_raw(1)).unwrap_err();
+        assert!(matches!(err, CgroupError::Missing { .. }), "{err}");
+        for bad in ["", "/", "../x", "/a/../../b"] {
+            let err = join_existing(dir.path(), bad, false, Pid::from_raw(1)).unwrap_err();
+            assert!(matches!(err, CgroupError::InvalidPath { .. }), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! containerd 1.6 runs `containerd-shim-peapod-v2 -namespace k8s.io -address
 //! /run/containerd/containerd.sock -publish-binary /usr/bin/containerd -id <id> start`
 //! with the bundle as working directory (`-bundle` is passed too by newer releases).
+//! containerd ≥ 2.2 also runs `containerd-shim-peapod-v2 -info` (runtime options on stdin,
+//! protobuf `RuntimeInfo` on stdout) to introspect the runtime.
 //! Model: rust-extensions `crates/shim/src/args.rs`.
 
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ pub struct Flags {
     pub debug: bool,
     /// `-v` / `--version`.
     pub version: bool,
+    /// `-info`: print the runtime's `RuntimeInfo` and exit (containerd 2.x's introspection).
+    pub info: bool,
     /// `start`, `delete`, or empty to serve.
     pub action: String,
 }
@@ -65,6 +69,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, ArgsError
         match name.as_str() {
             "debug" => flags.debug = inline.as_deref().is_none_or(|v| v == "true" || v == "1"),
             "v" | "version" => flags.version = true,
+            "info" => flags.info = inline.as_deref().is_none_or(|v| v == "true" || v == "1"),
             "namespace" | "id" | "address" | "publish-binary" | "bundle" => {
                 let value = match inline {
                     Some(v) => v,
@@ -122,6 +127,7 @@ mod tests {
             ("x", Some(std::path::Path::new("/b")))
         );
         assert!(p(&["-v"]).unwrap().version);
+        assert!(p(&["-info"]).unwrap().info);
         assert_eq!(p(&["-nope"]), Err(ArgsError::Unknown("-nope".into())));
         assert_eq!(p(&["-id"]), Err(ArgsError::MissingValue("-id".into())));
         assert!(matches!(p(&["start", "delete"]), Err(ArgsError::Extra(..))));

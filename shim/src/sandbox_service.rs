@@ -246,11 +246,15 @@ impl Service {
             cgroup = ?resources.cgroup,
             "sandbox created"
         );
+        let grace = config
+            .grace
+            .unwrap_or(Duration::from_secs(proto::kube::DEFAULT_GRACE_SECONDS));
         st.pods.insert(
             id.to_string(),
             Pod {
                 resources,
-                supervision: Supervision::new(config.containers, config.grace, config.restart_policy),
+                supervision: Supervision::new(config.containers, grace, config.restart_policy),
+                grace_declared: config.grace.is_some(),
                 sandbox: Some(PodSandboxState {
                     config: ps,
                     bundle: req.bundle_path.clone(),

@@ -1,6 +1,15 @@
 //! The shim daemon: serves the Task API on the listener `start` handed over, until
 //! Shutdown arrives with no task left.
 //!
+//! The Task service answers under both names containerd uses: `containerd.task.v2.Task`
+//! (containerd 1.6, which `start` told Task API v2) and `containerd.task.v3.Task`
+//! (containerd 2.x, told v3; the v3 API is the v2 messages under a new service name,
+//! containerd's `api/runtime/task/v3/shim.proto`). Nothing else is needed for v3: the
+//! `containerd.streaming.v1.Streaming` service, which v3 shims may offer, is used only by a
+//! CRI runtime configured with `io_type = "streaming"` (containerd 2.x
+//! `internal/cri/config`; the default is FIFOs); peapod answers it Unimplemented, with a
+//! message that says so.
+//!
 //! Only peers with the shim's own uid and gid are served ([`PeerCheck`]), as containerd's
 //! Go shims do (`ttrpc.UnixSocketRequireSameUser`): the socket's mode (0600) keeps out
 //! other users, but not a process holding CAP_DAC_OVERRIDE under another uid.
@@ -19,10 +28,66 @@ use containerd_shim_protos::ttrpc::{self, MethodHandler, Request, Server, TtrpcC
 use crate::args::Flags;
 use crate::events::Publisher;
 use crate::service::Service;
-use crate::start::{socket_address, socket_path, Paths, LISTENER_ENV};
+use crate::start::{Paths, LISTENER_ENV};
 
 /// Upper bound of ttrpc worker threads: every pending Wait holds one.
 const MAX_THREADS: usize = 512;
+
+/// The Task service's name in Task API v2 (containerd 1.6).
+pub const TASK_V2: &str = "containerd.task.v2.Task";
+/// The Task service's name in Task API v3 (containerd 2.x).
+pub const TASK_V3: &str = "containerd.task.v3.Task";
+
+/// containerd's Streaming service (`api/services/streaming/v1`), which peapod does not serve.
+pub const STREAMING: &str = "containerd.streaming.v1.Streaming";
+
+/// Answers every call with `Unimplemented` (not ttrpc's generic "does not exist"), naming
+/// the method and what to configure instead.
+struct Unimplemented {
+    hint: &'static str,
+}
+
+impl MethodHandler for Unimplemented {
+    fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<()> {
+        let mut res = ttrpc::Response::new();
+        res.set_status(ttrpc::get_status(
+            ttrpc::Code::UNIMPLEMENTED,
+            format!(
+                "/{}/{}: not implemented by peapod: {}",
+                req.service, req.method, self.hint
+            ),
+        ));
+        ttrpc::response_to_channel(ctx.mh.stream_id, res, ctx.res_tx)
+    }
+}
+
+/// The methods peapod answers `Unimplemented`: `/containerd.streaming.v1.Streaming/Stream`.
+pub fn unimplemented_methods() -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
+    let stream: Box<dyn MethodHandler + Send + Sync> = Box::new(Unimplemented {
+        hint: "container I/O goes through FIFOs (CRI io_type \"fifo\", the default)",
+    });
+    HashMap::from([(format!("/{STREAMING}/Stream"), stream)])
+}
+
+/// Both names of the Task service: the ttrpc method table `create_task` builds for
+/// `/containerd.task.v2.Task/<Method>`, plus each method again as
+/// `/containerd.task.v3.Task/<Method>`, sharing `service`.
+pub fn task_methods<S>(service: S) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>>
+where
+    S: containerd_shim_protos::Task + Clone + Send + Sync + 'static,
+{
+    let v2_prefix = format!("/{TASK_V2}/");
+    let v3_prefix = format!("/{TASK_V3}/");
+    let mut methods = containerd_shim_protos::create_task(Arc::new(service.clone()));
+    let v3 = containerd_shim_protos::create_task(Arc::new(service))
+        .into_iter()
+        .filter_map(|(name, method)| {
+            name.strip_prefix(&v2_prefix)
+                .map(|m| (format!("{v3_prefix}{m}"), method))
+        });
+    methods.extend(v3.collect::<Vec<_>>());
+    methods
+}
 
 /// A step of the shim daemon's start that failed; the daemon exits with it.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +263,13 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
         .map_err(|source| ServeError::ListenerFd { value, source })?;
     let listener = sandbox::sys::adopt_inherited_fd(fd).map_err(|source| ServeError::AdoptListener { fd, source })?;
     std::env::remove_var(LISTENER_ENV);
+    // The socket file goes when the daemon does; wherever `start` bound it.
+    let socket = std::os::unix::net::UnixListener::from(listener);
+    let socket_file = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let listener = std::os::fd::OwnedFd::from(socket);
     // containerd always sets TTRPC_ADDRESS; the peapod CLI's embedded mode leaves it empty
     // and may name an event log instead.
     let publisher = match std::env::var("TTRPC_ADDRESS") {
@@ -217,7 +289,9 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
     let reaped = service.clone();
     crate::reaper::start(move |pid, code| reaped.on_exit(pid, code)).map_err(ServeError::Reaper)?;
 
-    let task = PeerCheck::wrap_all(containerd_shim_protos::create_task(Arc::new(service.clone())));
+    let mut methods = task_methods(service.clone());
+    methods.extend(unimplemented_methods());
+    let task = PeerCheck::wrap_all(methods);
     // containerd 2.x's `sandboxer = "shim"` (crate::sandbox_service), on the same socket.
     let sandbox = PeerCheck::wrap_all(containerd_shim_protos::sandbox_sync::create_sandbox(Arc::new(
         service.clone(),
@@ -236,8 +310,9 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
 
     service.wait_for_shutdown();
     server.shutdown();
-    let group = crate::start::group_id(bundle, &flags.id).unwrap_or_else(|_| flags.id.clone());
-    let _ = std::fs::remove_file(socket_path(&socket_address(&flags.address, &flags.namespace, &group)));
+    if let Some(file) = socket_file {
+        let _ = std::fs::remove_file(file);
+    }
     Ok(())
 }
 
@@ -247,6 +322,68 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
+
+    fn call(client: &ttrpc::Client, service: &str, method: &str) -> ttrpc::Result<ttrpc::Response> {
+        use containerd_shim_protos::protobuf::Message;
+        let mut req = Request::new();
+        req.set_service(service.to_string());
+        req.set_method(method.to_string());
+        let mut connect = containerd_shim_protos::api::ConnectRequest::new();
+        connect.id = "nope".into();
+        req.payload = connect.write_to_bytes().unwrap();
+        req.set_timeout_nano(5_000_000_000);
+        client.request(req)
+    }
+
+    fn code(r: ttrpc::Result<ttrpc::Response>) -> (ttrpc::Code, String) {
+        match r {
+            Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message.clone()),
+            other => panic!("expected an RPC status, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_task_service_answers_under_v2_and_v3_and_streaming_is_unimplemented() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            containers: dir.path().join("containers"),
+            pods: dir.path().join("pods"),
+            disk: dir.path().join("disk"),
+        };
+        let service = Service::new("test", paths, Publisher::disabled("test"));
+        let mut methods = task_methods(service);
+        let names: Vec<&String> = methods.keys().collect();
+        for m in ["Create", "Start", "Delete", "Wait", "Connect", "Shutdown", "Stats"] {
+            assert!(names.contains(&&format!("/containerd.task.v2.Task/{m}")), "{m}");
+            assert!(names.contains(&&format!("/containerd.task.v3.Task/{m}")), "{m}");
+        }
+        assert_eq!(methods.len() % 2, 0);
+        methods.extend(unimplemented_methods());
+
+        let socket = dir.path().join("s");
+        let address = format!("unix://{}", socket.display());
+        let mut server = Server::new()
+            .bind(&address)
+            .unwrap()
+            .register_service(methods)
+            .set_thread_count_default(2)
+            .set_thread_count_min(1);
+        server.start().unwrap();
+        let client = ttrpc::Client::connect(&address).unwrap();
+        // Connect for an unknown task: the service's own NotFound under both names.
+        for service in [TASK_V2, TASK_V3] {
+            let (c, message) = code(call(&client, service, "Connect"));
+            assert_eq!(c, ttrpc::Code::NOT_FOUND, "{service}: {message}");
+        }
+        let (c, message) = code(call(&client, STREAMING, "Stream"));
+        assert_eq!(c, ttrpc::Code::UNIMPLEMENTED, "{message}");
+        assert!(message.contains("fifo"), "{message}");
+        // Anything else: ttrpc's own answer.
+        let (c, _) = code(call(&client, "containerd.task.v4.Task", "Connect"));
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+        drop(client);
+        server.shutdown();
+    }
 
     #[test]
     fn a_peer_of_our_own_uid_and_gid_is_served() {

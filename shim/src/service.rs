@@ -45,6 +45,11 @@ use crate::start::Paths;
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
+/// The file containerd 2.x writes into a task's bundle, naming its sandbox, when it attaches
+/// the task to the sandbox's shim (Task API v3) instead of running `start` for it
+/// (`core/runtime/v2/shim_manager.go` `Start`).
+const CONTAINERD_SANDBOX_FILE: &str = "sandbox";
+
 /// How long an init's exit waits for its exec'd processes to be reaped.
 const EXEC_EXIT_GRACE: Duration = Duration::from_secs(10);
 
@@ -141,10 +146,23 @@ pub(crate) struct Pod {
     pub(crate) resources: PodResources,
     /// Start gate, restarts, termination: see `sandbox::pod::supervisor`.
     pub(crate) supervision: Supervision,
+    /// The grace period was set for the pod itself (sandbox annotations, `Update`), so a
+    /// container's copy of kubelet's value does not replace it.
+    pub(crate) grace_declared: bool,
     /// A pod made through the Sandbox API (`crate::sandbox_service`): its pause process;
     /// `None` for a pod whose sandbox is a task (the pause image, on containerd 1.6 or
     /// with the `podsandbox` sandboxer).
     pub(crate) sandbox: Option<crate::sandbox_service::PodSandboxState>,
+}
+
+impl Pod {
+    /// Takes the pod's grace period from a container's copy of kubelet's value
+    /// (`io.kubernetes.pod.terminationGracePeriod`) unless the pod declared its own.
+    fn adopt_container_grace(&mut self, grace: Option<Duration>) {
+        if let Some(g) = grace.filter(|_| !self.grace_declared) {
+            self.supervision.set_grace_period(g);
+        }
+    }
 }
 
 /// The shim's tasks and pods, under the service's one lock. Opaque: public only as the
@@ -218,6 +236,7 @@ impl Service {
             .get_mut(sandbox_id)
             .ok_or_else(|| ServiceError::NotFound(format!("sandbox {sandbox_id}")))?;
         pod.supervision.set_grace_period(grace);
+        pod.grace_declared = true;
         Ok(())
     }
 
@@ -464,9 +483,21 @@ impl Service {
         let oom_stop = Arc::new(AtomicBool::new(false));
         self.watch_oom(&req.id, &container, oom_stop.clone());
 
+        // containerd 2.x attached this task to its sandbox's shim without running `start`,
+        // and will not run `delete` for it either: the sandbox's `delete` must find it.
+        let attached = bundle.join(CONTAINERD_SANDBOX_FILE).exists();
+        if let Some(pod_id) = member.pod.as_deref().filter(|_| !member.sandbox && attached) {
+            self.mark_member(pod_id, &req.id);
+        }
         let mut st = self.lock();
         if let Some(pod) = new_pod {
             st.pods.insert(req.id.clone(), pod);
+        }
+        // kubelet writes the pod's terminationGracePeriodSeconds on each container, not on
+        // the sandbox: a sandbox that declared none takes it from its containers, so a
+        // signal to the sandbox task waits the pod's grace, not the 30 s default.
+        if let Some(pod) = member.pod.as_ref().and_then(|p| st.pods.get_mut(p)) {
+            pod.adopt_container_grace(member.pod_grace);
         }
         st.seq += 1;
         let seq = st.seq;
@@ -523,9 +554,13 @@ impl Service {
             &self.inner.paths.pods.join(id),
             &self.inner.paths.disk,
         )?;
+        let grace = config
+            .grace
+            .unwrap_or(Duration::from_secs(proto::kube::DEFAULT_GRACE_SECONDS));
         Ok(Pod {
             resources,
-            supervision: Supervision::new(config.containers, config.grace, config.restart_policy),
+            supervision: Supervision::new(config.containers, grace, config.restart_policy),
+            grace_declared: config.grace.is_some(),
             sandbox: None,
         })
     }
@@ -752,6 +787,20 @@ impl Service {
         }
     }
 
+    /// Leaves the marker by which `delete` finds container `id` of pod `pod` if the shim
+    /// dies (`Paths::member_marker`). Not fatal: without it only that clean-up misses the
+    /// container, which is logged.
+    fn mark_member(&self, pod: &str, id: &str) {
+        let marker = self.inner.paths.member_marker(pod, id);
+        let written = marker
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&marker, b""));
+        if let Err(e) = written {
+            tracing::warn!(id, pod, marker = %marker.display(), error = %e, "cannot mark the container as a pod member");
+        }
+    }
+
     pub(crate) fn do_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         let mut st = self.lock();
         let task = st
@@ -796,6 +845,9 @@ impl Service {
             }
         }
         let mut task = st.tasks.remove(&req.id).expect("checked above");
+        if let Some(pod_id) = task.pod.as_deref().filter(|_| !task.sandbox) {
+            let _ = std::fs::remove_file(self.inner.paths.member_marker(pod_id, &req.id));
+        }
         if let Some(pod) = task
             .pod
             .as_ref()
@@ -912,8 +964,27 @@ impl Service {
         })
     }
 
+    /// Pids: the processes in the task's cgroup. A task whose init has exited and that
+    /// containerd has not deleted yet reports the init's pid alone: its exit status is
+    /// still to be collected. containerd 1.7 and later delete, when they restart, the task
+    /// of any non-sandbox shim that reports no pids as leaked (containerd#6866,
+    /// `core/runtime/v2/shim_load.go` `shouldCleanupShim`), before CRI recovers the
+    /// container's state; an exit while containerd was down would then reach the kubelet
+    /// as CRI's exit code 255, reason `Unknown`, instead of the container's own.
     fn do_pids(&self, id: &str) -> Result<api::PidsResponse> {
-        let pids = self.with_task(id, |t| Ok(t.container.pids()?))?;
+        let pids = self.with_task(id, |t| {
+            let exited_init = t.init.exit.and(t.init.pid);
+            let mut pids = match t.container.pids() {
+                Ok(pids) => pids,
+                // The cgroup may have gone with the init.
+                Err(_) if exited_init.is_some() => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            if pids.is_empty() {
+                pids.extend(exited_init);
+            }
+            Ok(pids)
+        })?;
         Ok(api::PidsResponse {
             processes: pids
                 .into_iter()
@@ -1201,14 +1272,13 @@ mod tests {
             files: None,
         };
         let supervision = Supervision::new(Vec::new(), Duration::from_secs(30), None);
-        svc.lock().pods.insert(
-            id.to_string(),
-            Pod {
-                resources,
-                supervision,
-                sandbox: None,
-            },
-        );
+        let pod = Pod {
+            resources,
+            supervision,
+            grace_declared: false,
+            sandbox: None,
+        };
+        svc.lock().pods.insert(id.to_string(), pod);
     }
 
     fn grace_update(id: &str, value: &str) -> api::UpdateTaskRequest {
@@ -1233,6 +1303,29 @@ mod tests {
             svc.lock().pods["pod1"].supervision.grace_period(),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn a_containers_kubelet_grace_applies_unless_the_pod_declared_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(dir.path());
+        with_pod(&svc, "pod1", dir.path());
+        let grace = |svc: &Service| svc.lock().pods["pod1"].supervision.grace_period();
+        svc.lock().pods.get_mut("pod1").unwrap().adopt_container_grace(None);
+        assert_eq!(grace(&svc), Duration::from_secs(30));
+        let adopt = |svc: &Service, s| {
+            let mut st = svc.lock();
+            st.pods
+                .get_mut("pod1")
+                .unwrap()
+                .adopt_container_grace(Some(Duration::from_secs(s)));
+        };
+        adopt(&svc, 2);
+        assert_eq!(grace(&svc), Duration::from_secs(2));
+        // The CLI's `delete --grace-period` (Update) declares it for the pod: it stays.
+        svc.do_update(grace_update("pod1", "9")).unwrap();
+        adopt(&svc, 2);
+        assert_eq!(grace(&svc), Duration::from_secs(9));
     }
 
     #[test]

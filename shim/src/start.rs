@@ -1,28 +1,39 @@
 //! containerd's shim process contract: `start` and `delete`.
 //!
-//! `start` runs once per task. peapod keeps one shim per pod: tasks are grouped by the
-//! CRI annotation `io.kubernetes.cri.sandbox-id` (`proto::annotations::SANDBOX_ID`; the
-//! sandbox's own id for the sandbox task), falling back to the task id. If a live shim
-//! already serves the group, `start` only writes its address to the bundle's `address`
-//! file and prints it. Otherwise it binds the group's socket itself, hands the listener
-//! (as an inherited fd) to a re-executed daemon, writes `address` atomically and prints
-//! it. stdout carries only the address; on failure no socket is left behind.
+//! `start` runs once per task under containerd 1.6, and once per pod (the sandbox task)
+//! or standalone task under containerd 2.x, which sends a pod's other tasks to the shim
+//! that answered Task API v3 for its sandbox. peapod keeps one shim per pod: tasks are
+//! grouped by the CRI annotation `io.kubernetes.cri.sandbox-id`
+//! (`proto::annotations::SANDBOX_ID`; the sandbox's own id for the sandbox task), falling
+//! back to the task id (also when the bundle has no `config.json` yet, as for a sandbox
+//! containerd 2.x's `shim` sandboxer starts). If a live shim already serves the group,
+//! `start` only writes its address to the bundle's `address` file and answers it.
+//! Otherwise it binds the group's socket itself (in containerd 2.3's `socket_dir`, else
+//! `/run/containerd/s`), hands the listener (as an inherited fd) to a re-executed daemon,
+//! moves the daemon into the runtime options' `ShimCgroup` if one is given, writes
+//! `address` atomically and answers. What the answer looks like, and where the runtime
+//! options come from, depends on the containerd ([`crate::bootstrap`]). On failure no
+//! socket and no daemon are left behind.
 //!
 //! `delete` is what containerd runs when it lost a shim: it removes what is left of the
-//! task from peapod's state alone and prints a protobuf `DeleteResponse`.
+//! task from peapod's state alone and prints a protobuf `DeleteResponse`. containerd 2.x
+//! runs it only for the task it ran `start` for (its bundle then also holds containerd's
+//! `bootstrap.json`, and a grouped task's bundle a `sandbox` file; neither is read here).
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use containerd_shim_protos::api::DeleteResponse;
 use sha2::{Digest, Sha256};
 
 use crate::args::Flags;
+use crate::bootstrap::StartInput;
+use crate::options::{OptionsError, RuntimeOptions};
 
 /// Where containerd's Go shims put their sockets (`defaults.DefaultStateDir` + `/s`);
 /// containerd 1.6 uses it whatever its own state dir is.
@@ -51,6 +62,21 @@ pub enum StartError {
     /// Removing the task failed.
     #[error(transparent)]
     Container(#[from] sandbox::Error),
+    /// The runtime options containerd passed are unreadable.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// The shim daemon could not be moved into the runtime options' `ShimCgroup`; the
+    /// daemon was killed again.
+    #[error("move the shim daemon (pid {pid}) into ShimCgroup {cgroup}")]
+    ShimCgroup {
+        /// The cgroup, as given.
+        cgroup: String,
+        /// The daemon's pid.
+        pid: u32,
+        /// Cause (the cgroup does not exist, or the kernel refused the write).
+        #[source]
+        source: sandbox::cgroups::CgroupError,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StartError + 'a {
@@ -65,10 +91,16 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sta
 /// `unix:///run/containerd/s/<hex sha256 of "<address>/<namespace>/<group>">`, so that
 /// containerd's tools and other shims agree on it.
 pub fn socket_address(containerd_address: &str, namespace: &str, group: &str) -> String {
+    socket_address_in(Path::new(SOCKET_ROOT), containerd_address, namespace, group)
+}
+
+/// [`socket_address`] in the directory `dir` instead of `/run/containerd/s` (containerd
+/// 2.3's `socket_dir`; Go's `shim.CreateSocketAddress`).
+pub fn socket_address_in(dir: &Path, containerd_address: &str, namespace: &str, group: &str) -> String {
     let joined = Path::new(containerd_address).join(namespace).join(group);
     let digest = Sha256::digest(joined.to_string_lossy().as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("unix://{SOCKET_ROOT}/{hex}")
+    format!("unix://{}", dir.join(hex).display())
 }
 
 /// The path behind a `unix://` address.
@@ -76,9 +108,17 @@ pub fn socket_path(address: &str) -> &Path {
     Path::new(address.strip_prefix("unix://").unwrap_or(address))
 }
 
-/// The shim group of task `id` in `bundle`: its pod sandbox's id, or its own id.
+/// The shim group of task `id` in `bundle`: its pod sandbox's id, or its own id (also
+/// when the bundle has no `config.json`: containerd 2.x's `shim` sandboxer starts the
+/// sandbox's shim before any spec exists).
 pub fn group_id(bundle: &Path, id: &str) -> Result<String, StartError> {
-    let spec = sandbox::spec::load(bundle)?;
+    let spec = match sandbox::spec::load(bundle) {
+        Ok(spec) => spec,
+        Err(sandbox::spec::SpecError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(id.to_string())
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(spec
         .annotations()
         .as_ref()
@@ -87,11 +127,22 @@ pub fn group_id(bundle: &Path, id: &str) -> Result<String, StartError> {
         .to_string())
 }
 
-/// Runs `start`: returns the address to print.
-pub fn start(flags: &Flags, bundle: &Path) -> Result<String, StartError> {
-    discard_runtime_options();
+/// Runs `start` with what containerd gave besides the flags (`input`,
+/// [`crate::bootstrap::parse`]): returns the shim's address (`unix://…`), which the caller
+/// answers in the form `input.generation` expects ([`crate::bootstrap::answer`]).
+pub fn start(flags: &Flags, bundle: &Path, input: &StartInput) -> Result<String, StartError> {
+    let options = match &input.options {
+        Some(any) => RuntimeOptions::from_any(any)?,
+        None => RuntimeOptions::default(),
+    };
+    let mut flags = flags.clone();
+    if let Some(grpc) = &input.grpc_address {
+        flags.address.clone_from(grpc);
+    }
+    flags.debug |= input.debug;
     let group = group_id(bundle, &flags.id)?;
-    let address = socket_address(&flags.address, &flags.namespace, &group);
+    let dir = input.socket_dir.as_deref().unwrap_or(Path::new(SOCKET_ROOT));
+    let address = socket_address_in(dir, &flags.address, &flags.namespace, &group);
     let path = socket_path(&address).to_path_buf();
 
     if UnixStream::connect(&path).is_ok() {
@@ -109,30 +160,54 @@ pub fn start(flags: &Flags, bundle: &Path) -> Result<String, StartError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(SOCKET_ROOT)
-        .map_err(io_err("create", Path::new(SOCKET_ROOT)))?;
+        .create(dir)
+        .map_err(io_err("create", dir))?;
     let listener = UnixListener::bind(&path).map_err(io_err("bind", &path))?;
     if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(0o600)) {
         let _ = fs::remove_file(&path);
         return Err(io_err("chmod 0600", &path)(e));
     }
-    let result = spawn_daemon(flags, bundle, &listener).and_then(|()| write_address(bundle, &address));
+    let result = spawn_daemon(&flags, bundle, &listener, input.ttrpc_address.as_deref()).and_then(|mut daemon| {
+        let placed = match &options.shim_cgroup {
+            Some(cgroup) => join_shim_cgroup(cgroup, daemon.id()),
+            None => Ok(()),
+        };
+        let result = placed.and_then(|()| write_address(bundle, &address));
+        if result.is_err() {
+            // The daemon serves a socket that is about to go: it must not outlive start.
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        result
+    });
     if result.is_err() {
         let _ = fs::remove_file(&path);
     }
     result.map(|()| address)
 }
 
-// containerd may write runtime options to stdin; they are not needed, but the pipe is
-// drained so containerd's write never fails.
-fn discard_runtime_options() {
-    let is_pipe = fs::metadata("/proc/self/fd/0").is_ok_and(|m| m.file_type().is_fifo());
-    if is_pipe {
-        let _ = io::copy(&mut io::stdin().lock().take(1 << 20), &mut io::sink());
-    }
+/// Moves the daemon into `cgroup` as containerd's runc shim does (after spawning it, before
+/// answering): every v1 hierarchy that has the cgroup, or the v2 one.
+fn join_shim_cgroup(cgroup: &str, pid: u32) -> Result<(), StartError> {
+    let err = |source| StartError::ShimCgroup {
+        cgroup: cgroup.to_string(),
+        pid,
+        source,
+    };
+    // Linux pids fit in i32 (pid_max is at most 2^22).
+    #[allow(clippy::cast_possible_wrap)]
+    let pid_t = nix::unistd::Pid::from_raw(pid as i32);
+    sandbox::cgroups::join_existing(Path::new("/sys/fs/cgroup"), cgroup, sandbox::cgroups::is_v2(), pid_t)
+        .map(|_| ())
+        .map_err(err)
 }
 
-fn spawn_daemon(flags: &Flags, bundle: &Path, listener: &UnixListener) -> Result<(), StartError> {
+fn spawn_daemon(
+    flags: &Flags,
+    bundle: &Path,
+    listener: &UnixListener,
+    ttrpc_address: Option<&str>,
+) -> Result<Child, StartError> {
     let exe = std::env::current_exe().map_err(io_err("locate own binary", Path::new("/proc/self/exe")))?;
     let fd = listener.as_fd();
     let mut cmd = Command::new(&exe);
@@ -154,9 +229,12 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, listener: &UnixListener) -> Result
     if flags.debug {
         cmd.arg("-debug");
     }
+    if let Some(ttrpc) = ttrpc_address {
+        // containerd 2.3 sets $TTRPC_ADDRESS too, for now; its parameters win.
+        cmd.env("TTRPC_ADDRESS", ttrpc);
+    }
     sandbox::sys::inherit_fd(&mut cmd, fd);
-    cmd.spawn().map_err(io_err("spawn shim daemon", &exe))?;
-    Ok(())
+    cmd.spawn().map_err(io_err("spawn shim daemon", &exe))
 }
 
 /// Writes `<bundle>/address` atomically (temp file + rename).
@@ -166,6 +244,9 @@ pub fn write_address(bundle: &Path, address: &str) -> Result<(), StartError> {
     fs::write(&tmp, address).map_err(io_err("write", &tmp))?;
     fs::rename(&tmp, &path).map_err(io_err("rename", &path))
 }
+
+/// The directory of [`Paths::member_marker`]s in a pod's state dir.
+const MEMBERS_DIR: &str = "members";
 
 /// Where the shim keeps state for one containerd namespace.
 #[derive(Debug, Clone)]
@@ -179,6 +260,16 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The marker file saying that container `id` belongs to the pod whose sandbox is
+    /// `pod` and that containerd will not run `delete` for it: `<pods>/<pod>/members/<id>`,
+    /// inside the pod's state dir (so it goes with the pod). The service writes it when it
+    /// creates a container containerd 2.x attached to the sandbox's shim (the bundle has
+    /// containerd's `sandbox` file) and removes it when the task is deleted; `delete` of
+    /// the sandbox reads them (see [`delete`]).
+    pub fn member_marker(&self, pod: &str, id: &str) -> PathBuf {
+        self.pods.join(pod).join(MEMBERS_DIR).join(id)
+    }
+
     /// The paths for `namespace`; `$PEAPOD_SHIM_STATE` and `$PEAPOD_SHIM_ROOT` replace
     /// `/run/peapod/shim` and `/var/lib/peapod/shim` (tests).
     pub fn for_namespace(namespace: &str) -> Paths {
@@ -199,12 +290,37 @@ impl Paths {
 /// Runs `delete`: kills what remains of task `flags.id` (its whole cgroup), unmounts its
 /// rootfs, removes its state, and returns the response containerd expects (exit status
 /// 137, as for a SIGKILLed task).
+///
+/// A sandbox takes its pod with it: its volumes and pod cgroup, and, when no shim answers
+/// on the group's socket any more, the pod's other containers. containerd 1.6 runs
+/// `delete` for each task of a dead shim, but containerd 2.x only for the task it ran
+/// `start` for: the pod's other tasks were attached to that shim without a clean-up hook
+/// of their own (`core/runtime/v2/shim_manager.go` `Start` with Task API v3, `loadShim(…,
+/// func() {})`), and CRI may remove their bundles meanwhile, so they are found by the
+/// markers the shim left in the pod's state dir ([`Paths::member_marker`]).
 pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError> {
     let paths = Paths::for_namespace(&flags.namespace);
     let config = sandbox::Config {
         state_root: paths.containers.clone(),
         init_binary: None,
     };
+    // Where the group's socket is: `start` wrote it to the bundle (containerd 2.3 may
+    // have put it in its `socket_dir`, which `delete` is not told).
+    let socket = fs::read_to_string(bundle.join("address"))
+        .ok()
+        .filter(|a| a.starts_with("unix://"))
+        .or_else(|| {
+            group_id(bundle, &flags.id)
+                .ok()
+                .map(|group| socket_address(&flags.address, &flags.namespace, &group))
+        });
+    let shim_alive = socket
+        .as_deref()
+        .is_some_and(|s| UnixStream::connect(socket_path(s)).is_ok());
+    let pod_dir = paths.pods.join(&flags.id);
+    if !shim_alive {
+        delete_members(&config, &pod_dir.join(MEMBERS_DIR), &flags.id);
+    }
     let mut pid = 0;
     match sandbox::Container::load(&config, &flags.id) {
         Ok(c) => {
@@ -215,7 +331,6 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
         Err(e) => return Err(e.into()),
     }
     // A sandbox's pod volumes and pod cgroup go with it.
-    let pod_dir = paths.pods.join(&flags.id);
     if let Some(pod) = sandbox::pod::PodResources::load(&pod_dir).map_err(|e| StartError::Io {
         op: "load pod state",
         path: pod_dir.clone(),
@@ -229,10 +344,9 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     }
     // The group's socket goes when no live shim answers on it any more (the shim was
     // killed; a live one still serves the pod's other tasks).
-    if let Ok(group) = group_id(bundle, &flags.id) {
-        let socket = socket_address(&flags.address, &flags.namespace, &group);
+    if let Some(socket) = socket.filter(|_| !shim_alive) {
         let path = socket_path(&socket);
-        if UnixStream::connect(path).is_err() && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
             let _ = fs::remove_file(path);
         }
     }
@@ -252,6 +366,38 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     Ok(resp)
 }
 
+/// Deletes (force: SIGKILL to the cgroup, rootfs unmounted, state removed) the containers
+/// named by the markers in `members` other than `sandbox_id`; missing ones are skipped.
+/// Best effort: a failure is only a warning on stderr (which containerd logs as such), and
+/// the pod cgroup's removal afterwards waits for their cgroups.
+fn delete_members(config: &sandbox::Config, members: &Path, sandbox_id: &str) {
+    let Ok(entries) = fs::read_dir(members) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if id == sandbox_id {
+            continue;
+        }
+        let deleted = match sandbox::Container::load(config, &id) {
+            Ok(c) => c.delete(true),
+            Err(sandbox::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match deleted {
+            Ok(()) => {
+                let _ = fs::remove_file(entry.path());
+            }
+            Err(e) => eprintln!(
+                "containerd-shim-peapod-v2: delete pod member {id} of {sandbox_id}: {}",
+                sandbox::error::chain(&e)
+            ),
+        }
+    }
+}
+
 use containerd_shim_protos::protobuf;
 
 #[cfg(test)]
@@ -268,6 +414,27 @@ mod tests {
             format!("unix:///run/containerd/s/{hex}")
         );
         assert_eq!(hex.len(), 64);
+    }
+
+    #[test]
+    fn a_socket_dir_moves_the_socket_but_not_its_name() {
+        let default = socket_address("/run/containerd/containerd.sock", "k8s.io", "abc");
+        let moved = socket_address_in(
+            Path::new("/run/ctrd-s"),
+            "/run/containerd/containerd.sock",
+            "k8s.io",
+            "abc",
+        );
+        let name = default.rsplit('/').next().unwrap();
+        assert_eq!(moved, format!("unix:///run/ctrd-s/{name}"));
+    }
+
+    #[test]
+    fn a_bundle_without_config_json_is_its_own_group() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(group_id(dir.path(), "sb1").unwrap(), "sb1");
+        fs::write(dir.path().join("config.json"), "{").unwrap();
+        assert!(group_id(dir.path(), "sb1").is_err());
     }
 
     #[test]

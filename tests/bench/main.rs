@@ -15,6 +15,13 @@
 //! 5. memory: with M pods running (sandbox + one `sleep` each), the PSS and RSS of the
 //!    handler's resident processes (its shims and any helper they keep) per pod.
 //!
+//! With a containerd 2.x build at hand (the newest of `PEAPOD_CONTAINERD_BUILDS`, or
+//! `BENCH_CONTAINERD2=<dir>`; `none` to leave it out), a second private containerd of that
+//! version runs beside the first, and three more columns run on it: `runc@<version>`,
+//! `peapod@<version>` (the pause image as the sandbox task) and `peapod-shim@<version>`
+//! (`sandboxer = "shim"`: the shim serves the Sandbox API, no pause container). Their
+//! ratios are to `runc@<version>`, the same containerd's runc.
+//!
 //! A fourth column, `peapod-embedded`, is peapod without containerd: the same rows through
 //! the `peapod` CLI's embedded mode (`peapod::runner`) in this process, pod network `none`
 //! (loopback only) unless `BENCH_EMBEDDED_NETWORK=cni`; `embedded.rs` says what each row
@@ -37,7 +44,8 @@
 //! Knobs (environment): `BENCH_ITERATIONS` (20), `BENCH_WARMUP` (2), `BENCH_EXECS` (ExecSyncs
 //! per pod, 5), `BENCH_CHURN_ITERATIONS` (3), `BENCH_CHURN_CONTAINERS` (100),
 //! `BENCH_MEMORY_PODS` (20), `BENCH_MEMORY_SAMPLES` (3), `BENCH_HANDLERS`
-//! (`runc,crun,peapod,peapod-embedded`), `BENCH_EMBEDDED_NETWORK` (`none` or `cni`),
+//! (`runc,crun,peapod,peapod-embedded`, and the 2.x columns), `BENCH_CONTAINERD2`,
+//! `BENCH_EMBEDDED_NETWORK` (`none` or `cni`),
 //! `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
 //! and prints the phase table.
 //!
@@ -53,7 +61,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use embedded::Embedded;
 use peapod::runner::NetworkMode;
-use peapod_tests::containerd::{self, Containerd, CRUN_HANDLER, PEAPOD_HANDLER, RUNC_HANDLER};
+use peapod_tests::containerd::{
+    self, Containerd, ContainerdBuild, CRUN_HANDLER, PEAPOD_HANDLER, PEAPOD_SHIM_HANDLER, RUNC_HANDLER,
+};
 use report::{Context, Phases, Report, Row, Unit};
 use scenarios::{Bench, MemSample, PodTimes};
 
@@ -76,8 +86,50 @@ struct Config {
     memory_pods: usize,
     memory_samples: usize,
     handlers: Vec<String>,
+    /// The second containerd's build, for the `<handler>@<version>` columns.
+    containerd2: Option<ContainerdBuild>,
+    /// Why there is no second containerd, when there is none.
+    containerd2_absent: Option<String>,
     embedded_network: NetworkMode,
     out: PathBuf,
+}
+
+/// A column's CRI handler and, for the second containerd's columns (`runc@2.3.4`), its
+/// version.
+fn split_handler(h: &str) -> (&str, Option<&str>) {
+    match h.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (h, None),
+    }
+}
+
+/// The containerd 2.x build for the second instance: `BENCH_CONTAINERD2` (a directory, or
+/// `none`), else the newest of `PEAPOD_CONTAINERD_BUILDS`. `Err` says why there is none.
+fn containerd2_build() -> Result<std::result::Result<ContainerdBuild, String>> {
+    let dirs: Vec<PathBuf> = match std::env::var("BENCH_CONTAINERD2") {
+        Ok(v) if v == "none" => return Ok(Err("BENCH_CONTAINERD2=none".into())),
+        Ok(v) if !v.is_empty() => vec![PathBuf::from(v)],
+        _ => std::env::var("PEAPOD_CONTAINERD_BUILDS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(PathBuf::from)
+            .collect(),
+    };
+    let mut newest: Option<ContainerdBuild> = None;
+    for dir in dirs {
+        let build = ContainerdBuild::detect(
+            &dir.join("bin"),
+            "BENCH_CONTAINERD2 and PEAPOD_CONTAINERD_BUILDS name unpacked containerd releases (scripts/containerd-builds)",
+        )?;
+        if build.version.is_2x() && newest.as_ref().is_none_or(|n| build.version > n.version) {
+            newest = Some(build);
+        }
+    }
+    Ok(newest.ok_or_else(|| {
+        "no containerd 2.x build: PEAPOD_CONTAINERD_BUILDS (set by .ci/run from scripts/containerd-builds) or \
+         BENCH_CONTAINERD2 names none"
+            .to_string()
+    }))
 }
 
 fn env_usize(name: &str, default: usize) -> Result<usize> {
@@ -89,18 +141,43 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
 
 impl Config {
     fn from_env() -> Result<Self> {
+        let (containerd2, containerd2_absent) = match containerd2_build()? {
+            Ok(b) => (Some(b), None),
+            Err(why) => (None, Some(why)),
+        };
+        let v2 = containerd2.as_ref().map(|b| b.version.to_string());
+        let default_handlers = {
+            let mut h = format!("{RUNC_HANDLER},{CRUN_HANDLER},{PEAPOD_HANDLER},{}", embedded::HANDLER);
+            if let Some(v) = &v2 {
+                h += &format!(",{RUNC_HANDLER}@{v},{PEAPOD_HANDLER}@{v},{PEAPOD_SHIM_HANDLER}@{v}");
+            }
+            h
+        };
         let handlers: Vec<String> = std::env::var("BENCH_HANDLERS")
-            .unwrap_or_else(|_| format!("{RUNC_HANDLER},{CRUN_HANDLER},{PEAPOD_HANDLER},{}", embedded::HANDLER))
+            .unwrap_or(default_handlers)
             .split(',')
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .collect();
         for h in &handlers {
-            if ![RUNC_HANDLER, CRUN_HANDLER, PEAPOD_HANDLER, embedded::HANDLER].contains(&h.as_str()) {
-                bail!(
-                    "BENCH_HANDLERS: unknown handler {h:?} (known: runc, crun, peapod, {})",
+            match split_handler(h) {
+                (name, None) if [RUNC_HANDLER, CRUN_HANDLER, PEAPOD_HANDLER, embedded::HANDLER].contains(&name) => {}
+                (name, Some(v)) if [RUNC_HANDLER, PEAPOD_HANDLER, PEAPOD_SHIM_HANDLER].contains(&name) => {
+                    if v2.as_deref() != Some(v) {
+                        bail!(
+                            "BENCH_HANDLERS: {h:?} needs containerd {v} as the second instance ({})",
+                            containerd2_absent.as_deref().unwrap_or("it is another version")
+                        );
+                    }
+                    if !handlers.iter().any(|b| *b == format!("{RUNC_HANDLER}@{v}")) {
+                        bail!("BENCH_HANDLERS: {h:?} needs {RUNC_HANDLER}@{v}: its ratios are relative to it");
+                    }
+                }
+                _ => bail!(
+                    "BENCH_HANDLERS: unknown handler {h:?} (known: runc, crun, peapod, {}, and with a containerd 2.x \
+                     build runc@<v>, peapod@<v>, peapod-shim@<v>)",
                     embedded::HANDLER
-                );
+                ),
             }
         }
         let embedded_network = match std::env::var("BENCH_EMBEDDED_NETWORK").as_deref() {
@@ -127,6 +204,8 @@ impl Config {
             memory_pods: env_usize("BENCH_MEMORY_PODS", 20)?,
             memory_samples: env_usize("BENCH_MEMORY_SAMPLES", 3)?.max(1),
             handlers,
+            containerd2,
+            containerd2_absent,
             embedded_network,
             out,
         };
@@ -213,7 +292,10 @@ fn machine() -> Vec<(&'static str, String)> {
         ("cgroups", cgroup_mode()),
         ("date", first_line_of("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])),
         ("load average at start (1, 5, 15 min)", load_average()),
-        ("containerd", first_line_of("containerd", &["--version"])),
+        (
+            "containerd",
+            ContainerdBuild::selected().map_or_else(|e| format!("unknown ({e:#})"), |b| b.to_string()),
+        ),
         ("runc", first_line_of("runc", &["--version"])),
         (
             "crun",
@@ -284,7 +366,8 @@ impl Run {
                 "pod ready: RunPodSandbox → sidecar + app running",
                 Unit::Millis,
                 Some(0.33),
-            ),
+            )
+            .with_shim_target(0.25),
             Row::new(
                 "exec_sync",
                 "ExecSync `/bin/true` in a running container",
@@ -371,6 +454,8 @@ impl Run {
 /// column through `peapod::runner` in this process.
 struct Runtimes<'a> {
     cri: Bench<'a>,
+    /// The second containerd (2.x), for the `<handler>@<version>` columns.
+    cri2: Option<Bench<'a>>,
     embedded: Option<Embedded>,
 }
 
@@ -379,11 +464,25 @@ impl Runtimes<'_> {
         self.embedded.as_ref().context("embedded mode is not set up")
     }
 
+    /// The containerd a CRI column runs on, and its CRI handler name.
+    fn cri_for<'h>(&self, handler: &'h str) -> Result<(&Bench<'_>, &'h str)> {
+        match split_handler(handler) {
+            (name, None) => Ok((&self.cri, name)),
+            (name, Some(v)) => Ok((
+                self.cri2
+                    .as_ref()
+                    .with_context(|| format!("no containerd {v} instance for {handler}"))?,
+                name,
+            )),
+        }
+    }
+
     fn pod_cycle(&self, handler: &str, execs: usize) -> Result<PodTimes> {
         if handler == embedded::HANDLER {
             self.embedded()?.pod_cycle(execs)
         } else {
-            scenarios::pod_cycle(&self.cri, handler, execs)
+            let (b, name) = self.cri_for(handler)?;
+            scenarios::pod_cycle(b, name, execs)
         }
     }
 
@@ -391,7 +490,8 @@ impl Runtimes<'_> {
         if handler == embedded::HANDLER {
             self.embedded()?.churn(containers)
         } else {
-            scenarios::churn(&self.cri, handler, containers)
+            let (b, name) = self.cri_for(handler)?;
+            scenarios::churn(b, name, containers)
         }
     }
 
@@ -399,7 +499,8 @@ impl Runtimes<'_> {
         if handler == embedded::HANDLER {
             self.embedded()?.memory(pods, samples)
         } else {
-            scenarios::memory(&self.cri, handler, pods, samples)
+            let (b, name) = self.cri_for(handler)?;
+            scenarios::memory(b, name, pods, samples)
         }
     }
 }
@@ -537,8 +638,26 @@ fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
     );
     ctrd.import_images()?;
     let cri = ctrd.cri()?;
+    let wants_2x = run.handlers.iter().any(|h| split_handler(h).1.is_some());
+    let ctrd2 = match config.containerd2.clone().filter(|_| wants_2x) {
+        Some(build) => {
+            let c = Containerd::start_build(build)?;
+            eprintln!(
+                "containerd {} ({}) ready in {:?} ({})",
+                c.version(),
+                c.pid(),
+                c.startup_time(),
+                c.dir().display()
+            );
+            c.import_images()?;
+            Some(c)
+        }
+        None => None,
+    };
+    let cri2 = ctrd2.as_ref().map(Containerd::cri).transpose()?;
     let mut b = Runtimes {
         cri: Bench { ctrd: &ctrd, cri: &cri },
+        cri2: ctrd2.as_ref().zip(cri2.as_ref()).map(|(ctrd, cri)| Bench { ctrd, cri }),
         embedded: None,
     };
     if run.handlers.iter().any(|h| h == embedded::HANDLER) {
@@ -570,6 +689,27 @@ fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
     if fs::write(&saved, &log).is_ok() {
         run.notes
             .push(format!("containerd's log of this run: {}", saved.display()));
+    }
+    if let Some(c) = &ctrd2 {
+        let saved = config.out.join(format!("containerd-{}.log", c.version()));
+        if fs::copy(c.dir().join("containerd.log"), &saved).is_ok() {
+            run.notes.push(format!(
+                "containerd {}'s log of this run (its columns' shim phases are in it): {}",
+                c.version(),
+                saved.display()
+            ));
+        }
+    }
+    drop(b);
+    drop(cri2);
+    if let Some(c) = &ctrd2 {
+        if let Err(e) = c.assert_no_leftovers() {
+            run.failures
+                .push(format!("leftovers after the run (containerd {}): {e:#}", c.version()));
+        }
+        if let Err(e) = c.stop() {
+            run.failures.push(format!("containerd {} teardown: {e:#}", c.version()));
+        }
     }
     drop(cri);
     if let Err(e) = ctrd.assert_no_leftovers() {
@@ -665,6 +805,21 @@ fn real_main() -> Result<bool> {
                 embedded::network_name(config.embedded_network)
             ),
         ));
+    }
+    match (&config.containerd2, &config.containerd2_absent) {
+        (Some(b), _) => context.config.push((
+            "containerd 2.x",
+            format!(
+                "{b}, a second private containerd beside the first; its columns' ratios are to runc@{}",
+                b.version
+            ),
+        )),
+        (None, Some(why)) => {
+            context
+                .config
+                .push(("containerd 2.x", format!("columns not run: {why}")));
+        }
+        (None, None) => {}
     }
     for (k, v) in context.machine.iter().chain(&context.config) {
         eprintln!("{k}: {v}");

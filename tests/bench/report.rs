@@ -57,6 +57,9 @@ pub struct Row {
     pub unit: Unit,
     /// Target ratio of peapod's median to runc's, for context.
     pub target: Option<f64>,
+    /// Target ratio of `peapod-shim@<version>` to `runc@<version>` (containerd 2.x's
+    /// `sandboxer = "shim"`), for context.
+    pub shim_target: Option<f64>,
     /// By handler name.
     pub cells: BTreeMap<String, Cell>,
 }
@@ -68,6 +71,7 @@ impl Row {
             title: title.into(),
             unit,
             target,
+            shim_target: None,
             cells: BTreeMap::new(),
         }
     }
@@ -83,9 +87,19 @@ impl Row {
             .and_then(|c| median(&c.samples))
     }
 
-    /// `handler`'s median over runc's.
+    /// The target for `peapod-shim@<version>` (containerd 2.x's `sandboxer = "shim"`).
+    pub fn with_shim_target(mut self, target: f64) -> Self {
+        self.shim_target = Some(target);
+        self
+    }
+
+    /// `handler`'s median over runc's on the same containerd (`runc@2.3.4` for
+    /// `peapod@2.3.4`).
     pub fn ratio(&self, handler: &str) -> Option<f64> {
-        let base = self.median_of(BASELINE)?;
+        let base = match handler.split_once('@') {
+            Some((_, version)) => self.median_of(&format!("{BASELINE}@{version}"))?,
+            None => self.median_of(BASELINE)?,
+        };
         let v = self.median_of(handler)?;
         (base > 0.0).then(|| v / base)
     }
@@ -212,7 +226,7 @@ fn cell_text(row: &Row, handler: &str) -> String {
         return "—".into();
     };
     let mut s = format!("{} · p90 {}", row.unit.format(m), row.unit.format(p));
-    if handler != BASELINE {
+    if handler.split('@').next() != Some(BASELINE) {
         if let Some(r) = row.ratio(handler) {
             let _ = write!(s, " · **{r:.2}×**");
         }
@@ -256,7 +270,11 @@ impl Report<'_> {
             for h in self.handlers {
                 let _ = write!(md, " {} |", cell_text(row, h));
             }
-            let target = row.target.map_or("—".to_string(), |t| format!("≤ {t}×"));
+            let target = match (row.target, row.shim_target) {
+                (Some(t), Some(s)) => format!("≤ {t}× (peapod-shim: ≤ {s}×)"),
+                (Some(t), None) => format!("≤ {t}×"),
+                _ => "—".to_string(),
+            };
             let _ = writeln!(md, " {target} |");
         }
         let _ = writeln!(md);
@@ -341,6 +359,7 @@ impl Report<'_> {
                     "title": row.title,
                     "unit": row.unit.name(),
                     "target_ratio_peapod_to_runc": row.target,
+                    "target_ratio_peapod_shim_to_runc": row.shim_target,
                     "results": results,
                 })
             })

@@ -361,8 +361,18 @@ pub fn init_container_runs_to_completion_before_the_app(mode: Mode) -> Result<()
             log == "prepared-by-init\n",
             "app saw {log:?}: it started before the init container finished"
         );
-        let (ready, status, _) = cli.row("init-blocks-app")?;
-        ensure!(ready == "1/1" && status == "Running", "{ready} {status}");
+        // The shim releases the app as soon as the init container exits; containerd learns
+        // of that exit from the shim's TaskExit event, asynchronously, so the app's output can
+        // be there a few milliseconds before CRI reports the init container exited (seen
+        // under containerd 2.x). A kubelet never sees that order: it starts app containers
+        // only after CRI reports the init containers done.
+        let mut last = (String::new(), String::new());
+        let settled = cli.wait_for("the row to read 1/1 Running", || {
+            let (ready, status, _) = cli.row("init-blocks-app")?;
+            last = (ready.clone(), status.clone());
+            Ok((ready == "1/1" && status == "Running").then_some(()))
+        });
+        ensure!(settled.is_ok(), "{} {}", last.0, last.1);
         // describe: the init container completed before the app started.
         let d = cli.ok(&["describe", "pod", "init-blocks-app"])?;
         let section = |from: &str, to: &str| -> String {

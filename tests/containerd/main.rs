@@ -284,6 +284,7 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
 
 mod peapod;
 mod seccomp;
+mod shim_cgroup;
 
 /// StopContainer with a timeout: SIGTERM first, SIGKILL once the timeout passed for a
 /// container that ignores SIGTERM; an ExecSync past its timeout fails and its process is
@@ -539,8 +540,20 @@ fn main() {
             peapod::sigterm_reaches_all_containers_at_once,
         ),
         (
+            "kubelet_grace_on_containers_is_the_pods_grace",
+            peapod::kubelet_grace_on_containers_is_the_pods_grace,
+        ),
+        (
             "bad_pod_input_is_refused_and_leaves_nothing",
             peapod::bad_pod_input_is_refused_and_leaves_nothing,
+        ),
+        (
+            "shim_moves_into_its_shim_cgroup",
+            shim_cgroup::shim_moves_into_its_shim_cgroup,
+        ),
+        (
+            "missing_shim_cgroup_fails_start_naming_it",
+            shim_cgroup::missing_shim_cgroup_fails_start_naming_it,
         ),
     ];
     for (name, f) in peapod_only {
@@ -559,7 +572,8 @@ fn main() {
             .and_then(|()| {
                 let ctrd = Containerd::start()?;
                 eprintln!(
-                    "containerd {} ready in {:?} ({})",
+                    "{} {} ready in {:?} ({})",
+                    ctrd.build(),
                     ctrd.pid(),
                     ctrd.startup_time(),
                     ctrd.dir().display()

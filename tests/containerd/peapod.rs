@@ -35,7 +35,7 @@ fn exec_ok(cri: &CriClient, id: &str, cmd: &[&str]) -> Result<String> {
 }
 
 /// `containerd-shim-peapod-v2` daemons serving this containerd: (pid, `-id` value).
-fn peapod_shims(ctrd: &Containerd) -> Vec<(u32, String)> {
+pub(crate) fn peapod_shims(ctrd: &Containerd) -> Vec<(u32, String)> {
     let address = ctrd.address().to_string_lossy().into_owned();
     let mut out = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -79,7 +79,7 @@ fn task_status(ctrd: &Containerd, id: &str) -> Result<String> {
 }
 
 /// The host pid of task `id`'s init, from `ctr task ls`.
-fn task_pid(ctrd: &Containerd, id: &str) -> Result<u32> {
+pub(crate) fn task_pid(ctrd: &Containerd, id: &str) -> Result<u32> {
     let pid = task_column(ctrd, id, 1)?;
     pid.parse().with_context(|| format!("task {id}: pid {pid:?}"))
 }
@@ -869,6 +869,56 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
             "SIGTERM delivery spread {spread_us} µs (limit {limit_us} µs)"
         );
         ensure!(trap_spread < 250_000, "trap arrival spread {trap_spread} µs: {log:?}");
+        Ok(ids)
+    })();
+    pod.remove_and_check_gone(ctrd, &cri, result)?;
+    Ok(())
+}
+
+/// kubelet writes the pod's `terminationGracePeriodSeconds` on each container
+/// (`io.kubernetes.pod.terminationGracePeriod`), not on the sandbox: a SIGTERM to the
+/// sandbox task of such a pod SIGKILLs a container that ignores it at that grace, not at
+/// the 30 s default.
+pub fn kubelet_grace_on_containers_is_the_pods_grace(ctrd: &Containerd) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let grace = Duration::from_secs(2);
+    let pod = Pod::run(ctrd, &cri, "kgrace", PEAPOD_HANDLER)?;
+    let result = (|| {
+        let kubelet = [("io.kubernetes.pod.terminationGracePeriod", "2")];
+        let polite = pod.start(
+            &cri,
+            &annotated("polite", &sh("trap 'exit 0' TERM; sleep 3600 & wait"), &kubelet),
+        )?;
+        let stubborn = pod.start(
+            &cri,
+            &annotated("stubborn", &sh("trap '' TERM; sleep 3600 & wait; sleep 3600"), &kubelet),
+        )?;
+        let ids = vec![polite, stubborn];
+        for id in &ids {
+            cri::wait_container_state(&cri, id, api::ContainerState::ContainerRunning, Duration::from_secs(10))?;
+        }
+        let begun = Instant::now();
+        ctrd.ctr_ok(&["-n", K8S_NAMESPACE, "task", "kill", &pod.id])?;
+        // Well below the 30 s default: what it would wait without the containers' value.
+        let s = cri::wait_container_state(
+            &cri,
+            &ids[1],
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(20),
+        )?;
+        let killed_after = begun.elapsed();
+        ensure!(s.exit_code == 137, "stubborn exit code {}", s.exit_code);
+        ensure!(
+            killed_after >= grace - Duration::from_millis(500),
+            "SIGKILL after {killed_after:?}, before the grace period {grace:?}"
+        );
+        let s = cri::wait_container_state(
+            &cri,
+            &ids[0],
+            api::ContainerState::ContainerExited,
+            Duration::from_secs(10),
+        )?;
+        ensure!(s.exit_code == 0, "polite exit code {} (its trap exits 0)", s.exit_code);
         Ok(ids)
     })();
     pod.remove_and_check_gone(ctrd, &cri, result)?;

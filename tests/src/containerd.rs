@@ -1,6 +1,16 @@
-//! A private containerd for the containerd and CRI suites: Debian's containerd 1.6 with its
-//! own root, state, sockets, CNI network and config, so tests never touch (or depend on) a
-//! system containerd, and its teardown leaves nothing on the host.
+//! A private containerd for the containerd and CRI suites, with its own root, state,
+//! sockets, CNI network and config, so tests never touch (or depend on) a system
+//! containerd, and its teardown leaves nothing on the host.
+//!
+//! # Which containerd
+//!
+//! [`CONTAINERD_ENV`] (`PEAPOD_CONTAINERD`) names the directory of an unpacked containerd
+//! release (`bin/containerd`, `bin/ctr`, `bin/containerd-shim-runc-v2`); unset, Debian's
+//! containerd 1.6.20 in `/usr/bin`. One test process uses one build
+//! ([`ContainerdBuild::selected`]): its `containerd`, its `ctr`, and its runc shim, never a
+//! mix of versions. The version `containerd --version` reports picks the config: version 2
+//! for 1.x, version 3 for 2.x ([`ContainerdVersion::config_version`]); tests read it from
+//! [`Containerd::version`] where 1.6 and 2.x legitimately differ.
 //!
 //! # What an instance is
 //!
@@ -9,7 +19,7 @@
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `config.toml` | containerd config, version 2 (the settings and why: `config_toml` below) |
+//! | `config.toml` | containerd config, version 2 or 3 (the settings and why: `config_toml_v2`, `config_toml_v3` below) |
 //! | `containerd.sock`, `containerd.sock.ttrpc` | gRPC (containerd + CRI) and ttrpc sockets |
 //! | `root/`, `state/` | containerd's root and state; CRI's netns mounts go under `state/` (`netns_mounts_under_state_dir`) |
 //! | `cni/conf/` | one bridge conflist: own bridge, own network name, private /24 |
@@ -31,7 +41,8 @@
 //!
 //! # Things outside the instance dir
 //!
-//! Some paths are fixed in containerd 1.6 and shared by every containerd on the host:
+//! Some paths are fixed in containerd (1.6 and 2.x alike) and shared by every containerd on
+//! the host:
 //! shim sockets in `/run/containerd/s/<sha256(address/ns/id)>`, runc state in
 //! `/run/containerd/runc/<ns>/<id>`, ctr's FIFOs in `/run/containerd/fifo`, and libcni's
 //! result cache in `/var/lib/cni/results/<network>-<id>-<ifname>`. The ids and the network
@@ -63,8 +74,13 @@ use crate::images;
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// CRI runtime handler (key of the `runtimes` table) for runc, the baseline.
 pub const RUNC_HANDLER: &str = "runc";
-/// CRI runtime handler for peapod.
+/// CRI runtime handler for peapod with containerd's default sandboxer (`podsandbox`: the
+/// pause image runs as the sandbox task, on every containerd version).
 pub const PEAPOD_HANDLER: &str = "peapod";
+/// CRI runtime handler for peapod with `sandboxer = "shim"`: the shim serves containerd's
+/// Sandbox API (`containerd.runtime.sandbox.v1.Sandbox`). containerd 2.x only: 1.6 has no
+/// sandboxers, and its config does not list this handler.
+pub const PEAPOD_SHIM_HANDLER: &str = "peapod-shim";
 /// containerd runtime type of runc's shim (`containerd-shim-runc-v2`).
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 /// containerd runtime type of peapod's shim (`containerd-shim-peapod-v2`).
@@ -90,7 +106,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const DIR_PREFIX: &str = "peapod-ctrd-";
 
 /// Plugins that cannot work on these hosts (no aufs module, not on btrfs/zfs, no
-/// devmapper pool) and would only log errors. The legacy v1 runtime
+/// devmapper pool) and would only log errors (2.x builds without them: the names are
+/// then unknown and ignored). The legacy v1 runtime
 /// (`io.containerd.runtime.v1.linux`) must stay: containerd 1.6's tasks service, and with
 /// it CRI, fail to load without it.
 const DISABLED_PLUGINS: &[&str] = &[
@@ -98,6 +115,14 @@ const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.snapshotter.v1.btrfs",
     "io.containerd.snapshotter.v1.devmapper",
     "io.containerd.snapshotter.v1.zfs",
+];
+
+/// Plugins of containerd 2.x that cannot work here and would only log their failure
+/// (`plugins/snapshots/*` at v2.1.5 and v2.3.4): the blockfile snapshotter wants a
+/// scratch file it is not given, the erofs one `mkfs.erofs` and the erofs module.
+const DISABLED_PLUGINS_2X: &[&str] = &[
+    "io.containerd.snapshotter.v1.blockfile",
+    "io.containerd.snapshotter.v1.erofs",
 ];
 
 /// `target/<profile>` of the running test binary (`target/<profile>/deps/<bin>`), where
@@ -132,16 +157,180 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The environment variable naming the directory of an unpacked containerd build, in the
+/// layout of containerd's release tarballs (`bin/containerd`, `bin/ctr`,
+/// `bin/containerd-shim-runc-v2`; `scripts/containerd-builds` unpacks them into
+/// `target/containerd/<version>/`). Unset or empty: Debian's containerd in `/usr/bin`
+/// (1.6.20 on bookworm).
+pub const CONTAINERD_ENV: &str = "PEAPOD_CONTAINERD";
+
+/// Where Debian's containerd package puts `containerd`, `ctr` and `containerd-shim-runc-v2`.
+const DEBIAN_BIN_DIR: &str = "/usr/bin";
+
+/// A containerd release, `major.minor.patch`, as `containerd --version` reports it.
+/// Ordered, so tests can branch on `version >= ContainerdVersion::new(2, 0, 0)` where
+/// containerd 1.6 and 2.x legitimately differ (each such branch cites the change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContainerdVersion {
+    /// Major version: 1 or 2.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Patch version.
+    pub patch: u32,
+}
+
+impl ContainerdVersion {
+    /// `major.minor.patch`.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        ContainerdVersion { major, minor, patch }
+    }
+
+    /// Parses the output of `containerd --version`: `containerd <module> <version>
+    /// <revision>`, the version with or without a leading `v` and with any suffix after
+    /// `major.minor.patch` ignored (Debian's `1.6.20~ds1`, a release's `v2.3.4`, a
+    /// pre-release's `v2.1.0-rc.1`). Fails quoting the output when it has no such field.
+    pub fn parse_version_output(output: &str) -> Result<Self> {
+        let field = output
+            .split_whitespace()
+            .nth(2)
+            .with_context(|| format!("`containerd --version` printed {output:?}: no version field"))?;
+        let digits = field.trim_start_matches('v');
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(digits.len());
+        let parts: Vec<u32> = digits[..end]
+            .split('.')
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("containerd version {field:?} is not major.minor.patch"))?;
+        let [major, minor, patch] = parts[..] else {
+            bail!("containerd version {field:?} is not major.minor.patch");
+        };
+        Ok(ContainerdVersion { major, minor, patch })
+    }
+
+    /// containerd 2.0 or later: config version 3 with CRI split into the
+    /// `io.containerd.cri.v1.images` and `io.containerd.cri.v1.runtime` plugins, and
+    /// sandboxers (`sandboxer = "shim"`) in runtime entries.
+    pub fn is_2x(self) -> bool {
+        self.major >= 2
+    }
+
+    /// The config version the harness writes: 2 for containerd 1.x, 3 for 2.x
+    /// (containerd's `docs/cri/config.md`, "Config versions"; 2.3 also reads version 4,
+    /// which moves the server sections into plugins, and migrates 3).
+    pub fn config_version(self) -> u32 {
+        if self.is_2x() {
+            3
+        } else {
+            2
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerdVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// One containerd build: the directory of its binaries and the version its `containerd`
+/// reports. A private containerd runs this build's `containerd`, its `ctr`, and its
+/// `containerd-shim-runc-v2` for the runc handler (its bin dir is first on containerd's
+/// `PATH`, where containerd looks shims up), never another version's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerdBuild {
+    /// Holds `containerd`, `ctr` and `containerd-shim-runc-v2`.
+    pub bin_dir: PathBuf,
+    /// What `containerd --version` reports.
+    pub version: ContainerdVersion,
+}
+
+impl ContainerdBuild {
+    /// The build [`CONTAINERD_ENV`] selects (`$PEAPOD_CONTAINERD/bin`), or Debian's in
+    /// `/usr/bin` when it is unset or empty. Detected once per process. Fails naming the
+    /// missing binary (and `make deps` or `scripts/containerd-builds`) or the unreadable
+    /// version.
+    pub fn selected() -> Result<&'static ContainerdBuild> {
+        static SELECTED: std::sync::OnceLock<std::result::Result<ContainerdBuild, String>> = std::sync::OnceLock::new();
+        SELECTED
+            .get_or_init(|| Self::from_env().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn from_env() -> Result<Self> {
+        match std::env::var_os(CONTAINERD_ENV).filter(|v| !v.is_empty()) {
+            None => Self::detect(Path::new(DEBIAN_BIN_DIR), "run `make deps` (Debian package containerd)"),
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                let dir = dir
+                    .canonicalize()
+                    .with_context(|| format!("{CONTAINERD_ENV}={}: no such directory", dir.display()))?;
+                Self::detect(
+                    &dir.join("bin"),
+                    &format!(
+                        "{CONTAINERD_ENV}={} must name an unpacked containerd release (scripts/containerd-builds makes them)",
+                        dir.display()
+                    ),
+                )
+            }
+        }
+    }
+
+    /// The build whose binaries are in `bin_dir`; `hint` says how to get them.
+    pub fn detect(bin_dir: &Path, hint: &str) -> Result<Self> {
+        let build = ContainerdBuild {
+            bin_dir: bin_dir.to_path_buf(),
+            version: ContainerdVersion::new(0, 0, 0),
+        };
+        for bin in [build.containerd(), build.ctr(), build.runc_shim()] {
+            ensure!(bin.is_file(), "{} is missing: {hint}", bin.display());
+        }
+        let out = Command::new(build.containerd())
+            .arg("--version")
+            .output()
+            .with_context(|| format!("run {} --version", build.containerd().display()))?;
+        ensure!(
+            out.status.success(),
+            "{} --version: {}: {}",
+            build.containerd().display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let version = ContainerdVersion::parse_version_output(&String::from_utf8_lossy(&out.stdout))?;
+        Ok(ContainerdBuild { version, ..build })
+    }
+
+    /// `<bin_dir>/containerd`.
+    pub fn containerd(&self) -> PathBuf {
+        self.bin_dir.join("containerd")
+    }
+
+    /// `<bin_dir>/ctr`: the client of the same version.
+    pub fn ctr(&self) -> PathBuf {
+        self.bin_dir.join("ctr")
+    }
+
+    /// `<bin_dir>/containerd-shim-runc-v2`: runc's shim of the same version.
+    pub fn runc_shim(&self) -> PathBuf {
+        self.bin_dir.join("containerd-shim-runc-v2")
+    }
+}
+
+impl std::fmt::Display for ContainerdBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "containerd {} ({})", self.version, self.bin_dir.display())
+    }
+}
+
 /// Fails, naming the missing tool and its Debian package, unless everything a private
-/// containerd with CNI needs is installed.
+/// containerd with CNI needs is installed (the containerd binaries themselves:
+/// [`ContainerdBuild::selected`]).
 pub fn require_tools() -> Result<()> {
-    for (tool, package) in [
-        ("containerd", "containerd"),
-        ("ctr", "containerd"),
-        ("containerd-shim-runc-v2", "containerd"),
-        ("runc", "runc"),
-        ("ip", "iproute2"),
-    ] {
+    ContainerdBuild::selected()?;
+    for (tool, package) in [("runc", "runc"), ("ip", "iproute2")] {
         ensure!(
             which(tool).is_some(),
             "`{tool}` is not on PATH: run `make deps` (Debian package {package})"
@@ -231,9 +420,13 @@ impl Layout {
     }
 }
 
-/// Runs containerd on `layout`'s config, logging (appending) to `containerd.log`, with
-/// the cargo profile dir first on its PATH so it finds `containerd-shim-peapod-v2`.
-fn spawn_containerd(layout: &Layout) -> Result<Child> {
+/// Runs `build`'s containerd on `layout`'s config, logging (appending) to
+/// `containerd.log`, with the cargo profile dir first on its PATH so it finds
+/// `containerd-shim-peapod-v2`, and the build's bin dir next so it finds its own
+/// `containerd-shim-runc-v2` (containerd resolves `io.containerd.<name>.v2` with
+/// `exec.LookPath` first: `runtime/v2/manager.go` in 1.6, `core/runtime/v2/shim_manager.go`
+/// in 2.x).
+fn spawn_containerd(layout: &Layout, build: &ContainerdBuild) -> Result<Child> {
     let dir = &layout.dir;
     let log = fs::OpenOptions::new()
         .create(true)
@@ -242,8 +435,12 @@ fn spawn_containerd(layout: &Layout) -> Result<Child> {
         .context("open containerd.log")?;
     let profile = target_profile_dir()?;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let path = std::env::join_paths(std::iter::once(profile).chain(std::env::split_paths(&path)))?;
-    Command::new("containerd")
+    let path = std::env::join_paths(
+        [profile, build.bin_dir.clone()]
+            .into_iter()
+            .chain(std::env::split_paths(&path)),
+    )?;
+    Command::new(build.containerd())
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)
@@ -258,6 +455,7 @@ fn spawn_containerd(layout: &Layout) -> Result<Child> {
 /// and cleaned up by [`Containerd::stop`] or on drop.
 pub struct Containerd {
     layout: Layout,
+    build: ContainerdBuild,
     subnet: String,
     child: Mutex<Option<Child>>,
     pid: AtomicU32,
@@ -274,6 +472,7 @@ impl std::fmt::Debug for Containerd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Containerd")
             .field("dir", &self.layout.dir)
+            .field("version", &self.version())
             .field("pid", &self.pid())
             .finish_non_exhaustive()
     }
@@ -285,6 +484,13 @@ impl Containerd {
     /// fails naming the tool when containerd, runc, CNI plugins or busybox are missing.
     /// Reaps instances left by dead test processes first.
     pub fn start() -> Result<Self> {
+        Self::start_build(ContainerdBuild::selected()?.clone())
+    }
+
+    /// [`Containerd::start`] with `build` rather than the one [`CONTAINERD_ENV`] selects:
+    /// `make bench` runs Debian's 1.6 and a 2.x build side by side. Instances are
+    /// independent (own dir, network, bridge and cgroup root), so both can run at once.
+    pub fn start_build(build: ContainerdBuild) -> Result<Self> {
         require_tools()?;
         reap_stale();
         let begun = Instant::now();
@@ -319,25 +525,31 @@ impl Containerd {
         // vary it anyway to keep instances apart when reading `ip` output.
         let subnet = format!("10.88.{}.0/24", (pid as usize + n) % 200 + 20);
         let ns_cgroups_before: BTreeSet<PathBuf> = namespace_cgroups().into_iter().filter(|p| p.is_dir()).collect();
-        let result = Self::launch(layout.clone(), subnet, ns_cgroups_before, begun);
+        let result = Self::launch(layout.clone(), build, subnet, ns_cgroups_before, begun);
         if result.is_err() {
             teardown(&layout, None, &BTreeSet::new());
         }
         result
     }
 
-    fn launch(layout: Layout, subnet: String, ns_cgroups_before: BTreeSet<PathBuf>, begun: Instant) -> Result<Self> {
+    fn launch(
+        layout: Layout,
+        build: ContainerdBuild,
+        subnet: String,
+        ns_cgroups_before: BTreeSet<PathBuf>,
+        begun: Instant,
+    ) -> Result<Self> {
         let dir = &layout.dir;
         for d in ["root", "state", "cni/conf", "cni/ipam", "pods", "opt"] {
             fs::create_dir_all(dir.join(d)).with_context(|| format!("create {}", dir.join(d).display()))?;
         }
-        fs::write(dir.join("config.toml"), config_toml(&layout)).context("write config.toml")?;
+        fs::write(dir.join("config.toml"), config_toml(&layout, build.version)).context("write config.toml")?;
         fs::write(
             dir.join("cni/conf/10-peapod-test.conflist"),
             cni_conflist(&layout, &subnet),
         )
         .context("write the CNI conflist")?;
-        let child = spawn_containerd(&layout)?;
+        let child = spawn_containerd(&layout, &build)?;
         let pid = child.id();
         let absent: String = namespace_cgroups()
             .into_iter()
@@ -346,6 +558,7 @@ impl Containerd {
             .collect();
         let mut ctrd = Containerd {
             layout,
+            build,
             subnet,
             child: Mutex::new(Some(child)),
             pid: AtomicU32::new(pid),
@@ -360,6 +573,7 @@ impl Containerd {
         fs::write(ctrd.layout.dir.join("ns-cgroups-absent"), absent).context("write ns-cgroups-absent")?;
         let with_log = |e: anyhow::Error| anyhow::anyhow!("{e:#}\ncontainerd log tail:\n{}", ctrd.log_tail());
         ctrd.wait_ready().map_err(with_log)?;
+        ctrd.config_accepted()?;
         ctrd.watch_events().map_err(with_log)?;
         ctrd.startup = begun.elapsed();
         Ok(ctrd)
@@ -401,6 +615,25 @@ impl Containerd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Fails quoting containerd's warnings when it ignored keys of the config (2.x logs
+    /// `Ignoring unknown key in TOML` for each: `cmd/containerd/server/config/config.go`):
+    /// a setting in the wrong table would otherwise just not apply.
+    fn config_accepted(&self) -> Result<()> {
+        let log = fs::read_to_string(self.layout.dir.join("containerd.log")).context("read containerd.log")?;
+        let ignored: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Ignoring unknown key in TOML"))
+            .collect();
+        ensure!(
+            ignored.is_empty(),
+            "containerd {} ignored keys of {}:\n{}",
+            self.version(),
+            self.layout.dir.join("config.toml").display(),
+            ignored.join("\n")
+        );
+        Ok(())
     }
 
     fn cri_ready(&self) -> Result<()> {
@@ -476,6 +709,27 @@ impl Containerd {
         &self.layout.dir
     }
 
+    /// The containerd build this instance runs (binaries and version).
+    pub fn build(&self) -> &ContainerdBuild {
+        &self.build
+    }
+
+    /// The version of the containerd this instance runs, for tests that branch where
+    /// containerd 1.6 and 2.x legitimately differ (each such branch cites the change).
+    pub fn version(&self) -> ContainerdVersion {
+        self.build.version
+    }
+
+    /// The CRI runtime handlers this instance's config defines for peapod:
+    /// [`PEAPOD_HANDLER`], and on containerd 2.x [`PEAPOD_SHIM_HANDLER`].
+    pub fn peapod_handlers(&self) -> &'static [&'static str] {
+        if self.version().is_2x() {
+            &[PEAPOD_HANDLER, PEAPOD_SHIM_HANDLER]
+        } else {
+            &[PEAPOD_HANDLER]
+        }
+    }
+
     /// containerd's pid.
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::SeqCst)
@@ -494,7 +748,7 @@ impl Containerd {
             let _ = child.wait();
         }
         let down = while_down();
-        let child = spawn_containerd(&self.layout)?;
+        let child = spawn_containerd(&self.layout, &self.build)?;
         self.pid.store(child.id(), Ordering::SeqCst);
         *self.child.lock().unwrap() = Some(child);
         self.layout.write_owner(self.pid())?;
@@ -538,7 +792,7 @@ impl Containerd {
     }
 
     fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(self.build.ctr());
         cmd.arg("--address").arg(self.address()).args(args);
         cmd
     }
@@ -633,7 +887,7 @@ impl Containerd {
         cgroups_named(&BTreeSet::from([id.to_string()]))
     }
 
-    /// The socket containerd 1.6 gives the shim of container `id` (for CRI: of the
+    /// The socket containerd gives the shim of container `id` (for CRI: of the
     /// sandbox, as one shim serves the whole pod) in namespace `ns`.
     pub fn shim_socket(&self, ns: &str, id: &str) -> PathBuf {
         shim_socket(&self.address(), ns, id)
@@ -770,10 +1024,33 @@ impl Drop for Containerd {
     }
 }
 
-/// containerd's config (version 2). Why each setting:
+/// containerd's config for `version`: [`config_toml_v2`] for 1.x, [`config_toml_v3`] for
+/// 2.x. Both define the same handlers with the same settings, except `peapod-shim` (2.x
+/// only).
+fn config_toml(layout: &Layout, version: ContainerdVersion) -> String {
+    if version.is_2x() {
+        config_toml_v3(layout, version)
+    } else {
+        config_toml_v2(layout)
+    }
+}
+
+/// The `disabled_plugins` line: [`DISABLED_PLUGINS`], and on 2.x also
+/// [`DISABLED_PLUGINS_2X`].
+fn disabled_plugins(version: ContainerdVersion) -> String {
+    let extra: &[&str] = if version.is_2x() { DISABLED_PLUGINS_2X } else { &[] };
+    DISABLED_PLUGINS
+        .iter()
+        .chain(extra)
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// containerd 1.x's config (version 2). Why each setting:
 ///
 /// - own `root`, `state`, sockets: nothing shared with a system containerd;
-/// - `disabled_plugins`: snapshotters that cannot work here and the legacy v1 runtime;
+/// - `disabled_plugins`: snapshotters that cannot work here;
 /// - `internal.v1.opt` path under the instance (it would create `/opt/containerd`);
 /// - CRI: `sandbox_image` is our pause image (never pulled: imported);
 ///   `restrict_oom_score_adj = true` because the host refuses lowering `oom_score_adj`
@@ -784,13 +1061,9 @@ impl Drop for Containerd {
 /// - runtimes `runc` (default), `peapod`, and `crun` (runc's shim running
 ///   `/usr/bin/crun`, a baseline for the benchmarks); the cgroupfs driver
 ///   (`SystemdCgroup` off), as there is no systemd on these hosts; snapshotter overlayfs.
-fn config_toml(layout: &Layout) -> String {
+fn config_toml_v2(layout: &Layout) -> String {
     let d = layout.dir.display();
-    let disabled = DISABLED_PLUGINS
-        .iter()
-        .map(|p| format!("\"{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let disabled = disabled_plugins(ContainerdVersion::new(1, 6, 0));
     format!(
         r#"# Written by peapod-tests (tests/src/containerd.rs) for one private containerd.
 version = 2
@@ -834,7 +1107,7 @@ disabled_plugins = [{disabled}]
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{peapod}]
       runtime_type = "{peapod_type}"
       pod_annotations = ["io.peapod.*"]
-      container_annotations = ["io.peapod.*"]
+      container_annotations = ["io.peapod.*", "io.kubernetes.pod.terminationGracePeriod"]
 
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{crun}]
       runtime_type = "{crun_type}"
@@ -849,6 +1122,120 @@ disabled_plugins = [{disabled}]
         runc = RUNC_HANDLER,
         runc_type = RUNC_RUNTIME,
         peapod = PEAPOD_HANDLER,
+        peapod_type = PEAPOD_RUNTIME,
+        crun = CRUN_HANDLER,
+        crun_type = CRUN_RUNTIME,
+    )
+}
+
+/// containerd 2.x's config (version 3), the same instance as [`config_toml_v2`] in 2.x's
+/// layout (containerd's `docs/cri/config.md` and `internal/cri/config/config.go` at
+/// v2.1.5 and v2.3.4):
+///
+/// - image settings in `io.containerd.cri.v1.images`: `snapshotter`, the pause image as
+///   `pinned_images.sandbox` (1.x's `sandbox_image`), `stats_collect_period` (seconds,
+///   the writable-layer usage `ContainerStats` reports);
+/// - runtime settings in `io.containerd.cri.v1.runtime`: `restrict_oom_score_adj`,
+///   `netns_mounts_under_state_dir` (netns still under
+///   `state/io.containerd.grpc.v1.cri/netns`: `plugins/cri/runtime/plugin.go` keeps 1.x's
+///   state dir), CNI and the runtimes; CDI stays on, 2.x's default (`enable_cdi` is
+///   deprecated there, and 2.3 warns when it is set): no test asks for a CDI device;
+/// - CNI plugin dirs as `bin_dirs` (a list) from 2.1 on, `bin_dir` on 2.0 (2.1 deprecates
+///   it);
+/// - `enable_unprivileged_ports` and `enable_unprivileged_icmp` keep 2.x's defaults (on:
+///   every non-host-network container gets the two sysctls), as a 2.x node has them;
+/// - the same runtimes as 1.x plus `peapod-shim`: peapod's runtime type with
+///   `sandboxer = "shim"`, so the shim serves the pod sandbox through containerd's
+///   Sandbox API; `peapod` keeps the default sandboxer, `podsandbox` (the pause image as
+///   the sandbox task);
+/// - NRI off (`io.containerd.nri.v1.nri` `disable`): on by default in 2.x, it would
+///   create the host-wide `/var/run/nri/nri.sock`.
+///
+/// containerd 2.x warns about keys it does not know (`Ignoring unknown key in TOML`);
+/// [`Containerd::start`] fails on that warning, so a misplaced setting cannot pass
+/// unnoticed.
+fn config_toml_v3(layout: &Layout, version: ContainerdVersion) -> String {
+    let d = layout.dir.display();
+    let disabled = disabled_plugins(version);
+    // `bin_dirs` since containerd 2.1 (internal/cri/config/config.go: `bin_dir` is
+    // "DEPRECATED, use `bin_dirs` instead (since containerd v2.1)").
+    let cni_bin = if version >= ContainerdVersion::new(2, 1, 0) {
+        format!("bin_dirs = [\"{CNI_BIN_DIR}\"]")
+    } else {
+        format!("bin_dir = \"{CNI_BIN_DIR}\"")
+    };
+    let runtimes = "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes";
+    format!(
+        r#"# Written by peapod-tests (tests/src/containerd.rs) for one private containerd {version}.
+version = 3
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [{disabled}]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[debug]
+  level = "{level}"
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{d}/opt"
+
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  stats_collect_period = 1
+
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{pause}"
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    {cni_bin}
+    conf_dir = "{d}/cni/conf"
+    max_conf_num = 1
+
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "{runc}"
+
+    [{runtimes}.{runc}]
+      runtime_type = "{runc_type}"
+
+      [{runtimes}.{runc}.options]
+        SystemdCgroup = false
+
+    [{runtimes}.{peapod}]
+      runtime_type = "{peapod_type}"
+      pod_annotations = ["io.peapod.*"]
+      container_annotations = ["io.peapod.*", "io.kubernetes.pod.terminationGracePeriod"]
+
+    [{runtimes}.{peapod_shim}]
+      runtime_type = "{peapod_type}"
+      sandboxer = "shim"
+      pod_annotations = ["io.peapod.*"]
+      container_annotations = ["io.peapod.*", "io.kubernetes.pod.terminationGracePeriod"]
+
+    [{runtimes}.{crun}]
+      runtime_type = "{crun_type}"
+
+      [{runtimes}.{crun}.options]
+        BinaryName = "/usr/bin/crun"
+        SystemdCgroup = false
+"#,
+        level = std::env::var("PEAPOD_CONTAINERD_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        pause = images::PAUSE_IMAGE,
+        runc = RUNC_HANDLER,
+        runc_type = RUNC_RUNTIME,
+        peapod = PEAPOD_HANDLER,
+        peapod_shim = PEAPOD_SHIM_HANDLER,
         peapod_type = PEAPOD_RUNTIME,
         crun = CRUN_HANDLER,
         crun_type = CRUN_RUNTIME,
@@ -1045,8 +1432,9 @@ pub fn remove_cgroup(path: &str) -> Result<()> {
     Ok(())
 }
 
-/// containerd 1.6's shim socket for container (or sandbox) `id` in namespace `ns`:
-/// `/run/containerd/s/<sha256 of "<address>/<ns>/<id>">` (runtime/v2/shim `SocketAddress`).
+/// containerd's shim socket for container (or sandbox) `id` in namespace `ns`:
+/// `/run/containerd/s/<sha256 of "<address>/<ns>/<id>">` (`SocketAddress`: 1.6's
+/// runtime/v2/shim, 2.x's pkg/shim).
 fn shim_socket(address: &Path, ns: &str, id: &str) -> PathBuf {
     let key = address.join(ns).join(id);
     let digest = Sha256::digest(key.as_os_str().as_encoded_bytes());
@@ -1374,11 +1762,16 @@ mod tests {
             bridge: "br".into(),
             cgroup_root: "/peapod-ctrd-1-0".into(),
         };
-        let config = config_toml(&layout);
+        let config = config_toml(&layout, ContainerdVersion::new(1, 6, 20));
+        assert!(
+            config.starts_with("# Written") && config.contains("\nversion = 2\n"),
+            "{config}"
+        );
         assert!(
             config.contains(r#"runtime_type = "io.containerd.peapod.v2""#),
             "{config}"
         );
+        assert!(!config.contains(PEAPOD_SHIM_HANDLER), "1.6 has no sandboxers: {config}");
         assert!(config.contains(r#"runtime_type = "io.containerd.runc.v2""#), "{config}");
         assert!(
             config.contains(r#"address = "/tmp/peapod-ctrd-x/containerd.sock""#),
@@ -1388,5 +1781,100 @@ mod tests {
         let conflist: serde_json::Value = serde_json::from_str(&cni_conflist(&layout, "10.88.7.0/24")).unwrap();
         assert_eq!(conflist["plugins"][0]["bridge"], "br");
         assert_eq!(conflist["plugins"][0]["ipam"]["dataDir"], "/tmp/peapod-ctrd-x/cni/ipam");
+    }
+
+    #[test]
+    fn config_v3_for_2x_has_the_cri_plugins_split_and_both_sandboxers() {
+        let layout = Layout {
+            dir: PathBuf::from("/tmp/peapod-ctrd-x"),
+            network: "net".into(),
+            bridge: "br".into(),
+            cgroup_root: "/peapod-ctrd-1-0".into(),
+        };
+        for version in [ContainerdVersion::new(2, 1, 5), ContainerdVersion::new(2, 3, 4)] {
+            let config = config_toml(&layout, version);
+            assert!(config.contains("\nversion = 3\n"), "{config}");
+            assert!(
+                !config.contains("io.containerd.grpc.v1.cri\""),
+                "1.x's CRI table: {config}"
+            );
+            assert!(
+                config.contains("[plugins.'io.containerd.cri.v1.images'.pinned_images]\n    sandbox = \""),
+                "{config}"
+            );
+            assert!(config.contains("bin_dirs = [\"/usr/lib/cni\"]"), "{config}");
+            let runtimes = "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.";
+            let shim = config
+                .split(runtimes)
+                .find(|t| t.starts_with("peapod-shim]"))
+                .unwrap_or_else(|| panic!("no peapod-shim runtime: {config}"));
+            assert!(
+                shim.contains("runtime_type = \"io.containerd.peapod.v2\"") && shim.contains("sandboxer = \"shim\""),
+                "{shim}"
+            );
+            let podsandbox = config.split(runtimes).find(|t| t.starts_with("peapod]")).unwrap();
+            assert!(
+                !podsandbox.contains("sandboxer"),
+                "peapod keeps the default sandboxer: {podsandbox}"
+            );
+            assert!(
+                podsandbox.contains("pod_annotations = [\"io.peapod.*\"]"),
+                "{podsandbox}"
+            );
+        }
+        let config = config_toml(&layout, ContainerdVersion::new(2, 0, 7));
+        assert!(
+            config.contains("bin_dir = \"/usr/lib/cni\"") && !config.contains("bin_dirs"),
+            "{config}"
+        );
+    }
+
+    #[test]
+    fn runtimeclass_example_names_the_handlers_the_config_defines() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/runtimeclass.yaml");
+        let text = fs::read_to_string(&path).unwrap();
+        let handlers: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("handler: ")).collect();
+        assert_eq!(handlers, [PEAPOD_HANDLER, PEAPOD_SHIM_HANDLER], "{}", path.display());
+        let config = config_toml(
+            &Layout {
+                dir: PathBuf::from("/tmp/peapod-ctrd-x"),
+                network: "net".into(),
+                bridge: "br".into(),
+                cgroup_root: "/peapod-ctrd-1-0".into(),
+            },
+            ContainerdVersion::new(2, 3, 4),
+        );
+        for h in handlers {
+            assert!(
+                config.contains(&format!("containerd.runtimes.{h}]")),
+                "no runtime {h} in the config: {config}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_output_of_debian_and_release_builds_parses() {
+        let debian = "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n";
+        assert_eq!(
+            ContainerdVersion::parse_version_output(debian).unwrap(),
+            ContainerdVersion::new(1, 6, 20)
+        );
+        let release =
+            "containerd github.com/containerd/containerd/v2 v2.3.4 db8809540e1a7a9da5d518876894933ff55692ab\n";
+        let v = ContainerdVersion::parse_version_output(release).unwrap();
+        assert_eq!(v, ContainerdVersion::new(2, 3, 4));
+        assert_eq!(
+            (v.to_string(), v.config_version(), v.is_2x()),
+            ("2.3.4".into(), 3, true)
+        );
+        let rc = "containerd github.com/containerd/containerd/v2 v2.1.0-rc.1 abc";
+        assert_eq!(
+            ContainerdVersion::parse_version_output(rc).unwrap(),
+            ContainerdVersion::new(2, 1, 0)
+        );
+        assert!(ContainerdVersion::new(2, 1, 5) < ContainerdVersion::new(2, 3, 4));
+        assert!(ContainerdVersion::new(1, 6, 20) < ContainerdVersion::new(2, 0, 0));
+        assert!(ContainerdVersion::parse_version_output("containerd").is_err());
+        assert!(ContainerdVersion::parse_version_output("containerd x 2.3").is_err());
     }
 }

@@ -34,8 +34,10 @@ pub struct PodConfig {
     pub resources: Option<LinuxResources>,
     /// emptyDir volumes.
     pub empty_dirs: Vec<EmptyDir>,
-    /// Termination grace period.
-    pub grace: std::time::Duration,
+    /// Termination grace period, when the sandbox declares one; `None` leaves it to the
+    /// pod's containers (kubelet puts the pod's `terminationGracePeriodSeconds` on each
+    /// container, not on the sandbox), else Kubernetes' default of 30 s.
+    pub grace: Option<std::time::Duration>,
     /// When set, the pod's supervisor (not an orchestrator above it) restarts members by
     /// this policy and stops sidecars once the app containers are done.
     pub restart_policy: Option<RestartPolicy>,

@@ -35,6 +35,23 @@ fn main() {
         println!("containerd-shim-peapod-v2:\n  Version: {}", env!("CARGO_PKG_VERSION"));
         return;
     }
+    if flags.info {
+        // The runtime options arrive on stdin as a protobuf Any (or nothing).
+        let info = shim::bootstrap::read_stdin()
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| {
+                let any = (!bytes.is_empty())
+                    .then(|| containerd_shim_protos::protobuf::well_known_types::any::Any::parse_from_bytes(&bytes))
+                    .transpose()?;
+                Ok(shim::options::runtime_info(any.as_ref()).write_to_bytes()?)
+            })
+            .and_then(|bytes| Ok(std::io::stdout().write_all(&bytes)?));
+        if let Err(e) = info {
+            eprintln!("containerd-shim-peapod-v2: -info: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if flags.namespace.is_empty() && !flags.version {
         eprintln!("containerd-shim-peapod-v2: -namespace (or $NAMESPACE) is required");
         std::process::exit(2);
@@ -45,12 +62,22 @@ fn main() {
         .or_else(|| std::env::current_dir().ok())
         .unwrap_or_else(|| PathBuf::from("."));
     let result = match flags.action.as_str() {
-        "start" => shim::start::start(&flags, &bundle)
-            .map(|address| {
-                print!("{address}");
-                let _ = std::io::stdout().flush();
+        // What containerd wrote on stdin tells which containerd this is, hence the answer
+        // (shim::bootstrap). Nothing may go to stderr on success: containerd 2.3 reads
+        // stdout and stderr together.
+        "start" => shim::bootstrap::read_stdin()
+            .and_then(|bytes| {
+                let max = std::env::var(shim::bootstrap::MAX_SHIM_VERSION_ENV).ok();
+                shim::bootstrap::parse(&bytes, max.as_deref())
             })
-            .map_err(anyhow::Error::from),
+            .map_err(anyhow::Error::from)
+            .and_then(|input| {
+                let address = shim::start::start(&flags, &bundle, &input)?;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&shim::bootstrap::answer(input.generation, &address))?;
+                out.flush()?;
+                Ok(())
+            }),
         "delete" => shim::start::delete(&flags, &bundle)
             .map_err(anyhow::Error::from)
             .and_then(|resp| {
