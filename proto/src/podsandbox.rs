@@ -4,10 +4,11 @@
 //! full name, [`TYPE_URL`] (containerd `internal/cri/server/sandbox_run.go`
 //! `sb.WithOptions(config)`, `typeurl.MarshalAny`).
 //!
-//! The messages below are the subset of `k8s.io/cri-api/pkg/apis/runtime/v1/api.proto`
-//! peapod reads, with the same field numbers (prost decodes the rest as unknown fields and
-//! drops them). They are written here rather than taken from a CRI crate so that the shim
-//! links no gRPC stack.
+//! The messages ([`crate::wire::cri_sandbox`], generated from `protos/cri_sandbox.proto`)
+//! are the subset of `k8s.io/cri-api/pkg/apis/runtime/v1/api.proto` peapod reads, with
+//! the same package and field numbers (the rest decodes as unknown fields). They are
+//! written here rather than taken from a CRI crate so that the shim links no gRPC stack,
+//! and use rust-protobuf, the protobuf runtime `containerd-shim-protos` already brings.
 //!
 //! [`PodSandbox::from_options`] checks the config and turns it into typed values: the
 //! pause process's namespaces, hostname, sysctls and user (`sandbox::pod::PauseConfig`),
@@ -34,158 +35,10 @@ pub const TYPE_URL: &str = "runtime.v1.PodSandboxConfig";
 /// The `/dev/shm` size containerd's CRI gives a pod, bytes (`defaultShmSize`, 64 MiB).
 pub const SHM_SIZE: u64 = 64 << 20;
 
-/// `runtime.v1.PodSandboxConfig` (subset).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PodSandboxConfig {
-    /// Pod name, namespace, uid, attempt.
-    #[prost(message, optional, tag = "1")]
-    pub metadata: Option<PodSandboxMetadata>,
-    /// The pod's hostname; empty: the node's.
-    #[prost(string, tag = "2")]
-    pub hostname: String,
-    /// Where kubelet wants container logs (CRI writes them; the shim only reports it).
-    #[prost(string, tag = "3")]
-    pub log_directory: String,
-    /// DNS for the pod's `resolv.conf`; absent: the node's.
-    #[prost(message, optional, tag = "4")]
-    pub dns_config: Option<DnsConfig>,
-    /// Pod labels.
-    #[prost(map = "string, string", tag = "6")]
-    pub labels: HashMap<String, String>,
-    /// Pod annotations (peapod's `io.peapod.*` among them).
-    #[prost(map = "string, string", tag = "7")]
-    pub annotations: HashMap<String, String>,
-    /// Linux settings.
-    #[prost(message, optional, tag = "8")]
-    pub linux: Option<LinuxPodSandboxConfig>,
-}
-
-/// `runtime.v1.PodSandboxMetadata`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PodSandboxMetadata {
-    /// Pod name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Pod uid.
-    #[prost(string, tag = "2")]
-    pub uid: String,
-    /// Pod namespace.
-    #[prost(string, tag = "3")]
-    pub namespace: String,
-    /// Attempt number.
-    #[prost(uint32, tag = "4")]
-    pub attempt: u32,
-}
-
-/// `runtime.v1.DNSConfig`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DnsConfig {
-    /// Name servers.
-    #[prost(string, repeated, tag = "1")]
-    pub servers: Vec<String>,
-    /// Search domains.
-    #[prost(string, repeated, tag = "2")]
-    pub searches: Vec<String>,
-    /// `resolv.conf` options.
-    #[prost(string, repeated, tag = "3")]
-    pub options: Vec<String>,
-}
-
-/// `runtime.v1.LinuxPodSandboxConfig`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LinuxPodSandboxConfig {
-    /// The pod cgroup (cgroupfs path), kubelet's `kubepods/<qos>/pod<uid>`.
-    #[prost(string, tag = "1")]
-    pub cgroup_parent: String,
-    /// Namespaces, user, privileges.
-    #[prost(message, optional, tag = "2")]
-    pub security_context: Option<LinuxSandboxSecurityContext>,
-    /// Namespaced sysctls for the pod.
-    #[prost(map = "string, string", tag = "3")]
-    pub sysctls: HashMap<String, String>,
-    /// The pod overhead (RuntimeClass `overhead`).
-    #[prost(message, optional, tag = "4")]
-    pub overhead: Option<LinuxContainerResources>,
-    /// The sum of the containers' resources, overhead excluded.
-    #[prost(message, optional, tag = "5")]
-    pub resources: Option<LinuxContainerResources>,
-}
-
-/// `runtime.v1.LinuxSandboxSecurityContext` (subset).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LinuxSandboxSecurityContext {
-    /// Which namespaces the pod shares with the node.
-    #[prost(message, optional, tag = "1")]
-    pub namespace_options: Option<NamespaceOption>,
-    /// The pause process's uid.
-    #[prost(message, optional, tag = "3")]
-    pub run_as_user: Option<Int64Value>,
-    /// Read-only root for the sandbox (the pause's always is).
-    #[prost(bool, tag = "4")]
-    pub readonly_rootfs: bool,
-    /// Supplementary groups of the pause process.
-    #[prost(int64, repeated, tag = "5")]
-    pub supplemental_groups: Vec<i64>,
-    /// A privileged container is in the pod.
-    #[prost(bool, tag = "6")]
-    pub privileged: bool,
-    /// The pause process's gid.
-    #[prost(message, optional, tag = "8")]
-    pub run_as_group: Option<Int64Value>,
-}
-
-/// `runtime.v1.NamespaceOption`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct NamespaceOption {
-    /// `NamespaceMode` of the network namespace.
-    #[prost(int32, tag = "1")]
-    pub network: i32,
-    /// `NamespaceMode` of the pid namespace.
-    #[prost(int32, tag = "2")]
-    pub pid: i32,
-    /// `NamespaceMode` of the IPC namespace.
-    #[prost(int32, tag = "3")]
-    pub ipc: i32,
-    /// For `TARGET` (containers only).
-    #[prost(string, tag = "4")]
-    pub target_id: String,
-    /// User namespace.
-    #[prost(message, optional, tag = "5")]
-    pub userns_options: Option<UserNamespace>,
-}
-
-/// `runtime.v1.UserNamespace` (subset).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct UserNamespace {
-    /// `NamespaceMode`.
-    #[prost(int32, tag = "1")]
-    pub mode: i32,
-}
-
-/// `runtime.v1.LinuxContainerResources` (subset).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LinuxContainerResources {
-    /// CFS period, µs; 0: unset.
-    #[prost(int64, tag = "1")]
-    pub cpu_period: i64,
-    /// CFS quota, µs per period; ≤ 0: no limit.
-    #[prost(int64, tag = "2")]
-    pub cpu_quota: i64,
-    /// CPU shares; ≤ 0: unset.
-    #[prost(int64, tag = "3")]
-    pub cpu_shares: i64,
-    /// Memory limit, bytes; ≤ 0: no limit.
-    #[prost(int64, tag = "4")]
-    pub memory_limit_in_bytes: i64,
-}
-
-/// `google.protobuf.Int64Value`-like wrapper of CRI (`runtime.v1.Int64Value`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Int64Value {
-    /// The value.
-    #[prost(int64, tag = "1")]
-    pub value: i64,
-}
+pub use crate::wire::cri_sandbox::{
+    DNSConfig, Int64Value, LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, UserNamespace,
+};
 
 /// CRI's `NamespaceMode`: `POD` 0, `CONTAINER` 1, `NODE` 2, `TARGET` 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,8 +80,8 @@ pub enum ConfigError {
     /// `options` does not decode.
     #[error("options: {TYPE_URL} does not decode: {cause}")]
     Decode {
-        /// prost's error.
-        cause: prost::DecodeError,
+        /// protobuf's error.
+        cause: protobuf::Error,
     },
     /// A field holds a value peapod refuses.
     #[error("{field}: {reason}")]
@@ -302,8 +155,8 @@ impl PodSandbox {
                 type_url: type_url.to_string(),
             });
         }
-        let config =
-            <PodSandboxConfig as prost::Message>::decode(value).map_err(|cause| ConfigError::Decode { cause })?;
+        let config = <PodSandboxConfig as protobuf::Message>::parse_from_bytes(value)
+            .map_err(|cause| ConfigError::Decode { cause })?;
         Self::from_config(&config, netns_path, annotations)
     }
 
@@ -320,7 +173,7 @@ impl PodSandbox {
         let network = NamespaceMode::from_wire(&format!("{NS}.network"), ns.network)?;
         let pid = NamespaceMode::from_wire(&format!("{NS}.pid"), ns.pid)?;
         let ipc = NamespaceMode::from_wire(&format!("{NS}.ipc"), ns.ipc)?;
-        if let Some(userns) = &ns.userns_options {
+        if let Some(userns) = ns.userns_options.as_ref() {
             match NamespaceMode::from_wire(&format!("{NS}.userns_options.mode"), userns.mode)? {
                 NamespaceMode::Node => {}
                 NamespaceMode::Pod => {
@@ -539,51 +392,56 @@ pub fn pod_resources(
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
+    use protobuf::{Message, MessageField};
 
     use super::*;
 
     fn config(ns: NamespaceOption) -> PodSandboxConfig {
         PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
+            metadata: MessageField::some(PodSandboxMetadata {
                 name: "web".into(),
                 uid: "u1".into(),
                 namespace: "default".into(),
                 attempt: 0,
+                ..Default::default()
             }),
             hostname: "web-0".into(),
-            dns_config: Some(DnsConfig {
+            dns_config: MessageField::some(DNSConfig {
                 servers: vec!["10.0.0.10".into()],
                 searches: vec!["default.svc.cluster.local".into()],
                 options: vec!["ndots:5".into()],
+                ..Default::default()
             }),
             annotations: [("io.peapod.grace-period".to_string(), "3".to_string())].into(),
-            linux: Some(LinuxPodSandboxConfig {
+            linux: MessageField::some(LinuxPodSandboxConfig {
                 cgroup_parent: "/kubepods/burstable/podu1".into(),
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(ns),
+                security_context: MessageField::some(LinuxSandboxSecurityContext {
+                    namespace_options: MessageField::some(ns),
                     ..Default::default()
                 }),
                 sysctls: [("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())].into(),
-                overhead: Some(LinuxContainerResources {
+                overhead: MessageField::some(LinuxContainerResources {
                     cpu_period: 100_000,
                     cpu_quota: 10_000,
                     cpu_shares: 102,
                     memory_limit_in_bytes: 32 << 20,
+                    ..Default::default()
                 }),
-                resources: Some(LinuxContainerResources {
+                resources: MessageField::some(LinuxContainerResources {
                     cpu_period: 100_000,
                     cpu_quota: 50_000,
                     cpu_shares: 512,
                     memory_limit_in_bytes: 128 << 20,
+                    ..Default::default()
                 }),
+                ..Default::default()
             }),
             ..Default::default()
         }
     }
 
     fn decode(c: &PodSandboxConfig, netns: &str) -> Result<PodSandbox, ConfigError> {
-        PodSandbox::from_options(TYPE_URL, &c.encode_to_vec(), netns, &HashMap::new())
+        PodSandbox::from_options(TYPE_URL, &c.write_to_bytes().unwrap(), netns, &HashMap::new())
     }
 
     #[test]
@@ -701,7 +559,7 @@ mod tests {
         assert!(e.to_string().contains("network is NODE"), "{e}");
         let e = err(
             NamespaceOption {
-                userns_options: Some(UserNamespace { mode: 0 }),
+                userns_options: MessageField::some(UserNamespace::default()),
                 ..Default::default()
             },
             "/n",
@@ -710,11 +568,14 @@ mod tests {
         assert!(e.to_string().contains("userns_options.mode"), "{e}");
 
         let mut c = config(NamespaceOption::default());
-        c.linux.as_mut().unwrap().security_context.as_mut().unwrap().run_as_user = Some(Int64Value { value: -1 });
+        c.linux.as_mut().unwrap().security_context.as_mut().unwrap().run_as_user = MessageField::some(Int64Value {
+            value: -1,
+            ..Default::default()
+        });
         let e = decode(&c, "/n").unwrap_err().to_string();
         assert!(e.contains("run_as_user: -1"), "{e}");
         c.linux.as_mut().unwrap().cgroup_parent = "/kubepods/../etc".into();
-        c.linux.as_mut().unwrap().security_context = None;
+        c.linux.as_mut().unwrap().security_context = MessageField::none();
         let e = decode(&c, "/n").unwrap_err().to_string();
         assert!(e.starts_with("options.linux.cgroup_parent"), "{e}");
 
@@ -725,7 +586,7 @@ mod tests {
         // Google's prefix is accepted.
         let ok = PodSandbox::from_options(
             &format!("type.googleapis.com/{TYPE_URL}"),
-            &config(NamespaceOption::default()).encode_to_vec(),
+            &config(NamespaceOption::default()).write_to_bytes().unwrap(),
             "/n",
             &[("io.peapod.grace-period".to_string(), "9".to_string())].into(),
         )

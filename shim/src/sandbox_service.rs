@@ -698,7 +698,7 @@ mod tests {
     fn options(config: &proto::podsandbox::PodSandboxConfig) -> Any {
         Any {
             type_url: proto::podsandbox::TYPE_URL.into(),
-            value: prost::Message::encode_to_vec(config),
+            value: containerd_shim_protos::protobuf::Message::write_to_bytes(config).unwrap(),
             ..Default::default()
         }
     }
@@ -728,10 +728,10 @@ mod tests {
         assert!(m.contains("no such network namespace"), "{m}");
 
         let mut userns = config.clone();
-        userns.linux = Some(proto::podsandbox::LinuxPodSandboxConfig {
-            security_context: Some(proto::podsandbox::LinuxSandboxSecurityContext {
-                namespace_options: Some(proto::podsandbox::NamespaceOption {
-                    userns_options: Some(proto::podsandbox::UserNamespace { mode: 0 }),
+        userns.linux = MessageField::some(proto::podsandbox::LinuxPodSandboxConfig {
+            security_context: MessageField::some(proto::podsandbox::LinuxSandboxSecurityContext {
+                namespace_options: MessageField::some(proto::podsandbox::NamespaceOption {
+                    userns_options: MessageField::some(proto::podsandbox::UserNamespace::default()),
                     ..Default::default()
                 }),
                 ..Default::default()
