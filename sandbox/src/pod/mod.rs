@@ -36,7 +36,7 @@ pub use gate::{gate, gate_declared, Gate, MemberView};
 pub use members::{DeclaredContainer, RestartPolicy, Role};
 pub use pause::{
     installed_binary as pause_binary, prepare_root as prepare_pause_root, PauseConfig, PauseError, PauseNamespace,
-    PAUSE_ENV,
+    PAUSE_CPU_SHARES, PAUSE_ENV,
 };
 pub use resources::{tmpfs_size, PodConfig, PodError, PodResources};
 pub use volumes::{EmptyDir, Medium, VolumeMount};
