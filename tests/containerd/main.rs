@@ -580,6 +580,10 @@ fn main() {
                     sandboxer::shared_pid_namespace_and_host_network_follow_the_namespace_options,
                 ),
                 (
+                    "restart_and_killed_shim_are_survived_and_cleaned_up",
+                    sandboxer::restart_and_killed_shim_are_survived_and_cleaned_up,
+                ),
+                (
                     "bad_sandbox_config_fails_and_leaves_nothing",
                     sandboxer::bad_sandbox_config_fails_and_leaves_nothing,
                 ),
