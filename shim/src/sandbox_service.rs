@@ -128,6 +128,16 @@ pub(crate) fn claim_pause(st: &mut Tasks, pid: Pid, exit: Exit) -> bool {
     false
 }
 
+/// The pause pid of Sandbox API pod `id`, when `id` is one (and no task of that id
+/// exists) and its pause was started; for Task API calls containerd makes with the
+/// sandbox's id (Connect, Pids).
+pub(crate) fn pause_pid(st: &Tasks, id: &str) -> Option<Pid> {
+    if st.has_task(id) {
+        return None;
+    }
+    st.pods.get(id)?.sandbox.as_ref()?.pause_pid
+}
+
 /// Go's name for this machine's architecture (`runtime.GOARCH`), for `Platform`.
 fn go_arch() -> &'static str {
     match std::env::consts::ARCH {

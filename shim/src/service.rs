@@ -972,6 +972,17 @@ impl Service {
     /// container's state; an exit while containerd was down would then reach the kubelet
     /// as CRI's exit code 255, reason `Unknown`, instead of the container's own.
     fn do_pids(&self, id: &str) -> Result<api::PidsResponse> {
+        // A Sandbox API pod's id names its pause (containerd asks on restart whether the
+        // sandbox shim still runs something).
+        if let Some(pause) = crate::sandbox_service::pause_pid(&self.lock(), id) {
+            return Ok(api::PidsResponse {
+                processes: vec![ProcessInfo {
+                    pid: pid_u32(pause),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
         let pids = self.with_task(id, |t| {
             let exited_init = t.init.exit.and(t.init.pid);
             let mut pids = match t.container.pids() {
@@ -1041,6 +1052,11 @@ impl Tasks {
     /// No task is left (a Sandbox API pod's pause is no task).
     pub(crate) fn tasks_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+
+    /// A task with this id exists.
+    pub(crate) fn has_task(&self, id: &str) -> bool {
+        self.tasks.contains_key(id)
     }
 }
 
@@ -1220,7 +1236,14 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
-        let task_pid = self.with_task(&req.id, |t| Ok(t.init.pid.map_or(0, pid_u32)));
+        // containerd ≥ 2.0 connects to a sandbox shim it reloads after a restart by the
+        // sandbox's id (core/runtime/v2/shim_load.go `loadShimTask`): a Sandbox API pod's
+        // pause answers for it, else containerd takes the shim for dead and deletes it.
+        let pause = crate::sandbox_service::pause_pid(&self.lock(), &req.id);
+        let task_pid = match pause {
+            Some(pid) => Ok(pid_u32(pid)),
+            None => self.with_task(&req.id, |t| Ok(t.init.pid.map_or(0, pid_u32))),
+        };
         reply(
             "connect",
             task_pid.map(|task_pid| api::ConnectResponse {
