@@ -319,9 +319,8 @@ pub fn pod_runs_peapods_pause_and_containers_join_its_namespaces(ctrd: &Containe
 }
 
 /// `shareProcessNamespace` (pid mode POD): the pause is PID 1 of the pod's pid namespace,
-/// which the containers join. A pod on the node's network (`hostNetwork`) keeps the
-/// node's network and UTS namespaces, and its hostname.
-pub fn shared_pid_namespace_and_host_network_follow_the_namespace_options(ctrd: &Containerd) -> Result<()> {
+/// which the containers join.
+pub fn shared_pid_namespace_has_the_pause_as_pid_1(ctrd: &Containerd) -> Result<()> {
     let cri = ctrd.cri()?;
     let mut config = cri::pod_config(ctrd, "shimpid")?;
     let ns = api::NamespaceOption {
@@ -349,8 +348,16 @@ pub fn shared_pid_namespace_and_host_network_follow_the_namespace_options(ctrd: 
         Ok(id)
     })();
     pod.remove_and_check_gone(ctrd, &cri, result)?;
-    assert_sandbox_gone(&pod, &netns?)?;
+    assert_sandbox_gone(&pod, &netns?)
+}
 
+/// A pod on the node's network (`hostNetwork`) keeps the node's network and UTS
+/// namespaces, and its hostname; its IPC namespace is still its own. (containerd before
+/// 2.3 crashes creating such a sandbox with `sandboxer = "shim"`: its NewBundle
+/// dereferenced the nil spec, fixed by containerd commit b32cecd; main.rs does not list
+/// this test there.)
+pub fn host_network_pod_keeps_the_nodes_network_uts_and_hostname(ctrd: &Containerd) -> Result<()> {
+    let cri = ctrd.cri()?;
     let mut config = cri::pod_config(ctrd, "shimhost")?;
     let ns = api::NamespaceOption {
         network: api::NamespaceMode::Node as i32,
