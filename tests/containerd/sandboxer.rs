@@ -219,6 +219,16 @@ pub fn pod_runs_peapods_pause_and_containers_join_its_namespaces(ctrd: &Containe
     let begun = Instant::now();
     let pod = Pod::run_config(&cri, config, PEAPOD_SHIM_HANDLER)?;
     eprintln!("RunPodSandbox with sandboxer = \"shim\" took {:?}", begun.elapsed());
+    // The shim's side of it, from containerd's log (the shim logs through it).
+    let log = fs::read_to_string(ctrd.dir().join("containerd.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| {
+        l.contains(&pod.id)
+            && ["create sandbox", "sandbox created", "start sandbox", "pause started"]
+                .iter()
+                .any(|m| l.contains(m))
+    }) {
+        eprintln!("  {}", line.replace(&pod.id, "<pod>"));
+    }
     let mut netns = PathBuf::new();
     let result = (|| {
         let status = pod.status(&cri)?;
