@@ -472,6 +472,7 @@ pub fn pod_config(a: &HashMap<String, String>) -> Result<PodConfig, AnnotationEr
         empty_dirs,
         grace: grace.map(Duration::from_secs),
         restart_policy,
+        files: None,
     })
 }
 

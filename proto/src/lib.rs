@@ -4,6 +4,8 @@
 //! - [`annotations`]: every OCI-spec annotation peapod reads or writes, parsed into
 //!   `sandbox`'s pod values (typed and bounded) and formatted back.
 //! - [`kube`]: Kubernetes quantities and kubelet's conversions to cgroup values.
+//! - [`podsandbox`]: CRI's `PodSandboxConfig` as the Sandbox API's CreateSandbox carries
+//!   it, decoded (rust-protobuf, no gRPC stack) and checked into `sandbox`'s pod values.
 //! - [`eventlog`]: the event log a shim writes without containerd (containerd's event
 //!   `Envelope`s, length-delimited), read by the CLI's embedded mode.
 //! - [`crilog`]: Kubernetes' CRI container log format, written by the shim for the
@@ -21,4 +23,5 @@ pub mod cri;
 pub mod crilog;
 pub mod eventlog;
 pub mod kube;
+pub mod podsandbox;
 pub mod wire;

@@ -5,6 +5,8 @@
 //!   (the shim's stdin at `start`) and `BootstrapResult` (its answer).
 //! - [`runtimeoptions`]: CRI's `runtimeoptions.v1.Options`, the runtime options of a
 //!   runtime type that is not runc's (`ConfigPath`, or the `options` TOML in `ConfigBody`).
+//! - [`cri_sandbox`]: the part of CRI's `runtime.v1.PodSandboxConfig` the Sandbox API's
+//!   CreateSandbox carries that peapod reads ([`crate::podsandbox`] checks it).
 //! - [`runctypes`]: containerd 1.6's `containerd.linux.runc.CreateOptions`, which its Go
 //!   client sends for `WithShimCgroup` to a runtime that is not runc's.
 //!
@@ -33,4 +35,12 @@ pub mod runtimeoptions {
 #[rustfmt::skip]
 pub mod runctypes {
     include!(concat!(env!("OUT_DIR"), "/protos/runctypes.rs"));
+}
+
+/// `runtime.v1` (CRI): `PodSandboxConfig` and what it holds, in part.
+#[allow(missing_docs, dead_code, non_camel_case_types, non_snake_case, non_upper_case_globals)]
+#[allow(unused_mut, unused_results, trivial_casts, clippy::all, clippy::pedantic)]
+#[rustfmt::skip]
+pub mod cri_sandbox {
+    include!(concat!(env!("OUT_DIR"), "/protos/cri_sandbox.rs"));
 }

@@ -677,6 +677,84 @@ impl CgroupFiles {
     }
 }
 
+/// One line of a PSI file (`some` or `full`): the share of wall time tasks stalled on
+/// the resource, in percent, averaged over 10, 60 and 300 s, and the total stall time,
+/// µs (kernel `Documentation/accounting/psi.rst`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PressureLine {
+    /// % over the last 10 s.
+    pub avg10: f64,
+    /// % over the last 60 s.
+    pub avg60: f64,
+    /// % over the last 300 s.
+    pub avg300: f64,
+    /// Total stall time, µs.
+    pub total: u64,
+}
+
+/// A cgroup v2 `<resource>.pressure` file: `some` (at least one task stalled) and `full`
+/// (all non-idle tasks stalled; absent from `cpu.pressure` before Linux 5.13).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    /// The `some` line.
+    pub some: PressureLine,
+    /// The `full` line, when the kernel writes one.
+    pub full: Option<PressureLine>,
+}
+
+impl Pressure {
+    /// Parses a PSI file's text; `None` when it has no well-formed `some` line.
+    pub fn parse(text: &str) -> Option<Pressure> {
+        let line = |kind: &str| -> Option<PressureLine> {
+            let rest = text.lines().find_map(|l| l.strip_prefix(kind)?.strip_prefix(' '))?;
+            let mut p = PressureLine::default();
+            for field in rest.split_whitespace() {
+                let (k, v) = field.split_once('=')?;
+                match k {
+                    "avg10" => p.avg10 = v.parse().ok()?,
+                    "avg60" => p.avg60 = v.parse().ok()?,
+                    "avg300" => p.avg300 = v.parse().ok()?,
+                    "total" => p.total = v.parse().ok()?,
+                    _ => {}
+                }
+            }
+            Some(p)
+        };
+        Some(Pressure {
+            some: line("some")?,
+            full: line("full"),
+        })
+    }
+}
+
+/// A cgroup's pressure stall information on cgroup v2: CPU, memory and IO. Each is `None`
+/// on v1, or where the kernel has no PSI (`CONFIG_PSI`, `psi=0`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Psi {
+    /// `cpu.pressure`.
+    pub cpu: Option<Pressure>,
+    /// `memory.pressure`.
+    pub memory: Option<Pressure>,
+    /// `io.pressure`.
+    pub io: Option<Pressure>,
+}
+
+impl CgroupFiles {
+    /// Reads [`Psi`]: all `None` on v1; a file that is missing or unreadable (no PSI in
+    /// this kernel) is `None`.
+    pub fn pressure(&self) -> Psi {
+        if !self.v2 {
+            return Psi::default();
+        }
+        let read = |f: &str| self.read("", f).ok().as_deref().and_then(Pressure::parse);
+        Psi {
+            cpu: read("cpu.pressure"),
+            memory: read("memory.pressure"),
+            io: read("io.pressure"),
+        }
+    }
+}
+
 /// `value` of the line `key value` in a flat-keyed cgroup file.
 fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
@@ -938,6 +1016,29 @@ mod tests {
                 oom_kills: 1,
             }
         );
+    }
+
+    #[test]
+    fn pressure_reads_v2_psi_files_and_nothing_on_v1() {
+        let dir = fixture(&[
+            (
+                "pod/cpu.pressure",
+                "some avg10=1.50 avg60=0.25 avg300=0.00 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n",
+            ),
+            (
+                "pod/memory.pressure",
+                "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            ),
+            ("pod/io.pressure", "garbage\n"),
+        ]);
+        let psi = CgroupFiles::new(dir.path(), "pod", true).pressure();
+        let cpu = psi.cpu.unwrap();
+        assert_eq!((cpu.some.avg10, cpu.some.avg60, cpu.some.total), (1.5, 0.25, 12345));
+        assert_eq!(cpu.full.unwrap().total, 7);
+        assert_eq!(psi.memory.unwrap().full, None);
+        assert_eq!(psi.io, None, "a malformed file is no pressure");
+        assert_eq!(CgroupFiles::new(dir.path(), "pod", false).pressure(), Psi::default());
+        assert_eq!(CgroupFiles::new(dir.path(), "gone", true).pressure(), Psi::default());
     }
 
     #[test]

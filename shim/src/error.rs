@@ -7,8 +7,9 @@
 
 use containerd_shim_protos::ttrpc::{self, Code};
 use proto::annotations::AnnotationError;
+use proto::podsandbox::ConfigError;
 use sandbox::pod::supervisor::GateError;
-use sandbox::pod::PodError;
+use sandbox::pod::{PauseError, PodError};
 use sandbox::spec::SpecError;
 use sandbox::sys::SysError;
 
@@ -99,6 +100,13 @@ pub enum ServiceError {
         #[source]
         source: SysError,
     },
+    /// CreateSandbox's options (CRI's `PodSandboxConfig`) or netns are refused (names
+    /// the field).
+    #[error(transparent)]
+    SandboxConfig(#[from] ConfigError),
+    /// The pod's pause process cannot be run (no static `peapod-pause`, its root).
+    #[error(transparent)]
+    Pause(#[from] PauseError),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
@@ -137,6 +145,17 @@ impl ServiceError {
             Self::Annotation(_) | Self::Member { .. } | Self::ExecSpec { .. } | Self::Resources { .. } => {
                 Code::INVALID_ARGUMENT
             }
+            Self::SandboxConfig(e) => match e {
+                ConfigError::Unsupported { .. } => Code::UNIMPLEMENTED,
+                ConfigError::TypeUrl { .. } | ConfigError::Decode { .. } | ConfigError::Invalid { .. } => {
+                    Code::INVALID_ARGUMENT
+                }
+            },
+            // The node lacks the static pause binary: the host's setup, not the request.
+            Self::Pause(e) => match e {
+                PauseError::NotFound { .. } | PauseError::Dynamic { .. } => Code::FAILED_PRECONDITION,
+                PauseError::Read { .. } | PauseError::Root { .. } => Code::INTERNAL,
+            },
             Self::Metrics(_) | Self::KillExec { .. } | Self::ResizePty { .. } | Self::Internal(_) => Code::INTERNAL,
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! This crate is the shim and nothing else (the `peapod` CLI is the `peapod` crate, which
 //! starts this binary as containerd would). Only this crate knows containerd's process
-//! contract ([`args`], [`bootstrap`], [`options`], [`start`], [`serve`]); the Task API is served by [`service`], with
+//! contract ([`args`], [`bootstrap`], [`options`], [`start`], [`serve`]); the Task API is
+//! served by [`service`] and containerd 2.x's Sandbox API (`sandboxer = "shim"`) by
+//! [`sandbox_service`], with
 //! stdio in [`io`], events in [`events`], Stats payloads in [`metrics`] and the single
 //! child reaper in [`reaper`];
 //! [`error`] chooses the ttrpc code containerd sees.
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod options;
 pub mod panic;
 pub mod reaper;
+pub mod sandbox_service;
 pub mod serve;
 pub mod service;
 pub mod start;

@@ -7,13 +7,17 @@
 //! `cmd/containerd-shim-runc-v2/task/service.go` `Stats`). peapod fills what [`Stats`]
 //! reads (CPU time, memory use, limit and peak, pids, OOM kills) and leaves the other
 //! fields zero. Units follow each version's files: v1 CPU in nanoseconds
-//! (`cpuacct.usage`), v2 in microseconds (`cpu.stat` `usage_usec`); memory in bytes.
+//! (`cpuacct.usage`), v2 in microseconds (`cpu.stat` `usage_usec`); memory in bytes. On
+//! v2 the CPU, memory and IO pressure stall information ([`Psi`], percent and µs) goes in
+//! each stat's `psi`, as containerd's cgroups package reports it.
+//!
+//! The same payloads serve the Sandbox API's `SandboxMetrics`, for the pod cgroup.
 
 use containerd_shim_protos::cgroups::metrics as v1;
 use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
-use sandbox::cgroups::Stats;
+use sandbox::cgroups::{Pressure, PressureLine, Psi, Stats};
 
 /// The metrics message could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -60,20 +64,54 @@ pub fn v1(stats: &Stats) -> v1::Metrics {
     }
 }
 
+fn psi_line(l: &PressureLine) -> v2::PSIData {
+    v2::PSIData {
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+        total: l.total,
+        ..Default::default()
+    }
+}
+
+fn psi_stats(p: Option<&Pressure>) -> MessageField<v2::PSIStats> {
+    p.map_or_else(MessageField::none, |p| {
+        MessageField::some(v2::PSIStats {
+            some: MessageField::some(psi_line(&p.some)),
+            full: p
+                .full
+                .as_ref()
+                .map_or_else(MessageField::none, |f| MessageField::some(psi_line(f))),
+            ..Default::default()
+        })
+    })
+}
+
 /// `stats` as cgroup v2 `Metrics`: CPU usage in µs, memory usage/limit/peak in bytes (no
-/// limit: `u64::MAX`), pids current/limit (no limit: 0), OOM kills in `memory_events`.
-pub fn v2(stats: &Stats) -> v2::Metrics {
+/// limit: `u64::MAX`), pids current/limit (no limit: 0), OOM kills in `memory_events`,
+/// and `psi`'s pressure in the CPU, memory and IO stats (absent where the kernel has none).
+pub fn v2(stats: &Stats, psi: &Psi) -> v2::Metrics {
     v2::Metrics {
         cpu: MessageField::some(v2::CPUStat {
             usage_usec: stats.cpu_usage_ns / 1000,
+            psi: psi_stats(psi.cpu.as_ref()),
             ..Default::default()
         }),
         memory: MessageField::some(v2::MemoryStat {
             usage: stats.memory_usage,
             usage_limit: stats.memory_limit.unwrap_or(u64::MAX),
             max_usage: stats.memory_max_usage,
+            psi: psi_stats(psi.memory.as_ref()),
             ..Default::default()
         }),
+        io: if psi.io.is_some() {
+            MessageField::some(v2::IOStat {
+                psi: psi_stats(psi.io.as_ref()),
+                ..Default::default()
+            })
+        } else {
+            MessageField::none()
+        },
         pids: MessageField::some(v2::PidsStat {
             current: stats.pids_current,
             limit: stats.pids_limit.unwrap_or(0),
@@ -87,13 +125,13 @@ pub fn v2(stats: &Stats) -> v2::Metrics {
     }
 }
 
-/// `stats` packed as the `Any` of a `StatsResponse`: v2 `Metrics` when the container's
-/// cgroup is on the unified hierarchy (`cgroup_v2`), else v1.
+/// `stats` packed as the `Any` of a `StatsResponse` (or a sandbox's `Metric`): v2
+/// `Metrics` with `psi` when the cgroup is on the unified hierarchy (`cgroup_v2`), else v1.
 ///
 /// Errors: [`MetricsError`] when protobuf cannot encode the message.
-pub fn pack(stats: &Stats, cgroup_v2: bool) -> Result<Any, MetricsError> {
+pub fn pack(stats: &Stats, psi: &Psi, cgroup_v2: bool) -> Result<Any, MetricsError> {
     let (packed, version) = if cgroup_v2 {
-        (crate::events::pack(&v2(stats)), "v2")
+        (crate::events::pack(&v2(stats, psi)), "v2")
     } else {
         (crate::events::pack(&v1(stats)), "v1")
     };
@@ -120,9 +158,22 @@ mod tests {
 
     #[test]
     fn v2_metrics_carry_cpu_in_microseconds_and_unlimited_as_max() {
-        let any = pack(&stats(false), true).unwrap();
+        let psi = Psi {
+            memory: Some(Pressure {
+                some: PressureLine {
+                    avg10: 2.5,
+                    total: 99,
+                    ..Default::default()
+                },
+                full: None,
+            }),
+            ..Default::default()
+        };
+        let any = pack(&stats(false), &psi, true).unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
         let m = v2::Metrics::parse_from_bytes(&any.value).unwrap();
+        assert_eq!((m.memory.psi.some.avg10, m.memory.psi.some.total), (2.5, 99));
+        assert!(m.memory.psi.full.is_none() && m.cpu.psi.is_none() && m.io.is_none());
         assert_eq!(m.cpu.usage_usec, 2500);
         assert_eq!(
             (m.memory.usage, m.memory.usage_limit, m.memory.max_usage),
@@ -134,7 +185,7 @@ mod tests {
 
     #[test]
     fn v1_metrics_carry_cpu_in_nanoseconds_and_the_limits() {
-        let any = pack(&stats(true), false).unwrap();
+        let any = pack(&stats(true), &Psi::default(), false).unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
         let m = v1::Metrics::parse_from_bytes(&any.value).unwrap();
         assert_eq!(m.cpu.usage.total, 2_500_000);

@@ -292,11 +292,16 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
     let mut methods = task_methods(service.clone());
     methods.extend(unimplemented_methods());
     let task = PeerCheck::wrap_all(methods);
+    // containerd 2.x's `sandboxer = "shim"` (crate::sandbox_service), on the same socket.
+    let sandbox = PeerCheck::wrap_all(containerd_shim_protos::sandbox_sync::create_sandbox(Arc::new(
+        service.clone(),
+    )));
     let fd = listener.into_raw_fd();
     let mut server = Server::new()
         .add_listener(fd)
         .map_err(|source| ServeError::Listener { fd, source })?
         .register_service(task)
+        .register_service(sandbox)
         .set_thread_count_default(4)
         .set_thread_count_min(2)
         .set_thread_count_max(MAX_THREADS);

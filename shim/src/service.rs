@@ -53,10 +53,11 @@ const CONTAINERD_SANDBOX_FILE: &str = "sandbox";
 /// How long an init's exit waits for its exec'd processes to be reaped.
 const EXEC_EXIT_GRACE: Duration = Duration::from_secs(10);
 
+/// A process's exit: its code (or 128 + signal) and when it was reaped.
 #[derive(Debug, Clone, Copy)]
-struct Exit {
-    code: i32,
-    at: SystemTime,
+pub(crate) struct Exit {
+    pub(crate) code: i32,
+    pub(crate) at: SystemTime,
 }
 
 /// One process (a task's init or an exec).
@@ -141,13 +142,17 @@ impl Task {
     }
 }
 
-struct Pod {
-    resources: PodResources,
+pub(crate) struct Pod {
+    pub(crate) resources: PodResources,
     /// Start gate, restarts, termination: see `sandbox::pod::supervisor`.
-    supervision: Supervision,
+    pub(crate) supervision: Supervision,
     /// The grace period was set for the pod itself (sandbox annotations, `Update`), so a
     /// container's copy of kubelet's value does not replace it.
-    grace_declared: bool,
+    pub(crate) grace_declared: bool,
+    /// A pod made through the Sandbox API (`crate::sandbox_service`): its pause process;
+    /// `None` for a pod whose sandbox is a task (the pause image, on containerd 1.6 or
+    /// with the `podsandbox` sandboxer).
+    pub(crate) sandbox: Option<crate::sandbox_service::PodSandboxState>,
 }
 
 impl Pod {
@@ -165,26 +170,26 @@ impl Pod {
 #[derive(Default)]
 pub struct Tasks {
     tasks: HashMap<String, Task>,
-    pods: HashMap<String, Pod>,
+    pub(crate) pods: HashMap<String, Pod>,
     seq: u64,
     /// Exits of pids not registered yet (a process can exit before `exec` returns).
     unclaimed: HashMap<Pid, (Exit, Instant)>,
-    shutdown: bool,
+    pub(crate) shutdown: bool,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     namespace: String,
-    config: Config,
-    paths: Paths,
+    pub(crate) config: Config,
+    pub(crate) paths: Paths,
     publisher: Publisher,
     state: Mutex<Tasks>,
-    changed: Condvar,
+    pub(crate) changed: Condvar,
 }
 
 /// The Task service of one shim. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Service {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Service {
@@ -206,7 +211,7 @@ impl Service {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Tasks> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tasks> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -249,8 +254,13 @@ impl Service {
         }
     }
 
-    /// Starts publishing the exit of the process with `pid`, if we track it.
+    /// Starts publishing the exit of the process with `pid`, if we track it (or records
+    /// the exit of a pod's pause).
     fn claim(&self, st: &mut Tasks, pid: Pid, exit: Exit) -> bool {
+        if crate::sandbox_service::claim_pause(st, pid, exit) {
+            self.inner.changed.notify_all();
+            return true;
+        }
         for (id, task) in st.tasks.iter_mut() {
             if task.init.pid == Some(pid) && task.init.exit.is_none() && !task.init.exiting {
                 task.init.exiting = true;
@@ -271,7 +281,7 @@ impl Service {
     }
 
     /// Registers `pid` for a process and handles an exit that was reaped before.
-    fn adopt(&self, st: &mut Tasks, pid: Pid) {
+    pub(crate) fn adopt(&self, st: &mut Tasks, pid: Pid) {
         if let Some((exit, _)) = st.unclaimed.remove(&pid) {
             self.claim(st, pid, exit);
         }
@@ -419,7 +429,18 @@ impl Service {
                 }
                 member.role = d.role;
             }
+            if pod.sandbox.as_ref().is_some_and(|s| !s.running()) {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "sandbox {pod_id} of container {} is not running",
+                    req.id
+                )));
+            }
             pod.resources.mount_volumes(&mut spec, &member.mounts)?;
+            // A pod made through the Sandbox API has its hostname, hosts, resolv.conf
+            // and /dev/shm made by us, not by CRI (see sandbox::pod's files).
+            if let Some(files) = &pod.resources.files {
+                files.mount_into(&mut spec);
+            }
         } else if !member.mounts.is_empty() || member.role != Role::App {
             return Err(ServiceError::InvalidArgument(format!(
                 "container {}: {} and {} need a pod sandbox ({})",
@@ -540,6 +561,7 @@ impl Service {
             resources,
             supervision: Supervision::new(config.containers, grace, config.restart_policy),
             grace_declared: config.grace.is_some(),
+            sandbox: None,
         })
     }
 
@@ -779,7 +801,7 @@ impl Service {
         }
     }
 
-    fn do_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+    pub(crate) fn do_delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         let mut st = self.lock();
         let task = st
             .tasks
@@ -931,11 +953,11 @@ impl Service {
     }
 
     fn do_stats(&self, id: &str) -> Result<api::StatsResponse> {
-        let (stats, v2) = self.with_task(id, |t| {
-            let v2 = t.container.cgroup()?.is_v2();
-            Ok((t.container.stats()?, v2))
+        let (stats, psi, v2) = self.with_task(id, |t| {
+            let cg = t.container.cgroup()?;
+            Ok((t.container.stats()?, cg.files().pressure(), cg.is_v2()))
         })?;
-        let packed = crate::metrics::pack(&stats, v2)?;
+        let packed = crate::metrics::pack(&stats, &psi, v2)?;
         Ok(api::StatsResponse {
             stats: MessageField::some(packed),
             ..Default::default()
@@ -950,6 +972,17 @@ impl Service {
     /// container's state; an exit while containerd was down would then reach the kubelet
     /// as CRI's exit code 255, reason `Unknown`, instead of the container's own.
     fn do_pids(&self, id: &str) -> Result<api::PidsResponse> {
+        // A Sandbox API pod's id names its pause (containerd asks on restart whether the
+        // sandbox shim still runs something).
+        if let Some(pause) = crate::sandbox_service::pause_pid(&self.lock(), id) {
+            return Ok(api::PidsResponse {
+                processes: vec![ProcessInfo {
+                    pid: pid_u32(pause),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
         let pids = self.with_task(id, |t| {
             let exited_init = t.init.exit.and(t.init.pid);
             let mut pids = match t.container.pids() {
@@ -1015,6 +1048,18 @@ impl Service {
     }
 }
 
+impl Tasks {
+    /// No task is left (a Sandbox API pod's pause is no task).
+    pub(crate) fn tasks_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// A task with this id exists.
+    pub(crate) fn has_task(&self, id: &str) -> bool {
+        self.tasks.contains_key(id)
+    }
+}
+
 /// The supervisor's view of the shim's state: a pod's member tasks, its supervision
 /// record, and signals to tasks.
 impl PodState for Tasks {
@@ -1033,6 +1078,9 @@ impl PodState for Tasks {
     fn signal(&mut self, id: &str, signal: Signal, all: bool) {
         if let Some(t) = self.tasks.get(id) {
             let _ = t.container.kill(signal, all);
+        } else if let Some(sandbox) = self.pods.get(id).and_then(|p| p.sandbox.as_ref()) {
+            // A Sandbox API pod: its pause stands for the sandbox task.
+            sandbox.signal_pause(signal, all);
         }
     }
 }
@@ -1075,11 +1123,11 @@ impl supervisor::Host for Service {
     }
 }
 
-fn pid_u32(pid: Pid) -> u32 {
+pub(crate) fn pid_u32(pid: Pid) -> u32 {
     u32::try_from(pid.as_raw()).unwrap_or(0)
 }
 
-fn exit_status(code: i32) -> u32 {
+pub(crate) fn exit_status(code: i32) -> u32 {
     u32::try_from(code).unwrap_or(255)
 }
 
@@ -1188,7 +1236,14 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
-        let task_pid = self.with_task(&req.id, |t| Ok(t.init.pid.map_or(0, pid_u32)));
+        // containerd ≥ 2.0 connects to a sandbox shim it reloads after a restart by the
+        // sandbox's id (core/runtime/v2/shim_load.go `loadShimTask`): a Sandbox API pod's
+        // pause answers for it, else containerd takes the shim for dead and deletes it.
+        let pause = crate::sandbox_service::pause_pid(&self.lock(), &req.id);
+        let task_pid = match pause {
+            Some(pid) => Ok(pid_u32(pid)),
+            None => self.with_task(&req.id, |t| Ok(t.init.pid.map_or(0, pid_u32))),
+        };
         reply(
             "connect",
             task_pid.map(|task_pid| api::ConnectResponse {
@@ -1202,7 +1257,10 @@ impl containerd_shim_protos::Task for Service {
 
     fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> ttrpc::Result<Empty> {
         let mut st = self.lock();
-        if st.tasks.is_empty() {
+        // A pod made through the Sandbox API keeps the shim until ShutdownSandbox, even
+        // with no task left (containerd before task API v3 sends Shutdown after each
+        // container's Delete).
+        if st.tasks.is_empty() && st.pods.values().all(|p| p.sandbox.is_none()) {
             tracing::info!("shutdown: no task left, exiting");
             st.shutdown = true;
             self.inner.changed.notify_all();
@@ -1234,12 +1292,14 @@ mod tests {
             volumes: HashMap::new(),
             tmpfs: Vec::new(),
             state_dir: dir.join(id),
+            files: None,
         };
         let supervision = Supervision::new(Vec::new(), Duration::from_secs(30), None);
         let pod = Pod {
             resources,
             supervision,
             grace_declared: false,
+            sandbox: None,
         };
         svc.lock().pods.insert(id.to_string(), pod);
     }

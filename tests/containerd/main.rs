@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use libtest_mimic::{Arguments, Trial};
-use peapod_tests::containerd::{Containerd, K8S_NAMESPACE, PEAPOD_HANDLER, PEAPOD_RUNTIME, RUNC_HANDLER, RUNC_RUNTIME};
+use peapod_tests::containerd::{
+    Containerd, ContainerdBuild, ContainerdVersion, K8S_NAMESPACE, PEAPOD_HANDLER, PEAPOD_RUNTIME, RUNC_HANDLER,
+    RUNC_RUNTIME,
+};
 use peapod_tests::cri::{self, api, container_config, unique_name, Pod};
 use peapod_tests::require_root;
 
@@ -283,6 +286,7 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
 }
 
 mod peapod;
+mod sandboxer;
 mod seccomp;
 mod shim_cgroup;
 
@@ -558,6 +562,66 @@ fn main() {
     ];
     for (name, f) in peapod_only {
         tests.push((format!("peapod::{name}"), Box::new(f)));
+    }
+    // `sandboxer = "shim"` exists from containerd 2.0 on (handler `peapod-shim`).
+    match ContainerdBuild::selected().map(|b| b.version) {
+        Ok(v) if v.is_2x() => {
+            let mut shim_tests: Vec<(&str, PeapodTest)> = vec![
+                (
+                    "pod_runs_peapods_pause_and_containers_join_its_namespaces",
+                    sandboxer::pod_runs_peapods_pause_and_containers_join_its_namespaces,
+                ),
+                (
+                    "sandbox_api_stop_sigterms_all_at_once_and_sigkills_at_the_timeout",
+                    sandboxer::sandbox_api_stop_sigterms_all_at_once_and_sigkills_at_the_timeout,
+                ),
+                (
+                    "shared_pid_namespace_has_the_pause_as_pid_1",
+                    sandboxer::shared_pid_namespace_has_the_pause_as_pid_1,
+                ),
+                (
+                    "restart_and_killed_shim_are_survived_and_cleaned_up",
+                    sandboxer::restart_and_killed_shim_are_survived_and_cleaned_up,
+                ),
+                (
+                    "bad_sandbox_config_fails_and_leaves_nothing",
+                    sandboxer::bad_sandbox_config_fails_and_leaves_nothing,
+                ),
+            ];
+            if v >= ContainerdVersion::new(2, 3, 0) {
+                shim_tests.push((
+                    "host_network_pod_keeps_the_nodes_network_uts_and_hostname",
+                    sandboxer::host_network_pod_keeps_the_nodes_network_uts_and_hostname,
+                ));
+            } else if !args.list {
+                eprintln!(
+                    "peapod_shim::host_network_pod_keeps_the_nodes_network_uts_and_hostname not run: containerd {v} \
+                     crashes creating a hostNetwork sandbox with sandboxer = \"shim\" (nil spec in NewBundle, \
+                     fixed in 2.3.0 by containerd commit b32cecd)"
+                );
+            }
+            if v < ContainerdVersion::new(2, 3, 0) {
+                shim_tests.push((
+                    "pod_runs_with_no_pause_image_in_the_store",
+                    sandboxer::pod_runs_with_no_pause_image_in_the_store,
+                ));
+            } else if !args.list {
+                eprintln!(
+                    "peapod_shim::pod_runs_with_no_pause_image_in_the_store not run: containerd {v}'s CRI \
+                     requires the pinned sandbox image in the store whatever the sandboxer (since 2.3.0)"
+                );
+            }
+            for (name, f) in shim_tests {
+                tests.push((format!("peapod_shim::{name}"), Box::new(f)));
+            }
+        }
+        Ok(v) if !args.list => {
+            eprintln!(
+                "peapod_shim:: tests not run: containerd {v} has no sandboxers (`sandboxer = \"shim\"` needs 2.x)"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("peapod_shim:: tests not run: {e:#}"),
     }
     // Only start containerd when some test will run (`--list` and filters that match
     // nothing need none).

@@ -1,6 +1,7 @@
 //! Integration-test harness: busybox bundles built from Debian's `busybox-static`, OCI
 //! specs shaped like the ones containerd writes, container runs with captured output, and
-//! leak checks (processes, mounts, cgroups, state dirs).
+//! leak checks (processes, mounts, cgroups, state dirs), and a direct client of a shim's
+//! Sandbox API ([`sandbox_api`]).
 //!
 //! Tests run as root against the real kernel. Without root they fail with the reason;
 //! they never skip.
@@ -20,6 +21,7 @@ use sandbox::{Config, Container, CreateOptions, Stdio};
 pub mod containerd;
 pub mod cri;
 pub mod images;
+pub mod sandbox_api;
 pub mod seccomp;
 
 /// Where the static busybox comes from (Debian's `busybox-static`, installed by `make deps`).

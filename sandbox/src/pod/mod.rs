@@ -13,6 +13,9 @@
 //! - `volumes`: emptyDirs and members' bind mounts of them.
 //! - `resources`: the pod's host state, created with the sandbox and removed with it: the
 //!   pod cgroup and the volumes, recorded in `pod.json`.
+//! - `files`: the pod's hostname, hosts, `resolv.conf` and `/dev/shm`, made for the pod
+//!   and bind-mounted into its members, when the pod is not given them by its caller.
+//! - `pause`: the pod's own pause process (no image): its spec, root and binary.
 //! - `gate`: the start order (KEP-753): when a member may start.
 //! - [`supervisor`]: the pod's supervision over its host: waiting at the start gate,
 //!   restarts with back-off, stopping sidecars once the apps are done, termination with
@@ -20,13 +23,20 @@
 //!
 //! Everything is re-exported here: `sandbox::pod::Role`, `sandbox::pod::gate`, ….
 
+mod files;
 mod gate;
 mod members;
+mod pause;
 mod resources;
 pub mod supervisor;
 mod volumes;
 
+pub use files::{Dns, PodFilePaths, PodFiles};
 pub use gate::{gate, gate_declared, Gate, MemberView};
 pub use members::{DeclaredContainer, RestartPolicy, Role};
+pub use pause::{
+    installed_binary as pause_binary, prepare_root as prepare_pause_root, PauseConfig, PauseError, PauseNamespace,
+    PAUSE_CPU_SHARES, PAUSE_ENV,
+};
 pub use resources::{tmpfs_size, PodConfig, PodError, PodResources};
 pub use volumes::{EmptyDir, Medium, VolumeMount};

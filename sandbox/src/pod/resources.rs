@@ -23,7 +23,7 @@ use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
-use super::{DeclaredContainer, EmptyDir, Medium, RestartPolicy};
+use super::{DeclaredContainer, EmptyDir, Medium, PodFilePaths, PodFiles, RestartPolicy};
 
 /// What the sandbox task declares for its pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +41,9 @@ pub struct PodConfig {
     /// When set, the pod's supervisor (not an orchestrator above it) restarts members by
     /// this policy and stops sidecars once the app containers are done.
     pub restart_policy: Option<RestartPolicy>,
+    /// The pod's hostname, hosts, `resolv.conf` and `/dev/shm` for its members, when the
+    /// pod makes them itself (its sandbox is not a container the caller set up with them).
+    pub files: Option<PodFiles>,
 }
 
 /// A pod's resources on the host: its cgroup (when sized) and its emptyDir volumes.
@@ -60,6 +63,10 @@ pub struct PodResources {
     pub tmpfs: Vec<PathBuf>,
     /// Where `pod.json` lives.
     pub state_dir: PathBuf,
+    /// The pod's files ([`PodConfig::files`]), below `state_dir`; their tmpfs is in
+    /// `tmpfs`.
+    #[serde(default)]
+    pub files: Option<PodFilePaths>,
 }
 
 /// Failure to set up or remove a pod's resources.
@@ -140,6 +147,7 @@ impl PodResources {
             volumes: HashMap::new(),
             tmpfs: Vec::new(),
             state_dir: state_dir.to_path_buf(),
+            files: None,
         };
         let result = me.create_inner(config, cgroup_path, disk_root);
         if let Err(e) = result {
@@ -199,6 +207,27 @@ impl PodResources {
                     source,
                 })?;
             }
+        }
+        if let Some(files) = &config.files {
+            let dir = self.state_dir.clone();
+            let mut shm = None;
+            let created = files.create(&dir, &mut |p| {
+                shm = Some(p.to_path_buf());
+                Ok(())
+            });
+            // The tmpfs is recorded (and saved) whether or not its mount succeeded.
+            if let Some(p) = shm {
+                self.tmpfs.push(p);
+                self.save()?;
+            }
+            let paths = created.map_err(|(op, path, source)| PodError::Io {
+                id: self.id.clone(),
+                op,
+                path,
+                source,
+            })?;
+            self.files = Some(paths);
+            self.save()?;
         }
         let node_memory = node_memory().map_err(self.io_err("read", Path::new(MEMINFO)))?;
         for d in &config.empty_dirs {
