@@ -858,9 +858,11 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
         let trap_spread = times.iter().max().unwrap() - times.iter().min().unwrap();
         eprintln!("SIGTERM delivery spread {spread_us} µs (shim), trap arrival spread {trap_spread} µs");
         // The 5 ms target holds on real CPUs; under qemu's TCG emulation (`make vm-test`)
-        // every instruction is slower, so only a grossly serial delivery fails there.
+        // every instruction is slower and the shim's thread can be descheduled between two
+        // kills (100 ms seen once on 6.12 with 2 vCPUs), so only a grossly serial delivery
+        // fails there: a wait between containers would take seconds.
         let limit_us = if std::env::var_os("PEAPOD_TEST_VM").is_some() {
-            50_000
+            250_000
         } else {
             5_000
         };
