@@ -100,6 +100,16 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// How long [`Containerd::start`] waits for containerd and its CRI plugin to serve.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Containerd::start`] waits for `ctr events` to deliver its first event: 10 s
+/// on the host, 60 s in the VM suite (`PEAPOD_TEST_VM`: under TCG the first run of the
+/// ~40 MB `ctr` binary, read over 9p, took more than 10 s once).
+fn events_timeout() -> Duration {
+    if std::env::var_os("PEAPOD_TEST_VM").is_some() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(10)
+    }
+}
 /// How long [`Containerd::stop`] waits after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prefix of instance dirs in the temp dir, also how stale ones are found.
@@ -652,13 +662,16 @@ impl Containerd {
     }
 
     /// Starts `ctr events` and records the container ids it reports; returns once the
-    /// subscription demonstrably delivers (a namespace label update came through).
+    /// subscription demonstrably delivers (a namespace label update came through), within
+    /// [`events_timeout`]. Fails with `ctr events`' exit status and stderr when it exited.
     fn watch_events(&self) -> Result<()> {
+        let stderr_path = self.layout.dir.join("ctr-events.stderr");
+        let stderr = fs::File::create(&stderr_path).context("create ctr-events.stderr")?;
         let mut child = self
             .ctr_command(&["events"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .context("spawn ctr events")?;
         let stdout = child.stdout.take().context("ctr events stdout")?;
@@ -680,7 +693,8 @@ impl Containerd {
                 }
             }
         })?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let timeout = events_timeout();
+        let deadline = Instant::now() + timeout;
         for i in 0.. {
             let probe = format!("peapod-events-probe={i}");
             self.ctr_ok(&["namespaces", "create", DEFAULT_NAMESPACE])
@@ -689,7 +703,24 @@ impl Containerd {
             if *seen.lock().unwrap() {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "`ctr events` delivered nothing within 10 s");
+            let exited = self
+                .events
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let stderr = || fs::read_to_string(&stderr_path).unwrap_or_default();
+            if let Some(status) = exited {
+                bail!(
+                    "`ctr events` exited ({status}) before delivering anything: {}",
+                    stderr().trim()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "`ctr events` delivered nothing within {timeout:?} (it still runs; stderr: {:?})",
+                stderr().trim()
+            );
         }
         unreachable!()
     }
