@@ -532,18 +532,17 @@ pub fn sandbox_api_stop_sigterms_all_at_once_and_sigkills_at_the_timeout(ctrd: &
         }
         let spread = |t: &BTreeMap<String, u128>| (t.values().max().unwrap() - t.values().min().unwrap()) / 1000;
         let (spread_us, clock_spread_us) = (spread(&arrivals), spread(&clocks));
+        let sent_us = ctrd.check_sigterms_sent_at_once(&pod.id)?;
         eprintln!(
-            "StopSandbox: SIGTERM arrival spread across 3 containers {spread_us} µs (clock readings {clock_spread_us} µs); \
-             SIGKILL after {killed_after:?}; StopSandbox returned after {stopped_after:?}"
+            "StopSandbox: SIGTERMs sent over {sent_us} µs (shim), arrival spread across 3 containers {spread_us} µs \
+             (clock readings {clock_spread_us} µs); SIGKILL after {killed_after:?}; StopSandbox returned after {stopped_after:?}"
         );
-        let limit_us = if std::env::var_os("PEAPOD_TEST_VM").is_some() {
-            50_000
-        } else {
-            5_000
-        };
+        // Arrivals also count the time the shim's thread waited for a CPU between two
+        // kills (4.6 ms seen here with 60 tests running on 2 cores): a loose bound, that
+        // only a delivery that waits for each container's exit fails.
         ensure!(
-            spread_us < limit_us,
-            "SIGTERM arrived {spread_us} µs apart (limit {limit_us} µs): arrivals {arrivals:?}, clock readings {clocks:?}"
+            spread_us < 250_000,
+            "SIGTERM arrived {spread_us} µs apart: arrivals {arrivals:?}, clock readings {clocks:?}"
         );
         Ok(ids)
     })();
