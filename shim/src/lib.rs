@@ -13,6 +13,7 @@
 
 pub mod args;
 pub mod bootstrap;
+pub mod checks;
 pub mod error;
 pub mod events;
 pub mod io;

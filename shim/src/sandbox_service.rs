@@ -62,6 +62,7 @@ use sandbox::pod::supervisor::{self, PodState, Supervision};
 use sandbox::pod::PodResources;
 use sandbox::{Container, CreateOptions, Stdio};
 
+use crate::checks;
 use crate::error::ServiceError;
 use crate::events::to_timestamp;
 use crate::service::{exit_status, pid_u32, Exit, Pod, Service, Tasks};
@@ -179,26 +180,13 @@ impl Service {
     /// error nothing is left.
     pub(crate) fn do_create_sandbox(&self, req: &CreateSandboxRequest) -> Result<()> {
         let id = req.sandbox_id.as_str();
-        sandbox::spec::validate_id(id)?;
         {
             let st = self.lock();
             if st.pods.contains_key(id) {
                 return Err(ServiceError::AlreadyExists(format!("sandbox {id}")));
             }
         }
-        if !req.rootfs.is_empty() {
-            return Err(ServiceError::InvalidArgument(format!(
-                "rootfs: {} mounts given; peapod's sandbox runs its own pause and takes no rootfs",
-                req.rootfs.len()
-            )));
-        }
-        let options = req.options.as_ref().ok_or_else(|| {
-            ServiceError::InvalidArgument(format!(
-                "options: missing; CRI's {} is expected",
-                proto::podsandbox::TYPE_URL
-            ))
-        })?;
-        let ps = PodSandbox::from_options(&options.type_url, &options.value, &req.netns_path, &req.annotations)?;
+        let (ps, config, cgroup) = checks::create_sandbox(req)?;
         if !req.netns_path.is_empty() && !std::path::Path::new(&req.netns_path).exists() {
             return Err(ServiceError::InvalidArgument(format!(
                 "netns_path: {}: no such network namespace",
@@ -206,16 +194,6 @@ impl Service {
             )));
         }
         let binary = sandbox::pod::pause_binary()?;
-        let mut config = proto::annotations::pod_config(&ps.annotations)?;
-        // CRI's sizing (kubelet's) wins over peapod's annotations; a pod cgroup is made
-        // whenever a parent is named, sized or not.
-        if ps.resources.is_some() {
-            config.resources = ps.resources.clone();
-        }
-        if ps.cgroup_parent.is_some() && config.resources.is_none() {
-            config.resources = Some(Default::default());
-        }
-        config.files = Some(ps.files.clone());
         let state_dir = self.inner.paths.pods.join(id);
         let resources = PodResources::create(
             id,
@@ -227,10 +205,6 @@ impl Service {
         let checked = (|| -> Result<Spec> {
             let root = state_dir.join(PAUSE_ROOT);
             sandbox::pod::prepare_pause_root(&root)?;
-            let cgroup = match &ps.cgroup_parent {
-                Some(parent) => format!("{parent}/{id}"),
-                None => sandbox::spec::cgroup_path(id, None)?,
-            };
             let spec = ps.pause.spec(&root, &binary, &cgroup);
             // Checked now, so a refused setting fails CreateSandbox, not StartSandbox.
             sandbox::spec::validate(id, &state_dir, &spec)?;

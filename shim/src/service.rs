@@ -32,12 +32,13 @@ use containerd_shim_protos::ttrpc::{self, TtrpcContext};
 use containerd_shim_protos::types::task::Status as TaskStatus;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxResources, Process};
-use proto::annotations::{self, Member};
+use oci_spec::runtime::Process;
+use proto::annotations;
 use sandbox::pod::supervisor::{self, PodState, Supervision};
 use sandbox::pod::{PodResources, Role};
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
+use crate::checks;
 use crate::error::ServiceError;
 use crate::events::{to_timestamp, Publisher};
 use crate::io::{IoOwner, ProcessIo};
@@ -389,20 +390,13 @@ impl Service {
     }
 
     fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
-        if !req.checkpoint.is_empty() {
-            return Err(ServiceError::Unimplemented("restoring from a checkpoint".into()));
-        }
+        checks::create_task(&req)?;
         if self.lock().tasks.contains_key(&req.id) {
             return Err(ServiceError::AlreadyExists(format!("task {}", req.id)));
         }
         let bundle = PathBuf::from(&req.bundle);
         let mut spec = sandbox::spec::load(&bundle)?;
-        let ann = spec.annotations().clone().unwrap_or_default();
-        let member = Member::from_annotations(&req.id, &ann).map_err(|source| ServiceError::Member {
-            id: req.id.clone(),
-            source,
-        })?;
-        let mut member = member;
+        let (mut member, ann) = checks::create_member(&req.id, &spec)?;
         let mut new_pod = None;
         if member.sandbox {
             new_pod = Some(self.create_pod(&req.id, &spec, &ann)?);
@@ -681,11 +675,7 @@ impl Service {
     }
 
     fn do_exec(&self, req: api::ExecProcessRequest) -> Result<()> {
-        let spec: Process = serde_json::from_slice(&req.spec.value).map_err(|source| ServiceError::ExecSpec {
-            exec_id: req.exec_id.clone(),
-            source,
-        })?;
-        sandbox::spec::validate_process("process", &spec)?;
+        let spec = checks::exec_process(&req)?;
         let mut st = self.lock();
         let task = st
             .tasks
@@ -717,10 +707,7 @@ impl Service {
     }
 
     fn do_kill(&self, req: api::KillRequest) -> Result<()> {
-        let signal = i32::try_from(req.signal)
-            .ok()
-            .and_then(|s| Signal::try_from(s).ok())
-            .ok_or_else(|| ServiceError::InvalidArgument(format!("signal {}", req.signal)))?;
+        let signal = checks::kill_signal(&req)?;
         let mut st = self.lock();
         let task = st
             .tasks
@@ -936,20 +923,14 @@ impl Service {
     /// `io.peapod.grace-period` (the CLI's `delete --grace-period`: containerd's Update has
     /// no field for it), the pod's grace period first ([`Service::set_grace_period`]).
     fn do_update(&self, req: api::UpdateTaskRequest) -> Result<()> {
-        if let Some(g) = req.annotations.get(annotations::GRACE_PERIOD) {
-            let secs = annotations::parse_grace_seconds(g)?;
-            self.set_grace_period(&req.id, Duration::from_secs(secs))?;
-            if req.resources.value.is_empty() {
-                return Ok(());
-            }
+        let args = checks::update_task(&req)?;
+        if let Some(grace) = args.grace {
+            self.set_grace_period(&req.id, grace)?;
         }
-        let res = serde_json::from_slice::<LinuxResources>(&req.resources.value).map_err(|source| {
-            ServiceError::Resources {
-                id: req.id.clone(),
-                source,
-            }
-        })?;
-        self.with_task(&req.id, |t| Ok(t.container.update(&res)?))
+        match args.resources {
+            Some(res) => self.with_task(&req.id, |t| Ok(t.container.update(&res)?)),
+            None => Ok(()),
+        }
     }
 
     fn do_stats(&self, id: &str) -> Result<api::StatsResponse> {
