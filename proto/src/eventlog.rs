@@ -34,7 +34,13 @@ pub fn read(path: &Path) -> io::Result<Vec<Envelope>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut input = CodedInputStream::from_bytes(&bytes);
+    Ok(decode(&bytes))
+}
+
+/// The envelopes of an event log's bytes, in order, up to the first record that does not
+/// decode (a record cut short by a shim killed mid-write, or garbage).
+pub fn decode(bytes: &[u8]) -> Vec<Envelope> {
+    let mut input = CodedInputStream::from_bytes(bytes);
     let mut out = Vec::new();
     while !input.eof().unwrap_or(true) {
         match input.read_message::<Envelope>() {
@@ -42,7 +48,7 @@ pub fn read(path: &Path) -> io::Result<Vec<Envelope>> {
             Err(_) => break,
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@
 //! store's blobs, layers, index, locks and garbage collection).
 
 mod archive;
+pub mod fuzzing;
 mod layer;
 mod reference;
 mod registry;

@@ -109,7 +109,20 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
         Ok(b) => b,
         Err(source) => return Err(SpecError::Read { path, source }),
     };
-    parse(&bytes).map_err(|(field, source)| SpecError::Parse { path, field, source })
+    parse_config(&path, &bytes)
+}
+
+/// Deserializes the bytes of a `config.json` read from `path` (which only names it in
+/// errors), as [`load`] does.
+///
+/// Errors: [`SpecError::Parse`] naming the JSON path of the value that does not
+/// deserialize.
+pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
+    parse(bytes).map_err(|(field, source)| SpecError::Parse {
+        path: path.to_path_buf(),
+        field,
+        source,
+    })
 }
 
 /// Deserializes a spec, returning the JSON path of the failing value with the error.
