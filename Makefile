@@ -3,6 +3,8 @@
 #   make deps     install everything the build and the tests need (Debian packages; idempotent)
 #   make build    release binaries in target/release
 #   make check    cargo fmt --check, clippy -D warnings, cargo doc
+#   make fuzz     each cargo-fuzz target for FUZZ_SECONDS (default 300) on the nightly
+#                 toolchain; executions and crashes per target (scripts/fuzz)
 #   make test     unit tests, then the privileged suites (as root): host, escape, containerd
 #                 and CLI (each containerd tier against Debian's containerd 1.6.20 and every
 #                 build in PEAPOD_CONTAINERD_BUILDS), and the cgroup v2 VM
@@ -43,9 +45,11 @@ export PEAPOD_CONTAINERD_BUILDS
 # One test command per containerd, labelled, with a summary (scripts/each-containerd).
 EACH_CONTAINERD := scripts/each-containerd
 
-.PHONY: deps build check test unit-test host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm demo demo-bundle install clean containerd-builds
+.PHONY: deps build check test unit-test fuzz fuzz-cmin host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm demo demo-bundle install clean containerd-builds
 
 deps:
+	@# make fuzz: cargo-fuzz on the nightly toolchain.
+	@command -v cargo-fuzz >/dev/null || $(CARGO) +nightly install cargo-fuzz --locked
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
@@ -68,9 +72,23 @@ check:
 
 test: unit-test host-test escape-test containerd-test cli-test vm-test
 
-# Unprivileged: pure logic on fixtures in temp dirs.
+# Unprivileged: pure logic on fixtures in temp dirs. Includes the replay of the fuzz corpus
+# (fuzz/corpus, fuzz/regressions) through the fuzz targets' bodies, on the stable toolchain
+# (peapod_tests::fuzz).
 unit-test:
 	$(CARGO) test --workspace --lib --bins
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly; `make deps` installs cargo-fuzz):
+# every target of fuzz/ for FUZZ_SECONDS (default 300) in one process each; prints
+# executions and crashes per target and fails on a crash (scripts/fuzz; FUZZ_TARGETS to
+# choose). Not part of `make test`, which replays the kept corpus instead.
+fuzz:
+	scripts/fuzz
+
+# Minimizes the kept corpus (cargo fuzz cmin) of every target, or of FUZZ_TARGETS.
+fuzz-cmin:
+	cd fuzz && for t in $${FUZZ_TARGETS:-$$(cargo +nightly fuzz list)}; do \
+		cargo +nightly fuzz cmin -s none --codegen-units 16 $$t corpus/$$t || exit 1; done
 
 # Privileged: real containers on the real kernel; fails (never skips) without root.
 host-test:

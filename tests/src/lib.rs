@@ -20,6 +20,7 @@ use sandbox::{Config, Container, CreateOptions, Stdio};
 
 pub mod containerd;
 pub mod cri;
+pub mod fuzz;
 pub mod images;
 pub mod sandbox_api;
 pub mod seccomp;
