@@ -19,8 +19,11 @@ use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::sandbox_api::CreateSandboxRequest;
 
+/// A target's body: panics on a failure, returns otherwise.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the name of their corpus directory and fuzz target.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("oci_spec", oci_spec),
     ("annotations", annotations),
