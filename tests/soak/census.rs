@@ -25,6 +25,9 @@ pub struct Scope {
     pub is_shim: Box<dyn Fn(&Proc) -> bool + Send + Sync>,
     /// Cgroup path prefixes (cgroupfs form, `/a/b/`) under which the runtime puts pods.
     pub cgroup_prefixes: Vec<String>,
+    /// Cgroups (cgroupfs form) the harness makes and removes itself, not the runtime: the
+    /// pods' cgroup root, `/peapod` (left out of the cgroup sets).
+    pub ignore_cgroups: Vec<String>,
     /// Directories whose entries are per-pod or per-container state: (label, dir).
     pub state_dirs: Vec<(String, PathBuf)>,
     /// Directories whose entries are network namespace files.
@@ -167,7 +170,13 @@ impl Scope {
         }
         let cgroups = cgroup_hierarchies()
             .into_iter()
-            .map(|h| (h.display().to_string(), cgroup_tree(&h)))
+            .map(|h| {
+                let mut tree = cgroup_tree(&h);
+                for c in &self.ignore_cgroups {
+                    tree.remove(c);
+                }
+                (h.display().to_string(), tree)
+            })
             .collect();
         let netns_files = self
             .netns_dirs

@@ -323,7 +323,9 @@ pub fn embedded_pod(e: &Embedded, fail: bool, exec_timeout: Duration) -> PodResu
         }
         let rec = record.clone();
         let cmd = vec!["sh".to_string(), "-c".to_string(), EXEC_SCRIPT.to_string()];
-        match bounded(exec_timeout, move || runner::exec(&rec, "app", &cmd)) {
+        match bounded(exec_timeout, move || {
+            runner::exec(&rec, "app", &cmd).map_err(anyhow::Error::from)
+        }) {
             None => {
                 result.hung_exec = Some(format!(
                     "pod {} (sandbox {}): exec `{EXEC_SCRIPT}` in app did not finish within {exec_timeout:?}",
