@@ -12,6 +12,9 @@
 #   make bench    peapod vs runc vs crun under one containerd, and peapod's embedded mode (as
 #                 root): target/bench/results.{md,json}
 #   make bench-vm the same inside the cgroup v2 VM (as root): target/bench-vm/<kernel>/results.{md,json}
+#   make soak     1,000 pods through CRI (runc and peapod, containerd 1.6.20 and 2.x) and embedded
+#                 mode, leak censuses every 100 pods (as root): target/soak/report.{md,json}
+#   make soak-vm  a smaller soak inside the cgroup v2 VM (as root): target/soak-vm/<kernel>/
 #   make demo     run a busybox container from an OCI bundle with peapod
 #   make install  install the binaries into $(PREFIX)/bin
 
@@ -45,7 +48,7 @@ export PEAPOD_CONTAINERD_BUILDS
 # One test command per containerd, labelled, with a summary (scripts/each-containerd).
 EACH_CONTAINERD := scripts/each-containerd
 
-.PHONY: deps build check test unit-test fuzz fuzz-cmin host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm demo demo-bundle install clean containerd-builds
+.PHONY: deps build check test unit-test fuzz fuzz-cmin host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm soak soak-vm demo demo-bundle install clean containerd-builds
 
 deps:
 	@# make fuzz: cargo-fuzz on the nightly toolchain.
@@ -184,6 +187,37 @@ bench-vm:
 		VM_KERNEL=$$k VM_SUITES=tests/vm/bench VM_TIMEOUT=$${VM_TIMEOUT:-5400} VM_EXPORT=$$out \
 			BENCH_OUT=$$out CARGO="$(CARGO)" tests/vm/run || exit 1; \
 		echo "bench-vm: $$k: $$out/results.md, $$out/results.json"; \
+	done
+
+# Privileged, not part of `make test`: SOAK_PODS pods (default 1000) per run, at most
+# SOAK_CONCURRENCY (20) alive at once, each an init container, a native sidecar and an app
+# with CPU and memory limits and two emptyDirs (disk, Memory), with an exec, a log read and
+# a stats call; every SOAK_FAIL_EVERYth app fails once and is replaced (CRI) or restarted
+# (embedded). Runs: runc and peapod on a private containerd of Debian's 1.6.20, again on the
+# newest build of PEAPOD_CONTAINERD_BUILDS (empty: the report says 2.x did not run), and
+# peapod's embedded mode. Censuses (shims, processes in the runtime's cgroups, mounts,
+# cgroups, netns, state dirs, IPAM, containerd's fds and RSS) at the start, every
+# SOAK_SAMPLE_EVERY pods and at the end; exits 1 naming what leaked or grew. Release builds,
+# as `make bench`. Writes target/soak/report.md, report.json and containerd-<v>.log. Knobs:
+# tests/soak/main.rs. With the 2.x build:
+#   make soak PEAPOD_CONTAINERD_BUILDS="$(scripts/containerd-builds)"
+soak: pause probe
+	$(CARGO) build --release $(BINS)
+	$(CARGO) bench -p peapod-tests --bench soak
+
+# Privileged, cgroup v2 only: `make soak` inside the VM of `make vm-test` (tests/vm/run with
+# the list tests/vm/soak) on the newest installed kernel, with fewer pods (it is emulated):
+# SOAK_PODS 100, SOAK_CONCURRENCY 5, SOAK_SAMPLE_EVERY 25 unless set. The report lands in
+# target/soak-vm/<kernel>/ through the VM's read-write share.
+soak-vm: export SOAK_PODS ?= 100
+soak-vm: export SOAK_CONCURRENCY ?= 5
+soak-vm: export SOAK_SAMPLE_EVERY ?= 25
+soak-vm:
+	@for k in $(BENCH_VM_KERNELS); do \
+		out=$(CURDIR)/target/soak-vm/$$k; \
+		VM_KERNEL=$$k VM_SUITES=tests/vm/soak VM_TIMEOUT=$${VM_TIMEOUT:-7200} VM_EXPORT=$$out \
+			SOAK_OUT=$$out CARGO="$(CARGO)" tests/vm/run || exit 1; \
+		echo "soak-vm: $$k: $$out/report.md, $$out/report.json"; \
 	done
 
 # A pod from examples/ run end to end by the CLI in embedded mode (see scripts/demo).

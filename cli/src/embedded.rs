@@ -238,6 +238,23 @@ impl Shim {
         self.client.state(ctx(), &req).map_err(call_err("State", id))
     }
 
+    /// `Stats`: the task's cgroup metrics as the shim encodes them; returns the `Any`'s
+    /// type URL (`io.containerd.cgroups.v1.Metrics` or `io.containerd.cgroups.v2.Metrics`)
+    /// and the encoded message. Errors when the shim sends none.
+    pub fn stats(&self, id: &str) -> Result<(String, Vec<u8>)> {
+        let req = api::StatsRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let resp = self.client.stats(ctx(), &req).map_err(call_err("Stats", id))?;
+        let any = resp.stats.into_option().ok_or_else(|| EmbeddedError::Call {
+            call: "Stats",
+            id: id.to_string(),
+            message: "the response holds no metrics".into(),
+        })?;
+        Ok((any.type_url, any.value))
+    }
+
     /// `Kill` with `signal` (to every process of the container with `all`).
     pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let req = api::KillRequest {

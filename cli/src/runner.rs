@@ -359,6 +359,15 @@ pub enum RunError {
         #[source]
         source: nix::Error,
     },
+    /// A container's `Stats` call failed.
+    #[error("stats of container {container}")]
+    Stats {
+        /// The container.
+        container: String,
+        /// Cause.
+        #[source]
+        source: EmbeddedError,
+    },
     /// An exec's `Exec`, `Start`, `Wait` or `Delete` call failed (the cause names it).
     #[error("exec in container {container}")]
     Exec {
@@ -1430,6 +1439,17 @@ pub fn exec(record: &PodRecord, name: &str, cmd: &[String]) -> Result<(u32, Vec<
     shim.delete(&id, &exec_id).map_err(exec_err)?;
     let read = |p: &Path| fs::read(p).unwrap_or_default();
     Ok((code, read(&out), read(&err)))
+}
+
+/// The shim's `Stats` of container `name`: (type URL, encoded cgroup metrics), as
+/// [`Shim::stats`] returns them.
+pub fn stats(record: &PodRecord, name: &str) -> Result<(String, Vec<u8>)> {
+    let id = container_task(record, name)?;
+    let shim = connect(record)?;
+    shim.stats(id).map_err(|source| RunError::Stats {
+        container: name.to_string(),
+        source,
+    })
 }
 
 /// Puts a terminal in raw mode (no echo, no line editing, no signals from keys) until

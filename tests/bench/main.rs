@@ -64,8 +64,9 @@ use peapod::runner::NetworkMode;
 use peapod_tests::containerd::{
     self, Containerd, ContainerdBuild, CRUN_HANDLER, PEAPOD_HANDLER, PEAPOD_SHIM_HANDLER, RUNC_HANDLER,
 };
+use peapod_tests::procs::MemSample;
 use report::{Context, Phases, Report, Row, Unit};
-use scenarios::{Bench, MemSample, PodTimes};
+use scenarios::{Bench, PodTimes};
 
 mod embedded;
 mod report;
@@ -479,7 +480,7 @@ impl Runtimes<'_> {
 
     fn pod_cycle(&self, handler: &str, execs: usize) -> Result<PodTimes> {
         if handler == embedded::HANDLER {
-            self.embedded()?.pod_cycle(execs)
+            embedded::pod_cycle(self.embedded()?, execs)
         } else {
             let (b, name) = self.cri_for(handler)?;
             scenarios::pod_cycle(b, name, execs)
@@ -488,7 +489,7 @@ impl Runtimes<'_> {
 
     fn churn(&self, handler: &str, containers: usize) -> Result<Duration> {
         if handler == embedded::HANDLER {
-            self.embedded()?.churn(containers)
+            embedded::churn(self.embedded()?, containers)
         } else {
             let (b, name) = self.cri_for(handler)?;
             scenarios::churn(b, name, containers)
@@ -497,7 +498,7 @@ impl Runtimes<'_> {
 
     fn memory(&self, handler: &str, pods: usize, samples: usize) -> Result<Vec<MemSample>> {
         if handler == embedded::HANDLER {
-            self.embedded()?.memory(pods, samples)
+            embedded::memory(self.embedded()?, pods, samples)
         } else {
             let (b, name) = self.cri_for(handler)?;
             scenarios::memory(b, name, pods, samples)
@@ -661,7 +662,7 @@ fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
         embedded: None,
     };
     if run.handlers.iter().any(|h| h == embedded::HANDLER) {
-        match Embedded::new(config.embedded_network) {
+        match Embedded::new(config.embedded_network, embedded::NAMESPACE) {
             Ok(e) => {
                 eprintln!(
                     "embedded mode: store and state in {}, pod network {}",

@@ -794,6 +794,17 @@ impl Containerd {
         self.startup
     }
 
+    /// The cgroup (cgroupfs form, `/peapod-ctrd-<pid>-<n>`) under which
+    /// [`Containerd::pod_cgroup_parent`] puts pods.
+    pub fn cgroup_root(&self) -> &str {
+        &self.layout.cgroup_root
+    }
+
+    /// Where CRI keeps pod network namespaces (`netns_mounts_under_state_dir`).
+    pub fn netns_dir(&self) -> PathBuf {
+        self.layout.netns_dir()
+    }
+
     /// The CNI network's Linux bridge.
     pub fn bridge(&self) -> &str {
         &self.layout.bridge
@@ -1394,7 +1405,7 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape_mountinfo(field: &str) -> String {
+pub fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -1412,7 +1423,7 @@ fn unescape_mountinfo(field: &str) -> String {
 }
 
 /// Mount points of every cgroup hierarchy (each v1 controller, v2's unified tree).
-fn cgroup_hierarchies() -> Vec<PathBuf> {
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut roots: Vec<PathBuf> = text
         .lines()

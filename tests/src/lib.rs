@@ -20,8 +20,10 @@ use sandbox::{Config, Container, CreateOptions, Stdio};
 
 pub mod containerd;
 pub mod cri;
+pub mod embedded;
 pub mod fuzz;
 pub mod images;
+pub mod procs;
 pub mod sandbox_api;
 pub mod seccomp;
 
