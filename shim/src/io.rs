@@ -1,11 +1,19 @@
 //! A task's stdio as containerd hands it over (`CreateTaskRequest` / `ExecProcessRequest`
 //! `stdin`, `stdout`, `stderr`):
 //! - a FIFO path: containerd's FIFOs. The process writes into a pipe of ours and a
-//!   copier thread moves the bytes into the FIFO, opened read-write so it never blocks or
-//!   raises SIGPIPE while containerd restarts. Because the process never holds the FIFO,
-//!   a background child that keeps the pipe open (`sh -c 'sleep 20 &'`) does not keep
-//!   containerd waiting: once the process exits, the copier drains what is buffered and
-//!   closes its FIFO end.
+//!   copier thread moves the bytes into the FIFO. The copier first waits until a reader
+//!   has the FIFO open (containerd opens its end in a goroutine of its own, containerd/fifo's
+//!   `OpenFifo` with `O_NONBLOCK`, which may run after a short process has already
+//!   exited): a FIFO whose last writer closes before any reader opened discards what was
+//!   written, and the reader's blocking open then waits forever for a writer (CRI's
+//!   ExecSync hung on its IO, the lost `exec echo ok`). runc's shim waits the same
+//!   way (`pkg/process/io.go`, a blocking `O_WRONLY` open), then also opens a read end of
+//!   its own, as the copier does, so writes never raise SIGPIPE while containerd restarts.
+//!   Once the process has exited, the copier waits at most [`FIFO_READER_GRACE`] for a
+//!   reader, then drops the output so the exit is still published. Because the process
+//!   never holds the FIFO, a background child that keeps the pipe open (`sh -c 'sleep 20
+//!   &'`) does not keep containerd waiting: once the process exits, the copier drains what
+//!   is buffered and closes its FIFO end.
 //! - `file:///path`: appended to the file. peapod's extension `file:///path?format=cri`
 //!   writes Kubernetes' CRI log format instead, as containerd's CRI plugin does for
 //!   kubelet: one `<RFC 3339 time> <stdout|stderr> <F|P> <text>` record per line (the
@@ -26,6 +34,7 @@ use std::process::{Command, Stdio as StdStdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -205,40 +214,105 @@ fn err<'a>(stream: &'static str, uri: &'a str, op: &'static str) -> impl FnOnce(
 /// like containerd's CRI plugin does (its default `max_container_log_line_size`), in bytes.
 pub const CRI_MAX_LINE: usize = 16 * 1024;
 
-/// An opened output target.
+/// How long, once the process has exited, a copier waits for a reader to open the
+/// process's stdout or stderr FIFO before it drops the output (runc's shim fails an exec's
+/// start after 30 s without one). containerd opens its end at once; this bounds only a
+/// client that never reads, so that the exit is still published.
+pub const FIFO_READER_GRACE: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(10)
+};
+
+/// An output target.
 struct Sink {
-    file: File,
+    /// The file or, once a reader has it open, the FIFO.
+    file: Option<File>,
+    /// A FIFO not yet opened: see [`Sink::connect`].
+    fifo: Option<PathBuf>,
+    /// Our own read end of the FIFO, held so that writes never fail with EPIPE (nor raise
+    /// SIGPIPE) while the reader is away (containerd restarting).
+    _keep: Option<File>,
     /// For `?format=cri`: the stream name and the line not yet ended by a newline.
     cri: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Sink {
+    /// Opens a FIFO target for writing once a reader has it open, polling `open(O_WRONLY |
+    /// O_NONBLOCK)` (ENXIO while no reader has it open). Waits as long as the process runs
+    /// (`exited` unset), then at most [`FIFO_READER_GRACE`]. False when no reader came or
+    /// the FIFO cannot be opened (logged): the output is then dropped.
+    fn connect(&mut self, name: &str, exited: &AtomicBool) -> bool {
+        let Some(path) = self.fifo.take() else {
+            return self.file.is_some();
+        };
+        let mut delay = Duration::from_millis(1);
+        let mut exited_at = None;
+        loop {
+            let opened = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path);
+            match opened {
+                Ok(file) => {
+                    // Blocking writes, as before: a full FIFO holds the copier, not the data.
+                    let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+                    self._keep = OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                        .open(&path)
+                        .ok();
+                    self.file = Some(file);
+                    return true;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    if exited.load(Ordering::SeqCst) {
+                        let since = *exited_at.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= FIFO_READER_GRACE {
+                            tracing::warn!(stream = name, fifo = %path.display(), "no reader opened the fifo: output dropped");
+                            return false;
+                        }
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    tracing::warn!(stream = name, fifo = %path.display(), error = %e, "open fifo");
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Writes process output: as is, or as CRI records of the complete lines.
     fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         let Some((stream, pending)) = &mut self.cri else {
-            return self.file.write_all(data);
+            return file.write_all(data);
         };
         while let Some(end) = data.iter().position(|&b| b == b'\n') {
             pending.extend_from_slice(&data[..end]);
             data = &data[end + 1..];
             let line = std::mem::take(pending);
-            write_cri(&mut self.file, stream, true, &line)?;
+            write_cri(file, stream, true, &line)?;
         }
         pending.extend_from_slice(data);
         while pending.len() >= CRI_MAX_LINE {
             let rest = pending.split_off(CRI_MAX_LINE);
             let part = std::mem::replace(pending, rest);
-            write_cri(&mut self.file, stream, false, &part)?;
+            write_cri(file, stream, false, &part)?;
         }
         Ok(())
     }
 
     /// At end of output: a last line without newline still becomes a full record.
     fn finish(&mut self) -> io::Result<()> {
-        match &mut self.cri {
-            Some((stream, pending)) if !pending.is_empty() => {
+        match (&mut self.cri, self.file.as_mut()) {
+            (Some((stream, pending)), Some(file)) if !pending.is_empty() => {
                 let line = std::mem::take(pending);
-                write_cri(&mut self.file, stream, true, &line)
+                write_cri(file, stream, true, &line)
             }
             _ => Ok(()),
         }
@@ -281,18 +355,33 @@ fn open_sink(stream: &'static str, uri: &str) -> Result<Option<Sink>, IoError> {
             .create(true)
             .append(true)
             .open(&path)
-            .map(|file| Some(Sink { file, cri }))
+            .map(|file| {
+                Some(Sink {
+                    file: Some(file),
+                    fifo: None,
+                    _keep: None,
+                    cri,
+                })
+            })
             .map_err(err(stream, uri, "open log file"));
     }
-    // containerd's FIFO: read-write so the open never blocks and a vanished reader never
-    // raises SIGPIPE (it reappears when containerd restarts).
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(uri)
-        .map(|file| Some(Sink { file, cri: None }))
-        .map_err(err(stream, uri, "open fifo"))
+    // containerd's FIFO: opened by the copier once a reader has it (`Sink::connect`); here
+    // only checked, so a wrong path fails the call that named it.
+    let meta = std::fs::metadata(uri).map_err(err(stream, uri, "open fifo"))?;
+    if !std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()) {
+        return Err(IoError {
+            stream,
+            uri: uri.to_string(),
+            op: "open fifo",
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a FIFO"),
+        });
+    }
+    Ok(Some(Sink {
+        file: None,
+        fifo: Some(PathBuf::from(uri)),
+        _keep: None,
+        cri: None,
+    }))
 }
 
 /// Copies `src` (a pipe or pty master) to `sink` until end-of-file (EIO on a pty whose
@@ -301,6 +390,10 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<Atomi
     std::thread::Builder::new()
         .name(format!("io-{name}"))
         .spawn(move || {
+            // The process's output waits in our pipe (or pty) meanwhile.
+            if !sink.connect(name, &exited) {
+                return;
+            }
             let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
             let mut src = src;
             let mut buf = vec![0u8; 64 * 1024];
@@ -453,6 +546,82 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert_eq!((g.0.as_str(), g.1.as_str(), g.2.as_str()), w);
         }
+    }
+
+    /// A FIFO, a `ProcessIo` with it as stdout, and the process's stdout end.
+    fn fifo_io(dir: &std::path::Path) -> (PathBuf, ProcessIo, File) {
+        let fifo = dir.join("stdout");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let owner = IoOwner {
+            namespace: "test".into(),
+            id: "test".into(),
+        };
+        let mut io = ProcessIo::open("", fifo.to_str().unwrap(), "", false, &owner).unwrap();
+        let out = File::from(io.stdio.stdout.take().unwrap());
+        (fifo, io, out)
+    }
+
+    /// Reads the FIFO from a reader that opens it `late`, as containerd's goroutine may
+    /// under load, until `ok\n` or 2 s; returns what it read.
+    fn late_reader(fifo: &std::path::Path, late: Duration) -> Vec<u8> {
+        std::thread::sleep(late);
+        // Non-blocking, so the test never hangs where containerd would: with no writer, a
+        // read returns end-of-file at once.
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got != b"ok\n" && Instant::now() < deadline {
+            match reader.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read fifo: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    }
+
+    /// A process that wrote and exited before containerd's reader opened the FIFO (the
+    /// issue's `exec echo ok`): its output reaches the late reader, and the exit is
+    /// finished only after it did. Before the copier waited for a reader, the bytes went
+    /// into a FIFO nobody had open, the kernel dropped them when the copier closed it, and
+    /// containerd's blocking open then waited forever for a writer.
+    #[test]
+    fn output_of_a_process_that_exited_waits_for_a_late_fifo_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fifo, mut io, mut out) = fifo_io(dir.path());
+        out.write_all(b"ok\n").unwrap();
+        drop(out);
+        let finisher = std::thread::spawn(move || {
+            io.finish();
+            Instant::now()
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let reader_opened = Instant::now() + Duration::from_millis(100);
+        let got = late_reader(&fifo, Duration::from_millis(100));
+        let finished = finisher.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), "ok\n", "output lost");
+        assert!(finished >= reader_opened, "finished before the reader came");
+    }
+
+    /// With no reader at all, a finished process's output is dropped after
+    /// `FIFO_READER_GRACE` (300 ms in tests), so its exit is still published.
+    #[test]
+    fn output_without_a_fifo_reader_is_dropped_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_fifo, mut io, mut out) = fifo_io(dir.path());
+        out.write_all(b"ok\n").unwrap();
+        drop(out);
+        let begun = Instant::now();
+        io.finish();
+        let took = begun.elapsed();
+        assert!(took >= FIFO_READER_GRACE, "gave up after {took:?}");
+        assert!(took < FIFO_READER_GRACE + Duration::from_secs(1), "waited {took:?}");
     }
 
     #[test]
