@@ -262,6 +262,13 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
         .parse()
         .map_err(|source| ServeError::ListenerFd { value, source })?;
     let listener = sandbox::sys::adopt_inherited_fd(fd).map_err(|source| ServeError::AdoptListener { fd, source })?;
+    // Inherited across exec, so without close-on-exec: every child would hold the Task
+    // API's listener too (a container's init waiting for its Start, a logging driver),
+    // keep accepting connections after a SIGKILLed shim, and make `delete` take the dead
+    // shim for a live one (socket and pod members left behind).
+    if let Err(e) = nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)) {
+        tracing::warn!(fd, error = %e, "cannot set close-on-exec on the listener");
+    }
     std::env::remove_var(LISTENER_ENV);
     // The socket file goes when the daemon does; wherever `start` bound it.
     let socket = std::os::unix::net::UnixListener::from(listener);

@@ -23,7 +23,7 @@ fn sh(script: &str) -> Vec<&str> {
 const NOW_US: &str = r#"now_us() { adjtimex | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} END{printf "%d%06d\n", s, u}'; }"#;
 
 /// Runs `cmd` in container `id` and returns its stdout, requiring exit code 0.
-fn exec_ok(cri: &CriClient, id: &str, cmd: &[&str]) -> Result<String> {
+pub(crate) fn exec_ok(cri: &CriClient, id: &str, cmd: &[&str]) -> Result<String> {
     let out = cri.exec_sync(id, cmd, Duration::from_secs(20))?;
     ensure!(
         out.exit_code == 0,
@@ -246,13 +246,13 @@ pub fn one_shim_per_pod_exits_after_removal(ctrd: &Containerd) -> Result<()> {
     ctrd.assert_gone(&[&pod.id, &ids[0], &ids[1]])
 }
 
-fn fresh_containerd() -> Result<Containerd> {
+pub(crate) fn fresh_containerd() -> Result<Containerd> {
     let ctrd = Containerd::start()?;
     ctrd.import_images()?;
     Ok(ctrd)
 }
 
-fn finish_instance(ctrd: Containerd, result: Result<()>) -> Result<()> {
+pub(crate) fn finish_instance(ctrd: Containerd, result: Result<()>) -> Result<()> {
     let result = result.map_err(|e| anyhow::anyhow!("{e:#}\nthis test's containerd log tail:\n{}", ctrd.log_tail()));
     let leftovers = ctrd.assert_no_leftovers();
     let stopped = ctrd.stop();
@@ -372,7 +372,7 @@ pub fn killed_shim_is_cleaned_up_by_delete(_: &Containerd) -> Result<()> {
     finish_instance(ctrd, result)
 }
 
-fn pod_with(ctrd: &Containerd, cri: &CriClient, name: &str, annotations: &[(&str, &str)]) -> Result<Pod> {
+pub(crate) fn pod_with(ctrd: &Containerd, cri: &CriClient, name: &str, annotations: &[(&str, &str)]) -> Result<Pod> {
     let mut config = cri::pod_config(ctrd, name)?;
     config
         .annotations
@@ -384,7 +384,7 @@ fn pod_with(ctrd: &Containerd, cri: &CriClient, name: &str, annotations: &[(&str
     Ok(Pod { id, config, log_dir })
 }
 
-fn annotated(name: &str, command: &[&str], annotations: &[(&str, &str)]) -> api::ContainerConfig {
+pub(crate) fn annotated(name: &str, command: &[&str], annotations: &[(&str, &str)]) -> api::ContainerConfig {
     let mut c = container_config(name, command);
     c.annotations
         .extend(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())));

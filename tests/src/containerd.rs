@@ -770,12 +770,18 @@ impl Containerd {
     /// containers keep running), runs `while_down`, then starts it again on the same
     /// state and waits until it serves.
     pub fn restart(&self, while_down: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.restart_after(Signal::SIGTERM, while_down)
+    }
+
+    /// [`Containerd::restart`], the daemon stopped by `signal`: SIGKILL is a crash (no
+    /// shutdown: connections to shims and CRI's in-flight calls cut where they were).
+    pub fn restart_after(&self, signal: Signal, while_down: impl FnOnce() -> Result<()>) -> Result<()> {
         if let Some(mut events) = self.events.lock().unwrap().take() {
             let _ = events.kill();
             let _ = events.wait();
         }
         if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = kill(pid(child.id()), Signal::SIGTERM);
+            let _ = kill(pid(child.id()), signal);
             let _ = child.wait();
         }
         let down = while_down();
