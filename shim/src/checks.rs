@@ -51,10 +51,15 @@ pub fn create_member(id: &str, spec: &Spec) -> Result<(Member, HashMap<String, S
 /// Errors: [`ServiceError::ExecSpec`] for JSON that is no `Process`;
 /// [`ServiceError::Spec`] naming the refused field.
 pub fn exec_process(req: &api::ExecProcessRequest) -> Result<Process> {
-    let spec: Process = serde_json::from_slice(&req.spec.value).map_err(|source| ServiceError::ExecSpec {
+    let mut spec: Process = serde_json::from_slice(&req.spec.value).map_err(|source| ServiceError::ExecSpec {
         exec_id: req.exec_id.clone(),
         source,
     })?;
+    // The request's `terminal` decides, not the spec's: containerd's Go client sends the
+    // container's process spec with a terminal asked for only in the request
+    // (`cio.WithTerminal`, containerd's TestContainerExecLargeOutputWithTTY), and runc's
+    // shim overrides the spec the same way (pkg/process/init.go `exec`).
+    spec.set_terminal(Some(req.terminal));
     sandbox::spec::validate_process("process", &spec)?;
     Ok(spec)
 }

@@ -285,6 +285,7 @@ fn cri_stopping_the_pod_stops_its_containers(ctrd: &Containerd, rt: &Runtime) ->
     Ok(())
 }
 
+mod execs;
 mod faults;
 mod peapod;
 mod sandboxer;
@@ -457,6 +458,17 @@ fn cri_privileged_container_gets_host_devices_and_all_capabilities(ctrd: &Contai
     Ok(())
 }
 
+/// containerd's `TestContainerExecLargeOutputWithTTY` through the Task API: see
+/// [`execs::exec_with_tty_large_output_repeated_with_the_same_exec_id`].
+fn task_exec_with_tty_large_output_repeated_with_the_same_exec_id(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    execs::exec_with_tty_large_output_repeated_with_the_same_exec_id(ctrd, rt.runtime_type)
+}
+
+/// The lost exec, made certain: see [`execs::exec_output_reaches_a_late_fifo_reader`].
+fn task_exec_output_reaches_a_late_fifo_reader(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    execs::exec_output_reaches_a_late_fifo_reader(ctrd, rt.runtime_type)
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     let args = Arguments::from_args();
@@ -481,6 +493,8 @@ fn main() {
         cri_seccomp_privileged_container_ignores_its_profile,
         cri_seccomp_bad_localhost_profile_fails_create_and_leaves_nothing,
         cri_seccomp_unknown_action_or_operator_fails_start_and_leaves_nothing,
+        task_exec_with_tty_large_output_repeated_with_the_same_exec_id,
+        task_exec_output_reaches_a_late_fifo_reader,
     ];
     // Every scenario runs once per runtime, named `<handler>::<scenario>`.
     let runtimes = [&RUNC, &PEAPOD];
@@ -551,6 +565,14 @@ fn main() {
         (
             "bad_pod_input_is_refused_and_leaves_nothing",
             peapod::bad_pod_input_is_refused_and_leaves_nothing,
+        ),
+        (
+            "short_execs_in_parallel_in_several_pods_all_report_their_exit",
+            execs::short_execs_in_parallel_in_several_pods_all_report_their_exit,
+        ),
+        (
+            "container_closing_its_stdout_early_leaves_the_shim_responsive",
+            execs::container_closing_its_stdout_early_leaves_the_shim_responsive,
         ),
         (
             "shim_moves_into_its_shim_cgroup",

@@ -26,6 +26,7 @@ pub mod images;
 pub mod procs;
 pub mod sandbox_api;
 pub mod seccomp;
+pub mod task_api;
 
 /// Where the static busybox comes from (Debian's `busybox-static`, installed by `make deps`).
 pub const BUSYBOX: &str = "/bin/busybox";
