@@ -367,8 +367,13 @@ pub fn exec_output_reaches_a_late_fifo_reader(ctrd: &Containerd, runtime: &str) 
         for round in 0..3 {
             let fifo = dir.path().join(format!("stdout-{round}"));
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+            // Set once Wait has answered: from then on the output is in the FIFO or lost.
+            // No fixed deadline before that: under TCG (the VM tier) runc's exec alone
+            // takes seconds.
+            let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let reader = {
                 let fifo = fifo.clone();
+                let waited = waited.clone();
                 std::thread::spawn(move || -> Result<Vec<u8>> {
                     std::thread::sleep(Duration::from_millis(100));
                     // Non-blocking, so the test cannot hang where containerd did: with no
@@ -377,12 +382,26 @@ pub fn exec_output_reaches_a_late_fifo_reader(ctrd: &Containerd, runtime: &str) 
                         .read(true)
                         .custom_flags(libc::O_NONBLOCK)
                         .open(&fifo)?;
-                    let deadline = Instant::now() + Duration::from_secs(3);
                     let mut got = Vec::new();
                     let mut buf = [0u8; 64];
-                    while got != b"ok\n" && Instant::now() < deadline {
+                    let mut waited_at = None;
+                    while got != b"ok\n" {
+                        if waited_at.is_none() && waited.load(std::sync::atomic::Ordering::SeqCst) {
+                            waited_at = Some(Instant::now());
+                        }
                         match std::io::Read::read(&mut f, &mut buf) {
+                            // End-of-file: no writer has the FIFO open. Before Wait answered
+                            // that may be a writer still to come; after it, none will.
+                            Ok(0) if waited_at.is_some() => break,
                             Ok(n) => got.extend_from_slice(&buf[..n]),
+                            // A writer holds the FIFO without writing: a shim may still be
+                            // copying after it reported the exit, so give it some time.
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    && waited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) =>
+                            {
+                                break
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                             Err(e) => return Err(e.into()),
                         }
@@ -398,10 +417,14 @@ pub fn exec_output_reaches_a_late_fifo_reader(ctrd: &Containerd, runtime: &str) 
                 let path = fifo.to_string_lossy();
                 task.exec(&id, &exec_id, &spec, false, "", &path, &path)?;
                 task.start(&id, &exec_id)?;
-                let code = task.wait(&id, &exec_id, Duration::from_secs(20))?;
+                let code = task.wait(&id, &exec_id, Duration::from_secs(60));
+                waited.store(true, std::sync::atomic::Ordering::SeqCst);
+                let code = code?;
                 task.delete(&id, &exec_id)?;
                 Ok::<_, anyhow::Error>(code)
             })();
+            // Whatever happened above, the reader must stop.
+            waited.store(true, std::sync::atomic::Ordering::SeqCst);
             let got = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
             let code = ran.with_context(|| format!("round {round}"))?;
             ensure!(code == 0, "round {round}: exit {code}");
