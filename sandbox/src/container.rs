@@ -127,6 +127,11 @@ pub struct State {
     pub status: Status,
     /// Exit code once stopped: the code, or 128 + signal number.
     pub exit_code: Option<i32>,
+    /// When init's exit was collected, nanoseconds since the epoch; `None` before, and in
+    /// state written by peapod before it recorded the time. Kept so that a `delete` after
+    /// the shim died reports the exit that happened (containerd's `DeleteResponse.exited_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_at: Option<u64>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
     /// The container has no pid namespace of its own (it shares the host's or another
@@ -368,6 +373,7 @@ impl Container {
                 pid_start_time: None,
                 status: Status::Creating,
                 exit_code: None,
+                exited_at: None,
                 created: now_secs(),
                 shares_pid_namespace: !plan
                     .namespaces
@@ -708,7 +714,7 @@ impl Container {
             match waitpid(pid, None) {
                 Ok(st) => {
                     if let Some(code) = exit_code(st) {
-                        self.record_exit(code)?;
+                        self.record_exit(code, SystemTime::now())?;
                         return Ok(code);
                     }
                 }
@@ -735,7 +741,7 @@ impl Container {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(st) => match exit_code(st) {
                 Some(code) => {
-                    self.record_exit(code)?;
+                    self.record_exit(code, SystemTime::now())?;
                     Ok(Some(code))
                 }
                 None => Ok(None),
@@ -750,7 +756,9 @@ impl Container {
         }
     }
 
-    /// Records init's exit, for callers whose own reaper collected it.
+    /// Records init's exit (`code`: the code, or 128 + signal number), collected at `at`,
+    /// for callers whose own reaper collected it. The state file is written before this
+    /// returns, so the exit survives the caller: call it as soon as the exit is known.
     ///
     /// A container without a pid namespace of its own (`shares_pid_namespace`) has every
     /// process left in its cgroup killed (SIGKILL) here: in a new pid namespace the kernel
@@ -758,8 +766,12 @@ impl Container {
     /// (containerd's runc shim does the same: `runc.ShouldKillAllOnExit`, tested by
     /// containerd's `TestContainerKillInitPidHost`). Errors: [`Error::Cgroup`] when
     /// signalling fails, after the exit is recorded.
-    pub fn record_exit(&mut self, code: i32) -> Result<()> {
+    pub fn record_exit(&mut self, code: i32, at: SystemTime) -> Result<()> {
         self.state.exit_code = Some(code);
+        self.state.exited_at = at
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok());
         self.state.status = Status::Stopped;
         self.pidfd = None;
         self.save()?;

@@ -121,7 +121,7 @@ pub(crate) fn claim_pause(st: &mut Tasks, pid: Pid, exit: Exit) -> bool {
             tracing::info!(sandbox = %id, code = exit.code, "pause exited");
             sb.exit = Some(exit);
             if let Some(c) = sb.pause.as_mut() {
-                let _ = c.record_exit(exit.code);
+                let _ = c.record_exit(exit.code, exit.at);
             }
             return true;
         }

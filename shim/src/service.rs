@@ -265,6 +265,11 @@ impl Service {
         for (id, task) in st.tasks.iter_mut() {
             if task.init.pid == Some(pid) && task.init.exit.is_none() && !task.init.exiting {
                 task.init.exiting = true;
+                // On disk before anything else: if the shim dies before the exit is
+                // published (draining the output may take seconds), `delete` reports it.
+                if let Err(e) = task.container.record_exit(exit.code, exit.at) {
+                    tracing::warn!(id, error = %sandbox::error::chain(&e), "record exit");
+                }
                 let io = task.init.io.take();
                 self.spawn_finisher(id.clone(), None, exit, io);
                 return true;
@@ -326,10 +331,7 @@ impl Service {
         }
         let Some(task) = st.tasks.get_mut(&id) else { return };
         let (proc, event_id) = match &exec_id {
-            None => {
-                let _ = task.container.record_exit(exit.code);
-                (&mut task.init, id.clone())
-            }
+            None => (&mut task.init, id.clone()),
             Some(e) => match task.execs.get_mut(e) {
                 Some(ex) => (&mut ex.proc, e.clone()),
                 None => return,
@@ -718,7 +720,7 @@ impl Service {
             return Ok(());
         }
         if req.exec_id.is_empty() {
-            if task.init.exit.is_some() && !req.all {
+            if (task.init.exit.is_some() || task.init.exiting) && !req.all {
                 return Err(ServiceError::NotFound(format!(
                     "task {}: process already finished",
                     req.id

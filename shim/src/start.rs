@@ -288,8 +288,10 @@ impl Paths {
 }
 
 /// Runs `delete`: kills what remains of task `flags.id` (its whole cgroup), unmounts its
-/// rootfs, removes its state, and returns the response containerd expects (exit status
-/// 137, as for a SIGKILLed task).
+/// rootfs, removes its state, and returns the response containerd publishes as the task's
+/// exit: the exit the shim recorded when init had exited before the shim died (its code
+/// and time, [`sandbox::Container::record_exit`]), else 137 now, as for a SIGKILLed task
+/// (runc's shim answers the same: `cmd/containerd-shim-runc-v2/manager` `Stop`).
 ///
 /// A sandbox takes its pod with it: its volumes and pod cgroup, and, when no shim answers
 /// on the group's socket any more, the pod's other containers. containerd 1.6 runs
@@ -321,10 +323,19 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     if !shim_alive {
         delete_members(&config, &pod_dir.join(MEMBERS_DIR), &flags.id);
     }
-    let mut pid = 0;
+    let mut resp = DeleteResponse::new();
+    resp.exit_status = 137;
+    resp.exited_at = protobuf::MessageField::some(crate::events::now());
     match sandbox::Container::load(&config, &flags.id) {
         Ok(c) => {
-            pid = c.pid().map_or(0, |p| u32::try_from(p.as_raw()).unwrap_or(0));
+            let state = c.state();
+            resp.pid = state.pid.map_or(0, |p| u32::try_from(p).unwrap_or(0));
+            if let (Some(code), Some(at)) = (state.exit_code, state.exited_at) {
+                resp.exit_status = u32::try_from(code).unwrap_or(137);
+                resp.exited_at = protobuf::MessageField::some(crate::events::to_timestamp(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_nanos(at),
+                ));
+            }
             c.delete(true)?;
         }
         Err(sandbox::Error::NotFound { .. }) => {}
@@ -359,10 +370,6 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
             source: io::Error::other(e),
         })?;
     }
-    let mut resp = DeleteResponse::new();
-    resp.pid = pid;
-    resp.exit_status = 137;
-    resp.exited_at = protobuf::MessageField::some(crate::events::now());
     Ok(resp)
 }
 

@@ -439,3 +439,31 @@ pub fn exec_output_reaches_a_late_fifo_reader(ctrd: &Containerd, runtime: &str) 
     })();
     remove_ctr_container(ctrd, &id, result)
 }
+
+/// An exec'd process that a real-time signal ends (SIGRTMIN+6, 40 on Linux with glibc;
+/// the shell sends it to itself: a pid namespace's init would ignore it) reports exit
+/// status 128 + 40 = 168, as runc's shim does. peapod's reaper used to decode wait statuses
+/// with `nix`, which refuses real-time signal numbers: the child was reaped, its exit
+/// dropped, and Wait never answered.
+pub fn exec_ended_by_a_real_time_signal_reports_it(ctrd: &Containerd, runtime: &str) -> Result<()> {
+    let id = peapod_tests::cri::unique_name("rt-signal");
+    ctr_run_sleeper(ctrd, runtime, &id)?;
+    let result = (|| {
+        let signal = libc::SIGRTMIN() + 6;
+        let mut spec = container_process_spec(ctrd, &id)?;
+        spec["args"] = serde_json::json!(["sh", "-c", format!("kill -{signal} $$; sleep 60")]);
+        let task = peapod_tests::task_api::TaskApi::connect(&ctrd.shim_socket("default", &id), ctrd.version().is_2x())?;
+        task.exec(&id, "rt", &spec, false, "", "", "")?;
+        task.start(&id, "rt")?;
+        let code = task
+            .wait(&id, "rt", Duration::from_secs(20))
+            .context("Wait for the exec")?;
+        task.delete(&id, "rt")?;
+        ensure!(
+            i32::try_from(code)? == 128 + signal,
+            "exit status {code}, not 128 + {signal}"
+        );
+        Ok(())
+    })();
+    remove_ctr_container(ctrd, &id, result)
+}

@@ -1,14 +1,18 @@
-//! Fault injection (issue 16): an OOM storm in one pod, the pod's shim SIGKILLed during
-//! Create and during Start, and containerd SIGKILLed while pods start, run and stop. After
-//! each fault, containerd's cleanup (`containerd-shim-peapod-v2 delete`) must leave
-//! nothing (processes, mounts, cgroups, netns, state dirs: the harness's leak checks, and
-//! peapod's own state dirs), and every exit that happened must be reported.
+//! Fault injection (issue 16): an OOM storm in one pod, the pod's shim SIGKILLed at each
+//! phase of a container's life (Create, Start, stop, the pod's termination grace period),
+//! and containerd SIGKILLed while pods start, run and stop. After each fault, containerd's
+//! cleanup (`containerd-shim-peapod-v2 delete`) must leave nothing (processes, mounts,
+//! cgroups, netns, state dirs: the harness's leak checks, and peapod's own state dirs),
+//! and every exit that happened must be reported.
 //!
 //! Each phase is reached by construction, not by racing a timer against the shim:
 //! - Create: a `binary://` logging driver that signals readiness only when told (the shim
 //!   waits for it inside `Create`, as containerd's runc shim does);
 //! - Start: an app container whose `Start` waits at the pod's start gate while an init
-//!   container runs (KEP-753 ordering, `sandbox::pod::supervisor`).
+//!   container runs (KEP-753 ordering, `sandbox::pod::supervisor`);
+//! - stop: a container ignoring SIGTERM while CRI's `StopContainer` waits its timeout;
+//! - grace period: a SIGTERM to the sandbox task with `io.peapod.grace-period`, a
+//!   container ignoring it.
 //!
 //! The kill tests each run on a private containerd (its log must show no failed
 //! cleanup), so the suite runs them on containerd 1.6 and the newest 2.x only, not in the
@@ -380,6 +384,128 @@ pub fn shim_killed_during_start_leaves_nothing(_: &Containerd) -> Result<()> {
                 "the app runs after its Start failed: {s:?}"
             );
             Ok(vec![init, app])
+        })();
+        let ids = pod.remove_after(&cri, result)?;
+        check_cleaned_up(&ctrd, &[&pod.id, &ids[0], &ids[1]])
+    })();
+    finish_instance(ctrd, result)
+}
+
+/// The end of a shim kill right after `polite` ended on its SIGTERM (exit 0) while
+/// `stubborn` ignores it: containerd publishes `polite`'s exit as 0 (from the shim, or from
+/// the shim's `delete` after it died; never another code) and `stubborn`'s as 137 (SIGKILL
+/// from `delete`), and CRI
+/// reports both as exited.
+///
+/// CRI's own record of `polite` may still say 255: containerd 1.6's CRI also waits on the
+/// task (`Wait`), and when the shim's connection breaks first it records 255 ("unknown")
+/// before containerd's clean-up publishes the exit; that race is containerd's, and the
+/// same for runc's shim.
+fn check_exits_after_the_kill(cri: &CriClient, events: &Events, polite: &str, stubborn: &str) -> Result<()> {
+    let exits_of = |seen: &[Event], id: &str| -> Vec<Option<u64>> {
+        seen.iter()
+            .filter(|e| e.topic == "/tasks/exit" && e.container_id == id && e.id == id)
+            .map(|e| e.exit_status)
+            .collect()
+    };
+    let seen = events.wait("both containers' TaskExit", Duration::from_secs(20), |seen| {
+        !exits_of(seen, polite).is_empty() && !exits_of(seen, stubborn).is_empty()
+    })?;
+    let polite_exits = exits_of(&seen, polite);
+    ensure!(
+        polite_exits.iter().all(|s| s.unwrap_or(0) == 0),
+        "polite's exit statuses {polite_exits:?}: its exit 0, before the shim died, was lost"
+    );
+    let stubborn_exits = exits_of(&seen, stubborn);
+    ensure!(
+        stubborn_exits.iter().all(|s| *s == Some(137)),
+        "stubborn's exit statuses {stubborn_exits:?}"
+    );
+    for id in [polite, stubborn] {
+        cri::wait_container_state(cri, id, api::ContainerState::ContainerExited, Duration::from_secs(20))?;
+    }
+    Ok(())
+}
+
+/// A container that ends on SIGTERM (`polite`) and one that ignores it (`stubborn`), both
+/// running in `pod`.
+fn polite_and_stubborn(cri: &CriClient, pod: &Pod) -> Result<(String, String)> {
+    let polite = pod.start_running(
+        cri,
+        &container_config("polite", &sh("trap 'exit 0' TERM; sleep 3600 & wait")),
+    )?;
+    let stubborn = pod.start_running(
+        cri,
+        &container_config("stubborn", &sh("trap '' TERM; sleep 3600 & wait; sleep 3600")),
+    )?;
+    Ok((polite, stubborn))
+}
+
+/// The shim SIGKILLed while CRI's `StopContainer` waits out its timeout for a container
+/// that ignores SIGTERM, as soon as a second container of the pod, stopped at the same
+/// time, has ended on its SIGTERM and been reaped: see [`check_exits_after_the_kill`];
+/// removing the pod leaves nothing. The shim records an exit on disk before it reaps the
+/// process (`shim::reaper`), so the kill cannot fall between the two.
+pub fn shim_killed_while_containers_stop_loses_no_exit(_: &Containerd) -> Result<()> {
+    let ctrd = fresh_containerd()?;
+    let result = (|| {
+        let events = Events::watch(&ctrd)?;
+        let cri = ctrd.cri()?;
+        let pod = Pod::run(&ctrd, &cri, "kill-stop", PEAPOD_HANDLER)?;
+        let result = (|| {
+            let (polite, stubborn) = polite_and_stubborn(&cri, &pod)?;
+            let shim = shim_of(&ctrd, &pod.id)?;
+            let polite_pid = container_pid(&cri, &polite)?;
+            let address = ctrd.address();
+            let stop = |id: &String| {
+                let (address, id) = (address.clone(), id.clone());
+                std::thread::spawn(move || {
+                    CriClient::connect(address).and_then(|c| c.stop_container(&id, Duration::from_secs(30)))
+                })
+            };
+            let stopping = [stop(&stubborn), stop(&polite)];
+            wait_gone(polite_pid, "the polite container")?;
+            sigkill(shim)?;
+            for s in stopping {
+                // Either outcome is fine for the calls themselves: the kill raced them.
+                let _ = s.join().expect("stop thread");
+            }
+            check_exits_after_the_kill(&cri, &events, &polite, &stubborn)?;
+            Ok(vec![polite, stubborn])
+        })();
+        let ids = pod.remove_after(&cri, result)?;
+        check_cleaned_up(&ctrd, &[&pod.id, &ids[0], &ids[1]])
+    })();
+    finish_instance(ctrd, result)
+}
+
+/// The shim SIGKILLed inside the pod's termination grace period (a SIGTERM to the sandbox
+/// task, `io.peapod.grace-period` 30 s, a container ignoring it), as soon as a container
+/// that ends on SIGTERM has been reaped: see [`check_exits_after_the_kill`]; the sandbox
+/// turns not ready, and removing the pod leaves nothing.
+pub fn shim_killed_in_the_pods_grace_period_loses_no_exit(_: &Containerd) -> Result<()> {
+    let ctrd = fresh_containerd()?;
+    let result = (|| {
+        let events = Events::watch(&ctrd)?;
+        let cri = ctrd.cri()?;
+        let pod = pod_with(&ctrd, &cri, "kill-grace", &[("io.peapod.grace-period", "30")])?;
+        let result = (|| {
+            let (polite, stubborn) = polite_and_stubborn(&cri, &pod)?;
+            let shim = shim_of(&ctrd, &pod.id)?;
+            let polite_pid = container_pid(&cri, &polite)?;
+            ctrd.ctr_ok(&["-n", K8S_NAMESPACE, "task", "kill", &pod.id])?;
+            wait_gone(polite_pid, "the polite container")?;
+            sigkill(shim)?;
+            check_exits_after_the_kill(&cri, &events, &polite, &stubborn)?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while pod.status(&cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
+                ensure!(
+                    Instant::now() < deadline,
+                    "the sandbox is still ready after its shim died"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(vec![polite, stubborn])
         })();
         let ids = pod.remove_after(&cri, result)?;
         check_cleaned_up(&ctrd, &[&pod.id, &ids[0], &ids[1]])

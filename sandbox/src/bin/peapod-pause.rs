@@ -32,10 +32,14 @@ fn main() {
     }
 }
 
+/// Reaps every exited child. A child ended by a real-time signal is reaped too, although
+/// nix reports its status as EINVAL (it cannot name the signal): only ECHILD (no child
+/// left) and "none exited yet" end the loop.
 fn reap() {
-    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            break;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => break,
+            Ok(_) | Err(_) => {}
         }
     }
 }

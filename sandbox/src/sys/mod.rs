@@ -7,9 +7,10 @@
 //!
 //! By subject, re-exported here: `spawn` (clone of the init helper and of container
 //! init), `fd` (fd ownership and passing, pidfds), `signal` (signal state before exec),
-//! `tty` (controlling terminal, window size), `exe` (the sealed executable the helper
-//! runs from), `exec` (`execve` with prepared arrays), `bpf` (the cgroup v2 device
-//! program: load, query, attach, detach) and `seccomp` (installing a compiled filter).
+//! `tty` (controlling terminal, window size), `wait` (child exits read without reaping),
+//! `exe` (the sealed executable the helper runs from), `exec` (`execve` with prepared
+//! arrays), `bpf` (the cgroup v2 device program: load, query, attach, detach) and
+//! `seccomp` (installing a compiled filter).
 //! Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
 #![allow(unsafe_code)]
 
@@ -23,6 +24,7 @@ mod seccomp;
 mod signal;
 mod spawn;
 mod tty;
+mod wait;
 
 pub use bpf::{
     attach_cgroup_device_prog, bpf_prog_fd_by_id, cgroup_device_prog_ids, detach_cgroup_device_prog,
@@ -38,6 +40,7 @@ pub use seccomp::{set_mode_filter, SockFilter};
 pub use signal::reset_signals;
 pub use spawn::{clone_parent, spawn_with_fds, CloneResult};
 pub use tty::{set_controlling_terminal, set_window_size, window_size};
+pub use wait::peek_exited_child;
 
 /// Failure of a raw syscall wrapper; `op` names the syscall and its target.
 #[derive(Debug, thiserror::Error)]
