@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::{FreezerState, FsManager, Manager};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
 use crate::devices::{DevicePolicy, DeviceRuleError};
+use crate::signal::SignalNumber;
 use crate::sys::{self, SysError};
 
 /// A cgroup operation that failed; `path` is relative to the hierarchy root.
@@ -409,14 +410,16 @@ impl Cgroup {
     /// Sends `signal` to every process in the cgroup. SIGKILL on v2 uses `cgroup.kill`
     /// (atomic, 5.14+); otherwise the cgroup is frozen, signalled process by process, and
     /// thawed, so no process can fork away in between (runc's signalAllProcesses).
-    /// Processes that exit meanwhile (ESRCH) are not an error.
-    pub fn signal_all(&self, signal: Signal) -> Result<()> {
+    /// Processes that exit meanwhile (ESRCH) are not an error. `signal` may be a real-time
+    /// one.
+    pub fn signal_all(&self, signal: impl Into<SignalNumber>) -> Result<()> {
+        let signal = signal.into();
         if self.files.v2 && signal == Signal::SIGKILL && self.cg.kill().is_ok() {
             return Ok(());
         }
         let frozen = self.freeze(true).is_ok();
         for pid in self.procs() {
-            let _ = kill(pid, signal);
+            let _ = sys::kill(pid, signal);
         }
         if frozen {
             self.freeze(false)?;

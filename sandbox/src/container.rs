@@ -30,6 +30,7 @@ use crate::channel::{Channel, ExecConfig, FromChild, InitConfig, ToChild};
 use crate::init::{HELPER_CHANNEL_FD, INIT_ENV};
 use crate::rootfs::{self, RootfsError, RootfsMount};
 use crate::seccomp::Program;
+use crate::signal::SignalNumber;
 use crate::spec::{self, SpecError};
 use crate::sys::{self, SysError};
 
@@ -671,9 +672,11 @@ impl Container {
         }
     }
 
-    /// Sends `signal` to init, or with `all` to every process in the container's cgroup.
-    /// Errors: [`Error::InvalidStatus`] when the container has stopped (unless `all`).
-    pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
+    /// Sends `signal` (standard or real-time) to init, or with `all` to every process in
+    /// the container's cgroup. Errors: [`Error::InvalidStatus`] when the container has
+    /// stopped (unless `all`).
+    pub fn kill(&self, signal: impl Into<SignalNumber>, all: bool) -> Result<()> {
+        let signal = signal.into();
         let id = self.state.id.clone();
         if all {
             let cg = self.cgroup()?;
@@ -688,13 +691,7 @@ impl Container {
                     op: "kill",
                     status: self.state.status,
                 })?;
-                nix::sys::signal::kill(pid, signal).map_err(|e| Error::Sys {
-                    id,
-                    source: SysError {
-                        op: format!("kill({pid}, {signal})"),
-                        source: e.into(),
-                    },
-                })
+                sys::kill(pid, signal).map_err(|source| Error::Sys { id, source })
             }
         }
     }
@@ -1039,8 +1036,8 @@ impl ExecProcess {
         self.console.take()
     }
 
-    /// Sends `signal` through the pidfd (never a recycled pid).
-    pub fn kill(&self, signal: Signal) -> std::result::Result<(), SysError> {
+    /// Sends `signal` (standard or real-time) through the pidfd (never a recycled pid).
+    pub fn kill(&self, signal: impl Into<SignalNumber>) -> std::result::Result<(), SysError> {
         sys::pidfd_send_signal(self.pidfd.as_fd(), signal)
     }
 

@@ -5,7 +5,8 @@
 //! YAML (callers hand it typed values), and is synchronous. Layers, bottom up:
 //! - [`spec`]: OCI spec validation into a checked plan, with its error type;
 //! - kernel concepts, each in its module: [`namespaces`], [`rootfs`], [`cgroups`], [`devices`],
-//!   [`process`], [`seccomp`], [`lsm`] (AppArmor), and [`sys`], where all `unsafe` code lives;
+//!   [`process`], [`seccomp`], [`lsm`] (AppArmor), [`signal`] (signal numbers), and [`sys`],
+//!   where all `unsafe` code lives;
 //! - [`init`] and [`channel`]: the re-executed helper that becomes container init, and
 //!   how it talks to the runtime;
 //! - [`Container`]: the OCI lifecycle of one container;
@@ -32,6 +33,7 @@ pub mod pod;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod signal;
 pub mod spec;
 pub mod sys;
 

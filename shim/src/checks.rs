@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::sandbox_api::CreateSandboxRequest;
-use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use proto::annotations::{self, Member};
 use proto::podsandbox::PodSandbox;
 use sandbox::pod::PodConfig;
+use sandbox::signal::SignalNumber;
 
 use crate::error::ServiceError;
 
@@ -64,13 +64,14 @@ pub fn exec_process(req: &api::ExecProcessRequest) -> Result<Process> {
     Ok(spec)
 }
 
-/// Kill: the signal, a Linux signal number.
+/// Kill: the signal, a Linux signal number (1 to SIGRTMAX: real-time signals too, as
+/// runc sends them).
 ///
 /// Errors: [`ServiceError::InvalidArgument`] for a number that names no signal.
-pub fn kill_signal(req: &api::KillRequest) -> Result<Signal> {
+pub fn kill_signal(req: &api::KillRequest) -> Result<SignalNumber> {
     i32::try_from(req.signal)
         .ok()
-        .and_then(|s| Signal::try_from(s).ok())
+        .and_then(SignalNumber::new)
         .ok_or_else(|| ServiceError::InvalidArgument(format!("signal {}", req.signal)))
 }
 

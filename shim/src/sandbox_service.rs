@@ -60,6 +60,7 @@ use oci_spec::runtime::Spec;
 use proto::podsandbox::PodSandbox;
 use sandbox::pod::supervisor::{self, PodState, Supervision};
 use sandbox::pod::PodResources;
+use sandbox::signal::SignalNumber;
 use sandbox::{Container, CreateOptions, Stdio};
 
 use crate::checks;
@@ -106,7 +107,8 @@ impl PodSandboxState {
 
     /// Sends `signal` to the pause (with `all`, to every process of its cgroup); dropped
     /// when it is not running.
-    pub(crate) fn signal_pause(&self, signal: Signal, all: bool) {
+    pub(crate) fn signal_pause(&self, signal: impl Into<SignalNumber>, all: bool) {
+        let signal = signal.into();
         if let Some(c) = self.pause.as_ref().filter(|_| self.exit.is_none()) {
             let _ = c.kill(signal, all);
         }
@@ -479,7 +481,7 @@ impl Service {
             }
             let members: Vec<String> = st.members(id).into_iter().map(|m| m.id).collect();
             for m in &members {
-                st.signal(m, Signal::SIGKILL, true);
+                st.signal(m, Signal::SIGKILL.into(), true);
             }
             if let Some(sb) = st.pods.get(id).and_then(|p| p.sandbox.as_ref()) {
                 sb.signal_pause(Signal::SIGKILL, true);

@@ -36,6 +36,7 @@ use oci_spec::runtime::Process;
 use proto::annotations;
 use sandbox::pod::supervisor::{self, PodState, Supervision};
 use sandbox::pod::{PodResources, Role};
+use sandbox::signal::SignalNumber;
 use sandbox::{Config, Container, CreateOptions, ExecProcess, RootfsMount, Status};
 
 use crate::checks;
@@ -1058,7 +1059,7 @@ impl PodState for Tasks {
         self.pods.get_mut(pod).map(|p| &mut p.supervision)
     }
 
-    fn signal(&mut self, id: &str, signal: Signal, all: bool) {
+    fn signal(&mut self, id: &str, signal: SignalNumber, all: bool) {
         if let Some(t) = self.tasks.get(id) {
             let _ = t.container.kill(signal, all);
         } else if let Some(sandbox) = self.pods.get(id).and_then(|p| p.sandbox.as_ref()) {

@@ -467,3 +467,32 @@ pub fn exec_ended_by_a_real_time_signal_reports_it(ctrd: &Containerd, runtime: &
     })();
     remove_ctr_container(ctrd, &id, result)
 }
+
+/// A Kill with a real-time signal (SIGRTMIN+3, 37 with glibc: what systemd images stop on,
+/// and what containerd's CRI sends for their `StopSignal`) reaches the container's init,
+/// whose trap exits 3; Wait reports 3. peapod used to refuse every number nix's `Signal`
+/// cannot name ("invalid argument: signal 37"), so such a container never saw its stop
+/// signal and was killed at the end of its grace period.
+pub fn kill_with_a_real_time_signal_reaches_the_container(ctrd: &Containerd, runtime: &str) -> Result<()> {
+    let id = peapod_tests::cri::unique_name("rt-kill");
+    let signal = libc::SIGRTMIN() + 3;
+    let script = format!("trap 'exit 3' {signal}; sleep 3600 & wait");
+    let out = ctrd.ctr_run_busybox(&["-d"], runtime, &id, &["sh", "-c", &script])?;
+    ensure!(
+        out.status.success(),
+        "ctr run -d {id}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let result = (|| {
+        let task = peapod_tests::task_api::TaskApi::connect(&ctrd.shim_socket("default", &id), ctrd.version().is_2x())?;
+        // Until the shell has set its trap.
+        std::thread::sleep(Duration::from_millis(300));
+        ctrd.ctr_ok(&["task", "kill", "-s", &signal.to_string(), &id])?;
+        let code = task
+            .wait(&id, "", Duration::from_secs(20))
+            .with_context(|| format!("Wait after signal {signal}"))?;
+        ensure!(code == 3, "exit status {code} after signal {signal}, not the trap's 3");
+        Ok(())
+    })();
+    remove_ctr_container(ctrd, &id, result)
+}

@@ -474,6 +474,11 @@ fn task_exec_ended_by_a_real_time_signal_reports_it(ctrd: &Containerd, rt: &Runt
     execs::exec_ended_by_a_real_time_signal_reports_it(ctrd, rt.runtime_type)
 }
 
+/// See [`execs::kill_with_a_real_time_signal_reaches_the_container`].
+fn task_kill_with_a_real_time_signal_reaches_the_container(ctrd: &Containerd, rt: &Runtime) -> Result<()> {
+    execs::kill_with_a_real_time_signal_reaches_the_container(ctrd, rt.runtime_type)
+}
+
 fn main() {
     sandbox::init::run_if_requested();
     let args = Arguments::from_args();
@@ -501,6 +506,7 @@ fn main() {
         task_exec_with_tty_large_output_repeated_with_the_same_exec_id,
         task_exec_output_reaches_a_late_fifo_reader,
         task_exec_ended_by_a_real_time_signal_reports_it,
+        task_kill_with_a_real_time_signal_reaches_the_container,
     ];
     // Every scenario runs once per runtime, named `<handler>::<scenario>`.
     let runtimes = [&RUNC, &PEAPOD];

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::pod::{gate, gate_declared, DeclaredContainer, Gate, MemberView, RestartPolicy, Role};
+use crate::signal::SignalNumber;
 
 /// How long termination waits for SIGKILLed members to be reaped before it signals the
 /// sandbox.
@@ -213,7 +214,7 @@ pub trait PodState {
     /// Sends `signal` to task `id` (a member, or the sandbox whose id is the pod's):
     /// to its init process, or with `all` to every process of its cgroup. A task that is
     /// gone or already exited is no error: the signal is dropped.
-    fn signal(&mut self, id: &str, signal: Signal, all: bool);
+    fn signal(&mut self, id: &str, signal: SignalNumber, all: bool);
 }
 
 /// The host of one or more pods: its state lock, the condvar it notifies on every member
@@ -350,7 +351,7 @@ pub fn member_exited<H: Host>(host: &H, st: &mut H::State, pod: &str, id: &str, 
         Exited::StopSidecars { ids, grace } => {
             tracing::info!(pod = %pod, sidecars = ?ids, "app containers done: stopping sidecars");
             for id in &ids {
-                st.signal(id, Signal::SIGTERM, false);
+                st.signal(id, Signal::SIGTERM.into(), false);
             }
             let (host, pod) = (host.clone(), pod.to_string());
             std::thread::spawn(move || {
@@ -359,7 +360,7 @@ pub fn member_exited<H: Host>(host: &H, st: &mut H::State, pod: &str, id: &str, 
                 let running = st.members(&pod);
                 for id in &ids {
                     if running.iter().any(|m| &m.id == id && m.running) {
-                        st.signal(id, Signal::SIGKILL, true);
+                        st.signal(id, Signal::SIGKILL.into(), true);
                     }
                 }
             });
@@ -388,7 +389,8 @@ fn restart_due<H: Host>(host: &H, pod: &str, id: &str) -> bool {
 /// returns. A thread of its own then waits for the grace period, or until no member runs,
 /// sends SIGKILL (to all their processes) to the members still running, waits up to 10 s
 /// for those to be reaped, and sends `signal` to the sandbox's init (task id `pod`).
-pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: Signal) {
+pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: impl Into<SignalNumber>) {
+    let signal = signal.into();
     let Some(supervision) = st.supervision(pod) else {
         return;
     };
@@ -400,7 +402,7 @@ pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: Signal
     let running: Vec<Member> = st.members(pod).into_iter().filter(|m| m.running).collect();
     let t0 = Instant::now();
     for m in &running {
-        st.signal(&m.id, Signal::SIGTERM, false);
+        st.signal(&m.id, Signal::SIGTERM.into(), false);
     }
     tracing::info!(
         pod,
@@ -414,7 +416,7 @@ pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: Signal
 
 /// The second half of [`terminate`]: grace period, SIGKILL to survivors, `signal` to the
 /// sandbox.
-fn finish_termination<H: Host>(host: &H, pod: &str, grace: Duration, signal: Signal) {
+fn finish_termination<H: Host>(host: &H, pod: &str, grace: Duration, signal: SignalNumber) {
     let running = |st: &H::State| -> Vec<String> {
         st.members(pod)
             .into_iter()
@@ -436,7 +438,7 @@ fn finish_termination<H: Host>(host: &H, pod: &str, grace: Duration, signal: Sig
     if !survivors.is_empty() {
         tracing::info!(pod, ?survivors, "grace period over: SIGKILL");
         for id in &survivors {
-            st.signal(id, Signal::SIGKILL, true);
+            st.signal(id, Signal::SIGKILL.into(), true);
         }
         let deadline = Instant::now() + KILL_WAIT;
         while !running(&st).is_empty() && Instant::now() < deadline {
@@ -460,7 +462,7 @@ mod tests {
     const POD: &str = "pod";
 
     /// One signal the fake host received: (task id, signal, all).
-    type Sent = (String, Signal, bool);
+    type Sent = (String, SignalNumber, bool);
 
     /// A host of one pod whose members react to signals at once: every member dies on
     /// SIGKILL, those in `stubborn` ignore SIGTERM.
@@ -486,7 +488,7 @@ mod tests {
             self.supervision.as_mut().filter(|_| pod == POD)
         }
 
-        fn signal(&mut self, id: &str, signal: Signal, all: bool) {
+        fn signal(&mut self, id: &str, signal: SignalNumber, all: bool) {
             self.sent.push((id.to_string(), signal, all));
             let dies = signal == Signal::SIGKILL || (signal == Signal::SIGTERM && !self.stubborn.contains(id));
             if let Some(m) = self
@@ -496,7 +498,7 @@ mod tests {
                 .filter(|_| dies)
             {
                 m.running = false;
-                m.exit_code = Some(128 + signal as i32);
+                m.exit_code = Some(128 + signal.as_raw());
             }
         }
     }
@@ -612,7 +614,7 @@ mod tests {
     }
 
     fn sent(name: &str, signal: Signal, all: bool) -> Sent {
-        (id(name), signal, all)
+        (id(name), signal.into(), all)
     }
 
     /// Waits for the gate thread to end, or reports it still waiting after `wait`.
@@ -848,7 +850,7 @@ mod tests {
             fake.sent()[3..],
             [
                 sent("a1", Signal::SIGKILL, true),
-                (POD.to_string(), Signal::SIGINT, false)
+                (POD.to_string(), Signal::SIGINT.into(), false)
             ]
         );
     }
@@ -870,7 +872,7 @@ mod tests {
             fake.sent(),
             [
                 sent("a1", Signal::SIGTERM, false),
-                (POD.to_string(), Signal::SIGTERM, false)
+                (POD.to_string(), Signal::SIGTERM.into(), false)
             ]
         );
     }

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use nix::sys::signal::Signal;
+use crate::signal::SignalNumber;
 use nix::unistd::Pid;
 
 use super::{last_error, SysError};
@@ -53,16 +53,30 @@ pub fn peer_credentials(fd: RawFd) -> Result<(i32, u32, u32), SysError> {
     Ok((cred.pid, cred.uid, cred.gid))
 }
 
-/// Sends `signal` to the process behind `pidfd` (`pidfd_send_signal(2)`).
-/// ESRCH (the process has exited) is reported as an error like any other.
-pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: Signal) -> Result<(), SysError> {
+/// Sends `signal` (a standard or real-time signal) to process `pid` (`kill(2)`), for
+/// processes named only by a pid that cannot be reused meanwhile (frozen in their cgroup).
+/// Errors: the errno (ESRCH when `pid` has exited).
+pub fn kill(pid: Pid, signal: impl Into<SignalNumber>) -> Result<(), SysError> {
+    let signal = signal.into();
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid.as_raw(), signal.as_raw()) } < 0 {
+        return Err(last_error(format!("kill({pid}, {signal})")));
+    }
+    Ok(())
+}
+
+/// Sends `signal` (a standard or real-time signal) to the process behind `pidfd`
+/// (`pidfd_send_signal(2)`). ESRCH (the process has exited) is reported as an error like
+/// any other.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: impl Into<SignalNumber>) -> Result<(), SysError> {
+    let signal = signal.into();
     // SAFETY: pidfd is a valid open fd borrowed for the call; info is null, which the kernel
     // accepts and fills in as kill(2) would.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            signal as libc::c_int,
+            signal.as_raw(),
             std::ptr::null_mut::<libc::siginfo_t>(),
             0 as libc::c_uint,
         )

@@ -33,7 +33,7 @@ pub use bpf::{
 pub use exe::{sealed_copy_of, sealed_exe, sealed_self_exe, SealedExe};
 pub use exec::ExecArgs;
 pub use fd::{
-    adopt_inherited_fd, cloexec_from, inherit_fd, map_fds, own_received_fd, peer_credentials, pidfd_open,
+    adopt_inherited_fd, cloexec_from, inherit_fd, kill, map_fds, own_received_fd, peer_credentials, pidfd_open,
     pidfd_send_signal,
 };
 pub use seccomp::{set_mode_filter, SockFilter};
