@@ -459,12 +459,18 @@ impl PodRecord {
         let dir = paths.pod_state(&self.key);
         create_private_dir(&dir)?;
         let (tmp, path) = (dir.join("pod.json.tmp"), dir.join("pod.json"));
-        write_json(&tmp, self, true)?;
-        fs::rename(&tmp, &path).map_err(|source| RunError::Rename {
-            from: tmp,
-            to: path,
-            source,
-        })
+        let saved = write_json(&tmp, self, true).and_then(|()| {
+            fs::rename(&tmp, &path).map_err(|source| RunError::Rename {
+                from: tmp.clone(),
+                to: path,
+                source,
+            })
+        });
+        if saved.is_err() {
+            // A full disk fails the write half-way: the old record, if any, stays whole.
+            let _ = fs::remove_file(&tmp);
+        }
+        saved
     }
 
     /// The log file of container `name`.
@@ -681,7 +687,11 @@ pub fn run(
         created: now(),
         seccomp_root: seccomp_root.to_path_buf(),
     };
-    record.save(paths)?;
+    if let Err(e) = record.save(paths) {
+        // Nothing else of the pod exists yet.
+        let _ = remove(&paths.pod_state(&key), true);
+        return Err(e);
+    }
     match run_inner(paths, bins, &mut record, &images, progress) {
         Ok(()) => Ok(record),
         Err(e) => {

@@ -7,10 +7,12 @@
 //! `harness = false`: this binary is also a container init helper (`sandbox::init`) and
 //! the importer child of the concurrency test, so `main` dispatches to those first.
 
+mod faults;
 mod images;
 mod pods;
 mod security;
 
+use faults::*;
 use images::*;
 use peapod_tests::tests;
 use pods::*;
@@ -57,11 +59,14 @@ fn main() {
         runtime_default_blocks_user_namespaces_and_unconfined_allows_them,
         localhost_profiles_apply_privileged_ignores_them_and_pod_sysctls_apply,
         bad_security_contexts_fail_by_field_and_create_nothing,
+        ten_containers_oom_killed_at_once_are_each_oomkilled,
     ])
     .chain(
         tests![
             restarts_follow_the_policy_and_sidecars_stop_after_the_apps,
-            a_killed_shim_is_cleaned_up_by_delete
+            a_killed_shim_is_cleaned_up_by_delete,
+            a_full_state_dir_fails_run_with_enospc_and_leaves_nothing,
+            a_full_image_store_fails_import_with_enospc_and_leaves_nothing
         ]
         .into_iter()
         .map(|(name, f)| (format!("embedded::{name}"), f)),

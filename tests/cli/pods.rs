@@ -30,6 +30,16 @@ pub struct Cli {
 
 impl Cli {
     pub fn new(mode: Mode) -> Result<Cli> {
+        let cli = Self::without_images(mode)?;
+        if cli.ctrd.is_none() {
+            let archive = peapod_tests::images::archive()?;
+            cli.ok(&["image", "import", archive.to_str().context("archive path")?])?;
+        }
+        Ok(cli)
+    }
+
+    /// [`Cli::new`] with nothing imported into the embedded image store.
+    pub fn without_images(mode: Mode) -> Result<Cli> {
         let dir = tempfile::Builder::new().prefix("peapod-cli-").tempdir_in("/tmp")?;
         let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
         ensure!(
@@ -45,12 +55,7 @@ impl Cli {
                 Some(ctrd)
             }
         };
-        let cli = Cli { dir, bin, ctrd };
-        if cli.ctrd.is_none() {
-            let archive = peapod_tests::images::archive()?;
-            cli.ok(&["image", "import", archive.to_str().context("archive path")?])?;
-        }
-        Ok(cli)
+        Ok(Cli { dir, bin, ctrd })
     }
 
     /// CRI mode: where the CLI puts pod log directories.
@@ -102,7 +107,7 @@ impl Cli {
         Ok(format!("{pod_cgroup}/{}", id.trim_start_matches("containerd://")))
     }
 
-    fn root(&self) -> PathBuf {
+    pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
 
@@ -215,7 +220,7 @@ pub fn uid_of(cli: &Cli, name: &str) -> Result<String> {
 /// The embedded shims of pod `pod` of this CLI (their working directory, the sandbox
 /// bundle, is under its state dir: tests running the same example in parallel have their
 /// own).
-fn shims_of(cli: &Cli, pod: &str) -> Vec<u32> {
+pub fn shims_of(cli: &Cli, pod: &str) -> Vec<u32> {
     let id = format!("default_{pod}");
     let state = cli.state();
     std::fs::read_dir("/proc")
@@ -237,7 +242,7 @@ fn shims_of(cli: &Cli, pod: &str) -> Vec<u32> {
         .collect()
 }
 
-fn example(name: &str) -> PathBuf {
+pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(format!("{name}.yaml"))
@@ -710,4 +715,54 @@ pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
         Some(ctrd) => ctrd.assert_no_leftovers(),
         None => Ok(()),
     }
+}
+
+/// 10 containers of one pod, each with a 16 MiB limit and growing a string until the
+/// kernel OOM-kills it (`awk` is PID 1, so the container ends with 137 whichever process
+/// dies), all at once: `get -o json` reports each terminated with reason `OOMKilled` and
+/// exit code 137, `describe` shows the ten reasons, and `get pods` the pod's status
+/// `OOMKilled` (issue 16, fault injection).
+pub fn ten_containers_oom_killed_at_once_are_each_oomkilled(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
+    let file = cli.dir.path().join("oom10.yaml");
+    let containers: String = (0..10)
+        .map(|i| {
+            format!(
+                "  - name: hog{i}\n    image: busybox\n    command: [sh, -c, 'exec awk \"BEGIN {{ s = \\\"x\\\"; while (1) s = s s }}\"']\n    resources: {{limits: {{memory: 16Mi}}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: oom10}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n{containers}"
+        ),
+    )?;
+    cli.ok(&["run", "-f", file.to_str().context("path")?])?;
+    let uid = uid_of(&cli, "oom10")?;
+    let result = (|| {
+        let statuses = cli.wait_for("all ten to end", || {
+            let v = cli.pod_json("oom10")?;
+            let s = v["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let done = s.len() == 10 && s.iter().all(|s| s["state"]["terminated"].is_object());
+            Ok(done.then_some(s))
+        })?;
+        for s in &statuses {
+            let t = &s["state"]["terminated"];
+            ensure!(
+                t["reason"] == "OOMKilled" && t["exitCode"] == 137,
+                "{}: terminated {t}",
+                s["name"]
+            );
+        }
+        let d = cli.ok(&["describe", "pod", "oom10"])?;
+        let reasons = d.matches("Reason:       OOMKilled").count();
+        ensure!(reasons == 10, "describe shows {reasons} OOMKilled reasons:\n{d}");
+        let (ready, status, _) = cli.row("oom10")?;
+        ensure!(ready == "0/10" && status == "OOMKilled", "get pods: {ready} {status}");
+        Ok(())
+    })();
+    let deleted = delete_and_check(&cli, "oom10", &uid);
+    result?;
+    deleted
 }

@@ -325,13 +325,31 @@ pub(crate) fn unpack_layer(input: impl Read, dest: &Path, layer: &str, limit: Op
     }
 }
 
+/// `e` with the causes it wraps in its message: the tar crate's errors read "failed to
+/// unpack `<path>`" and keep the reason (a full disk: ENOSPC) only as their source, which a
+/// one-line error message would drop. The kind stays `e`'s.
+fn with_inner_cause(e: io::Error) -> io::Error {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    // An io::Error made from a custom error shows that error, and its source is that
+    // error's source: start below what `to_string` already showed.
+    if let Some(inner) = e.get_ref() {
+        source = inner.source();
+    }
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    io::Error::new(e.kind(), message)
+}
+
 fn unpack_entries<R: Read>(tar_stream: &mut HashingReader<R>, dest: &Path, layer: &str) -> Result<()> {
     let unpack_err = |entry: &str| {
         let entry = entry.to_string();
         move |cause: io::Error| ImageError::Unpack {
             layer: layer.to_string(),
             entry,
-            cause,
+            cause: with_inner_cause(cause),
         }
     };
     let mut dirs = Vec::new();
@@ -511,4 +529,24 @@ pub(super) fn normalize_lexically(path: &Path) -> Option<PathBuf> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to unpack `bin/x`")]
+    struct Wrapper(#[source] io::Error);
+
+    #[test]
+    fn an_unpack_error_names_the_cause_the_tar_crate_keeps_as_its_source() {
+        let full = io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = with_inner_cause(io::Error::new(full.kind(), Wrapper(full)));
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(
+            e.to_string(),
+            "failed to unpack `bin/x`: No space left on device (os error 28)"
+        );
+    }
 }
