@@ -397,6 +397,7 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<Atomi
             let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
             let mut src = src;
             let mut buf = vec![0u8; 64 * 1024];
+            let mut dropped = Dropped::default();
             loop {
                 // Read the flag before reading the pipe: if the process had exited by
                 // then, every byte it wrote is already buffered, so "would block" means
@@ -404,11 +405,14 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<Atomi
                 let done = exited.load(Ordering::SeqCst);
                 match src.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => {
-                        if let Err(e) = sink.write(&buf[..n]) {
-                            tracing::warn!(stream = name, error = %e, "write to stdio target");
+                    Ok(n) => match sink.write(&buf[..n]) {
+                        Ok(()) => {
+                            dropped.resumed(name);
                         }
-                    }
+                        Err(e) => {
+                            dropped.failed(name, &e, n);
+                        }
+                    },
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if done {
@@ -425,11 +429,44 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<Atomi
                     }
                 }
             }
+            let _ = dropped.resumed(name);
             if let Err(e) = sink.finish() {
                 tracing::warn!(stream = name, error = %e, "write to stdio target");
             }
         })
         .expect("spawn io copier")
+}
+
+/// Output a stdio target refused (a full disk under a log file: ENOSPC), counted so the
+/// shim's log gets one warning when writes start failing, naming the error, and one when
+/// they work again or the copy ends, with the bytes lost meanwhile; not one per 64 KiB
+/// read while the disk stays full.
+#[derive(Debug, Default)]
+struct Dropped {
+    /// Bytes dropped since writes began to fail; 0 while they succeed.
+    bytes: u64,
+}
+
+impl Dropped {
+    /// A write of `n` bytes failed with `e`.
+    fn failed(&mut self, stream: &str, e: &io::Error, n: usize) -> bool {
+        let first = self.bytes == 0;
+        if first {
+            tracing::warn!(stream, error = %e, "write to stdio target: output dropped until writes succeed again");
+        }
+        self.bytes += n as u64;
+        first
+    }
+
+    /// A write succeeded, or the copy ended: reports what was dropped, if anything.
+    fn resumed(&mut self, stream: &str) -> Option<u64> {
+        let lost = std::mem::take(&mut self.bytes);
+        if lost == 0 {
+            return None;
+        }
+        tracing::warn!(stream, dropped_bytes = lost, "write to stdio target: output dropped");
+        Some(lost)
+    }
 }
 
 /// Copies containerd's stdin FIFO into the process until end-of-file, or until `CloseIO`
@@ -505,6 +542,18 @@ fn spawn_logger(target: &str, uri: &str, stdout: File, stderr: File, owner: &IoO
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_disk_is_reported_once_with_the_bytes_dropped() {
+        let mut d = Dropped::default();
+        let full = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(d.resumed("stdout"), None);
+        assert!(d.failed("stdout", &full, 65536), "the first failure is reported");
+        assert!(!d.failed("stdout", &full, 100), "later ones are only counted");
+        assert_eq!(d.resumed("stdout"), Some(65636));
+        assert_eq!(d.resumed("stdout"), None, "counted once");
+        assert!(d.failed("stdout", &full, 1), "a new run of failures is reported again");
+    }
+
     use super::*;
 
     fn records(path: &std::path::Path) -> Vec<(String, String, String)> {
