@@ -104,35 +104,6 @@ fn split_handler(h: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The containerd 2.x build for the second instance: `BENCH_CONTAINERD2` (a directory, or
-/// `none`), else the newest of `PEAPOD_CONTAINERD_BUILDS`. `Err` says why there is none.
-fn containerd2_build() -> Result<std::result::Result<ContainerdBuild, String>> {
-    let dirs: Vec<PathBuf> = match std::env::var("BENCH_CONTAINERD2") {
-        Ok(v) if v == "none" => return Ok(Err("BENCH_CONTAINERD2=none".into())),
-        Ok(v) if !v.is_empty() => vec![PathBuf::from(v)],
-        _ => std::env::var("PEAPOD_CONTAINERD_BUILDS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(PathBuf::from)
-            .collect(),
-    };
-    let mut newest: Option<ContainerdBuild> = None;
-    for dir in dirs {
-        let build = ContainerdBuild::detect(
-            &dir.join("bin"),
-            "BENCH_CONTAINERD2 and PEAPOD_CONTAINERD_BUILDS name unpacked containerd releases (scripts/containerd-builds)",
-        )?;
-        if build.version.is_2x() && newest.as_ref().is_none_or(|n| build.version > n.version) {
-            newest = Some(build);
-        }
-    }
-    Ok(newest.ok_or_else(|| {
-        "no containerd 2.x build: PEAPOD_CONTAINERD_BUILDS (set by .ci/run from scripts/containerd-builds) or \
-         BENCH_CONTAINERD2 names none"
-            .to_string()
-    }))
-}
-
 fn env_usize(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
         Ok(v) => v.trim().parse().with_context(|| format!("{name}={v:?} is not a count")),
@@ -142,7 +113,7 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
 
 impl Config {
     fn from_env() -> Result<Self> {
-        let (containerd2, containerd2_absent) = match containerd2_build()? {
+        let (containerd2, containerd2_absent) = match ContainerdBuild::newest_2x("BENCH_CONTAINERD2", None)? {
             Ok(b) => (Some(b), None),
             Err(why) => (None, Some(why)),
         };

@@ -340,29 +340,7 @@ pub fn shim_killed_during_start_leaves_nothing(_: &Containerd) -> Result<()> {
         let cri = ctrd.cri()?;
         let pod = Pod::run(&ctrd, &cri, "kill-start", PEAPOD_HANDLER)?;
         let result = (|| {
-            let init = pod.create(&cri, &annotated("init", &sh("sleep 60"), &[("io.peapod.role", "init")]))?;
-            let app = pod.create(&cri, &container_config("app", &["sleep", "3600"]))?;
-            cri.start_container(&init)?;
-            let address = ctrd.address();
-            let app_id = app.clone();
-            let start =
-                std::thread::spawn(move || CriClient::connect(address).and_then(|c| c.start_container(&app_id)));
-            // The app's task exists (Create returned) and CRI calls Start right after:
-            // it waits at the gate for the init container's 60 s.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !ctrd
-                .ctr_ok(&["-n", K8S_NAMESPACE, "task", "ls"])?
-                .lines()
-                .any(|l| l.starts_with(&app) && l.contains("CREATED"))
-            {
-                ensure!(Instant::now() < deadline, "the app's task was never created");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            ensure!(
-                !start.is_finished(),
-                "the app's Start returned while its init container runs"
-            );
+            let (init, app, start) = app_starting_behind_an_init(&ctrd, &cri, &pod, 60)?;
             let shim = shim_of(&ctrd, &pod.id)?;
             check_socket_held_by_the_shim_alone(&ctrd, &pod.id, shim)?;
             sigkill(shim)?;
@@ -511,6 +489,47 @@ pub fn shim_killed_in_the_pods_grace_period_loses_no_exit(_: &Containerd) -> Res
         check_cleaned_up(&ctrd, &[&pod.id, &ids[0], &ids[1]])
     })();
     finish_instance(ctrd, result)
+}
+
+/// Creates an init container that sleeps `init_secs` and an app in `pod`, starts the init
+/// and calls the app's `StartContainer` from a thread of its own; returns (init id, app
+/// id, that thread) once the app's task exists (Create returned) and its Start has waited
+/// 300 ms at the pod's start gate (apps start after the init containers, KEP-753), so a
+/// fault injected now hits a Start in progress.
+fn app_starting_behind_an_init(
+    ctrd: &Containerd,
+    cri: &CriClient,
+    pod: &Pod,
+    init_secs: u32,
+) -> Result<(String, String, std::thread::JoinHandle<proto::cri::Result<()>>)> {
+    let init = pod.create(
+        cri,
+        &annotated(
+            "init",
+            &sh(&format!("sleep {init_secs}")),
+            &[("io.peapod.role", "init")],
+        ),
+    )?;
+    let app = pod.create(cri, &container_config("app", &["sleep", "3600"]))?;
+    cri.start_container(&init)?;
+    let address = ctrd.address();
+    let app_id = app.clone();
+    let start = std::thread::spawn(move || CriClient::connect(address).and_then(|c| c.start_container(&app_id)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctrd
+        .ctr_ok(&["-n", K8S_NAMESPACE, "task", "ls"])?
+        .lines()
+        .any(|l| l.starts_with(&app) && l.contains("CREATED"))
+    {
+        ensure!(Instant::now() < deadline, "the app's task was never created");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        !start.is_finished(),
+        "the app's Start returned while its init container runs"
+    );
+    Ok((init, app, start))
 }
 
 /// A `binary://` logging driver (containerd's protocol: stdout on fd 3, stderr on fd 4,
@@ -673,32 +692,12 @@ pub fn containerd_killed_while_pods_start_run_and_stop_loses_nothing(_: &Contain
                 &cri,
                 &container_config("stubborn", &sh("trap '' TERM; sleep 3600 & wait; sleep 3600")),
             )?;
-            let init = pod.create(&cri, &annotated("init", &sh("sleep 4"), &[("io.peapod.role", "init")]))?;
-            let app = pod.create(&cri, &container_config("app", &["sleep", "3600"]))?;
-            cri.start_container(&init)?;
-            let address = ctrd.address();
-            let app_id = app.clone();
-            let starting =
-                std::thread::spawn(move || CriClient::connect(address).and_then(|c| c.start_container(&app_id)));
+            let (init, app, starting) = app_starting_behind_an_init(&ctrd, &cri, &pod, 4)?;
             let address = ctrd.address();
             let stubborn_id = stubborn.clone();
             let stopping = std::thread::spawn(move || {
                 CriClient::connect(address).and_then(|c| c.stop_container(&stubborn_id, Duration::from_secs(30)))
             });
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !ctrd
-                .ctr_ok(&["-n", K8S_NAMESPACE, "task", "ls"])?
-                .lines()
-                .any(|l| l.starts_with(&app) && l.contains("CREATED"))
-            {
-                ensure!(Instant::now() < deadline, "the app's task was never created");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            ensure!(
-                !starting.is_finished(),
-                "the app's Start returned while its init container runs"
-            );
             let before = numbered_lines(&pod, &counter_config);
             ensure!(!before.is_empty(), "the counter logged nothing before the crash");
             ctrd.restart_after(nix::sys::signal::Signal::SIGKILL, || {

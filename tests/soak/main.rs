@@ -72,36 +72,10 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
 /// `PEAPOD_CONTAINERD_BUILDS` (or `SOAK_CONTAINERD2`); a note says why there is no 2.x.
 fn builds(notes: &mut Vec<String>) -> Result<Vec<ContainerdBuild>> {
     let first = ContainerdBuild::selected()?.clone();
-    let dirs: Vec<PathBuf> = match std::env::var("SOAK_CONTAINERD2") {
-        Ok(v) if v == "none" => {
-            notes.push("containerd 2.x: not run (SOAK_CONTAINERD2=none)".into());
-            return Ok(vec![first]);
-        }
-        Ok(v) if !v.is_empty() => vec![PathBuf::from(v)],
-        _ => std::env::var("PEAPOD_CONTAINERD_BUILDS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(PathBuf::from)
-            .collect(),
-    };
-    let mut newest: Option<ContainerdBuild> = None;
-    for dir in dirs {
-        let b = ContainerdBuild::detect(
-            &dir.join("bin"),
-            "SOAK_CONTAINERD2 and PEAPOD_CONTAINERD_BUILDS name unpacked containerd releases",
-        )?;
-        if b.version.is_2x() && b.version != first.version && newest.as_ref().is_none_or(|n| b.version > n.version) {
-            newest = Some(b);
-        }
-    }
-    match newest {
-        Some(b) => Ok(vec![first, b]),
-        None => {
-            notes.push(
-                "containerd 2.x: NOT RUN: no 2.x build in PEAPOD_CONTAINERD_BUILDS or SOAK_CONTAINERD2 (make soak \
-                 PEAPOD_CONTAINERD_BUILDS=\"$(scripts/containerd-builds)\")"
-                    .into(),
-            );
+    match ContainerdBuild::newest_2x("SOAK_CONTAINERD2", Some(first.version))? {
+        Ok(b) => Ok(vec![first, b]),
+        Err(why) => {
+            notes.push(format!("containerd 2.x: NOT RUN: {why}"));
             Ok(vec![first])
         }
     }

@@ -270,6 +270,46 @@ impl ContainerdBuild {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// The newest containerd 2.x build other than `except`'s version: the directory
+    /// `$override_var` names (`none`: no build), else the newest 2.x of
+    /// `PEAPOD_CONTAINERD_BUILDS` (set by `.ci/run` from `scripts/containerd-builds`).
+    /// `Ok(Err(why))` when there is none; `Err` for a directory that holds no containerd.
+    pub fn newest_2x(
+        override_var: &str,
+        except: Option<ContainerdVersion>,
+    ) -> Result<std::result::Result<ContainerdBuild, String>> {
+        let dirs: Vec<PathBuf> = match std::env::var(override_var) {
+            Ok(v) if v == "none" => return Ok(Err(format!("{override_var}=none"))),
+            Ok(v) if !v.is_empty() => vec![PathBuf::from(v)],
+            _ => std::env::var("PEAPOD_CONTAINERD_BUILDS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        let mut newest: Option<ContainerdBuild> = None;
+        for dir in dirs {
+            let build = Self::detect(
+                &dir.join("bin"),
+                &format!(
+                    "{override_var} and PEAPOD_CONTAINERD_BUILDS name unpacked containerd releases (scripts/containerd-builds)"
+                ),
+            )?;
+            if build.version.is_2x()
+                && Some(build.version) != except
+                && newest.as_ref().is_none_or(|n| build.version > n.version)
+            {
+                newest = Some(build);
+            }
+        }
+        Ok(newest.ok_or_else(|| {
+            format!(
+                "no containerd 2.x build in PEAPOD_CONTAINERD_BUILDS (set by .ci/run from scripts/containerd-builds, \
+                 or make ... PEAPOD_CONTAINERD_BUILDS=\"$(scripts/containerd-builds)\") or {override_var}"
+            )
+        }))
+    }
+
     fn from_env() -> Result<Self> {
         match std::env::var_os(CONTAINERD_ENV).filter(|v| !v.is_empty()) {
             None => Self::detect(Path::new(DEBIAN_BIN_DIR), "run `make deps` (Debian package containerd)"),
