@@ -583,16 +583,19 @@ pub struct CgroupFiles {
 }
 
 impl CgroupFiles {
-    /// The host's files for the cgroup at `path`.
+    /// The host's files for the cgroup at `path` (relative to the hierarchy roots, with or
+    /// without a leading `/`: `a/b` and `/a/b` are the same cgroup).
     pub fn host(path: &str) -> Self {
         Self::new("/sys/fs/cgroup", path, is_v2())
     }
 
-    /// Files under `root` (a cgroup mount, or a fixture).
+    /// Files under `root` (a cgroup mount, or a fixture) for the cgroup at `path`, as in
+    /// [`CgroupFiles::host`].
     pub fn new(root: impl Into<PathBuf>, path: &str, v2: bool) -> Self {
         Self {
             root: root.into(),
-            path: path.to_string(),
+            // An absolute path would replace the root in `Path::join`.
+            path: path.trim_start_matches('/').to_string(),
             v2,
         }
     }

@@ -496,3 +496,50 @@ pub fn kill_with_a_real_time_signal_reaches_the_container(ctrd: &Containerd, run
     })();
     remove_ctr_container(ctrd, &id, result)
 }
+
+/// A container whose processes fork until its pod's `pids.max` (32 on the pod cgroup, as
+/// kubelet's `podPidsLimit` sets it; written between RunPodSandbox and CreateContainer),
+/// the limit then lowered to what runs, so no fork is left: the shim keeps answering (State and Pids, each within 1 s, 20 times), an
+/// ExecSync into the full cgroup answers (fails or succeeds) within its 10 s timeout
+/// rather than hanging, and removing the pod kills every process and leaves nothing.
+pub fn container_forking_until_pids_max_leaves_the_shim_responsive(ctrd: &Containerd) -> Result<()> {
+    let cri = ctrd.cri()?;
+    let pod = Pod::run(ctrd, &cri, "forker", PEAPOD_HANDLER)?;
+    let result = (|| {
+        let parent = pod.cgroup_parent();
+        let pids_max = peapod_tests::cgroup_file("pids", &parent, "pids.max");
+        std::fs::write(&pids_max, "32").with_context(|| format!("write {}", pids_max.display()))?;
+        let id = pod.start_running(&cri, &container_config("forker", &["sleep", "3600"]))?;
+        // busybox's sh exits when a fork fails: the forking runs as an exec, whose
+        // children stay (reparented to the container's init) and fill the cgroup.
+        let forked = cri.exec_sync(
+            &id,
+            &["sh", "-c", "while :; do sleep 3600 & done"],
+            Duration::from_secs(10),
+        );
+        let forked = forked?;
+        ensure!(
+            String::from_utf8_lossy(&forked.stderr).contains("can't fork"),
+            "the forking exec ended without hitting pids.max: {forked:?}"
+        );
+        // Full: its shell has exited meanwhile, so no fork is left to anyone.
+        let current = std::fs::read_to_string(pids_max.with_file_name("pids.current"))?;
+        std::fs::write(&pids_max, current.trim())?;
+        let task = peapod_tests::task_api::TaskApi::connect(
+            &ctrd.shim_socket(K8S_NAMESPACE, &pod.id),
+            ctrd.version().is_2x(),
+        )?;
+        let slowest = slowest_task_calls(&task, &id, 20)?;
+        ensure!(slowest < Duration::from_secs(1), "slowest Task call {slowest:?}");
+        let begun = Instant::now();
+        let exec = cri.exec_sync(&id, &["echo", "ok"], Duration::from_secs(10));
+        ensure!(
+            begun.elapsed() < Duration::from_secs(15),
+            "ExecSync into the full cgroup took {:?}: {exec:?}",
+            begun.elapsed()
+        );
+        eprintln!("ExecSync into the full cgroup: {exec:?} in {:?}", begun.elapsed());
+        Ok(vec![id])
+    })();
+    pod.remove_and_check_gone(ctrd, &cri, result).map(drop)
+}

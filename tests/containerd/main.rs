@@ -583,6 +583,10 @@ fn main() {
             execs::container_closing_its_stdout_early_leaves_the_shim_responsive,
         ),
         (
+            "container_forking_until_pids_max_leaves_the_shim_responsive",
+            execs::container_forking_until_pids_max_leaves_the_shim_responsive,
+        ),
+        (
             "shim_moves_into_its_shim_cgroup",
             shim_cgroup::shim_moves_into_its_shim_cgroup,
         ),
