@@ -97,8 +97,10 @@ impl Drop for SmallFs {
     }
 }
 
-/// The state dir on a full 1 MiB tmpfs, with 0, 4, 16 and 64 KiB left (each run fails at
-/// a later step: the pod record, the bundles, the shim's files): `peapod run` either
+/// The state dir on a full tmpfs (2 MiB more than the pause binary the sandbox's bundle
+/// gets a copy of), with 0, 4 and 16 KiB left, then the pause's size and 0, 4, 16, 64, 256
+/// KiB and 1 MiB more (each run fails at a later step: the pod record, the pause copy, the
+/// bundles, the shim's state and sockets): `peapod run` either
 /// fails naming ENOSPC, leaving no pod state, no shim and no mount, or (with room enough)
 /// runs the pod; whatever happened, a listed pod can be deleted and the space used is
 /// back to the filler's alone.
@@ -107,10 +109,16 @@ pub fn a_full_state_dir_fails_run_with_enospc_and_leaves_nothing() -> Result<()>
     let name = "native-sidecar";
     let manifest = example(name);
     let manifest = manifest.to_str().context("path")?;
-    let fs = SmallFs::mount(&cli.state(), 1 << 20)?;
+    let pause = std::fs::metadata(peapod_tests::images::pause_binary()?)?
+        .len()
+        .next_multiple_of(4096);
+    let fs = SmallFs::mount(&cli.state(), pause + (2 << 20))?;
+    let rooms = [0u64, 4 << 10, 16 << 10]
+        .into_iter()
+        .chain([0u64, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20].map(|r| pause + r));
     let result = (|| {
         let mut failed = 0;
-        for room in [0u64, 4 << 10, 16 << 10, 64 << 10] {
+        for room in rooms {
             fs.fill_leaving(room)?;
             let before = fs.used()?;
             let out = cli.run(&["run", "-f", manifest])?;
