@@ -88,10 +88,10 @@ unit-test:
 fuzz:
 	scripts/fuzz
 
-# Minimizes the kept corpus (cargo fuzz cmin) of every target, or of FUZZ_TARGETS.
+# Minimizes the kept corpus of every target, or of FUZZ_TARGETS (libFuzzer -merge=1,
+# scripts/fuzz-cmin).
 fuzz-cmin:
-	cd fuzz && for t in $${FUZZ_TARGETS:-$$(cargo +nightly fuzz list)}; do \
-		cargo +nightly fuzz cmin -s none --codegen-units 16 $$t corpus/$$t || exit 1; done
+	scripts/fuzz-cmin
 
 # Privileged: real containers on the real kernel; fails (never skips) without root.
 host-test:
