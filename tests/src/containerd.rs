@@ -1450,6 +1450,43 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Who listens on the unix socket at `path`, for a leak report: the processes holding a
+/// listening socket bound there (`/proc/net/unix`, then each process's fds), as `pid
+/// (cmdline)`, or that none does (a stale file).
+fn socket_listeners(path: &Path) -> String {
+    let unix = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    // Num RefCount Protocol Flags Type St Inode Path; St 01 is "listening".
+    let inodes: BTreeSet<String> = unix
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 8 && f[5] == "01" && Path::new(f[7]) == path)
+        .map(|f| format!("socket:[{}]", f[6]))
+        .collect();
+    if inodes.is_empty() {
+        return "no process listens on it".into();
+    }
+    let mut holders = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let held = fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| inodes.contains(&*l.to_string_lossy())));
+        if held {
+            let cmd = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            holders.push(format!(
+                "{pid} ({})",
+                String::from_utf8_lossy(&cmd).replace('\0', " ").trim_end()
+            ));
+        }
+    }
+    format!("listening, held by: {}", holders.join(", "))
+}
+
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).
 pub fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -1632,7 +1669,11 @@ fn host_leaks(layout: &Layout, ids: &BTreeSet<String>, networks: &[&str], proces
             }
             let socket = shim_socket(&address, ns, id);
             if socket.exists() {
-                leaks.push(format!("shim socket of {ns}/{id} still there: {}", socket.display()));
+                leaks.push(format!(
+                    "shim socket of {ns}/{id} still there: {} ({})",
+                    socket.display(),
+                    socket_listeners(&socket)
+                ));
             }
         }
     }
@@ -1861,6 +1902,17 @@ mod tests {
             Sha256::digest(b"/run/containerd/containerd.sock/default/c1")
         );
         assert_eq!(s, PathBuf::from(want));
+    }
+
+    #[test]
+    fn socket_listeners_names_the_process_that_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let held = socket_listeners(&path);
+        assert!(held.contains(&format!("{} (", std::process::id())), "{held}");
+        drop(listener);
+        assert_eq!(socket_listeners(&path), "no process listens on it");
     }
 
     #[test]
