@@ -475,14 +475,11 @@ pub fn shim_killed_in_the_pods_grace_period_loses_no_exit(_: &Containerd) -> Res
             wait_gone(polite_pid, "the polite container")?;
             sigkill(shim)?;
             check_exits_after_the_kill(&cri, &events, &polite, &stubborn)?;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while pod.status(&cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
-                ensure!(
-                    Instant::now() < deadline,
-                    "the sandbox is still ready after its shim died"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            pod.wait_not_ready(
+                &cri,
+                Duration::from_secs(20),
+                "the sandbox is still ready after its shim died",
+            )?;
             Ok(vec![polite, stubborn])
         })();
         let ids = pod.remove_after(&cri, result)?;

@@ -831,14 +831,11 @@ pub fn sigterm_reaches_all_containers_at_once(ctrd: &Containerd) -> Result<()> {
             );
         }
         // Then the pause process ends (CRI notices asynchronously).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pod.status(&cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
-            ensure!(
-                Instant::now() < deadline,
-                "the pause process still runs after its containers ended"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        pod.wait_not_ready(
+            &cri,
+            Duration::from_secs(10),
+            "the pause process still runs after its containers ended",
+        )?;
         let mut log = Vec::new();
         for c in &configs {
             log.extend(cri::read_log(&pod.log_path(c))?.into_iter().map(|l| l.message));

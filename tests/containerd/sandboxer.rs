@@ -583,14 +583,11 @@ pub fn restart_and_killed_shim_are_survived_and_cleaned_up(_: &Containerd) -> Re
             nix::sys::signal::Signal::SIGKILL,
         )?;
         cri::wait_container_state(&cri, &c, api::ContainerState::ContainerExited, Duration::from_secs(20))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while pod.status(&cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
-            ensure!(
-                Instant::now() < deadline,
-                "the sandbox is still ready after its shim died"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        pod.wait_not_ready(
+            &cri,
+            Duration::from_secs(20),
+            "the sandbox is still ready after its shim died",
+        )?;
         pod.remove(&cri)?;
         ctrd.assert_gone(&[&pod.id, &c])?;
         ensure!(!container_state_dir(&c).exists(), "the container's state is left");

@@ -99,6 +99,17 @@ impl Pod {
             .with_context(|| format!("no status for pod {}", self.id))
     }
 
+    /// Waits (up to `timeout`) until CRI reports the pod `SANDBOX_NOTREADY` (its pause or
+    /// sandbox task has ended; CRI notices asynchronously). Fails with `what` otherwise.
+    pub fn wait_not_ready(&self, cri: &CriClient, timeout: Duration, what: &str) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.status(cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
+            anyhow::ensure!(Instant::now() < deadline, "{what} (after {timeout:?})");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// The pod's containers, as `ListContainers` filtered by the pod reports them.
     pub fn containers(&self, cri: &CriClient) -> Result<Vec<api::Container>> {
         Ok(cri.list_containers(Some(api::ContainerFilter {
