@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use peapod_tests::containerd::{cgroup_hierarchies, unescape_mountinfo};
+use peapod_tests::containerd::{cgroup_hierarchies, go_runtime, unescape_mountinfo, GoRuntime};
 use peapod_tests::procs::{self, Proc};
 use serde_json::{json, Value};
 
@@ -21,6 +21,15 @@ use serde_json::{json, Value};
 pub struct Scope {
     /// containerd's pid (CRI runs).
     pub containerd: Option<u32>,
+    /// containerd's debug socket, for its Go runtime's reading (CRI runs).
+    pub containerd_debug: Option<PathBuf>,
+    /// How long containerd keeps, by design, what served pods leave in its memory: a
+    /// census this long after the last pod judges its growth. containerd 2.x's CRI holds
+    /// every container event (each with the pod's full status) for 5 minutes while no
+    /// client subscribes to `GetContainerEvents` (`internal/cri/server/service.go`:
+    /// `eventq.New(5*time.Minute, …)`), and kubelet subscribes only with its EventedPLEG
+    /// feature gate on; containerd 1.6 keeps nothing (zero).
+    pub settle: std::time::Duration,
     /// Whether a process is one of the run's shims.
     pub is_shim: Box<dyn Fn(&Proc) -> bool + Send + Sync>,
     /// Cgroup path prefixes (cgroupfs form, `/a/b/`) under which the runtime puts pods.
@@ -58,10 +67,15 @@ pub struct Census {
     pub state: BTreeMap<String, BTreeSet<String>>,
     /// CNI IPAM allocations: "IP owner".
     pub ipam: BTreeSet<String>,
-    /// containerd's open fds and RSS (KiB).
+    /// containerd's open fds.
     pub containerd_fds: Option<usize>,
     /// containerd's RSS, KiB.
     pub containerd_rss_kib: Option<u64>,
+    /// The anonymous part of containerd's RSS (`RssAnon`), KiB: the rest is file pages
+    /// (its binary, `meta.db`'s mmap).
+    pub containerd_rss_anon_kib: Option<u64>,
+    /// containerd's Go runtime after a forced GC: live heap, retained heap, goroutines.
+    pub containerd_go: Option<GoRuntime>,
 }
 
 /// A reading under load.
@@ -85,13 +99,18 @@ fn fd_count(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `RssAnon`); 0 when unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 fn cgroup_paths(pid: u32) -> Vec<String> {
@@ -209,6 +228,12 @@ impl Scope {
             ipam,
             containerd_fds: self.containerd.map(fd_count),
             containerd_rss_kib: self.containerd.map(rss_kib),
+            containerd_rss_anon_kib: self.containerd.map(|p| status_kib(p, "RssAnon")),
+            containerd_go: self.containerd_debug.as_deref().and_then(|d| {
+                go_runtime(d)
+                    .map_err(|e| eprintln!("  containerd's Go runtime not read: {e:#}"))
+                    .ok()
+            }),
         }
     }
 
@@ -289,6 +314,10 @@ pub fn census_json(c: &Census) -> Value {
         "ipam_allocations": c.ipam.len(),
         "containerd_fds": c.containerd_fds,
         "containerd_rss_kib": c.containerd_rss_kib,
+        "containerd_rss_anon_kib": c.containerd_rss_anon_kib,
+        "containerd_go_heap_live_kib": c.containerd_go.map(|g| g.heap_alloc / 1024),
+        "containerd_go_heap_retained_kib": c.containerd_go.map(|g| g.heap_retained / 1024),
+        "containerd_goroutines": c.containerd_go.map(|g| g.goroutines),
     })
 }
 

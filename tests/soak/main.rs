@@ -12,18 +12,23 @@
 //! the other, so a run's census sees only its own handler's pods.
 //!
 //! The run fails (exit 1, `soak result: FAILED.` last on stdout) when a pod failed, an exec
-//! hung, the end census differs from the start's (the leaks are named), containerd holds
-//! more fds at the end than at the start, or containerd's RSS grows with the pods served:
-//! its least-squares slope over the censuses after the first stretch (containerd's caches
-//! warm up in it) above `SOAK_RSS_SLOPE_KIB` KiB per 100 pods (default 512). With fewer
-//! than three such censuses, or fewer than 300 pods, the slope is reported and not judged.
+//! hung, the end census differs from the start's (the leaks are named), or containerd
+//! grows with the pods served: its fd count or goroutines (least-squares slope over the
+//! censuses after the first stretch, where containerd's caches warm up), its live Go heap
+//! after a forced GC (read from its debug socket; above `SOAK_HEAP_SLOPE_KIB` KiB per 100
+//! pods, default 256), or its RSS (above `SOAK_RSS_SLOPE_KIB`, default 512). containerd 2.x
+//! holds every container event for 5 minutes by design ([`census::Scope::settle`]): there
+//! the heap is judged on a census taken `SOAK_SETTLE_SECONDS` (310) after the last pod,
+//! against the run's first, and the RSS is reported, not judged (it follows the events'
+//! peak and Go's lazy return of freed pages). With fewer than 300 pods, nothing is judged.
 //! The end census is retried for up to 10 s while it differs from the start's (teardown
 //! containerd finishes asynchronously).
 //!
 //! Knobs: `SOAK_PODS` (1000 per run), `SOAK_CONCURRENCY` (20), `SOAK_SAMPLE_EVERY` (100),
 //! `SOAK_FAIL_EVERY` (every 10th pod's app fails once; 0: none), `SOAK_EXEC_TIMEOUT`
 //! (seconds, 30), `SOAK_RUNS` (`runc,peapod,embedded`), `SOAK_CONTAINERD2` (a release dir,
-//! or `none`), `SOAK_RSS_SLOPE_KIB`, `SOAK_OUT` (`target/soak`).
+//! or `none`), `SOAK_HEAP_SLOPE_KIB`, `SOAK_RSS_SLOPE_KIB`, `SOAK_SETTLE_SECONDS`,
+//! `SOAK_OUT` (`target/soak`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,7 +42,9 @@ use anyhow::{bail, Context, Result};
 use census::{Census, Live, Scope};
 use peapod::embedded::{EMBEDDED_ADDRESS, EMBEDDED_NAMESPACE};
 use peapod::runner::NetworkMode;
-use peapod_tests::containerd::{self, Containerd, ContainerdBuild, K8S_NAMESPACE, PEAPOD_HANDLER, RUNC_HANDLER};
+use peapod_tests::containerd::{
+    self, Containerd, ContainerdBuild, GoRuntime, K8S_NAMESPACE, PEAPOD_HANDLER, RUNC_HANDLER,
+};
 use peapod_tests::embedded::Embedded;
 use pods::PodResult;
 use serde_json::{json, Value};
@@ -56,6 +63,8 @@ struct Config {
     exec_timeout: Duration,
     runs: Vec<String>,
     rss_slope_limit_kib: f64,
+    /// containerd's live Go heap growth allowed, KiB per 100 pods.
+    heap_slope_limit_kib: f64,
     builds: Vec<ContainerdBuild>,
     notes: Vec<String>,
     out: PathBuf,
@@ -111,6 +120,7 @@ impl Config {
             exec_timeout: Duration::from_secs(env_usize("SOAK_EXEC_TIMEOUT", 30)? as u64),
             runs,
             rss_slope_limit_kib: env_usize("SOAK_RSS_SLOPE_KIB", 512)? as f64,
+            heap_slope_limit_kib: env_usize("SOAK_HEAP_SLOPE_KIB", 256)? as f64,
             builds,
             notes,
             out,
@@ -123,6 +133,11 @@ impl Config {
 struct Run {
     name: String,
     censuses: Vec<Census>,
+    /// The census [`Scope::settle`] after the last one, when containerd holds pods' traces
+    /// for a while by design.
+    settled: Option<Census>,
+    /// [`Scope::settle`], seconds.
+    settle_secs: f64,
     live: Vec<Live>,
     ready_ms: Vec<f64>,
     teardown_ms: Vec<f64>,
@@ -134,6 +149,10 @@ struct Run {
     pods_per_second: f64,
     rss_slope: Option<f64>,
     fd_slope: Option<f64>,
+    /// containerd's live Go heap after GC, KiB per 100 pods.
+    heap_slope: Option<f64>,
+    /// containerd's goroutines per 100 pods.
+    goroutine_slope: Option<f64>,
     verdicts: Vec<String>,
 }
 
@@ -146,6 +165,7 @@ fn soak(config: &Config, name: &str, scope: &Scope, pod: &(dyn Fn(bool) -> PodRe
     };
     eprintln!("== {name}: {} pods, {} at once", config.pods, config.concurrency);
     run.censuses.push(scope.census(0));
+    save_heap_profile(config, name, scope, 0);
     let results: Mutex<Vec<PodResult>> = Mutex::new(Vec::with_capacity(config.pods));
     let mut busy = Duration::ZERO;
     let mut start = 0;
@@ -204,6 +224,22 @@ fn soak(config: &Config, name: &str, scope: &Scope, pod: &(dyn Fn(bool) -> PodRe
         let again = scope.census(config.pods);
         *run.censuses.last_mut().expect("censuses") = again;
     }
+    save_heap_profile(config, name, scope, config.pods);
+    if !scope.settle.is_zero() {
+        eprintln!(
+            "  {name}: waiting {:?} for what containerd holds by design to go (Scope::settle)",
+            scope.settle
+        );
+        std::thread::sleep(scope.settle);
+        let settled = scope.census(config.pods);
+        eprintln!(
+            "  {name}: settled: containerd RSS {:?} KiB, Go runtime {:?}",
+            settled.containerd_rss_kib, settled.containerd_go
+        );
+        run.settled = Some(settled);
+        run.settle_secs = scope.settle.as_secs_f64();
+        save_heap_profile(config, &format!("{name}-settled"), scope, config.pods);
+    }
     run.pods_per_second = config.pods as f64 / busy.as_secs_f64().max(1e-9);
     for r in results.into_inner().unwrap() {
         run.ready_ms.extend(r.ready_ms);
@@ -214,6 +250,26 @@ fn soak(config: &Config, name: &str, scope: &Scope, pod: &(dyn Fn(bool) -> PodRe
     }
     judge(config, &mut run);
     run
+}
+
+/// Writes containerd's heap profile after `pods` pods to `<out>/<run>-heap-<pods>.txt`, so
+/// that growth between the first and the last can be traced to the allocation stacks that
+/// hold it. A failure is reported, not fatal: the census still has the totals.
+fn save_heap_profile(config: &Config, name: &str, scope: &Scope, pods: usize) {
+    let Some(debug) = &scope.containerd_debug else {
+        return;
+    };
+    let path = config.out.join(format!("{}-heap-{pods}.txt", name.replace('@', "-")));
+    if let Err(e) = containerd::heap_profile(debug).and_then(|p| {
+        fs::create_dir_all(&config.out)
+            .and(fs::write(&path, p))
+            .map_err(Into::into)
+    }) {
+        eprintln!(
+            "  {name}: containerd's heap profile not saved to {}: {e:#}",
+            path.display()
+        );
+    }
 }
 
 /// Leaks (end census against start), and containerd's growth.
@@ -229,12 +285,39 @@ fn judge(config: &Config, run: &mut Run) {
     };
     run.rss_slope = census::slope(&points(&|c| c.containerd_rss_kib.map(|v| v as f64))).map(|s| s * 100.0);
     run.fd_slope = census::slope(&points(&|c| c.containerd_fds.map(|v| v as f64))).map(|s| s * 100.0);
+    run.goroutine_slope = census::slope(&points(&|c| c.containerd_go.map(|g| g.goroutines as f64))).map(|s| s * 100.0);
+    // containerd's live Go heap after a forced GC is what a leak grows. Where containerd
+    // holds served pods' events for a while (`Scope::settle`), it is judged once they have
+    // gone: the settled census against the run's first, per 100 pods; else the slope.
+    let heap_kib = |c: &Census| c.containerd_go.map(|g| g.heap_alloc as f64 / 1024.0);
+    run.heap_slope = match &run.settled {
+        Some(settled) => heap_kib(settled)
+            .zip(heap_kib(&first))
+            .map(|(end, start)| (end - start) * 100.0 / config.pods as f64),
+        None => census::slope(&points(&|c| heap_kib(c))).map(|s| s * 100.0),
+    };
     // Judged from 300 pods on: below, a few KiB of Go heap over three close censuses
     // extrapolate to a slope that says nothing.
     if config.pods < 300 {
         return;
     }
-    if let Some(s) = run.rss_slope {
+    if let Some(s) = run.heap_slope {
+        if s > config.heap_slope_limit_kib {
+            run.verdicts.push(format!(
+                "containerd's live Go heap grows {s:.0} KiB per 100 pods{} (limit {:.0})",
+                if run.settled.is_some() {
+                    ", once its pod events have gone"
+                } else {
+                    ""
+                },
+                config.heap_slope_limit_kib
+            ));
+        }
+    }
+    // RSS, judged where no pod event is held: with them, the RSS follows the events' peak
+    // and Go's heap goal, and the Go runtime returns freed pages to the kernel lazily (its
+    // retained heap is in the report), so the live heap above is the judge there.
+    if let Some(s) = run.rss_slope.filter(|_| run.settled.is_none()) {
         if s > config.rss_slope_limit_kib {
             run.verdicts.push(format!(
                 "containerd's RSS grows {s:.0} KiB per 100 pods (limit {:.0})",
@@ -246,6 +329,14 @@ fn judge(config: &Config, run: &mut Run) {
         if s > 0.5 {
             run.verdicts
                 .push(format!("containerd's fd count grows {s:.2} per 100 pods"));
+        }
+    }
+    // One goroutine caught mid-teardown by the last of three censuses makes 0.5: a leak
+    // of one per pod would make 100.
+    if let Some(s) = run.goroutine_slope {
+        if s > 1.0 {
+            run.verdicts
+                .push(format!("containerd's goroutines grow {s:.2} per 100 pods"));
         }
     }
 }
@@ -269,6 +360,13 @@ fn cri_scope(ctrd: &Containerd) -> Scope {
     let shim = shim::start::Paths::for_namespace(K8S_NAMESPACE);
     Scope {
         containerd: Some(ctrd.pid()),
+        containerd_debug: Some(ctrd.debug_address()),
+        settle: if ctrd.version().is_2x() {
+            // 5 minutes, and the event queue's own 10 ms burst margin with room to spare.
+            Duration::from_secs(env_usize("SOAK_SETTLE_SECONDS", 310).unwrap_or(310) as u64)
+        } else {
+            Duration::ZERO
+        },
         // Any shim containerd started (`-address <socket> -id <id>`), whatever its argv[0]
         // (peapod's shim daemon may run re-executed from a sealed memfd); not ctr.
         is_shim: Box::new(move |p| p.args.iter().any(|a| a.contains(&address)) && p.args.iter().any(|a| a == "-id")),
@@ -368,6 +466,8 @@ fn embedded_run(config: &Config) -> Result<Run> {
     let shim = shim::start::Paths::for_namespace(EMBEDDED_NAMESPACE);
     let scope = Scope {
         containerd: None,
+        containerd_debug: None,
+        settle: Duration::ZERO,
         is_shim: Box::new(|p| p.args.iter().any(|a| a == EMBEDDED_ADDRESS)),
         cgroup_prefixes: vec!["/peapod/".into()],
         ignore_cgroups: vec!["/peapod".into()],
@@ -416,10 +516,10 @@ fn markdown(config: &Config, runs: &[Run], setup_errors: &[String], seconds: f64
     for n in &config.notes {
         md += &format!("- {n}\n");
     }
-    md += "\n## Summary\n\n| run | pods/s | ready p50 ms | ready p99 ms | teardown p50 ms | teardown p99 ms | apps replaced | hung execs | pod errors | leaks | containerd RSS KiB/100 pods | containerd fds/100 pods |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "\n## Summary\n\n| run | pods/s | ready p50 ms | ready p99 ms | teardown p50 ms | teardown p99 ms | apps replaced | hung execs | pod errors | leaks | containerd RSS KiB/100 pods | containerd Go heap KiB/100 pods | containerd goroutines/100 pods | containerd fds/100 pods |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in runs {
         md += &format!(
-            "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             r.pods_per_second,
             fmt_opt(percentile(&r.ready_ms, 50), 0),
@@ -431,6 +531,8 @@ fn markdown(config: &Config, runs: &[Run], setup_errors: &[String], seconds: f64
             r.errors.len(),
             r.leaks.len(),
             fmt_opt(r.rss_slope, 0),
+            fmt_opt(r.heap_slope, 0),
+            fmt_opt(r.goroutine_slope, 2),
             fmt_opt(r.fd_slope, 2),
         );
     }
@@ -457,6 +559,26 @@ fn markdown(config: &Config, runs: &[Run], setup_errors: &[String], seconds: f64
                 c.containerd_fds.map_or("–".into(), |v| v.to_string()),
                 c.containerd_rss_kib.map_or("–".into(), |v| v.to_string()),
             );
+        }
+        if r.censuses.iter().any(|c| c.containerd_go.is_some()) {
+            md += "\ncontainerd's memory (no pod alive; Go heap after a forced GC):\n\n| pods | RSS KiB | anonymous RSS KiB | Go live heap KiB | Go retained heap KiB | goroutines |\n|---|---|---|---|---|---|\n";
+            let rows = r.censuses.iter().map(|c| (c.pods.to_string(), c));
+            let settled = r
+                .settled
+                .iter()
+                .map(|c| (format!("{} + {:.0} s", c.pods, r.settle_secs), c));
+            for (label, c) in rows.chain(settled) {
+                let go = |f: fn(&GoRuntime) -> u64| c.containerd_go.as_ref().map_or("–".into(), |g| f(g).to_string());
+                md += &format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    label,
+                    c.containerd_rss_kib.map_or("–".into(), |v| v.to_string()),
+                    c.containerd_rss_anon_kib.map_or("–".into(), |v| v.to_string()),
+                    go(|g| g.heap_alloc / 1024),
+                    go(|g| g.heap_retained / 1024),
+                    go(|g| g.goroutines),
+                );
+            }
         }
         md += &format!("\nUnder load ({} pods alive at most):\n\n| pods | shims | shim fds | shim RSS KiB | containerd fds | containerd RSS KiB |\n|---|---|---|---|---|---|\n", config.concurrency);
         for l in &r.live {
@@ -510,8 +632,12 @@ fn run_json(r: &Run) -> Value {
         "leaks": r.leaks,
         "containerd_rss_kib_per_100_pods": r.rss_slope,
         "containerd_fds_per_100_pods": r.fd_slope,
+        "containerd_go_heap_kib_per_100_pods": r.heap_slope,
+        "containerd_goroutines_per_100_pods": r.goroutine_slope,
         "verdicts": r.verdicts,
         "census": r.censuses.iter().map(census::census_json).collect::<Vec<_>>(),
+        "settled": r.settled.as_ref().map(census::census_json),
+        "settle_seconds": r.settle_secs,
         "live": r.live.iter().map(census::live_json).collect::<Vec<_>>(),
     })
 }

@@ -775,6 +775,12 @@ impl Containerd {
         self.layout.dir.join("containerd.sock.ttrpc")
     }
 
+    /// containerd's debug socket (`[debug] address`): Go's `net/http/pprof` and expvar
+    /// handlers, read by [`go_runtime`].
+    pub fn debug_address(&self) -> PathBuf {
+        self.layout.dir.join("debug.sock")
+    }
+
     /// The instance dir.
     pub fn dir(&self) -> &Path {
         &self.layout.dir
@@ -1193,6 +1199,7 @@ disabled_plugins = [{disabled}]
   address = "{d}/containerd.sock.ttrpc"
 
 [debug]
+  address = "{d}/debug.sock"
   level = "{level}"
 
 [plugins."io.containerd.internal.v1.opt"]
@@ -1294,6 +1301,7 @@ disabled_plugins = [{disabled}]
   address = "{d}/containerd.sock.ttrpc"
 
 [debug]
+  address = "{d}/debug.sock"
   level = "{level}"
 
 [plugins.'io.containerd.internal.v1.opt']
@@ -1879,6 +1887,83 @@ fn is_socket(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
+/// What containerd's Go runtime holds, read from its debug socket: the cause behind an RSS
+/// that grows (a goroutine leak, live heap that grows, or memory Go keeps but does not
+/// use), which `/proc/<pid>/status` cannot tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoRuntime {
+    /// Live heap right after a forced garbage collection, bytes (`runtime.MemStats.HeapAlloc`
+    /// of `/debug/pprof/heap?gc=1`).
+    pub heap_alloc: u64,
+    /// Heap memory obtained from the OS and not returned (`HeapSys - HeapReleased`), bytes.
+    pub heap_retained: u64,
+    /// Goroutines (`/debug/pprof/goroutine?debug=1`'s total).
+    pub goroutines: u64,
+}
+
+/// Reads [`GoRuntime`] from a Go program's `net/http/pprof` handlers on the Unix socket
+/// `debug` (containerd's `[debug] address`, see [`Containerd::debug_address`]).
+///
+/// Errors: the socket refuses, the answer is not HTTP 200, or a field is missing.
+pub fn go_runtime(debug: &Path) -> Result<GoRuntime> {
+    let heap = heap_profile(debug)?;
+    let goroutines = http_get_unix(debug, "/debug/pprof/goroutine?debug=1")?;
+    GoRuntime::parse(&heap, &goroutines).with_context(|| format!("reading {}'s profiles", debug.display()))
+}
+
+impl GoRuntime {
+    /// From the text forms of a heap profile (its `# runtime.MemStats` lines) and a
+    /// goroutine profile (`goroutine profile: total N`); errors name the missing field.
+    fn parse(heap: &str, goroutines: &str) -> Result<Self> {
+        let stat = |name: &str| -> Result<u64> {
+            let prefix = format!("# {name} = ");
+            heap.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("no `{name}` in the heap profile"))
+        };
+        let goroutines = goroutines
+            .lines()
+            .find_map(|l| l.strip_prefix("goroutine profile: total "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no total in the goroutine profile")?;
+        Ok(Self {
+            heap_alloc: stat("HeapAlloc")?,
+            heap_retained: stat("HeapSys")?.saturating_sub(stat("HeapReleased")?),
+            goroutines,
+        })
+    }
+}
+
+/// A Go program's heap profile after a forced GC, in `net/http/pprof`'s text form
+/// (`/debug/pprof/heap?gc=1&debug=1`: live objects and bytes per allocation stack, then
+/// `runtime.MemStats`), from its debug socket `debug`.
+pub fn heap_profile(debug: &Path) -> Result<String> {
+    http_get_unix(debug, "/debug/pprof/heap?gc=1&debug=1")
+}
+
+/// `GET path` over HTTP/1.0 on a Unix socket; the body when the status is 200.
+fn http_get_unix(socket: &Path, path: &str) -> Result<String> {
+    use std::io::Read as _;
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)
+        .with_context(|| format!("reading {path} from {}", socket.display()))?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{path} on {}: no HTTP header in the answer", socket.display()))?;
+    let status = head.lines().next().unwrap_or_default();
+    ensure!(
+        status.split(' ').nth(1) == Some("200"),
+        "{path} on {}: {status}",
+        socket.display()
+    );
+    Ok(body.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1902,6 +1987,43 @@ mod tests {
             Sha256::digest(b"/run/containerd/containerd.sock/default/c1")
         );
         assert_eq!(s, PathBuf::from(want));
+    }
+
+    #[test]
+    fn go_runtime_is_read_over_a_unix_socket_from_pprof_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("debug.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::Read as _;
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut req = [0u8; 512];
+                let n = conn.read(&mut req).unwrap();
+                let req = String::from_utf8_lossy(&req[..n]).into_owned();
+                let body = if req.starts_with("GET /debug/pprof/heap?gc=1&debug=1 ") {
+                    "heap profile: 1: 2 [3: 4] @ heap/1048576\n# runtime.MemStats\n# Alloc = 10\n# HeapAlloc = 6653080\n# HeapSys = 40000000\n# HeapReleased = 9935360\n"
+                } else {
+                    assert!(req.starts_with("GET /debug/pprof/goroutine?debug=1 "), "{req}");
+                    "goroutine profile: total 35\n1 @ 0x1\n"
+                };
+                write!(conn, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}").unwrap();
+            }
+        });
+        let go = go_runtime(&sock).unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            go,
+            GoRuntime {
+                heap_alloc: 6_653_080,
+                heap_retained: 30_064_640,
+                goroutines: 35
+            }
+        );
+        let err = GoRuntime::parse("# HeapAlloc = 1\n# HeapSys = 2\n", "goroutine profile: total 3").unwrap_err();
+        assert!(format!("{err:#}").contains("no `HeapReleased`"), "{err:#}");
+        let err = go_runtime(&dir.path().join("none.sock")).unwrap_err();
+        assert!(format!("{err:#}").contains("connecting to"), "{err:#}");
     }
 
     #[test]
