@@ -478,6 +478,15 @@ impl PodRecord {
         paths.pod_data(&self.key).join("logs").join(format!("{name}.log"))
     }
 
+    /// The shim's own log (its `tracing` output: task calls, per-phase create timings,
+    /// warnings such as container output dropped on a full disk): the file `log` in the
+    /// sandbox's bundle, where containerd puts the FIFO it reads the shim's log from. The
+    /// CLI creates it as a regular file (0600), so embedded mode keeps what containerd's
+    /// log would show; it goes with the pod's state.
+    pub fn shim_log(&self, paths: &Paths) -> PathBuf {
+        paths.pod_state(&self.key).join("bundles").join("sandbox").join("log")
+    }
+
     /// The shim's event log (`$PEAPOD_EVENT_LOG`), in the pod's state directory.
     pub fn event_log(&self, paths: &Paths) -> PathBuf {
         paths.pod_state(&self.key).join("events")
@@ -511,6 +520,14 @@ fn create_dir(path: &Path) -> Result<()> {
 }
 
 /// Writes `value` as JSON (`pretty`: indented) to `path`.
+/// Writes `bytes` to a new file at `path`, mode 0600 ([`sandbox::hostdir::write_private`]).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    sandbox::hostdir::write_private(path, bytes).map_err(|source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn write_json(path: &Path, value: &impl Serialize, pretty: bool) -> Result<()> {
     let json = if pretty {
         serde_json::to_vec_pretty(value)
@@ -522,10 +539,7 @@ fn write_json(path: &Path, value: &impl Serialize, pretty: bool) -> Result<()> {
         source,
     })?;
     // 0600: specs and pod records carry the pod's environment values.
-    sandbox::hostdir::write_private(path, &json).map_err(|source| RunError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    write_private(path, &json)
 }
 
 /// `fs::remove_dir_all` (`dir`) or `fs::remove_file`; already gone is fine.
@@ -751,6 +765,7 @@ fn run_inner(
         source,
     })?;
     write_json(&sandbox_bundle.join("config.json"), &spec, true)?;
+    write_private(&record.shim_log(paths), b"")?;
     progress("starting the pod sandbox");
     let sandbox_err = |source| RunError::StartSandbox {
         pod: plan.name.clone(),

@@ -149,13 +149,14 @@ pub enum ServeError {
 }
 
 /// Sends `tracing` output to containerd's `log` FIFO in the bundle (opened read-write and
-/// non-blocking: a missing or slow reader drops log lines instead of stalling the shim).
+/// non-blocking: a missing or slow reader drops log lines instead of stalling the shim),
+/// or to the regular file the `peapod` CLI's embedded mode puts there (appended to).
 pub fn init_logging(bundle: &Path, debug: bool) {
     let level = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PEAPOD_LOG").unwrap_or_else(|_| level.into());
     let fifo = OpenOptions::new()
         .read(true)
-        .write(true)
+        .append(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(bundle.join("log"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);

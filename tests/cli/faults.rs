@@ -202,6 +202,86 @@ pub fn a_full_image_store_fails_import_with_enospc_and_leaves_nothing() -> Resul
     Ok(())
 }
 
+/// The pod data dir (writable layers and logs) on a 4 MiB tmpfs, and an app that prints
+/// without pause: once the log fills the disk, the shim drops the output rather than
+/// stall the app (it keeps writing: its `wchar` in `/proc/<pid>/io` grows), its log (the
+/// sandbox bundle's `log`, which embedded mode keeps as a file) names ENOSPC, `logs`
+/// still shows what was written, and the pod is deleted leaving the tmpfs as it was.
+pub fn a_full_log_disk_drops_output_without_stalling_the_app() -> Result<()> {
+    let cli = Cli::new(Mode::Embedded)?;
+    let name = "logfull";
+    let marker = "peapod-logfull-talker";
+    let file = cli.dir.path().join("logfull.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: talker\n    image: busybox\n    command: [sh, -c, 'i=0; while :; do echo \"{marker} line $i ................................................................\"; i=$((i+1)); done']\n"
+        ),
+    )?;
+    let fs = SmallFs::mount(&cli.root().join("pods"), 4 << 20)?;
+    let before = fs.used()?;
+    let result = (|| {
+        cli.ok(&["run", "-f", file.to_str().context("path")?])?;
+        let shim_log = cli
+            .state()
+            .join("pods")
+            .join(format!("default_{name}"))
+            .join("bundles/sandbox/log");
+        let warning = cli.wait_for("the shim's log to name ENOSPC", || {
+            let log = std::fs::read_to_string(&shim_log).with_context(|| format!("read {}", shim_log.display()))?;
+            Ok(log
+                .lines()
+                .find(|l| l.contains(ENOSPC) && l.contains("output dropped"))
+                .map(str::to_string))
+        })?;
+        eprintln!("shim log: {warning}");
+        let talker = peapod_tests::procs::processes()
+            .into_iter()
+            .find(|p| p.args.first().is_some_and(|a| a == "sh") && p.args.iter().any(|a| a.contains(marker)))
+            .context("the talker's process is not running")?;
+        let wchar = || -> Result<u64> {
+            std::fs::read_to_string(format!("/proc/{}/io", talker.pid))?
+                .lines()
+                .find_map(|l| l.strip_prefix("wchar: "))
+                .and_then(|v| v.trim().parse().ok())
+                .context("no wchar in /proc/<pid>/io")
+        };
+        let first = wchar()?;
+        let grown = cli.wait_for("the talker to go on writing with the disk full", || {
+            let now = wchar()?;
+            Ok((now >= first + (1 << 20)).then_some(now - first))
+        })?;
+        eprintln!("the talker wrote {grown} more bytes with the disk full");
+        let (ready, status, _) = cli.row(name)?;
+        ensure!(ready == "1/1" && status == "Running", "get pods: {ready} {status}");
+        let logs = crate::pods::logs(&cli, name, "talker")?;
+        ensure!(
+            logs.lines()
+                .next()
+                .is_some_and(|l| l.contains(&format!("{marker} line 0 "))),
+            "logs do not start with the first line: {:?}",
+            logs.lines().next()
+        );
+        cli.ok(&["delete", "pod", name])?;
+        check_no_pod_left(&cli, name, "after the delete")?;
+        let after = fs.used()?;
+        ensure!(
+            after == before,
+            "{} bytes of the log disk still used after the delete: {}",
+            after.saturating_sub(before),
+            du(&cli.root().join("pods"))
+        );
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = cli.run(&["delete", "pod", name]);
+    }
+    let unmounted = fs.unmount();
+    result?;
+    unmounted?;
+    check_no_pod_left(&cli, name, "at the end")
+}
+
 /// Nothing of pod `name` left: no state or data dir, no shim, no mount under the CLI's
 /// dir other than the test's own tmpfs.
 fn check_no_pod_left(cli: &Cli, name: &str, when: &str) -> Result<()> {

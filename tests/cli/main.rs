@@ -66,7 +66,8 @@ fn main() {
             restarts_follow_the_policy_and_sidecars_stop_after_the_apps,
             a_killed_shim_is_cleaned_up_by_delete,
             a_full_state_dir_fails_run_with_enospc_and_leaves_nothing,
-            a_full_image_store_fails_import_with_enospc_and_leaves_nothing
+            a_full_image_store_fails_import_with_enospc_and_leaves_nothing,
+            a_full_log_disk_drops_output_without_stalling_the_app
         ]
         .into_iter()
         .map(|(name, f)| (format!("embedded::{name}"), f)),
