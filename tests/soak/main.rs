@@ -20,7 +20,8 @@
 //! holds every container event for 5 minutes by design ([`census::Scope::settle`]): there
 //! the heap is judged on a census taken `SOAK_SETTLE_SECONDS` (310) after the last pod,
 //! against the run's first, and the RSS is reported, not judged (it follows the events'
-//! peak and Go's lazy return of freed pages). With fewer than 300 pods, nothing is judged.
+//! peak and Go's lazy return of freed pages). With fewer than 300 pods, nothing is judged
+//! and there is no settled census.
 //! The end census is retried for up to 10 s while it differs from the start's (teardown
 //! containerd finishes asynchronously).
 //!
@@ -225,7 +226,9 @@ fn soak(config: &Config, name: &str, scope: &Scope, pod: &(dyn Fn(bool) -> PodRe
         *run.censuses.last_mut().expect("censuses") = again;
     }
     save_heap_profile(config, name, scope, config.pods);
-    if !scope.settle.is_zero() {
+    // Only where the growth is judged (300 pods and more, see `judge`): below, the wait
+    // would buy a census no verdict reads.
+    if !scope.settle.is_zero() && config.pods >= 300 {
         eprintln!(
             "  {name}: waiting {:?} for what containerd holds by design to go (Scope::settle)",
             scope.settle
