@@ -22,16 +22,27 @@ PREFIX ?= /usr/local
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-# Debian packages the tests use: the baseline runtime and containerd (shim tests), busybox
-# for test images, CNI plugins, image tools, protoc for CRI code generation, and the
-# kernel + qemu for the cgroup v2 VM suite, crun as a second baseline for `make bench`,
-# apparmor (apparmor_parser) for the VM's AppArmor tests (its postinst loads nothing
-# where AppArmor is off, as on the host).
-# libseccomp-dev: the sandbox crate links libseccomp to compile `linux.seccomp` to BPF.
-DEB_PACKAGES := containerd runc busybox-static containernetworking-plugins umoci skopeo \
-	protobuf-compiler iproute2 qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
-	docker-registry attr apparmor \
-	libseccomp-dev
+# Debian packages `make demo` needs: busybox for its images, the CNI plugins for the pod's
+# network, protoc for the CRI code generation and libseccomp-dev (the sandbox crate links
+# libseccomp to compile `linux.seccomp` to BPF), iproute2 for the bridge.
+DEMO_PACKAGES := busybox-static containernetworking-plugins protobuf-compiler libseccomp-dev iproute2
+
+# Debian packages the tests use besides those: the baseline runtime and containerd (shim
+# tests), image tools, the kernel + qemu for the cgroup v2 VM suite, crun as a second
+# baseline for `make bench`, apparmor (apparmor_parser) for the VM's AppArmor tests (its
+# postinst loads nothing where AppArmor is off, as on the host).
+DEB_PACKAGES := $(DEMO_PACKAGES) containerd runc umoci skopeo \
+	qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
+	docker-registry attr apparmor
+
+# Installs the Debian packages of $(1) that are missing.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+endef
 
 # The binaries: the shim, its init helper and pause (the sandbox crate's own processes),
 # and the peapod CLI.
@@ -48,16 +59,12 @@ export PEAPOD_CONTAINERD_BUILDS
 # One test command per containerd, labelled, with a summary (scripts/each-containerd).
 EACH_CONTAINERD := scripts/each-containerd
 
-.PHONY: deps build check test unit-test fuzz fuzz-cmin host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm soak soak-vm demo demo-bundle install clean containerd-builds
+.PHONY: deps deps-demo build check test unit-test fuzz fuzz-cmin host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm soak soak-vm demo demo-bundle install clean containerd-builds
 
 deps:
 	@# make fuzz: cargo-fuzz on the nightly toolchain.
 	@command -v cargo-fuzz >/dev/null || $(CARGO) +nightly install cargo-fuzz --locked
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "deps: all Debian packages present"; fi
+	$(call apt_install,$(DEB_PACKAGES))
 	@# The VM tests also boot bookworm-backports' newer kernel.
 	@if ! ls /boot/vmlinuz-*+deb12-amd64 >/dev/null 2>&1; then \
 		echo "installing bookworm-backports' linux-image-amd64 for make vm-test"; \
@@ -226,13 +233,17 @@ soak-vm:
 		echo "soak-vm: $$k: $$out/report.md, $$out/report.json"; \
 	done
 
+# Only what `make demo` needs: no containerd, kernels or fuzzer.
+deps-demo:
+	$(call apt_install,$(DEMO_PACKAGES))
+
 # A pod from examples/ run end to end by the CLI in embedded mode (see scripts/demo).
-demo: deps pause probe
+demo: deps-demo pause probe
 	$(CARGO) build $(BINS) -p peapod-tests --bins
 	scripts/demo
 
 # A single container from an OCI bundle, without pods or images.
-demo-bundle: deps
+demo-bundle: deps-demo
 	$(CARGO) build --release $(BINS)
 	scripts/demo-bundle build/demo
 	target/release/peapod run-bundle build/demo

@@ -2,13 +2,15 @@
 //! table (and `-o wide`), `-o yaml|json` (a `v1.Pod`, or a `v1.List` of them), and
 //! `describe pod`. The same for embedded and CRI mode: both hand over a [`PodSummary`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sandbox::pod::Role;
 
-use crate::manifest::PodPlan;
+use crate::manifest::{PodPlan, Resources};
 use crate::podstatus::{ready_column, restarts, status_column, PodEvent};
 
 /// One pod as a mode reports it.
@@ -202,7 +204,54 @@ fn describe_state(out: &mut String, label: &str, state: &ContainerState) {
     }
 }
 
-fn describe_container(out: &mut String, plan: &PodPlan, s: &ContainerStatus) {
+/// The resources of container `name` as the manifest wrote them.
+fn written_resources<'a>(p: &'a PodSummary, name: &str) -> Option<&'a ResourceRequirements> {
+    let spec = p.manifest.as_ref()?.spec.as_ref()?;
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == name)?
+        .resources
+        .as_ref()
+}
+
+/// kubectl's `Limits:`/`Requests:` block: each resource as the manifest gave it (`64Mi`,
+/// `500m`), in key order (`kubectl describe`'s `describeContainerResource`).
+fn describe_quantities(out: &mut String, label: &str, q: Option<&BTreeMap<String, Quantity>>) {
+    let Some(q) = q.filter(|q| !q.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(out, "    {label}");
+    for (name, value) in q {
+        let _ = writeln!(out, "      {:<9}{}", format!("{name}:"), value.0);
+    }
+}
+
+/// The plan's requests and limits (millicores, bytes), for a record without its manifest.
+fn describe_resources(out: &mut String, r: &Resources) {
+    if r.cpu_limit.is_some() || r.memory_limit.is_some() {
+        let _ = writeln!(out, "    Limits:");
+        if let Some(m) = r.cpu_limit {
+            let _ = writeln!(out, "      cpu:     {m}m");
+        }
+        if let Some(b) = r.memory_limit {
+            let _ = writeln!(out, "      memory:  {b}");
+        }
+    }
+    if r.cpu_request.is_some() || r.memory_request.is_some() {
+        let _ = writeln!(out, "    Requests:");
+        if let Some(m) = r.cpu_request {
+            let _ = writeln!(out, "      cpu:     {m}m");
+        }
+        if let Some(b) = r.memory_request {
+            let _ = writeln!(out, "      memory:  {b}");
+        }
+    }
+}
+
+fn describe_container(out: &mut String, p: &PodSummary, s: &ContainerStatus) {
+    let plan = &p.plan;
     let c = plan.containers.iter().find(|c| c.name == s.name);
     let _ = writeln!(out, "  {}:", s.name);
     if let Some(c) = c {
@@ -229,24 +278,13 @@ fn describe_container(out: &mut String, plan: &PodPlan, s: &ContainerStatus) {
     let _ = writeln!(out, "    Ready:          {}", s.ready);
     let _ = writeln!(out, "    Restart Count:  {}", s.restart_count);
     if let Some(c) = c {
-        let r = &c.resources;
-        if r.cpu_limit.is_some() || r.memory_limit.is_some() {
-            let _ = writeln!(out, "    Limits:");
-            if let Some(m) = r.cpu_limit {
-                let _ = writeln!(out, "      cpu:     {m}m");
+        match written_resources(p, &c.name) {
+            Some(r) => {
+                describe_quantities(out, "Limits:", r.limits.as_ref());
+                describe_quantities(out, "Requests:", r.requests.as_ref());
             }
-            if let Some(b) = r.memory_limit {
-                let _ = writeln!(out, "      memory:  {b}");
-            }
-        }
-        if r.cpu_request.is_some() || r.memory_request.is_some() {
-            let _ = writeln!(out, "    Requests:");
-            if let Some(m) = r.cpu_request {
-                let _ = writeln!(out, "      cpu:     {m}m");
-            }
-            if let Some(b) = r.memory_request {
-                let _ = writeln!(out, "      memory:  {b}");
-            }
+            // A record without its manifest: the plan's numbers.
+            None => describe_resources(out, &c.resources),
         }
         if !c.mounts.is_empty() {
             let _ = writeln!(out, "    Mounts:");
@@ -285,12 +323,12 @@ pub fn describe(p: &PodSummary) -> String {
     if let Some(inits) = st.init_container_statuses.as_deref().filter(|s| !s.is_empty()) {
         let _ = writeln!(w, "Init Containers:");
         for s in inits {
-            describe_container(w, &p.plan, s);
+            describe_container(w, p, s);
         }
     }
     let _ = writeln!(w, "Containers:");
     for s in st.container_statuses.as_deref().unwrap_or_default() {
-        describe_container(w, &p.plan, s);
+        describe_container(w, p, s);
     }
     let _ = writeln!(w, "Conditions:");
     let _ = writeln!(w, "  {:<27}Status", "Type");
@@ -374,5 +412,41 @@ mod tests {
             vec!["a-long-name".into(), "1/1".into()],
         ]);
         assert_eq!(t, "NAME          READY\na-long-name   1/1\n");
+    }
+
+    #[test]
+    fn describe_shows_quantities_as_the_manifest_wrote_them() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n  - name: app\n    image: busybox\n    resources:\n      limits: {memory: 64Mi, cpu: 500m}\n      requests: {cpu: '0.25'}\n";
+        let pod = crate::manifest::parse("q.yaml", yaml).unwrap();
+        let plan = crate::manifest::plan(&pod, 1 << 34).unwrap();
+        let status = PodStatus {
+            container_statuses: Some(vec![ContainerStatus {
+                name: "app".into(),
+                image: "busybox".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let mut p = PodSummary {
+            plan,
+            manifest: Some(pod),
+            uid: "u".into(),
+            created: None,
+            status,
+            events: Vec::new(),
+            runtime: "embedded".into(),
+        };
+        let text = describe(&p);
+        let limits = "    Limits:\n      cpu:     500m\n      memory:  64Mi\n";
+        assert!(text.contains(limits), "{text}");
+        assert!(text.contains("    Requests:\n      cpu:     0.25\n"), "{text}");
+        // A record without its manifest shows the plan's numbers.
+        p.manifest = None;
+        let text = describe(&p);
+        assert!(
+            text.contains("      cpu:     500m\n      memory:  67108864\n"),
+            "{text}"
+        );
+        assert!(text.contains("    Requests:\n      cpu:     250m\n"), "{text}");
     }
 }

@@ -113,13 +113,27 @@ pub fn pod_cgroup(uid: &str) -> String {
     format!("peapod/pod-{uid}")
 }
 
-/// The sandbox's spec: `peapod-pause` from a rootfs holding `/pause`, with the pod's
+/// The sandbox's spec: `/pause` from a rootfs holding only its mount point (see
+/// `sandbox::pod::prepare_pause_root`), with the static binary `pause` bind-mounted
+/// read-only on it, as the shim's own pause is (never a copy: a copy's write fd, inherited
+/// by a child another thread forks at that moment, makes the exec fail with ETXTBSY), the pod's
 /// sysctls and its pod-level seccomp profile (none when a container is privileged, as
 /// kubelet then marks the sandbox privileged and containerd applies none).
 ///
 /// Errors: a Localhost seccomp profile that cannot be read, naming its field.
-pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime) -> Result<Spec, ManifestError> {
+pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime, pause: &Path) -> Result<Spec, ManifestError> {
     let mut spec = sandbox::spec::default_spec(&["/pause"]);
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/pause")
+            .typ("bind")
+            .source(pause)
+            .options(["rbind", "ro", "nosuid", "nodev"].map(String::from).to_vec())
+            .build()
+            .expect("all fields set"),
+    );
+    spec.set_mounts(Some(mounts));
     spec.set_hostname(Some(plan.hostname.clone()));
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(true));
@@ -496,7 +510,7 @@ spec:
     #[test]
     fn sandbox_spec_owns_the_namespaces_and_declares_the_pod() {
         let p = web();
-        let spec = sandbox_spec(&p, &rt()).unwrap();
+        let spec = sandbox_spec(&p, &rt(), Path::new("/usr/bin/peapod-pause")).unwrap();
         let a = spec.annotations().as_ref().unwrap();
         assert_eq!(a[annotations::CONTAINER_TYPE], annotations::CONTAINER_TYPE_SANDBOX);
         assert!(a[annotations::CONTAINERS].contains("\"app\""));
@@ -504,6 +518,16 @@ spec:
         let nss = spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
         assert!(nss.iter().all(|n| n.path().is_none()));
         assert!(nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        // The binary is bind-mounted read-only on its mount point, never copied.
+        let pause = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/pause"))
+            .unwrap();
+        assert_eq!(pause.source().as_deref(), Some(Path::new("/usr/bin/peapod-pause")));
+        assert_eq!(pause.typ().as_deref(), Some("bind"));
+        assert!(pause.options().iter().flatten().any(|o| o == "ro"));
     }
 
     fn busybox() -> ImageConfig {
@@ -540,12 +564,12 @@ spec:
         let b = container_spec(&p, &p.containers[1], &busybox(), &rt()).unwrap();
         assert!(b.linux().as_ref().unwrap().seccomp().is_none(), "privileged: no filter");
         // The sandbox: none, as a container is privileged.
-        let sandbox = sandbox_spec(&p, &rt()).unwrap();
+        let sandbox = sandbox_spec(&p, &rt(), Path::new("/usr/bin/peapod-pause")).unwrap();
         assert!(sandbox.linux().as_ref().unwrap().seccomp().is_none());
         // Without the privileged container, the sandbox gets the pod's (RuntimeDefault).
         let mut p2 = p.clone();
         p2.containers.pop();
-        let sandbox = sandbox_spec(&p2, &rt()).unwrap();
+        let sandbox = sandbox_spec(&p2, &rt(), Path::new("/usr/bin/peapod-pause")).unwrap();
         assert!(!syscall_allowed(&sandbox, "unshare") && syscall_allowed(&sandbox, "read"));
 
         // Localhost, from the root; a missing file names the field.
@@ -589,7 +613,12 @@ spec:
         let filter = a.linux().as_ref().unwrap().seccomp().clone().unwrap();
         assert_eq!(filter.syscalls().as_ref().unwrap()[0].errno_ret(), Some(38));
         assert_eq!(
-            sandbox_spec(&p3, &rt).unwrap().linux().as_ref().unwrap().seccomp(),
+            sandbox_spec(&p3, &rt, Path::new("/usr/bin/peapod-pause"))
+                .unwrap()
+                .linux()
+                .as_ref()
+                .unwrap()
+                .seccomp(),
             &Some(filter)
         );
         assert!(check_profiles(&p3, &rt.seccomp_root, &rt.sys_root, true).is_ok());
@@ -606,7 +635,7 @@ spec:
             8 << 30,
         )
         .unwrap();
-        let sandbox = sandbox_spec(&p, &rt()).unwrap();
+        let sandbox = sandbox_spec(&p, &rt(), Path::new("/usr/bin/peapod-pause")).unwrap();
         let sysctl = sandbox.linux().as_ref().unwrap().sysctl().clone().unwrap();
         assert_eq!(sysctl["kernel.shm_rmid_forced"], "1");
         // rt()'s sysfs has no AppArmor: a Localhost profile is refused by its field.

@@ -131,6 +131,10 @@ pub enum RunError {
         /// The environment variable that names it.
         var: &'static str,
     },
+    /// No usable `peapod-pause` (none found, or a dynamically linked one), or the
+    /// sandbox's root for it could not be made.
+    #[error(transparent)]
+    PauseBinary(sandbox::pod::PauseError),
     /// A directory could not be created.
     #[error("create {}", path.display())]
     CreateDir {
@@ -164,17 +168,6 @@ pub enum RunError {
         /// The temporary file.
         from: PathBuf,
         /// Its final name.
-        to: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `peapod-pause` could not be copied into the sandbox's rootfs.
-    #[error("copy {} to {}", from.display(), to.display())]
-    CopyPause {
-        /// The pause binary.
-        from: PathBuf,
-        /// Where it goes.
         to: PathBuf,
         /// Cause.
         #[source]
@@ -618,10 +611,12 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds them: `$PEAPOD_SHIM` / `$PEAPOD_PAUSE`, else next to our executable
-    /// (`target/pause/peapod-pause` in a cargo tree, where `make pause` puts the static one).
+    /// Finds them: `$PEAPOD_SHIM`, else next to our executable; the pause as the shim finds
+    /// it ([`sandbox::pod::pause_binary`]: `$PEAPOD_PAUSE`, `target/pause/peapod-pause` in a
+    /// cargo tree, where `make pause` puts the static one, else next to our executable).
     ///
-    /// Errors: [`RunError::MissingBinary`] when one is in none of those places.
+    /// Errors: [`RunError::MissingBinary`] for a shim in none of those places,
+    /// [`RunError::PauseBinary`] for a pause that is missing or dynamically linked.
     pub fn find() -> Result<Binaries> {
         let exe = std::env::current_exe().map_err(RunError::CurrentExe)?;
         let dir = exe
@@ -637,18 +632,15 @@ impl Binaries {
                 .find(|p| p.is_file())
                 .ok_or(RunError::MissingBinary { binary, var })
         };
-        let cargo_pause = dir.parent().map(|t| t.join("pause/peapod-pause")).unwrap_or_default();
         Ok(Binaries {
             shim: pick(
                 "containerd-shim-peapod-v2",
                 "PEAPOD_SHIM",
                 vec![dir.join("containerd-shim-peapod-v2")],
             )?,
-            pause: pick(
-                "peapod-pause",
-                "PEAPOD_PAUSE",
-                vec![cargo_pause, dir.join("peapod-pause")],
-            )?,
+            // The shim's own lookup, which also refuses a dynamically linked one (a plain
+            // `cargo build` links it dynamically; it would fail in the pod as `exec /pause`).
+            pause: sandbox::pod::pause_binary().map_err(RunError::PauseBinary)?,
         })
     }
 }
@@ -751,16 +743,11 @@ fn run_inner(
         progress(&warning);
     }
 
-    // The sandbox: peapod-pause alone in its rootfs.
+    // The sandbox: peapod-pause bind-mounted alone in its rootfs.
     let sandbox_bundle = state.join("bundles").join("sandbox");
-    create_dir(&sandbox_bundle.join("rootfs"))?;
-    let pause = sandbox_bundle.join("rootfs/pause");
-    fs::copy(&bins.pause, &pause).map_err(|source| RunError::CopyPause {
-        from: bins.pause.clone(),
-        to: pause,
-        source,
-    })?;
-    let spec = sandbox_spec(&plan, &rt).map_err(|source| RunError::Profiles {
+    create_dir(&sandbox_bundle)?;
+    sandbox::pod::prepare_pause_root(&sandbox_bundle.join("rootfs")).map_err(RunError::PauseBinary)?;
+    let spec = sandbox_spec(&plan, &rt, &bins.pause).map_err(|source| RunError::Profiles {
         pod: plan.name.clone(),
         source,
     })?;

@@ -98,8 +98,8 @@ impl Drop for SmallFs {
 }
 
 /// The state dir on a full tmpfs (2 MiB more than the pause binary the sandbox's bundle
-/// gets a copy of), with 0, 4 and 16 KiB left, then the pause's size and 0, 4, 16, 64, 256
-/// KiB and 1 MiB more (each run fails at a later step: the pod record, the pause copy, the
+/// bind-mounts), with 0, 4 and 16 KiB left, then the pause's size and 0, 4, 16, 64, 256
+/// KiB and 1 MiB more (each run fails at a later step: the pod record, the pause root, the
 /// bundles, the shim's state and sockets): `peapod run` either
 /// fails naming ENOSPC, leaving no pod state, no shim and no mount, or (with room enough)
 /// runs the pod; whatever happened, a listed pod can be deleted and the space used is

@@ -67,7 +67,8 @@ fn main() {
             a_killed_shim_is_cleaned_up_by_delete,
             a_full_state_dir_fails_run_with_enospc_and_leaves_nothing,
             a_full_image_store_fails_import_with_enospc_and_leaves_nothing,
-            a_full_log_disk_drops_output_without_stalling_the_app
+            a_full_log_disk_drops_output_without_stalling_the_app,
+            a_dynamically_linked_pause_is_refused_before_anything_exists
         ]
         .into_iter()
         .map(|(name, f)| (format!("embedded::{name}"), f)),

@@ -717,6 +717,39 @@ pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
     }
 }
 
+/// A plain `cargo build` links `peapod-pause` dynamically, and the pause runs alone in its
+/// root, where no loader exists: `run` refuses such a pause by name, with the way to build
+/// the static one, before it creates anything (issue 15, a newcomer's path). `/bin/true`
+/// stands in for the dynamic build.
+pub fn a_dynamically_linked_pause_is_refused_before_anything_exists() -> Result<()> {
+    let cli = Cli::new(Mode::Embedded)?;
+    let file = cli.dir.path().join("pod.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox, command: [sleep, '60']}]}\n",
+    )?;
+    let out = cli
+        .command(&["run", "-f", file.to_str().context("path")?])
+        .env("PEAPOD_PAUSE", "/bin/true")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
+    for want in ["/bin/true", "dynamically linked", "make pause"] {
+        ensure!(err.contains(want), "the error does not say {want:?}: {err}");
+    }
+    let pods = cli.state().join("pods");
+    ensure!(
+        std::fs::read_dir(&pods).map(|d| d.count()).unwrap_or(0) == 0,
+        "a refused run left state in {}",
+        pods.display()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let here = cli.dir.path().to_string_lossy();
+    ensure!(!mounts.contains(here.as_ref()), "leak: a mount under {here}");
+    ensure!(shims_of(&cli, "p").is_empty(), "leak: a shim for p runs");
+    Ok(())
+}
+
 /// 10 containers of one pod, each with a 16 MiB limit and growing a string until the
 /// kernel OOM-kills it (`awk` is PID 1, so the container ends with 137 whichever process
 /// dies), all at once: `get -o json` reports each terminated with reason `OOMKilled` and

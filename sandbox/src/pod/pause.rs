@@ -80,7 +80,10 @@ pub enum PauseError {
         looked: Vec<PathBuf>,
     },
     /// The binary is dynamically linked: it cannot run in its empty root.
-    #[error("{path}: dynamically linked; the pause runs alone in its root and must be static (`make pause`)")]
+    #[error(
+        "{path}: dynamically linked (it names a program interpreter); the pause runs alone in its \
+         root and must be static: `make pause` builds it into target/pause/, where it is looked for first"
+    )]
     Dynamic {
         /// The binary.
         path: PathBuf,
