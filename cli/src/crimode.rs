@@ -199,6 +199,15 @@ pub enum CriError {
         #[source]
         source: ManifestError,
     },
+    /// A container's environment holds a reference the plan did not resolve.
+    #[error("container {container:?}: environment")]
+    Environment {
+        /// The container.
+        container: String,
+        /// Cause (names the variable).
+        #[source]
+        source: ManifestError,
+    },
     /// A container's mounts ask for something CRI mode cannot give.
     #[error("container {container:?}: volumeMounts[{volume}].subPath: subPath on an emptyDir is not supported by peapod yet")]
     EmptyDirSubPath {
@@ -1267,11 +1276,17 @@ fn container_config(
         envs: c
             .env
             .iter()
-            .map(|(k, v)| api::KeyValue {
-                key: k.clone(),
-                value: crate::pods::env_value(plan, v, uid, ip),
+            .map(|(k, v)| {
+                Ok(api::KeyValue {
+                    key: k.clone(),
+                    value: crate::pods::env_value(plan, k, v, uid, ip)?,
+                })
             })
-            .collect(),
+            .collect::<Result<_, ManifestError>>()
+            .map_err(|source| CriError::Environment {
+                container: c.name.clone(),
+                source,
+            })?,
         mounts,
         labels,
         annotations: plan.container_annotations(c),

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod cni;
+pub mod config;
 pub mod crimode;
 pub mod display;
 pub mod embedded;

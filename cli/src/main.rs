@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::Pod;
 use nix::sys::signal::{kill, SigSet, Signal};
+use peapod::config::ConfigObjects;
 use peapod::crimode::Cri;
 use peapod::display::{self, PodSummary};
 use peapod::manifest::{self, PodPlan};
@@ -74,9 +75,10 @@ enum Command {
     /// Run the Pod in a manifest (embedded mode: no containerd needed).
     #[command(alias = "apply")]
     Run {
-        /// The manifest (YAML or JSON; `-` for stdin).
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
+        /// The manifest (YAML or JSON; `-` for stdin): one Pod, with the ConfigMaps and
+        /// Secrets it uses as more documents (`---`) or more `-f` files.
+        #[arg(short = 'f', long = "filename", required = true)]
+        file: Vec<PathBuf>,
         /// The pod's network.
         #[arg(long, value_enum, default_value = "cni")]
         network: Network,
@@ -303,19 +305,27 @@ fn main() {
     }
 }
 
-fn read_manifest(file: &PathBuf) -> Result<(Pod, PodPlan)> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
-    };
-    let pod = peapod::manifest::parse(&file.to_string_lossy(), &text)?;
-    let plan = peapod::manifest::plan(&pod, peapod::manifest::memory_capacity())?;
-    Ok((pod, plan))
+/// The Pod of `files`, its plan, and the ConfigMaps and Secrets given with it.
+fn read_manifest(files: &[PathBuf]) -> Result<(Pod, PodPlan, ConfigObjects)> {
+    let mut texts = Vec::new();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?
+        };
+        texts.push((file.to_string_lossy().into_owned(), text));
+    }
+    let manifests = peapod::manifest::parse_all(&texts)?;
+    let plan = peapod::manifest::plan(&manifests.pod, peapod::manifest::memory_capacity())?;
+    Ok((manifests.pod, plan, manifests.config))
 }
 
-fn run(mode: &Mode, file: &PathBuf, network: Network, seccomp_root: &Path) -> Result<i32> {
-    let (pod, plan) = read_manifest(file)?;
+fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) -> Result<i32> {
+    let (pod, plan, config) = read_manifest(files)?;
+    // kubelet resolves the references when it makes each container; here a missing
+    // object or key fails the run before anything exists.
+    let plan = peapod::config::resolve_env(&plan, &config)?;
     let spinner = Spinner::start();
     let report = spinner.report();
     let progress = |msg: &str| report(&format!("{}: {msg}", plan.name));
@@ -500,7 +510,7 @@ fn exec(
 fn delete(mode: &Mode, namespace: &str, target: &[String], file: Option<PathBuf>, grace: Option<u64>) -> Result<i32> {
     let (namespace, name) = match (file, target) {
         (Some(f), []) => {
-            let (_, plan) = read_manifest(&f)?;
+            let (_, plan, _) = read_manifest(&[f])?;
             (plan.namespace, plan.name)
         }
         (None, [kind, name]) if matches!(kind.as_str(), "pod" | "pods" | "po") => (namespace.to_string(), name.clone()),

@@ -14,12 +14,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, ResourceRequirements};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSecurityContext, ResourceRequirements, Secret};
 use proto::annotations::{self, EmptyDirEntry};
 use proto::kube::{cpu_millis, memory_bytes};
 use sandbox::pod::{DeclaredContainer, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ConfigObjects, ConfigSource, EnvFrom};
 use crate::security::{self, AppArmorProfile, SeccompProfile};
 
 /// A manifest peapod cannot run.
@@ -96,6 +97,17 @@ pub enum EnvValue {
     /// The downward API: `metadata.name`, `metadata.namespace`, `metadata.uid` or
     /// `status.podIP`, resolved when the pod runs.
     Field(String),
+    /// `valueFrom.configMapKeyRef` / `secretKeyRef`: key `key` of a ConfigMap or Secret
+    /// given with the pod, resolved by [`crate::config::resolve_env`] before it runs;
+    /// `optional`: a missing object or key leaves the variable unset.
+    Key {
+        /// The object.
+        source: ConfigSource,
+        /// The key in its data.
+        key: String,
+        /// `optional`.
+        optional: bool,
+    },
 }
 
 /// A pod volume.
@@ -171,6 +183,9 @@ pub struct ContainerPlan {
     pub args: Option<Vec<String>>,
     /// Environment, in order.
     pub env: Vec<(String, EnvValue)>,
+    /// `envFrom`, in order (applied before `env`; see [`crate::config::resolve_env`]).
+    #[serde(default)]
+    pub env_from: Vec<EnvFrom>,
     /// `workingDir`.
     pub working_dir: Option<String>,
     /// Declared ports: (name, containerPort, protocol).
@@ -242,27 +257,131 @@ pub fn memory_capacity() -> u64 {
     kb.map_or(8 << 30, |kb| kb * 1024)
 }
 
-/// Parses a Pod manifest (`apiVersion: v1`, `kind: Pod`) from YAML or JSON.
+/// Parses a Pod manifest (`apiVersion: v1`, `kind: Pod`) from YAML or JSON: one
+/// document (see [`parse_all`] for a Pod with its ConfigMaps and Secrets).
 ///
 /// Errors: [`ManifestError::Parse`] naming `file` for bad YAML, another kind, or
 /// fields of the wrong shape (serde's message carries the position).
 pub fn parse(file: &str, text: &str) -> Result<Pod, ManifestError> {
-    let err = |reason: String| ManifestError::Parse {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| ManifestError::Parse {
         file: file.to_string(),
+        reason: e.to_string(),
+    })?;
+    match document(file, value)? {
+        Document::Pod(pod) => Ok(*pod),
+        Document::ConfigMap(_) | Document::Secret(_) => Err(ManifestError::Parse {
+            file: file.to_string(),
+            reason: "a ConfigMap or Secret alone: peapod runs Pods (apiVersion v1, kind Pod)".into(),
+        }),
+    }
+}
+
+/// One document of a manifest file.
+enum Document {
+    Pod(Box<Pod>),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+}
+
+/// The kinds a manifest may hold, checked by `kind` and `apiVersion` before the shape.
+fn document(what: &str, value: serde_yaml_ng::Value) -> Result<Document, ManifestError> {
+    let err = |reason: String| ManifestError::Parse {
+        file: what.to_string(),
         reason,
     };
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
     let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
-    if kind != "Pod" {
+    if !matches!(kind.as_str(), "Pod" | "ConfigMap" | "Secret") {
         return Err(err(format!(
-            "kind: {kind:?} is not supported: peapod runs Pods (apiVersion v1, kind Pod)"
+            "kind: {kind:?} is not supported: peapod runs Pods (apiVersion v1, kind Pod), with the \
+             ConfigMaps and Secrets they use"
         )));
     }
     if api != "v1" {
-        return Err(err(format!("apiVersion: {api:?}: a Pod is apiVersion v1")));
+        return Err(err(format!("apiVersion: {api:?}: a {kind} is apiVersion v1")));
     }
-    serde_yaml_ng::from_value(value).map_err(|e| err(e.to_string()))
+    let shape = |e: serde_yaml_ng::Error| err(e.to_string());
+    Ok(match kind.as_str() {
+        "Pod" => Document::Pod(Box::new(serde_yaml_ng::from_value(value).map_err(shape)?)),
+        "ConfigMap" => Document::ConfigMap(serde_yaml_ng::from_value(value).map_err(shape)?),
+        _ => Document::Secret(serde_yaml_ng::from_value(value).map_err(shape)?),
+    })
+}
+
+/// A Pod and the ConfigMaps and Secrets given with it.
+#[derive(Debug, Clone)]
+pub struct Manifests {
+    /// The Pod.
+    pub pod: Pod,
+    /// The ConfigMaps and Secrets, for [`crate::config::resolve_env`].
+    pub config: ConfigObjects,
+}
+
+/// Reads manifest files, each `(name, text)`: YAML streams of `---`-separated documents
+/// (or JSON), together holding exactly one Pod and any ConfigMaps and Secrets (all
+/// `apiVersion: v1`) in the Pod's namespace, as `kubectl apply -f` takes them. Empty
+/// documents are skipped.
+///
+/// Errors: [`ManifestError::Parse`] naming the file (and `document N`, counted from 1,
+/// when it holds several) for bad YAML, another kind or a wrong shape; for no Pod or a
+/// second one; [`ManifestError::Field`] for a ConfigMap or Secret in another namespace or
+/// given twice.
+pub fn parse_all(files: &[(String, String)]) -> Result<Manifests, ManifestError> {
+    use serde::Deserialize as _;
+    let mut pods: Vec<(String, Pod)> = Vec::new();
+    let mut objects: Vec<(String, Document)> = Vec::new();
+    for (file, text) in files {
+        let mut values = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(text) {
+            let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| ManifestError::Parse {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+            values.push(value);
+        }
+        let many = values.len() > 1;
+        for (n, value) in values.into_iter().enumerate() {
+            if value.is_null() {
+                continue;
+            }
+            let what = if many {
+                format!("{file}: document {}", n + 1)
+            } else {
+                file.clone()
+            };
+            match document(&what, value)? {
+                Document::Pod(pod) => pods.push((what, *pod)),
+                other => objects.push((what, other)),
+            }
+        }
+    }
+    let names = |pods: &[(String, Pod)]| pods.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(", ");
+    let all_files = || files.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>().join(", ");
+    let pod = match pods.len() {
+        1 => pods.pop().map(|(_, p)| p).unwrap_or_default(),
+        0 => {
+            return Err(ManifestError::Parse {
+                file: all_files(),
+                reason: "no Pod (apiVersion v1, kind Pod): peapod runs one Pod per run".into(),
+            })
+        }
+        _ => {
+            return Err(ManifestError::Parse {
+                file: all_files(),
+                reason: format!("{} Pods ({}): peapod runs one Pod per run", pods.len(), names(&pods)),
+            })
+        }
+    };
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut config = ConfigObjects::new(namespace);
+    for (what, doc) in objects {
+        match doc {
+            Document::ConfigMap(cm) => config.add_config_map(&what, cm)?,
+            Document::Secret(secret) => config.add_secret(&what, secret)?,
+            Document::Pod(_) => {}
+        }
+    }
+    Ok(Manifests { pod, config })
 }
 
 // Names become paths (the pod key `<namespace>_<name>` names directories under the state
@@ -370,12 +489,11 @@ fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, 
 
 /// Rejects container fields peapod does not implement yet.
 fn unsupported(path: &str, c: &Container) -> Result<(), ManifestError> {
-    let checks: [(&str, bool); 9] = [
+    let checks: [(&str, bool); 8] = [
         ("livenessProbe", c.liveness_probe.is_some()),
         ("readinessProbe", c.readiness_probe.is_some()),
         ("startupProbe", c.startup_probe.is_some()),
         ("lifecycle", c.lifecycle.is_some()),
-        ("envFrom", c.env_from.as_ref().is_some_and(|e| !e.is_empty())),
         (
             "volumeDevices",
             c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()),
@@ -995,24 +1113,59 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             let f = format!("{path}.env[{j}]");
             let value = match (&e.value, &e.value_from) {
                 (_, Some(from)) => {
-                    let fr = from.field_ref.as_ref().filter(|_| {
-                        from.config_map_key_ref.is_none()
-                            && from.secret_key_ref.is_none()
-                            && from.resource_field_ref.is_none()
-                    });
-                    match fr.map(|f| f.field_path.as_str()) {
-                        Some(p @ ("metadata.name" | "metadata.namespace" | "metadata.uid" | "status.podIP")) => EnvValue::Field(p.to_string()),
-                        _ => {
-                            return Err(field(
+                    let refs = [
+                        from.field_ref.is_some(),
+                        from.config_map_key_ref.is_some(),
+                        from.secret_key_ref.is_some(),
+                        from.resource_field_ref.is_some(),
+                    ];
+                    if refs.iter().filter(|r| **r).count() != 1 {
+                        return Err(field(
+                            format!("{f}.valueFrom"),
+                            "exactly one of fieldRef, configMapKeyRef, secretKeyRef or resourceFieldRef",
+                        ));
+                    }
+                    if let Some(r) = &from.config_map_key_ref {
+                        EnvValue::Key {
+                            source: ConfigSource::ConfigMap(r.name.clone()),
+                            key: r.key.clone(),
+                            optional: r.optional == Some(true),
+                        }
+                    } else if let Some(r) = &from.secret_key_ref {
+                        EnvValue::Key {
+                            source: ConfigSource::Secret(r.name.clone()),
+                            key: r.key.clone(),
+                            optional: r.optional == Some(true),
+                        }
+                    } else {
+                        match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                            Some(p @ ("metadata.name" | "metadata.namespace" | "metadata.uid" | "status.podIP")) => {
+                                EnvValue::Field(p.to_string())
+                            }
+                            _ => return Err(field(
                                 format!("{f}.valueFrom"),
-                                "only fieldRef to metadata.name, metadata.namespace, metadata.uid or status.podIP is supported by peapod",
-                            ))
+                                "only fieldRef to metadata.name, metadata.namespace, metadata.uid or status.podIP, configMapKeyRef and secretKeyRef are supported by peapod",
+                            )),
                         }
                     }
                 }
                 (v, None) => EnvValue::Literal(v.clone().unwrap_or_default()),
             };
             env.push((e.name.clone(), value));
+        }
+        let mut env_from = Vec::new();
+        for (j, e) in c.env_from.iter().flatten().enumerate() {
+            let f = format!("{path}.envFrom[{j}]");
+            let (source, optional) = match (&e.config_map_ref, &e.secret_ref) {
+                (Some(r), None) => (ConfigSource::ConfigMap(r.name.clone()), r.optional),
+                (None, Some(r)) => (ConfigSource::Secret(r.name.clone()), r.optional),
+                _ => return Err(field(f, "exactly one of configMapRef or secretRef")),
+            };
+            env_from.push(EnvFrom {
+                prefix: e.prefix.clone().unwrap_or_default(),
+                source,
+                optional: optional == Some(true),
+            });
         }
         let mut mounts = Vec::new();
         for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
@@ -1067,6 +1220,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             command: c.command.clone(),
             args: c.args.clone(),
             env,
+            env_from,
             working_dir: c.working_dir.clone(),
             ports,
             resources: resources(&format!("{path}.resources"), c.resources.as_ref())?,
@@ -1208,7 +1362,10 @@ mod tests {
             // harness's handlers in tests/src/containerd.rs).
             if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("runtimeclass.yaml") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                plan_of(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let m = parse_all(&[(path.display().to_string(), text)]).unwrap();
+                plan(&m.pod, 8 << 30)
+                    .and_then(|p| crate::config::resolve_env(&p, &m.config))
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 n += 1;
             }
         }

@@ -245,7 +245,7 @@ pub fn container_spec(
     }
     env.push(format!("HOSTNAME={}", plan.hostname));
     for (name, value) in &c.env {
-        let v = env_value(plan, value, &rt.uid, &rt.ip);
+        let v = env_value(plan, name, value, &rt.uid, &rt.ip)?;
         env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(name.as_str()));
         env.push(format!("{name}={v}"));
     }
@@ -388,8 +388,11 @@ pub fn container_spec(
 /// The value of an `env` entry: a literal, or the downward API's `metadata.name`,
 /// `metadata.namespace`, `metadata.uid` or `status.podIP` (the only fields the manifest
 /// accepts).
-pub fn env_value(plan: &PodPlan, value: &EnvValue, uid: &str, ip: &str) -> String {
-    match value {
+///
+/// Errors: [`ManifestError::Field`] for a ConfigMap or Secret reference that
+/// [`crate::config::resolve_env`] has not resolved (a plan must be resolved before it runs).
+pub fn env_value(plan: &PodPlan, name: &str, value: &EnvValue, uid: &str, ip: &str) -> Result<String, ManifestError> {
+    Ok(match value {
         EnvValue::Literal(v) => v.clone(),
         EnvValue::Field(f) => match f.as_str() {
             "metadata.name" => plan.name.clone(),
@@ -397,7 +400,13 @@ pub fn env_value(plan: &PodPlan, value: &EnvValue, uid: &str, ip: &str) -> Strin
             "metadata.uid" => uid.to_string(),
             _ => ip.to_string(),
         },
-    }
+        EnvValue::Key { .. } => {
+            return Err(ManifestError::Field {
+                field: format!("env {name}"),
+                reason: "a ConfigMap or Secret reference was not resolved before the pod ran".into(),
+            })
+        }
+    })
 }
 
 /// What `privileged` and `add: [ALL]` grant: every capability this process has, as

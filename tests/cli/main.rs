@@ -60,6 +60,7 @@ fn main() {
         localhost_profiles_apply_privileged_ignores_them_and_pod_sysctls_apply,
         bad_security_contexts_fail_by_field_and_create_nothing,
         ten_containers_oom_killed_at_once_are_each_oomkilled,
+        config_maps_and_secrets_fill_the_environment,
     ])
     .chain(
         tests![

@@ -717,6 +717,46 @@ pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
     }
 }
 
+/// `examples/configmap.yaml`: a Pod with its ConfigMap and Secret in one file. The app
+/// sees envFrom's keys after their prefix, one key of each object, and nothing for an
+/// optional missing key. Then the same Pod with a missing key and with no Secret fails
+/// with kubelet's `CreateContainerConfigError` naming the reference, creating nothing
+/// (issue 15).
+pub fn config_maps_and_secrets_fill_the_environment(mode: Mode) -> Result<()> {
+    with_example(mode, "configmap", |cli, _| {
+        let env = cli.wait_for("the app's environment", || {
+            let l = logs(cli, "configmap", "app")?;
+            Ok(l.contains("GREETING").then_some(l))
+        })?;
+        let want = "CFG_LOG_LEVEL=debug\nCFG_greeting=hello from a ConfigMap\nDB_PASSWORD=s3cr3t\nDB_USER=admin\nGREETING=hello from a ConfigMap\n";
+        ensure!(env == want, "the app's environment: {env:?}, want {want:?}");
+        Ok(())
+    })?;
+    let cli = Cli::new(mode)?;
+    let text = std::fs::read_to_string(example("configmap"))?;
+    let cases = [
+        (
+            text.replace("key: user}", "key: nope}"),
+            "spec.containers[0].env[1].valueFrom.secretKeyRef: CreateContainerConfigError: couldn't find key nope in Secret default/app-secret",
+        ),
+        (
+            text.replace("name: app-secret\ntype", "name: other\ntype"),
+            "spec.containers[0].env[1].valueFrom.secretKeyRef: CreateContainerConfigError: secret \"app-secret\" not found",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let file = cli.dir.path().join("bad.yaml");
+        std::fs::write(&file, yaml)?;
+        let out = cli.run(&["run", "-f", file.to_str().context("path")?])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
+        ensure!(err.contains(want), "want {want:?} in: {err}");
+        let listed = cli.ok(&["get", "pods"])?;
+        ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
+    }
+    cli.assert_no_runtime_leftovers()
+}
+
 /// A plain `cargo build` links `peapod-pause` dynamically, and the pause runs alone in its
 /// root, where no loader exists: `run` refuses such a pause by name, with the way to build
 /// the static one, before it creates anything (issue 15, a newcomer's path). `/bin/true`
