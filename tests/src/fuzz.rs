@@ -39,20 +39,33 @@ pub const TARGETS: &[(&str, Target)] = &[
 /// A node's memory for planning, in bytes (8 GiB): `oom_score_adj` depends on it.
 const MEMORY_CAPACITY: u64 = 8 << 30;
 
-/// A Pod manifest (YAML) through the CLI: [`peapod::manifest::parse`] then
-/// [`peapod::manifest::plan`]. A planned pod's annotations must be accepted by the shim
+/// A Pod manifest (YAML, perhaps with ConfigMaps and Secrets as more documents) through
+/// the CLI: [`peapod::manifest::parse_all`], [`peapod::manifest::plan`], then
+/// [`peapod::config::resolve_env`], after which no reference may be left unresolved. A
+/// planned pod's annotations must be accepted by the shim
 /// that reads them ([`proto::annotations::pod_config`] for the sandbox,
 /// [`proto::annotations::Member::from_annotations`] for each container).
 pub fn manifest(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(pod) = peapod::manifest::parse("fuzz.yaml", text) else {
+    let Ok(manifests) = peapod::manifest::parse_all(&[("fuzz.yaml".into(), text.into())]) else {
         return;
     };
-    let Ok(plan) = peapod::manifest::plan(&pod, MEMORY_CAPACITY) else {
+    let Ok(plan) = peapod::manifest::plan(&manifests.pod, MEMORY_CAPACITY) else {
         return;
     };
+    if let Ok(resolved) = peapod::config::resolve_env(&plan, &manifests.config) {
+        for c in &resolved.containers {
+            assert!(c.env_from.is_empty(), "envFrom left after resolve_env");
+            for (name, v) in &c.env {
+                assert!(
+                    !matches!(v, peapod::manifest::EnvValue::Key { .. }),
+                    "{name}: a reference left after resolve_env"
+                );
+            }
+        }
+    }
     let sandbox = plan.sandbox_annotations();
     if let Err(e) = proto::annotations::pod_config(&sandbox) {
         panic!("the shim refuses the sandbox annotations the CLI planned: {e}: {sandbox:?}");
