@@ -124,15 +124,7 @@ pub fn pod_cgroup(uid: &str) -> String {
 pub fn sandbox_spec(plan: &PodPlan, rt: &PodRuntime, pause: &Path) -> Result<Spec, ManifestError> {
     let mut spec = sandbox::spec::default_spec(&["/pause"]);
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.push(
-        MountBuilder::default()
-            .destination("/pause")
-            .typ("bind")
-            .source(pause)
-            .options(["rbind", "ro", "nosuid", "nodev"].map(String::from).to_vec())
-            .build()
-            .expect("all fields set"),
-    );
+    mounts.push(sandbox::pod::pause_binary_mount(pause));
     spec.set_mounts(Some(mounts));
     spec.set_hostname(Some(plan.hostname.clone()));
     if let Some(root) = spec.root_mut() {

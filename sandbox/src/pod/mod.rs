@@ -35,8 +35,8 @@ pub use files::{Dns, PodFilePaths, PodFiles};
 pub use gate::{gate, gate_declared, Gate, MemberView};
 pub use members::{DeclaredContainer, RestartPolicy, Role};
 pub use pause::{
-    installed_binary as pause_binary, prepare_root as prepare_pause_root, PauseConfig, PauseError, PauseNamespace,
-    PAUSE_CPU_SHARES, PAUSE_ENV,
+    binary_mount as pause_binary_mount, installed_binary as pause_binary, prepare_root as prepare_pause_root,
+    PauseConfig, PauseError, PauseNamespace, PAUSE_CPU_SHARES, PAUSE_ENV,
 };
 pub use resources::{tmpfs_size, PodConfig, PodError, PodResources};
 pub use volumes::{EmptyDir, Medium, VolumeMount};

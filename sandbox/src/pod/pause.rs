@@ -184,6 +184,20 @@ pub fn prepare_root(dir: &Path) -> Result<(), PauseError> {
     Ok(())
 }
 
+/// The mount that puts the static `binary` on `/pause`: a read-only bind (`rbind`, `ro`,
+/// `nosuid`, `nodev`) onto the empty file [`prepare_root`] leaves. Never a copy: a copy's
+/// write fd, inherited by a child another thread forks meanwhile, fails the exec with
+/// ETXTBSY.
+pub fn binary_mount(binary: &Path) -> oci_spec::runtime::Mount {
+    MountBuilder::default()
+        .destination("/pause")
+        .typ("bind")
+        .source(binary)
+        .options(["rbind", "ro", "nosuid", "nodev"].map(String::from).to_vec())
+        .build()
+        .expect("all fields set")
+}
+
 fn ns(typ: LinuxNamespaceType, which: &PauseNamespace) -> Option<oci_spec::runtime::LinuxNamespace> {
     let b = LinuxNamespaceBuilder::default().typ(typ);
     match which {
@@ -212,15 +226,7 @@ impl PauseConfig {
             .flatten()
             .filter(|m| ["/proc", "/dev"].contains(&m.destination().to_string_lossy().as_ref()))
             .cloned()
-            .chain(std::iter::once(
-                MountBuilder::default()
-                    .destination("/pause")
-                    .typ("bind")
-                    .source(binary)
-                    .options(["rbind", "ro", "nosuid", "nodev"].map(String::from).to_vec())
-                    .build()
-                    .expect("all fields set"),
-            ))
+            .chain(std::iter::once(binary_mount(binary)))
             .collect();
         spec.set_mounts(Some(mounts));
         if let Some(p) = spec.process_mut() {
