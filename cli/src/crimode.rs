@@ -216,6 +216,15 @@ pub enum CriError {
         /// The emptyDir volume.
         volume: String,
     },
+    /// A container has probes: in CRI mode nothing runs them (kubelet would; the CLI is
+    /// no daemon, and peapod's prober runs only in pods the shim supervises).
+    #[error("container {container:?}: {probe}: probes run only in embedded mode (peapod run without --cri), where peapod's shim supervises the pod")]
+    Probes {
+        /// The container.
+        container: String,
+        /// The first probe field set, e.g. `livenessProbe`.
+        probe: &'static str,
+    },
     /// `CreateContainer` failed.
     #[error("CreateContainer {container}")]
     CreateContainer {
@@ -551,6 +560,22 @@ impl Cri {
                 namespace: plan.namespace.clone(),
             });
         }
+        for c in &plan.containers {
+            let p = &c.probes;
+            let first = [
+                (p.liveness_probe.is_some(), "livenessProbe"),
+                (p.readiness_probe.is_some(), "readinessProbe"),
+                (p.startup_probe.is_some(), "startupProbe"),
+            ]
+            .into_iter()
+            .find_map(|(set, name)| set.then_some(name));
+            if let Some(probe) = first {
+                return Err(CriError::Probes {
+                    container: c.name.clone(),
+                    probe,
+                });
+            }
+        }
         // AppArmor is containerd's to check (it knows whether it loads its default).
         crate::pods::check_profiles(plan, seccomp_root, Path::new("/sys"), false).map_err(|source| {
             CriError::Profiles {
@@ -780,6 +805,7 @@ impl Cri {
                     state,
                     restart_count: 0,
                     last_exit: None,
+                    probes: crate::podstatus::ProbeStatus::default(),
                 },
                 nanos(s.created_at),
             ));

@@ -286,6 +286,16 @@ fn describe_container(out: &mut String, p: &PodSummary, s: &ContainerStatus) {
             // A record without its manifest: the plan's numbers.
             None => describe_resources(out, &c.resources),
         }
+        // kubectl's probe lines, in its order.
+        for (label, probe) in [
+            ("Liveness: ", &c.probes.liveness_probe),
+            ("Readiness:", &c.probes.readiness_probe),
+            ("Startup:  ", &c.probes.startup_probe),
+        ] {
+            if let Some(probe) = probe {
+                let _ = writeln!(out, "    {label}      {}", crate::probes::describe(probe));
+            }
+        }
         if !c.mounts.is_empty() {
             let _ = writeln!(out, "    Mounts:");
             for m in &c.mounts {

@@ -26,5 +26,6 @@ pub mod images;
 pub mod manifest;
 pub mod pods;
 pub mod podstatus;
+pub mod probes;
 pub mod runner;
 pub mod security;

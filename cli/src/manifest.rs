@@ -9,8 +9,10 @@
 //! - QoS class: Guaranteed, Burstable, BestEffort (`pkg/apis/core/v1/helper/qos`);
 //! - `oom_score_adj`: kubelet's policy (`pkg/kubelet/qos/policy.go`).
 //!
+//! - probes: the API server's validation and defaults (`crate::probes`);
+//!
 //! Whatever peapod cannot honour is rejected with the field's path (`spec.containers[1]
-//! .livenessProbe: not supported by peapod yet`), never silently dropped.
+//! .lifecycle: not supported by peapod yet`), never silently dropped.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -200,6 +202,9 @@ pub struct ContainerPlan {
     pub oom_score_adj: i32,
     /// Allocate a terminal (`tty`).
     pub tty: bool,
+    /// `livenessProbe`, `readinessProbe`, `startupProbe` (see [`crate::probes`]).
+    #[serde(default)]
+    pub probes: sandbox::pod::probe::Probes,
 }
 
 /// A whole pod, checked and resolved.
@@ -489,10 +494,7 @@ fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, 
 
 /// Rejects container fields peapod does not implement yet.
 fn unsupported(path: &str, c: &Container) -> Result<(), ManifestError> {
-    let checks: [(&str, bool); 8] = [
-        ("livenessProbe", c.liveness_probe.is_some()),
-        ("readinessProbe", c.readiness_probe.is_some()),
-        ("startupProbe", c.startup_probe.is_some()),
+    let checks: [(&str, bool); 5] = [
         ("lifecycle", c.lifecycle.is_some()),
         (
             "volumeDevices",
@@ -1213,6 +1215,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
                 p.protocol.clone().unwrap_or_else(|| "TCP".into()),
             ));
         }
+        let probes = crate::probes::probes(&path, c, role == Role::Init, &ports)?;
         containers.push(ContainerPlan {
             name: c.name.clone(),
             role,
@@ -1228,6 +1231,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             security: security(&path, c, &pod_sec)?,
             oom_score_adj: 0,
             tty: c.tty == Some(true),
+            probes,
         });
     }
     if !containers.iter().any(|c| c.role == Role::App) {
@@ -1445,9 +1449,9 @@ spec:
         let base = |extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}");
         assert_eq!(
             err_field(&base(
-                "  containers: [{name: c, image: busybox, livenessProbe: {exec: {command: [\"true\"]}}}]"
+                "  containers: [{name: c, image: busybox, lifecycle: {preStop: {exec: {command: [\"true\"]}}}}]"
             )),
-            "spec.containers[0].livenessProbe"
+            "spec.containers[0].lifecycle"
         );
         assert_eq!(
             err_field(&base(

@@ -340,6 +340,13 @@ pub fn container_spec(
         annotations::CONTAINER_TYPE_CONTAINER.into(),
     );
     a.insert(annotations::SANDBOX_ID.into(), rt.sandbox_id.clone());
+    if !c.probes.is_empty() {
+        let probes = crate::probes::with_pod_ip(&c.probes, &rt.ip);
+        a.insert(
+            annotations::PROBES.into(),
+            serde_json::to_string(&probes).expect("probes encode as JSON"),
+        );
+    }
     spec.set_annotations(Some(a));
 
     if let Some(linux) = spec.linux_mut() {

@@ -13,13 +13,19 @@
 //!   initialising), `ContainerCreating`, `CrashLoopBackOff` (waiting to be restarted);
 //!   Running; Terminated `Completed` (exit 0), `Error`, `OOMKilled`.
 //! - conditions: PodReadyToStartContainers, Initialized, ContainersReady, Ready,
-//!   PodScheduled. Without probes a running container is ready.
+//!   PodScheduled.
+//! - probes (`pkg/kubelet/prober/prober_manager.go` `UpdatePodStatus`): a running
+//!   container is `started` once its startup probe succeeded (at once without one), and
+//!   `ready` once started and its readiness probe succeeded (at once without one); a
+//!   running init container is never ready. Ready and ContainersReady carry the time of
+//!   their last transition when the probes tell it.
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sandbox::pod::probe::Probes;
 use sandbox::pod::Role;
 
 use crate::manifest::{PodPlan, QosClass};
@@ -81,6 +87,19 @@ pub struct Observed {
     pub restart_count: i32,
     /// The end of its previous run, once restarted.
     pub last_exit: Option<Exit>,
+    /// What the current run's probes found (embedded mode; nothing probes under CRI).
+    pub probes: ProbeStatus,
+}
+
+/// What a container's probes found in its current run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeStatus {
+    /// Its startup probe succeeded.
+    pub started: bool,
+    /// Its readiness probe's result is success.
+    pub ready: bool,
+    /// When its readiness probe's result last changed.
+    pub ready_changed: Option<jiff::Timestamp>,
 }
 
 fn time(t: Option<jiff::Timestamp>) -> Option<Time> {
@@ -173,8 +192,8 @@ fn initialized(plan: &PodPlan, observed: &[Observed]) -> bool {
     })
 }
 
-/// One container's `v1.ContainerStatus`.
-fn container_status(o: &Observed, role: Role, pod_initialized: bool) -> ContainerStatus {
+/// One container's `v1.ContainerStatus`; `probes` are the container's declared ones.
+fn container_status(o: &Observed, role: Role, probes: &Probes, pod_initialized: bool) -> ContainerStatus {
     let waiting = |reason: &str| ContainerState {
         waiting: Some(ContainerStateWaiting {
             reason: Some(reason.to_string()),
@@ -189,17 +208,21 @@ fn container_status(o: &Observed, role: Role, pod_initialized: bool) -> Containe
         Observation::Absent | Observation::Created => (waiting("ContainerCreating"), false, false),
         Observation::BackOff => (waiting("CrashLoopBackOff"), false, false),
         // kubelet: a running init container is not ready yet; a running sidecar or app
-        // container without probes is.
-        Observation::Running(since) => (
-            ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: time(*since),
-                }),
-                ..Default::default()
-            },
-            role != Role::Init,
-            true,
-        ),
+        // container is once started and its readiness probe (if any) succeeded.
+        Observation::Running(since) => {
+            let started = probes.startup_probe.is_none() || o.probes.started;
+            let ready = role != Role::Init && started && (probes.readiness_probe.is_none() || o.probes.ready);
+            (
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: time(*since),
+                    }),
+                    ..Default::default()
+                },
+                ready,
+                started,
+            )
+        }
         // ... and an init container is ready once it succeeded.
         Observation::Exited(e) => (
             ContainerState {
@@ -258,8 +281,9 @@ pub fn pod_status(
             state: Observation::Absent,
             restart_count: 0,
             last_exit: None,
+            probes: ProbeStatus::default(),
         });
-        let status = container_status(&o, c.role, init_done);
+        let status = container_status(&o, c.role, &c.probes, init_done);
         match c.role {
             Role::App => app_statuses.push(status),
             Role::Init | Role::Sidecar => init_statuses.push(status),
@@ -297,6 +321,20 @@ pub fn pod_status(
         })
         .map(|s| s.name.as_str())
         .collect();
+    // The readiness probes' last change, when one decided (kubelet records each transition
+    // as it sees it; the probes' records tell it here).
+    let ready_changed = plan
+        .containers
+        .iter()
+        .filter(|c| c.probes.readiness_probe.is_some())
+        .filter_map(|c| observed.iter().find(|o| o.name == c.name))
+        .filter(|o| matches!(o.state, Observation::Running(_)))
+        .filter_map(|o| o.probes.ready_changed)
+        .max();
+    let with_time = |mut c: PodCondition| {
+        c.last_transition_time = ready_changed.map(Time);
+        c
+    };
     let conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, None),
         condition(
@@ -308,8 +346,18 @@ pub fn pod_status(
                 pending_init.join(" ")
             )),
         ),
-        condition("Ready", ready, Some(not_ready_reason), not_ready_message.clone()),
-        condition("ContainersReady", ready, Some(not_ready_reason), not_ready_message),
+        with_time(condition(
+            "Ready",
+            ready,
+            Some(not_ready_reason),
+            not_ready_message.clone(),
+        )),
+        with_time(condition(
+            "ContainersReady",
+            ready,
+            Some(not_ready_reason),
+            not_ready_message,
+        )),
         condition("PodScheduled", true, None, None),
     ];
     PodStatus {
@@ -500,6 +548,7 @@ mod tests {
             state,
             restart_count: 0,
             last_exit: None,
+            probes: ProbeStatus::default(),
         }
     }
 

@@ -14,6 +14,7 @@
 //! `<root>/pods/<namespace>_<name>/` (disk: container layers' upper dirs, logs),
 //! `<root>/images` (the image store), `<root>/cni` (IPAM).
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,7 +26,7 @@ use crate::embedded::{EmbeddedError, Shim, ShimExit, TaskIo};
 use crate::images::{ImageError, Store};
 use crate::manifest::{ContainerPlan, ManifestError, PodPlan};
 use crate::pods::{container_spec, sandbox_spec, ImageConfig, PodRuntime};
-use crate::podstatus::{exit_event, pod_status, Exit, Observation, Observed, PodEvent};
+use crate::podstatus::{exit_event, pod_status, Exit, Observation, Observed, PodEvent, ProbeStatus};
 
 /// A failed step of the embedded mode, naming the pod, container, task or path.
 #[derive(Debug, thiserror::Error)]
@@ -1052,8 +1053,9 @@ fn timestamp(t: &containerd_shim_protos::protobuf::well_known_types::timestamp::
 /// Runs: a container's runs in order (start time, then how it ended).
 type Runs = std::collections::HashMap<String, Vec<Exit>>;
 
-/// What the pod's event log tells: each container's runs, and the events to show.
-fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>) {
+/// What the pod's event log tells: each container's runs, the events to show, and what
+/// the probes found in each container's latest run.
+fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>, HashMap<String, ProbeStatus>) {
     use containerd_shim_protos::events::task::{TaskCreate, TaskExit, TaskOOM, TaskStart};
     use containerd_shim_protos::protobuf::Message;
 
@@ -1062,8 +1064,21 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>) {
     // Per container: the runs seen in the log (start time, then its exit).
     let mut runs = Runs::new();
     let mut events = Vec::new();
+    let mut probes: HashMap<String, ProbeStatus> = HashMap::new();
     for envelope in &log {
         let time = envelope.timestamp.as_ref().and_then(timestamp).unwrap_or_default();
+        if let Some(p) = proto::eventlog::ProbeRecord::from_envelope(envelope) {
+            let Some(name) = name_of(&p.container_id) else { continue };
+            probe_record(
+                &record.plan,
+                &name,
+                &p,
+                time,
+                probes.entry(name.clone()).or_default(),
+                &mut events,
+            );
+            continue;
+        }
         let value = &envelope.event.value;
         let (id, what) = match envelope.topic.as_str() {
             "/tasks/create" => match TaskCreate::parse_from_bytes(value) {
@@ -1104,6 +1119,8 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>) {
                 message: format!("Created container {name}"),
             }),
             "start" => {
+                // A new run: its probes start over.
+                probes.insert(name.clone(), ProbeStatus::default());
                 run.push(Exit {
                     started: Some(time),
                     ..Default::default()
@@ -1128,7 +1145,52 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>) {
             }
         }
     }
-    (runs, events)
+    (runs, events, probes)
+}
+
+/// Applies one probe record of container `name` to its latest run's `status`, and adds
+/// kubelet's events for it: `Unhealthy` (Warning) on the first failure of a run of
+/// them, `Killing` when a liveness or startup probe's failure kills the container.
+fn probe_record(
+    plan: &crate::manifest::PodPlan,
+    name: &str,
+    p: &proto::eventlog::ProbeRecord,
+    time: jiff::Timestamp,
+    status: &mut ProbeStatus,
+    events: &mut Vec<PodEvent>,
+) {
+    use sandbox::pod::probe::{ProbeKind, ProbeResult};
+
+    let ok = p.result == ProbeResult::Success;
+    match p.probe {
+        ProbeKind::Startup if p.changed => status.started = ok,
+        ProbeKind::Readiness if p.changed => {
+            status.ready = ok;
+            status.ready_changed = Some(time);
+        }
+        _ => {}
+    }
+    if p.unhealthy {
+        events.push(PodEvent {
+            time,
+            warning: true,
+            reason: "Unhealthy".into(),
+            message: format!("{} probe failed: {}", p.probe.title(), p.message),
+        });
+    }
+    if p.kill {
+        let restarts = plan.restart_policy != "Never";
+        events.push(PodEvent {
+            time,
+            warning: false,
+            reason: "Killing".into(),
+            message: format!(
+                "Container {name} failed {} probe{}",
+                p.probe.title().to_ascii_lowercase(),
+                if restarts { ", will be restarted" } else { "" }
+            ),
+        });
+    }
 }
 
 /// Observes a pod: live states from its shim (`State`), start times, exit history and
@@ -1137,7 +1199,7 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>) {
 pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
     use containerd_shim_protos::types::task::Status as S;
 
-    let (mut runs, mut events) = history(paths, record);
+    let (mut runs, mut events, mut probes) = history(paths, record);
     let shim = Shim::connect(&record.shim_address).ok();
     let sandbox_state = shim.as_ref().and_then(|s| s.state(&record.sandbox_id, "").ok());
     // A shim that does not answer (killed, crashed) cannot tell anything live.
@@ -1192,6 +1254,7 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
             state,
             restart_count: i32::try_from(restarts).unwrap_or(i32::MAX),
             last_exit,
+            probes: probes.remove(name).unwrap_or_default(),
         });
     }
     let started = jiff::Timestamp::from_second(i64::try_from(record.created).unwrap_or(0)).ok();
@@ -1220,7 +1283,7 @@ pub fn log_window(
     name: &str,
     previous: bool,
 ) -> Result<(Option<jiff::Timestamp>, Option<jiff::Timestamp>)> {
-    let (runs, _) = history(paths, record);
+    let (runs, _, _) = history(paths, record);
     let runs = runs.get(name).map(Vec::as_slice).unwrap_or_default();
     let creates = create_times(paths, record, name);
     // Where run `i` begins in the log; the first run also gets what came before.

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+use sandbox::pod::probe::{Handler, ProbeKind, Probes};
 use sandbox::pod::{DeclaredContainer, EmptyDir, Medium, PodConfig, RestartPolicy, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +108,12 @@ pub const VOLUME_MOUNTS: &str = "io.peapod.volume-mounts";
 /// containers are done (KEP-753). Only for a shim without kubelet: under kubelet,
 /// kubelet does both, and this annotation must be absent.
 pub const RESTART_POLICY: &str = "io.peapod.restart-policy";
+/// peapod CLI (embedded mode); container: its probes, JSON `{"livenessProbe",
+/// "readinessProbe","startupProbe"}` in Kubernetes' `v1.Probe` shape with named ports
+/// resolved and `host` filled in (`sandbox::pod::probe::Probes`). The shim runs them
+/// only in a pod it supervises itself ([`RESTART_POLICY`] set); under kubelet, kubelet
+/// probes, and this annotation must be absent.
+pub const PROBES: &str = "io.peapod.probes";
 /// peapod CLI (CRI mode), on the CRI pod sandbox config: the pod's manifest as JSON,
 /// under kubectl's key, so the CLI finds the manifest of a pod it created.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -419,6 +426,37 @@ fn volume_mounts(a: &HashMap<String, String>) -> Result<Vec<VolumeMount>, Annota
         .collect())
 }
 
+/// [`PROBES`]: the probes, checked for what the shim cannot run (no handler port, a
+/// probe that can never decide).
+fn probes(a: &HashMap<String, String>) -> Result<Probes, AnnotationError> {
+    let probes: Probes = json(a, PROBES)?.unwrap_or_default();
+    for (kind, p) in probes.iter() {
+        let at = format!(".{}Probe", kind.title().to_ascii_lowercase());
+        let invalid = |reason: &str| AnnotationError::Invalid {
+            key: PROBES,
+            at: at.clone(),
+            reason: reason.to_string(),
+        };
+        if p.success_threshold == 0 || p.failure_threshold == 0 {
+            return Err(invalid("successThreshold and failureThreshold must be at least 1"));
+        }
+        if kind != ProbeKind::Readiness && p.success_threshold != 1 {
+            return Err(invalid("successThreshold must be 1 for liveness and startup probes"));
+        }
+        match &p.handler {
+            Handler::Exec { command } if command.is_empty() => return Err(invalid("exec.command is empty")),
+            Handler::HttpGet(g) if g.port == 0 || g.host.is_empty() => {
+                return Err(invalid("httpGet needs a host and a port from 1 to 65535"))
+            }
+            Handler::TcpSocket { host, port } | Handler::Grpc { host, port, .. } if *port == 0 || host.is_empty() => {
+                return Err(invalid("a host and a port from 1 to 65535 are needed"))
+            }
+            _ => {}
+        }
+    }
+    Ok(probes)
+}
+
 /// What a sandbox task's annotations declare for its pod: the declared containers, the
 /// pod cgroup's resources (peapod's quantities with kubelet's conversions, replaced by
 /// containerd's own sizing when present), emptyDirs, grace period and restart policy.
@@ -493,6 +531,8 @@ pub struct Member {
     pub role_annotated: bool,
     /// Its mounts of the pod's volumes ([`VOLUME_MOUNTS`]).
     pub mounts: Vec<VolumeMount>,
+    /// Its probes ([`PROBES`]); empty when absent.
+    pub probes: Probes,
     /// The pod's grace period as kubelet writes it on every container
     /// ([`K8S_GRACE_PERIOD`]); `None` on a sandbox (whose own annotations are read by
     /// [`pod_config`]) or when absent.
@@ -512,6 +552,7 @@ impl Member {
         };
         let role = role(a)?.unwrap_or(Role::App);
         let mounts = volume_mounts(a)?;
+        let probes = probes(a)?;
         let pod_grace = match a.get(K8S_GRACE_PERIOD).filter(|_| !sandbox) {
             Some(v) => Some(Duration::from_secs(grace_seconds(K8S_GRACE_PERIOD, v)?)),
             None => None,
@@ -529,6 +570,7 @@ impl Member {
             role,
             role_annotated: a.contains_key(ROLE),
             mounts,
+            probes,
             pod_grace,
         })
     }

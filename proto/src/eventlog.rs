@@ -7,12 +7,59 @@
 //! length, then the message. The shim appends one record per `write` on an `O_APPEND`
 //! file, so records never interleave and appear in publishing order; a shim killed
 //! mid-write leaves at most one torn record at the end.
+//!
+//! Besides containerd's task events, the log holds peapod's own probe records
+//! ([`ProbeRecord`], topic [`PROBE_TOPIC`]): what the shim's prober found. They are only
+//! ever written here, never sent to containerd (under kubelet, kubelet probes).
 
 use std::io;
 use std::path::Path;
 
 use containerd_shim_protos::protobuf::{CodedInputStream, Message};
 pub use containerd_shim_protos::shim::event::Envelope;
+use sandbox::pod::probe::{ProbeKind, ProbeResult};
+use serde::{Deserialize, Serialize};
+
+/// The topic of a probe record.
+pub const PROBE_TOPIC: &str = "/peapod/probe";
+
+/// The `type_url` of a probe record's `Any`: its value is a [`ProbeRecord`] in JSON.
+pub const PROBE_TYPE_URL: &str = "peapod.v1.ProbeRecord+json";
+
+/// What one probe check of a container found, when it matters to the container's status
+/// or events: its result changed, it is the first failure of a run of them (kubelet's
+/// `Unhealthy` event), or it kills the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// Task id of the container.
+    pub container_id: String,
+    /// Which probe.
+    pub probe: ProbeKind,
+    /// The probe's result after this check.
+    pub result: ProbeResult,
+    /// The result changed with this check.
+    pub changed: bool,
+    /// The check failed: why (the command's output, the HTTP status, the connection
+    /// error); empty when it passed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The first failure of a run of failures.
+    #[serde(default)]
+    pub unhealthy: bool,
+    /// The failure kills the container (a liveness or startup probe).
+    #[serde(default)]
+    pub kill: bool,
+}
+
+impl ProbeRecord {
+    /// The record in `envelope`, if it is one ([`PROBE_TOPIC`], [`PROBE_TYPE_URL`], JSON
+    /// that decodes).
+    pub fn from_envelope(envelope: &Envelope) -> Option<ProbeRecord> {
+        (envelope.topic == PROBE_TOPIC && envelope.event.type_url == PROBE_TYPE_URL)
+            .then(|| serde_json::from_slice(&envelope.event.value).ok())
+            .flatten()
+    }
+}
 
 /// The environment variable naming the event log of a shim started without containerd.
 pub const EVENT_LOG_ENV: &str = "PEAPOD_EVENT_LOG";

@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1034,6 +1034,12 @@ impl ExecProcess {
     /// The pty master when the process asked for `terminal: true` (taken once).
     pub fn take_console(&mut self) -> Option<OwnedFd> {
         self.console.take()
+    }
+
+    /// Its pidfd: readable (`poll` `POLLIN`) once the process has exited, before anyone
+    /// reaped it.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
     }
 
     /// Sends `signal` (standard or real-time) through the pidfd (never a recycled pid).

@@ -131,6 +131,33 @@ impl Publisher {
         }
     }
 
+    /// Appends a record of peapod's own to the event log (`topic`, an `Any` of
+    /// `type_url` holding `value`), such as a probe's result; never sent to containerd, and
+    /// dropped (logged at debug level) by a publisher without an event log.
+    pub fn record_local(&self, topic: &str, type_url: &str, value: Vec<u8>) {
+        let Sink::File(file) = &self.sink else {
+            tracing::debug!(topic, "record (no event log)");
+            return;
+        };
+        let envelope = Envelope {
+            timestamp: MessageField::some(now()),
+            namespace: self.namespace.clone(),
+            topic: topic.to_string(),
+            event: MessageField::some(Any {
+                type_url: type_url.to_string(),
+                value,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let written = proto::eventlog::encode(&envelope)
+            .map_err(io::Error::other)
+            .and_then(|bytes| file.lock().expect("event log lock").write_all(&bytes));
+        if let Err(e) = written {
+            tracing::warn!(topic, error = %e, "cannot write the event log");
+        }
+    }
+
     /// Queues `event` for containerd.
     pub fn publish<E: Event>(&self, event: E) {
         let any = match pack(&event) {

@@ -20,6 +20,7 @@ pub mod io;
 pub mod metrics;
 pub mod options;
 pub mod panic;
+mod probes;
 pub mod reaper;
 pub mod sandbox_service;
 pub mod serve;

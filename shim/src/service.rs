@@ -34,6 +34,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 use proto::annotations;
+use proto::eventlog::ProbeRecord;
+use sandbox::pod::probe::Outcome;
 use sandbox::pod::supervisor::{self, PodState, Supervision};
 use sandbox::pod::{PodResources, Role};
 use sandbox::signal::SignalNumber;
@@ -128,6 +130,11 @@ struct Task {
     oom_stop: Arc<AtomicBool>,
     /// The Create request, to create the container again on restart.
     request: api::CreateTaskRequest,
+    /// Its probes ([`annotations::PROBES`]), run by `crate::probes` in a supervised pod.
+    probes: sandbox::pod::probe::Probes,
+    /// Its spec's process: what an exec probe runs its command as (CRI's ExecSync does
+    /// the same with the container's process spec).
+    process: Option<Process>,
 }
 
 impl Task {
@@ -176,6 +183,8 @@ pub struct Tasks {
     seq: u64,
     /// Exits of pids not registered yet (a process can exit before `exec` returns).
     unclaimed: HashMap<Pid, (Exit, Instant)>,
+    /// Exec probes running (`crate::probes`), by pid: their exit code once reaped.
+    probe_execs: HashMap<Pid, Option<i32>>,
     pub(crate) shutdown: bool,
 }
 
@@ -259,6 +268,11 @@ impl Service {
     /// Starts publishing the exit of the process with `pid`, if we track it (or records
     /// the exit of a pod's pause).
     fn claim(&self, st: &mut Tasks, pid: Pid, exit: Exit) -> bool {
+        if let Some(code) = st.probe_execs.get_mut(&pid).filter(|c| c.is_none()) {
+            *code = Some(exit.code);
+            self.inner.changed.notify_all();
+            return true;
+        }
         if crate::sandbox_service::claim_pause(st, pid, exit) {
             self.inner.changed.notify_all();
             return true;
@@ -392,6 +406,170 @@ impl Service {
         });
     }
 
+    /// Whether the run `seq` of container `id` still runs (not exited, restarted or
+    /// deleted).
+    fn run_current(st: &Tasks, id: &str, seq: u64) -> bool {
+        st.tasks.get(id).is_some_and(|t| t.seq == seq && t.init.running())
+    }
+
+    /// For a probe thread (`crate::probes`): waits until `at`, and says whether the run
+    /// `seq` of container `id` still runs then; returns `false` as soon as it ends.
+    pub(crate) fn probe_wait(&self, id: &str, seq: u64, at: Instant) -> bool {
+        let mut st = self.lock();
+        loop {
+            if !Self::run_current(&st, id, seq) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= at {
+                return true;
+            }
+            st = self
+                .inner
+                .changed
+                .wait_timeout(st, at - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// An exec probe: runs `command` in the run `seq` of container `id` as its own process
+    /// runs (user, env, cwd, capabilities, seccomp: CRI's ExecSync does the same), with
+    /// stdout and stderr into one pipe. Exit code 0 is success; otherwise failure with the
+    /// output (at most 10 KiB, as kubelet keeps). Past `timeout` the process is SIGKILLed
+    /// and the check fails (kubelet's `ExecProbeTimeout`).
+    pub(crate) fn probe_exec(&self, id: &str, seq: u64, command: &[String], timeout: Duration) -> Outcome {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::io::Read;
+        const MAX_OUTPUT: usize = 10 * 1024;
+
+        let deadline = Instant::now() + timeout;
+        let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Failure(format!("pipe: {e}")),
+        };
+        let (handle, pid) = {
+            let mut st = self.lock();
+            let Some(task) = st.tasks.get_mut(id).filter(|t| t.seq == seq && t.init.running()) else {
+                return Outcome::Failure("container is not running".into());
+            };
+            let mut process = task.process.clone().unwrap_or_default();
+            process.set_args(Some(command.to_vec()));
+            process.set_terminal(Some(false));
+            process.set_console_size(None);
+            let stderr = match write.try_clone() {
+                Ok(fd) => fd,
+                Err(e) => return Outcome::Failure(format!("dup: {e}")),
+            };
+            let stdio = sandbox::Stdio {
+                stdin: None,
+                stdout: Some(write),
+                stderr: Some(stderr),
+            };
+            match task.container.exec(&process, stdio) {
+                Ok(handle) => {
+                    let pid = handle.pid();
+                    st.probe_execs.insert(pid, None);
+                    (handle, pid)
+                }
+                Err(e) => return Outcome::Failure(sandbox::error::chain(&e)),
+            }
+        };
+        // Output until the process exits (its pidfd turns readable) or the deadline.
+        let mut pipe = std::fs::File::from(read);
+        let mut output = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut drain = |pipe: &mut std::fs::File, output: &mut Vec<u8>| {
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                let keep = n.min(MAX_OUTPUT.saturating_sub(output.len()));
+                output.extend_from_slice(&buf[..keep]);
+            }
+        };
+        let mut timed_out = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                timed_out = true;
+                let _ = handle.kill(Signal::SIGKILL);
+                break;
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut fds = [
+                PollFd::new(handle.pidfd(), PollFlags::POLLIN),
+                PollFd::new(pipe_fd(&pipe), PollFlags::POLLIN),
+            ];
+            let _ = poll(&mut fds, PollTimeout::from(ms));
+            let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
+            drain(&mut pipe, &mut output);
+            if exited {
+                break;
+            }
+        }
+        // The reaper hands us the exit code (it reaps every child of the shim).
+        let mut st = self.lock();
+        let reap_deadline = Instant::now() + Duration::from_secs(5);
+        let code = loop {
+            if let Some(code) = st.probe_execs.get(&pid).copied().flatten() {
+                break Some(code);
+            }
+            let now = Instant::now();
+            if now >= reap_deadline {
+                break None;
+            }
+            st = self
+                .inner
+                .changed
+                .wait_timeout(st, reap_deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        st.probe_execs.remove(&pid);
+        drop(st);
+        let text = || String::from_utf8_lossy(&output).trim_end().to_string();
+        match code {
+            _ if timed_out => Outcome::Failure(format!("command {:?} timed out", command.join(" "))),
+            Some(0) => Outcome::Success,
+            Some(_) => Outcome::Failure(text()),
+            None => Outcome::Failure("the probe's process was not reaped".into()),
+        }
+    }
+
+    /// Appends a probe's `record` to the event log if the run `seq` of container `id` still
+    /// runs, and, when the record kills it, sends SIGTERM and, after `grace` (the pod's
+    /// when `None`), SIGKILL to whatever of that run still runs. Returns whether the run
+    /// still ran.
+    pub(crate) fn probe_record(&self, id: &str, seq: u64, record: &ProbeRecord, grace: Option<Duration>) -> bool {
+        let mut st = self.lock();
+        if !Self::run_current(&st, id, seq) {
+            return false;
+        }
+        let (topic, type_url, value) = crate::probes::encode(record);
+        self.inner.publisher.record_local(topic, type_url, value);
+        if !record.kill {
+            return true;
+        }
+        let pod_grace = st
+            .tasks
+            .get(id)
+            .and_then(|t| t.pod.as_ref())
+            .and_then(|p| st.pods.get(p))
+            .map(|p| p.supervision.grace_period());
+        let grace = grace
+            .or(pod_grace)
+            .unwrap_or(Duration::from_secs(proto::kube::DEFAULT_GRACE_SECONDS));
+        tracing::info!(id, ?grace, "probe failed: killing the container");
+        st.signal(id, Signal::SIGTERM.into(), false);
+        drop(st);
+        let (svc, id) = (self.clone(), id.to_string());
+        std::thread::spawn(move || {
+            // `probe_wait` returns false as soon as the run ended; true at the deadline.
+            if svc.probe_wait(&id, seq, Instant::now() + grace) {
+                svc.lock().signal(&id, Signal::SIGKILL.into(), true);
+            }
+        });
+        true
+    }
+
     fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         checks::create_task(&req)?;
         if self.lock().tasks.contains_key(&req.id) {
@@ -447,6 +625,7 @@ impl Service {
                 annotations::SANDBOX_ID
             )));
         }
+        let process = spec.process().clone();
         let created = self.create_container(&req, spec);
         let (container, io) = match created {
             Ok(c) => c,
@@ -513,6 +692,8 @@ impl Service {
                 oom_published: 0,
                 oom_stop,
                 request: req.clone(),
+                probes: member.probes,
+                process,
             },
         );
         self.inner.publisher.publish(TaskCreate {
@@ -634,6 +815,13 @@ impl Service {
             });
             // Later members of the pod may be waiting for this one.
             self.inner.changed.notify_all();
+            let pod = task.pod.clone();
+            let supervised = pod
+                .and_then(|p| st.pods.get(&p))
+                .is_some_and(|p| p.supervision.supervised());
+            if let Some(task) = st.tasks.get(&req.id).filter(|t| supervised && !t.probes.is_empty()) {
+                crate::probes::start(self, &req.id, task.seq, pid, &task.probes);
+            }
             return Ok(api::StartResponse {
                 pid,
                 ..Default::default()
@@ -1105,6 +1293,11 @@ impl supervisor::Host for Service {
             tracing::warn!(id, error = %sandbox::error::chain(&e), "restart failed");
         }
     }
+}
+
+fn pipe_fd(f: &std::fs::File) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    f.as_fd()
 }
 
 pub(crate) fn pid_u32(pid: Pid) -> u32 {

@@ -10,12 +10,14 @@
 mod faults;
 mod images;
 mod pods;
+mod probes;
 mod security;
 
 use faults::*;
 use images::*;
 use peapod_tests::tests;
 use pods::*;
+use probes::*;
 use security::*;
 
 /// Each pod test twice: `embedded::NAME` and `cri::NAME`.
@@ -69,11 +71,16 @@ fn main() {
             a_full_state_dir_fails_run_with_enospc_and_leaves_nothing,
             a_full_image_store_fails_import_with_enospc_and_leaves_nothing,
             a_full_log_disk_drops_output_without_stalling_the_app,
-            a_dynamically_linked_pause_is_refused_before_anything_exists
+            a_dynamically_linked_pause_is_refused_before_anything_exists,
+            probes_gate_readiness_and_restart_the_unhealthy
         ]
         .into_iter()
         .map(|(name, f)| (format!("embedded::{name}"), f)),
     )
+    .chain(std::iter::once((
+        "cri::probes_are_refused_in_cri_mode".to_string(),
+        probes_are_refused_in_cri_mode as peapod_tests::TestFn,
+    )))
     .collect();
     peapod_tests::run_privileged_suite(tests, move || {
         // The pods' parent cgroup `peapod`, when empty.

@@ -135,6 +135,12 @@ impl Supervision {
         self.containers.iter().find(|d| d.name == name)
     }
 
+    /// The host supervises this pod itself (it has a restart policy; no kubelet above it):
+    /// restarts, and probes, are the host's.
+    pub fn supervised(&self) -> bool {
+        self.restart_policy.is_some()
+    }
+
     /// Termination started ([`terminate`]): no member may be created or restarted.
     pub fn terminating(&self) -> bool {
         self.terminating

@@ -1,0 +1,129 @@
+//! Probes through `peapod run` (`examples/probes.yaml`): run by the embedded mode's shim
+//! with kubelet's rules, seen through `get`, `describe` and `-o json`; refused in CRI mode.
+
+use anyhow::{ensure, Context, Result};
+
+use crate::pods::{delete_and_check, example, uid_of, Cli, Mode};
+
+/// A container's status in `get -o json`: (started, ready, restartCount).
+fn container(cli: &Cli, pod: &str, name: &str) -> Result<(bool, bool, i64)> {
+    let v = cli.pod_json(pod)?;
+    let s = v["status"]["containerStatuses"]
+        .as_array()
+        .context("containerStatuses")?
+        .iter()
+        .find(|s| s["name"] == name)
+        .with_context(|| format!("no status for {name}"))?
+        .clone();
+    Ok((
+        s["started"].as_bool().unwrap_or(false),
+        s["ready"].as_bool().unwrap_or(false),
+        s["restartCount"].as_i64().unwrap_or(-1),
+    ))
+}
+
+/// The pod's condition `kind`: (status, lastTransitionTime).
+fn condition(cli: &Cli, pod: &str, kind: &str) -> Result<(String, Option<String>)> {
+    let v = cli.pod_json(pod)?;
+    let c = v["status"]["conditions"]
+        .as_array()
+        .context("conditions")?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .with_context(|| format!("no condition {kind}"))?
+        .clone();
+    Ok((
+        c["status"].as_str().unwrap_or_default().to_string(),
+        c["lastTransitionTime"].as_str().map(str::to_string),
+    ))
+}
+
+/// Startup probes hold back readiness and liveness; readiness follows an exec probe
+/// (READY 0/2 → 1/2 → 2/2, the Ready condition with its transition time); a failing
+/// httpGet liveness probe kills and restarts the container, with kubelet's events.
+pub fn probes_gate_readiness_and_restart_the_unhealthy() -> Result<()> {
+    let cli = Cli::new(Mode::Embedded)?;
+    cli.ok(&["run", "-f", example("probes").to_str().context("path")?])?;
+    let uid = uid_of(&cli, "probes")?;
+    let result = (|| {
+        // web starts once httpd listens (tcpSocket), but is not ready without /tmp/ready;
+        // slow is neither started nor ready while its startup probe fails.
+        cli.wait_for("web started", || Ok(container(&cli, "probes", "web")?.0.then_some(())))?;
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let (web, slow) = (container(&cli, "probes", "web")?, container(&cli, "probes", "slow")?);
+        ensure!(web == (true, false, 0), "web (started, ready, restarts): {web:?}");
+        ensure!(slow == (false, false, 0), "slow (started, ready, restarts): {slow:?}");
+        let row = cli.row("probes")?;
+        ensure!(row.0 == "0/2" && row.1 == "Running", "get pods: {row:?}");
+        ensure!(condition(&cli, "probes", "Ready")?.0 == "False");
+
+        cli.ok(&["exec", "probes", "-c", "web", "--", "touch", "/tmp/ready"])?;
+        cli.wait_for("READY 1/2", || Ok((cli.row("probes")?.0 == "1/2").then_some(())))?;
+        ensure!(
+            !container(&cli, "probes", "slow")?.1,
+            "slow ready before its startup probe passed"
+        );
+
+        cli.ok(&["exec", "probes", "-c", "slow", "--", "touch", "/tmp/started"])?;
+        cli.wait_for("READY 2/2", || Ok((cli.row("probes")?.0 == "2/2").then_some(())))?;
+        let (ready, since) = condition(&cli, "probes", "Ready")?;
+        ensure!(ready == "True", "Ready condition: {ready}");
+        let since: jiff::Timestamp = since.context("Ready has no lastTransitionTime")?.parse()?;
+        let age = jiff::Timestamp::now().duration_since(since);
+        ensure!(
+            age.as_secs() >= 0 && age.as_secs() < 30,
+            "Ready's lastTransitionTime {since} is not the recent transition"
+        );
+        ensure!(condition(&cli, "probes", "ContainersReady")?.1.is_some());
+
+        // Liveness: /healthz gone → 404 twice → killed and restarted.
+        cli.ok(&["exec", "probes", "-c", "web", "--", "rm", "/www/healthz"])?;
+        cli.wait_for("web's restart", || {
+            Ok((container(&cli, "probes", "web")?.2 == 1).then_some(()))
+        })?;
+        let d = cli.ok(&["describe", "pod", "probes"])?;
+        for want in [
+            "Liveness:       http-get http://:8080/healthz delay=0s timeout=1s period=1s #success=1 #failure=2",
+            "Readiness:      exec [cat /tmp/ready] delay=0s timeout=1s period=1s #success=1 #failure=3",
+            "Startup:        tcp-socket :8080",
+            "Unhealthy",
+            "Liveness probe failed: HTTP probe failed with statuscode: 404",
+            "Container web failed liveness probe, will be restarted",
+            "Readiness probe failed: cat: can't open '/tmp/ready': No such file or directory",
+        ] {
+            ensure!(d.contains(want), "describe lacks {want:?}:\n{d}");
+        }
+        // The restarted web serves again (its command writes /www/healthz anew) and stays.
+        cli.wait_for("web started again", || {
+            let (started, _, restarts) = container(&cli, "probes", "web")?;
+            Ok((started && restarts == 1).then_some(()))
+        })?;
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        ensure!(
+            container(&cli, "probes", "web")?.2 == 1,
+            "web restarted again: its liveness probe should pass"
+        );
+        Ok(())
+    })();
+    let deleted = delete_and_check(&cli, "probes", &uid);
+    result?;
+    deleted
+}
+
+/// In CRI mode nothing would run the probes (the CLI is no kubelet): refused by name,
+/// before anything exists.
+pub fn probes_are_refused_in_cri_mode() -> Result<()> {
+    let cli = Cli::new(Mode::Cri)?;
+    let out = cli.run(&["run", "-f", example("probes").to_str().context("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "run with probes succeeded under CRI");
+    ensure!(
+        err.contains("container \"web\": livenessProbe: probes run only in embedded mode"),
+        "error: {err}"
+    );
+    ensure!(
+        cli.ok(&["get", "pods"])?.lines().all(|l| !l.starts_with("probes ")),
+        "a pod was listed"
+    );
+    cli.assert_no_runtime_leftovers()
+}
