@@ -127,3 +127,126 @@ pub fn probes_are_refused_in_cri_mode() -> Result<()> {
     );
     cli.assert_no_runtime_leftovers()
 }
+
+/// The pid of pod `uid`'s process running `cmdline` (NUL-separated words, as
+/// `/proc/PID/cmdline` has them).
+fn pod_process(uid: &str, cmdline: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cgroup = std::fs::read_to_string(e.path().join("cgroup")).ok()?;
+        (cmd == cmdline.as_bytes() && cgroup.contains(&format!("pod-{uid}"))).then_some(pid)
+    })
+}
+
+/// A gRPC health server (tonic-health, the reference implementation's Rust port) listening
+/// on `port` in the network namespace of `pid`, on a thread of its own: `SERVING` until
+/// told otherwise through the returned sender (`false`: NOT_SERVING), stopped when the
+/// sender is dropped.
+fn health_server(pid: i32, port: u16) -> Result<(std::sync::mpsc::Sender<bool>, std::thread::JoinHandle<Result<()>>)> {
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let handle = std::thread::spawn(move || -> Result<()> {
+        let setup = (|| -> Result<std::net::TcpListener> {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })();
+        let listener = match setup {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                return Ok(());
+            }
+        };
+        // A current-thread runtime: everything runs on this thread, in the pod's netns.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let (reporter, service) = tonic_health::server::health_reporter();
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            // Commands from the test, forwarded from a blocking receiver.
+            let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+            std::thread::spawn(move || {
+                for serving in rx {
+                    if cmd_tx.send(serving).is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some(serving) = cmd_rx.recv().await {
+                    let status = if serving {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter.set_service_status("", status).await;
+                }
+                let _ = stop_tx.send(());
+            });
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
+                    let _ = stop_rx.await;
+                })
+                .await?;
+            Ok(())
+        })
+    });
+    ready_rx.recv()??;
+    Ok((tx, handle))
+}
+
+/// A grpc readiness probe against a real gRPC health server in the pod's network
+/// namespace: SERVING makes the container ready, NOT_SERVING unready, with kubelet's
+/// message in describe.
+pub fn grpc_probe_follows_a_real_health_server() -> Result<()> {
+    const PORT: u16 = 50_551;
+    let cli = Cli::new(Mode::Embedded)?;
+    let manifest = cli.dir.path().join("grpc.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: grpc}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: busybox\n    command: [sleep, '3517']\n    readinessProbe: {{grpc: {{port: {PORT}}}, periodSeconds: 1, failureThreshold: 1}}\n"
+        ),
+    )?;
+    cli.ok(&["run", "-f", manifest.to_str().context("path")?])?;
+    let uid = uid_of(&cli, "grpc")?;
+    let result = (|| {
+        // Nothing listens yet: not ready, and the refused connection is the message.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        ensure!(cli.row("grpc")?.0 == "0/1", "ready with no server");
+        let pid = cli.wait_for("the app's process", || Ok(pod_process(&uid, "sleep\u{0}3517\u{0}")))?;
+        let (tx, server) = health_server(pid, PORT)?;
+        let checked = (|| {
+            cli.wait_for("READY 1/1", || Ok((cli.row("grpc")?.0 == "1/1").then_some(())))?;
+            tx.send(false)?;
+            cli.wait_for("READY 0/1", || Ok((cli.row("grpc")?.0 == "0/1").then_some(())))?;
+            let d = cli.ok(&["describe", "pod", "grpc"])?;
+            for want in [
+                "Readiness probe failed: error: failed to connect service at",
+                "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+            ] {
+                ensure!(d.contains(want), "describe lacks {want:?}:\n{d}");
+            }
+            Ok(())
+        })();
+        drop(tx);
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the health server panicked"))??;
+        checked
+    })();
+    let deleted = delete_and_check(&cli, "grpc", &uid);
+    result?;
+    deleted
+}

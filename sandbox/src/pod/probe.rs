@@ -467,12 +467,13 @@ pub fn grpc(host: &str, port: u16, service: &str, timeout: Duration) -> Outcome 
     let target = join_host_port(host, port);
     let stream = match connect(host, port, timeout) {
         Ok(s) => s,
-        Err(e) => {
+        Err(e) if e.ends_with("i/o timeout") => {
             return Outcome::Failure(format!(
                 "timeout: failed to connect service {target:?} within {}s: {e}",
                 timeout.as_secs()
             ))
         }
+        Err(e) => return Outcome::Failure(format!("error: failed to connect service at {target:?}: {e}")),
     };
     match h2::health_check(stream, &target, service, Instant::now() + timeout) {
         Ok(1) => Outcome::Success,
