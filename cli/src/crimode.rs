@@ -216,13 +216,14 @@ pub enum CriError {
         /// The emptyDir volume.
         volume: String,
     },
-    /// A container has probes: in CRI mode nothing runs them (kubelet would; the CLI is
-    /// no daemon, and peapod's prober runs only in pods the shim supervises).
-    #[error("container {container:?}: {probe}: probes run only in embedded mode (peapod run without --cri), where peapod's shim supervises the pod")]
+    /// A container has probes or lifecycle hooks: in CRI mode nothing runs them (kubelet
+    /// would; the CLI is no daemon, and peapod's prober runs only in pods the shim
+    /// supervises).
+    #[error("container {container:?}: {probe}: probes and lifecycle hooks run only in embedded mode (peapod run without --cri), where peapod's shim supervises the pod")]
     Probes {
         /// The container.
         container: String,
-        /// The first probe field set, e.g. `livenessProbe`.
+        /// The first such field set, e.g. `livenessProbe` or `lifecycle`.
         probe: &'static str,
     },
     /// `CreateContainer` failed.
@@ -566,6 +567,7 @@ impl Cri {
                 (p.liveness_probe.is_some(), "livenessProbe"),
                 (p.readiness_probe.is_some(), "readinessProbe"),
                 (p.startup_probe.is_some(), "startupProbe"),
+                (!c.hooks.is_empty(), "lifecycle"),
             ]
             .into_iter()
             .find_map(|(set, name)| set.then_some(name));

@@ -9,10 +9,11 @@
 //! - QoS class: Guaranteed, Burstable, BestEffort (`pkg/apis/core/v1/helper/qos`);
 //! - `oom_score_adj`: kubelet's policy (`pkg/kubelet/qos/policy.go`).
 //!
-//! - probes: the API server's validation and defaults (`crate::probes`);
+//! - probes and lifecycle hooks: the API server's validation and defaults
+//!   (`crate::probes`);
 //!
 //! Whatever peapod cannot honour is rejected with the field's path (`spec.containers[1]
-//! .lifecycle: not supported by peapod yet`), never silently dropped.
+//! .stdin: not supported by peapod yet`), never silently dropped.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -205,6 +206,9 @@ pub struct ContainerPlan {
     /// `livenessProbe`, `readinessProbe`, `startupProbe` (see [`crate::probes`]).
     #[serde(default)]
     pub probes: sandbox::pod::probe::Probes,
+    /// `lifecycle` hooks (see [`crate::probes::hooks`]).
+    #[serde(default)]
+    pub hooks: sandbox::pod::hooks::Hooks,
 }
 
 /// A whole pod, checked and resolved.
@@ -494,8 +498,7 @@ fn resources(path: &str, r: Option<&ResourceRequirements>) -> Result<Resources, 
 
 /// Rejects container fields peapod does not implement yet.
 fn unsupported(path: &str, c: &Container) -> Result<(), ManifestError> {
-    let checks: [(&str, bool); 5] = [
-        ("lifecycle", c.lifecycle.is_some()),
+    let checks: [(&str, bool); 4] = [
         (
             "volumeDevices",
             c.volume_devices.as_ref().is_some_and(|v| !v.is_empty()),
@@ -1216,6 +1219,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             ));
         }
         let probes = crate::probes::probes(&path, c, role == Role::Init, &ports)?;
+        let hooks = crate::probes::hooks(&path, c, role == Role::Init, grace_seconds, &ports)?;
         containers.push(ContainerPlan {
             name: c.name.clone(),
             role,
@@ -1232,6 +1236,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             oom_score_adj: 0,
             tty: c.tty == Some(true),
             probes,
+            hooks,
         });
     }
     if !containers.iter().any(|c| c.role == Role::App) {
@@ -1449,9 +1454,9 @@ spec:
         let base = |extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}");
         assert_eq!(
             err_field(&base(
-                "  containers: [{name: c, image: busybox, lifecycle: {preStop: {exec: {command: [\"true\"]}}}}]"
+                "  containers: [{name: c, image: busybox, stdin: true}]"
             )),
-            "spec.containers[0].lifecycle"
+            "spec.containers[0].stdin"
         );
         assert_eq!(
             err_field(&base(

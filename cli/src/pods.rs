@@ -340,6 +340,13 @@ pub fn container_spec(
         annotations::CONTAINER_TYPE_CONTAINER.into(),
     );
     a.insert(annotations::SANDBOX_ID.into(), rt.sandbox_id.clone());
+    if !c.hooks.is_empty() {
+        let hooks = crate::probes::hooks_with_pod_ip(&c.hooks, &rt.ip);
+        a.insert(
+            annotations::HOOKS.into(),
+            serde_json::to_string(&hooks).expect("hooks encode as JSON"),
+        );
+    }
     if !c.probes.is_empty() {
         let probes = crate::probes::with_pod_ip(&c.probes, &rt.ip);
         a.insert(

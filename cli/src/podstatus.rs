@@ -17,7 +17,8 @@
 //! - probes (`pkg/kubelet/prober/prober_manager.go` `UpdatePodStatus`): a running
 //!   container is `started` once its startup probe succeeded (at once without one), and
 //!   `ready` once started and its readiness probe succeeded (at once without one); a
-//!   running init container is never ready. Ready and ContainersReady carry the time of
+//!   running init container is never ready; nor is a container started before its
+//!   postStart hook returned. Ready and ContainersReady carry the time of
 //!   their last transition when the probes tell it.
 
 use k8s_openapi::api::core::v1::{
@@ -25,10 +26,9 @@ use k8s_openapi::api::core::v1::{
     PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use sandbox::pod::probe::Probes;
 use sandbox::pod::Role;
 
-use crate::manifest::{PodPlan, QosClass};
+use crate::manifest::{ContainerPlan, PodPlan, QosClass};
 
 /// How a container ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,6 +100,8 @@ pub struct ProbeStatus {
     pub ready: bool,
     /// When its readiness probe's result last changed.
     pub ready_changed: Option<jiff::Timestamp>,
+    /// Its postStart hook returned successfully.
+    pub post_started: bool,
 }
 
 fn time(t: Option<jiff::Timestamp>) -> Option<Time> {
@@ -192,8 +194,10 @@ fn initialized(plan: &PodPlan, observed: &[Observed]) -> bool {
     })
 }
 
-/// One container's `v1.ContainerStatus`; `probes` are the container's declared ones.
-fn container_status(o: &Observed, role: Role, probes: &Probes, pod_initialized: bool) -> ContainerStatus {
+/// One container's `v1.ContainerStatus`; `c` is the container as declared (its probes and
+/// hooks).
+fn container_status(o: &Observed, c: &ContainerPlan, pod_initialized: bool) -> ContainerStatus {
+    let (role, probes) = (c.role, &c.probes);
     let waiting = |reason: &str| ContainerState {
         waiting: Some(ContainerStateWaiting {
             reason: Some(reason.to_string()),
@@ -210,7 +214,9 @@ fn container_status(o: &Observed, role: Role, probes: &Probes, pod_initialized: 
         // kubelet: a running init container is not ready yet; a running sidecar or app
         // container is once started and its readiness probe (if any) succeeded.
         Observation::Running(since) => {
-            let started = probes.startup_probe.is_none() || o.probes.started;
+            // Not started before its postStart hook returned (kubelet's startContainer).
+            let started = (c.hooks.post_start.is_none() || o.probes.post_started)
+                && (probes.startup_probe.is_none() || o.probes.started);
             let ready = role != Role::Init && started && (probes.readiness_probe.is_none() || o.probes.ready);
             (
                 ContainerState {
@@ -283,7 +289,7 @@ pub fn pod_status(
             last_exit: None,
             probes: ProbeStatus::default(),
         });
-        let status = container_status(&o, c.role, &c.probes, init_done);
+        let status = container_status(&o, c, init_done);
         match c.role {
             Role::App => app_statuses.push(status),
             Role::Init | Role::Sidecar => init_statuses.push(status),

@@ -1,5 +1,5 @@
-//! A container's `livenessProbe`, `readinessProbe` and `startupProbe`, checked as the API
-//! server validates them (`pkg/apis/core/validation`: `validateProbe`,
+//! A container's `livenessProbe`, `readinessProbe` and `startupProbe`, and its `lifecycle`
+//! hooks ([`hooks`]), checked as the API server validates them (`pkg/apis/core/validation`: `validateProbe`,
 //! `validateLivenessProbe`, `validateReadinessProbe`, `validateStartupProbe`) and given its
 //! defaults (`SetDefaults_Probe`), into what the shim's prober runs
 //! ([`sandbox::pod::probe::Probes`], the `io.peapod.probes` annotation).
@@ -10,8 +10,9 @@
 //! in when the container is created ([`with_pod_ip`]), loopback for a pod without one.
 //! Not supported, refused by name: `httpGet.scheme: HTTPS` (peapod's prober has no TLS).
 
-use k8s_openapi::api::core::v1::{Container, Probe as KubeProbe};
+use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPGetAction, LifecycleHandler, Probe as KubeProbe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sandbox::pod::hooks::{Hook, Hooks};
 use sandbox::pod::probe::{Handler, HttpGet, HttpHeader, Probe, ProbeKind, Probes};
 
 use crate::manifest::ManifestError;
@@ -103,49 +104,11 @@ fn convert(at: &str, kind: ProbeKind, p: &KubeProbe, ports: &[(String, u16, Stri
         _ => return Err(field(at.to_string(), "may not specify more than 1 handler type")),
     }
     let handler = if let Some(e) = &p.exec {
-        let command = e.command.clone().unwrap_or_default();
-        if command.is_empty() {
-            return Err(field(format!("{at}.exec.command"), "Required value"));
+        Handler::Exec {
+            command: command(at, e)?,
         }
-        Handler::Exec { command }
     } else if let Some(h) = &p.http_get {
-        if h.scheme.as_deref().is_some_and(|s| s != "HTTP") {
-            return Err(field(
-                format!("{at}.httpGet.scheme"),
-                format!(
-                    "{:?} is not supported by peapod (only HTTP)",
-                    h.scheme.as_deref().unwrap_or_default()
-                ),
-            ));
-        }
-        let mut http_headers = Vec::new();
-        for (i, hd) in h.http_headers.iter().flatten().enumerate() {
-            let valid = !hd.name.is_empty()
-                && hd
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
-            if !valid || hd.value.contains(['\r', '\n']) {
-                return Err(field(
-                    format!("{at}.httpGet.httpHeaders[{i}]"),
-                    "not a valid HTTP header name and value",
-                ));
-            }
-            http_headers.push(HttpHeader {
-                name: hd.name.clone(),
-                value: hd.value.clone(),
-            });
-        }
-        let path = h.path.clone().unwrap_or_default();
-        if path.contains(['\r', '\n', ' ']) || !(path.is_empty() || path.starts_with('/')) {
-            return Err(field(format!("{at}.httpGet.path"), "must be an absolute URL path"));
-        }
-        Handler::HttpGet(HttpGet {
-            host: h.host.clone().unwrap_or_default(),
-            port: port(&format!("{at}.httpGet.port"), &h.port, ports)?,
-            path,
-            http_headers,
-        })
+        Handler::HttpGet(http_get(at, h, ports)?)
     } else if let Some(t) = &p.tcp_socket {
         Handler::TcpSocket {
             host: t.host.clone().unwrap_or_default(),
@@ -188,6 +151,130 @@ fn convert(at: &str, kind: ProbeKind, p: &KubeProbe, ports: &[(String, u16, Stri
         failure_threshold: seconds(at, "failureThreshold", p.failure_threshold, 3)?,
         termination_grace_period_seconds,
     })
+}
+
+fn command(at: &str, e: &ExecAction) -> Result<Vec<String>, ManifestError> {
+    let command = e.command.clone().unwrap_or_default();
+    if command.is_empty() {
+        return Err(field(format!("{at}.exec.command"), "Required value"));
+    }
+    Ok(command)
+}
+
+fn http_get(at: &str, h: &HTTPGetAction, ports: &[(String, u16, String)]) -> Result<HttpGet, ManifestError> {
+    if h.scheme.as_deref().is_some_and(|s| s != "HTTP") {
+        return Err(field(
+            format!("{at}.httpGet.scheme"),
+            format!(
+                "{:?} is not supported by peapod (only HTTP)",
+                h.scheme.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let mut http_headers = Vec::new();
+    for (i, hd) in h.http_headers.iter().flatten().enumerate() {
+        let valid = !hd.name.is_empty()
+            && hd
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
+        if !valid || hd.value.contains(['\r', '\n']) {
+            return Err(field(
+                format!("{at}.httpGet.httpHeaders[{i}]"),
+                "not a valid HTTP header name and value",
+            ));
+        }
+        http_headers.push(HttpHeader {
+            name: hd.name.clone(),
+            value: hd.value.clone(),
+        });
+    }
+    let path = h.path.clone().unwrap_or_default();
+    if path.contains(['\r', '\n', ' ']) || !(path.is_empty() || path.starts_with('/')) {
+        return Err(field(format!("{at}.httpGet.path"), "must be an absolute URL path"));
+    }
+    Ok(HttpGet {
+        host: h.host.clone().unwrap_or_default(),
+        port: port(&format!("{at}.httpGet.port"), &h.port, ports)?,
+        path,
+        http_headers,
+    })
+}
+
+/// The lifecycle hooks of container `c` at `path`, checked as the API server checks
+/// `lifecycle` (`validateLifecycle`): one handler each, `sleep.seconds` from 0 to the
+/// pod's `grace` seconds; `init` as for [`probes`].
+///
+/// Errors: [`ManifestError::Field`] naming the hook's field; `tcpSocket` is refused
+/// (kubelet accepts it and does nothing), as are hooks on init containers.
+pub fn hooks(
+    path: &str,
+    c: &Container,
+    init: bool,
+    grace: u64,
+    ports: &[(String, u16, String)],
+) -> Result<Hooks, ManifestError> {
+    let Some(l) = &c.lifecycle else {
+        return Ok(Hooks::default());
+    };
+    if init {
+        return Err(field(
+            format!("{path}.lifecycle"),
+            "may not be set for init containers without restartPolicy=Always",
+        ));
+    }
+    let convert = |name: &str, h: &LifecycleHandler| -> Result<Hook, ManifestError> {
+        let at = format!("{path}.lifecycle.{name}");
+        let set = [
+            h.exec.is_some(),
+            h.http_get.is_some(),
+            h.tcp_socket.is_some(),
+            h.sleep.is_some(),
+        ];
+        match set.iter().filter(|s| **s).count() {
+            0 => return Err(field(at, "must specify a handler type (exec, httpGet or sleep)")),
+            1 => {}
+            _ => return Err(field(at, "may not specify more than 1 handler type")),
+        }
+        if let Some(e) = &h.exec {
+            Ok(Hook::Exec {
+                command: command(&at, e)?,
+            })
+        } else if let Some(g) = &h.http_get {
+            Ok(Hook::HttpGet(http_get(&at, g, ports)?))
+        } else if let Some(s) = &h.sleep {
+            let seconds = u64::try_from(s.seconds).ok().filter(|s| *s <= grace).ok_or_else(|| {
+                field(
+                    format!("{at}.sleep.seconds"),
+                    format!("must be from 0 to terminationGracePeriodSeconds ({grace})"),
+                )
+            })?;
+            Ok(Hook::Sleep { seconds })
+        } else {
+            Err(field(
+                format!("{at}.tcpSocket"),
+                "is deprecated and does nothing in kubelet; peapod refuses it",
+            ))
+        }
+    };
+    Ok(Hooks {
+        post_start: l.post_start.as_ref().map(|h| convert("postStart", h)).transpose()?,
+        pre_stop: l.pre_stop.as_ref().map(|h| convert("preStop", h)).transpose()?,
+    })
+}
+
+/// `hooks` with an `httpGet`'s empty `host` set to the pod's IP (see [`with_pod_ip`]).
+pub fn hooks_with_pod_ip(hooks: &Hooks, ip: &str) -> Hooks {
+    let host = if ip.is_empty() { "127.0.0.1" } else { ip };
+    let mut out = hooks.clone();
+    for h in [&mut out.post_start, &mut out.pre_stop].into_iter().flatten() {
+        if let Hook::HttpGet(g) = h {
+            if g.host.is_empty() {
+                g.host = host.to_string();
+            }
+        }
+    }
+    out
 }
 
 /// `probes` with every empty `host` set to the pod's IP (`ip`), or to loopback for a pod

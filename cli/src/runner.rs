@@ -1067,6 +1067,11 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>, HashMap<S
     let mut probes: HashMap<String, ProbeStatus> = HashMap::new();
     for envelope in &log {
         let time = envelope.timestamp.as_ref().and_then(timestamp).unwrap_or_default();
+        if let Some(h) = proto::eventlog::HookRecord::from_envelope(envelope) {
+            let Some(name) = name_of(&h.container_id) else { continue };
+            hook_record(record, &name, &h, time, probes.entry(name.clone()).or_default(), &mut events);
+            continue;
+        }
         if let Some(p) = proto::eventlog::ProbeRecord::from_envelope(envelope) {
             let Some(name) = name_of(&p.container_id) else { continue };
             probe_record(
@@ -1146,6 +1151,38 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>, HashMap<S
         }
     }
     (runs, events, probes)
+}
+
+/// Applies one hook record of container `name` to its latest run's `status`, and adds
+/// kubelet's event for a failure (`FailedPostStartHook`, `FailedPreStopHook`, Warning,
+/// with kubelet's message).
+fn hook_record(
+    record: &PodRecord,
+    name: &str,
+    h: &proto::eventlog::HookRecord,
+    time: jiff::Timestamp,
+    status: &mut ProbeStatus,
+    events: &mut Vec<PodEvent>,
+) {
+    use sandbox::pod::hooks::HookKind;
+
+    if h.ok {
+        status.post_started |= h.hook == HookKind::PostStart;
+        return;
+    }
+    let reason = match h.hook {
+        HookKind::PostStart => "FailedPostStartHook",
+        HookKind::PreStop => "FailedPreStopHook",
+    };
+    events.push(PodEvent {
+        time,
+        warning: true,
+        reason: reason.into(),
+        message: format!(
+            "{} for Container {name:?} in Pod \"{}_{}({})\" failed - error: {}",
+            h.handler, record.plan.name, record.plan.namespace, record.uid, h.message
+        ),
+    });
 }
 
 /// Applies one probe record of container `name` to its latest run's `status`, and adds

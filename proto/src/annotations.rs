@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+use sandbox::pod::hooks::Hooks;
 use sandbox::pod::probe::{Handler, ProbeKind, Probes};
 use sandbox::pod::{DeclaredContainer, EmptyDir, Medium, PodConfig, RestartPolicy, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,11 @@ pub const RESTART_POLICY: &str = "io.peapod.restart-policy";
 /// only in a pod it supervises itself ([`RESTART_POLICY`] set); under kubelet, kubelet
 /// probes, and this annotation must be absent.
 pub const PROBES: &str = "io.peapod.probes";
+/// peapod CLI (embedded mode); container: its lifecycle hooks, JSON `{"postStart",
+/// "preStop"}`, each `{"exec":{"command"}}`, `{"httpGet":{…}}` (host filled in, ports
+/// resolved) or `{"sleep":{"seconds"}}` (`sandbox::pod::hooks::Hooks`). Run by the shim
+/// only in a pod it supervises itself, like [`PROBES`].
+pub const HOOKS: &str = "io.peapod.hooks";
 /// peapod CLI (CRI mode), on the CRI pod sandbox config: the pod's manifest as JSON,
 /// under kubectl's key, so the CLI finds the manifest of a pod it created.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -533,6 +539,8 @@ pub struct Member {
     pub mounts: Vec<VolumeMount>,
     /// Its probes ([`PROBES`]); empty when absent.
     pub probes: Probes,
+    /// Its lifecycle hooks ([`HOOKS`]); empty when absent.
+    pub hooks: Hooks,
     /// The pod's grace period as kubelet writes it on every container
     /// ([`K8S_GRACE_PERIOD`]); `None` on a sandbox (whose own annotations are read by
     /// [`pod_config`]) or when absent.
@@ -553,6 +561,7 @@ impl Member {
         let role = role(a)?.unwrap_or(Role::App);
         let mounts = volume_mounts(a)?;
         let probes = probes(a)?;
+        let hooks: Hooks = json(a, HOOKS)?.unwrap_or_default();
         let pod_grace = match a.get(K8S_GRACE_PERIOD).filter(|_| !sandbox) {
             Some(v) => Some(Duration::from_secs(grace_seconds(K8S_GRACE_PERIOD, v)?)),
             None => None,
@@ -571,6 +580,7 @@ impl Member {
             role_annotated: a.contains_key(ROLE),
             mounts,
             probes,
+            hooks,
             pod_grace,
         })
     }

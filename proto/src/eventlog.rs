@@ -17,6 +17,7 @@ use std::path::Path;
 
 use containerd_shim_protos::protobuf::{CodedInputStream, Message};
 pub use containerd_shim_protos::shim::event::Envelope;
+use sandbox::pod::hooks::HookKind;
 use sandbox::pod::probe::{ProbeKind, ProbeResult};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,37 @@ pub struct ProbeRecord {
     /// The failure kills the container (a liveness or startup probe).
     #[serde(default)]
     pub kill: bool,
+}
+
+/// The topic of a hook record.
+pub const HOOK_TOPIC: &str = "/peapod/hook";
+
+/// The `type_url` of a hook record's `Any`: its value is a [`HookRecord`] in JSON.
+pub const HOOK_TYPE_URL: &str = "peapod.v1.HookRecord+json";
+
+/// A lifecycle hook of a container ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRecord {
+    /// Task id of the container.
+    pub container_id: String,
+    /// Which hook.
+    pub hook: HookKind,
+    /// Its handler as kubelet's messages name it (`Exec lifecycle hook ([cmd])`).
+    pub handler: String,
+    /// It succeeded.
+    pub ok: bool,
+    /// Why it failed; empty when it succeeded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl HookRecord {
+    /// The record in `envelope`, if it is one ([`HOOK_TOPIC`], [`HOOK_TYPE_URL`]).
+    pub fn from_envelope(envelope: &Envelope) -> Option<HookRecord> {
+        (envelope.topic == HOOK_TOPIC && envelope.event.type_url == HOOK_TYPE_URL)
+            .then(|| serde_json::from_slice(&envelope.event.value).ok())
+            .flatten()
+    }
 }
 
 impl ProbeRecord {

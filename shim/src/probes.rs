@@ -12,12 +12,17 @@
 //! SIGTERM, SIGKILL after the probe's `terminationGracePeriodSeconds` or the pod's grace.
 //! The container then exits, and the supervisor restarts it by the pod's restart policy,
 //! as kubelet does.
+//!
+//! Lifecycle hooks run here too: [`post_start`] right after a container's start (its
+//! probes begin once it returned), and the preStop hooks when the supervisor terminates
+//! the pod (`supervisor::Host::pre_stop`, in `crate::service`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto::eventlog::{ProbeRecord, PROBE_TOPIC, PROBE_TYPE_URL};
+use proto::eventlog::{HookRecord, ProbeRecord, PROBE_TOPIC, PROBE_TYPE_URL};
+use sandbox::pod::hooks::{Hook, HookKind};
 use sandbox::pod::probe::{self, Handler, Outcome, ProbeKind, ProbeResult, Probes, Worker};
 
 use crate::service::Service;
@@ -112,6 +117,35 @@ impl Run {
             }
         }
         tracing::debug!(id = %self.id, probe = ?kind, "probe ended");
+    }
+}
+
+/// How long a postStart hook may run at most (kubelet sets it no limit; a hook that hangs
+/// this long is reported failed and the container killed).
+const POST_START_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs the postStart `hook` of the run `seq` of container `id` (init `pid`) on a thread
+/// of its own, right after its start, and records it; on success starts its `probes`, on
+/// failure the container is killed (`Service::hook_record`).
+pub(crate) fn post_start(svc: &Service, id: &str, seq: u64, pid: u32, hook: &Hook, probes: &Probes) {
+    let (svc, task, hook, probes) = (svc.clone(), id.to_string(), hook.clone(), probes.clone());
+    let spawned = std::thread::Builder::new().name("post-start".into()).spawn(move || {
+        let id = task;
+        let result = svc.run_hook(&id, seq, pid, &hook, Instant::now() + POST_START_LIMIT);
+        let record = HookRecord {
+            container_id: id.clone(),
+            hook: HookKind::PostStart,
+            handler: hook.describe(),
+            ok: result.is_ok(),
+            message: result.err().unwrap_or_default(),
+        };
+        tracing::info!(id, ok = record.ok, message = %record.message, "postStart hook ran");
+        if svc.hook_record(&id, seq, &record) && record.ok && !probes.is_empty() {
+            start(&svc, &id, seq, pid, &probes);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(id, error = %e, "cannot start the postStart hook's thread");
     }
 }
 

@@ -132,6 +132,8 @@ struct Task {
     request: api::CreateTaskRequest,
     /// Its probes ([`annotations::PROBES`]), run by `crate::probes` in a supervised pod.
     probes: sandbox::pod::probe::Probes,
+    /// Its lifecycle hooks ([`annotations::HOOKS`]), run in a supervised pod.
+    hooks: sandbox::pod::hooks::Hooks,
     /// Its spec's process: what an exec probe runs its command as (CRI's ExecSync does
     /// the same with the container's process spec).
     process: Option<Process>,
@@ -439,6 +441,25 @@ impl Service {
     /// output (at most 10 KiB, as kubelet keeps). Past `timeout` the process is SIGKILLed
     /// and the check fails (kubelet's `ExecProbeTimeout`).
     pub(crate) fn probe_exec(&self, id: &str, seq: u64, command: &[String], timeout: Duration) -> Outcome {
+        match self.exec_in(id, seq, command, timeout) {
+            Ok((0, _)) => Outcome::Success,
+            Ok((_, output)) => Outcome::Failure(output),
+            Err(e) => Outcome::Failure(e),
+        }
+    }
+
+    /// Runs `command` in the run `seq` of container `id` as [`Service::probe_exec`] does:
+    /// its exit code and output (at most 10 KiB, trailing whitespace trimmed).
+    ///
+    /// Errors: the container does not run, the exec failed, or `timeout` passed (the
+    /// process is SIGKILLed), as kubelet words them.
+    fn exec_in(
+        &self,
+        id: &str,
+        seq: u64,
+        command: &[String],
+        timeout: Duration,
+    ) -> std::result::Result<(i32, String), String> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::io::Read;
         const MAX_OUTPUT: usize = 10 * 1024;
@@ -446,12 +467,12 @@ impl Service {
         let deadline = Instant::now() + timeout;
         let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
             Ok(p) => p,
-            Err(e) => return Outcome::Failure(format!("pipe: {e}")),
+            Err(e) => return Err(format!("pipe: {e}")),
         };
         let (handle, pid) = {
             let mut st = self.lock();
             let Some(task) = st.tasks.get_mut(id).filter(|t| t.seq == seq && t.init.running()) else {
-                return Outcome::Failure("container is not running".into());
+                return Err("container is not running".into());
             };
             let mut process = task.process.clone().unwrap_or_default();
             process.set_args(Some(command.to_vec()));
@@ -459,7 +480,7 @@ impl Service {
             process.set_console_size(None);
             let stderr = match write.try_clone() {
                 Ok(fd) => fd,
-                Err(e) => return Outcome::Failure(format!("dup: {e}")),
+                Err(e) => return Err(format!("dup: {e}")),
             };
             let stdio = sandbox::Stdio {
                 stdin: None,
@@ -472,7 +493,7 @@ impl Service {
                     st.probe_execs.insert(pid, None);
                     (handle, pid)
                 }
-                Err(e) => return Outcome::Failure(sandbox::error::chain(&e)),
+                Err(e) => return Err(sandbox::error::chain(&e)),
             }
         };
         // Output until the process exits (its pidfd turns readable) or the deadline.
@@ -525,12 +546,10 @@ impl Service {
         };
         st.probe_execs.remove(&pid);
         drop(st);
-        let text = || String::from_utf8_lossy(&output).trim_end().to_string();
         match code {
-            _ if timed_out => Outcome::Failure(format!("command {:?} timed out", command.join(" "))),
-            Some(0) => Outcome::Success,
-            Some(_) => Outcome::Failure(text()),
-            None => Outcome::Failure("the probe's process was not reaped".into()),
+            _ if timed_out => Err(format!("command {:?} timed out", command.join(" "))),
+            Some(code) => Ok((code, String::from_utf8_lossy(&output).trim_end().to_string())),
+            None => Err("the process was not reaped".into()),
         }
     }
 
@@ -539,15 +558,42 @@ impl Service {
     /// when `None`), SIGKILL to whatever of that run still runs. Returns whether the run
     /// still ran.
     pub(crate) fn probe_record(&self, id: &str, seq: u64, record: &ProbeRecord, grace: Option<Duration>) -> bool {
-        let mut st = self.lock();
+        let st = self.lock();
         if !Self::run_current(&st, id, seq) {
             return false;
         }
         let (topic, type_url, value) = crate::probes::encode(record);
         self.inner.publisher.record_local(topic, type_url, value);
-        if !record.kill {
-            return true;
+        if record.kill {
+            self.kill_run(st, id, seq, grace);
         }
+        true
+    }
+
+    /// Records that a lifecycle hook of container `id` ran (`record`), if its run `seq`
+    /// still runs, and kills that run when a postStart hook failed. Returns whether the
+    /// run still ran.
+    pub(crate) fn hook_record(&self, id: &str, seq: u64, record: &proto::eventlog::HookRecord) -> bool {
+        let st = self.lock();
+        if !Self::run_current(&st, id, seq) {
+            return false;
+        }
+        let value = serde_json::to_vec(record).expect("a hook record encodes");
+        self.inner.publisher.record_local(
+            proto::eventlog::HOOK_TOPIC,
+            proto::eventlog::HOOK_TYPE_URL,
+            value,
+        );
+        if !record.ok && record.hook == sandbox::pod::hooks::HookKind::PostStart {
+            self.kill_run(st, id, seq, None);
+        }
+        true
+    }
+
+    /// Kills the run `seq` of container `id` (under the lock, `st`, released here): SIGTERM
+    /// now, SIGKILL to whatever of that run still runs after `grace` (the pod's when
+    /// `None`).
+    fn kill_run(&self, mut st: MutexGuard<'_, Tasks>, id: &str, seq: u64, grace: Option<Duration>) {
         let pod_grace = st
             .tasks
             .get(id)
@@ -557,7 +603,7 @@ impl Service {
         let grace = grace
             .or(pod_grace)
             .unwrap_or(Duration::from_secs(proto::kube::DEFAULT_GRACE_SECONDS));
-        tracing::info!(id, ?grace, "probe failed: killing the container");
+        tracing::info!(id, ?grace, "killing the container");
         st.signal(id, Signal::SIGTERM.into(), false);
         drop(st);
         let (svc, id) = (self.clone(), id.to_string());
@@ -567,7 +613,41 @@ impl Service {
                 svc.lock().signal(&id, Signal::SIGKILL.into(), true);
             }
         });
-        true
+    }
+
+    /// Runs the run `seq` of container `id`'s lifecycle `hook` (init `pid`), by
+    /// `deadline`: `exec` in the container, `httpGet` from the pod's network namespace
+    /// (this thread enters it: call on a thread of its own), `sleep`.
+    ///
+    /// Errors: why the hook failed, as kubelet words it.
+    pub(crate) fn run_hook(
+        &self,
+        id: &str,
+        seq: u64,
+        pid: u32,
+        hook: &sandbox::pod::hooks::Hook,
+        deadline: Instant,
+    ) -> std::result::Result<(), String> {
+        use sandbox::pod::hooks::Hook;
+        match hook {
+            Hook::Exec { command } => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.exec_in(id, seq, command, left) {
+                    Ok((0, _)) => Ok(()),
+                    Ok((code, output)) => Err(format!(
+                        "command '{}' exited with {code}: {output}",
+                        command.join(" ")
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
+            Hook::HttpGet(_) => {
+                sandbox::pod::probe::enter_network_namespace(i32::try_from(pid).unwrap_or(i32::MAX))
+                    .map_err(|e| format!("enter the pod's network namespace: {e}"))?;
+                sandbox::pod::hooks::run_network_or_sleep(hook, deadline)
+            }
+            Hook::Sleep { .. } => sandbox::pod::hooks::run_network_or_sleep(hook, deadline),
+        }
     }
 
     fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
@@ -693,6 +773,7 @@ impl Service {
                 oom_stop,
                 request: req.clone(),
                 probes: member.probes,
+                hooks: member.hooks,
                 process,
             },
         );
@@ -819,8 +900,13 @@ impl Service {
             let supervised = pod
                 .and_then(|p| st.pods.get(&p))
                 .is_some_and(|p| p.supervision.supervised());
-            if let Some(task) = st.tasks.get(&req.id).filter(|t| supervised && !t.probes.is_empty()) {
-                crate::probes::start(self, &req.id, task.seq, pid, &task.probes);
+            if let Some(task) = st.tasks.get(&req.id).filter(|_| supervised) {
+                match &task.hooks.post_start {
+                    // Probes start once the hook returned (kubelet probes a started container).
+                    Some(hook) => crate::probes::post_start(self, &req.id, task.seq, pid, hook, &task.probes),
+                    None if !task.probes.is_empty() => crate::probes::start(self, &req.id, task.seq, pid, &task.probes),
+                    None => {}
+                }
             }
             return Ok(api::StartResponse {
                 pid,
@@ -1247,6 +1333,10 @@ impl PodState for Tasks {
         self.pods.get_mut(pod).map(|p| &mut p.supervision)
     }
 
+    fn has_pre_stop(&self, id: &str) -> bool {
+        self.tasks.get(id).is_some_and(|t| t.hooks.pre_stop.is_some())
+    }
+
     fn signal(&mut self, id: &str, signal: SignalNumber, all: bool) {
         if let Some(t) = self.tasks.get(id) {
             let _ = t.container.kill(signal, all);
@@ -1292,6 +1382,26 @@ impl supervisor::Host for Service {
         if let Err(e) = result {
             tracing::warn!(id, error = %sandbox::error::chain(&e), "restart failed");
         }
+    }
+
+    /// Runs member `id`'s preStop hook (on the supervisor's thread for it) and records it.
+    fn pre_stop(&self, id: &str, deadline: Instant) {
+        let Some((seq, pid, hook)) = self.lock().tasks.get(id).and_then(|t| {
+            let pid = t.init.pid.filter(|_| t.init.running())?;
+            Some((t.seq, pid_u32(pid), t.hooks.pre_stop.clone()?))
+        }) else {
+            return;
+        };
+        let result = self.run_hook(id, seq, pid, &hook, deadline);
+        let record = proto::eventlog::HookRecord {
+            container_id: id.to_string(),
+            hook: sandbox::pod::hooks::HookKind::PreStop,
+            handler: hook.describe(),
+            ok: result.is_ok(),
+            message: result.err().unwrap_or_default(),
+        };
+        tracing::info!(id, ok = record.ok, message = %record.message, "preStop hook ran");
+        self.hook_record(id, seq, &record);
     }
 }
 

@@ -73,7 +73,8 @@ fn main() {
             a_full_log_disk_drops_output_without_stalling_the_app,
             a_dynamically_linked_pause_is_refused_before_anything_exists,
             probes_gate_readiness_and_restart_the_unhealthy,
-            grpc_probe_follows_a_real_health_server
+            grpc_probe_follows_a_real_health_server,
+            lifecycle_hooks_run_around_the_container
         ]
         .into_iter()
         .map(|(name, f)| (format!("embedded::{name}"), f)),

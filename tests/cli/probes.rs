@@ -1,5 +1,6 @@
-//! Probes through `peapod run` (`examples/probes.yaml`): run by the embedded mode's shim
-//! with kubelet's rules, seen through `get`, `describe` and `-o json`; refused in CRI mode.
+//! Probes and lifecycle hooks through `peapod run` (`examples/probes.yaml`): run by the
+//! embedded mode's shim with kubelet's rules, seen through `get`, `describe` and `-o
+//! json`; refused in CRI mode.
 
 use anyhow::{ensure, Context, Result};
 
@@ -118,7 +119,7 @@ pub fn probes_are_refused_in_cri_mode() -> Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success(), "run with probes succeeded under CRI");
     ensure!(
-        err.contains("container \"web\": livenessProbe: probes run only in embedded mode"),
+        err.contains("container \"web\": livenessProbe: probes and lifecycle hooks run only in embedded mode"),
         "error: {err}"
     );
     ensure!(
@@ -249,4 +250,90 @@ pub fn grpc_probe_follows_a_real_health_server() -> Result<()> {
     let deleted = delete_and_check(&cli, "grpc", &uid);
     result?;
     deleted
+}
+
+/// Lifecycle hooks: postStart runs before the container counts as started (the app waits
+/// for the file it writes); a failing postStart kills and restarts its container with
+/// kubelet's `FailedPostStartHook`; at deletion preStop runs before the SIGTERM and its
+/// time counts against the grace period (SIGKILL at the grace, not the grace after it).
+pub fn lifecycle_hooks_run_around_the_container() -> Result<()> {
+    let cli = Cli::new(Mode::Embedded)?;
+    let out = cli.dir.path().join("out");
+    std::fs::create_dir(&out)?;
+    let manifest = cli.dir.path().join("hooks.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hooks}}
+spec:
+  terminationGracePeriodSeconds: 8
+  volumes: [{{name: out, hostPath: {{path: {out}}}}}]
+  containers:
+  - name: app
+    image: busybox
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    command:
+    - sh
+    - -c
+    - |
+      while [ ! -f /tmp/hooked ]; do sleep 0.1; done
+      echo "saw $(cat /tmp/hooked)"
+      trap 'echo "term $(date +%s)" >> /out/log' TERM
+      while true; do sleep 0.2; done
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, 'echo from-post-start > /tmp/hooked']}}}}
+      preStop: {{exec: {{command: [sh, -c, 'echo "prestop $(date +%s)" >> /out/log; sleep 4']}}}}
+  - name: bad
+    image: busybox
+    command: [sleep, '3600']
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, 'echo no; exit 3']}}}}
+"#,
+            out = out.display()
+        ),
+    )?;
+    cli.ok(&["run", "-f", manifest.to_str().context("path")?])?;
+    let uid = uid_of(&cli, "hooks")?;
+    let result = (|| {
+        cli.wait_for("the app to see the hook's file", || {
+            Ok(crate::pods::logs(&cli, "hooks", "app")?.contains("saw from-post-start").then_some(()))
+        })?;
+        ensure!(container(&cli, "hooks", "app")?.0, "app not started after its postStart hook");
+        // bad: killed after its hook failed (SIGTERM, SIGKILL at the grace), then restarted.
+        let wait = std::time::Instant::now();
+        while container(&cli, "hooks", "bad")?.2 < 1 {
+            ensure!(wait.elapsed().as_secs() < 60, "bad was not restarted after its postStart failed");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let d = cli.ok(&["describe", "pod", "hooks"])?;
+        let want = format!(
+            "Exec lifecycle hook ([sh -c echo no; exit 3]) for Container \"bad\" in Pod \"hooks_default({uid})\" failed - error: command 'sh -c echo no; exit 3' exited with 3: no"
+        );
+        ensure!(d.contains("FailedPostStartHook") && d.contains(&want), "describe lacks {want:?}:\n{d}");
+        Ok(())
+    })();
+    // preStop (4 s) then SIGTERM, which the app ignores: SIGKILL 8 s after the hook began.
+    let t0 = std::time::Instant::now();
+    let deleted = delete_and_check(&cli, "hooks", &uid);
+    let took = t0.elapsed();
+    result?;
+    deleted?;
+    let log = std::fs::read_to_string(out.join("log"))?;
+    let times: Vec<(&str, i64)> = log
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(what, t)| Some((what, t.parse().ok()?)))
+        .collect();
+    ensure!(
+        times.len() == 2 && times[0].0 == "prestop" && times[1].0 == "term",
+        "want the preStop hook, then the SIGTERM: {log:?}"
+    );
+    ensure!(times[1].1 - times[0].1 >= 4, "SIGTERM before the hook returned: {log:?}");
+    ensure!(
+        took.as_secs_f64() >= 7.0 && took.as_secs_f64() < 11.0,
+        "delete took {took:?}: the hook's 4 s must count against the 8 s grace (not 12 s)"
+    );
+    Ok(())
 }

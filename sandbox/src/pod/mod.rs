@@ -17,6 +17,7 @@
 //!   and bind-mounted into its members, when the pod is not given them by its caller.
 //! - `pause`: the pod's own pause process (no image): its spec, root and binary.
 //! - `gate`: the start order (KEP-753): when a member may start.
+//! - [`hooks`]: lifecycle hooks (postStart, preStop) and how they run.
 //! - [`probe`]: liveness, readiness and startup probes (kubelet's prober): the rules by
 //!   which checks become results, and the network checks.
 //! - [`supervisor`]: the pod's supervision over its host: waiting at the start gate,
@@ -29,6 +30,7 @@ mod files;
 mod gate;
 mod members;
 mod pause;
+pub mod hooks;
 pub mod probe;
 mod resources;
 pub mod supervisor;

@@ -393,10 +393,21 @@ const MAX_RESPONSE: u64 = 10 * 1024;
 /// (kubelet `pkg/probe/http`; a redirect counts as success, not followed). The whole
 /// exchange must end within `timeout`.
 pub fn http_get(get: &HttpGet, timeout: Duration) -> Outcome {
+    match http_status(get, timeout) {
+        Ok(c) if (200..400).contains(&c) => Outcome::Success,
+        Ok(c) => Outcome::Failure(format!("HTTP probe failed with statuscode: {c}")),
+        Err(e) => Outcome::Failure(e),
+    }
+}
+
+/// The status code of the `GET` that [`http_get`] sends, or why there is none (the
+/// connection failed, the deadline passed, the answer is no HTTP): the caller judges the
+/// code (a lifecycle hook does not, kubelet's `runHTTPHandler`).
+pub fn http_status(get: &HttpGet, timeout: Duration) -> Result<u16, String> {
     let deadline = Instant::now() + timeout;
     let path = if get.path.is_empty() { "/" } else { get.path.as_str() };
     let url = format!("http://{}{path}", join_host_port(&get.host, get.port));
-    let fail = |e: String| Outcome::Failure(format!("Get \"{url}\": {e}"));
+    let fail = |e: String| Err(format!("Get \"{url}\": {e}"));
     let mut stream = match connect(&get.host, get.port, timeout) {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -453,8 +464,7 @@ pub fn http_get(get: &HttpGet, timeout: Duration) -> Outcome {
         .and_then(|c| c.parse::<u16>().ok());
     let _ = stream.shutdown(Shutdown::Both);
     match code {
-        Some(c) if (200..400).contains(&c) => Outcome::Success,
-        Some(c) => Outcome::Failure(format!("HTTP probe failed with statuscode: {c}")),
+        Some(c) => Ok(c),
         None => fail(format!("malformed HTTP response {line:?}")),
     }
 }

@@ -221,6 +221,12 @@ pub trait PodState {
     /// to its init process, or with `all` to every process of its cgroup. A task that is
     /// gone or already exited is no error: the signal is dropped.
     fn signal(&mut self, id: &str, signal: SignalNumber, all: bool);
+
+    /// Member `id` has a preStop hook for the host to run ([`Host::pre_stop`]) before its
+    /// SIGTERM. None by default.
+    fn has_pre_stop(&self, _id: &str) -> bool {
+        false
+    }
 }
 
 /// The host of one or more pods: its state lock, the condvar it notifies on every member
@@ -239,6 +245,12 @@ pub trait Host: Clone + Send + 'static {
     /// id, spec and stdio). Called without the state lock held; failures are the host's to
     /// report.
     fn restart(&self, id: &str);
+
+    /// Runs member `id`'s preStop hook and returns once it did, or by `deadline` (the end
+    /// of the grace period); called without the state lock, on a thread of its own, for
+    /// every hooked member of a terminating pod at once. Failures are the host's to
+    /// report. Nothing by default.
+    fn pre_stop(&self, _id: &str, _deadline: Instant) {}
 }
 
 /// The start gate refused a member.
@@ -390,11 +402,20 @@ fn restart_due<H: Host>(host: &H, pod: &str, id: &str) -> bool {
     exited && !terminating
 }
 
+/// The least grace left for SIGTERM after preStop hooks ran (kubelet's
+/// `minimumGracePeriodInSeconds`).
+const MIN_GRACE_AFTER_HOOKS: Duration = Duration::from_secs(2);
+
 /// Terminates pod `pod` (called under the lock, `st`; once per pod, later calls do
 /// nothing): marks it terminating, sends SIGTERM to every running member in one pass, and
 /// returns. A thread of its own then waits for the grace period, or until no member runs,
 /// sends SIGKILL (to all their processes) to the members still running, waits up to 10 s
 /// for those to be reaped, and sends `signal` to the sandbox's init (task id `pod`).
+///
+/// When running members have a preStop hook ([`PodState::has_pre_stop`]), that thread
+/// first runs all of them at once ([`Host::pre_stop`]) and sends the SIGTERMs once they
+/// returned; they count against the grace period, of which at least 2 s are left for the
+/// SIGTERM (kubelet's `killContainer`).
 pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: impl Into<SignalNumber>) {
     let signal = signal.into();
     let Some(supervision) = st.supervision(pod) else {
@@ -406,8 +427,42 @@ pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: impl I
     supervision.terminating = true;
     let grace = supervision.grace;
     let running: Vec<Member> = st.members(pod).into_iter().filter(|m| m.running).collect();
+    let hooked: Vec<String> = running
+        .iter()
+        .filter(|m| st.has_pre_stop(&m.id))
+        .map(|m| m.id.clone())
+        .collect();
+    if !hooked.is_empty() {
+        let (host, pod) = (host.clone(), pod.to_string());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let deadline = t0 + grace;
+            tracing::info!(pod, hooks = ?hooked, "running preStop hooks");
+            std::thread::scope(|scope| {
+                for id in &hooked {
+                    let host = host.clone();
+                    scope.spawn(move || host.pre_stop(id, deadline));
+                }
+            });
+            let grace = grace.saturating_sub(t0.elapsed()).max(MIN_GRACE_AFTER_HOOKS);
+            {
+                let mut st = lock(&host);
+                let running: Vec<Member> = st.members(&pod).into_iter().filter(|m| m.running).collect();
+                sigterm_all(&mut *st, &pod, &running);
+            }
+            finish_termination(&host, &pod, grace, signal);
+        });
+        return;
+    }
+    sigterm_all(st, pod, &running);
+    let (host, pod) = (host.clone(), pod.to_string());
+    std::thread::spawn(move || finish_termination(&host, &pod, grace, signal));
+}
+
+/// SIGTERM to each of `running`, in one pass.
+fn sigterm_all<S: PodState>(st: &mut S, pod: &str, running: &[Member]) {
     let t0 = Instant::now();
-    for m in &running {
+    for m in running {
         st.signal(&m.id, Signal::SIGTERM.into(), false);
     }
     tracing::info!(
@@ -416,8 +471,6 @@ pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: impl I
         spread_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
         "SIGTERM sent to all containers"
     );
-    let (host, pod) = (host.clone(), pod.to_string());
-    std::thread::spawn(move || finish_termination(&host, &pod, grace, signal));
 }
 
 /// The second half of [`terminate`]: grace period, SIGKILL to survivors, `signal` to the
