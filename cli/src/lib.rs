@@ -28,3 +28,4 @@ pub mod pods;
 pub mod podstatus;
 pub mod runner;
 pub mod security;
+pub mod volumes;
