@@ -132,7 +132,7 @@ pub struct ObjectProjection {
 pub struct DownwardApiFile {
     /// Where its file goes: relative, cleaned.
     pub path: String,
-    /// `fieldRef.fieldPath`: one of [`DOWNWARD_FIELDS`], or `metadata.labels['k']` /
+    /// `fieldRef.fieldPath`: `metadata.name`, `.namespace`, `.uid`, `.labels`, `.annotations`, or `metadata.labels['k']` /
     /// `metadata.annotations['k']`.
     pub field_path: String,
     /// `mode`; `None`: the volume's `defaultMode`.
@@ -698,7 +698,7 @@ fn go_is_print(c: char) -> bool {
 
 /// `s` quoted as Go's `strconv.Quote` (`%q`): in double quotes, `"` and `\` escaped,
 /// `\a \b \f \n \r \t \v` for those controls, `\xNN` for other ASCII controls and DEL,
-/// `\uNNNN` / `\UNNNNNNNN` for other characters Go does not print ([`go_is_print`]).
+/// `\uNNNN` / `\UNNNNNNNN` for other characters Go does not print (`strconv.IsPrint`, approximated).
 pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');

@@ -797,8 +797,9 @@ pub fn config_maps_secrets_and_the_downward_api_fill_read_only_volumes(mode: Mod
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         };
         // configMap: the items only, at their paths, with their modes.
-        let listed =
-            ok("ls /etc/web; ls -A /etc/web | grep -c '^\\.\\.'; readlink /etc/web/..data; readlink /etc/web/index.html")?;
+        let listed = ok(
+            "ls /etc/web; ls -A /etc/web | grep -c '^\\.\\.'; readlink /etc/web/..data; readlink /etc/web/index.html",
+        )?;
         let lines: Vec<&str> = listed.lines().collect();
         ensure!(
             lines.len() == 5
