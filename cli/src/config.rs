@@ -26,21 +26,22 @@ pub enum ConfigSource {
 
 impl ConfigSource {
     /// kubelet's words for it: `ConfigMap`, `Secret`.
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ConfigSource::ConfigMap(_) => "ConfigMap",
             ConfigSource::Secret(_) => "Secret",
         }
     }
 
-    fn name(&self) -> &str {
+    /// The object's name.
+    pub fn name(&self) -> &str {
         match self {
             ConfigSource::ConfigMap(n) | ConfigSource::Secret(n) => n,
         }
     }
 
-    /// The API server's "not found" for it: `configmap "x" not found`.
-    fn not_found(&self) -> String {
+    /// kubelet's "not found" for it (its object managers' `configmap "x" not found`).
+    pub(crate) fn not_found(&self) -> String {
         format!("{} {:?} not found", self.kind().to_lowercase(), self.name())
     }
 }
@@ -61,6 +62,9 @@ pub struct EnvFrom {
 pub struct ConfigObjects {
     namespace: String,
     config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// ConfigMaps' `binaryData`, by ConfigMap name (volumes only: kubelet reads `data`
+    /// alone for the environment).
+    binary_data: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
@@ -76,18 +80,36 @@ impl ConfigObjects {
     /// Adds a ConfigMap; `what` names its document in errors.
     ///
     /// Errors: [`ManifestError::Field`] for a missing name, another namespace than the
-    /// pod's, or a name given twice.
+    /// pod's, a name given twice, or a key of `data` or `binaryData` that is not a valid
+    /// ConfigMap key or is in both (the API server's `ValidateConfigMap`).
     pub fn add_config_map(&mut self, what: &str, cm: ConfigMap) -> Result<(), ManifestError> {
         let name = self.check_meta(what, "ConfigMap", &cm.metadata)?;
         if self.config_maps.contains_key(&name) {
             return Err(twice(what, "ConfigMap", &name));
         }
-        self.config_maps.insert(name, cm.data.unwrap_or_default());
+        let data = cm.data.unwrap_or_default();
+        let binary: BTreeMap<String, Vec<u8>> = cm
+            .binary_data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        check_keys(what, "ConfigMap", &name, "data", data.keys())?;
+        check_keys(what, "ConfigMap", &name, "binaryData", binary.keys())?;
+        if let Some(k) = binary.keys().find(|k| data.contains_key(*k)) {
+            return Err(field(
+                format!("{what}: ConfigMap {name} binaryData[{k}]"),
+                "duplicate of key present in data",
+            ));
+        }
+        self.config_maps.insert(name.clone(), data);
+        self.binary_data.insert(name, binary);
         Ok(())
     }
 
     /// Adds a Secret: its `data`, with `stringData` written over it as the API server
-    /// merges them. Errors as [`ConfigObjects::add_config_map`].
+    /// merges them. Errors as [`ConfigObjects::add_config_map`] (keys of `data` and
+    /// `stringData`).
     pub fn add_secret(&mut self, what: &str, secret: Secret) -> Result<(), ManifestError> {
         let name = self.check_meta(what, "Secret", &secret.metadata)?;
         if self.secrets.contains_key(&name) {
@@ -99,7 +121,10 @@ impl ConfigObjects {
             .into_iter()
             .map(|(k, v)| (k, v.0))
             .collect();
-        for (k, v) in secret.string_data.unwrap_or_default() {
+        let string_data = secret.string_data.unwrap_or_default();
+        check_keys(what, "Secret", &name, "data", data.keys())?;
+        check_keys(what, "Secret", &name, "stringData", string_data.keys())?;
+        for (k, v) in string_data {
             data.insert(k, v.into_bytes());
         }
         self.secrets.insert(name, data);
@@ -144,6 +169,18 @@ impl ConfigObjects {
         }
     }
 
+    /// The keys and values `source` projects into a volume (a ConfigMap's `data` and
+    /// `binaryData`, a Secret's data); `None` when there is no such object.
+    pub(crate) fn files(&self, source: &ConfigSource) -> Option<BTreeMap<&str, &[u8]>> {
+        let mut entries = self.entries(source)?;
+        if let ConfigSource::ConfigMap(n) = source {
+            for (k, v) in self.binary_data.get(n).into_iter().flatten() {
+                entries.insert(k.as_str(), v.as_slice());
+            }
+        }
+        Some(entries)
+    }
+
     /// A value as text: a Secret value that is not UTF-8 cannot be an environment variable
     /// (the OCI spec's env is JSON text), an error naming the key.
     fn text(&self, source: &ConfigSource, key: &str, value: &[u8]) -> Result<String, String> {
@@ -163,6 +200,22 @@ fn field(f: impl Into<String>, reason: impl Into<String>) -> ManifestError {
         field: f.into(),
         reason: reason.into(),
     }
+}
+
+/// Checks the keys of `map` (`data`, `binaryData`, `stringData`) of object `kind name`
+/// given in `what` as the API server does ([`crate::volumes::check_key`]): they become
+/// file names in volumes.
+fn check_keys<'a>(
+    what: &str,
+    kind: &str,
+    name: &str,
+    map: &str,
+    keys: impl Iterator<Item = &'a String>,
+) -> Result<(), ManifestError> {
+    for k in keys {
+        crate::volumes::check_key(&format!("{what}: {kind} {name} {map}[{k}]"), k)?;
+    }
+    Ok(())
 }
 
 fn twice(what: &str, kind: &str, name: &str) -> ManifestError {
@@ -386,6 +439,22 @@ mod tests {
         );
         let err = parse(&format!("{OBJECTS}{}", pod("env: []")));
         assert!(err.contains("document 3: ConfigMap cm: given twice"), "{err}");
+        // Keys become file names in volumes: the API server's rules.
+        let err = parse(&pod("env: []").replace("data: {A: '1'", "data: {'../x': '1'"));
+        assert!(
+            err.contains("f.yaml: document 1: ConfigMap cm data[../x]: \"../x\": a valid config key"),
+            "{err}"
+        );
+        let err = parse(&pod("env: []").replace("stringData: {user: admin}", "stringData: {..user: admin}"));
+        assert!(
+            err.contains("Secret s stringData[..user]: \"..user\": must not start with '..'"),
+            "{err}"
+        );
+        let err = parse(&pod("env: []").replace("data: {A: '1',", "binaryData: {B: /w==}\ndata: {A: '1',"));
+        assert!(
+            err.contains("ConfigMap cm binaryData[B]: duplicate of key present in data"),
+            "{err}"
+        );
         let err = parse(&pod("env: []").replace("kind: Secret", "kind: Deployment"));
         assert!(
             err.contains("f.yaml: document 2: kind: \"Deployment\" is not supported"),

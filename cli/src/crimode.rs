@@ -17,7 +17,14 @@
 //! - status: `ListContainers` + `ContainerStatus` (states, times, exit codes, reasons) and
 //!   `PodSandboxStatus` (IP), turned into kubelet's pod status by [`crate::podstatus`].
 //!
-//! Nothing is kept outside the runtime: pods are found by their labels
+//! Volumes: kubelet fills configMap, secret, downwardAPI and projected volumes on the
+//! node and hands the runtime a read-only bind mount; so does the CLI, after
+//! `RunPodSandbox` and before the first `CreateContainer`, under
+//! `<root>/cri/pods/<namespace>_<name>_<uid>/volumes` (kubelet's
+//! `/var/lib/kubelet/pods/<uid>/volumes`, see [`crate::volumes`]); `delete` unmounts and
+//! removes them after `RemovePodSandbox`.
+//!
+//! Nothing else is kept outside the runtime: pods are found by their labels
 //! (`app.kubernetes.io/managed-by=peapod`), so any CRI client sees the same pods.
 //! The runtime restarts nothing: restarts are kubelet's job, and this CLI is not a
 //! daemon.
@@ -226,6 +233,33 @@ pub enum CriError {
         /// The first such field set, e.g. `livenessProbe` or `lifecycle`.
         probe: &'static str,
     },
+    /// The pod's configMap, secret, downwardAPI or projected volumes could not be written.
+    #[error("set up the volumes of pod {pod}")]
+    SetUpVolumes {
+        /// The pod.
+        pod: String,
+        /// Cause (names the path).
+        #[source]
+        source: crate::volumes::VolumeError,
+    },
+    /// The pod's volume directory could not be unmounted or removed.
+    #[error("tear down the volumes of sandbox {id}")]
+    TearDownVolumes {
+        /// The sandbox id.
+        id: String,
+        /// Cause (names the path).
+        #[source]
+        source: crate::volumes::VolumeError,
+    },
+    /// The pod's own directory (`<root>/cri/pods/...`) could not be removed.
+    #[error("remove {}", path.display())]
+    RemovePodDir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `CreateContainer` failed.
     #[error("CreateContainer {container}")]
     CreateContainer {
@@ -415,6 +449,7 @@ pub struct Cri {
     endpoint: String,
     handler: String,
     log_root: PathBuf,
+    data_root: PathBuf,
 }
 
 /// The socket path of a CRI endpoint: `unix:///path` or a plain path.
@@ -448,10 +483,11 @@ fn nanos(t: i64) -> Option<jiff::Timestamp> {
 impl Cri {
     /// Connects to `endpoint` (`unix:///run/containerd/containerd.sock`); pods run with
     /// `handler` (a containerd runtime name, `peapod`), container logs go under
-    /// `log_root` (kubelet's `/var/log/pods`).
+    /// `log_root` (kubelet's `/var/log/pods`), the pods' populated volumes under
+    /// `data_root/cri/pods` (`data_root`: the CLI's `--root`).
     ///
     /// Errors: a bad endpoint, nothing listening, or a server that does not speak CRI v1.
-    pub fn connect(endpoint: &str, handler: &str, log_root: &Path) -> Result<Cri> {
+    pub fn connect(endpoint: &str, handler: &str, log_root: &Path, data_root: &Path) -> Result<Cri> {
         let client = connect(endpoint)?;
         client.version().map_err(|source| CriError::Version {
             endpoint: endpoint.to_string(),
@@ -462,7 +498,17 @@ impl Cri {
             endpoint: endpoint.to_string(),
             handler: handler.to_string(),
             log_root: log_root.to_path_buf(),
+            data_root: data_root.to_path_buf(),
         })
+    }
+
+    /// The host directory of pod `namespace/name` with uid `uid`:
+    /// `<root>/cri/pods/<namespace>_<name>_<uid>` (its `volumes` below).
+    pub fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.data_root
+            .join("cri")
+            .join("pods")
+            .join(format!("{namespace}_{name}_{uid}"))
     }
 
     /// The sandbox of pod `namespace/name` run by this CLI, if any (the newest attempt).
@@ -553,8 +599,17 @@ impl Cri {
     /// failed (its message names the call and the container).
     ///
     /// Localhost seccomp profiles are under `seccomp_root`: each is read and checked
-    /// first, then handed to the runtime by absolute path, as kubelet does.
-    pub fn run(&self, pod: &Pod, plan: &PodPlan, seccomp_root: &Path, progress: &dyn Fn(&str)) -> Result<String> {
+    /// first, then handed to the runtime by absolute path, as kubelet does. `volumes`
+    /// holds the payloads of the plan's configMap, secret, downwardAPI and projected
+    /// volumes ([`crate::volumes::resolve`]), written before the first container is created.
+    pub fn run(
+        &self,
+        pod: &Pod,
+        plan: &PodPlan,
+        volumes: &crate::volumes::ResolvedVolumes,
+        seccomp_root: &Path,
+        progress: &dyn Fn(&str),
+    ) -> Result<String> {
         if self.find(&plan.namespace, &plan.name)?.is_some() {
             return Err(CriError::PodExists {
                 name: plan.name.clone(),
@@ -629,11 +684,43 @@ impl Cri {
                 });
             }
         };
-        if let Err(e) = self.create_and_start(&id, &config, plan, &images, seccomp_root, progress) {
+        let started = self
+            .set_up_volumes(&config, plan, volumes)
+            .and_then(|()| self.create_and_start(&id, &config, plan, &images, seccomp_root, progress));
+        if let Err(e) = started {
             let _ = self.remove(&id, &config, Duration::ZERO);
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// The pod's volume directory: `<pod_dir>/volumes` of the sandbox's pod.
+    fn volumes_dir(&self, sandbox: &api::PodSandboxConfig) -> PathBuf {
+        let (namespace, name, uid) = sandbox.metadata.as_ref().map_or(("", "", ""), |m| {
+            (m.namespace.as_str(), m.name.as_str(), m.uid.as_str())
+        });
+        self.pod_dir(namespace, name, uid).join("volumes")
+    }
+
+    /// Writes the pod's configMap, secret, downwardAPI and projected volumes: before any
+    /// container exists, as kubelet mounts volumes before it starts them.
+    fn set_up_volumes(
+        &self,
+        sandbox: &api::PodSandboxConfig,
+        plan: &PodPlan,
+        volumes: &crate::volumes::ResolvedVolumes,
+    ) -> Result<()> {
+        crate::volumes::set_up(
+            &self.volumes_dir(sandbox),
+            plan,
+            volumes,
+            sandbox.metadata.as_ref().map_or("", |m| m.uid.as_str()),
+            sandbox::pod::tmpfs_size(None, plan.totals.memory_limit, crate::manifest::memory_capacity()),
+        )
+        .map_err(|source| CriError::SetUpVolumes {
+            pod: plan.name.clone(),
+            source,
+        })
     }
 
     fn create_and_start(
@@ -646,6 +733,7 @@ impl Cri {
         progress: &dyn Fn(&str),
     ) -> Result<()> {
         let uid = sandbox.metadata.as_ref().map_or("", |m| m.uid.as_str());
+        let volumes_dir = self.volumes_dir(sandbox);
         let ip = self
             .sandbox_status(id)?
             .status
@@ -655,7 +743,7 @@ impl Cri {
         let mut ids = Vec::new();
         for (c, image) in plan.containers.iter().zip(images) {
             progress(&format!("creating container {}", c.name));
-            let config = container_config(plan, c, image, uid, &ip, seccomp_root)?;
+            let config = container_config(plan, c, image, uid, &ip, seccomp_root, &volumes_dir)?;
             let cid =
                 self.client
                     .create_container(id, &config, sandbox)
@@ -1067,6 +1155,12 @@ impl Cri {
                 .unwrap_or(proto::kube::DEFAULT_GRACE_SECONDS),
         };
         let config = api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                uid: status.metadata.as_ref().map(|m| m.uid.clone()).unwrap_or_default(),
+                attempt: 0,
+            }),
             log_directory: self
                 .log_root
                 .join(format!(
@@ -1121,6 +1215,19 @@ impl Cri {
                     path: PathBuf::from(&config.log_directory),
                     source,
                 })
+            }
+        }
+        // The volumes after the sandbox: no container uses them any more.
+        if let Some(m) = config.metadata.as_ref().filter(|m| !m.uid.is_empty()) {
+            let dir = self.pod_dir(&m.namespace, &m.name, &m.uid);
+            crate::volumes::tear_down(&dir.join("volumes")).map_err(|source| CriError::TearDownVolumes {
+                id: id.to_string(),
+                source,
+            })?;
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(CriError::RemovePodDir { path: dir, source }),
             }
         }
         // kubelet owns the pod cgroup; the peapod shim removes the one it created, so this
@@ -1218,7 +1325,9 @@ fn apparmor_profile(p: &AppArmorProfile) -> api::SecurityProfile {
     }
 }
 
-/// A container's CRI config, as kubelet's `generateContainerConfig` builds it.
+/// A container's CRI config, as kubelet's `generateContainerConfig` builds it; its
+/// configMap, secret, downwardAPI and projected volumes are read-only mounts from
+/// `volumes_dir` (kubelet's `makeMounts`).
 fn container_config(
     plan: &PodPlan,
     c: &ContainerPlan,
@@ -1226,10 +1335,21 @@ fn container_config(
     uid: &str,
     ip: &str,
     seccomp_root: &Path,
+    volumes_dir: &Path,
 ) -> Result<api::ContainerConfig> {
     let mut mounts = Vec::new();
     for m in &c.mounts {
         match plan.volumes.get(&m.volume) {
+            // subPath on them is refused by the plan.
+            Some(VolumeKind::Populated(v)) if m.sub_path.is_none() => mounts.push(api::Mount {
+                container_path: m.path.clone(),
+                host_path: crate::volumes::volume_dir(volumes_dir, v.plugin, &m.volume)
+                    .to_string_lossy()
+                    .into_owned(),
+                // Always, as kubelet (CVE-2017-1002102).
+                readonly: true,
+                ..Default::default()
+            }),
             Some(VolumeKind::HostPath { path, .. }) => mounts.push(api::Mount {
                 container_path: m.path.clone(),
                 host_path: match &m.sub_path {
@@ -1343,7 +1463,7 @@ mod tests {
         let plan = crate::manifest::plan(&pod, 8 << 30).unwrap();
         let root = Path::new("/var/lib/kubelet/seccomp");
         let sec = |c: usize| {
-            container_config(&plan, &plan.containers[c], "busybox", "u", "", root)
+            container_config(&plan, &plan.containers[c], "busybox", "u", "", root, Path::new("/v"))
                 .unwrap()
                 .linux
                 .unwrap()
@@ -1446,5 +1566,34 @@ mod tests {
                 assert!(!pair[0].contains(&pair[1]), "{pair:?}");
             }
         }
+    }
+
+    #[test]
+    fn populated_volumes_are_read_only_mounts_from_the_pods_dir() {
+        let pod = crate::manifest::parse(
+            "t",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes: [{name: all, projected: {sources: [{secret: {name: s}}]}}]\n  containers: [{name: a, image: busybox, volumeMounts: [{name: all, mountPath: /all}]}]\n",
+        )
+        .unwrap();
+        let plan = crate::manifest::plan(&pod, 8 << 30).unwrap();
+        let c = container_config(
+            &plan,
+            &plan.containers[0],
+            "busybox",
+            "u",
+            "",
+            Path::new("/s"),
+            Path::new("/v"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.mounts,
+            [api::Mount {
+                container_path: "/all".into(),
+                host_path: "/v/kubernetes.io~projected/all".into(),
+                readonly: true,
+                ..Default::default()
+            }]
+        );
     }
 }

@@ -363,6 +363,7 @@ pub fn describe(p: &PodSummary) -> String {
                     let _ = writeln!(w, "    Path:          {path}");
                     let _ = writeln!(w, "    HostPathType:  {kind}");
                 }
+                crate::manifest::VolumeKind::Populated(v) => describe_populated(w, v),
             }
         }
     }
@@ -397,6 +398,83 @@ pub fn describe(p: &PodSummary) -> String {
         w.push_str(&columns(&rows));
     }
     out
+}
+
+/// `rows` as kubectl's tabwriter prints a block of `key:\tvalue` lines: each key padded
+/// to the longest plus two spaces, indented by four.
+fn describe_rows(out: &mut String, rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0) + 2;
+    for (k, v) in rows {
+        let _ = writeln!(out, "    {:<width$}{v}", format!("{k}:"));
+    }
+}
+
+/// A configMap, secret, downwardAPI or projected volume as kubectl describes it
+/// (`describe.go`: `printConfigMapVolumeSource`, `printSecretVolumeSource`,
+/// `printDownwardAPIVolumeSource`, `printProjectedVolumeSource`).
+fn describe_populated(out: &mut String, v: &crate::volumes::PopulatedVolume) {
+    use crate::config::ConfigSource;
+    use crate::volumes::{Plugin, Projection};
+    let object = |p: &Projection| match p {
+        Projection::Object(o) => Some((o.source.clone(), o.optional)),
+        Projection::DownwardApi(_) => None,
+    };
+    match v.plugin {
+        Plugin::ConfigMap | Plugin::Secret => {
+            let Some((source, optional)) = v.sources.first().and_then(object) else {
+                return;
+            };
+            let (ty, key) = match source {
+                ConfigSource::ConfigMap(_) => ("ConfigMap (a volume populated by a ConfigMap)", "Name"),
+                ConfigSource::Secret(_) => ("Secret (a volume populated by a Secret)", "SecretName"),
+            };
+            describe_rows(
+                out,
+                &[
+                    ("Type", ty.to_string()),
+                    (key, source.name().to_string()),
+                    ("Optional", optional.to_string()),
+                ],
+            );
+        }
+        Plugin::DownwardApi => {
+            describe_rows(
+                out,
+                &[(
+                    "Type",
+                    "DownwardAPI (a volume populated by information about the pod)".into(),
+                )],
+            );
+            let _ = writeln!(out, "    Items:");
+            for p in &v.sources {
+                if let Projection::DownwardApi(files) = p {
+                    for f in files {
+                        let _ = writeln!(out, "      {} -> {}", f.field_path, f.path);
+                    }
+                }
+            }
+        }
+        Plugin::Projected => {
+            let mut rows = vec![(
+                "Type",
+                "Projected (a volume that contains injected data from multiple sources)".to_string(),
+            )];
+            for p in &v.sources {
+                match object(p) {
+                    Some((ConfigSource::Secret(n), optional)) => {
+                        rows.push(("SecretName", n));
+                        rows.push(("SecretOptionalName", optional.to_string()));
+                    }
+                    Some((ConfigSource::ConfigMap(n), optional)) => {
+                        rows.push(("ConfigMapName", n));
+                        rows.push(("ConfigMapOptional", optional.to_string()));
+                    }
+                    None => rows.push(("DownwardAPI", "true".into())),
+                }
+            }
+            describe_rows(out, &rows);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -458,5 +536,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("    Requests:\n      cpu:     250m\n"), "{text}");
+    }
+
+    #[test]
+    fn describe_shows_populated_volumes_as_kubectl_does() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  volumes:\n  - {name: cfg, configMap: {name: app-config}}\n  - {name: sec, secret: {secretName: app-secret, optional: true}}\n  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}\n  - {name: all, projected: {sources: [{secret: {name: s}}, {downwardAPI: {items: []}}, {configMap: {name: c, optional: true}}]}}\n  containers: [{name: app, image: busybox}]\n";
+        let pod = crate::manifest::parse("q.yaml", yaml).unwrap();
+        let p = PodSummary {
+            plan: crate::manifest::plan(&pod, 1 << 34).unwrap(),
+            manifest: Some(pod),
+            uid: "u".into(),
+            created: None,
+            status: PodStatus::default(),
+            events: Vec::new(),
+            runtime: "embedded".into(),
+        };
+        let text = describe(&p);
+        for block in [
+            "  cfg:\n    Type:      ConfigMap (a volume populated by a ConfigMap)\n    Name:      app-config\n    Optional:  false\n",
+            "  sec:\n    Type:        Secret (a volume populated by a Secret)\n    SecretName:  app-secret\n    Optional:    true\n",
+            "  info:\n    Type:  DownwardAPI (a volume populated by information about the pod)\n    Items:\n      metadata.labels -> labels\n",
+            "  all:\n    Type:                Projected (a volume that contains injected data from multiple sources)\n    SecretName:          s\n    SecretOptionalName:  false\n    DownwardAPI:         true\n    ConfigMapName:       c\n    ConfigMapOptional:   true\n",
+        ] {
+            assert!(text.contains(block), "{block}\nnot in:\n{text}");
+        }
     }
 }

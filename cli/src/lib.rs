@@ -29,3 +29,4 @@ pub mod podstatus;
 pub mod probes;
 pub mod runner;
 pub mod security;
+pub mod volumes;

@@ -29,7 +29,8 @@ use sandbox::{Config, Container, CreateOptions, Stdio};
     after_help = "Examples:\n  peapod image import busybox.tar\n  peapod run -f examples/shared-volume.yaml\n  peapod get pods -o wide\n  peapod describe pod shared-volume\n  peapod logs shared-volume -c reader -f --timestamps\n  peapod exec -it shared-volume -c writer -- sh\n  peapod delete pod shared-volume --grace-period 5\n  peapod --cri unix:///run/containerd/containerd.sock run -f examples/native-sidecar.yaml\n\nExit codes: 0 success; 1 the command failed (message on stderr); 2 usage error;\nexec: the command's exit status; run-bundle: the container's, 125 if it could not run."
 )]
 struct Cli {
-    /// Persistent data (images, volumes, logs).
+    /// Persistent data (images, volumes, logs; in CRI mode the pods' configMap, secret,
+    /// downwardAPI and projected volumes).
     #[arg(long, env = "PEAPOD_ROOT", default_value = "/var/lib/peapod", global = true)]
     root: PathBuf,
     /// Runtime state (pods, container state).
@@ -231,6 +232,7 @@ fn main() {
                 endpoint,
                 &cli.runtime_handler,
                 &cli.pod_log_dir,
+                &cli.root,
             )?)),
             None => Mode::Embedded(paths.clone()),
         })
@@ -326,6 +328,9 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
     // kubelet resolves the references when it makes each container; here a missing
     // object or key fails the run before anything exists.
     let plan = peapod::config::resolve_env(&plan, &config)?;
+    // Likewise for the files of configMap, secret, downwardAPI and projected volumes
+    // (kubelet's FailedMount).
+    let volumes = peapod::volumes::resolve(&plan, &config)?;
     let spinner = Spinner::start();
     let report = spinner.report();
     let progress = |msg: &str| report(&format!("{}: {msg}", plan.name));
@@ -336,7 +341,7 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
                 Network::Cni => NetworkMode::Cni,
                 Network::None => NetworkMode::None,
             };
-            let record = runner::run(paths, &bins, &plan, network, seccomp_root, &progress)?;
+            let record = runner::run(paths, &bins, &plan, &volumes, network, seccomp_root, &progress)?;
             runner::save_manifest(paths, &record, &pod)?;
             record.ip
         }
@@ -344,7 +349,7 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
             if matches!(network, Network::None) {
                 bail!("--network none: under CRI the runtime's CNI configuration decides the pod network");
             }
-            let id = cri.run(&pod, &plan, seccomp_root, &progress)?;
+            let id = cri.run(&pod, &plan, &volumes, seccomp_root, &progress)?;
             cri.summary(&id)?.status.pod_ip
         }
     };

@@ -125,6 +125,9 @@ pub enum VolumeKind {
         /// The `type` check (`Directory`, `DirectoryOrCreate`, `File`, …; empty: none).
         kind: String,
     },
+    /// A configMap, secret, downwardAPI or projected volume: files the CLI writes before
+    /// the pod's containers start ([`crate::volumes`]), mounted read-only.
+    Populated(crate::volumes::PopulatedVolume),
 }
 
 /// A container mount of a pod volume.
@@ -310,11 +313,47 @@ fn document(what: &str, value: serde_yaml_ng::Value) -> Result<Document, Manifes
         return Err(err(format!("apiVersion: {api:?}: a {kind} is apiVersion v1")));
     }
     let shape = |e: serde_yaml_ng::Error| err(e.to_string());
+    let mut value = value;
+    if kind == "Pod" {
+        if let Some(volumes) = value.get_mut("spec").and_then(|s| s.get_mut("volumes")) {
+            yaml11_octal_modes(volumes);
+        }
+    }
     Ok(match kind.as_str() {
         "Pod" => Document::Pod(Box::new(serde_yaml_ng::from_value(value).map_err(shape)?)),
         "ConfigMap" => Document::ConfigMap(serde_yaml_ng::from_value(value).map_err(shape)?),
         _ => Document::Secret(serde_yaml_ng::from_value(value).map_err(shape)?),
     })
+}
+
+/// File modes written as YAML 1.1 octal (`defaultMode: 0400`), as kubectl reads them
+/// (sigs.k8s.io/yaml is YAML 1.1: 256), where YAML 1.2 (serde_yaml_ng) reads a string that
+/// no mode field accepts: every `mode` and `defaultMode` value of the form `0[0-7]+`
+/// under a Pod's `spec.volumes` becomes that octal number. `0o400` is octal in both
+/// already.
+fn yaml11_octal_modes(value: &mut serde_yaml_ng::Value) {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let octal = match (k.as_str(), v.as_str()) {
+                    (Some("mode" | "defaultMode"), Some(s))
+                        if s.len() > 1 && s.starts_with('0') && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+                    {
+                        u64::from_str_radix(s, 8).ok()
+                    }
+                    _ => None,
+                };
+                match octal {
+                    Some(n) => *v = Value::Number(n.into()),
+                    None => yaml11_octal_modes(v),
+                }
+            }
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(yaml11_octal_modes),
+        Value::Tagged(t) => yaml11_octal_modes(&mut t.value),
+        _ => {}
+    }
 }
 
 /// A Pod and the ConfigMaps and Secrets given with it.
@@ -958,6 +997,30 @@ pub fn oom_score_adj(qos: QosClass, memory_request: u64, memory_capacity: u64) -
     }
 }
 
+/// The volume types `v` sets (`emptyDir`, `configMap`, ...), by their manifest names.
+fn volume_kinds(v: &k8s_openapi::api::core::v1::Volume) -> Vec<String> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::Object(m)) => m.keys().filter(|k| *k != "name").cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The refusal of a volume type peapod does not fill, naming it
+/// (`spec.volumes[0].persistentVolumeClaim`).
+fn unsupported_volume(path: &str, v: &k8s_openapi::api::core::v1::Volume) -> ManifestError {
+    const SUPPORTED: &str = "only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are";
+    match volume_kinds(v).first() {
+        Some(kind) => field(
+            format!("{path}.{kind}"),
+            format!("not supported by peapod ({SUPPORTED})"),
+        ),
+        None => field(
+            path,
+            format!("must specify a volume type ({SUPPORTED} supported by peapod)"),
+        ),
+    }
+}
+
 /// Checks `pod` and resolves it into a [`PodPlan`]; `memory_capacity` (bytes) is the
 /// node's memory, for `oom_score_adj`.
 pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
@@ -1037,6 +1100,13 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let path = format!("spec.volumes[{i}]");
         dns_label(&format!("{path}.name"), &v.name)?;
+        let kinds = volume_kinds(v);
+        if kinds.len() > 1 {
+            return Err(field(
+                path,
+                format!("may not specify more than 1 volume type (has {})", kinds.join(", ")),
+            ));
+        }
         let kind = if let Some(e) = &v.empty_dir {
             let medium = e.medium.clone().unwrap_or_default();
             if !matches!(medium.as_str(), "" | "Memory") {
@@ -1061,11 +1131,10 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
                 path: h.path.clone(),
                 kind: h.type_.clone().unwrap_or_default(),
             }
+        } else if let Some(populated) = crate::volumes::plan_volume(&path, v)? {
+            VolumeKind::Populated(populated)
         } else {
-            return Err(field(
-                path,
-                "only emptyDir and hostPath volumes are supported by peapod",
-            ));
+            return Err(unsupported_volume(&path, v));
         };
         if volumes.insert(v.name.clone(), kind).is_some() {
             return Err(field(format!("{path}.name"), format!("{:?} declared twice", v.name)));
@@ -1197,6 +1266,12 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             {
                 return Err(field(format!("{f}.subPath"), "must be a relative path without '..'"));
             }
+            if sub_path.is_some() && matches!(volumes.get(&m.name), Some(VolumeKind::Populated(_))) {
+                return Err(field(
+                    format!("{f}.subPath"),
+                    "subPath on a configMap, secret, downwardAPI or projected volume is not supported by peapod yet",
+                ));
+            }
             mounts.push(MountPlan {
                 volume: m.name.clone(),
                 path: m.mount_path.clone(),
@@ -1288,7 +1363,7 @@ impl PodPlan {
             .values()
             .filter_map(|v| match v {
                 VolumeKind::EmptyDir(e) => Some(e),
-                VolumeKind::HostPath { .. } => None,
+                VolumeKind::HostPath { .. } | VolumeKind::Populated(_) => None,
             })
             .collect();
         if !dirs.is_empty() {
@@ -1453,9 +1528,7 @@ spec:
     fn unsupported_and_bad_fields_are_named() {
         let base = |extra: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{extra}");
         assert_eq!(
-            err_field(&base(
-                "  containers: [{name: c, image: busybox, stdin: true}]"
-            )),
+            err_field(&base("  containers: [{name: c, image: busybox, stdin: true}]")),
             "spec.containers[0].stdin"
         );
         assert_eq!(
@@ -1472,9 +1545,21 @@ spec:
         );
         assert_eq!(
             err_field(&base(
-                "  volumes: [{name: v, configMap: {name: x}}]\n  containers: [{name: c, image: busybox}]"
+                "  volumes: [{name: v, persistentVolumeClaim: {claimName: x}}]\n  containers: [{name: c, image: busybox}]"
+            )),
+            "spec.volumes[0].persistentVolumeClaim"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  volumes: [{name: v, emptyDir: {}, configMap: {name: x}}]\n  containers: [{name: c, image: busybox}]"
             )),
             "spec.volumes[0]"
+        );
+        assert_eq!(
+            err_field(&base(
+                "  volumes: [{name: v, configMap: {name: x}}]\n  containers: [{name: c, image: busybox, volumeMounts: [{name: v, mountPath: /x, subPath: a}]}]"
+            )),
+            "spec.containers[0].volumeMounts[0].subPath"
         );
         assert_eq!(
             err_field(&base(
@@ -1798,5 +1883,33 @@ spec:
         let long = format!("{}b.cd", "a".repeat(61));
         let p = plan_of(&pod(&format!("{{name: {long}}}"), c)).unwrap();
         assert_eq!(p.hostname, format!("{}b", "a".repeat(61)));
+    }
+
+    #[test]
+    fn volume_modes_read_yaml_1_1_octal_as_kubectl_does() {
+        let p = plan_of(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {mode: '0644'}}\nspec:\n  volumes:\n  - name: a\n    configMap: {name: x, defaultMode: 0440, items: [{key: k, path: k, mode: 0600}]}\n  - name: b\n    secret: {secretName: y, defaultMode: 256}\n  - name: c\n    projected: {defaultMode: 0o444, sources: []}\n  containers: [{name: c, image: busybox}]\n",
+        )
+        .unwrap();
+        let modes: Vec<(u32, Vec<Option<u32>>)> = p
+            .volumes
+            .values()
+            .map(|v| match v {
+                VolumeKind::Populated(v) => (
+                    v.default_mode,
+                    v.sources
+                        .iter()
+                        .flat_map(|s| match s {
+                            crate::volumes::Projection::Object(o) => o.items.iter().map(|i| i.mode).collect(),
+                            crate::volumes::Projection::DownwardApi(_) => Vec::new(),
+                        })
+                        .collect(),
+                ),
+                _ => panic!("{v:?}"),
+            })
+            .collect();
+        assert_eq!(modes, [(0o440, vec![Some(0o600)]), (0o400, vec![]), (0o444, vec![])]);
+        // Outside spec.volumes a leading zero stays text (a label value here).
+        assert_eq!(p.labels["mode"], "0644");
     }
 }

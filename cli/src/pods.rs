@@ -62,6 +62,9 @@ pub struct PodRuntime {
     pub seccomp_root: PathBuf,
     /// Where sysfs is (`/sys`): whether AppArmor is on, which profiles are loaded.
     pub sys_root: PathBuf,
+    /// The pod's volume directory: its configMap, secret, downwardAPI and projected
+    /// volumes are below ([`crate::volumes::volume_dir`]).
+    pub volumes_dir: PathBuf,
 }
 
 /// True when this process may lower its `oom_score_adj` (probed by trying -1, then
@@ -207,8 +210,12 @@ fn bounding_set(spec: &Spec) -> HashSet<Capability> {
 
 /// A container's spec.
 ///
+/// Volumes: hostPath ones bind-mounted as asked, configMap, secret, downwardAPI and
+/// projected ones bind-mounted read-only from `rt.volumes_dir`; emptyDirs are the shim's
+/// (from the container's annotations).
+///
 /// Errors: a user name the CLI cannot resolve, `runAsNonRoot` with a root user, or a
-/// subPath on an emptyDir (not supported yet), each naming the field.
+/// subPath on an emptyDir or a populated volume (not supported yet), each naming the field.
 pub fn container_spec(
     plan: &PodPlan,
     c: &ContainerPlan,
@@ -318,6 +325,25 @@ pub fn container_spec(
                         .typ("bind")
                         .source(source)
                         .options(opts)
+                        .build()
+                        .expect("all fields set"),
+                );
+            }
+            Some(VolumeKind::Populated(v)) => {
+                if m.sub_path.is_some() {
+                    return Err(ManifestError::Field {
+                        field: path(&format!("volumeMounts[{}].subPath", m.volume)),
+                        reason: "subPath on a configMap, secret, downwardAPI or projected volume is not supported by peapod yet".into(),
+                    });
+                }
+                // Read-only whatever the manifest says, as kubelet's makeMounts
+                // (CVE-2017-1002102: the kubelet's writes must not meet a container's).
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(&m.path)
+                        .typ("bind")
+                        .source(crate::volumes::volume_dir(&rt.volumes_dir, v.plugin, &m.volume))
+                        .options(vec!["rbind".to_string(), "rprivate".to_string(), "ro".to_string()])
                         .build()
                         .expect("all fields set"),
                 );
@@ -460,6 +486,7 @@ mod tests {
             clamp_oom_score_adj: true,
             seccomp_root: "/nonexistent".into(),
             sys_root: "/nonexistent".into(),
+            volumes_dir: "/var/lib/peapod/pods/default_web/volumes".into(),
         }
     }
 
@@ -692,5 +719,44 @@ spec:
         )
         .unwrap_err();
         assert!(err.to_string().contains("runAsNonRoot"), "{err}");
+    }
+
+    #[test]
+    fn populated_volumes_are_read_only_binds_from_the_pods_volume_dir() {
+        let p = plan(
+            &parse(
+                "t",
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes: [{name: cfg, configMap: {name: x}}, {name: tls, secret: {secretName: y}}]\n  containers: [{name: c, image: busybox, volumeMounts: [{name: cfg, mountPath: /etc/cfg, readOnly: false}, {name: tls, mountPath: /etc/tls}]}]\n",
+            )
+            .unwrap(),
+            8 << 30,
+        )
+        .unwrap();
+        let spec = container_spec(&p, &p.containers[0], &busybox(), &rt()).unwrap();
+        let mount = |dest: &str| {
+            spec.mounts()
+                .iter()
+                .flatten()
+                .find(|m| m.destination() == Path::new(dest))
+                .cloned()
+                .unwrap()
+        };
+        let cfg = mount("/etc/cfg");
+        assert_eq!(
+            cfg.source().as_deref(),
+            Some(Path::new(
+                "/var/lib/peapod/pods/default_web/volumes/kubernetes.io~configmap/cfg"
+            ))
+        );
+        assert_eq!(
+            cfg.options().as_deref(),
+            Some(&["rbind".to_string(), "rprivate".into(), "ro".into()][..])
+        );
+        assert_eq!(
+            mount("/etc/tls").source().as_deref(),
+            Some(Path::new(
+                "/var/lib/peapod/pods/default_web/volumes/kubernetes.io~secret/tls"
+            ))
+        );
     }
 }

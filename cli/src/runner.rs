@@ -2,16 +2,18 @@
 //! `containerd-shim-peapod-v2` without containerd.
 //!
 //! `run`: images resolved first (a missing one fails the pod with `ErrImagePull` before
-//! anything exists), the pod recorded, the sandbox (pause) task created and started, the
+//! anything exists), the pod recorded, its configMap, secret, downwardAPI and projected
+//! volumes written ([`crate::volumes`]), the sandbox (pause) task created and started, the
 //! pod network attached to its network namespace through CNI, every container's bundle
 //! written and its task created in declaration order, then all containers started at
 //! once: the shim orders them (init containers, sidecars, apps). `delete`: SIGTERM to the
 //! sandbox task (the shim signals every container at once, waits the grace period,
-//! SIGKILLs the rest, ends the pause process), then every task deleted, CNI DEL, and the
-//! pod's directories removed.
+//! SIGKILLs the rest, ends the pause process), then every task deleted, CNI DEL, the
+//! volumes' tmpfs unmounted, and the pod's directories removed.
 //!
 //! Paths: `<state>/pods/<namespace>_<name>/` (tmpfs: `pod.json`, bundles) and
-//! `<root>/pods/<namespace>_<name>/` (disk: container layers' upper dirs, logs),
+//! `<root>/pods/<namespace>_<name>/` (disk: container layers' upper dirs, logs, and
+//! `volumes/kubernetes.io~<plugin>/<volume>`, tmpfs mounts for secrets),
 //! `<root>/images` (the image store), `<root>/cni` (IPAM).
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use crate::images::{ImageError, Store};
 use crate::manifest::{ContainerPlan, ManifestError, PodPlan};
 use crate::pods::{container_spec, sandbox_spec, ImageConfig, PodRuntime};
 use crate::podstatus::{exit_event, pod_status, Exit, Observation, Observed, PodEvent, ProbeStatus};
+use crate::volumes::ResolvedVolumes;
 
 /// A failed step of the embedded mode, naming the pod, container, task or path.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +195,24 @@ pub enum RunError {
         /// Cause (names the field and the file).
         #[source]
         source: ManifestError,
+    },
+    /// The pod's configMap, secret, downwardAPI or projected volumes could not be written.
+    #[error("set up the volumes of pod {pod}")]
+    SetUpVolumes {
+        /// The pod.
+        pod: String,
+        /// Cause (names the path).
+        #[source]
+        source: crate::volumes::VolumeError,
+    },
+    /// The pod's volume directory could not be unmounted or removed.
+    #[error("tear down the volumes of pod {pod}")]
+    TearDownVolumes {
+        /// The pod.
+        pod: String,
+        /// Cause (names the path).
+        #[source]
+        source: crate::volumes::VolumeError,
     },
     /// A container's OCI spec could not be built from the manifest and its image.
     #[error("build the OCI spec")]
@@ -394,6 +415,13 @@ impl Paths {
 
     fn pod_data(&self, key: &str) -> PathBuf {
         self.root.join("pods").join(key)
+    }
+
+    /// The pod's configMap, secret, downwardAPI and projected volumes
+    /// ([`crate::volumes::set_up`]): in its data directory, as kubelet's
+    /// `/var/lib/kubelet/pods/<uid>/volumes`.
+    pub fn pod_volumes(&self, key: &str) -> PathBuf {
+        self.pod_data(key).join("volumes")
     }
 
     /// The image store.
@@ -648,11 +676,14 @@ impl Binaries {
 
 /// Runs a pod; returns its record. On error everything created is removed again.
 /// Localhost seccomp profiles are read under `seccomp_root`, and checked (with the
-/// AppArmor profiles) before anything is created.
+/// AppArmor profiles) before anything is created. `volumes` holds the payloads of the
+/// plan's configMap, secret, downwardAPI and projected volumes
+/// ([`crate::volumes::resolve`]), written before the sandbox starts.
 pub fn run(
     paths: &Paths,
     bins: &Binaries,
     plan: &PodPlan,
+    volumes: &ResolvedVolumes,
     network: NetworkMode,
     seccomp_root: &Path,
     progress: &dyn Fn(&str),
@@ -699,7 +730,7 @@ pub fn run(
         let _ = remove(&paths.pod_state(&key), true);
         return Err(e);
     }
-    match run_inner(paths, bins, &mut record, &images, progress) {
+    match run_inner(paths, bins, &mut record, &images, volumes, progress) {
         Ok(()) => Ok(record),
         Err(e) => {
             let _ = delete_record(paths, &record, Some(0));
@@ -726,6 +757,7 @@ fn run_inner(
     bins: &Binaries,
     record: &mut PodRecord,
     images: &[crate::images::Image],
+    volumes: &ResolvedVolumes,
     progress: &dyn Fn(&str),
 ) -> Result<()> {
     let plan = record.plan.clone();
@@ -739,10 +771,27 @@ fn run_inner(
         clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
         seccomp_root: record.seccomp_root.clone(),
         sys_root: PathBuf::from(SYS_ROOT),
+        volumes_dir: paths.pod_volumes(&record.key),
     };
     for warning in crate::pods::clamp_warnings(&plan, &rt) {
         progress(&warning);
     }
+
+    // Volumes first, as kubelet mounts them before it creates the sandbox: no container of
+    // the pod exists while their files are written (`pod.json` is saved, so a failure or
+    // `delete` tears them down).
+    create_private_dir(&data)?;
+    crate::volumes::set_up(
+        &rt.volumes_dir,
+        &plan,
+        volumes,
+        &record.uid,
+        sandbox::pod::tmpfs_size(None, plan.totals.memory_limit, crate::manifest::memory_capacity()),
+    )
+    .map_err(|source| RunError::SetUpVolumes {
+        pod: plan.name.clone(),
+        source,
+    })?;
 
     // The sandbox: peapod-pause bind-mounted alone in its rootfs.
     let sandbox_bundle = state.join("bundles").join("sandbox");
@@ -801,7 +850,6 @@ fn run_inner(
     }
     rt.ip = record.ip.clone().unwrap_or_default();
 
-    create_private_dir(&data)?;
     create_dir(&data.join("logs"))?;
     for (c, image) in plan.containers.iter().zip(images) {
         progress(&format!("creating container {}", c.name));
@@ -918,6 +966,7 @@ pub fn add_container(paths: &Paths, record: &mut PodRecord, c: &ContainerPlan) -
         clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
         seccomp_root: record.seccomp_root.clone(),
         sys_root: PathBuf::from(SYS_ROOT),
+        volumes_dir: paths.pod_volumes(&record.key),
     };
     let task_id = format!("{}_{}", record.key, c.name);
     record.plan.containers.push(c.clone());
@@ -1069,7 +1118,14 @@ fn history(paths: &Paths, record: &PodRecord) -> (Runs, Vec<PodEvent>, HashMap<S
         let time = envelope.timestamp.as_ref().and_then(timestamp).unwrap_or_default();
         if let Some(h) = proto::eventlog::HookRecord::from_envelope(envelope) {
             let Some(name) = name_of(&h.container_id) else { continue };
-            hook_record(record, &name, &h, time, probes.entry(name.clone()).or_default(), &mut events);
+            hook_record(
+                record,
+                &name,
+                &h,
+                time,
+                probes.entry(name.clone()).or_default(),
+                &mut events,
+            );
             continue;
         }
         if let Some(p) = proto::eventlog::ProbeRecord::from_envelope(envelope) {
@@ -1458,6 +1514,12 @@ fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Resul
         }
         NetworkMode::None | NetworkMode::Host => {}
     }
+    // The secret, downwardAPI and projected volumes' tmpfs are unmounted first: removing
+    // the data directory would empty them, then fail on their mount points.
+    crate::volumes::tear_down(&paths.pod_volumes(&record.key)).map_err(|source| RunError::TearDownVolumes {
+        pod: record.plan.name.clone(),
+        source,
+    })?;
     for dir in [paths.pod_data(&record.key), paths.pod_state(&record.key)] {
         remove(&dir, true)?;
     }

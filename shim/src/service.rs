@@ -579,11 +579,9 @@ impl Service {
             return false;
         }
         let value = serde_json::to_vec(record).expect("a hook record encodes");
-        self.inner.publisher.record_local(
-            proto::eventlog::HOOK_TOPIC,
-            proto::eventlog::HOOK_TYPE_URL,
-            value,
-        );
+        self.inner
+            .publisher
+            .record_local(proto::eventlog::HOOK_TOPIC, proto::eventlog::HOOK_TYPE_URL, value);
         if !record.ok && record.hook == sandbox::pod::hooks::HookKind::PostStart {
             self.kill_run(st, id, seq, None);
         }
@@ -634,10 +632,7 @@ impl Service {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.exec_in(id, seq, command, left) {
                     Ok((0, _)) => Ok(()),
-                    Ok((code, output)) => Err(format!(
-                        "command '{}' exited with {code}: {output}",
-                        command.join(" ")
-                    )),
+                    Ok((code, output)) => Err(format!("command '{}' exited with {code}: {output}", command.join(" "))),
                     Err(e) => Err(e),
                 }
             }

@@ -63,6 +63,8 @@ fn main() {
         bad_security_contexts_fail_by_field_and_create_nothing,
         ten_containers_oom_killed_at_once_are_each_oomkilled,
         config_maps_and_secrets_fill_the_environment,
+        config_maps_secrets_and_the_downward_api_fill_read_only_volumes,
+        volumes_that_cannot_be_filled_fail_the_run_and_leave_nothing,
     ])
     .chain(
         tests![

@@ -189,6 +189,8 @@ impl Cli {
         for dir in [
             self.state().join("pods").join(&key),
             self.root().join("pods").join(&key),
+            // CRI mode: the pod's populated volumes.
+            self.root().join("cri").join("pods").join(format!("{key}_{uid}")),
         ] {
             ensure!(!dir.exists(), "leak: {} left", dir.display());
         }
@@ -680,8 +682,8 @@ pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
             "spec.containers[0].resources.limits.memory",
         ),
         (
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: v}\nspec: {volumes: [{name: s, secret: {secretName: x}}], containers: [{name: c, image: busybox}]}\n",
-            "spec.volumes[0]",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: v}\nspec: {volumes: [{name: s, persistentVolumeClaim: {claimName: x}}], containers: [{name: c, image: busybox}]}\n",
+            "spec.volumes[0].persistentVolumeClaim",
         ),
         (
             "apiVersion: v1\nkind: Pod\nmetadata: {name: n}\nspec: {containers: [{name: c, image: busybox}, {name: c, image: busybox}]}\n",
@@ -753,6 +755,177 @@ pub fn config_maps_and_secrets_fill_the_environment(mode: Mode) -> Result<()> {
         ensure!(err.contains(want), "want {want:?} in: {err}");
         let listed = cli.ok(&["get", "pods"])?;
         ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
+    }
+    cli.assert_no_runtime_leftovers()
+}
+
+/// The host directory of volume `volume` (kubelet's plugin dir `plugin`) of pod `name`:
+/// under the pod's data directory embedded, under `<root>/cri/pods` in CRI mode.
+fn volume_host_dir(cli: &Cli, name: &str, uid: &str, plugin: &str, volume: &str) -> PathBuf {
+    let pod = match cli.ctrd {
+        None => cli.root().join("pods").join(format!("default_{name}")),
+        Some(_) => cli
+            .root()
+            .join("cri")
+            .join("pods")
+            .join(format!("default_{name}_{uid}")),
+    };
+    pod.join("volumes").join(format!("kubernetes.io~{plugin}")).join(volume)
+}
+
+/// `examples/config-volumes.yaml`: a configMap volume with items and modes, a secret
+/// volume and a projected one (downward API labels, name and uid, a Secret's key, an
+/// optional missing ConfigMap) read from inside the container: the files at their paths
+/// with their modes (through kubelet's `..data` links), the secret and projected volumes
+/// tmpfs, every volume read-only (also the one whose mount says `readOnly: false`); on the
+/// host the secret's tmpfs is mounted under the pod's 0700 directory; `describe` shows the
+/// volumes as kubectl does; after `delete` no mount and no directory is left (issue 15).
+pub fn config_maps_secrets_and_the_downward_api_fill_read_only_volumes(mode: Mode) -> Result<()> {
+    with_example(mode, "config-volumes", |cli, uid| {
+        cli.wait_for("the app to run", || {
+            Ok((cli.row("config-volumes")?.1 == "Running").then_some(()))
+        })?;
+        let sh = |cmd: &str| cli.run(&["exec", "config-volumes", "-c", "app", "--", "sh", "-c", cmd]);
+        let ok = |cmd: &str| -> Result<String> {
+            let out = sh(cmd)?;
+            ensure!(
+                out.status.success(),
+                "{cmd}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        // configMap: the items only, at their paths, with their modes.
+        let listed = ok(
+            "ls /etc/web; ls -A /etc/web | grep -c '^\\.\\.'; readlink /etc/web/..data; readlink /etc/web/index.html",
+        )?;
+        let lines: Vec<&str> = listed.lines().collect();
+        ensure!(
+            lines.len() == 5
+                && lines[..3] == ["conf", "index.html", "2"]
+                && lines[3].starts_with("..20")
+                && lines[4] == "..data/index.html",
+            "/etc/web: {listed:?}"
+        );
+        let web = ok("cat /etc/web/conf/nginx.conf /etc/web/index.html; echo; stat -L -c '%n %a %U' /etc/web/conf/nginx.conf /etc/web/index.html")?;
+        ensure!(
+            web == "server { listen 8080; root /srv; }\n<h1>hello from a ConfigMap</h1>\n/etc/web/conf/nginx.conf 440 root\n/etc/web/index.html 600 root\n",
+            "/etc/web: {web:?}"
+        );
+        // secret: every key, decoded (data) or as written (stringData), at defaultMode.
+        let tls = ok("cat /etc/tls/tls.key; echo; cat /etc/tls/token; echo; stat -L -c '%n %a' /etc/tls/tls.key /etc/tls/token; ls /etc/tls")?;
+        ensure!(
+            tls == "not really a key\ns3cr3t\n/etc/tls/tls.key 400\n/etc/tls/token 400\ntls.key\ntoken\n",
+            "/etc/tls: {tls:?}"
+        );
+        // projected: the labels as kubelet formats them, the name, the uid, the token.
+        let info = ok("cat /etc/podinfo/labels; echo; cat /etc/podinfo/name; echo; cat /etc/podinfo/uid; echo; cat /etc/podinfo/token; echo; stat -L -c %a /etc/podinfo/labels; ls /etc/podinfo")?;
+        let want =
+            format!("app=\"web\"\ntier=\"front end\"\nconfig-volumes\n{uid}\ns3cr3t\n444\nlabels\nname\ntoken\nuid\n");
+        ensure!(info == want, "/etc/podinfo: {info:?}, want {want:?}");
+        // Mounts: read-only all three; secret and projected on a tmpfs.
+        let mounts = ok("grep -E ' /etc/(web|tls|podinfo) ' /proc/mounts")?;
+        for (dir, tmpfs) in [("/etc/web", false), ("/etc/tls", true), ("/etc/podinfo", true)] {
+            let line = mounts
+                .lines()
+                .find(|l| l.split(' ').nth(1) == Some(dir))
+                .with_context(|| format!("{dir} not mounted: {mounts}"))?;
+            let f: Vec<&str> = line.split(' ').collect();
+            ensure!(f[3].split(',').any(|o| o == "ro"), "{dir} is not read-only: {line}");
+            ensure!(!tmpfs || f[2] == "tmpfs", "{dir} is not a tmpfs: {line}");
+        }
+        for file in [
+            "/etc/web/new",
+            "/etc/web/index.html",
+            "/etc/tls/token",
+            "/etc/podinfo/name",
+        ] {
+            let out = sh(&format!("echo x > {file}"))?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            ensure!(
+                !out.status.success() && err.contains("Read-only file system"),
+                "writing {file}: {} {err}",
+                out.status
+            );
+        }
+        ensure!(ok("cat /etc/tls/token")? == "s3cr3t", "the secret changed");
+        // The host: the secret's tmpfs under the pod's own 0700 volume directory.
+        let tls_dir = volume_host_dir(cli, "config-volumes", uid, "secret", "tls");
+        let host_mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let tls_mount = host_mounts
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(tls_dir.to_str().unwrap_or("")))
+            .with_context(|| format!("no mount on {}", tls_dir.display()))?;
+        ensure!(tls_mount.contains(" - tmpfs "), "{tls_mount}");
+        let volumes = tls_dir.parent().and_then(Path::parent).context("volumes dir")?;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(volumes)?.permissions()) & 0o7777;
+        ensure!(mode == 0o700, "{}: mode {mode:o}", volumes.display());
+        let web_dir = volume_host_dir(cli, "config-volumes", uid, "configmap", "web");
+        ensure!(
+            !host_mounts.contains(web_dir.to_str().unwrap_or("")),
+            "a configMap volume is on disk, not a mount"
+        );
+        let described = cli.ok(&["describe", "pod", "config-volumes"])?;
+        for want in [
+            "  web:\n    Type:      ConfigMap (a volume populated by a ConfigMap)\n    Name:      web-config\n    Optional:  false\n",
+            "  tls:\n    Type:        Secret (a volume populated by a Secret)\n    SecretName:  web-tls\n    Optional:    false\n",
+            "    DownwardAPI:         true\n    SecretName:          web-tls\n    SecretOptionalName:  false\n    ConfigMapName:       web-extra\n    ConfigMapOptional:   true\n",
+        ] {
+            ensure!(described.contains(want), "describe lacks {want:?}:\n{described}");
+        }
+        Ok(())
+    })
+}
+
+/// Volumes that cannot be filled fail `run` naming the field, and leave nothing: a
+/// missing ConfigMap key and a path with `..` before anything exists; a container whose
+/// spec is refused (subPath on an emptyDir) after the volumes were written: their tmpfs
+/// unmounted and their directories removed too (issue 15).
+pub fn volumes_that_cannot_be_filled_fail_the_run_and_leave_nothing(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
+    let text = std::fs::read_to_string(example("config-volumes"))?;
+    let cases = [
+        (
+            text.replace("{key: index.html, path: index.html", "{key: nope, path: index.html"),
+            "spec.volumes[0].configMap.items[1].key: FailedMount: MountVolume.SetUp failed for volume \"web\" : configmap references non-existent config key: nope",
+        ),
+        (
+            text.replace("path: conf/nginx.conf", "path: ../../etc/nginx.conf"),
+            "spec.volumes[0].configMap.items[0].path: \"../../etc/nginx.conf\": must not contain '..'",
+        ),
+        (
+            text.replace("  volumes:\n", "  volumes:\n  - {name: scratch, emptyDir: {}}\n")
+                .replace("    volumeMounts:\n", "    volumeMounts:\n    - {name: scratch, mountPath: /scratch, subPath: x}\n"),
+            "volumeMounts[scratch].subPath: subPath on an emptyDir is not supported by peapod yet",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let file = cli.dir.path().join("bad.yaml");
+        std::fs::write(&file, yaml)?;
+        let out = cli.run(&["run", "-f", file.to_str().context("path")?])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
+        ensure!(err.contains(want), "want {want:?} in: {err}");
+        let listed = cli.ok(&["get", "pods"])?;
+        ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
+        for dir in [
+            cli.state().join("pods"),
+            cli.root().join("pods"),
+            cli.root().join("cri/pods"),
+        ] {
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            ensure!(left.is_empty(), "a refused run left {left:?}");
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let here = cli.dir.path().to_string_lossy();
+        ensure!(!mounts.contains(here.as_ref()), "leak: a mount under {here}");
+        ensure!(shims_of(&cli, "config-volumes").is_empty(), "leak: a shim runs");
     }
     cli.assert_no_runtime_leftovers()
 }

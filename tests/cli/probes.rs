@@ -298,20 +298,31 @@ spec:
     let uid = uid_of(&cli, "hooks")?;
     let result = (|| {
         cli.wait_for("the app to see the hook's file", || {
-            Ok(crate::pods::logs(&cli, "hooks", "app")?.contains("saw from-post-start").then_some(()))
+            Ok(crate::pods::logs(&cli, "hooks", "app")?
+                .contains("saw from-post-start")
+                .then_some(()))
         })?;
-        ensure!(container(&cli, "hooks", "app")?.0, "app not started after its postStart hook");
+        ensure!(
+            container(&cli, "hooks", "app")?.0,
+            "app not started after its postStart hook"
+        );
         // bad: killed after its hook failed (SIGTERM, SIGKILL at the grace), then restarted.
         let wait = std::time::Instant::now();
         while container(&cli, "hooks", "bad")?.2 < 1 {
-            ensure!(wait.elapsed().as_secs() < 60, "bad was not restarted after its postStart failed");
+            ensure!(
+                wait.elapsed().as_secs() < 60,
+                "bad was not restarted after its postStart failed"
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         let d = cli.ok(&["describe", "pod", "hooks"])?;
         let want = format!(
             "Exec lifecycle hook ([sh -c echo no; exit 3]) for Container \"bad\" in Pod \"hooks_default({uid})\" failed - error: command 'sh -c echo no; exit 3' exited with 3: no"
         );
-        ensure!(d.contains("FailedPostStartHook") && d.contains(&want), "describe lacks {want:?}:\n{d}");
+        ensure!(
+            d.contains("FailedPostStartHook") && d.contains(&want),
+            "describe lacks {want:?}:\n{d}"
+        );
         Ok(())
     })();
     // preStop (4 s) then SIGTERM, which the app ignores: SIGKILL 8 s after the hook began.
@@ -330,7 +341,10 @@ spec:
         times.len() == 2 && times[0].0 == "prestop" && times[1].0 == "term",
         "want the preStop hook, then the SIGTERM: {log:?}"
     );
-    ensure!(times[1].1 - times[0].1 >= 4, "SIGTERM before the hook returned: {log:?}");
+    ensure!(
+        times[1].1 - times[0].1 >= 4,
+        "SIGTERM before the hook returned: {log:?}"
+    );
     ensure!(
         took.as_secs_f64() >= 7.0 && took.as_secs_f64() < 11.0,
         "delete took {took:?}: the hook's 4 s must count against the 8 s grace (not 12 s)"

@@ -144,6 +144,7 @@ impl Embedded {
             &self.paths,
             &self.bins,
             plan,
+            &peapod::volumes::ResolvedVolumes::default(),
             self.network,
             std::path::Path::new(peapod::security::KUBELET_SECCOMP_ROOT),
             &|_| {},

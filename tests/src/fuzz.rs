@@ -41,7 +41,9 @@ const MEMORY_CAPACITY: u64 = 8 << 30;
 
 /// A Pod manifest (YAML, perhaps with ConfigMaps and Secrets as more documents) through
 /// the CLI: [`peapod::manifest::parse_all`], [`peapod::manifest::plan`], then
-/// [`peapod::config::resolve_env`], after which no reference may be left unresolved. A
+/// [`peapod::config::resolve_env`], after which no reference may be left unresolved, and
+/// [`peapod::volumes::resolve`], whose every file path must stay inside its volume
+/// (relative, no `..` element, not kubelet's reserved `..` names). A
 /// planned pod's annotations must be accepted by the shim
 /// that reads them ([`proto::annotations::pod_config`] for the sandbox,
 /// [`proto::annotations::Member::from_annotations`] for each container).
@@ -63,6 +65,17 @@ pub fn manifest(data: &[u8]) {
                     !matches!(v, peapod::manifest::EnvValue::Key { .. }),
                     "{name}: a reference left after resolve_env"
                 );
+            }
+        }
+    }
+    if let Ok(volumes) = peapod::volumes::resolve(&plan, &manifests.config) {
+        for (volume, payload) in &volumes.0 {
+            for path in payload.keys() {
+                let inside = !path.is_empty()
+                    && !path.starts_with('/')
+                    && !path.starts_with("..")
+                    && path.split('/').all(|e| !e.is_empty() && e != "." && e != "..");
+                assert!(inside, "volume {volume}: file {path:?} would leave the volume");
             }
         }
     }

@@ -75,7 +75,10 @@ impl Hook {
     pub fn describe(&self) -> String {
         match self {
             Hook::Exec { command } => format!("Exec lifecycle hook ([{}])", command.join(" ")),
-            Hook::HttpGet(g) => format!("HTTP lifecycle hook ({})", if g.path.is_empty() { "/" } else { &g.path }),
+            Hook::HttpGet(g) => format!(
+                "HTTP lifecycle hook ({})",
+                if g.path.is_empty() { "/" } else { &g.path }
+            ),
             Hook::Sleep { seconds } => format!("Sleep lifecycle hook ({seconds})"),
         }
     }

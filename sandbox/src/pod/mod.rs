@@ -28,9 +28,9 @@
 
 mod files;
 mod gate;
+pub mod hooks;
 mod members;
 mod pause;
-pub mod hooks;
 pub mod probe;
 mod resources;
 pub mod supervisor;
