@@ -248,7 +248,7 @@ pub enum CriError {
         pod: String,
         /// Cause (names the port's field and the other pod).
         #[source]
-        source: crate::hostports::HostPortError,
+        source: Box<crate::hostports::HostPortError>,
     },
     /// The sandbox's manifest annotation is missing or not a Pod.
     #[error("sandbox {id}: annotation {annotation}")]
@@ -617,7 +617,7 @@ impl Cri {
         if !crate::hostports::claims(plan).is_empty() {
             crate::hostports::check_conflicts(plan, &self.held_host_ports()?).map_err(|source| CriError::HostPort {
                 pod: plan.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         }
         let mut images = Vec::new();

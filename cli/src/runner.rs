@@ -201,7 +201,7 @@ pub enum RunError {
         pod: String,
         /// Cause (names the port's field, and the other pod).
         #[source]
-        source: crate::hostports::HostPortError,
+        source: Box<crate::hostports::HostPortError>,
     },
     /// Taking the lock on `<state>/pods` that makes host-port checks and pod records
     /// atomic failed.
@@ -693,7 +693,7 @@ pub fn run(
     let network = if plan.host_network { NetworkMode::Host } else { network };
     let host_port_err = |source| RunError::HostPort {
         pod: plan.name.clone(),
-        source,
+        source: Box::new(source),
     };
     hostports::check_mappable(plan, network == NetworkMode::None).map_err(host_port_err)?;
     // Images first: a missing one fails the pod before anything exists.

@@ -34,6 +34,8 @@ fn main() {
     // The pods' CNI bridge is shared host infrastructure; the suite removes it again if
     // it was not there before.
     let bridge_before = std::path::Path::new("/sys/class/net/peapod0").exists();
+    // So are portmap's shared nat chains, made by the first host port mapped.
+    let portmap_chains_before = portmap_chains_exist();
     let tests: Vec<(String, peapod_tests::TestFn)> = tests![
         oci_archive_imports_and_busybox_mounts_from_its_layer,
         whiteouts_in_an_upper_layer_hide_lower_files,
@@ -61,6 +63,7 @@ fn main() {
         bad_security_contexts_fail_by_field_and_create_nothing,
         ten_containers_oom_killed_at_once_are_each_oomkilled,
         config_maps_and_secrets_fill_the_environment,
+        host_ports_reach_the_pod_and_go_with_it,
     ])
     .chain(
         tests![
@@ -82,6 +85,9 @@ fn main() {
             let _ = std::process::Command::new("ip")
                 .args(["link", "del", "peapod0"])
                 .output();
+        }
+        if !portmap_chains_before && portmap_chains_exist() {
+            remove_idle_portmap_chains()?;
         }
         Ok(())
     });
