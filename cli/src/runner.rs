@@ -8,7 +8,9 @@
 //! once: the shim orders them (init containers, sidecars, apps). `delete`: SIGTERM to the
 //! sandbox task (the shim signals every container at once, waits the grace period,
 //! SIGKILLs the rest, ends the pause process), then every task deleted, CNI DEL, and the
-//! pod's directories removed.
+//! pod's directories removed. A pod with host ports is checked against the other pods'
+//! ([`crate::hostports`]) and recorded under one `flock(2)` on `<state>/pods`; its CNI
+//! network chains `portmap`, ADD and DEL alike.
 //!
 //! Paths: `<state>/pods/<namespace>_<name>/` (tmpfs: `pod.json`, bundles) and
 //! `<root>/pods/<namespace>_<name>/` (disk: container layers' upper dirs, logs),
