@@ -916,12 +916,18 @@ fn nat_table() -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The end of `portmap`'s comment on pod `id`'s rules as `iptables-save` prints it: the
+/// comment `dnat name: "<network>" id: "<id>"` in double quotes, its own quotes escaped.
+fn nat_comment_tag(id: &str) -> String {
+    format!("id: \\\"{id}\\\"\"")
+}
+
 /// What the nat table holds of the pod whose CNI container id is `id`: `portmap`'s rules
 /// carry `dnat name: "<network>" id: "<id>"` as their comment and jump to, or sit in, the
 /// pod's chain `CNI-DN-…`. Returns (those rules, the chains' names).
 fn nat_rules_of(id: &str) -> Result<(Vec<String>, Vec<String>)> {
     let text = nat_table()?;
-    let tagged = format!("id: \"{id}\"");
+    let tagged = nat_comment_tag(id);
     let mut chains: Vec<String> = text
         .lines()
         .filter(|l| l.contains(&tagged))
@@ -942,7 +948,7 @@ fn nat_rules_of(id: &str) -> Result<(Vec<String>, Vec<String>)> {
 /// none of `chains` (its `CNI-DN-…` chains, as [`nat_rules_of`] found them).
 fn assert_no_nat_rules(id: &str, chains: &[String]) -> Result<()> {
     let text = nat_table()?;
-    let tagged = format!("id: \"{id}\"");
+    let tagged = nat_comment_tag(id);
     let left: Vec<&str> = text
         .lines()
         .filter(|l| l.contains(&tagged) || chains.iter().any(|c| l.contains(c.as_str())))
