@@ -30,10 +30,12 @@ DEMO_PACKAGES := busybox-static containernetworking-plugins protobuf-compiler li
 # Debian packages the tests use besides those: the baseline runtime and containerd (shim
 # tests), image tools, the kernel + qemu for the cgroup v2 VM suite, crun as a second
 # baseline for `make bench`, apparmor (apparmor_parser) for the VM's AppArmor tests (its
-# postinst loads nothing where AppArmor is off, as on the host).
+# postinst loads nothing where AppArmor is off, as on the host), iptables for the host-port
+# tests' `iptables-save` (the CNI portmap plugin runs `iptables` too; the CNI plugins'
+# package depends on it already).
 DEB_PACKAGES := $(DEMO_PACKAGES) containerd runc umoci skopeo \
 	qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
-	docker-registry attr apparmor
+	docker-registry attr apparmor iptables
 
 # Installs the Debian packages of $(1) that are missing.
 define apt_install

@@ -8,12 +8,25 @@
 //! `10.89.0.0/24`, host-local IPAM under `/var/lib/peapod/cni`, no masquerading (peapod
 //! leaves the host's firewall alone), plus `loopback` for `lo`. DEL is run on pod
 //! deletion even when the pod's network namespace is already gone (IPAM release).
+//!
+//! A pod with host ports gets the `portmap` plugin chained after the bridge, declaring
+//! the `portMappings` capability as containerd's default conflist does; its mappings
+//! reach it as libcni passes runtime data (`injectRuntimeConfig`): under `runtimeConfig`,
+//! only to plugins whose `capabilities` ask for that key, on ADD and on DEL alike
+//! (`portmap` removes its rules on DEL only when given the mappings). `portmap` adds
+//! iptables nat rules (DNAT in chain `CNI-DN-<hash of network name and container id>`,
+//! jumped to from the shared `CNI-HOSTPORT-DNAT`; the shared `CNI-HOSTPORT-SETMARK` and
+//! `CNI-HOSTPORT-MASQ` masquerade connections from the host's loopback and hairpin ones)
+//! and sets `route_localnet` on `peapod0`; pods without host ports leave the firewall
+//! untouched.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
+
+use crate::hostports::PortMapping;
 
 /// Where Debian installs the CNI plugins.
 pub const BIN_DIR: &str = "/usr/lib/cni";
@@ -53,6 +66,8 @@ pub enum CniError {
 pub struct Network {
     /// The conflist (`name`, `cniVersion`, `plugins`).
     pub conflist: Value,
+    /// Runtime data by capability name (`portMappings`), for the plugins that declare it.
+    pub runtime_config: serde_json::Map<String, Value>,
     bin_dir: PathBuf,
 }
 
@@ -86,14 +101,30 @@ impl Network {
                     }
                 }]
             }),
+            runtime_config: serde_json::Map::new(),
             bin_dir: PathBuf::from(BIN_DIR),
         }
+    }
+
+    /// This network with the pod's host ports: with none, unchanged; else the `portmap`
+    /// plugin appended (capability `portMappings`, `snat` on, its default) and the
+    /// mappings given as that capability's runtime data.
+    pub fn with_port_mappings(mut self, mappings: &[PortMapping]) -> Network {
+        if mappings.is_empty() {
+            return self;
+        }
+        if let Some(plugins) = self.conflist["plugins"].as_array_mut() {
+            plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+        }
+        self.runtime_config.insert("portMappings".into(), json!(mappings));
+        self
     }
 
     /// The loopback network (brings `lo` up).
     pub fn loopback() -> Network {
         Network {
             conflist: json!({"cniVersion": CNI_VERSION, "name": "peapod-loopback", "plugins": [{"type": "loopback"}]}),
+            runtime_config: serde_json::Map::new(),
             bin_dir: PathBuf::from(BIN_DIR),
         }
     }
@@ -108,13 +139,25 @@ impl Network {
     }
 
     /// The configuration one plugin receives: its own object plus the list's `name` and
-    /// `cniVersion`, and `prevResult` when there is one.
+    /// `cniVersion`, `prevResult` when there is one, and `runtimeConfig` with the runtime
+    /// data of each capability the plugin declares (`"capabilities": {"portMappings":
+    /// true}`), as libcni's `injectRuntimeConfig` builds it.
     pub fn plugin_config(&self, plugin: &Value, prev: Option<&Value>) -> Value {
         let mut conf = plugin.clone();
         conf["name"] = self.conflist["name"].clone();
         conf["cniVersion"] = self.conflist["cniVersion"].clone();
         if let Some(prev) = prev {
             conf["prevResult"] = prev.clone();
+        }
+        let runtime: serde_json::Map<String, Value> = plugin["capabilities"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, on)| on.as_bool() == Some(true))
+            .filter_map(|(cap, _)| Some((cap.clone(), self.runtime_config.get(cap)?.clone())))
+            .collect();
+        if !runtime.is_empty() {
+            conf["runtimeConfig"] = Value::Object(runtime);
         }
         conf
     }
@@ -241,5 +284,52 @@ mod tests {
         assert_eq!(conf["prevResult"], prev);
         assert_eq!(conf["ipam"]["dataDir"], "/tmp/x/ipam");
         assert!(n.plugin_config(plugin, None).get("prevResult").is_none());
+    }
+
+    #[test]
+    fn port_mappings_reach_portmap_only_as_its_runtime_config() {
+        let plain = Network::peapod_default(Path::new("/tmp/x"));
+        assert_eq!(
+            plain.clone().with_port_mappings(&[]).plugins().len(),
+            1,
+            "no host ports: no portmap"
+        );
+        let mappings = [
+            PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new(),
+            },
+            PortMapping {
+                host_port: 5353,
+                container_port: 53,
+                protocol: "udp".into(),
+                host_ip: "192.0.2.2".into(),
+            },
+        ];
+        let n = plain.with_port_mappings(&mappings);
+        let plugins = n.plugins();
+        assert_eq!(plugins.len(), 2);
+        assert_eq!(plugins[1]["type"], "portmap");
+        let bridge = n.plugin_config(&plugins[0], None);
+        assert!(bridge.get("runtimeConfig").is_none(), "{bridge}");
+        let prev = json!({"cniVersion": CNI_VERSION, "ips": []});
+        let portmap = n.plugin_config(&plugins[1], Some(&prev));
+        assert_eq!(
+            portmap["runtimeConfig"],
+            json!({"portMappings": [
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "192.0.2.2"},
+            ]})
+        );
+        assert_eq!(portmap["capabilities"], json!({"portMappings": true}));
+        assert_eq!(portmap["snat"], true);
+        assert_eq!(portmap["name"], "peapod");
+        assert_eq!(portmap["prevResult"], prev);
+        // A capability the runtime has no data for is not injected.
+        let mut other = plugins[1].clone();
+        other["capabilities"] = json!({"bandwidth": true});
+        assert!(n.plugin_config(&other, None).get("runtimeConfig").is_none());
     }
 }

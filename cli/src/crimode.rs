@@ -284,6 +284,16 @@ pub enum CriError {
         /// The sandbox id.
         id: String,
     },
+    /// A host port of the pod is held by another pod this runtime runs for peapod:
+    /// nothing was created.
+    #[error("pod {pod}")]
+    HostPort {
+        /// The pod.
+        pod: String,
+        /// Cause (names the port's field and the other pod).
+        #[source]
+        source: Box<crate::hostports::HostPortError>,
+    },
     /// The sandbox's manifest annotation is missing or not a Pod.
     #[error("sandbox {id}: annotation {annotation}")]
     ManifestAnnotation {
@@ -535,6 +545,51 @@ impl Cri {
         Ok(found.pop())
     }
 
+    /// The host ports the ready sandboxes of this CLI (`app.kubernetes.io/managed-by=peapod`)
+    /// hold, read from the manifest each carries in its
+    /// `kubectl.kubernetes.io/last-applied-configuration` annotation: the runtime's own
+    /// record of what it was asked to map (`ListPodSandbox` returns the annotations; CRI
+    /// has no call that returns a sandbox's port mappings). A sandbox that is not ready has
+    /// had its network torn down (`StopPodSandbox` runs CNI DEL), so it holds none.
+    ///
+    /// Errors: `ListPodSandbox` failed, or a sandbox's annotation is not a Pod peapod runs.
+    fn held_host_ports(&self) -> Result<Vec<crate::hostports::HeldPorts>> {
+        let sandboxes = self
+            .client
+            .list_pod_sandbox(Some(api::PodSandboxFilter {
+                label_selector: HashMap::from([(MANAGED_BY_LABEL.to_string(), "peapod".to_string())]),
+                state: Some(api::PodSandboxStateValue {
+                    state: api::PodSandboxState::SandboxReady as i32,
+                }),
+                ..Default::default()
+            }))
+            .map_err(CriError::ListPods)?;
+        let mut held = Vec::new();
+        for s in sandboxes {
+            let pod: Pod = serde_json::from_str(
+                s.annotations
+                    .get(proto::annotations::LAST_APPLIED)
+                    .map_or("", String::as_str),
+            )
+            .map_err(|source| CriError::ManifestAnnotation {
+                id: s.id.clone(),
+                annotation: proto::annotations::LAST_APPLIED,
+                source,
+            })?;
+            let plan = crate::manifest::plan(&pod, crate::manifest::memory_capacity()).map_err(|source| {
+                CriError::ManifestPlan {
+                    id: s.id.clone(),
+                    source,
+                }
+            })?;
+            let claims = crate::hostports::claims(&plan);
+            if !claims.is_empty() {
+                held.push((plan.namespace, plan.name, claims));
+            }
+        }
+        Ok(held)
+    }
+
     fn sandbox_config(
         &self,
         pod: &Pod,
@@ -569,6 +624,7 @@ impl Cri {
                 plan.hostname.clone()
             },
             log_directory: log_dir.to_string_lossy().into_owned(),
+            port_mappings: port_mappings(plan),
             labels,
             annotations,
             linux: Some(api::LinuxPodSandboxConfig {
@@ -640,6 +696,12 @@ impl Cri {
                 source,
             }
         })?;
+        if !crate::hostports::claims(plan).is_empty() {
+            crate::hostports::check_conflicts(plan, &self.held_host_ports()?).map_err(|source| CriError::HostPort {
+                pod: plan.name.clone(),
+                source: Box::new(source),
+            })?;
+        }
         let mut images = Vec::new();
         for c in &plan.containers {
             let image = crate::images::normalize(&c.image).map_err(|e| CriError::ImageReference {
@@ -1264,6 +1326,46 @@ fn exit_code_of(status: &[u8]) -> i32 {
         .unwrap_or(1)
 }
 
+/// The sandbox's `port_mappings` as kubelet makes them (`generatePodSandboxConfig`): every
+/// port of `spec.containers` (init containers' are left out), `hostPort` 0 when it has
+/// none (containerd maps only those with a host port), a port with the same name as an
+/// earlier one of its container skipped (`MakePortMappings`; an unnamed port is named
+/// `<family>-<protocol>-<hostIP>:<containerPort>:<hostPort>`).
+fn port_mappings(plan: &PodPlan) -> Vec<api::PortMapping> {
+    let mut out = Vec::new();
+    for c in plan.containers.iter().filter(|c| c.role == sandbox::pod::Role::App) {
+        let mut names = std::collections::HashSet::new();
+        for p in &c.ports {
+            let host_port = p.host_port.unwrap_or(0);
+            let family = match p.host_ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(_)) => "v6",
+                Ok(std::net::IpAddr::V4(_)) => "v4",
+                Err(_) => "any",
+            };
+            let name = if p.name.is_empty() {
+                format!("{family}-{}-{}:{}:{host_port}", p.protocol, p.host_ip, p.container_port)
+            } else {
+                p.name.clone()
+            };
+            if !names.insert(name) {
+                continue;
+            }
+            let protocol = match p.protocol.as_str() {
+                "UDP" => api::Protocol::Udp,
+                "SCTP" => api::Protocol::Sctp,
+                _ => api::Protocol::Tcp,
+            };
+            out.push(api::PortMapping {
+                protocol: protocol as i32,
+                container_port: i32::from(p.container_port),
+                host_port: i32::from(host_port),
+                host_ip: p.host_ip.clone(),
+            });
+        }
+    }
+    out
+}
+
 /// kubelet's namespace modes for the pod: network per pod (the node's with
 /// `hostNetwork`), IPC per pod, pid per container unless `shareProcessNamespace`.
 fn namespace_options(plan: &PodPlan) -> api::NamespaceOption {
@@ -1492,6 +1594,27 @@ mod tests {
             seccomp_profile(&SeccompProfile::RuntimeDefault, root).profile_type,
             i32::from(ProfileType::RuntimeDefault)
         );
+    }
+
+    #[test]
+    fn port_mappings_are_the_app_containers_ports_as_kubelet_sends_them() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers: [{name: s, image: busybox, restartPolicy: Always, ports: [{containerPort: 9000}]}]\n  containers:\n  - {name: a, image: busybox, ports: [{containerPort: 80, hostPort: 8080, name: http}, {containerPort: 81}]}\n  - {name: b, image: busybox, ports: [{containerPort: 53, protocol: UDP, hostPort: 5353, hostIP: 192.0.2.2}]}\n";
+        let plan = crate::manifest::plan(&crate::manifest::parse("p.yaml", yaml).unwrap(), 1 << 33).unwrap();
+        let got: Vec<(i32, i32, i32, String)> = port_mappings(&plan)
+            .into_iter()
+            .map(|m| (m.protocol, m.container_port, m.host_port, m.host_ip))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (api::Protocol::Tcp as i32, 80, 8080, String::new()),
+                (api::Protocol::Tcp as i32, 81, 0, String::new()),
+                (api::Protocol::Udp as i32, 53, 5353, "192.0.2.2".to_string()),
+            ]
+        );
+        let none = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: busybox}]}\n";
+        let plan = crate::manifest::plan(&crate::manifest::parse("p.yaml", none).unwrap(), 1 << 33).unwrap();
+        assert!(port_mappings(&plan).is_empty());
     }
 
     #[test]

@@ -250,6 +250,32 @@ fn describe_resources(out: &mut String, r: &Resources) {
     }
 }
 
+/// kubectl's `Port:` and `Host Port:` lines (`describeContainerPorts`,
+/// `describeContainerHostPorts`): `80/TCP (http)` and `8080/TCP` per port, `0/TCP` for a
+/// port without a host port, `Ports:`/`Host Ports:` when there are several, `<none>`
+/// when there is none.
+fn describe_ports(out: &mut String, ports: &[crate::hostports::ContainerPort]) {
+    let none = |s: String| if s.is_empty() { "<none>".to_string() } else { s };
+    let container: Vec<String> = ports
+        .iter()
+        .map(|p| match p.name.as_str() {
+            "" => format!("{}/{}", p.container_port, p.protocol),
+            name => format!("{}/{} ({name})", p.container_port, p.protocol),
+        })
+        .collect();
+    let host: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{}/{}", p.host_port.unwrap_or(0), p.protocol))
+        .collect();
+    let (port, host_port) = if ports.len() > 1 {
+        ("Ports:     ", "Host Ports:")
+    } else {
+        ("Port:      ", "Host Port: ")
+    };
+    let _ = writeln!(out, "    {port}     {}", none(container.join(", ")));
+    let _ = writeln!(out, "    {host_port}     {}", none(host.join(", ")));
+}
+
 fn describe_container(out: &mut String, p: &PodSummary, s: &ContainerStatus) {
     let plan = &p.plan;
     let c = plan.containers.iter().find(|c| c.name == s.name);
@@ -268,6 +294,7 @@ fn describe_container(out: &mut String, p: &PodSummary, s: &ContainerStatus) {
         if let Some(args) = &c.args {
             let _ = writeln!(out, "    Args:           {}", args.join(" "));
         }
+        describe_ports(out, &c.ports);
     }
     if let Some(state) = &s.state {
         describe_state(out, "State:", state);
@@ -525,6 +552,10 @@ mod tests {
             runtime: "embedded".into(),
         };
         let text = describe(&p);
+        assert!(
+            text.contains("    Port:           <none>\n    Host Port:      <none>\n"),
+            "{text}"
+        );
         let limits = "    Limits:\n      cpu:     500m\n      memory:  64Mi\n";
         assert!(text.contains(limits), "{text}");
         assert!(text.contains("    Requests:\n      cpu:     0.25\n"), "{text}");
@@ -560,5 +591,30 @@ mod tests {
         ] {
             assert!(text.contains(block), "{block}\nnot in:\n{text}");
         }
+    }
+
+    #[test]
+    fn describe_shows_ports_and_host_ports_as_kubectl_does() {
+        let ports = |yaml: &str| {
+            let pod = crate::manifest::parse("p.yaml", yaml).unwrap();
+            crate::manifest::plan(&pod, 1 << 34).unwrap().containers[0]
+                .ports
+                .clone()
+        };
+        let mut out = String::new();
+        describe_ports(
+            &mut out,
+            &ports("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox, ports: [{containerPort: 80, hostPort: 8080}]}]}\n"),
+        );
+        assert_eq!(out, "    Port:           80/TCP\n    Host Port:      8080/TCP\n");
+        out.clear();
+        describe_ports(
+            &mut out,
+            &ports("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox, ports: [{containerPort: 80, name: http}, {containerPort: 53, protocol: UDP, hostPort: 5353}]}]}\n"),
+        );
+        assert_eq!(
+            out,
+            "    Ports:          80/TCP (http), 53/UDP\n    Host Ports:     0/TCP, 5353/UDP\n"
+        );
     }
 }

@@ -24,6 +24,7 @@ use sandbox::pod::{DeclaredContainer, Role, VolumeMount};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigObjects, ConfigSource, EnvFrom};
+use crate::hostports::ContainerPort;
 use crate::security::{self, AppArmorProfile, SeccompProfile};
 
 /// A manifest peapod cannot run.
@@ -194,8 +195,8 @@ pub struct ContainerPlan {
     pub env_from: Vec<EnvFrom>,
     /// `workingDir`.
     pub working_dir: Option<String>,
-    /// Declared ports: (name, containerPort, protocol).
-    pub ports: Vec<(String, u16, String)>,
+    /// Declared ports, checked ([`crate::hostports::container_ports`]).
+    pub ports: Vec<ContainerPort>,
     /// Requests and limits.
     pub resources: Resources,
     /// Volume mounts.
@@ -1279,20 +1280,8 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
                 sub_path,
             });
         }
-        let mut ports = Vec::new();
-        for (j, p) in c.ports.iter().flatten().enumerate() {
-            let port = u16::try_from(p.container_port).ok().filter(|p| *p > 0).ok_or_else(|| {
-                field(
-                    format!("{path}.ports[{j}].containerPort"),
-                    format!("{} is not a port", p.container_port),
-                )
-            })?;
-            ports.push((
-                p.name.clone().unwrap_or_default(),
-                port,
-                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-            ));
-        }
+        let ports =
+            crate::hostports::container_ports(&path, c.ports.as_deref().unwrap_or_default(), role, host_network)?;
         let probes = crate::probes::probes(&path, c, role == Role::Init, &ports)?;
         let hooks = crate::probes::hooks(&path, c, role == Role::Init, grace_seconds, &ports)?;
         containers.push(ContainerPlan {
@@ -1322,7 +1311,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         let (_, memory_request) = c.resources.effective_requests();
         c.oom_score_adj = oom_score_adj(qos, memory_request, memory_capacity);
     }
-    Ok(PodPlan {
+    let plan = PodPlan {
         name: name.clone(),
         namespace,
         labels: meta.labels.clone().unwrap_or_default(),
@@ -1338,10 +1327,27 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         containers,
         seccomp: pod_sec.seccomp.unwrap_or(SeccompProfile::RuntimeDefault),
         sysctls: pod_sec.sysctls,
-    })
+    };
+    crate::hostports::unique_in_pod(&plan)?;
+    Ok(plan)
 }
 
 impl PodPlan {
+    /// The manifest path of container `index` (declaration order):
+    /// `spec.initContainers[k]` for init containers and sidecars, else `spec.containers[k]`.
+    pub fn container_field(&self, index: usize) -> String {
+        let Some(c) = self.containers.get(index) else {
+            return format!("spec.containers[{index}]");
+        };
+        let init = |c: &ContainerPlan| c.role != Role::App;
+        let k = self.containers[..index].iter().filter(|o| init(o) == init(c)).count();
+        if init(c) {
+            format!("spec.initContainers[{k}]")
+        } else {
+            format!("spec.containers[{k}]")
+        }
+    }
+
     /// peapod's annotations for the pod's sandbox: the declared containers and roles,
     /// emptyDirs, grace period and pod cgroup sizing (see `proto::annotations`).
     pub fn sandbox_annotations(&self) -> HashMap<String, String> {

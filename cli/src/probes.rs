@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sandbox::pod::hooks::{Hook, Hooks};
 use sandbox::pod::probe::{Handler, HttpGet, HttpHeader, Probe, ProbeKind, Probes};
 
+use crate::hostports::ContainerPort;
 use crate::manifest::ManifestError;
 
 fn field(path: String, reason: impl Into<String>) -> ManifestError {
@@ -32,7 +33,7 @@ fn field(path: String, reason: impl Into<String>) -> ManifestError {
 /// one, a negative number, a threshold other than 1 where the API server requires it,
 /// `terminationGracePeriodSeconds` on a readiness probe or below 1, a port that is not
 /// 1–65535 or names no declared port, HTTPS, or probes on an init container.
-pub fn probes(path: &str, c: &Container, init: bool, ports: &[(String, u16, String)]) -> Result<Probes, ManifestError> {
+pub fn probes(path: &str, c: &Container, init: bool, ports: &[ContainerPort]) -> Result<Probes, ManifestError> {
     let mut out = Probes::default();
     for (kind, name, probe) in [
         (ProbeKind::Liveness, "livenessProbe", &c.liveness_probe),
@@ -64,7 +65,7 @@ fn seconds(at: &str, name: &str, v: Option<i32>, default: u32) -> Result<u32, Ma
     }
 }
 
-fn port(at: &str, p: &IntOrString, ports: &[(String, u16, String)]) -> Result<u16, ManifestError> {
+fn port(at: &str, p: &IntOrString, ports: &[ContainerPort]) -> Result<u16, ManifestError> {
     match p {
         IntOrString::Int(n) => u16::try_from(*n)
             .ok()
@@ -74,8 +75,8 @@ fn port(at: &str, p: &IntOrString, ports: &[(String, u16, String)]) -> Result<u1
             Ok(n) if n > 0 => Ok(n),
             _ => ports
                 .iter()
-                .find(|(n, _, _)| n == name)
-                .map(|(_, port, _)| *port)
+                .find(|p| p.name == *name)
+                .map(|p| p.container_port)
                 .ok_or_else(|| {
                     field(
                         at.to_string(),
@@ -86,7 +87,7 @@ fn port(at: &str, p: &IntOrString, ports: &[(String, u16, String)]) -> Result<u1
     }
 }
 
-fn convert(at: &str, kind: ProbeKind, p: &KubeProbe, ports: &[(String, u16, String)]) -> Result<Probe, ManifestError> {
+fn convert(at: &str, kind: ProbeKind, p: &KubeProbe, ports: &[ContainerPort]) -> Result<Probe, ManifestError> {
     let handlers = [
         p.exec.is_some(),
         p.http_get.is_some(),
@@ -161,7 +162,7 @@ fn command(at: &str, e: &ExecAction) -> Result<Vec<String>, ManifestError> {
     Ok(command)
 }
 
-fn http_get(at: &str, h: &HTTPGetAction, ports: &[(String, u16, String)]) -> Result<HttpGet, ManifestError> {
+fn http_get(at: &str, h: &HTTPGetAction, ports: &[ContainerPort]) -> Result<HttpGet, ManifestError> {
     if h.scheme.as_deref().is_some_and(|s| s != "HTTP") {
         return Err(field(
             format!("{at}.httpGet.scheme"),
@@ -212,7 +213,7 @@ pub fn hooks(
     c: &Container,
     init: bool,
     grace: u64,
-    ports: &[(String, u16, String)],
+    ports: &[ContainerPort],
 ) -> Result<Hooks, ManifestError> {
     let Some(l) = &c.lifecycle else {
         return Ok(Hooks::default());
@@ -324,12 +325,22 @@ pub fn describe(p: &Probe) -> String {
 mod tests {
     use super::*;
 
+    fn http_port() -> ContainerPort {
+        ContainerPort {
+            name: "http".into(),
+            container_port: 8080,
+            protocol: "TCP".into(),
+            host_port: None,
+            host_ip: String::new(),
+        }
+    }
+
     fn container(yaml: &str) -> Container {
         serde_yaml_ng::from_str(yaml).unwrap()
     }
 
     fn err(c: &Container, init: bool) -> (String, String) {
-        match probes("spec.containers[0]", c, init, &[("http".into(), 8080, "TCP".into())]) {
+        match probes("spec.containers[0]", c, init, &[http_port()]) {
             Err(ManifestError::Field { field, reason }) => (field, reason),
             other => panic!("expected a field error, got {other:?}"),
         }
@@ -342,7 +353,7 @@ mod tests {
              readinessProbe: {exec: {command: [cat, /tmp/ready]}, successThreshold: 2}\n\
              startupProbe: {tcpSocket: {port: 80}, failureThreshold: 30, terminationGracePeriodSeconds: 5}",
         );
-        let p = probes("spec.containers[0]", &c, false, &[("http".into(), 8080, "TCP".into())]).unwrap();
+        let p = probes("spec.containers[0]", &c, false, &[http_port()]).unwrap();
         let l = p.liveness_probe.as_ref().unwrap();
         assert_eq!((l.period_seconds, l.timeout_seconds, l.failure_threshold), (3, 1, 3));
         assert_eq!(

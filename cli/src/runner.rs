@@ -9,7 +9,9 @@
 //! once: the shim orders them (init containers, sidecars, apps). `delete`: SIGTERM to the
 //! sandbox task (the shim signals every container at once, waits the grace period,
 //! SIGKILLs the rest, ends the pause process), then every task deleted, CNI DEL, the
-//! volumes' tmpfs unmounted, and the pod's directories removed.
+//! volumes' tmpfs unmounted, and the pod's directories removed. A pod with host ports is
+//! checked against the other pods' ([`crate::hostports`]) and recorded under one
+//! `flock(2)` on `<state>/pods`; its CNI network chains `portmap`, ADD and DEL alike.
 //!
 //! Paths: `<state>/pods/<namespace>_<name>/` (tmpfs: `pod.json`, bundles) and
 //! `<root>/pods/<namespace>_<name>/` (disk: container layers' upper dirs, logs, and
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cni::{CniError, Network};
 use crate::embedded::{EmbeddedError, Shim, ShimExit, TaskIo};
+use crate::hostports;
 use crate::images::{ImageError, Store};
 use crate::manifest::{ContainerPlan, ManifestError, PodPlan};
 use crate::pods::{container_spec, sandbox_spec, ImageConfig, PodRuntime};
@@ -213,6 +216,26 @@ pub enum RunError {
         /// Cause (names the path).
         #[source]
         source: crate::volumes::VolumeError,
+    },
+    /// A host port the pod asks for cannot be given (network `none`, IPv6 `hostIP`), or
+    /// another pod recorded here holds it: nothing was created.
+    #[error("pod {pod}")]
+    HostPort {
+        /// The pod.
+        pod: String,
+        /// Cause (names the port's field, and the other pod).
+        #[source]
+        source: Box<crate::hostports::HostPortError>,
+    },
+    /// Taking the lock on `<state>/pods` that makes host-port checks and pod records
+    /// atomic failed.
+    #[error("lock {}", path.display())]
+    Lock {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
     },
     /// A container's OCI spec could not be built from the manifest and its image.
     #[error("build the OCI spec")]
@@ -701,13 +724,27 @@ pub fn run(
             source,
         }
     })?;
+    let network = if plan.host_network { NetworkMode::Host } else { network };
+    let host_port_err = |source| RunError::HostPort {
+        pod: plan.name.clone(),
+        source: Box::new(source),
+    };
+    hostports::check_mappable(plan, network == NetworkMode::None).map_err(host_port_err)?;
     // Images first: a missing one fails the pod before anything exists.
     let store = paths.images()?;
     let mut images = Vec::new();
     for c in &plan.containers {
         images.push(resolve_image(&store, c)?);
     }
-    let network = if plan.host_network { NetworkMode::Host } else { network };
+    // A pod with host ports checks the other pods' and records itself under one lock, so
+    // two runs at once cannot both take a port.
+    let lock = if hostports::claims(plan).is_empty() {
+        None
+    } else {
+        let lock = lock_pods(paths)?;
+        hostports::check_conflicts(plan, &held_host_ports(paths, &key)?).map_err(host_port_err)?;
+        Some(lock)
+    };
     let mut record = PodRecord {
         key: key.clone(),
         plan: plan.clone(),
@@ -730,6 +767,7 @@ pub fn run(
         let _ = remove(&paths.pod_state(&key), true);
         return Err(e);
     }
+    drop(lock);
     match run_inner(paths, bins, &mut record, &images, volumes, progress) {
         Ok(()) => Ok(record),
         Err(e) => {
@@ -737,6 +775,52 @@ pub fn run(
             Err(e)
         }
     }
+}
+
+/// Takes an exclusive `flock(2)` on `<state>/pods` (created if missing), blocking;
+/// released when the guard drops.
+///
+/// Errors: [`RunError::CreateDir`], or [`RunError::Lock`] when it cannot be opened or
+/// locked.
+fn lock_pods(paths: &Paths) -> Result<nix::fcntl::Flock<fs::File>> {
+    let dir = paths.state.join("pods");
+    sandbox::hostdir::create_root(&dir).map_err(|source| RunError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut file = fs::File::open(&dir).map_err(|source| RunError::Lock {
+        path: dir.clone(),
+        source,
+    })?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::Error::EINTR)) => file = f,
+            Err((_, errno)) => {
+                return Err(RunError::Lock {
+                    path: dir,
+                    source: errno.into(),
+                })
+            }
+        }
+    }
+}
+
+/// The host ports the pods recorded here hold (but pod `key`): what a new pod's ports
+/// are checked against in embedded mode. A record is written before anything of its pod
+/// runs and removed after its network is gone, so it covers every mapping peapod made.
+///
+/// Errors: a record that cannot be parsed ([`list`]).
+fn held_host_ports(paths: &Paths, key: &str) -> Result<Vec<hostports::HeldPorts>> {
+    Ok(list(paths)?
+        .into_iter()
+        .filter(|r| r.key != key)
+        .map(|r| {
+            let claims = hostports::claims(&r.plan);
+            (r.plan.namespace, r.plan.name, claims)
+        })
+        .filter(|(_, _, claims)| !claims.is_empty())
+        .collect())
 }
 
 /// Container `c`'s image from the store.
@@ -832,6 +916,7 @@ fn run_inner(
         NetworkMode::Cni => {
             progress("attaching the pod network");
             let att = Network::peapod_default(&paths.root.join("cni"))
+                .with_port_mappings(&hostports::port_mappings(&plan))
                 .add(&record.sandbox_id, &netns, "eth0")
                 .map_err(attach_err("eth0"))?;
             record.ip = att.ip.clone();
@@ -1506,6 +1591,7 @@ fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Resul
     match record.network {
         NetworkMode::Cni => {
             Network::peapod_default(&paths.root.join("cni"))
+                .with_port_mappings(&hostports::port_mappings(&record.plan))
                 .del(&record.sandbox_id, "", "eth0", record.cni_result.as_deref())
                 .map_err(|source| RunError::DetachNetwork {
                     pod: record.plan.name.clone(),

@@ -36,6 +36,8 @@ fn main() {
     // The pods' CNI bridge is shared host infrastructure; the suite removes it again if
     // it was not there before.
     let bridge_before = std::path::Path::new("/sys/class/net/peapod0").exists();
+    // So are portmap's shared nat chains, made by the first host port mapped.
+    let portmap_chains_before = portmap_chains_exist();
     let tests: Vec<(String, peapod_tests::TestFn)> = tests![
         oci_archive_imports_and_busybox_mounts_from_its_layer,
         whiteouts_in_an_upper_layer_hide_lower_files,
@@ -65,6 +67,7 @@ fn main() {
         config_maps_and_secrets_fill_the_environment,
         config_maps_secrets_and_the_downward_api_fill_read_only_volumes,
         volumes_that_cannot_be_filled_fail_the_run_and_leave_nothing,
+        host_ports_reach_the_pod_and_go_with_it,
     ])
     .chain(
         tests![
@@ -93,6 +96,9 @@ fn main() {
             let _ = std::process::Command::new("ip")
                 .args(["link", "del", "peapod0"])
                 .output();
+        }
+        if !portmap_chains_before && portmap_chains_exist() {
+            remove_idle_portmap_chains()?;
         }
         Ok(())
     });

@@ -30,7 +30,17 @@ pub struct Cli {
 
 impl Cli {
     pub fn new(mode: Mode) -> Result<Cli> {
-        let cli = Self::without_images(mode)?;
+        Self::with_images(mode, false)
+    }
+
+    /// [`Cli::new`] whose CRI pods the host can reach: its containerd's bridge is a
+    /// gateway ([`Containerd::start_with_gateway`]), as peapod's own bridge is.
+    pub fn reachable(mode: Mode) -> Result<Cli> {
+        Self::with_images(mode, true)
+    }
+
+    fn with_images(mode: Mode, gateway: bool) -> Result<Cli> {
+        let cli = Self::build(mode, gateway)?;
         if cli.ctrd.is_none() {
             let archive = peapod_tests::images::archive()?;
             cli.ok(&["image", "import", archive.to_str().context("archive path")?])?;
@@ -40,6 +50,10 @@ impl Cli {
 
     /// [`Cli::new`] with nothing imported into the embedded image store.
     pub fn without_images(mode: Mode) -> Result<Cli> {
+        Self::build(mode, false)
+    }
+
+    fn build(mode: Mode, gateway: bool) -> Result<Cli> {
         let dir = tempfile::Builder::new().prefix("peapod-cli-").tempdir_in("/tmp")?;
         let bin = peapod_tests::containerd::target_profile_dir()?.join("peapod");
         ensure!(
@@ -50,7 +64,11 @@ impl Cli {
         let ctrd = match mode {
             Mode::Embedded => None,
             Mode::Cri => {
-                let ctrd = Containerd::start()?;
+                let ctrd = if gateway {
+                    Containerd::start_with_gateway()?
+                } else {
+                    Containerd::start()?
+                };
                 ctrd.import_images()?;
                 Some(ctrd)
             }
@@ -1011,4 +1029,287 @@ pub fn ten_containers_oom_killed_at_once_are_each_oomkilled(mode: Mode) -> Resul
     let deleted = delete_and_check(&cli, "oom10", &uid);
     result?;
     deleted
+}
+
+/// The host's own IPv4 address (the source of its route to the outside, else its first
+/// global address off a pod bridge): what host ports are reached at from outside the host.
+fn host_ipv4() -> Result<String> {
+    let route = Command::new("ip")
+        .args(["-4", "-o", "route", "get", "192.0.2.123"])
+        .output()?;
+    let text = String::from_utf8_lossy(&route.stdout);
+    let mut words = text.split_whitespace();
+    if words.any(|w| w == "src") {
+        if let Some(ip) = words.next() {
+            if ip != "127.0.0.1" {
+                return Ok(ip.to_string());
+            }
+        }
+    }
+    let addrs = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()?;
+    String::from_utf8_lossy(&addrs.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (dev, addr) = (f.get(1)?, f.get(3)?);
+            (!dev.starts_with("peapod") && !dev.starts_with("pp"))
+                .then(|| addr.split('/').next().unwrap_or(addr).to_string())
+        })
+        .next()
+        .context("the host has no global IPv4 address")
+}
+
+/// A TCP port nothing on the host listens on now (the kernel's pick).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port())
+}
+
+/// `GET /` over HTTP/1.0 to `ip:port`, 2 s at most; the response.
+fn http_get(ip: &str, port: u16) -> Result<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::new(ip.parse()?, port);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The nat table (`iptables-save -t nat`).
+fn nat_table() -> Result<String> {
+    let out = Command::new("iptables-save").args(["-t", "nat"]).output()?;
+    ensure!(
+        out.status.success(),
+        "iptables-save: {} (Debian package iptables: make deps)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The end of `portmap`'s comment on pod `id`'s rules as `iptables-save` prints it: the
+/// comment `dnat name: "<network>" id: "<id>"` in double quotes, its own quotes escaped.
+fn nat_comment_tag(id: &str) -> String {
+    format!("id: \\\"{id}\\\"\"")
+}
+
+/// What the nat table holds of the pod whose CNI container id is `id`: `portmap`'s rules
+/// carry `dnat name: "<network>" id: "<id>"` as their comment and jump to, or sit in, the
+/// pod's chain `CNI-DN-…`. Returns (those rules, the chains' names).
+fn nat_rules_of(id: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let text = nat_table()?;
+    let tagged = nat_comment_tag(id);
+    let mut chains: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains(&tagged))
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|w| w.starts_with("CNI-DN-"))
+        .collect();
+    chains.sort();
+    chains.dedup();
+    let rules = text
+        .lines()
+        .filter(|l| l.contains(&tagged) || chains.iter().any(|c| l.contains(c.as_str())))
+        .map(str::to_string)
+        .collect();
+    Ok((rules, chains))
+}
+
+/// Checks that the nat table holds nothing of pod `id`: no rule with its comment and
+/// none of `chains` (its `CNI-DN-…` chains, as [`nat_rules_of`] found them).
+fn assert_no_nat_rules(id: &str, chains: &[String]) -> Result<()> {
+    let text = nat_table()?;
+    let tagged = nat_comment_tag(id);
+    let left: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&tagged) || chains.iter().any(|c| l.contains(c.as_str())))
+        .collect();
+    ensure!(left.is_empty(), "leak: nat rules of {id}: {left:#?}");
+    Ok(())
+}
+
+/// Checks that a refused `run` of pod `name` left nothing while other pods run: no pod
+/// state or data (embedded), no sandbox or log directory (CRI), no shim.
+fn assert_never_created(cli: &Cli, name: &str) -> Result<()> {
+    let key = format!("default_{name}");
+    for dir in [cli.state().join("pods").join(&key), cli.root().join("pods").join(&key)] {
+        ensure!(!dir.exists(), "leak: {} left", dir.display());
+    }
+    ensure!(shims_of(cli, name).is_empty(), "leak: a shim for {name}");
+    if let Some(ctrd) = &cli.ctrd {
+        let sandboxes = ctrd.cri()?.list_pod_sandbox(None)?;
+        ensure!(
+            !sandboxes
+                .iter()
+                .any(|s| s.metadata.as_ref().is_some_and(|m| m.name == name)),
+            "leak: a sandbox for {name}"
+        );
+        let prefix = format!("{key}_");
+        let logs: Vec<_> = std::fs::read_dir(cli.pod_log_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        ensure!(logs.is_empty(), "leak: log dirs of {name}: {logs:?}");
+    }
+    Ok(())
+}
+
+/// `examples/hostport.yaml` (a pod name and host port of the test's own, so parallel runs
+/// do not meet): busybox httpd on containerPort 8080 answers on the host's own address and
+/// on 127.0.0.1 at the host port (portmap masquerades loopback connections and sets
+/// `route_localnet` on the bridge); describe shows the ports; the DNAT rules exist while
+/// the pod does. A second pod asking for the same host port is refused naming both pods
+/// and leaves nothing (embedded: also `--network none` is refused by name). Deleting the
+/// first takes its rules with it: the port no longer answers, no nat rule or chain of the
+/// pod is left, and the second pod can then have the port.
+pub fn host_ports_reach_the_pod_and_go_with_it(mode: Mode) -> Result<()> {
+    let cli = Cli::reachable(mode)?;
+    let host_ip = host_ipv4()?;
+    let port = free_port()?;
+    let text = std::fs::read_to_string(example("hostport"))?;
+    ensure!(
+        text.contains("name: hostport\n") && text.contains("hostPort: 30080"),
+        "examples/hostport.yaml changed: {text}"
+    );
+    let manifest = |name: &str, port: u16| -> Result<String> {
+        let file = cli.dir.path().join(format!("{name}.yaml"));
+        let yaml = text
+            .replace("name: hostport\n", &format!("name: {name}\n"))
+            .replace("hostPort: 30080", &format!("hostPort: {port}"));
+        std::fs::write(&file, yaml)?;
+        Ok(file.to_str().context("path")?.to_string())
+    };
+    let first = peapod_tests::cri::unique_name("hostport");
+    let second = peapod_tests::cri::unique_name("hostport");
+    cli.ok(&["run", "-f", &manifest(&first, port)?])?;
+    let uid = uid_of(&cli, &first)?;
+    let id = cli.sandbox_id(&first)?;
+    let checked = (|| -> Result<Vec<String>> {
+        let hello = format!("hello from {first}");
+        let body = cli.wait_for("the web server at the host port", || {
+            Ok(http_get(&host_ip, port).ok().filter(|b| b.contains("200 OK")))
+        })?;
+        ensure!(body.contains(&hello), "{host_ip}:{port} answered {body:?}");
+        let body = http_get("127.0.0.1", port).context("127.0.0.1 at the host port")?;
+        ensure!(body.contains(&hello), "127.0.0.1:{port} answered {body:?}");
+        let d = cli.ok(&["describe", "pod", &first])?;
+        for want in [
+            "    Port:           8080/TCP (http)\n".to_string(),
+            format!("    Host Port:      {port}/TCP\n"),
+        ] {
+            ensure!(d.contains(&want), "describe lacks {want:?}:\n{d}");
+        }
+        let (rules, chains) = nat_rules_of(&id)?;
+        ensure!(
+            rules
+                .iter()
+                .any(|r| r.contains(&format!("--dport {port}")) && r.contains("DNAT")),
+            "no DNAT rule for host port {port} of {id}: {rules:#?}"
+        );
+
+        let out = cli.run(&["run", "-f", &manifest(&second, port)?])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.code() == Some(1), "second pod: exit {:?}: {err}", out.status);
+        let want = format!(
+            "pod {second}: spec.containers[0].ports[0].hostPort: host port {port}/TCP on 0.0.0.0 is already held by pod default/{first} (spec.containers[0].ports[0].hostPort)"
+        );
+        ensure!(err.contains(&want), "want {want:?} in: {err}");
+        if mode == Mode::Embedded {
+            let other = free_port()?;
+            let out = cli.run(&["run", "--network", "none", "-f", &manifest(&second, other)?])?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            let want = "spec.containers[0].ports[0].hostPort: cannot be mapped with --network none";
+            ensure!(
+                out.status.code() == Some(1) && err.contains(want),
+                "exit {:?}, want {want:?} in: {err}",
+                out.status
+            );
+        }
+        let listed = cli.ok(&["get", "pods"])?;
+        ensure!(
+            listed.lines().count() == 2 && !listed.contains(&second),
+            "a refused run left a pod: {listed}"
+        );
+        assert_never_created(&cli, &second)?;
+        Ok(chains)
+    })();
+    if checked.is_err() {
+        let _ = cli.run(&["delete", "pod", &second, "--grace-period", "0"]);
+    }
+    let deleted = delete_and_check(&cli, &first, &uid);
+    let chains = checked?;
+    deleted?;
+    ensure!(
+        http_get(&host_ip, port).is_err(),
+        "{host_ip}:{port} still answers after the pod's deletion"
+    );
+    assert_no_nat_rules(&id, &chains)?;
+
+    // The port is free again.
+    cli.ok(&["run", "-f", &manifest(&second, port)?])?;
+    let uid2 = uid_of(&cli, &second)?;
+    let id2 = cli.sandbox_id(&second)?;
+    let again = cli.wait_for("the second pod at the host port", || {
+        Ok(http_get(&host_ip, port).ok().filter(|b| b.contains("200 OK")))
+    });
+    let chains2 = nat_rules_of(&id2).map(|(_, chains)| chains);
+    delete_and_check(&cli, &second, &uid2)?;
+    let body = again?;
+    ensure!(body.contains(&format!("hello from {second}")), "{body:?}");
+    assert_no_nat_rules(&id2, &chains2?)?;
+    cli.assert_no_runtime_leftovers()
+}
+
+/// `portmap`'s shared nat chains: the DNAT entry chain (jumped to from `PREROUTING` and
+/// `OUTPUT`) and the masquerade marking ones (`POSTROUTING` jumps to the last).
+const PORTMAP_CHAINS: [&str; 3] = ["CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"];
+
+/// Whether the nat table has `portmap`'s shared chains (host ports were mapped on this
+/// host since boot).
+pub fn portmap_chains_exist() -> bool {
+    nat_table().is_ok_and(|t| t.lines().any(|l| l.starts_with(":CNI-HOSTPORT-DNAT ")))
+}
+
+/// Removes `portmap`'s shared chains and the jumps to them when no pod's chain hangs off
+/// them any more (`portmap` itself never removes them): the suite's counterpart of
+/// removing the `peapod0` bridge it created. Leaves them when some pod's mapping is still
+/// in place.
+pub fn remove_idle_portmap_chains() -> Result<()> {
+    let text = nat_table()?;
+    if text.lines().any(|l| l.starts_with("-A CNI-HOSTPORT-DNAT ")) {
+        return Ok(());
+    }
+    let iptables = |args: &[&str]| -> Result<String> {
+        let out = Command::new("iptables").arg("-t").arg("nat").args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "iptables -t nat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    for chain in ["PREROUTING", "OUTPUT", "POSTROUTING"] {
+        let rules = iptables(&["-S", chain])?;
+        let jumps: Vec<usize> = rules
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .enumerate()
+            .filter(|(_, l)| PORTMAP_CHAINS.iter().any(|c| l.contains(&format!("-j {c}"))))
+            .map(|(i, _)| i + 1)
+            .collect();
+        for n in jumps.into_iter().rev() {
+            iptables(&["-D", chain, &n.to_string()])?;
+        }
+    }
+    for chain in PORTMAP_CHAINS {
+        if text.lines().any(|l| l.starts_with(&format!(":{chain} "))) {
+            iptables(&["-F", chain])?;
+            iptables(&["-X", chain])?;
+        }
+    }
+    Ok(())
 }

@@ -22,7 +22,7 @@
 //! | `config.toml` | containerd config, version 2 or 3 (the settings and why: `config_toml_v2`, `config_toml_v3` below) |
 //! | `containerd.sock`, `containerd.sock.ttrpc` | gRPC (containerd + CRI) and ttrpc sockets |
 //! | `root/`, `state/` | containerd's root and state; CRI's netns mounts go under `state/` (`netns_mounts_under_state_dir`) |
-//! | `cni/conf/` | one bridge conflist: own bridge, own network name, private /24 |
+//! | `cni/conf/` | one conflist: own bridge, own network name, private /24, `portmap` for host ports |
 //! | `cni/ipam/` | host-local IPAM allocations (instead of `/var/lib/cni/networks`) |
 //! | `pods/` | where [`crate::cri`] puts pod log directories |
 //! | `containerd.log` | containerd's log ([`Containerd::log_tail`]) |
@@ -386,7 +386,7 @@ pub fn require_tools() -> Result<()> {
             "`{tool}` is not on PATH: run `make deps` (Debian package {package})"
         );
     }
-    for plugin in ["bridge", "host-local", "loopback"] {
+    for plugin in ["bridge", "host-local", "loopback", "portmap"] {
         let path = Path::new(CNI_BIN_DIR).join(plugin);
         ensure!(
             path.is_file(),
@@ -541,6 +541,20 @@ impl Containerd {
     /// `make bench` runs Debian's 1.6 and a 2.x build side by side. Instances are
     /// independent (own dir, network, bridge and cgroup root), so both can run at once.
     pub fn start_build(build: ContainerdBuild) -> Result<Self> {
+        Self::start_build_with(build, false)
+    }
+
+    /// [`Containerd::start`] with a gateway on the instance's bridge (the first address of
+    /// its /24, one not routed on the host yet) and a default route in its pods, as
+    /// containerd's own default conflist has: the host reaches the pods, and the pods
+    /// answer the host, which host ports need (the DNAT'ed connection keeps the host's
+    /// address as its source). The bridge plugin then also sets `net.ipv4.ip_forward`, as
+    /// peapod's embedded network does.
+    pub fn start_with_gateway() -> Result<Self> {
+        Self::start_build_with(ContainerdBuild::selected()?.clone(), true)
+    }
+
+    fn start_build_with(build: ContainerdBuild, gateway: bool) -> Result<Self> {
         require_tools()?;
         reap_stale();
         let begun = Instant::now();
@@ -573,9 +587,23 @@ impl Containerd {
         }
         // No gateway means no host route, so the /24 need not be unique among instances;
         // vary it anyway to keep instances apart when reading `ip` output.
-        let subnet = format!("10.88.{}.0/24", (pid as usize + n) % 200 + 20);
+        let first = (pid as usize + n) % 200;
+        let subnet = if gateway {
+            // A gateway adds a host route: take a /24 no other bridge routes.
+            let routes = Command::new("ip")
+                .args(["-4", "route", "show"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            (0..200)
+                .map(|i| format!("10.88.{}.0/24", (first + i) % 200 + 20))
+                .find(|s| !routes.contains(s.as_str()))
+                .context("no free 10.88.N.0/24 for a gateway")?
+        } else {
+            format!("10.88.{}.0/24", first + 20)
+        };
         let ns_cgroups_before: BTreeSet<PathBuf> = namespace_cgroups().into_iter().filter(|p| p.is_dir()).collect();
-        let result = Self::launch(layout.clone(), build, subnet, ns_cgroups_before, begun);
+        let result = Self::launch(layout.clone(), build, subnet, gateway, ns_cgroups_before, begun);
         if result.is_err() {
             teardown(&layout, None, &BTreeSet::new());
         }
@@ -586,6 +614,7 @@ impl Containerd {
         layout: Layout,
         build: ContainerdBuild,
         subnet: String,
+        gateway: bool,
         ns_cgroups_before: BTreeSet<PathBuf>,
         begun: Instant,
     ) -> Result<Self> {
@@ -596,7 +625,7 @@ impl Containerd {
         fs::write(dir.join("config.toml"), config_toml(&layout, build.version)).context("write config.toml")?;
         fs::write(
             dir.join("cni/conf/10-peapod-test.conflist"),
-            cni_conflist(&layout, &subnet),
+            cni_conflist(&layout, &subnet, gateway),
         )
         .context("write the CNI conflist")?;
         let child = spawn_containerd(&layout, &build)?;
@@ -1365,24 +1394,35 @@ disabled_plugins = [{disabled}]
     )
 }
 
-/// The CNI network: a bridge with host-local IPAM, no gateway and no masquerading, so the
-/// host's routes, `ip_forward` and iptables stay untouched (the bridge plugin sets
-/// `ip_forward` and adds a route only with `isGateway`). Pods get `eth0` with an address in
-/// `subnet`; CRI itself brings up `lo` (containerd 1.6 always adds its loopback network).
-fn cni_conflist(layout: &Layout, subnet: &str) -> String {
+/// The CNI network: a bridge with host-local IPAM, no masquerading and, without
+/// `gateway`, no gateway, so the host's routes, `ip_forward` and iptables stay untouched
+/// (the bridge plugin sets `ip_forward` and adds a route only with `isGateway`); with
+/// `gateway`, the bridge's address and a default route in the pods (see
+/// [`Containerd::start_with_gateway`]). Pods get `eth0` with an address in `subnet`; CRI
+/// itself brings up `lo` (containerd 1.6 always adds its loopback network). `portmap`
+/// (capability `portMappings`, as in containerd's default conflist) maps the sandboxes'
+/// host ports; without any it changes nothing.
+fn cni_conflist(layout: &Layout, subnet: &str, gateway: bool) -> String {
+    let mut ipam = serde_json::json!({
+        "type": "host-local",
+        "ranges": [[{ "subnet": subnet }]],
+        "dataDir": layout.ipam_dir(),
+    });
+    if gateway {
+        ipam["routes"] = serde_json::json!([{ "dst": "0.0.0.0/0" }]);
+    }
     serde_json::to_string_pretty(&serde_json::json!({
         "cniVersion": "1.0.0",
         "name": layout.network,
         "plugins": [{
             "type": "bridge",
             "bridge": layout.bridge,
-            "isGateway": false,
+            "isGateway": gateway,
             "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": subnet }]],
-                "dataDir": layout.ipam_dir(),
-            },
+            "ipam": ipam,
+        }, {
+            "type": "portmap",
+            "capabilities": { "portMappings": true },
         }],
     }))
     .expect("JSON values serialize")
@@ -2067,9 +2107,16 @@ mod tests {
             "{config}"
         );
         assert!(config.contains("restrict_oom_score_adj = true"), "{config}");
-        let conflist: serde_json::Value = serde_json::from_str(&cni_conflist(&layout, "10.88.7.0/24")).unwrap();
+        let conflist: serde_json::Value = serde_json::from_str(&cni_conflist(&layout, "10.88.7.0/24", false)).unwrap();
         assert_eq!(conflist["plugins"][0]["bridge"], "br");
+        assert_eq!(conflist["plugins"][0]["isGateway"], false);
+        assert!(conflist["plugins"][0]["ipam"].get("routes").is_none());
         assert_eq!(conflist["plugins"][0]["ipam"]["dataDir"], "/tmp/peapod-ctrd-x/cni/ipam");
+        assert_eq!(conflist["plugins"][1]["type"], "portmap");
+        assert_eq!(conflist["plugins"][1]["capabilities"]["portMappings"], true);
+        let routed: serde_json::Value = serde_json::from_str(&cni_conflist(&layout, "10.88.7.0/24", true)).unwrap();
+        assert_eq!(routed["plugins"][0]["isGateway"], true);
+        assert_eq!(routed["plugins"][0]["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
     }
 
     #[test]
