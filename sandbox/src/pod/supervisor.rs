@@ -532,6 +532,11 @@ mod tests {
         stubborn: HashSet<String>,
         sent: Vec<Sent>,
         restarted: Vec<String>,
+        /// Members with a preStop hook, which takes `hook_time`.
+        hooked: HashSet<String>,
+        hook_time: Duration,
+        /// Hooks that ran: (member, signals already sent when it returned).
+        hooks_ran: Vec<(String, usize)>,
     }
 
     impl PodState for FakeState {
@@ -545,6 +550,10 @@ mod tests {
 
         fn supervision(&mut self, pod: &str) -> Option<&mut Supervision> {
             self.supervision.as_mut().filter(|_| pod == POD)
+        }
+
+        fn has_pre_stop(&self, id: &str) -> bool {
+            self.hooked.contains(id)
         }
 
         fn signal(&mut self, id: &str, signal: SignalNumber, all: bool) {
@@ -580,6 +589,14 @@ mod tests {
             let mut st = self.lock();
             st.restarted.push(id.to_string());
             self.changed().notify_all();
+        }
+
+        fn pre_stop(&self, id: &str, deadline: Instant) {
+            let took = self.lock().hook_time;
+            std::thread::sleep(took.min(deadline.saturating_duration_since(Instant::now())));
+            let mut st = self.lock();
+            let sent = st.sent.len();
+            st.hooks_ran.push((id.to_string(), sent));
         }
     }
 
@@ -911,6 +928,51 @@ mod tests {
                 sent("a1", Signal::SIGKILL, true),
                 (POD.to_string(), Signal::SIGINT.into(), false)
             ]
+        );
+    }
+
+    #[test]
+    fn pre_stop_hooks_run_at_once_before_any_sigterm_and_count_against_the_grace() {
+        let members = [
+            member("a1", Role::App, 1, true, None),
+            member("a2", Role::App, 2, true, None),
+            member("a3", Role::App, 3, true, None),
+        ];
+        let fake = Fake::new(None, Duration::from_secs(3), &[], &members);
+        {
+            let mut st = fake.lock();
+            st.hooked.extend([id("a1"), id("a2")]);
+            st.hook_time = Duration::from_secs(1);
+            st.stubborn.insert(id("a3"));
+        }
+        let t0 = Instant::now();
+        {
+            let mut st = fake.lock();
+            terminate(&fake, &mut st, POD, Signal::SIGTERM);
+            assert!(st.sent.is_empty(), "SIGTERM before the hooks ran: {:?}", st.sent);
+        }
+        fake.until("the sandbox's signal", |st| st.sent.iter().any(|s| s.0 == POD));
+        let st = fake.lock();
+        let mut ran = st.hooks_ran.clone();
+        ran.sort();
+        assert_eq!(ran, [(id("a1"), 0), (id("a2"), 0)], "both hooks, before any signal");
+        let mut terms: Vec<&Sent> = st.sent[..3].iter().collect();
+        terms.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            terms,
+            [
+                &sent("a1", Signal::SIGTERM, false),
+                &sent("a2", Signal::SIGTERM, false),
+                &sent("a3", Signal::SIGTERM, false)
+            ]
+        );
+        assert_eq!(st.sent[3], sent("a3", Signal::SIGKILL, true));
+        // The hooks ran at once and their 1 s came off the 3 s grace: the SIGKILL came about
+        // 3 s after the start, not 4 s (nor 5 s, for hooks one after the other).
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_millis(3800),
+            "{took:?}"
         );
     }
 
