@@ -22,6 +22,7 @@ pub mod config;
 pub mod crimode;
 pub mod display;
 pub mod embedded;
+pub mod imagepull;
 pub mod images;
 pub mod manifest;
 pub mod pods;

@@ -326,8 +326,13 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
     // kubelet resolves the references when it makes each container; here a missing
     // object or key fails the run before anything exists.
     let plan = peapod::config::resolve_env(&plan, &config)?;
+    // Pull credentials from the pod's imagePullSecrets (read here, never recorded).
+    let (keyring, warnings) = peapod::imagepull::pull_credentials(&plan, &config)?;
     let spinner = Spinner::start();
     let report = spinner.report();
+    for warning in &warnings {
+        report(warning);
+    }
     let progress = |msg: &str| report(&format!("{}: {msg}", plan.name));
     let ip = match mode {
         Mode::Embedded(paths) => {
@@ -336,6 +341,17 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
                 Network::Cni => NetworkMode::Cni,
                 Network::None => NetworkMode::None,
             };
+            if runner::exists(paths, &plan.namespace, &plan.name) {
+                return Err(runner::RunError::PodExists {
+                    name: plan.name.clone(),
+                    namespace: plan.namespace.clone(),
+                }
+                .into());
+            }
+            // Images as their pull policies ask, before anything of the pod exists; the
+            // store reports downloads as `peapod image pull` does.
+            let store = paths.images()?.with_progress(std::sync::Arc::new(spinner.report()));
+            peapod::imagepull::ensure_images(&store, &plan, &keyring, &progress)?;
             let record = runner::run(paths, &bins, &plan, network, seccomp_root, &progress)?;
             runner::save_manifest(paths, &record, &pod)?;
             record.ip
@@ -344,7 +360,7 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
             if matches!(network, Network::None) {
                 bail!("--network none: under CRI the runtime's CNI configuration decides the pod network");
             }
-            let id = cri.run(&pod, &plan, seccomp_root, &progress)?;
+            let id = cri.run(&pod, &plan, &keyring, seccomp_root, &progress)?;
             cri.summary(&id)?.status.pod_ip
         }
     };

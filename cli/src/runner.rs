@@ -1,8 +1,9 @@
 //! The `peapod` CLI's embedded mode: a pod from a [`PodPlan`] run by
 //! `containerd-shim-peapod-v2` without containerd.
 //!
-//! `run`: images resolved first (a missing one fails the pod with `ErrImagePull` before
-//! anything exists), the pod recorded, the sandbox (pause) task created and started, the
+//! `run`: images resolved first from the store (a missing one fails the pod with
+//! `ErrImagePull` before anything exists; the CLI pulls what the pull policies ask for
+//! before, see [`crate::imagepull`]), the pod recorded, the sandbox (pause) task created and started, the
 //! pod network attached to its network namespace through CNI, every container's bundle
 //! written and its task created in declaration order, then all containers started at
 //! once: the shim orders them (init containers, sidecars, apps). `delete`: SIGTERM to the
@@ -643,6 +644,11 @@ impl Binaries {
             pause: sandbox::pod::pause_binary().map_err(RunError::PauseBinary)?,
         })
     }
+}
+
+/// Whether a pod `namespace/name` is recorded (its `pod.json` exists).
+pub fn exists(paths: &Paths, namespace: &str, name: &str) -> bool {
+    paths.pod_state(&key(namespace, name)).join("pod.json").exists()
 }
 
 /// Runs a pod; returns its record. On error everything created is removed again.
