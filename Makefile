@@ -30,10 +30,11 @@ DEMO_PACKAGES := busybox-static containernetworking-plugins protobuf-compiler li
 # Debian packages the tests use besides those: the baseline runtime and containerd (shim
 # tests), image tools, the kernel + qemu for the cgroup v2 VM suite, crun as a second
 # baseline for `make bench`, apparmor (apparmor_parser) for the VM's AppArmor tests (its
-# postinst loads nothing where AppArmor is off, as on the host).
+# postinst loads nothing where AppArmor is off, as on the host), apache2-utils (htpasswd)
+# for the CLI tests' registry with Basic auth.
 DEB_PACKAGES := $(DEMO_PACKAGES) containerd runc umoci skopeo \
 	qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
-	docker-registry attr apparmor
+	docker-registry attr apparmor apache2-utils
 
 # Installs the Debian packages of $(1) that are missing.
 define apt_install

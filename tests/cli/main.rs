@@ -61,6 +61,8 @@ fn main() {
         bad_security_contexts_fail_by_field_and_create_nothing,
         ten_containers_oom_killed_at_once_are_each_oomkilled,
         config_maps_and_secrets_fill_the_environment,
+        run_pulls_images_as_their_pull_policies_ask,
+        pull_secrets_authenticate_to_a_registry,
     ])
     .chain(
         tests![
