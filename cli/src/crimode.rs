@@ -555,7 +555,7 @@ impl Cri {
     /// Errors: the pod exists, an image cannot be pulled (`ErrImagePull`) or is missing
     /// with `imagePullPolicy: Never` (`ErrImageNeverPull`), or a CRI call failed (its
     /// message names the call and the container). Images are pulled as their policies ask
-    /// with the credentials `keyring` gives (see [`Cri::ensure_images`]), before anything
+    /// with the credentials `keyring` gives (see [`crate::imagepull`]), before anything
     /// of the pod exists.
     ///
     /// Localhost seccomp profiles are under `seccomp_root`: each is read and checked

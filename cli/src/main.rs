@@ -341,13 +341,7 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
                 Network::Cni => NetworkMode::Cni,
                 Network::None => NetworkMode::None,
             };
-            if runner::exists(paths, &plan.namespace, &plan.name) {
-                return Err(runner::RunError::PodExists {
-                    name: plan.name.clone(),
-                    namespace: plan.namespace.clone(),
-                }
-                .into());
-            }
+            runner::preflight(paths, &plan, seccomp_root)?;
             // Images as their pull policies ask, before anything of the pod exists; the
             // store reports downloads as `peapod image pull` does.
             let store = paths.images()?.with_progress(std::sync::Arc::new(spinner.report()));

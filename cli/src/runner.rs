@@ -646,9 +646,26 @@ impl Binaries {
     }
 }
 
-/// Whether a pod `namespace/name` is recorded (its `pod.json` exists).
-pub fn exists(paths: &Paths, namespace: &str, name: &str) -> bool {
-    paths.pod_state(&key(namespace, name)).join("pod.json").exists()
+/// What `run` checks before anything: the pod is not recorded yet, and its seccomp and
+/// AppArmor profiles exist and load (Localhost seccomp profiles under `seccomp_root`).
+/// The CLI calls it before pulling images too, so a refused pod downloads nothing.
+///
+/// Errors: [`RunError::PodExists`], [`RunError::Profiles`].
+pub fn preflight(paths: &Paths, plan: &PodPlan, seccomp_root: &Path) -> Result<()> {
+    if paths
+        .pod_state(&key(&plan.namespace, &plan.name))
+        .join("pod.json")
+        .exists()
+    {
+        return Err(RunError::PodExists {
+            name: plan.name.clone(),
+            namespace: plan.namespace.clone(),
+        });
+    }
+    crate::pods::check_profiles(plan, seccomp_root, Path::new(SYS_ROOT), true).map_err(|source| RunError::Profiles {
+        pod: plan.name.clone(),
+        source,
+    })
 }
 
 /// Runs a pod; returns its record. On error everything created is removed again.
@@ -663,18 +680,7 @@ pub fn run(
     progress: &dyn Fn(&str),
 ) -> Result<PodRecord> {
     let key = key(&plan.namespace, &plan.name);
-    if paths.pod_state(&key).join("pod.json").exists() {
-        return Err(RunError::PodExists {
-            name: plan.name.clone(),
-            namespace: plan.namespace.clone(),
-        });
-    }
-    crate::pods::check_profiles(plan, seccomp_root, Path::new(SYS_ROOT), true).map_err(|source| {
-        RunError::Profiles {
-            pod: plan.name.clone(),
-            source,
-        }
-    })?;
+    preflight(paths, plan, seccomp_root)?;
     // Images first: a missing one fails the pod before anything exists.
     let store = paths.images()?;
     let mut images = Vec::new();

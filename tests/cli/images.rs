@@ -599,7 +599,11 @@ impl Registry {
                 .args(["-Bbn", user, password])
                 .output()
                 .context("run htpasswd (Debian package apache2-utils; make deps)")?;
-            ensure!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+            ensure!(
+                out.status.success(),
+                "htpasswd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             fs::write(&htpasswd, &out.stdout)?;
             auth = format!(
                 "auth:\n  htpasswd:\n    realm: peapod-test\n    path: {}\n",
@@ -1256,7 +1260,10 @@ pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
     ensure!(pulls == 1, "want one pull for both containers, saw {pulls}: {err}");
     if mode == Mode::Embedded {
         // `peapod image pull`'s own progress lines.
-        ensure!(err.contains(&format!("{image}: downloading ")), "no download progress: {err}");
+        ensure!(
+            err.contains(&format!("{image}: downloading ")),
+            "no download progress: {err}"
+        );
         let listed = cli.ok(&["image", "ls"])?;
         ensure!(listed.contains(&image), "{image} not in the store: {listed}");
     }
@@ -1268,7 +1275,10 @@ pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
         &pulled_pod("pulled", &image, Some("IfNotPresent"), "", ""),
         |_| Ok(()),
     )?;
-    ensure!(!err.contains("pulling image"), "IfNotPresent pulled a present image: {err}");
+    ensure!(
+        !err.contains("pulling image"),
+        "IfNotPresent pulled a present image: {err}"
+    );
 
     let out = run_yaml(&cli, &pulled_pod("pulled", &image, Some("Always"), "", ""))?;
     refused(&cli, &out, &["container app: ", "ErrImagePull", &image])?;
@@ -1313,7 +1323,10 @@ pub fn pull_secrets_authenticate_to_a_registry(mode: Mode) -> Result<()> {
             b64(&config)
         )
     };
-    let out = run_yaml(&cli, &pulled_pod("private", &image, None, &secret("Opaque"), pull_secret))?;
+    let out = run_yaml(
+        &cli,
+        &pulled_pod("private", &image, None, &secret("Opaque"), pull_secret),
+    )?;
     refused(
         &cli,
         &out,
@@ -1336,7 +1349,10 @@ pub fn pull_secrets_authenticate_to_a_registry(mode: Mode) -> Result<()> {
         ] {
             let shown = cli.ok(args)?;
             for s in &secrets {
-                ensure!(!shown.contains(s.as_str()), "peapod {args:?} shows a credential: {shown}");
+                ensure!(
+                    !shown.contains(s.as_str()),
+                    "peapod {args:?} shows a credential: {shown}"
+                );
             }
         }
         if mode == Mode::Embedded {
