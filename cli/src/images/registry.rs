@@ -1,6 +1,7 @@
 //! Pulling from registries (OCI distribution API, through `oci-client`): manifests,
 //! indexes and layers, each checked against its digest.
 
+use super::auth::{authorize, AuthConfig, Authorization};
 use super::*;
 
 use std::collections::BTreeSet;
@@ -9,8 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-
-use super::auth::{authorize, AuthConfig, Authorization};
 use nix::fcntl::FlockArg;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
