@@ -32,10 +32,11 @@ DEMO_PACKAGES := busybox-static containernetworking-plugins protobuf-compiler li
 # baseline for `make bench`, apparmor (apparmor_parser) for the VM's AppArmor tests (its
 # postinst loads nothing where AppArmor is off, as on the host), iptables for the host-port
 # tests' `iptables-save` (the CNI portmap plugin runs `iptables` too; the CNI plugins'
-# package depends on it already).
+# package depends on it already), apache2-utils (htpasswd) for the CLI tests' registry
+# with Basic auth.
 DEB_PACKAGES := $(DEMO_PACKAGES) containerd runc umoci skopeo \
 	qemu-system-x86 linux-image-amd64 kmod cpio jq crun \
-	docker-registry attr apparmor iptables
+	docker-registry attr apparmor iptables apache2-utils
 
 # Installs the Debian packages of $(1) that are missing.
 define apt_install

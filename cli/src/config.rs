@@ -66,6 +66,8 @@ pub struct ConfigObjects {
     /// alone for the environment).
     binary_data: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Each Secret's `type` (`Opaque` when not given, as the API server defaults it).
+    secret_types: BTreeMap<String, String>,
 }
 
 impl ConfigObjects {
@@ -127,8 +129,27 @@ impl ConfigObjects {
         for (k, v) in string_data {
             data.insert(k, v.into_bytes());
         }
+        self.secret_types.insert(
+            name.clone(),
+            secret
+                .type_
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "Opaque".into()),
+        );
         self.secrets.insert(name, data);
         Ok(())
+    }
+
+    /// The pod's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Secret `name`: its `type` (`Opaque` when not given) and its data (`data` with
+    /// `stringData` merged); `None` when no such Secret was given.
+    pub fn secret(&self, name: &str) -> Option<(&str, &BTreeMap<String, Vec<u8>>)> {
+        let data = self.secrets.get(name)?;
+        Some((self.secret_types.get(name).map_or("Opaque", String::as_str), data))
     }
 
     fn check_meta(

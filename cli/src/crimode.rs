@@ -1,8 +1,9 @@
 //! The `peapod` CLI's CRI mode: the same manifest through a CRI runtime (containerd's CRI
 //! plugin with the `peapod` runtime handler), doing what kubelet does for the pod:
 //!
-//! - `run`: images checked (`ImageStatus`) and pulled if missing (`PullImage`; a failure
-//!   is `ErrImagePull` and nothing is created), the pod's log directory created
+//! - `run`: images checked (`ImageStatus`) and pulled as `imagePullPolicy` asks
+//!   (`PullImage` with the pull Secrets' credentials; a failure is `ErrImagePull`, a
+//!   missing image with `Never` `ErrImageNeverPull`, and nothing is created), the pod's log directory created
 //!   (`/var/log/pods/<namespace>_<name>_<uid>`, kubelet's layout), `RunPodSandbox` with
 //!   kubelet's labels, peapod's annotations (declared containers and roles, emptyDirs,
 //!   pod cgroup sizing, grace period) and the manifest itself as
@@ -37,6 +38,7 @@ use k8s_openapi::api::core::v1::Pod;
 use proto::cri::{api, CriClient, Error as CallError};
 
 use crate::display::PodSummary;
+use crate::images::auth::DockerKeyring;
 use crate::images::ImageError;
 use crate::manifest::{ContainerPlan, ManifestError, PodPlan, VolumeKind};
 use crate::podstatus::{events_from_statuses, pod_status, Exit, Observation, Observed};
@@ -155,6 +157,17 @@ pub enum CriError {
         /// Cause.
         #[source]
         source: CallError,
+    },
+    /// A container's image is missing and its `imagePullPolicy` is `Never` (kubelet's
+    /// `ErrImageNeverPull` and message).
+    #[error(
+        "container {container}: ErrImageNeverPull: Container image {image:?} is not present with pull policy of Never"
+    )]
+    NeverPull {
+        /// The container.
+        container: String,
+        /// The normalized reference.
+        image: String,
     },
     /// `PullImage` of a container's image failed (kubelet's `ErrImagePull`).
     #[error("container {container}: ErrImagePull: image {image}")]
@@ -651,8 +664,11 @@ impl Cri {
 
     /// Runs the pod; returns its sandbox id. On error everything created is removed.
     ///
-    /// Errors: the pod exists, an image cannot be pulled (`ErrImagePull`), or a CRI call
-    /// failed (its message names the call and the container).
+    /// Errors: the pod exists, an image cannot be pulled (`ErrImagePull`) or is missing
+    /// with `imagePullPolicy: Never` (`ErrImageNeverPull`), or a CRI call failed (its
+    /// message names the call and the container). Images are pulled as their policies ask
+    /// with the credentials `keyring` gives (see [`crate::imagepull`]), before anything
+    /// of the pod exists.
     ///
     /// Localhost seccomp profiles are under `seccomp_root`: each is read and checked
     /// first, then handed to the runtime by absolute path, as kubelet does. `volumes`
@@ -663,6 +679,7 @@ impl Cri {
         pod: &Pod,
         plan: &PodPlan,
         volumes: &crate::volumes::ResolvedVolumes,
+        keyring: &DockerKeyring,
         seccomp_root: &Path,
         progress: &dyn Fn(&str),
     ) -> Result<String> {
@@ -702,30 +719,13 @@ impl Cri {
                 source: Box::new(source),
             })?;
         }
+        self.ensure_images(plan, keyring, progress)?;
         let mut images = Vec::new();
         for c in &plan.containers {
             let image = crate::images::normalize(&c.image).map_err(|e| CriError::ImageReference {
                 container: c.name.clone(),
                 source: Box::new(e),
             })?;
-            let status = self
-                .client
-                .image_status(&image)
-                .map_err(|source| CriError::ImageStatus {
-                    container: c.name.clone(),
-                    image: image.clone(),
-                    source,
-                })?;
-            if status.is_none() {
-                progress(&format!("pulling image {image}"));
-                self.client
-                    .pull_image(&image, PULL_TIMEOUT)
-                    .map_err(|source| CriError::PullImage {
-                        container: c.name.clone(),
-                        image: image.clone(),
-                        source,
-                    })?;
-            }
             images.push(image);
         }
         let uid = crate::runner::new_uid();
@@ -783,6 +783,76 @@ impl Cri {
             pod: plan.name.clone(),
             source,
         })
+    }
+
+    /// kubelet's image manager over CRI: for each distinct image, `ImageStatus`, then
+    /// `PullImage` when a container's `imagePullPolicy` asks for it (`Always`, or
+    /// `IfNotPresent` and missing), with each matching pull Secret entry as the CRI
+    /// `AuthConfig` in turn (kubelet's `PullImage` loop; the last failure is returned).
+    /// `server_address` is left empty, as kubelet leaves it: containerd compares it as a
+    /// URL's host with the endpoint it pulls from (`registry-1.docker.io` for Docker Hub)
+    /// and would drop credentials that do not name that endpoint.
+    ///
+    /// Errors: [`CriError::NeverPull`] for a missing image with `Never`;
+    /// [`CriError::PullImage`] (`ErrImagePull`) for a failed pull.
+    fn ensure_images(&self, plan: &PodPlan, keyring: &DockerKeyring, progress: &dyn Fn(&str)) -> Result<()> {
+        let needs = crate::imagepull::image_needs(plan)
+            .map_err(|(container, source)| CriError::ImageReference { container, source })?;
+        for need in needs {
+            let status = self
+                .client
+                .image_status(&need.image)
+                .map_err(|source| CriError::ImageStatus {
+                    container: need.container(false).to_string(),
+                    image: need.image.clone(),
+                    source,
+                })?;
+            let present = status.is_some();
+            let container = need.container(present).to_string();
+            if !need.should_pull(present) {
+                if !present {
+                    return Err(CriError::NeverPull {
+                        container,
+                        image: need.image,
+                    });
+                }
+                continue;
+            }
+            progress(&format!("pulling image {}", need.image));
+            let creds: Vec<Option<api::AuthConfig>> = match keyring.lookup(need.repository()) {
+                found if found.is_empty() => vec![None],
+                found => found
+                    .into_iter()
+                    .map(|a| {
+                        Some(api::AuthConfig {
+                            username: a.username,
+                            password: a.password,
+                            identity_token: a.identity_token,
+                            registry_token: a.registry_token,
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            };
+            let mut last = None;
+            for auth in creds {
+                match self.client.pull_image(&need.image, auth, PULL_TIMEOUT) {
+                    Ok(_) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(source) = last {
+                return Err(CriError::PullImage {
+                    container,
+                    image: need.image,
+                    source,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn create_and_start(

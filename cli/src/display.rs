@@ -131,8 +131,9 @@ fn columns(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The pod as a `v1.Pod`: the manifest's metadata and spec, with uid, creation time and
-/// the observed status.
+/// The pod as a `v1.Pod`: the manifest's metadata and spec, with uid, creation time,
+/// each container's `imagePullPolicy` defaulted as the API server defaults it, and the
+/// observed status.
 pub fn to_pod(p: &PodSummary) -> Pod {
     let mut pod = p.manifest.clone().unwrap_or_default();
     let meta = &mut pod.metadata;
@@ -142,6 +143,17 @@ pub fn to_pod(p: &PodSummary) -> Pod {
     meta.creation_timestamp = p.created.map(Time);
     if let Some(spec) = pod.spec.as_mut() {
         spec.node_name = Some(node_name());
+        for c in spec
+            .init_containers
+            .iter_mut()
+            .flatten()
+            .chain(spec.containers.iter_mut())
+        {
+            if c.image_pull_policy.as_deref().is_none_or(str::is_empty) {
+                let policy = crate::imagepull::PullPolicy::default_for(c.image.as_deref().unwrap_or_default());
+                c.image_pull_policy = Some(policy.as_str().to_string());
+            }
+        }
     }
     pod.status = Some(p.status.clone());
     pod
@@ -616,5 +628,30 @@ mod tests {
             out,
             "    Ports:          80/TCP (http), 53/UDP\n    Host Ports:     0/TCP, 5353/UDP\n"
         );
+    }
+
+    #[test]
+    fn pods_show_image_pull_policies_defaulted_as_the_api_server_does() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  initContainers: [{name: i, image: 'busybox:1.36'}]\n  containers:\n  - {name: a, image: busybox}\n  - {name: b, image: busybox, imagePullPolicy: Never}\n";
+        let pod = crate::manifest::parse("q.yaml", yaml).unwrap();
+        let plan = crate::manifest::plan(&pod, 1 << 34).unwrap();
+        let p = PodSummary {
+            plan,
+            manifest: Some(pod),
+            uid: "u".into(),
+            created: None,
+            status: PodStatus::default(),
+            events: Vec::new(),
+            runtime: "embedded".into(),
+        };
+        let spec = to_pod(&p).spec.unwrap();
+        let policies: Vec<_> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .map(|c| c.image_pull_policy.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(policies, ["IfNotPresent", "Always", "Never"]);
     }
 }

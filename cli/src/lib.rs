@@ -23,6 +23,7 @@ pub mod crimode;
 pub mod display;
 pub mod embedded;
 pub mod hostports;
+pub mod imagepull;
 pub mod images;
 pub mod manifest;
 pub mod pods;

@@ -331,8 +331,13 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
     // Likewise for the files of configMap, secret, downwardAPI and projected volumes
     // (kubelet's FailedMount).
     let volumes = peapod::volumes::resolve(&plan, &config)?;
+    // Pull credentials from the pod's imagePullSecrets (read here, never recorded).
+    let (keyring, warnings) = peapod::imagepull::pull_credentials(&plan, &config)?;
     let spinner = Spinner::start();
     let report = spinner.report();
+    for warning in &warnings {
+        report(warning);
+    }
     let progress = |msg: &str| report(&format!("{}: {msg}", plan.name));
     let ip = match mode {
         Mode::Embedded(paths) => {
@@ -341,6 +346,11 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
                 Network::Cni => NetworkMode::Cni,
                 Network::None => NetworkMode::None,
             };
+            runner::preflight(paths, &plan, seccomp_root)?;
+            // Images as their pull policies ask, before anything of the pod exists; the
+            // store reports downloads as `peapod image pull` does.
+            let store = paths.images()?.with_progress(std::sync::Arc::new(spinner.report()));
+            peapod::imagepull::ensure_images(&store, &plan, &keyring, &progress)?;
             let record = runner::run(paths, &bins, &plan, &volumes, network, seccomp_root, &progress)?;
             runner::save_manifest(paths, &record, &pod)?;
             record.ip
@@ -349,7 +359,7 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
             if matches!(network, Network::None) {
                 bail!("--network none: under CRI the runtime's CNI configuration decides the pod network");
             }
-            let id = cri.run(&pod, &plan, &volumes, seccomp_root, &progress)?;
+            let id = cri.run(&pod, &plan, &volumes, &keyring, seccomp_root, &progress)?;
             cri.summary(&id)?.status.pod_ip
         }
     };

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigObjects, ConfigSource, EnvFrom};
 use crate::hostports::ContainerPort;
+use crate::imagepull::PullPolicy;
 use crate::security::{self, AppArmorProfile, SeccompProfile};
 
 /// A manifest peapod cannot run.
@@ -184,6 +185,10 @@ pub struct ContainerPlan {
     pub role: Role,
     /// Image reference as written.
     pub image: String,
+    /// `imagePullPolicy`, defaulted as the API server defaults it
+    /// ([`crate::imagepull::PullPolicy::default_for`]).
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
     /// `command` (replaces the image's entrypoint).
     pub command: Option<Vec<String>>,
     /// `args` (replaces the image's cmd).
@@ -251,6 +256,10 @@ pub struct PodPlan {
     /// The pod's `securityContext.sysctls` (namespaced ones only), dot-separated names.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// `spec.imagePullSecrets`: names of Secrets given with the pod (never their
+    /// content: credentials are read from the Secrets when images are pulled).
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// `oom_score_adj` of the pod sandbox (kubelet's `PodInfraOOMAdj`).
@@ -1050,10 +1059,6 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             spec.host_aliases.as_ref().is_some_and(|h| !h.is_empty()),
         ),
         (
-            "spec.imagePullSecrets",
-            spec.image_pull_secrets.as_ref().is_some_and(|s| !s.is_empty()),
-        ),
-        (
             "spec.readinessGates",
             spec.readiness_gates.as_ref().is_some_and(|r| !r.is_empty()),
         ),
@@ -1183,6 +1188,11 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             .clone()
             .filter(|i| !i.is_empty())
             .ok_or_else(|| field(format!("{path}.image"), "missing"))?;
+        let image_pull_policy = PullPolicy::from_manifest(
+            &format!("{path}.imagePullPolicy"),
+            c.image_pull_policy.as_deref(),
+            &image,
+        )?;
         let mut env = Vec::new();
         for (j, e) in c.env.iter().flatten().enumerate() {
             let f = format!("{path}.env[{j}]");
@@ -1288,6 +1298,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
             name: c.name.clone(),
             role,
             image,
+            image_pull_policy,
             command: c.command.clone(),
             args: c.args.clone(),
             env,
@@ -1305,6 +1316,12 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
     }
     if !containers.iter().any(|c| c.role == Role::App) {
         return Err(field("spec.containers", "a pod needs at least one container"));
+    }
+    let mut image_pull_secrets = Vec::new();
+    for (i, s) in spec.image_pull_secrets.iter().flatten().enumerate() {
+        // A Secret's name, as the API server checks a LocalObjectReference it follows.
+        dns_subdomain(&format!("spec.imagePullSecrets[{i}].name"), &s.name)?;
+        image_pull_secrets.push(s.name.clone());
     }
     let qos = qos_class(&containers);
     for c in &mut containers {
@@ -1327,6 +1344,7 @@ pub fn plan(pod: &Pod, memory_capacity: u64) -> Result<PodPlan, ManifestError> {
         containers,
         seccomp: pod_sec.seccomp.unwrap_or(SeccompProfile::RuntimeDefault),
         sysctls: pod_sec.sysctls,
+        image_pull_secrets,
     };
     crate::hostports::unique_in_pod(&plan)?;
     Ok(plan)

@@ -1,9 +1,11 @@
 //! The `peapod` CLI's embedded mode: a pod from a [`PodPlan`] run by
 //! `containerd-shim-peapod-v2` without containerd.
 //!
-//! `run`: images resolved first (a missing one fails the pod with `ErrImagePull` before
-//! anything exists), the pod recorded, its configMap, secret, downwardAPI and projected
-//! volumes written ([`crate::volumes`]), the sandbox (pause) task created and started, the
+//! `run`: images resolved first from the store (a missing one fails the pod with
+//! `ErrImagePull` before anything exists; the CLI pulls what the pull policies ask for
+//! before, see [`crate::imagepull`]), the pod recorded, its configMap, secret,
+//! downwardAPI and projected volumes written ([`crate::volumes`]), the sandbox (pause)
+//! task created and started, the
 //! pod network attached to its network namespace through CNI, every container's bundle
 //! written and its task created in declaration order, then all containers started at
 //! once: the shim orders them (init containers, sidecars, apps). `delete`: SIGTERM to the
@@ -697,6 +699,28 @@ impl Binaries {
     }
 }
 
+/// What `run` checks before anything: the pod is not recorded yet, and its seccomp and
+/// AppArmor profiles exist and load (Localhost seccomp profiles under `seccomp_root`).
+/// The CLI calls it before pulling images too, so a refused pod downloads nothing.
+///
+/// Errors: [`RunError::PodExists`], [`RunError::Profiles`].
+pub fn preflight(paths: &Paths, plan: &PodPlan, seccomp_root: &Path) -> Result<()> {
+    if paths
+        .pod_state(&key(&plan.namespace, &plan.name))
+        .join("pod.json")
+        .exists()
+    {
+        return Err(RunError::PodExists {
+            name: plan.name.clone(),
+            namespace: plan.namespace.clone(),
+        });
+    }
+    crate::pods::check_profiles(plan, seccomp_root, Path::new(SYS_ROOT), true).map_err(|source| RunError::Profiles {
+        pod: plan.name.clone(),
+        source,
+    })
+}
+
 /// Runs a pod; returns its record. On error everything created is removed again.
 /// Localhost seccomp profiles are read under `seccomp_root`, and checked (with the
 /// AppArmor profiles) before anything is created. `volumes` holds the payloads of the
@@ -712,18 +736,7 @@ pub fn run(
     progress: &dyn Fn(&str),
 ) -> Result<PodRecord> {
     let key = key(&plan.namespace, &plan.name);
-    if paths.pod_state(&key).join("pod.json").exists() {
-        return Err(RunError::PodExists {
-            name: plan.name.clone(),
-            namespace: plan.namespace.clone(),
-        });
-    }
-    crate::pods::check_profiles(plan, seccomp_root, Path::new(SYS_ROOT), true).map_err(|source| {
-        RunError::Profiles {
-            pod: plan.name.clone(),
-            source,
-        }
-    })?;
+    preflight(paths, plan, seccomp_root)?;
     let network = if plan.host_network { NetworkMode::Host } else { network };
     let host_port_err = |source| RunError::HostPort {
         pod: plan.name.clone(),

@@ -217,15 +217,18 @@ impl CriClient {
         Ok(resp.image)
     }
 
-    /// `PullImage` (image service): fetches `image_ref` into the runtime's image store;
-    /// returns the image reference the runtime resolved (its digest). Pulls may be slow:
-    /// the deadline is `timeout`, not the default call deadline.
-    pub fn pull_image(&self, image_ref: &str, timeout: Duration) -> Result<String> {
+    /// `PullImage` (image service): fetches `image_ref` into the runtime's image store,
+    /// with the registry credentials `auth` when given (kubelet passes the pull Secret's
+    /// entry there); returns the image reference the runtime resolved (its digest). Pulls
+    /// may be slow: the deadline is `timeout`, not the default call deadline. The request
+    /// is never logged (`AuthConfig`'s `Debug` would show the password).
+    pub fn pull_image(&self, image_ref: &str, auth: Option<api::AuthConfig>, timeout: Duration) -> Result<String> {
         let req = api::PullImageRequest {
             image: Some(api::ImageSpec {
                 image: image_ref.to_string(),
                 ..Default::default()
             }),
+            auth,
             ..Default::default()
         };
         let resp = self.call(&self.images, "PullImage", timeout, req, |mut c, r| async move {

@@ -215,7 +215,7 @@ pub fn a_full_log_disk_drops_output_without_stalling_the_app() -> Result<()> {
     std::fs::write(
         &file,
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: talker\n    image: busybox\n    command: [sh, -c, 'i=0; while :; do echo \"{marker} line $i ................................................................\"; i=$((i+1)); done']\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: talker\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'i=0; while :; do echo \"{marker} line $i ................................................................\"; i=$((i+1)); done']\n"
         ),
     )?;
     let fs = SmallFs::mount(&cli.root().join("pods"), 4 << 20)?;

@@ -19,6 +19,8 @@ use sandbox::rootfs::{mount_rootfs_layers, unmount_all};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::pods::{delete_and_check, logs, uid_of, Cli, Mode};
+
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -574,18 +576,45 @@ struct Registry {
     dir: tempfile::TempDir,
     child: Child,
     port: u16,
+    /// `user:password` of its htpasswd Basic auth, when it has one.
+    creds: Option<String>,
 }
 
 impl Registry {
     fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// A registry that wants HTTP Basic auth for `user:password` (`auth: htpasswd`, a
+    /// bcrypt entry made by `htpasswd` from apache2-utils): anything else is 401 with
+    /// `WWW-Authenticate: Basic realm="peapod-test"`.
+    fn start_with(creds: Option<(&str, &str)>) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("peapod-registry-").tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = dir.path().join("config.yml");
+        let mut auth = String::new();
+        if let Some((user, password)) = creds {
+            let htpasswd = dir.path().join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .context("run htpasswd (Debian package apache2-utils; make deps)")?;
+            ensure!(
+                out.status.success(),
+                "htpasswd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            fs::write(&htpasswd, &out.stdout)?;
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: peapod-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
         fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-                 delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                 delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 dir.path().join("data").display()
             ),
         )?;
@@ -597,10 +626,16 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("start docker-registry (Debian package docker-registry; make deps)")?;
-        let mut registry = Self { dir, child, port };
+        let mut registry = Self {
+            dir,
+            child,
+            port,
+            creds: creds.map(|(u, p)| format!("{u}:{p}")),
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if registry.get("/v2/").is_ok_and(|status| status == 200) {
+            // 401: up, and asking for credentials.
+            if registry.get("/v2/").is_ok_and(|status| status == 200 || status == 401) {
                 return Ok(registry);
             }
             if let Some(status) = registry.child.try_wait()? {
@@ -674,6 +709,9 @@ impl Registry {
     fn push(&self, layout: &Path, reference: &str, repo: &str, all: bool) -> Result<()> {
         let mut cmd = Command::new("skopeo");
         cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
+        if let Some(creds) = &self.creds {
+            cmd.arg(format!("--dest-creds={creds}"));
+        }
         if all {
             cmd.arg("--all");
         }
@@ -1136,4 +1174,218 @@ pub fn corrupt_archives_fail_and_leave_nothing() -> Result<()> {
         ls(&f.store.root().join("blobs/sha256"))?
     );
     f.check_clean()
+}
+
+/// A pod of two containers running `image` (one pull for both), with
+/// `imagePullPolicy: <policy>` on both when given, and `spec` lines (pull secrets)
+/// after `documents` (Secrets) in the same file.
+fn pulled_pod(name: &str, image: &str, policy: Option<&str>, documents: &str, spec: &str) -> String {
+    let policy = policy.map(|p| format!(", imagePullPolicy: {p}")).unwrap_or_default();
+    format!(
+        "{documents}apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n{spec}  containers:\n  \
+         - {{name: app, image: '{image}'{policy}, command: [sh, -c, 'echo pulled-ok; trap \"exit 0\" TERM; sleep 3600 & wait']}}\n  \
+         - {{name: side, image: '{image}'{policy}, command: [sh, -c, 'trap \"exit 0\" TERM; sleep 3600 & wait']}}\n"
+    )
+}
+
+/// `peapod run -f` of `yaml` (written into the CLI's dir).
+fn run_yaml(cli: &Cli, yaml: &str) -> Result<std::process::Output> {
+    let file = cli.dir.path().join("pod.yaml");
+    fs::write(&file, yaml)?;
+    cli.run(&["run", "-f", file.to_str().context("path")?])
+}
+
+/// `run` failed with exit 1 and every one of `want` in its error, and nothing of a pod
+/// exists: none listed, no state or data directory (embedded), nothing in containerd
+/// (CRI). Returns stderr.
+fn refused(cli: &Cli, out: &std::process::Output, want: &[&str]) -> Result<String> {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
+    for w in want {
+        ensure!(err.contains(w), "want {w:?} in: {err}");
+    }
+    let listed = cli.ok(&["get", "pods"])?;
+    ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
+    for dir in [cli.state().join("pods"), cli.root().join("pods")] {
+        let left = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        ensure!(left == 0, "a refused run left {left} entries in {}", dir.display());
+    }
+    cli.assert_no_runtime_leftovers()?;
+    Ok(err)
+}
+
+/// Runs `yaml`'s pod `name`, checks its app printed `pulled-ok`, then deletes it and checks
+/// nothing is left. Returns the run's stderr.
+fn run_and_delete(cli: &Cli, name: &str, yaml: &str, check: impl FnOnce(&str) -> Result<()>) -> Result<String> {
+    let out = run_yaml(cli, yaml)?;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(out.status.success(), "run {name}: {}: {err}", out.status);
+    let uid = uid_of(cli, name)?;
+    let result = cli
+        .wait_for("the app's output", || {
+            Ok(logs(cli, name, "app")?.contains("pulled-ok").then_some(()))
+        })
+        .and_then(|()| check(&uid));
+    let deleted = delete_and_check(cli, name, &uid);
+    result?;
+    deleted?;
+    Ok(err)
+}
+
+/// `peapod run` pulls as kubelet's image manager does (issue 15): an image only in a
+/// registry is refused with `imagePullPolicy: Never` (kubelet's `ErrImageNeverPull`
+/// message, nothing created), pulled once for the two containers that use it by the
+/// default `IfNotPresent` (a tag other than `latest`), with `image pull`'s progress on
+/// stderr; with the registry stopped, `IfNotPresent` runs the image it has without
+/// asking, and `Always` fails with `ErrImagePull` naming the container, creating nothing.
+pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
+    let cli = Cli::new(mode)?;
+    let layout = tempfile::tempdir()?;
+    registry_layout(layout.path())?;
+    let registry = Registry::start()?;
+    registry.push(layout.path(), "busybox", "peapod/pulled:v1", false)?;
+    let image = format!("{}/peapod/pulled:v1", registry.host());
+
+    let out = run_yaml(&cli, &pulled_pod("pulled", &image, Some("Never"), "", ""))?;
+    refused(
+        &cli,
+        &out,
+        &[&format!(
+            "container app: ErrImageNeverPull: Container image \"{image}\" is not present with pull policy of Never"
+        )],
+    )?;
+
+    let err = run_and_delete(&cli, "pulled", &pulled_pod("pulled", &image, None, "", ""), |_| Ok(()))?;
+    let pulls = err.matches(&format!("pulled: pulling image {image}")).count();
+    ensure!(pulls == 1, "want one pull for both containers, saw {pulls}: {err}");
+    if mode == Mode::Embedded {
+        // `peapod image pull`'s own progress lines.
+        ensure!(
+            err.contains(&format!("{image}: downloading ")),
+            "no download progress: {err}"
+        );
+        let listed = cli.ok(&["image", "ls"])?;
+        ensure!(listed.contains(&image), "{image} not in the store: {listed}");
+    }
+
+    drop(registry);
+    let err = run_and_delete(
+        &cli,
+        "pulled",
+        &pulled_pod("pulled", &image, Some("IfNotPresent"), "", ""),
+        |_| Ok(()),
+    )?;
+    ensure!(
+        !err.contains("pulling image"),
+        "IfNotPresent pulled a present image: {err}"
+    );
+
+    let out = run_yaml(&cli, &pulled_pod("pulled", &image, Some("Always"), "", ""))?;
+    refused(&cli, &out, &["container app: ", "ErrImagePull", &image])?;
+    Ok(())
+}
+
+/// `imagePullSecrets` (issue 15): a registry with htpasswd Basic auth refuses a pull
+/// without credentials with its 401, named; a missing Secret is kubelet's warning and the
+/// same 401; a Secret of another type is refused by field; a
+/// `kubernetes.io/dockerconfigjson` Secret in the same file lets the pod run, and its
+/// credentials show nowhere: not in `get -o yaml`/`-o json`, `describe`, nor (embedded)
+/// any file of the pod's state and data.
+pub fn pull_secrets_authenticate_to_a_registry(mode: Mode) -> Result<()> {
+    use base64::Engine as _;
+    const PASSWORD: &str = "s3cret-pw";
+    let cli = Cli::new(mode)?;
+    let layout = tempfile::tempdir()?;
+    registry_layout(layout.path())?;
+    let registry = Registry::start_with(Some(("alice", PASSWORD)))?;
+    registry.push(layout.path(), "busybox", "peapod/private:v1", false)?;
+    let image = format!("{}/peapod/private:v1", registry.host());
+    let pull_secret = "  imagePullSecrets: [{name: regcred}]\n";
+
+    let out = run_yaml(&cli, &pulled_pod("private", &image, None, "", ""))?;
+    refused(&cli, &out, &["container app", &image, "401 Unauthorized"])?;
+    let out = run_yaml(&cli, &pulled_pod("private", &image, None, "", pull_secret))?;
+    refused(
+        &cli,
+        &out,
+        &[
+            "warning: spec.imagePullSecrets[0]: secret \"regcred\" not found",
+            "401 Unauthorized",
+        ],
+    )?;
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let auth = b64(&format!("alice:{PASSWORD}"));
+    let config = format!(r#"{{"auths": {{"http://{}": {{"auth": "{auth}"}}}}}}"#, registry.host());
+    let secret = |kind: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred}}\ntype: {kind}\ndata:\n  .dockerconfigjson: {}\n---\n",
+            b64(&config)
+        )
+    };
+    let out = run_yaml(
+        &cli,
+        &pulled_pod("private", &image, None, &secret("Opaque"), pull_secret),
+    )?;
+    refused(
+        &cli,
+        &out,
+        &["spec.imagePullSecrets[0]: Secret default/regcred is of type \"Opaque\""],
+    )?;
+
+    let yaml = pulled_pod(
+        "private",
+        &image,
+        None,
+        &secret("kubernetes.io/dockerconfigjson"),
+        pull_secret,
+    );
+    let secrets = [PASSWORD.to_string(), auth.clone(), b64(&config)];
+    run_and_delete(&cli, "private", &yaml, |_| {
+        for args in [
+            &["get", "pod", "private", "-o", "yaml"][..],
+            &["get", "pod", "private", "-o", "json"],
+            &["describe", "pod", "private"],
+        ] {
+            let shown = cli.ok(args)?;
+            for s in &secrets {
+                ensure!(
+                    !shown.contains(s.as_str()),
+                    "peapod {args:?} shows a credential: {shown}"
+                );
+            }
+        }
+        if mode == Mode::Embedded {
+            for dir in [cli.state(), cli.root().join("pods")] {
+                for file in files_under(&dir)? {
+                    let bytes = fs::read(&file).unwrap_or_default();
+                    let text = String::from_utf8_lossy(&bytes);
+                    for s in &secrets {
+                        ensure!(!text.contains(s.as_str()), "{} holds a credential", file.display());
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Regular files under `dir`, recursively (symlinks not followed; a missing dir has none).
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries {
+            let e = e?;
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                todo.push(e.path());
+            } else if kind.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
 }

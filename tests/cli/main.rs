@@ -68,6 +68,8 @@ fn main() {
         config_maps_secrets_and_the_downward_api_fill_read_only_volumes,
         volumes_that_cannot_be_filled_fail_the_run_and_leave_nothing,
         host_ports_reach_the_pod_and_go_with_it,
+        run_pulls_images_as_their_pull_policies_ask,
+        pull_secrets_authenticate_to_a_registry,
     ])
     .chain(
         tests![

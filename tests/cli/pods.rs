@@ -457,7 +457,7 @@ pub fn finished_pods_take_kubelets_phase_and_reasons(mode: Mode) -> Result<()> {
     let file = cli.dir.path().join("done.yaml");
     std::fs::write(
         &file,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: done}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: setup, image: busybox, command: ['true']}\n  containers:\n  - {name: bad, image: busybox, command: [sh, -c, 'exit 3']}\n  - {name: ok, image: busybox, command: [sh, -c, 'echo bye']}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: done}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - {name: setup, image: busybox, imagePullPolicy: IfNotPresent, command: ['true']}\n  containers:\n  - {name: bad, image: busybox, imagePullPolicy: IfNotPresent, command: [sh, -c, 'exit 3']}\n  - {name: ok, image: busybox, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo bye']}\n",
     )?;
     cli.ok(&["run", "-f", file.to_str().context("path")?])?;
     let uid = uid_of(&cli, "done")?;
@@ -501,12 +501,12 @@ pub fn restarts_follow_the_policy_and_sidecars_stop_after_the_apps() -> Result<(
     let flaky = cli.dir.path().join("flaky.yaml");
     std::fs::write(
         &flaky,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: flaky}\nspec:\n  restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 2\n  volumes: [{name: data, emptyDir: {}}]\n  containers:\n  - name: app\n    image: busybox\n    command: [sh, -c, 'echo run; if [ ! -f /data/once ]; then touch /data/once; exit 1; fi; echo second; trap \"exit 0\" TERM; sleep 3600 & wait']\n    volumeMounts: [{name: data, mountPath: /data}]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: flaky}\nspec:\n  restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 2\n  volumes: [{name: data, emptyDir: {}}]\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo run; if [ ! -f /data/once ]; then touch /data/once; exit 1; fi; echo second; trap \"exit 0\" TERM; sleep 3600 & wait']\n    volumeMounts: [{name: data, mountPath: /data}]\n",
     )?;
     let job = cli.dir.path().join("job.yaml");
     std::fs::write(
         &job,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: job}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 2\n  initContainers:\n  - {name: proxy, image: busybox, restartPolicy: Always, command: [sh, -c, 'trap \"echo proxy-stopped; exit 0\" TERM; sleep 3600 & wait']}\n  containers:\n  - {name: work, image: busybox, command: [sh, -c, 'sleep 1; echo done']}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: job}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 2\n  initContainers:\n  - {name: proxy, image: busybox, imagePullPolicy: IfNotPresent, restartPolicy: Always, command: [sh, -c, 'trap \"echo proxy-stopped; exit 0\" TERM; sleep 3600 & wait']}\n  containers:\n  - {name: work, image: busybox, imagePullPolicy: IfNotPresent, command: [sh, -c, 'sleep 1; echo done']}\n",
     )?;
     cli.ok(&["run", "-f", flaky.to_str().context("path")?])?;
     let flaky_uid = uid_of(&cli, "flaky")?;
@@ -696,15 +696,15 @@ pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
             "ErrImagePull",
         ),
         (
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec: {containers: [{name: c, image: busybox, resources: {limits: {memory: lots}}}]}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec: {containers: [{name: c, image: busybox, imagePullPolicy: IfNotPresent, resources: {limits: {memory: lots}}}]}\n",
             "spec.containers[0].resources.limits.memory",
         ),
         (
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: v}\nspec: {volumes: [{name: s, persistentVolumeClaim: {claimName: x}}], containers: [{name: c, image: busybox}]}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: v}\nspec: {volumes: [{name: s, persistentVolumeClaim: {claimName: x}}], containers: [{name: c, image: busybox, imagePullPolicy: IfNotPresent}]}\n",
             "spec.volumes[0].persistentVolumeClaim",
         ),
         (
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: n}\nspec: {containers: [{name: c, image: busybox}, {name: c, image: busybox}]}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: n}\nspec: {containers: [{name: c, image: busybox, imagePullPolicy: IfNotPresent}, {name: c, image: busybox, imagePullPolicy: IfNotPresent}]}\n",
             "spec.containers[1].name",
         ),
     ];
@@ -957,7 +957,7 @@ pub fn a_dynamically_linked_pause_is_refused_before_anything_exists() -> Result<
     let file = cli.dir.path().join("pod.yaml");
     std::fs::write(
         &file,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox, command: [sleep, '60']}]}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, '60']}]}\n",
     )?;
     let out = cli
         .command(&["run", "-f", file.to_str().context("path")?])
@@ -992,7 +992,7 @@ pub fn ten_containers_oom_killed_at_once_are_each_oomkilled(mode: Mode) -> Resul
     let containers: String = (0..10)
         .map(|i| {
             format!(
-                "  - name: hog{i}\n    image: busybox\n    command: [sh, -c, 'exec awk \"BEGIN {{ s = \\\"x\\\"; while (1) s = s s }}\"']\n    resources: {{limits: {{memory: 16Mi}}}}\n"
+                "  - name: hog{i}\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'exec awk \"BEGIN {{ s = \\\"x\\\"; while (1) s = s s }}\"']\n    resources: {{limits: {{memory: 16Mi}}}}\n"
             )
         })
         .collect();

@@ -217,7 +217,7 @@ pub fn grpc_probe_follows_a_real_health_server() -> Result<()> {
     std::fs::write(
         &manifest,
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: grpc}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: busybox\n    command: [sleep, '3517']\n    readinessProbe: {{grpc: {{port: {PORT}}}, periodSeconds: 1, failureThreshold: 1}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: grpc}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3517']\n    readinessProbe: {{grpc: {{port: {PORT}}}, periodSeconds: 1, failureThreshold: 1}}\n"
         ),
     )?;
     cli.ok(&["run", "-f", manifest.to_str().context("path")?])?;
@@ -273,6 +273,7 @@ spec:
   containers:
   - name: app
     image: busybox
+    imagePullPolicy: IfNotPresent
     volumeMounts: [{{name: out, mountPath: /out}}]
     command:
     - sh
@@ -287,6 +288,7 @@ spec:
       preStop: {{exec: {{command: [sh, -c, 'echo "prestop $(date +%s)" >> /out/log; sleep 4']}}}}
   - name: bad
     image: busybox
+    imagePullPolicy: IfNotPresent
     command: [sleep, '3600']
     lifecycle:
       postStart: {{exec: {{command: [sh, -c, 'echo no; exit 3']}}}}

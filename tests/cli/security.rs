@@ -39,7 +39,7 @@ fn probe(cli: &Cli, pod: &str, c: &str) -> Result<String> {
 
 /// A container running `script` then sleeping, with `sc` as its securityContext.
 fn container(name: &str, sc: &str, script: &str) -> String {
-    format!("  - name: {name}\n    image: busybox\n    securityContext: {sc}\n    command: [sh, -c, '{script}; echo done; exec sleep 3600']\n")
+    format!("  - name: {name}\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    securityContext: {sc}\n    command: [sh, -c, '{script}; echo done; exec sleep 3600']\n")
 }
 
 /// Runs `yaml` (pod `name`), then `check(cli)`; deletes the pod and checks it is gone.
@@ -187,11 +187,11 @@ pub fn bad_security_contexts_fail_by_field_and_create_nothing(mode: Mode) -> Res
     )?;
     let local = |file: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: bad}}\nspec:\n  containers:\n  - {{name: c, image: busybox, securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: \"{file}\"}}}}}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: bad}}\nspec:\n  containers:\n  - {{name: c, image: busybox, imagePullPolicy: IfNotPresent, securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: \"{file}\"}}}}}}\n"
         )
     };
     let pod = |spec: &str| {
-        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: bad}}\nspec:\n{spec}  containers: [{{name: c, image: busybox}}]\n")
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: bad}}\nspec:\n{spec}  containers: [{{name: c, image: busybox, imagePullPolicy: IfNotPresent}}]\n")
     };
     let field = "spec.containers[0].securityContext.seccompProfile.localhostProfile";
     let cases: Vec<(String, Vec<&str>)> = vec![

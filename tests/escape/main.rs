@@ -518,7 +518,7 @@ fn manifest_namespace_traversal_is_refused_before_any_path() -> Result<()> {
         &manifest,
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: {TRAVERSAL:?}\n\
-             spec:\n  containers:\n  - name: c\n    image: busybox\n"
+             spec:\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n"
         ),
     )?;
     d.refused(&["run", "-f", &manifest.to_string_lossy()], "metadata.namespace")
@@ -1661,7 +1661,7 @@ fn setuid_files_in_a_container_are_unreachable_by_host_users() -> Result<()> {
     );
     let manifest = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  volumes:\n  - name: scratch\n    emptyDir: {{}}\n\
-         \x20 - name: mem\n    emptyDir: {{medium: Memory}}\n  containers:\n  - name: c\n    image: busybox\n\
+         \x20 - name: mem\n    emptyDir: {{medium: Memory}}\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n\
          \x20   command: [\"sh\", \"-c\", {script:?}]\n    env:\n    - {{name: SECRET, value: hunter2}}\n\
          \x20   volumeMounts:\n    - {{name: scratch, mountPath: /scratch}}\n    - {{name: mem, mountPath: /mem}}\n"
     );
@@ -1755,7 +1755,7 @@ fn memory_empty_dir_size_limit_zero_is_not_unlimited() -> Result<()> {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  volumes:\n\
          \x20 - {{name: zero, emptyDir: {{medium: Memory, sizeLimit: \"0\"}}}}\n\
          \x20 - {{name: big, emptyDir: {{medium: Memory, sizeLimit: 1Gi}}}}\n\
-         \x20 - {{name: none, emptyDir: {{medium: Memory}}}}\n  containers:\n  - name: c\n    image: busybox\n\
+         \x20 - {{name: none, emptyDir: {{medium: Memory}}}}\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n\
          \x20   command: [\"sh\", \"-c\", {script:?}]\n    resources: {{limits: {{memory: 64Mi}}}}\n    volumeMounts:\n\
          \x20   - {{name: zero, mountPath: /zero}}\n    - {{name: big, mountPath: /big}}\n    - {{name: none, mountPath: /none}}\n"
     );
@@ -1776,7 +1776,7 @@ fn memory_empty_dir_size_limit_zero_is_not_unlimited() -> Result<()> {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  volumes:\n\
          \x20 - {{name: zero, emptyDir: {{medium: Memory, sizeLimit: \"0\"}}}}\n\
          \x20 - {{name: big, emptyDir: {{medium: Memory, sizeLimit: 1Pi}}}}\n\
-         \x20 - {{name: none, emptyDir: {{medium: Memory}}}}\n  containers:\n  - name: c\n    image: busybox\n\
+         \x20 - {{name: none, emptyDir: {{medium: Memory}}}}\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n\
          \x20   command: [\"sh\", \"-c\", {script:?}]\n    volumeMounts:\n\
          \x20   - {{name: zero, mountPath: /zero}}\n    - {{name: big, mountPath: /big}}\n    - {{name: none, mountPath: /none}}\n"
     );

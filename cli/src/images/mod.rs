@@ -35,10 +35,11 @@
 //! Lock order: `gc.lock`, then `index.lock`.
 //!
 //! Modules: `reference` (names, platforms), `archive` (importing tarballs), `registry`
-//! (pulling), `layer` (digests, decompression, unpacking with whiteouts), `store` (the
+//! (pulling), `auth` (registry credentials and the authentication handshake), `layer` (digests, decompression, unpacking with whiteouts), `store` (the
 //! store's blobs, layers, index, locks and garbage collection).
 
 mod archive;
+pub mod auth;
 pub mod fuzzing;
 mod layer;
 mod reference;
@@ -627,6 +628,175 @@ mod tests {
                 "{sub}"
             );
         }
+    }
+
+    /// A fake registry on loopback behind Docker's token protocol, serving one image
+    /// `x/app:v1` (one layer with `/hello`): `/v2/`, manifests and blobs answer 401 with
+    /// `WWW-Authenticate: Bearer realm=<this>/token,service=fake` unless the request has
+    /// `Authorization: Bearer T`; `GET /token` gives `{"token": "T"}` for Basic
+    /// `alice:s3cret` and scope `repository:x/app:pull`, `POST /token` gives
+    /// `{"access_token": "T"}` for the refresh token `R`; anything else is 401 `bad
+    /// credentials`. Returns `host:port` and every (path, Authorization) it saw.
+    #[allow(clippy::type_complexity)]
+    fn fake_token_registry() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let layer = raw_tar(&[("hello", tar::EntryType::Regular, b"hi\n")]);
+        let layer_digest = sha256_digest(&layer);
+        let (os, arch) = host_platform();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": os, "config": {"Cmd": ["/hello"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }))
+        .unwrap();
+        let config_digest = sha256_digest(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer_digest, "size": layer.len()}],
+        }))
+        .unwrap();
+        let blobs: BTreeMap<String, Vec<u8>> = [(layer_digest, layer), (config_digest, config)].into();
+        let (thread_addr, thread_seen) = (addr.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap_or_default();
+                let mut parts = line.split(' ');
+                let method = parts.next().unwrap_or_default().to_string();
+                let target = parts.next().unwrap_or_default().to_string();
+                let (mut auth, mut length) = (String::new(), 0usize);
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                        break;
+                    }
+                    let (k, v) = header.split_once(':').unwrap_or_default();
+                    match k.to_ascii_lowercase().as_str() {
+                        "authorization" => auth = v.trim().to_string(),
+                        "content-length" => length = v.trim().parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap_or_default();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                thread_seen.lock().unwrap().push((path.to_string(), auth.clone()));
+                let scope = query.contains("scope=repository%3Ax%2Fapp%3Apull")
+                    || body.contains("scope=repository%3Ax%2Fapp%3Apull");
+                let answer: (u16, Vec<u8>) = match (method.as_str(), path) {
+                    ("GET", "/token")
+                        if scope
+                            && query.contains("service=fake")
+                            && auth == super::auth::basic_header("alice", "s3cret") =>
+                    {
+                        (200, br#"{"token": "T"}"#.to_vec())
+                    }
+                    ("POST", "/token")
+                        if scope && body.contains("grant_type=refresh_token") && body.contains("refresh_token=R") =>
+                    {
+                        (200, br#"{"access_token": "T"}"#.to_vec())
+                    }
+                    (_, "/token") => (401, b"bad credentials".to_vec()),
+                    _ if auth != "Bearer T" => (401, Vec::new()),
+                    ("GET", "/v2/") => (200, Vec::new()),
+                    ("GET", "/v2/x/app/manifests/v1") => (200, manifest.clone()),
+                    ("GET", p) => match p.strip_prefix("/v2/x/app/blobs/").and_then(|d| blobs.get(d)) {
+                        Some(b) => (200, b.clone()),
+                        None => (404, Vec::new()),
+                    },
+                    _ => (404, Vec::new()),
+                };
+                let challenge = if answer.0 == 401 && path != "/token" {
+                    format!("WWW-Authenticate: Bearer realm=\"http://{thread_addr}/token\",service=\"fake\"\r\n")
+                } else {
+                    String::new()
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {} X\r\nConnection: close\r\nContent-Type: {OCI_MANIFEST}\r\n{challenge}Content-Length: {}\r\n\r\n",
+                    answer.0,
+                    answer.1.len()
+                )
+                .and_then(|()| stream.write_all(&answer.1));
+            }
+        });
+        (addr, seen)
+    }
+
+    #[test]
+    fn bearer_token_flow_pulls_with_pull_secret_credentials() {
+        let (host, seen) = fake_token_registry();
+        let image = format!("{host}/x/app:v1");
+        let alice = auth::AuthConfig {
+            username: "alice".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        };
+        // Basic credentials at the token endpoint; the token on every registry request,
+        // blobs (through oci-client) included.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        store.pull_with(&image, &[], Some(&alice)).unwrap();
+        let pulled = store.resolve(&image).unwrap();
+        assert_eq!(fs::read(pulled.layers[0].join("hello")).unwrap(), b"hi\n");
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        let blobs: Vec<_> = seen.iter().filter(|(p, _)| p.contains("/blobs/")).collect();
+        assert_eq!(blobs.len(), 2, "{seen:?}");
+        assert!(blobs.iter().all(|(_, a)| a == "Bearer T"), "{seen:?}");
+        assert!(
+            seen.iter()
+                .any(|(p, a)| p == "/v2/x/app/manifests/v1" && a == "Bearer T"),
+            "{seen:?}"
+        );
+        // An identity token: the OAuth2 refresh-token exchange.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let identity = auth::AuthConfig {
+            identity_token: "R".into(),
+            ..Default::default()
+        };
+        store.pull_with(&image, &[], Some(&identity)).unwrap();
+        // A registry token goes to the registry as is.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let token = auth::AuthConfig {
+            registry_token: "T".into(),
+            ..Default::default()
+        };
+        store.pull_with(&image, &[], Some(&token)).unwrap();
+        // Wrong credentials, and none: the token endpoint's refusal, named, and nothing
+        // stored; the password is not in the message.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let wrong = auth::AuthConfig {
+            password: "wrong-pw".into(),
+            ..alice
+        };
+        for auth in [Some(&wrong), None] {
+            let err = store.pull_with(&image, &[], auth).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("ErrImagePull: {image}: pull from {host}")),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!(
+                    "token endpoint http://{host}/token: 401 Unauthorized: bad credentials"
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("wrong-pw"), "{err}");
+        }
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("store/blobs/sha256")).unwrap().count(), 0);
     }
 
     #[test]

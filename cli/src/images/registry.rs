@@ -1,6 +1,7 @@
 //! Pulling from registries (OCI distribution API, through `oci-client`): manifests,
 //! indexes and layers, each checked against its digest.
 
+use super::auth::{authorize, AuthConfig, Authorization};
 use super::*;
 
 use std::collections::BTreeSet;
@@ -13,7 +14,6 @@ use nix::fcntl::FlockArg;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
-use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
 use oci_client::{Client, Reference};
 
@@ -59,7 +59,7 @@ pub(super) fn registry_error(reference: &str, registry: &str, cause: OciDistribu
         }),
         OciDistributionError::ServerError { code: 404, .. } => Some("not found"),
         OciDistributionError::UnauthorizedError { .. } => {
-            Some("pull access denied: the repository does not exist or needs credentials")
+            Some("pull access denied (401 Unauthorized): the repository does not exist or needs credentials")
         }
         _ => None,
     };
@@ -77,19 +77,27 @@ pub(super) fn registry_error(reference: &str, registry: &str, cause: OciDistribu
 }
 
 impl Store {
-    /// Pulls `reference` from its registry (anonymously) and stores it under its normalized
-    /// name, which it returns. Plain http is used for loopback registries (`localhost`,
+    /// Pulls `reference` from its registry anonymously: [`Store::pull_with`] without
+    /// credentials.
+    pub fn pull(&self, reference: &str, insecure_hosts: &[String]) -> Result<String> {
+        self.pull_with(reference, insecure_hosts, None)
+    }
+
+    /// Pulls `reference` from its registry and stores it under its normalized name, which
+    /// it returns. With `auth`, the registry's handshake uses it (Basic, or a bearer token
+    /// from the registry's token endpoint: see [`super::auth`]); without, the pull is
+    /// anonymous. Plain http is used for loopback registries (`localhost`,
     /// `127.0.0.0/8`, `[::1]`) and for the hosts in `insecure_hosts` (`host` or `host:port`),
     /// https otherwise. From an index, this host's platform (`linux/amd64` here) is taken.
     /// Blobs already in the store are not downloaded again. A missing repository, tag or
     /// digest fails with [`ImageError::NotFound`] (`ErrImagePull: <ref>: ...`).
-    pub fn pull(&self, reference: &str, insecure_hosts: &[String]) -> Result<String> {
+    pub fn pull_with(&self, reference: &str, insecure_hosts: &[String], auth: Option<&AuthConfig>) -> Result<String> {
         let name = normalize(reference)?;
         let image = parse_reference(&name)?;
         let registry = image.resolve_registry().to_string();
         let host = registry_host(&registry);
         let insecure = is_loopback(host) || insecure_hosts.iter().any(|h| h == &registry || h == host);
-        self.after(self.pull_locked(&image, &name, &registry, insecure))?;
+        self.after(self.pull_locked(&image, &name, &registry, insecure, auth))?;
         Ok(name)
     }
 
@@ -99,6 +107,7 @@ impl Store {
         name: &str,
         registry: &str,
         insecure: bool,
+        auth: Option<&AuthConfig>,
     ) -> Result<Vec<(String, Option<String>)>> {
         {
             let _gc = self.lock("gc.lock", FlockArg::LockShared)?;
@@ -106,7 +115,7 @@ impl Store {
                 .enable_all()
                 .build()
                 .map_err(io_err("start the pull runtime for", Path::new(name)))?;
-            let fetched = runtime.block_on(self.fetch(image, name, registry, insecure))?;
+            let fetched = runtime.block_on(self.fetch(image, name, registry, insecure, auth))?;
             // No runtime thread outlives the pull: the CLI may fork afterwards.
             drop(runtime);
             self.unpack_image(&fetched.manifest, &fetched.config, name)?;
@@ -118,7 +127,14 @@ impl Store {
     /// Downloads the manifest (through an index if needed), config and layer blobs of an
     /// image. The manifest itself is stored last, by the caller, once its layers are
     /// unpacked: a manifest in the store means a complete image.
-    async fn fetch(&self, image: &Reference, name: &str, registry: &str, insecure: bool) -> Result<Fetched> {
+    async fn fetch(
+        &self,
+        image: &Reference,
+        name: &str,
+        registry: &str,
+        insecure: bool,
+        auth: Option<&AuthConfig>,
+    ) -> Result<Fetched> {
         // reqwest is built without a default crypto provider; install ring's (a no-op when
         // one is installed already).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -134,18 +150,22 @@ impl Store {
             ..Default::default()
         })
         .map_err(registry_err)?;
-        let auth = RegistryAuth::Anonymous;
-        let token = client
-            .auth(image, &auth, RegistryOperation::Pull)
-            .await
-            .map_err(registry_err)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| registry_err(e.into()))?;
         let scheme = if insecure { "http" } else { "https" };
-        let bytes = get_manifest(&http, scheme, image, token.as_deref())
+        let authorization = authorize(&http, scheme, registry, image.repository(), auth)
+            .await
+            .map_err(registry_err)?;
+        // The blobs come through oci-client: the same authorization (a bearer token as
+        // is; Basic credentials once its own `/v2/` probe meets the Basic challenge).
+        client
+            .auth(image, &authorization.registry_auth(), RegistryOperation::Pull)
+            .await
+            .map_err(registry_err)?;
+        let bytes = get_manifest(&http, scheme, image, &authorization)
             .await
             .map_err(|e| e.into_image_error(name, registry))?;
         let mut digest = sha256_digest(&bytes);
@@ -177,7 +197,7 @@ impl Store {
                 &http,
                 scheme,
                 &image.clone_with_digest(entry.digest.clone()),
-                token.as_deref(),
+                &authorization,
             )
             .await
             .map_err(|e| e.into_image_error(&what, registry))?;
@@ -286,7 +306,7 @@ pub(super) async fn get_manifest(
     http: &reqwest::Client,
     scheme: &str,
     image: &Reference,
-    token: Option<&str>,
+    authorization: &Authorization,
 ) -> std::result::Result<Vec<u8>, ManifestError> {
     let url = format!(
         "{scheme}://{}/v2/{}/manifests/{}{}",
@@ -298,8 +318,8 @@ pub(super) async fn get_manifest(
     let mut request = http
         .get(&url)
         .header(reqwest::header::ACCEPT, PULL_MEDIA_TYPES.join(", "));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    if let Some(header) = authorization.header() {
+        request = request.header(reqwest::header::AUTHORIZATION, header);
     }
     let mut response = request.send().await.map_err(|e| ManifestError::Registry(e.into()))?;
     let status = response.status();
