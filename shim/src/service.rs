@@ -1328,8 +1328,15 @@ impl PodState for Tasks {
         self.pods.get_mut(pod).map(|p| &mut p.supervision)
     }
 
+    /// Only in a pod the shim supervises itself: under kubelet, kubelet runs the hooks.
     fn has_pre_stop(&self, id: &str) -> bool {
-        self.tasks.get(id).is_some_and(|t| t.hooks.pre_stop.is_some())
+        self.tasks.get(id).is_some_and(|t| {
+            t.hooks.pre_stop.is_some()
+                && t.pod
+                    .as_ref()
+                    .and_then(|p| self.pods.get(p))
+                    .is_some_and(|p| p.supervision.supervised())
+        })
     }
 
     fn signal(&mut self, id: &str, signal: SignalNumber, all: bool) {
