@@ -1623,13 +1623,56 @@ fn namespace_cgroups() -> Vec<PathBuf> {
 }
 
 /// Removes the (empty) cgroup `path` (cgroupfs form, `/a/b`) from every hierarchy, as the
-/// kubelet removes a pod's cgroup after the pod. Fails naming the dir when it is busy:
-/// processes or child cgroups (a container's) are left in it.
+/// kubelet removes a pod's cgroup after the pod, and as kubelet retrying while it is busy
+/// (its orphaned pod cgroup cleanup runs again until it succeeds): for up to 10 s, since a
+/// runtime's cleanup of a dead shim (`shim delete`) may still be removing a container's
+/// cgroup when RemovePodSandbox returns. Fails naming the dir and what keeps it busy:
+/// processes or child cgroups (a container's) left in it.
 pub fn remove_cgroup(path: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
     for dir in cgroup_dirs(path) {
-        fs::remove_dir(&dir).with_context(|| format!("remove cgroup {}", dir.display()))?;
+        loop {
+            match fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("remove cgroup {}: {}", dir.display(), cgroup_contents(&dir)))
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// What keeps cgroup dir `dir` busy, for an error: its processes (pid and command) and
+/// child cgroups with theirs.
+fn cgroup_contents(dir: &Path) -> String {
+    let procs = |d: &Path| -> Vec<String> {
+        fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .map(|pid| {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.chars().take(1).collect::<String>()))
+                    .unwrap_or_default();
+                format!("{pid} {} ({state})", comm.trim())
+            })
+            .collect()
+    };
+    let children: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| format!("{} {:?}", e.file_name().to_string_lossy(), procs(&e.path())))
+        .collect();
+    format!("processes {:?}, child cgroups {children:?}", procs(dir))
 }
 
 /// containerd's shim socket for container (or sandbox) `id` in namespace `ns`:
