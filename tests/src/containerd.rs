@@ -2081,9 +2081,17 @@ mod tests {
             use std::io::Read as _;
             for _ in 0..2 {
                 let (mut conn, _) = listener.accept().unwrap();
-                let mut req = [0u8; 512];
-                let n = conn.read(&mut req).unwrap();
-                let req = String::from_utf8_lossy(&req[..n]).into_owned();
+                // The whole request head: the client may write it in more than one piece.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                let req = String::from_utf8_lossy(&req).into_owned();
                 let body = if req.starts_with("GET /debug/pprof/heap?gc=1&debug=1 ") {
                     "heap profile: 1: 2 [3: 4] @ heap/1048576\n# runtime.MemStats\n# Alloc = 10\n# HeapAlloc = 6653080\n# HeapSys = 40000000\n# HeapReleased = 9935360\n"
                 } else {
