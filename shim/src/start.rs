@@ -319,6 +319,15 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     let shim_alive = socket
         .as_deref()
         .is_some_and(|s| UnixStream::connect(socket_path(s)).is_ok());
+    // The group's socket goes when no live shim answers on it any more (the shim was
+    // killed; a live one still serves the pod's other tasks). First, so that no failure
+    // below leaves it behind: it does not depend on what else there is to delete.
+    if let Some(socket) = socket.as_deref().filter(|_| !shim_alive) {
+        let path = socket_path(socket);
+        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = fs::remove_file(path);
+        }
+    }
     let pod_dir = paths.pods.join(&flags.id);
     if !shim_alive {
         delete_members(&config, &pod_dir.join(MEMBERS_DIR), &flags.id);
@@ -352,14 +361,6 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
             path: pod_dir.clone(),
             source: io::Error::other(e),
         })?;
-    }
-    // The group's socket goes when no live shim answers on it any more (the shim was
-    // killed; a live one still serves the pod's other tasks).
-    if let Some(socket) = socket.filter(|_| !shim_alive) {
-        let path = socket_path(&socket);
-        if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-            let _ = fs::remove_file(path);
-        }
     }
     // Whatever containerd mounted or we left on the rootfs goes too.
     let rootfs = bundle.join("rootfs");
