@@ -331,6 +331,13 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     let pod_dir = paths.pods.join(&flags.id);
     if !shim_alive {
         delete_members(&config, &pod_dir.join(MEMBERS_DIR), &flags.id);
+    } else if let Some(socket) = &socket {
+        // containerd runs `delete` for a dead shim's tasks; a socket that still accepts is
+        // worth a line in its log ("cleanup warnings"): the pod's members are left to it.
+        eprintln!(
+            "containerd-shim-peapod-v2: delete {}: the shim socket {socket} still accepts connections: the pod's members are left to that shim",
+            flags.id
+        );
     }
     let mut resp = DeleteResponse::new();
     resp.exit_status = 137;
