@@ -1195,25 +1195,6 @@ fn run_yaml(cli: &Cli, yaml: &str) -> Result<std::process::Output> {
     cli.run(&["run", "-f", file.to_str().context("path")?])
 }
 
-/// `run` failed with exit 1 and every one of `want` in its error, and nothing of a pod
-/// exists: none listed, no state or data directory (embedded), nothing in containerd
-/// (CRI). Returns stderr.
-fn refused(cli: &Cli, out: &std::process::Output, want: &[&str]) -> Result<String> {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
-    for w in want {
-        ensure!(err.contains(w), "want {w:?} in: {err}");
-    }
-    let listed = cli.ok(&["get", "pods"])?;
-    ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
-    for dir in [cli.state().join("pods"), cli.root().join("pods")] {
-        let left = fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
-        ensure!(left == 0, "a refused run left {left} entries in {}", dir.display());
-    }
-    cli.assert_no_runtime_leftovers()?;
-    Ok(err)
-}
-
 /// Runs `yaml`'s pod `name`, checks its app printed `pulled-ok`, then deletes it and checks
 /// nothing is left. Returns the run's stderr.
 fn run_and_delete(cli: &Cli, name: &str, yaml: &str, check: impl FnOnce(&str) -> Result<()>) -> Result<String> {
@@ -1247,8 +1228,7 @@ pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
     let image = format!("{}/peapod/pulled:v1", registry.host());
 
     let out = run_yaml(&cli, &pulled_pod("pulled", &image, Some("Never"), "", ""))?;
-    refused(
-        &cli,
+    cli.assert_refused(
         &out,
         &[&format!(
             "container app: ErrImageNeverPull: Container image \"{image}\" is not present with pull policy of Never"
@@ -1281,7 +1261,7 @@ pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
     );
 
     let out = run_yaml(&cli, &pulled_pod("pulled", &image, Some("Always"), "", ""))?;
-    refused(&cli, &out, &["container app: ", "ErrImagePull", &image])?;
+    cli.assert_refused(&out, &["container app: ", "ErrImagePull", &image])?;
     Ok(())
 }
 
@@ -1313,10 +1293,9 @@ pub fn pull_secrets_authenticate_to_a_registry(mode: Mode) -> Result<()> {
         Ok(())
     };
     let out = run_yaml(&cli, &pulled_pod("private", &image, None, "", ""))?;
-    unauthorized(&refused(&cli, &out, &["container app", &image])?)?;
+    unauthorized(&cli.assert_refused(&out, &["container app", &image])?)?;
     let out = run_yaml(&cli, &pulled_pod("private", &image, None, "", pull_secret))?;
-    unauthorized(&refused(
-        &cli,
+    unauthorized(&cli.assert_refused(
         &out,
         &["warning: spec.imagePullSecrets[0]: secret \"regcred\" not found"],
     )?)?;
@@ -1334,8 +1313,7 @@ pub fn pull_secrets_authenticate_to_a_registry(mode: Mode) -> Result<()> {
         &cli,
         &pulled_pod("private", &image, None, &secret("Opaque"), pull_secret),
     )?;
-    refused(
-        &cli,
+    cli.assert_refused(
         &out,
         &["spec.imagePullSecrets[0]: Secret default/regcred is of type \"Opaque\""],
     )?;

@@ -200,6 +200,38 @@ impl Cli {
         }
     }
 
+    /// Checks that a `run` (its `out`) was refused: exit status 1, stderr naming each of
+    /// `want`, and nothing of it left: no pod listed, no entry under the state's or root's
+    /// `pods` (nor CRI mode's `cri/pods`), no mount under this CLI's directory, nothing in
+    /// the runtime (CRI). Returns the stderr.
+    pub fn assert_refused(&self, out: &Output, want: &[&str]) -> Result<String> {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
+        for w in want {
+            ensure!(err.contains(w), "want {w:?} in: {err}");
+        }
+        let listed = self.ok(&["get", "pods"])?;
+        ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
+        for dir in [
+            self.state().join("pods"),
+            self.root().join("pods"),
+            self.root().join("cri/pods"),
+        ] {
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            ensure!(left.is_empty(), "a refused run left {left:?}");
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let here = self.dir.path().to_string_lossy();
+        ensure!(!mounts.contains(here.as_ref()), "leak: a mount under {here}");
+        self.assert_no_runtime_leftovers()?;
+        Ok(err)
+    }
+
     /// Checks that nothing of pod `name` is left: state, data (embedded) or log
     /// directories and everything containerd had (CRI), mounts, cgroup, shim.
     pub fn assert_gone(&self, name: &str, uid: &str) -> Result<()> {
@@ -768,13 +800,9 @@ pub fn config_maps_and_secrets_fill_the_environment(mode: Mode) -> Result<()> {
         let file = cli.dir.path().join("bad.yaml");
         std::fs::write(&file, yaml)?;
         let out = cli.run(&["run", "-f", file.to_str().context("path")?])?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
-        ensure!(err.contains(want), "want {want:?} in: {err}");
-        let listed = cli.ok(&["get", "pods"])?;
-        ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
+        cli.assert_refused(&out, &[want])?;
     }
-    cli.assert_no_runtime_leftovers()
+    Ok(())
 }
 
 /// The host directory of volume `volume` (kubelet's plugin dir `plugin`) of pod `name`:
@@ -922,30 +950,10 @@ pub fn volumes_that_cannot_be_filled_fail_the_run_and_leave_nothing(mode: Mode) 
         let file = cli.dir.path().join("bad.yaml");
         std::fs::write(&file, yaml)?;
         let out = cli.run(&["run", "-f", file.to_str().context("path")?])?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
-        ensure!(err.contains(want), "want {want:?} in: {err}");
-        let listed = cli.ok(&["get", "pods"])?;
-        ensure!(listed.is_empty(), "a refused run left a pod: {listed}");
-        for dir in [
-            cli.state().join("pods"),
-            cli.root().join("pods"),
-            cli.root().join("cri/pods"),
-        ] {
-            let left: Vec<_> = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            ensure!(left.is_empty(), "a refused run left {left:?}");
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let here = cli.dir.path().to_string_lossy();
-        ensure!(!mounts.contains(here.as_ref()), "leak: a mount under {here}");
+        cli.assert_refused(&out, &[want])?;
         ensure!(shims_of(&cli, "config-volumes").is_empty(), "leak: a shim runs");
     }
-    cli.assert_no_runtime_leftovers()
+    Ok(())
 }
 
 /// A plain `cargo build` links `peapod-pause` dynamically, and the pause runs alone in its
@@ -963,20 +971,7 @@ pub fn a_dynamically_linked_pause_is_refused_before_anything_exists() -> Result<
         .command(&["run", "-f", file.to_str().context("path")?])
         .env("PEAPOD_PAUSE", "/bin/true")
         .output()?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.code() == Some(1), "exit {:?}: {err}", out.status);
-    for want in ["/bin/true", "dynamically linked", "make pause"] {
-        ensure!(err.contains(want), "the error does not say {want:?}: {err}");
-    }
-    let pods = cli.state().join("pods");
-    ensure!(
-        std::fs::read_dir(&pods).map(|d| d.count()).unwrap_or(0) == 0,
-        "a refused run left state in {}",
-        pods.display()
-    );
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let here = cli.dir.path().to_string_lossy();
-    ensure!(!mounts.contains(here.as_ref()), "leak: a mount under {here}");
+    cli.assert_refused(&out, &["/bin/true", "dynamically linked", "make pause"])?;
     ensure!(shims_of(&cli, "p").is_empty(), "leak: a shim for p runs");
     Ok(())
 }
