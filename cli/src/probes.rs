@@ -266,23 +266,26 @@ pub fn hooks(
 
 /// `hooks` with an `httpGet`'s empty `host` set to the pod's IP (see [`with_pod_ip`]).
 pub fn hooks_with_pod_ip(hooks: &Hooks, ip: &str) -> Hooks {
-    let host = if ip.is_empty() { "127.0.0.1" } else { ip };
     let mut out = hooks.clone();
     for h in [&mut out.post_start, &mut out.pre_stop].into_iter().flatten() {
         if let Hook::HttpGet(g) = h {
-            if g.host.is_empty() {
-                g.host = host.to_string();
-            }
+            default_host(&mut g.host, ip);
         }
     }
     out
+}
+
+/// An empty `host` becomes the pod's IP, or loopback for a pod without one.
+fn default_host(host: &mut String, ip: &str) {
+    if host.is_empty() {
+        *host = if ip.is_empty() { "127.0.0.1" } else { ip }.to_string();
+    }
 }
 
 /// `probes` with every empty `host` set to the pod's IP (`ip`), or to loopback for a pod
 /// without one (network `none`: the prober checks from inside the pod's network
 /// namespace, where loopback is the pod's own).
 pub fn with_pod_ip(probes: &Probes, ip: &str) -> Probes {
-    let host = if ip.is_empty() { "127.0.0.1" } else { ip };
     let mut out = probes.clone();
     for p in [
         &mut out.liveness_probe,
@@ -293,14 +296,10 @@ pub fn with_pod_ip(probes: &Probes, ip: &str) -> Probes {
     .flatten()
     {
         match &mut p.handler {
-            Handler::HttpGet(HttpGet { host: h, .. })
-            | Handler::TcpSocket { host: h, .. }
-            | Handler::Grpc { host: h, .. }
-                if h.is_empty() =>
-            {
-                *h = host.to_string();
+            Handler::HttpGet(HttpGet { host, .. }) | Handler::TcpSocket { host, .. } | Handler::Grpc { host, .. } => {
+                default_host(host, ip)
             }
-            _ => {}
+            Handler::Exec { .. } => {}
         }
     }
     out

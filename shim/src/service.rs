@@ -558,30 +558,49 @@ impl Service {
     /// when `None`), SIGKILL to whatever of that run still runs. Returns whether the run
     /// still ran.
     pub(crate) fn probe_record(&self, id: &str, seq: u64, record: &ProbeRecord, grace: Option<Duration>) -> bool {
-        let st = self.lock();
-        if !Self::run_current(&st, id, seq) {
-            return false;
-        }
         let (topic, type_url, value) = crate::probes::encode(record);
-        self.inner.publisher.record_local(topic, type_url, value);
+        let Some(st) = self.record_for_run(id, seq, topic, type_url, value) else {
+            return false;
+        };
         if record.kill {
             self.kill_run(st, id, seq, grace);
         }
         true
     }
 
+    /// Appends a record of peapod's own (`topic`, `type_url`, `value`) to the event log if
+    /// the run `seq` of container `id` still runs, and hands back the lock it was written
+    /// under (in order with the task events); `None` once the run ended.
+    fn record_for_run(
+        &self,
+        id: &str,
+        seq: u64,
+        topic: &str,
+        type_url: &str,
+        value: Vec<u8>,
+    ) -> Option<MutexGuard<'_, Tasks>> {
+        let st = self.lock();
+        if !Self::run_current(&st, id, seq) {
+            return None;
+        }
+        self.inner.publisher.record_local(topic, type_url, value);
+        Some(st)
+    }
+
     /// Records that a lifecycle hook of container `id` ran (`record`), if its run `seq`
     /// still runs, and kills that run when a postStart hook failed. Returns whether the
     /// run still ran.
     pub(crate) fn hook_record(&self, id: &str, seq: u64, record: &proto::eventlog::HookRecord) -> bool {
-        let st = self.lock();
-        if !Self::run_current(&st, id, seq) {
-            return false;
-        }
         let value = serde_json::to_vec(record).expect("a hook record encodes");
-        self.inner
-            .publisher
-            .record_local(proto::eventlog::HOOK_TOPIC, proto::eventlog::HOOK_TYPE_URL, value);
+        let Some(st) = self.record_for_run(
+            id,
+            seq,
+            proto::eventlog::HOOK_TOPIC,
+            proto::eventlog::HOOK_TYPE_URL,
+            value,
+        ) else {
+            return false;
+        };
         if !record.ok && record.hook == sandbox::pod::hooks::HookKind::PostStart {
             self.kill_run(st, id, seq, None);
         }
