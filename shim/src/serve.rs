@@ -389,6 +389,11 @@ mod tests {
         // Anything else: ttrpc's own answer.
         let (c, _) = code(call(&client, "containerd.task.v4.Task", "Connect"));
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+        // What `start` and `delete` ask to know whether a shim serves the socket.
+        assert_eq!(
+            crate::start::probe_shim(&address, "nope", std::time::Duration::from_secs(10)),
+            crate::start::ShimProbe::Answers
+        );
         drop(client);
         server.shutdown();
     }

@@ -27,6 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use containerd_shim_protos::api::DeleteResponse;
 use sha2::{Digest, Sha256};
@@ -145,7 +146,9 @@ pub fn start(flags: &Flags, bundle: &Path, input: &StartInput) -> Result<String,
     let address = socket_address_in(dir, &flags.address, &flags.namespace, &group);
     let path = socket_path(&address).to_path_buf();
 
-    if UnixStream::connect(&path).is_ok() {
+    // A shim that answers, or that accepted and is slow to answer (one just started by a
+    // concurrent `start` of the same pod), serves the group.
+    if let ShimProbe::Answers | ShimProbe::Silent = probe_shim(&address, &flags.id, START_PROBE_TIMEOUT) {
         write_address(bundle, &address)?;
         return Ok(address);
     }
@@ -237,6 +240,75 @@ fn spawn_daemon(
     cmd.spawn().map_err(io_err("spawn shim daemon", &exe))
 }
 
+/// How long `delete` waits for a shim to answer before it judges it dead.
+const DELETE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `start` waits for a shim to answer before it judges it alive but slow.
+const START_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a Task API request on a shim's socket found ([`probe_shim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShimProbe {
+    /// Nothing listens: no socket there, or the connection was refused.
+    Absent,
+    /// The connection was accepted and then closed or reset unanswered: the listener of a
+    /// shim that is going away. A SIGKILLed shim's socket still accepts connections into
+    /// its backlog until the kernel has released all of the dying process's files, some
+    /// time after containerd saw its own connections close and ran `delete`.
+    Dying,
+    /// Accepted, still open, but no answer within the timeout.
+    Silent,
+    /// A shim answered (with any status).
+    Answers,
+}
+
+impl ShimProbe {
+    fn describe(self) -> &'static str {
+        match self {
+            ShimProbe::Absent => "nothing listens",
+            ShimProbe::Dying => "the connection was closed unanswered: the shim is exiting",
+            ShimProbe::Silent => "no answer in time",
+            ShimProbe::Answers => "answers",
+        }
+    }
+}
+
+/// Asks the shim on `address` (`unix://…`) for task `id` with a Task API v2 `Connect`
+/// and waits up to `timeout` for the answer's header. Any answer counts, an error
+/// status (`NotFound` for a task the shim does not have) too: only whether a shim
+/// serves the socket is asked, not what it knows.
+pub fn probe_shim(address: &str, id: &str, timeout: Duration) -> ShimProbe {
+    use containerd_shim_protos::protobuf::Message;
+    use std::io::{Read, Write};
+
+    let Ok(mut stream) = UnixStream::connect(socket_path(address)) else {
+        return ShimProbe::Absent;
+    };
+    let connect = containerd_shim_protos::api::ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    let mut request = containerd_shim_protos::ttrpc::Request::new();
+    request.set_service(crate::serve::TASK_V2.to_string());
+    request.set_method("Connect".to_string());
+    request.payload = connect.write_to_bytes().unwrap_or_default();
+    let body = request.write_to_bytes().unwrap_or_default();
+    let Ok(len) = u32::try_from(body.len()) else {
+        return ShimProbe::Silent;
+    };
+    let mut frame: Vec<u8> = containerd_shim_protos::ttrpc::MessageHeader::new_request(1, len).into();
+    frame.extend_from_slice(&body);
+    if stream.set_read_timeout(Some(timeout)).is_err() || stream.write_all(&frame).is_err() {
+        // A write fails only once the connection was reset: the listener closed.
+        return ShimProbe::Dying;
+    }
+    let mut header = [0u8; containerd_shim_protos::ttrpc::proto::MESSAGE_HEADER_LENGTH];
+    match stream.read_exact(&mut header) {
+        Ok(()) => ShimProbe::Answers,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => ShimProbe::Silent,
+        Err(_) => ShimProbe::Dying,
+    }
+}
+
 /// Writes `<bundle>/address` atomically (temp file + rename).
 pub fn write_address(bundle: &Path, address: &str) -> Result<(), StartError> {
     let tmp = bundle.join(".address.tmp");
@@ -316,9 +388,19 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
                 .ok()
                 .map(|group| socket_address(&flags.address, &flags.namespace, &group))
         });
-    let shim_alive = socket
+    let probe = socket
         .as_deref()
-        .is_some_and(|s| UnixStream::connect(socket_path(s)).is_ok());
+        .map_or(ShimProbe::Absent, |s| probe_shim(s, &flags.id, DELETE_PROBE_TIMEOUT));
+    let shim_alive = probe == ShimProbe::Answers;
+    if let (Some(socket), ShimProbe::Dying | ShimProbe::Silent) = (&socket, probe) {
+        // Worth a line in containerd's log ("cleanup warnings"): the socket accepted a
+        // connection that no shim served.
+        eprintln!(
+            "containerd-shim-peapod-v2: delete {}: the shim socket {socket} accepted a connection but no shim answered ({}): cleaning up the pod as the shim's",
+            flags.id,
+            probe.describe()
+        );
+    }
     // The group's socket goes when no live shim answers on it any more (the shim was
     // killed; a live one still serves the pod's other tasks). First, so that no failure
     // below leaves it behind: it does not depend on what else there is to delete.
@@ -332,10 +414,10 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     if !shim_alive {
         delete_members(&config, &pod_dir.join(MEMBERS_DIR), &flags.id);
     } else if let Some(socket) = &socket {
-        // containerd runs `delete` for a dead shim's tasks; a socket that still accepts is
-        // worth a line in its log ("cleanup warnings"): the pod's members are left to it.
+        // containerd runs `delete` for a dead shim's tasks, or for a task whose `start`
+        // failed: a shim that answers keeps the pod's other members.
         eprintln!(
-            "containerd-shim-peapod-v2: delete {}: the shim socket {socket} still accepts connections: the pod's members are left to that shim",
+            "containerd-shim-peapod-v2: delete {}: the shim on {socket} answers: the pod's members are left to it",
             flags.id
         );
     }
@@ -442,6 +524,41 @@ mod tests {
         );
         let name = default.rsplit('/').next().unwrap();
         assert_eq!(moved, format!("unix:///run/ctrd-s/{name}"));
+    }
+
+    #[test]
+    fn a_socket_that_accepts_is_not_yet_a_live_shim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let address = format!("unix://{}", path.display());
+        let short = Duration::from_millis(200);
+        assert_eq!(probe_shim(&address, "t", short), ShimProbe::Absent);
+
+        // Bound and listening, nobody accepts: the connection waits in the backlog.
+        let listener = UnixListener::bind(&path).unwrap();
+        assert_eq!(probe_shim(&address, "t", short), ShimProbe::Silent);
+
+        // The listener closes while our connection waits in its backlog, as when the
+        // kernel releases a SIGKILLed shim's files: reset, unanswered.
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(listener);
+        });
+        assert_eq!(probe_shim(&address, "t", Duration::from_secs(10)), ShimProbe::Dying);
+        closer.join().unwrap();
+
+        // Accepted, read, answered with a frame header: a shim.
+        fs::remove_file(&path).unwrap();
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut header = [0u8; 10];
+            conn.read_exact(&mut header).unwrap();
+            conn.write_all(&[0, 0, 0, 0, 0, 0, 0, 1, 2, 0]).unwrap();
+        });
+        assert_eq!(probe_shim(&address, "t", Duration::from_secs(10)), ShimProbe::Answers);
+        server.join().unwrap();
     }
 
     #[test]

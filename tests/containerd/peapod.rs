@@ -359,6 +359,16 @@ pub fn killed_shim_is_cleaned_up_by_delete(_: &Containerd) -> Result<()> {
             "containerd-shim-peapod-v2 delete failed:\n{}",
             ctrd.log_tail()
         );
+        // The socket of a SIGKILLed shim may still accept for a moment: `delete` must not
+        // take that for a live shim and leave the pod's members to nobody.
+        ensure!(
+            !log.contains("members are left to it"),
+            "delete took the killed shim for a live one:\n{}",
+            ctrd.log_tail()
+        );
+        if log.contains("no shim answered") {
+            eprintln!("delete found the killed shim's socket still accepting (handled)");
+        }
         pod.remove(&cri)?;
         for id in [&pod.id, &c] {
             let state = format!("/run/peapod/shim/{K8S_NAMESPACE}/containers/{id}");
