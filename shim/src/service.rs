@@ -607,9 +607,12 @@ impl Service {
         true
     }
 
-    /// Kills the run `seq` of container `id` (under the lock, `st`, released here): SIGTERM
-    /// now, SIGKILL to whatever of that run still runs after `grace` (the pod's when
-    /// `None`).
+    /// Kills the run `seq` of container `id` (under the lock, `st`, released here), as
+    /// kubelet's `killContainer` does after a failed liveness or startup probe or postStart
+    /// hook: its preStop hook first when it has one (in a supervised pod), then SIGTERM,
+    /// then SIGKILL to whatever of that run still runs after `grace` (the pod's when
+    /// `None`). The hook's time counts against `grace`, of which at least 2 s are left for
+    /// the SIGTERM ([`supervisor::MIN_GRACE_AFTER_HOOKS`]).
     fn kill_run(&self, mut st: MutexGuard<'_, Tasks>, id: &str, seq: u64, grace: Option<Duration>) {
         let pod_grace = st
             .tasks
@@ -621,10 +624,25 @@ impl Service {
             .or(pod_grace)
             .unwrap_or(Duration::from_secs(proto::kube::DEFAULT_GRACE_SECONDS));
         tracing::info!(id, ?grace, "killing the container");
-        st.signal(id, Signal::SIGTERM.into(), false);
+        let hooked = st.has_pre_stop(id);
+        if !hooked {
+            st.signal(id, Signal::SIGTERM.into(), false);
+        }
         drop(st);
         let (svc, id) = (self.clone(), id.to_string());
         std::thread::spawn(move || {
+            let mut grace = grace;
+            if hooked {
+                let t0 = Instant::now();
+                supervisor::Host::pre_stop(&svc, &id, t0 + grace);
+                grace = grace
+                    .saturating_sub(t0.elapsed())
+                    .max(supervisor::MIN_GRACE_AFTER_HOOKS);
+                let mut st = svc.lock();
+                if st.tasks.get(&id).is_some_and(|t| t.seq == seq && t.init.running()) {
+                    st.signal(&id, Signal::SIGTERM.into(), false);
+                }
+            }
             // `probe_wait` returns false as soon as the run ended; true at the deadline.
             if svc.probe_wait(&id, seq, Instant::now() + grace) {
                 svc.lock().signal(&id, Signal::SIGKILL.into(), true);

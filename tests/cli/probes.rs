@@ -289,9 +289,11 @@ spec:
   - name: bad
     image: busybox
     imagePullPolicy: IfNotPresent
+    volumeMounts: [{{name: out, mountPath: /out}}]
     command: [sleep, '3600']
     lifecycle:
       postStart: {{exec: {{command: [sh, -c, 'echo no; exit 3']}}}}
+      preStop: {{exec: {{command: [sh, -c, 'echo prestop >> /out/bad']}}}}
 "#,
             out = out.display()
         ),
@@ -308,7 +310,8 @@ spec:
             container(&cli, "hooks", "app")?.0,
             "app not started after its postStart hook"
         );
-        // bad: killed after its hook failed (SIGTERM, SIGKILL at the grace), then restarted.
+        // bad: killed after its hook failed (its preStop, SIGTERM, SIGKILL at the grace, as
+        // kubelet's killContainer), then restarted.
         let wait = std::time::Instant::now();
         while container(&cli, "hooks", "bad")?.2 < 1 {
             ensure!(
@@ -317,6 +320,11 @@ spec:
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+        let bad = std::fs::read_to_string(out.join("bad")).unwrap_or_default();
+        ensure!(
+            bad.starts_with("prestop\n"),
+            "bad's preStop hook did not run before the kill that its failed postStart called for: {bad:?}"
+        );
         let d = cli.ok(&["describe", "pod", "hooks"])?;
         let want = format!(
             "Exec lifecycle hook ([sh -c echo no; exit 3]) for Container \"bad\" in Pod \"hooks_default({uid})\" failed - error: command 'sh -c echo no; exit 3' exited with 3: no"

@@ -20,9 +20,12 @@
 //!   still running after the grace period (kubelet
 //!   `pkg/kubelet/kuberuntime/kuberuntime_termination_order.go`).
 //! - **Termination** (kubelet `pkg/kubelet/kuberuntime/kuberuntime_container.go`
-//!   `killContainersWithSyncResult`, then `StopPodSandbox`): SIGTERM to every running
-//!   member at once, in one pass; SIGKILL to the survivors when the grace period is over;
-//!   then the caller's signal to the sandbox (pause) process.
+//!   `killContainersWithSyncResult`, then `StopPodSandbox`): the preStop hooks of every
+//!   running member, sidecars' with the apps' (KEP-753), at once; then SIGTERM to every
+//!   running member at once, in one pass; SIGKILL to the survivors when the grace period
+//!   is over; then the caller's signal to the sandbox (pause) process. Unlike kubelet
+//!   since KEP-753's termination ordering, sidecars get their SIGTERM with the apps, not
+//!   after them: peapod's rule is one SIGTERM pass for the whole pod.
 //!
 //! Locking: the host keeps its state (members and each pod's [`Supervision`]) under one
 //! [`Mutex`] and notifies one [`Condvar`] on every member state change ([`Host`]). Every
@@ -404,7 +407,7 @@ fn restart_due<H: Host>(host: &H, pod: &str, id: &str) -> bool {
 
 /// The least grace left for SIGTERM after preStop hooks ran (kubelet's
 /// `minimumGracePeriodInSeconds`).
-const MIN_GRACE_AFTER_HOOKS: Duration = Duration::from_secs(2);
+pub const MIN_GRACE_AFTER_HOOKS: Duration = Duration::from_secs(2);
 
 /// Terminates pod `pod` (called under the lock, `st`; once per pod, later calls do
 /// nothing): marks it terminating, sends SIGTERM to every running member in one pass, and
@@ -933,8 +936,9 @@ mod tests {
 
     #[test]
     fn pre_stop_hooks_run_at_once_before_any_sigterm_and_count_against_the_grace() {
+        // A sidecar's preStop runs with the apps' (KEP-753, "Termination of containers").
         let members = [
-            member("a1", Role::App, 1, true, None),
+            member("a1", Role::Sidecar, 1, true, None),
             member("a2", Role::App, 2, true, None),
             member("a3", Role::App, 3, true, None),
         ];
