@@ -146,8 +146,10 @@ cli-test: pause probe
 # per kernel, not once per containerd: against Debian's 1.6.20 on the oldest kernel and
 # against the newest build of PEAPOD_CONTAINERD_BUILDS (2.3.4) on the newest kernel. With a
 # single kernel it runs against both there; without any build, against Debian's on every
-# kernel, and the run says so. A run that fails only by an emulator fault (tests/vm/run
-# exits 75: an int3 trap in kernel text under TCG) boots once more; a second failure fails.
+# kernel, and the run says so. The newest kernel also runs tests/vm/suites.newest: the
+# CLI's embedded-mode pods with probes, hooks, config volumes, pulls and host ports. A run
+# that fails only by an emulator fault (tests/vm/run exits 75: an int3 trap in kernel text
+# under TCG) boots once more; a second failure fails.
 VM_KERNELS ?= $(patsubst /boot/vmlinuz-%,%,$(wildcard /boot/vmlinuz-*-amd64))
 
 vm-test:
@@ -160,10 +162,11 @@ vm-test:
 		if [ -n "$$build" ] && [ "$$k" = "$$newest" ]; then \
 			if [ "$$k" = "$$oldest" ]; then ctrd="debian $$build"; else ctrd=$$build; fi; \
 		fi; \
-		rc=0; VM_KERNEL=$$k VM_CONTAINERD="$$ctrd" CARGO="$(CARGO)" tests/vm/run || rc=$$?; \
+		suites=tests/vm/suites; [ "$$k" = "$$newest" ] && suites="$$suites tests/vm/suites.newest"; \
+		rc=0; VM_KERNEL=$$k VM_CONTAINERD="$$ctrd" VM_SUITES="$$suites" CARGO="$(CARGO)" tests/vm/run || rc=$$?; \
 		if [ $$rc = 75 ]; then \
 			echo "vm-test: $$k: emulator fault (exit 75, see tests/vm/run): booting again, once"; \
-			rc=0; VM_KERNEL=$$k VM_CONTAINERD="$$ctrd" CARGO="$(CARGO)" tests/vm/run || rc=$$?; \
+			rc=0; VM_KERNEL=$$k VM_CONTAINERD="$$ctrd" VM_SUITES="$$suites" CARGO="$(CARGO)" tests/vm/run || rc=$$?; \
 		fi; \
 		[ $$rc = 0 ] || exit 1; \
 	done

@@ -209,11 +209,29 @@ pub type TestFn = fn() -> Result<()>;
 /// `sandbox::init::run_if_requested()`: each `(name, test)` becomes a libtest trial that
 /// fails with the reason when not root (never skips); after all of them `after` runs (the
 /// suite's leak checks), and its failure makes the binary exit 101.
+///
+/// The name filter may list alternatives separated by `|` (`embedded::probes|cri::`): a
+/// test runs when its name contains any of them (libtest takes one substring; the VM
+/// tier runs chosen tests of a suite so, `tests/vm/suites`).
 pub fn run_privileged_suite<S: Into<String>>(tests: Vec<(S, TestFn)>, after: impl FnOnce() -> Result<()>) -> ! {
-    let args = libtest_mimic::Arguments::from_args();
+    let mut args = libtest_mimic::Arguments::from_args();
+    let alternatives: Option<Vec<String>> = args
+        .filter
+        .as_deref()
+        .filter(|f| f.contains('|'))
+        .map(|f| f.split('|').filter(|a| !a.is_empty()).map(str::to_string).collect());
+    if alternatives.is_some() {
+        args.filter = None;
+    }
     let root = require_root().map_err(|e| format!("{e:#}"));
     let trials = tests
         .into_iter()
+        .map(|(name, f)| (name.into(), f))
+        .filter(|(name, _): &(String, TestFn)| {
+            alternatives
+                .as_ref()
+                .is_none_or(|alts| alts.iter().any(|a| name.contains(a.as_str())))
+        })
         .map(|(name, f)| {
             let root = root.clone();
             libtest_mimic::Trial::test(name, move || {
