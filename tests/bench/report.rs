@@ -140,6 +140,8 @@ pub struct Phases {
     pub start: Vec<(String, Vec<u64>)>,
     pub create_lines: usize,
     pub start_lines: usize,
+    /// `served_us` of the shim's `call served` lines, by ttrpc method.
+    pub served: Vec<(String, Vec<u64>)>,
 }
 
 /// Collects every `<name>_us=<integer>` field of the lines holding `create timings` or
@@ -148,6 +150,17 @@ pub struct Phases {
 pub fn parse_phases(log: &str) -> Phases {
     let mut phases = Phases::default();
     for line in log.lines() {
+        if line.contains("call served") {
+            let method = word_after(line, "method=");
+            let us = us_fields(line).into_iter().find(|(n, _)| n == "served_us");
+            if let (Some(method), Some((_, us))) = (method, us) {
+                match phases.served.iter_mut().find(|(m, _)| *m == method) {
+                    Some((_, values)) => values.push(us),
+                    None => phases.served.push((method, vec![us])),
+                }
+            }
+            continue;
+        }
         let (fields, count) = if line.contains("create timings") {
             (&mut phases.create, &mut phases.create_lines)
         } else if line.contains("start timings") {
@@ -164,6 +177,13 @@ pub fn parse_phases(log: &str) -> Phases {
         }
     }
     phases
+}
+
+/// The ASCII letters right after the first `key` in `line` (`method=Create` → `Create`).
+fn word_after(line: &str, key: &str) -> Option<String> {
+    let at = line.find(key)? + key.len();
+    let word: String = line[at..].chars().take_while(char::is_ascii_alphabetic).collect();
+    (!word.is_empty()).then_some(word)
 }
 
 /// `(name, value)` of every `<name>_us=<digits>` in `line`, the name made of ASCII
@@ -301,16 +321,19 @@ impl Report<'_> {
     /// peapod's per-phase table (or that the log has none).
     pub fn phases_markdown(&self) -> String {
         let p = self.phases;
-        if p.create.is_empty() && p.start.is_empty() {
+        if p.create.is_empty() && p.start.is_empty() && p.served.is_empty() {
             return "### peapod shim phases\n\nno phase timings in the shim log\n".into();
         }
         let mut md = format!(
             "### peapod shim phases\n\nFrom the shim's `create timings` ({} lines) and `start timings` ({} lines) in \
-             containerd's log: every sandbox and container peapod created in this run, warm-ups included.\n\n",
+             containerd's log: every sandbox and container peapod created in this run, warm-ups included. \
+             `served`: the shim's time per Task or Sandbox API call of a pod's life (`call served`), \
+             from the request reaching its handler to the answer queued; the rest of a CRI call is \
+             containerd's and the round trips'.\n\n",
             p.create_lines, p.start_lines
         );
         md.push_str("| call | phase | median | p90 | n |\n| --- | --- | ---: | ---: | ---: |\n");
-        for (call, fields) in [("create", &p.create), ("start", &p.start)] {
+        for (call, fields) in [("create", &p.create), ("start", &p.start), ("served", &p.served)] {
             for (name, values) in fields {
                 let v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
                 let _ = writeln!(
@@ -384,6 +407,7 @@ impl Report<'_> {
                 "start_lines": self.phases.start_lines,
                 "create": phase_list(&self.phases.create),
                 "start": phase_list(&self.phases.start),
+                "served": phase_list(&self.phases.served),
             },
             "notes": self.notes,
             "failures": self.failures,
