@@ -187,16 +187,18 @@ fn probed_plan(e: &Embedded, name: &str, initial_delay_s: u64) -> Result<peapod:
     e.plan(name, "Never", "", &app, "")
 }
 
-/// Runs `plan` and moves its shim (and any helper it keeps) into `group`; waits until
-/// the app runs.
+/// Runs `plan` and moves its shim into `group` (only the shim: a helper or probe process
+/// it forked may be joining a container's cgroup right then); waits until the app runs.
 fn run_probed(e: &Embedded, plan: &peapod::manifest::PodPlan, group: &mut CpuCgroup) -> Result<PodRecord> {
     let record = e.run(plan)?;
     let adopted = (|| -> Result<()> {
-        let shims = resident_processes(&BTreeSet::from([record.sandbox_id.clone()]));
-        ensure!(!shims.is_empty(), "no shim process serves pod {}", record.key);
-        for p in shims {
-            group.adopt(p.pid).context("move the shim into the CPU cgroup")?;
-        }
+        let found = resident_processes(&BTreeSet::from([record.sandbox_id.clone()]));
+        let shim = found
+            .iter()
+            .find(|p| p.args.iter().any(|a| a == "-id"))
+            .with_context(|| format!("no shim process serves pod {}", record.key))?;
+        let moved = group.adopt(shim.pid).context("move the shim into the CPU cgroup")?;
+        ensure!(moved, "the shim of pod {} (pid {}) has gone", record.key, shim.pid);
         wait_running(e.paths(), &record, &["app"])
     })();
     match adopted {

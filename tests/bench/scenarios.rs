@@ -310,9 +310,10 @@ fn read_memory(ctrd: &Containerd, pod_ids: &BTreeSet<String>) -> Result<MemSampl
 /// shim it starts from now on, and what those fork).
 fn containerd_meter_group(b: &Bench, row: &str) -> Result<CpuCgroup> {
     let mut group = CpuCgroup::create(&probes::cgroup_name(row))?;
-    group
+    let moved = group
         .adopt(b.ctrd.pid())
         .context("move containerd into the CPU cgroup")?;
+    ensure!(moved, "containerd (pid {}) has gone", b.ctrd.pid());
     Ok(group)
 }
 

@@ -91,13 +91,17 @@ impl CpuCgroup {
     }
 
     /// Moves process `pid` (all its threads) into the cgroup, remembering where it was.
+    /// Returns false when the process has gone (exited) before it could be moved.
     ///
-    /// Errors: `/proc/<pid>/cgroup` cannot be read (the process is gone) or the write to
+    /// Errors: `/proc/<pid>/cgroup` cannot be read for another reason, or the write to
     /// `cgroup.procs` failed.
-    pub fn adopt(&mut self, pid: u32) -> Result<()> {
+    pub fn adopt(&mut self, pid: u32) -> Result<bool> {
         let (root, _) = accounting_root()?;
-        let cgroup =
-            fs::read_to_string(format!("/proc/{pid}/cgroup")).with_context(|| format!("read /proc/{pid}/cgroup"))?;
+        let cgroup = match fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("read /proc/{pid}/cgroup")),
+        };
         // `<id>:<controllers>:<path>`: v2's line is `0::<path>`, v1's names cpuacct.
         let from = cgroup
             .lines()
@@ -115,9 +119,13 @@ impl CpuCgroup {
             .map(|(_, _, path)| root.join(path.trim_start_matches('/')).join("cgroup.procs"))
             .with_context(|| format!("process {pid} has no cgroup in {}", root.display()))?;
         let procs = self.dir.join("cgroup.procs");
-        fs::write(&procs, pid.to_string()).with_context(|| format!("move process {pid} into {}", procs.display()))?;
+        match fs::write(&procs, pid.to_string()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("move process {pid} into {}", procs.display())),
+        }
         self.adopted.push((pid, from));
-        Ok(())
+        Ok(true)
     }
 
     /// CPU time used so far by its tasks and what was forked in it, nanoseconds.
