@@ -199,6 +199,10 @@ bench-vm: export BENCH_CHURN_ITERATIONS ?= 1
 bench-vm: export BENCH_CHURN_CONTAINERS ?= 20
 bench-vm: export BENCH_MEMORY_PODS ?= 5
 bench-vm: export BENCH_MEMORY_SAMPLES ?= 2
+bench-vm: export BENCH_PROBES ?= 10
+bench-vm: export BENCH_PROBE_IDLE ?= 10
+bench-vm: export BENCH_PROBE_PODS ?= 5
+bench-vm: export BENCH_PROBE_SECONDS ?= 20
 
 bench-vm:
 	@for k in $(BENCH_VM_KERNELS); do \

@@ -13,7 +13,11 @@
 //! 4. churn: N sequential create/start/wait-for-exit/remove of `/bin/true` in one pod,
 //!    total and per container;
 //! 5. memory: with M pods running (sandbox + one `sleep` each), the PSS and RSS of the
-//!    handler's resident processes (its shims and any helper they keep) per pod.
+//!    handler's resident processes (its shims and any helper they keep) per pod;
+//! 6. exec probes (`probes.rs`), for `BENCH_PROBE_HANDLERS` (runc and peapod-embedded):
+//!    the node's CPU per exec probe of `/bin/true` in one pod, and over a window with P
+//!    pods probed every second; ExecSync through containerd for a CRI handler, the
+//!    shim's own prober embedded.
 //!
 //! With a containerd 2.x build at hand (the newest of `PEAPOD_CONTAINERD_BUILDS`, or
 //! `BENCH_CONTAINERD2=<dir>`; `none` to leave it out), a second private containerd of that
@@ -45,7 +49,10 @@
 //! per pod, 5), `BENCH_CHURN_ITERATIONS` (3), `BENCH_CHURN_CONTAINERS` (100),
 //! `BENCH_MEMORY_PODS` (20), `BENCH_MEMORY_SAMPLES` (3), `BENCH_HANDLERS`
 //! (`runc,crun,peapod,peapod-embedded`, and the 2.x columns), `BENCH_CONTAINERD2`,
-//! `BENCH_EMBEDDED_NETWORK` (`none` or `cni`),
+//! `BENCH_EMBEDDED_NETWORK` (`none` or `cni`), `BENCH_PROBES` (probes measured in the
+//! one-pod row, 20; 0 leaves the row out), `BENCH_PROBE_IDLE` (seconds of its idle window,
+//! 5), `BENCH_PROBE_PODS` (20; 0 leaves the row out), `BENCH_PROBE_SECONDS` (their
+//! window, 60), `BENCH_PROBE_HANDLERS` (`runc,peapod-embedded`; any of the run's),
 //! `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
 //! and prints the phase table.
 //!
@@ -65,10 +72,12 @@ use peapod_tests::containerd::{
     self, Containerd, ContainerdBuild, CRUN_HANDLER, PEAPOD_HANDLER, PEAPOD_SHIM_HANDLER, RUNC_HANDLER,
 };
 use peapod_tests::procs::MemSample;
+use probes::{ManyPods, PerProbe};
 use report::{Context, Phases, Report, Row, Unit};
 use scenarios::{Bench, PodTimes};
 
 mod embedded;
+mod probes;
 mod report;
 mod scenarios;
 
@@ -92,6 +101,16 @@ struct Config {
     /// Why there is no second containerd, when there is none.
     containerd2_absent: Option<String>,
     embedded_network: NetworkMode,
+    /// Probes measured in the one-pod exec-probe row (0: no such row).
+    probes: usize,
+    /// Its idle window.
+    probe_idle: Duration,
+    /// Pods of the many-pods exec-probe row (0: no such row).
+    probe_pods: usize,
+    /// Its window.
+    probe_window: Duration,
+    /// The handlers of the exec-probe rows.
+    probe_handlers: Vec<String>,
     out: PathBuf,
 }
 
@@ -167,6 +186,18 @@ impl Config {
                 .context("target dir")?
                 .join("bench"),
         };
+        let probe_handlers: Vec<String> = std::env::var("BENCH_PROBE_HANDLERS")
+            .unwrap_or_else(|_| format!("{RUNC_HANDLER},{}", embedded::HANDLER))
+            .split(',')
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        if let Some(h) = probe_handlers.iter().find(|h| !handlers.contains(h)) {
+            bail!(
+                "BENCH_PROBE_HANDLERS: {h:?} is not one of the run's handlers ({})",
+                handlers.join(",")
+            );
+        }
         let config = Self {
             iterations: env_usize("BENCH_ITERATIONS", 20)?.max(1),
             warmup: env_usize("BENCH_WARMUP", 2)?,
@@ -179,6 +210,11 @@ impl Config {
             containerd2,
             containerd2_absent,
             embedded_network,
+            probes: env_usize("BENCH_PROBES", 20)?,
+            probe_idle: Duration::from_secs(env_usize("BENCH_PROBE_IDLE", 5)?.max(1) as u64),
+            probe_pods: env_usize("BENCH_PROBE_PODS", 20)?,
+            probe_window: Duration::from_secs(env_usize("BENCH_PROBE_SECONDS", 60)?.max(1) as u64),
+            probe_handlers,
             out,
         };
         Ok(config)
@@ -329,6 +365,8 @@ const CHURN_TOTAL: usize = 3;
 const CHURN_EACH: usize = 4;
 const MEM_PSS: usize = 5;
 const MEM_RSS: usize = 6;
+const PROBE_EACH: usize = 7;
+const PROBE_PODS: usize = 8;
 
 impl Run {
     fn new(config: &Config) -> Self {
@@ -372,6 +410,26 @@ impl Run {
                 "shim_rss_per_pod",
                 format!("shim memory per pod, RSS ({} pods running)", config.memory_pods),
                 Unit::Mib,
+                None,
+            ),
+            Row::new(
+                "exec_probe_cpu",
+                format!(
+                    "exec probe `{}` every 1 s, node CPU per probe (1 pod, idle subtracted)",
+                    probes::COMMAND
+                ),
+                Unit::Millis,
+                None,
+            ),
+            Row::new(
+                "exec_probe_pods_cpu",
+                format!(
+                    "exec probes: node CPU over {} s, {} pods × `{}` every 1 s",
+                    config.probe_window.as_secs(),
+                    config.probe_pods,
+                    probes::COMMAND
+                ),
+                Unit::Seconds,
                 None,
             ),
         ];
@@ -473,6 +531,24 @@ impl Runtimes<'_> {
         } else {
             let (b, name) = self.cri_for(handler)?;
             scenarios::memory(b, name, pods, samples)
+        }
+    }
+
+    fn probe_cost(&self, handler: &str, count: usize, idle: Duration) -> Result<PerProbe> {
+        if handler == embedded::HANDLER {
+            embedded::probe_cost(self.embedded()?, count, idle)
+        } else {
+            let (b, name) = self.cri_for(handler)?;
+            scenarios::probe_cost(b, name, count, idle)
+        }
+    }
+
+    fn probe_pods(&self, handler: &str, pods: usize, window: Duration) -> Result<ManyPods> {
+        if handler == embedded::HANDLER {
+            embedded::probe_pods(self.embedded()?, pods, window)
+        } else {
+            let (b, name) = self.cri_for(handler)?;
+            scenarios::probe_pods(b, name, pods, window)
         }
     }
 }
@@ -597,6 +673,75 @@ fn memory_rows(b: &Runtimes, config: &Config, run: &mut Run) {
     }
 }
 
+fn probe_rows(b: &Runtimes, config: &Config, run: &mut Run) {
+    let handlers: Vec<String> = run
+        .handlers
+        .clone()
+        .into_iter()
+        .filter(|h| config.probe_handlers.contains(h) && run.available(h))
+        .collect();
+    if config.probes > 0 {
+        eprintln!(
+            "== exec probes: CPU per probe, 1 pod, {} s idle then {} probes, 1 s apart",
+            config.probe_idle.as_secs(),
+            config.probes
+        );
+        for h in &handlers {
+            match b.probe_cost(h, config.probes, config.probe_idle) {
+                Ok(p) => {
+                    let cell = run.rows[PROBE_EACH].cell(h);
+                    cell.samples.extend(&p.samples_ms);
+                    eprintln!(
+                        "  {h}: {:.2} ms per probe (median; idle {:.2} ms/s subtracted)",
+                        report::median(&cell.samples).unwrap_or(0.0),
+                        p.idle_ms_per_s
+                    );
+                    run.notes.push(format!(
+                        "{h}: exec probes, 1 pod: idle CPU {:.2} ms/s before the probes, subtracted from each \
+                         probe's second",
+                        p.idle_ms_per_s
+                    ));
+                }
+                Err(e) => run.fail(h, &[PROBE_EACH], "exec probe cost", &e),
+            }
+        }
+    }
+    if config.probe_pods > 0 {
+        eprintln!(
+            "== exec probes: {} pods, one probe each per second, CPU over {} s",
+            config.probe_pods,
+            config.probe_window.as_secs()
+        );
+        for h in &handlers {
+            let begun = Instant::now();
+            match b.probe_pods(h, config.probe_pods, config.probe_window) {
+                Ok(p) => {
+                    run.rows[PROBE_PODS].cell(h).samples.push(p.cpu_s);
+                    let per_probe = if p.probes > 0 {
+                        p.cpu_s * 1000.0 / p.probes as f64
+                    } else {
+                        0.0
+                    };
+                    let line = format!(
+                        "{h}: exec probes, {} pods: {:.2} CPU s in {:.0} s ({:.1}% of one core), {}{} probes, {:.2} ms \
+                         per probe with the idle share",
+                        config.probe_pods,
+                        p.cpu_s,
+                        p.window_s,
+                        p.cpu_s * 100.0 / p.window_s,
+                        if p.counted { "" } else { "about " },
+                        p.probes,
+                        per_probe
+                    );
+                    eprintln!("  {line} ({:.0} s)", begun.elapsed().as_secs_f64());
+                    run.notes.push(line);
+                }
+                Err(e) => run.fail(h, &[PROBE_PODS], "exec probes of many pods", &e),
+            }
+        }
+    }
+}
+
 /// Starts containerd, runs every row, collects the phases, checks and stops containerd.
 /// Returns the phases; errors only when containerd cannot be set up (the instance is
 /// then torn down on drop).
@@ -648,6 +793,7 @@ fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
     pod_rows(&b, config, run);
     churn_rows(&b, config, run);
     memory_rows(&b, config, run);
+    probe_rows(&b, config, run);
     if let Some(e) = b.embedded.take() {
         if let Err(e) = e.finish() {
             run.failures.push(format!("{}: {e:#}", embedded::HANDLER));
@@ -766,6 +912,22 @@ fn real_main() -> Result<bool> {
             ),
         )],
     };
+    if config.probes > 0 || config.probe_pods > 0 {
+        context.config.push((
+            "exec probes",
+            format!(
+                "`{}` every 1 s ({}): {} probes in 1 pod after {} s idle; {} pods over {} s. Node CPU from cgroup \
+                 accounting: containerd and its shims (CRI) or the pods' shims (embedded) in a cgroup of their own, \
+                 plus the pods' cgroups; the ExecSync client (the kubelet's part) not counted",
+                probes::COMMAND,
+                config.probe_handlers.join(", "),
+                config.probes,
+                config.probe_idle.as_secs(),
+                config.probe_pods,
+                config.probe_window.as_secs()
+            ),
+        ));
+    }
     if config.handlers.iter().any(|h| h == embedded::HANDLER) {
         context.config.push((
             "peapod-embedded",

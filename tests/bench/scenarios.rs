@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use peapod_tests::containerd::{self, Containerd};
+use peapod_tests::cpu::CpuCgroup;
 use peapod_tests::cri::{self, api, container_config, CriClient};
 use peapod_tests::procs::{sample_memory, shims_and_helpers, MemSample, Proc};
+
+use crate::probes::{self, ManyPods, Meter, PerProbe};
 
 /// How often a wait polls `ContainerStatus`: short, so the poll adds little to what is
 /// measured, long enough not to steal a core from the runtime on a 2-core machine.
@@ -301,4 +304,166 @@ fn read_memory(ctrd: &Containerd, pod_ids: &BTreeSet<String>) -> Result<MemSampl
         ctrd.address().display()
     );
     sample_memory(procs)
+}
+
+/// The measurement cgroup of a CRI handler's probe row, holding containerd (and so every
+/// shim it starts from now on, and what those fork).
+fn containerd_meter_group(b: &Bench, row: &str) -> Result<CpuCgroup> {
+    let mut group = CpuCgroup::create(&probes::cgroup_name(row))?;
+    let moved = group
+        .adopt(b.ctrd.pid())
+        .context("move containerd into the CPU cgroup")?;
+    ensure!(moved, "containerd (pid {}) has gone", b.ctrd.pid());
+    Ok(group)
+}
+
+/// A pod of one `sleep` app under `RuntimeDefault` seccomp (the embedded column's
+/// default), running; returns it and the app's id.
+fn probed_pod(b: &Bench, handler: &str, name: &str) -> Result<(RunningPod, String)> {
+    let mut config = cri::pod_config(b.ctrd, name)?;
+    let mut app = container_config("app", &["sleep", "3600"]);
+    runtime_default_seccomp(&mut config, &mut [&mut app])?;
+    let pod = run_pod_with(b, handler, config)?;
+    let started = start(b, &pod, &app).and_then(|id| {
+        wait_state(b.cri, &id, api::ContainerState::ContainerRunning)?;
+        Ok(id)
+    });
+    match started {
+        Ok(id) => Ok((pod, id)),
+        Err(e) => {
+            let _ = pod.remove(b.cri);
+            Err(e)
+        }
+    }
+}
+
+/// One exec probe as the kubelet runs it: ExecSync of [`probes::COMMAND`], which must
+/// exit 0.
+fn exec_probe(cri: &CriClient, id: &str) -> Result<()> {
+    let out = cri.exec_sync(id, &[probes::COMMAND], probes::TIMEOUT)?;
+    ensure!(
+        out.exit_code == 0,
+        "ExecSync {} exited {} (stderr {:?})",
+        probes::COMMAND,
+        out.exit_code,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The cgroup parent of `pod` (where the runtime puts its containers' cgroups).
+fn pod_cgroup(pod: &RunningPod) -> Result<String> {
+    Ok(pod
+        .config
+        .linux
+        .as_ref()
+        .context("pod config has no linux section")?
+        .cgroup_parent
+        .clone())
+}
+
+/// Exec probes, row 1 (`probes.rs`): one pod, `idle` without probes, then `count`
+/// ExecSyncs of `/bin/true`, one per second, as the kubelet's prober issues them.
+pub fn probe_cost(b: &Bench, handler: &str, count: usize, idle: Duration) -> Result<PerProbe> {
+    let group = containerd_meter_group(b, "probe")?;
+    let measured = (|| -> Result<PerProbe> {
+        let (pod, id) = probed_pod(b, handler, "probe")?;
+        let measured = (|| -> Result<PerProbe> {
+            let meter = Meter {
+                group: &group,
+                pods: vec![pod_cgroup(&pod)?],
+            };
+            std::thread::sleep(probes::SETTLE);
+            let idle_ms_per_s = meter.idle_rate(idle)?;
+            let first = Instant::now() + probes::PERIOD / 2;
+            let samples_ms = meter.per_probe(first, count, idle_ms_per_s, |_| exec_probe(b.cri, &id))?;
+            Ok(PerProbe {
+                samples_ms,
+                idle_ms_per_s,
+            })
+        })();
+        let removed = pod.remove(b.cri).with_context(|| format!("remove pod {}", pod.id));
+        let value = measured?;
+        removed?;
+        Ok(value)
+    })();
+    let removed = group.remove();
+    let value = measured?;
+    removed?;
+    Ok(value)
+}
+
+/// Exec probes, row 2 (`probes.rs`): `pods` pods, each probed every second by a thread of
+/// its own (the kubelet's probe workers; their ticks spread over the second), the node's
+/// CPU over `window`.
+pub fn probe_pods(b: &Bench, handler: &str, pods: usize, window: Duration) -> Result<ManyPods> {
+    let group = containerd_meter_group(b, "pods")?;
+    let mut running: Vec<(RunningPod, String)> = Vec::with_capacity(pods);
+    let measured = (|| -> Result<ManyPods> {
+        for _ in 0..pods {
+            running.push(probed_pod(b, handler, "probes")?);
+        }
+        let meter = Meter {
+            group: &group,
+            pods: running.iter().map(|(p, _)| pod_cgroup(p)).collect::<Result<_>>()?,
+        };
+        std::thread::sleep(probes::SETTLE);
+        let begun = Instant::now();
+        // The window starts once every worker has probed once.
+        let from = begun + probes::PERIOD;
+        let to = from + window;
+        let stop = to + probes::PERIOD / 2;
+        let (cpu_ns, probed) = std::thread::scope(|s| -> Result<(u64, usize)> {
+            let workers: Vec<_> = running
+                .iter()
+                .enumerate()
+                .map(|(i, (_, id))| {
+                    let offset = probes::PERIOD.mul_f64(i as f64 / pods as f64);
+                    s.spawn(move || -> Result<usize> {
+                        let mut in_window = 0;
+                        let mut tick = begun + offset;
+                        while tick < stop {
+                            probes::sleep_until(tick);
+                            exec_probe(b.cri, id)?;
+                            in_window += usize::from(tick >= from && tick < to);
+                            tick += probes::PERIOD;
+                            // A late probe skips the ticks it missed, as a ticker does.
+                            while tick < Instant::now() {
+                                tick += probes::PERIOD;
+                            }
+                        }
+                        Ok(in_window)
+                    })
+                })
+                .collect();
+            probes::sleep_until(from);
+            let c0 = meter.read();
+            probes::sleep_until(to);
+            let c1 = meter.read();
+            let mut probed = 0;
+            for w in workers {
+                probed += w.join().map_err(|_| anyhow::anyhow!("a probe worker panicked"))??;
+            }
+            Ok((c1?.saturating_sub(c0?), probed))
+        })?;
+        Ok(ManyPods {
+            cpu_s: cpu_ns as f64 / 1e9,
+            window_s: window.as_secs_f64(),
+            probes: probed,
+            counted: true,
+        })
+    })();
+    let mut removal = Ok(());
+    for (pod, _) in &running {
+        if let Err(e) = pod.remove(b.cri) {
+            if removal.is_ok() {
+                removal = Err(e.context(format!("remove pod {}", pod.id)));
+            }
+        }
+    }
+    let removed = group.remove();
+    let value = measured?;
+    removal?;
+    removed?;
+    Ok(value)
 }

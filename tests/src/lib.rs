@@ -19,6 +19,7 @@ use oci_spec::runtime::{Capability, Spec};
 use sandbox::{Config, Container, CreateOptions, Stdio};
 
 pub mod containerd;
+pub mod cpu;
 pub mod cri;
 pub mod embedded;
 pub mod fuzz;
