@@ -73,10 +73,54 @@ pub struct ProcessIo {
     stdin_closing: Arc<AtomicBool>,
     /// A copier moves containerd's stdin FIFO into the process.
     stdin_copier: bool,
-    exited: Arc<AtomicBool>,
+    exited: Arc<ExitSignal>,
     /// (stdin, stdout) URIs waiting for the pty master of a terminal process.
     terminal: Option<(String, String)>,
     console: Option<OwnedFd>,
+}
+
+/// The process's exit as its output copiers learn it: a flag, and an eventfd that turns
+/// readable (and stays so: nobody reads it) when the flag is set, so that a copier blocked
+/// in `poll` on the process's pipe wakes up for it. Copiers thus sleep until there is
+/// output or an exit, with no periodic wake-up while the process runs.
+struct ExitSignal {
+    flag: AtomicBool,
+    /// `None` when no eventfd could be made: copiers then look at the flag every 50 ms.
+    event: Option<nix::sys::eventfd::EventFd>,
+}
+
+impl ExitSignal {
+    fn new() -> ExitSignal {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        ExitSignal {
+            flag: AtomicBool::new(false),
+            event: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok(),
+        }
+    }
+
+    fn set(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Some(event) = &self.event {
+            let _ = event.write(1);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `src` is readable (or hung up) or the process exited.
+    fn wait_readable(&self, src: &File) {
+        let mut fds = vec![PollFd::new(src.as_fd(), PollFlags::POLLIN)];
+        let timeout = match &self.event {
+            Some(event) => {
+                fds.push(PollFd::new(event.as_fd(), PollFlags::POLLIN));
+                PollTimeout::NONE
+            }
+            None => PollTimeout::from(50u16),
+        };
+        let _ = poll(&mut fds, timeout);
+    }
 }
 
 fn pipe() -> io::Result<(File, File)> {
@@ -100,7 +144,7 @@ impl ProcessIo {
             stdin: Arc::new(Mutex::new(None)),
             stdin_closing: Arc::new(AtomicBool::new(false)),
             stdin_copier: false,
-            exited: Arc::new(AtomicBool::new(false)),
+            exited: Arc::new(ExitSignal::new()),
             terminal: None,
             console: None,
         };
@@ -192,7 +236,7 @@ impl ProcessIo {
     /// After the process exited: lets the copiers drain what is buffered, waits for them,
     /// and closes every target. Blocks at most as long as the buffered data takes to move.
     pub fn finish(&mut self) {
-        self.exited.store(true, Ordering::SeqCst);
+        self.exited.set();
         for c in self.copiers.drain(..) {
             let _ = c.join();
         }
@@ -242,7 +286,7 @@ impl Sink {
     /// O_NONBLOCK)` (ENXIO while no reader has it open). Waits as long as the process runs
     /// (`exited` unset), then at most [`FIFO_READER_GRACE`]. False when no reader came or
     /// the FIFO cannot be opened (logged): the output is then dropped.
-    fn connect(&mut self, name: &str, exited: &AtomicBool) -> bool {
+    fn connect(&mut self, name: &str, exited: &ExitSignal) -> bool {
         let Some(path) = self.fifo.take() else {
             return self.file.is_some();
         };
@@ -266,7 +310,7 @@ impl Sink {
                     return true;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                    if exited.load(Ordering::SeqCst) {
+                    if exited.is_set() {
                         let since = *exited_at.get_or_insert_with(Instant::now);
                         if since.elapsed() >= FIFO_READER_GRACE {
                             tracing::warn!(stream = name, fifo = %path.display(), "no reader opened the fifo: output dropped");
@@ -386,7 +430,7 @@ fn open_sink(stream: &'static str, uri: &str) -> Result<Option<Sink>, IoError> {
 
 /// Copies `src` (a pipe or pty master) to `sink` until end-of-file (EIO on a pty whose
 /// slaves are all closed), or, once `exited` is set, until nothing more is buffered.
-fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<AtomicBool>) -> JoinHandle<()> {
+fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitSignal>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("io-{name}"))
         .spawn(move || {
@@ -402,7 +446,7 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<Atomi
                 // Read the flag before reading the pipe: if the process had exited by
                 // then, every byte it wrote is already buffered, so "would block" means
                 // drained.
-                let done = exited.load(Ordering::SeqCst);
+                let done = exited.is_set();
                 match src.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => match sink.write(&buf[..n]) {
@@ -418,8 +462,7 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<Atomi
                         if done {
                             break;
                         }
-                        let mut fds = [PollFd::new(src.as_fd(), PollFlags::POLLIN)];
-                        let _ = poll(&mut fds, PollTimeout::from(50u16));
+                        exited.wait_readable(&src);
                     }
                     // A pty master whose slaves are all closed.
                     Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
