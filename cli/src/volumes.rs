@@ -3,7 +3,7 @@
 //!
 //! 1. [`plan_volume`] checks a volume as the API server does
 //!    (`pkg/apis/core/validation`: `validateKeyToPath`, `validateDownwardAPIVolumeFile`,
-//!    `validateProjectionSources`): item paths relative, without a `..` element, not
+//!    `validateProjectionSources`): item paths relative, without a `..` element or NUL, not
 //!    starting with `..` (kubelet's own `..data` lives there), keys valid ConfigMap keys,
 //!    modes within 0..=0777, no two items writing the same path. The plan keeps the
 //!    references, not the data, so it can be made again from the manifest (CRI mode
@@ -215,7 +215,8 @@ pub fn check_key(f: &str, key: &str) -> Result<(), ManifestError> {
 /// Checks an item's `path` at field `f` as the API server (`ValidateLocalNonReservedPath`)
 /// and kubelet's atomic writer (`validatePath`) do, and returns it cleaned (`path.Clean`:
 /// no empty or `.` elements): not empty, relative, no `..` element, not starting with `..`
-/// (kubelet's reserved names), at most 4096 bytes with elements of at most 255.
+/// (kubelet's reserved names), no NUL byte (which no file name can hold), at most 4096
+/// bytes with elements of at most 255.
 ///
 /// Errors: [`ManifestError::Field`] naming the rule.
 pub fn check_path(f: &str, path: &str) -> Result<String, ManifestError> {
@@ -228,6 +229,11 @@ pub fn check_path(f: &str, path: &str) -> Result<String, ManifestError> {
     }
     if path.split('/').any(|e| e == "..") {
         return bad("must not contain '..'");
+    }
+    // The API server lets NUL through (JSON and YAML can carry it) and kubelet's write then
+    // fails with EINVAL; the kernel takes a path only up to its first NUL.
+    if path.contains('\0') {
+        return bad("must not contain NUL");
     }
     if path.len() > MAX_PATH_LENGTH {
         return bad("must be no more than 4096 bytes");
@@ -1086,6 +1092,7 @@ mod tests {
             ("..data", "must not start with '..'"),
             ("./..x/y", "must not start with '..'"),
             (".", "not the volume itself"),
+            ("x\0y", "must not contain NUL"),
             ("./", "not the volume itself"),
         ] {
             let e = check_path("f", path).unwrap_err().to_string();
