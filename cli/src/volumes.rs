@@ -3,7 +3,7 @@
 //!
 //! 1. [`plan_volume`] checks a volume as the API server does
 //!    (`pkg/apis/core/validation`: `validateKeyToPath`, `validateDownwardAPIVolumeFile`,
-//!    `validateProjectionSources`): item paths relative, without a `..` element, not
+//!    `validateProjectionSources`): item paths relative, without a `..` element or NUL, not
 //!    starting with `..` (kubelet's own `..data` lives there), keys valid ConfigMap keys,
 //!    modes within 0..=0777, no two items writing the same path. The plan keeps the
 //!    references, not the data, so it can be made again from the manifest (CRI mode
@@ -30,7 +30,12 @@
 //! inside the pod's own 0700 directory, and each volume's directory is created fresh
 //! (mkdir fails if it exists) before any container of the pod runs, so no container can
 //! have placed a symlink on the way of a write; containers see a volume only through its
-//! read-only bind mount.
+//! read-only bind mount. Even so no symlink is followed on the way: the pod's directories
+//! are refused when they are links (`sandbox::hostdir::create_private`), the files are
+//! written relative to the volume directory's fd without following any link, and
+//! [`tear_down`] does not follow a link where the pod's directories should be (a leftover
+//! or a planted link would otherwise aim the writes, the chmods, the unmounts and the
+//! removal at the host directory it names).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -215,7 +220,8 @@ pub fn check_key(f: &str, key: &str) -> Result<(), ManifestError> {
 /// Checks an item's `path` at field `f` as the API server (`ValidateLocalNonReservedPath`)
 /// and kubelet's atomic writer (`validatePath`) do, and returns it cleaned (`path.Clean`:
 /// no empty or `.` elements): not empty, relative, no `..` element, not starting with `..`
-/// (kubelet's reserved names), at most 4096 bytes with elements of at most 255.
+/// (kubelet's reserved names), no NUL byte (which no file name can hold), at most 4096
+/// bytes with elements of at most 255.
 ///
 /// Errors: [`ManifestError::Field`] naming the rule.
 pub fn check_path(f: &str, path: &str) -> Result<String, ManifestError> {
@@ -228,6 +234,11 @@ pub fn check_path(f: &str, path: &str) -> Result<String, ManifestError> {
     }
     if path.split('/').any(|e| e == "..") {
         return bad("must not contain '..'");
+    }
+    // The API server lets NUL through (JSON and YAML can carry it) and kubelet's write then
+    // fails with EINVAL; the kernel takes a path only up to its first NUL.
+    if path.contains('\0') {
+        return bad("must not contain NUL");
     }
     if path.len() > MAX_PATH_LENGTH {
         return bad("must be no more than 4096 bytes");
@@ -904,22 +915,59 @@ pub fn set_up(
 /// new `..<UTC time>.<ns>` directory (0755; subdirectories 0755; each file with its mode,
 /// set with chmod), `..data_tmp` → that directory renamed to `..data`, and one symlink
 /// `<name>` → `..data/<name>` per top-level name. `field` gives a downwardAPI field's bytes.
+///
+/// Every step is relative to an fd of `dir`, one path element at a time, never following
+/// a symlink (`O_NOFOLLOW`, and files `O_EXCL`): nothing is written outside `dir`, whatever
+/// is found there, and an item path of up to 4096 bytes works wherever `dir` is (kubelet's
+/// writer, which joins full paths, fails with ENAMETOOLONG past `PATH_MAX`).
 fn write_payload(dir: &Path, payload: &Payload, field: &dyn Fn(&str) -> Vec<u8>) -> Result<(), VolumeError> {
+    use nix::fcntl::{openat, renameat, OFlag};
+    use nix::sys::stat::{fchmod, mkdirat, Mode};
+    let dir_mode = Mode::from_bits_truncate(DIR_MODE);
+    let open_dir = |at: &dyn std::os::fd::AsFd, name: &str| {
+        openat(
+            at.as_fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    // A new directory `name` in `at`, 0755 whatever the umask; `Ok(false)` if one exists.
+    let new_dir = |at: &dyn std::os::fd::AsFd, name: &str| -> nix::Result<bool> {
+        match mkdirat(at.as_fd(), name, dir_mode) {
+            Ok(()) => fchmod(open_dir(at, name)?, dir_mode).map(|()| true),
+            Err(nix::errno::Errno::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let create = |path: PathBuf| move |e: nix::errno::Errno| VolumeError::Create { path, source: e.into() };
+    let vol = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|source| VolumeError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     let now = jiff::Timestamp::now();
     let ts_name = format!("..{}.{}", now.strftime("%Y_%m_%d_%H_%M_%S"), now.subsec_nanosecond());
     let ts_dir = dir.join(&ts_name);
-    fresh_dir(&ts_dir, DIR_MODE)?;
+    if !new_dir(&vol, &ts_name).map_err(create(ts_dir.clone()))? {
+        return Err(create(ts_dir)(nix::errno::Errno::EEXIST));
+    }
+    let ts = open_dir(&vol, &ts_name).map_err(create(ts_dir.clone()))?;
     for (path, file) in payload {
         let full = ts_dir.join(path);
-        if let Some(parent) = full.parent().filter(|p| *p != ts_dir) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(parent)
-                .map_err(|source| VolumeError::Create {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
+        let (parents, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let mut at = ts.try_clone().map_err(|source| VolumeError::Create {
+            path: ts_dir.clone(),
+            source,
+        })?;
+        let mut walked = ts_dir.clone();
+        for element in parents.split('/').filter(|e| !e.is_empty()) {
+            walked.push(element);
+            new_dir(&at, element).map_err(create(walked.clone()))?;
+            at = open_dir(&at, element).map_err(create(walked.clone()))?;
         }
         let bytes = match &file.data {
             FileData::Bytes(b) => b.clone(),
@@ -929,34 +977,34 @@ fn write_payload(dir: &Path, payload: &Payload, field: &dyn Fn(&str) -> Vec<u8>)
             path: full.clone(),
             source,
         };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(file.mode)
-            .open(&full)
-            .map_err(write_err)?;
+        let mode = Mode::from_bits_truncate(file.mode);
+        let fd = openat(
+            &at,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            mode,
+        )
+        .map_err(|e| write_err(e.into()))?;
+        let mut f = fs::File::from(fd);
         std::io::Write::write_all(&mut f, &bytes).map_err(write_err)?;
-        f.set_permissions(fs::Permissions::from_mode(file.mode))
-            .map_err(write_err)?;
+        fchmod(&f, mode).map_err(|e| write_err(e.into()))?;
     }
-    let symlink = |target: &str, path: PathBuf| {
-        std::os::unix::fs::symlink(target, &path).map_err(|source| VolumeError::Symlink {
-            path,
+    let symlink = |target: &str, name: &str| {
+        nix::unistd::symlinkat(target, &vol, name).map_err(|e| VolumeError::Symlink {
+            path: dir.join(name),
             target: target.to_string(),
-            source,
+            source: e.into(),
         })
     };
-    let tmp = dir.join("..data_tmp");
-    symlink(&ts_name, tmp.clone())?;
-    let data = dir.join(DATA_DIR_LINK);
-    fs::rename(&tmp, &data).map_err(|source| VolumeError::Rename {
-        from: tmp,
-        to: data,
-        source,
+    symlink(&ts_name, "..data_tmp")?;
+    renameat(&vol, "..data_tmp", &vol, DATA_DIR_LINK).map_err(|e| VolumeError::Rename {
+        from: dir.join("..data_tmp"),
+        to: dir.join(DATA_DIR_LINK),
+        source: e.into(),
     })?;
     let top: std::collections::BTreeSet<&str> = payload.keys().filter_map(|p| p.split('/').next()).collect();
     for name in top {
-        symlink(&format!("{DATA_DIR_LINK}/{name}"), dir.join(name))?;
+        symlink(&format!("{DATA_DIR_LINK}/{name}"), name)?;
     }
     Ok(())
 }
@@ -1010,11 +1058,30 @@ fn read_mountinfo() -> Result<String, VolumeError> {
 /// Removes the pod's volume directory `pod_volumes`: every mount at or below it unmounted
 /// first (the secret, downwardAPI and projected tmpfs, found in `/proc/self/mountinfo`,
 /// so also those of a run that failed half-way), then the directory removed. Already gone
-/// is fine; idempotent.
+/// is fine; idempotent. When `pod_volumes` or the pod's directory above it is a symlink,
+/// nothing is done (nothing is followed; the caller removes the link with the pod's
+/// directory).
 ///
 /// Errors: an unmount failed, something is still mounted there (nothing is removed then),
 /// or the removal failed.
 pub fn tear_down(pod_volumes: &Path) -> Result<(), VolumeError> {
+    // The pod's directory and its volume directory are the runtime's own and never links
+    // ([`set_up`] refuses them). One found there (a leftover, or planted) is not followed:
+    // the unmounts and the removal would reach the host directory it names. The caller's
+    // removal of the pod's directory takes the link itself away.
+    for p in [Some(pod_volumes), pod_volumes.parent()].into_iter().flatten() {
+        match fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(VolumeError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
     let dir = match fs::canonicalize(pod_volumes) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -1086,6 +1153,7 @@ mod tests {
             ("..data", "must not start with '..'"),
             ("./..x/y", "must not start with '..'"),
             (".", "not the volume itself"),
+            ("x\0y", "must not contain NUL"),
             ("./", "not the volume itself"),
         ] {
             let e = check_path("f", path).unwrap_err().to_string();
@@ -1334,6 +1402,53 @@ mod tests {
         tear_down(dir.path()).unwrap();
         assert!(!dir.path().exists());
         tear_down(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_writer_takes_paths_past_path_max_and_follows_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("v");
+        fresh_dir(&vol, DIR_MODE).unwrap();
+        // 4095 bytes, valid for the API server and kubelet: past PATH_MAX once joined to
+        // the volume's directory.
+        let long = vec!["l".repeat(255); 16].join("/");
+        assert_eq!(check_path("f", &long).unwrap(), long);
+        let mut payload = Payload::new();
+        payload.insert(
+            long.clone(),
+            FileProjection {
+                data: FileData::Bytes(b"L".to_vec()),
+                mode: 0o640,
+            },
+        );
+        write_payload(&vol, &payload, &|_| Vec::new()).unwrap();
+        let mut at = fs::File::open(vol.join(DATA_DIR_LINK)).unwrap();
+        for e in long.split('/') {
+            let next = nix::fcntl::openat(&at, e, nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).unwrap();
+            at = fs::File::from(next);
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut at, &mut text).unwrap();
+        assert_eq!(text, "L");
+        assert_eq!(at.metadata().unwrap().permissions().mode() & 0o7777, 0o640);
+        // A volume directory that is a symlink is not written through.
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            write_payload(&link, &payload, &|_| Vec::new()),
+            Err(VolumeError::Create { .. })
+        ));
+        assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+        // Nor is tear_down: the link's target stays, the link is left to the caller.
+        tear_down(&link).unwrap();
+        assert!(target.is_dir() && link.symlink_metadata().is_ok());
+        let pod = dir.path().join("pod");
+        std::os::unix::fs::symlink(&target, &pod).unwrap();
+        fs::create_dir(target.join("volumes")).unwrap();
+        tear_down(&pod.join("volumes")).unwrap();
+        assert!(target.join("volumes").is_dir());
     }
 
     #[test]

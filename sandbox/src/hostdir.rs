@@ -40,19 +40,38 @@ pub const UMASK: u32 = 0o022;
 
 /// Creates directory `path` with [`PRIVATE_MODE`], its missing ancestors with
 /// [`ROOT_MODE`]. An existing `path` is chmodded to [`PRIVATE_MODE`] (it is ours: a pod's
-/// or a container's directory); existing ancestors keep their mode.
+/// or a container's directory); existing ancestors keep their mode (they may be symlinks:
+/// an administrator's choice). `path` itself is never followed when it is a symlink: the
+/// runtime writes below it as root, and a link left there (by an earlier run, or planted)
+/// would send those writes, and the chmod, to the host directory it names.
 ///
-/// Errors: mkdir(2) or chmod(2) failed (the path in the caller's error).
+/// Errors: mkdir(2), open(2) or fchmod(2) failed (the path in the caller's error): "a
+/// symlink, not a directory: not followed" when `path` is a symlink, ENOTDIR when it is
+/// another non-directory.
 pub fn create_private(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_root(parent)?;
     }
     match fs::DirBuilder::new().mode(PRIVATE_MODE).create(path) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_MODE))
+    // The mode through an fd opened without following `path`: the chmod reaches this
+    // directory or nothing.
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            // ENOTDIR (with O_DIRECTORY) or ELOOP: say which.
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                io::Error::new(e.kind(), "a symlink, not a directory: not followed")
+            } else {
+                e
+            }
+        })?;
+    dir.set_permissions(fs::Permissions::from_mode(PRIVATE_MODE))
 }
 
 /// Creates directory `path` and its missing ancestors with [`ROOT_MODE`]; an existing one
@@ -116,5 +135,18 @@ mod tests {
             (mode(&file), fs::read_to_string(&file).unwrap().as_str()),
             (PRIVATE_FILE_MODE, "{}")
         );
+        // A symlink where the leaf goes is not followed: its target keeps its mode.
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.path().join("a/b/link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = create_private(&link).unwrap_err();
+        assert_eq!(e.raw_os_error(), None, "{e}");
+        assert!(e.to_string().contains("symlink"), "{e}");
+        assert_eq!(mode(&target), 0o755);
+        fs::write(dir.path().join("a/b/file"), "").unwrap();
+        let e = create_private(&dir.path().join("a/b/file")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
     }
 }

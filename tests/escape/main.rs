@@ -14,6 +14,11 @@
 //! cgroup or state dir is left (the harness's `assert_clean`, runc's state root empty),
 //! and after the suite no test cgroup remains.
 //!
+//! Classes with a module of their own: mandatory access control in `lsm.rs`; the
+//! configMap, secret, downwardAPI and projected volumes peapod fills on the host (item
+//! paths, keys and modes from the manifest, symlinks planted on the way, root in a
+//! container against the read-only mounts) in `volumes.rs`.
+//!
 //! `harness = false`: this binary is also the container init helper (see
 //! `sandbox::init`), so `main` dispatches to it before running tests.
 
@@ -30,6 +35,7 @@ use peapod_tests::seccomp;
 use peapod_tests::{run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn};
 
 mod lsm;
+mod volumes;
 
 /// What the sentinel `null` in the host directory holds.
 const SENTINEL: &str = "host file, must survive\n";
@@ -1518,27 +1524,43 @@ struct HostPod {
 impl HostPod {
     /// Imports the test images and runs `manifest` (a Pod named `name`).
     fn run(name: &str, manifest: &str) -> Result<Self> {
+        let pod = Self::new(name)?;
+        pod.import()?;
+        let out = pod.run_manifest(manifest)?;
+        if out.code != 0 {
+            let _ = pod.delete();
+            anyhow::bail!("peapod run: {out:?}");
+        }
+        Ok(pod)
+    }
+
+    /// The directories of pod `name`, nothing run or imported yet.
+    fn new(name: &str) -> Result<Self> {
         // /tmp, as the CLI suite: in the VM /var/tmp is on the initramfs, which overlayfs
         // refuses as an upper dir.
         let dir = tempfile::Builder::new()
             .prefix("peapod-escape-host-")
             .tempdir_in("/tmp")?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-        let pod = Self {
+        Ok(Self {
             dir,
             name: name.to_string(),
-        };
+        })
+    }
+
+    /// Imports the test images into the pod's root.
+    fn import(&self) -> Result<()> {
         let archive = peapod_tests::images::archive()?;
-        let out = pod.peapod(&["image", "import", &archive.to_string_lossy()])?;
+        let out = self.peapod(&["image", "import", &archive.to_string_lossy()])?;
         ensure!(out.code == 0, "image import: {out:?}");
-        let file = pod.dir.path().join("pod.yaml");
+        Ok(())
+    }
+
+    /// `peapod run -f pod.yaml --network none` with `manifest` as `pod.yaml`.
+    fn run_manifest(&self, manifest: &str) -> Result<Output> {
+        let file = self.dir.path().join("pod.yaml");
         fs::write(&file, manifest)?;
-        let out = pod.peapod(&["run", "-f", &file.to_string_lossy(), "--network", "none"])?;
-        if out.code != 0 {
-            let _ = pod.delete();
-            anyhow::bail!("peapod run: {out:?}");
-        }
-        Ok(pod)
+        self.peapod(&["run", "-f", &file.to_string_lossy(), "--network", "none"])
     }
 
     fn root(&self) -> PathBuf {
@@ -2123,6 +2145,22 @@ fn main() {
         (
             "peapod::seccomp_filters_exec_d_processes",
             seccomp_filters_exec_d_processes,
+        ),
+        (
+            "peapod::volume_item_paths_and_keys_cannot_leave_the_volume",
+            volumes::volume_item_paths_and_keys_cannot_leave_the_volume,
+        ),
+        (
+            "peapod::volume_modes_with_setuid_bits_are_refused",
+            volumes::volume_modes_with_setuid_bits_are_refused,
+        ),
+        (
+            "peapod::symlinks_planted_on_the_way_to_a_volume_are_not_followed",
+            volumes::symlinks_planted_on_the_way_to_a_volume_are_not_followed,
+        ),
+        (
+            "peapod::populated_volumes_are_read_only_and_hold_no_setuid_bit",
+            volumes::populated_volumes_are_read_only_and_hold_no_setuid_bit,
         ),
     ];
     run_privileged_suite(tests, sweep_test_cgroups);
