@@ -101,13 +101,24 @@ impl Pod {
 
     /// Waits (up to `timeout`) until CRI reports the pod `SANDBOX_NOTREADY` (its pause or
     /// sandbox task has ended; CRI notices asynchronously). Fails with `what` otherwise.
+    ///
+    /// A status call that fails meanwhile is retried until the deadline, and named if it
+    /// is still failing then: with `sandboxer = "shim"`, containerd 2.x asks the sandbox's
+    /// shim, and right after that shim died it answers `ttrpc: closed` until it has
+    /// handled the death (kubelet retries at its next sync alike).
     pub fn wait_not_ready(&self, cri: &CriClient, timeout: Duration, what: &str) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        while self.status(cri)?.state != api::PodSandboxState::SandboxNotready as i32 {
-            anyhow::ensure!(Instant::now() < deadline, "{what} (after {timeout:?})");
+        loop {
+            match self.status(cri) {
+                Ok(s) if s.state == api::PodSandboxState::SandboxNotready as i32 => return Ok(()),
+                Ok(_) => anyhow::ensure!(Instant::now() < deadline, "{what} (after {timeout:?})"),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context(format!("{what} (after {timeout:?}, the status still failing)")))
+                }
+                Err(_) => {}
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
     }
 
     /// The pod's containers, as `ListContainers` filtered by the pod reports them.
