@@ -507,49 +507,60 @@ impl Runtimes<'_> {
         }
     }
 
-    fn pod_cycle(&self, handler: &str, execs: usize) -> Result<PodTimes> {
+    /// Runs a row's scenario for `handler`: `embedded` in this process for the embedded
+    /// column, `cri` on the containerd of a CRI column with its handler name.
+    fn run_on<T>(
+        &self,
+        handler: &str,
+        embedded: impl FnOnce(&Embedded) -> Result<T>,
+        cri: impl FnOnce(&Bench<'_>, &str) -> Result<T>,
+    ) -> Result<T> {
         if handler == embedded::HANDLER {
-            embedded::pod_cycle(self.embedded()?, execs)
+            embedded(self.embedded()?)
         } else {
             let (b, name) = self.cri_for(handler)?;
-            scenarios::pod_cycle(b, name, execs)
+            cri(b, name)
         }
+    }
+
+    fn pod_cycle(&self, handler: &str, execs: usize) -> Result<PodTimes> {
+        self.run_on(
+            handler,
+            |e| embedded::pod_cycle(e, execs),
+            |b, name| scenarios::pod_cycle(b, name, execs),
+        )
     }
 
     fn churn(&self, handler: &str, containers: usize) -> Result<Duration> {
-        if handler == embedded::HANDLER {
-            embedded::churn(self.embedded()?, containers)
-        } else {
-            let (b, name) = self.cri_for(handler)?;
-            scenarios::churn(b, name, containers)
-        }
+        self.run_on(
+            handler,
+            |e| embedded::churn(e, containers),
+            |b, name| scenarios::churn(b, name, containers),
+        )
     }
 
     fn memory(&self, handler: &str, pods: usize, samples: usize) -> Result<Vec<MemSample>> {
-        if handler == embedded::HANDLER {
-            embedded::memory(self.embedded()?, pods, samples)
-        } else {
-            let (b, name) = self.cri_for(handler)?;
-            scenarios::memory(b, name, pods, samples)
-        }
+        self.run_on(
+            handler,
+            |e| embedded::memory(e, pods, samples),
+            |b, name| scenarios::memory(b, name, pods, samples),
+        )
     }
 
     fn probe_cost(&self, handler: &str, count: usize, idle: Duration) -> Result<PerProbe> {
-        if handler == embedded::HANDLER {
-            embedded::probe_cost(self.embedded()?, count, idle)
-        } else {
-            let (b, name) = self.cri_for(handler)?;
-            scenarios::probe_cost(b, name, count, idle)
-        }
+        self.run_on(
+            handler,
+            |e| embedded::probe_cost(e, count, idle),
+            |b, name| scenarios::probe_cost(b, name, count, idle),
+        )
     }
 
     fn probe_pods(&self, handler: &str, pods: usize, window: Duration) -> Result<ManyPods> {
-        if handler == embedded::HANDLER {
-            embedded::probe_pods(self.embedded()?, pods, window)
-        } else {
-            let (b, name) = self.cri_for(handler)?;
-            scenarios::probe_pods(b, name, pods, window)
-        }
+        self.run_on(
+            handler,
+            |e| embedded::probe_pods(e, pods, window),
+            |b, name| scenarios::probe_pods(b, name, pods, window),
+        )
     }
 }
 
