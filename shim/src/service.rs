@@ -611,8 +611,7 @@ impl Service {
     /// kubelet's `killContainer` does after a failed liveness or startup probe or postStart
     /// hook: its preStop hook first when it has one (in a supervised pod), then SIGTERM,
     /// then SIGKILL to whatever of that run still runs after `grace` (the pod's when
-    /// `None`). The hook's time counts against `grace`, of which at least 2 s are left for
-    /// the SIGTERM ([`supervisor::MIN_GRACE_AFTER_HOOKS`]).
+    /// `None`). The hook's time counts against `grace` ([`supervisor::grace_after_hooks`]).
     fn kill_run(&self, mut st: MutexGuard<'_, Tasks>, id: &str, seq: u64, grace: Option<Duration>) {
         let pod_grace = st
             .tasks
@@ -635,11 +634,9 @@ impl Service {
             if hooked {
                 let t0 = Instant::now();
                 supervisor::Host::pre_stop(&svc, &id, t0 + grace);
-                grace = grace
-                    .saturating_sub(t0.elapsed())
-                    .max(supervisor::MIN_GRACE_AFTER_HOOKS);
+                grace = supervisor::grace_after_hooks(grace, t0);
                 let mut st = svc.lock();
-                if st.tasks.get(&id).is_some_and(|t| t.seq == seq && t.init.running()) {
+                if Self::run_current(&st, &id, seq) {
                     st.signal(&id, Signal::SIGTERM.into(), false);
                 }
             }

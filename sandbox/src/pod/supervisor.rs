@@ -407,7 +407,14 @@ fn restart_due<H: Host>(host: &H, pod: &str, id: &str) -> bool {
 
 /// The least grace left for SIGTERM after preStop hooks ran (kubelet's
 /// `minimumGracePeriodInSeconds`).
-pub const MIN_GRACE_AFTER_HOOKS: Duration = Duration::from_secs(2);
+const MIN_GRACE_AFTER_HOOKS: Duration = Duration::from_secs(2);
+
+/// What is left of `grace` for the SIGTERM once preStop hooks that began at `hooks_began`
+/// returned: their time comes off it, but at least 2 s remain (kubelet's `killContainer`,
+/// `minimumGracePeriodInSeconds`).
+pub fn grace_after_hooks(grace: Duration, hooks_began: Instant) -> Duration {
+    grace.saturating_sub(hooks_began.elapsed()).max(MIN_GRACE_AFTER_HOOKS)
+}
 
 /// Terminates pod `pod` (called under the lock, `st`; once per pod, later calls do
 /// nothing): marks it terminating, sends SIGTERM to every running member in one pass, and
@@ -447,7 +454,7 @@ pub fn terminate<H: Host>(host: &H, st: &mut H::State, pod: &str, signal: impl I
                     scope.spawn(move || host.pre_stop(id, deadline));
                 }
             });
-            let grace = grace.saturating_sub(t0.elapsed()).max(MIN_GRACE_AFTER_HOOKS);
+            let grace = grace_after_hooks(grace, t0);
             {
                 let mut st = lock(&host);
                 let running: Vec<Member> = st.members(&pod).into_iter().filter(|m| m.running).collect();
