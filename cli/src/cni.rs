@@ -5,8 +5,12 @@
 //! parameters in `CNI_*` environment variables, result or error as JSON on stdout.
 //!
 //! peapod's network is its own: bridge `peapod0` with a gateway address, subnet
-//! `10.89.0.0/24`, host-local IPAM under `/var/lib/peapod/cni`, no masquerading (peapod
-//! leaves the host's firewall alone), plus `loopback` for `lo`. DEL is run on pod
+//! `10.89.0.0/24`, host-local IPAM in its default directory `/var/lib/cni/networks/peapod`
+//! whatever `--root` says (the bridge and its subnet are the host's, so must be the
+//! record of which address is taken: two roots with IPAM of their own gave two pods one
+//! address), no masquerading (peapod leaves the host's firewall alone), plus `loopback`
+//! for `lo`. The CNI container id is the pod's uid, unique across roots and runs (a
+//! pod's name is not: host-local releases every address of a container id on DEL). DEL is run on pod
 //! deletion even when the pod's network namespace is already gone (IPAM release).
 //!
 //! A pod with host ports gets the `portmap` plugin chained after the bridge, declaring
@@ -21,7 +25,7 @@
 //! untouched.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
@@ -30,6 +34,10 @@ use crate::hostports::PortMapping;
 
 /// Where Debian installs the CNI plugins.
 pub const BIN_DIR: &str = "/usr/lib/cni";
+
+/// Where host-local keeps its allocations when the configuration names no `dataDir`: a
+/// directory per network, a file per address holding the container id and interface.
+pub const IPAM_DIR: &str = "/var/lib/cni/networks";
 /// CNI spec version peapod speaks.
 pub const CNI_VERSION: &str = "1.0.0";
 
@@ -81,8 +89,9 @@ pub struct Attachment {
 }
 
 impl Network {
-    /// peapod's default bridge network, IPAM state under `data_dir`.
-    pub fn peapod_default(data_dir: &Path) -> Network {
+    /// peapod's default bridge network (IPAM state in host-local's default directory,
+    /// [`IPAM_DIR`]`/peapod`).
+    pub fn peapod_default() -> Network {
         Network {
             conflist: json!({
                 "cniVersion": CNI_VERSION,
@@ -97,7 +106,6 @@ impl Network {
                         "type": "host-local",
                         "ranges": [[{"subnet": "10.89.0.0/24"}]],
                         "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": data_dir.join("ipam"),
                     }
                 }]
             }),
@@ -274,7 +282,7 @@ mod tests {
 
     #[test]
     fn plugin_config_carries_list_name_version_and_prev_result() {
-        let n = Network::peapod_default(Path::new("/tmp/x"));
+        let n = Network::peapod_default();
         let plugin = &n.plugins()[0];
         let prev = json!({"cniVersion": CNI_VERSION, "ips": []});
         let conf = n.plugin_config(plugin, Some(&prev));
@@ -282,13 +290,13 @@ mod tests {
         assert_eq!(conf["cniVersion"], CNI_VERSION);
         assert_eq!(conf["type"], "bridge");
         assert_eq!(conf["prevResult"], prev);
-        assert_eq!(conf["ipam"]["dataDir"], "/tmp/x/ipam");
+        assert!(conf["ipam"].get("dataDir").is_none(), "{conf}");
         assert!(n.plugin_config(plugin, None).get("prevResult").is_none());
     }
 
     #[test]
     fn port_mappings_reach_portmap_only_as_its_runtime_config() {
-        let plain = Network::peapod_default(Path::new("/tmp/x"));
+        let plain = Network::peapod_default();
         assert_eq!(
             plain.clone().with_port_mappings(&[]).plugins().len(),
             1,

@@ -18,7 +18,8 @@
 //! Paths: `<state>/pods/<namespace>_<name>/` (tmpfs: `pod.json`, bundles) and
 //! `<root>/pods/<namespace>_<name>/` (disk: container layers' upper dirs, logs, and
 //! `volumes/kubernetes.io~<plugin>/<volume>`, tmpfs mounts for secrets),
-//! `<root>/images` (the image store), `<root>/cni` (IPAM).
+//! `<root>/images` (the image store); IPAM in `/var/lib/cni/networks/peapod`
+//! ([`crate::cni`]), the CNI container id being the pod's uid.
 
 use std::collections::HashMap;
 use std::fs;
@@ -928,20 +929,20 @@ fn run_inner(
     match record.network {
         NetworkMode::Cni => {
             progress("attaching the pod network");
-            let att = Network::peapod_default(&paths.root.join("cni"))
+            let att = Network::peapod_default()
                 .with_port_mappings(&hostports::port_mappings(&plan))
-                .add(&record.sandbox_id, &netns, "eth0")
+                .add(&record.uid, &netns, "eth0")
                 .map_err(attach_err("eth0"))?;
             record.ip = att.ip.clone();
             record.cni_result = Some(att.result);
             record.save(paths)?;
             Network::loopback()
-                .add(&record.sandbox_id, &netns, "lo")
+                .add(&record.uid, &netns, "lo")
                 .map_err(attach_err("lo"))?;
         }
         NetworkMode::None => {
             Network::loopback()
-                .add(&record.sandbox_id, &netns, "lo")
+                .add(&record.uid, &netns, "lo")
                 .map_err(attach_err("lo"))?;
         }
         NetworkMode::Host => {}
@@ -1603,9 +1604,9 @@ fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Resul
     }
     match record.network {
         NetworkMode::Cni => {
-            Network::peapod_default(&paths.root.join("cni"))
+            Network::peapod_default()
                 .with_port_mappings(&hostports::port_mappings(&record.plan))
-                .del(&record.sandbox_id, "", "eth0", record.cni_result.as_deref())
+                .del(&record.uid, "", "eth0", record.cni_result.as_deref())
                 .map_err(|source| RunError::DetachNetwork {
                     pod: record.plan.name.clone(),
                     source,

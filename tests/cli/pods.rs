@@ -107,6 +107,16 @@ impl Cli {
         Ok(s.id.clone())
     }
 
+    /// The container id the pod's network was attached under through CNI (what
+    /// `portmap`'s rules and host-local's allocations name): the pod's uid in embedded
+    /// mode, the sandbox id under CRI.
+    fn cni_id(&self, name: &str) -> Result<String> {
+        match self.ctrd {
+            None => uid_of(self, name),
+            Some(_) => self.sandbox_id(name),
+        }
+    }
+
     /// The cgroup of container `c` of pod `pod_cgroup`: named after the container
     /// embedded, after its CRI id under CRI.
     fn container_cgroup(&self, pod: &str, pod_cgroup: &str, c: &str) -> Result<String> {
@@ -259,6 +269,19 @@ impl Cli {
         let cgroup = format!("peapod/pod-{uid}");
         ensure!(!sandbox::cgroups::exists_anywhere(&cgroup), "leak: cgroup {cgroup}");
         ensure!(shims_of(self, name).is_empty(), "leak: shim for {name} still runs");
+        if self.ctrd.is_none() {
+            // host-local's allocations: a file per address naming the container id.
+            let dir = std::path::Path::new(peapod::cni::IPAM_DIR).join("peapod");
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let held = std::fs::read_to_string(e.path()).unwrap_or_default();
+                ensure!(
+                    !held.contains(uid),
+                    "leak: address {:?} still allocated to {name} ({uid}) in {}",
+                    e.file_name(),
+                    dir.display()
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -1182,12 +1205,10 @@ pub fn host_ports_reach_the_pod_and_go_with_it(mode: Mode) -> Result<()> {
     let second = peapod_tests::cri::unique_name("hostport");
     cli.ok(&["run", "-f", &manifest(&first, port)?])?;
     let uid = uid_of(&cli, &first)?;
-    let id = cli.sandbox_id(&first)?;
+    let id = cli.cni_id(&first)?;
     let checked = (|| -> Result<Vec<String>> {
         let hello = format!("hello from {first}");
-        let body = cli.wait_for("the web server at the host port", || {
-            Ok(http_get(&host_ip, port).ok().filter(|b| b.contains("200 OK")))
-        })?;
+        let body = wait_for_web_server(&cli, &first, &id, &host_ip, port)?;
         ensure!(body.contains(&hello), "{host_ip}:{port} answered {body:?}");
         let body = http_get("127.0.0.1", port).context("127.0.0.1 at the host port")?;
         ensure!(body.contains(&hello), "127.0.0.1:{port} answered {body:?}");
@@ -1247,16 +1268,43 @@ pub fn host_ports_reach_the_pod_and_go_with_it(mode: Mode) -> Result<()> {
     // The port is free again.
     cli.ok(&["run", "-f", &manifest(&second, port)?])?;
     let uid2 = uid_of(&cli, &second)?;
-    let id2 = cli.sandbox_id(&second)?;
-    let again = cli.wait_for("the second pod at the host port", || {
-        Ok(http_get(&host_ip, port).ok().filter(|b| b.contains("200 OK")))
-    });
+    let id2 = cli.cni_id(&second)?;
+    let again = wait_for_web_server(&cli, &second, &id2, &host_ip, port);
     let chains2 = nat_rules_of(&id2).map(|(_, chains)| chains);
     delete_and_check(&cli, &second, &uid2)?;
     let body = again?;
     ensure!(body.contains(&format!("hello from {second}")), "{body:?}");
     assert_no_nat_rules(&id2, &chains2?)?;
     cli.assert_no_runtime_leftovers()
+}
+
+/// Waits until pod `name` (sandbox `id`) answers HTTP 200 at `host_ip:port`. On timeout
+/// the error carries the last connection error and what tells where the path broke: the
+/// pod's own answer at its IP, its description and the nat rules tagged with its id.
+fn wait_for_web_server(cli: &Cli, name: &str, id: &str, host_ip: &str, port: u16) -> Result<String> {
+    let waited = cli.wait_for(&format!("the web server of {name} at {host_ip}:{port}"), || {
+        let body = http_get(host_ip, port)?;
+        ensure!(body.contains("200 OK"), "answered {body:?}");
+        Ok(Some(body))
+    });
+    waited.map_err(|e| {
+        let pod_ip = cli
+            .pod_json(name)
+            .map(|p| p["status"]["podIP"].as_str().map(str::to_string));
+        let direct = match &pod_ip {
+            Ok(Some(ip)) => match http_get(ip, 8080) {
+                Ok(b) => format!("{ip}:8080 answers {b:?}"),
+                Err(e) => format!("{ip}:8080 fails too: {e:#}"),
+            },
+            Ok(None) => "the pod has no status.podIP".to_string(),
+            Err(e) => format!("no pod IP: {e:#}"),
+        };
+        let describe = cli.ok(&["describe", "pod", name]).unwrap_or_else(|e| format!("{e:#}"));
+        let nat = nat_rules_of(id)
+            .map(|(rules, _)| rules.join("\n"))
+            .unwrap_or_else(|e| format!("{e:#}"));
+        e.context(format!("{direct}\n{describe}\nnat rules of {id}:\n{nat}"))
+    })
 }
 
 /// `portmap`'s shared nat chains: the DNAT entry chain (jumped to from `PREROUTING` and

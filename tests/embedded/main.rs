@@ -166,10 +166,9 @@ fn cni_attaches_and_releases_a_pod_network() -> Result<()> {
     let ip = |args: &[&str]| std::process::Command::new("ip").args(args).output();
     let bridge_before = std::path::Path::new("/sys/class/net/peapod0").exists();
     ensure!(ip(&["netns", "add", &name])?.status.success(), "ip netns add {name}");
-    let data = tempfile::tempdir()?;
     let netns = format!("/run/netns/{name}");
     let result = (|| {
-        let net = Network::peapod_default(data.path());
+        let net = Network::peapod_default();
         let att = net.add(&name, &netns, "eth0")?;
         Network::loopback().add(&name, &netns, "lo")?;
         let addr = att.ip.clone().context("no IPv4 address from CNI")?;
@@ -178,8 +177,13 @@ fn cni_attaches_and_releases_a_pod_network() -> Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         ensure!(text.contains(&format!("eth0    inet {addr}/24")), "{text}");
         ensure!(text.contains("lo    inet 127.0.0.1/8"), "lo not up: {text}");
-        let reserved = data.path().join("ipam/peapod").join(&addr);
-        ensure!(reserved.exists(), "no IPAM reservation {}", reserved.display());
+        let reserved = std::path::Path::new(peapod::cni::IPAM_DIR).join("peapod").join(&addr);
+        let owner = std::fs::read_to_string(&reserved).unwrap_or_default();
+        ensure!(
+            owner.lines().next() == Some(name.as_str()),
+            "no IPAM reservation for {name} at {}: {owner:?}",
+            reserved.display()
+        );
         net.del(&name, &netns, "eth0", Some(&att.result))?;
         Network::loopback().del(&name, &netns, "lo", None)?;
         ensure!(!reserved.exists(), "DEL left the reservation {}", reserved.display());

@@ -484,8 +484,14 @@ fn embedded_run(config: &Config) -> Result<Run> {
         ],
         netns_dirs: vec![PathBuf::from("/run/netns")],
         ipam: {
-            let dir = e.paths().root.join("cni/ipam");
-            Box::new(move || ipam_entries(&dir))
+            // host-local's directory per network (`<dir>/peapod`), whatever the root.
+            let dir = PathBuf::from(peapod::cni::IPAM_DIR);
+            Box::new(move || {
+                ipam_entries(&dir)
+                    .into_iter()
+                    .filter(|(_, owner)| !owner.is_empty())
+                    .collect()
+            })
         },
     };
     let pod = |fail| pods::embedded_pod(&e, fail, config.exec_timeout);
