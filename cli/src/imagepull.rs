@@ -15,8 +15,10 @@
 //!   pull without a match is anonymous.
 //!
 //! peapod differs from kubelet in when, not what: every distinct image of the pod is
-//! made sure of once, before anything of the pod exists (kubelet pulls as it starts
-//! each container, and backs off on failure), so a failed pull leaves nothing behind.
+//! made sure of once, before any container of the pod exists (kubelet pulls as it starts
+//! each container). An image that cannot be had leaves the pod waiting for it with
+//! kubelet's reasons and back-off ([`crate::pullbackoff`]) in embedded mode; the CLI's
+//! CRI mode refuses the run instead ([`crate::crimode`]).
 //! A missing pull Secret is kubelet's warning ("the image pull may not succeed") and the
 //! pull goes on without it; a Secret of another type, without its key, or whose config
 //! is not valid fails the run naming `spec.imagePullSecrets[i]` (kubelet skips other
@@ -30,6 +32,7 @@ use crate::config::ConfigObjects;
 use crate::images::auth::{parse_docker_config_json, parse_dockercfg, repository_of, AuthConfig, DockerKeyring};
 use crate::images::{ImageError, Store};
 use crate::manifest::{ManifestError, PodPlan};
+use crate::podstatus::PodEvent;
 
 /// A container's `imagePullPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -202,7 +205,12 @@ pub fn pull_credentials(
 /// A Docker config parser: [`parse_docker_config_json`] or [`parse_dockercfg`].
 type ConfigParser = fn(&[u8]) -> Result<Vec<(String, AuthConfig)>, String>;
 
-/// Why the images of a pod could not be made sure of (embedded mode).
+/// kubelet's reason while it waits out the back-off after a failed pull.
+pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+
+/// Why the images of a pod could not be looked at (embedded mode): what no retry mends.
+/// A pull that fails, or a missing image with `Never`, is no error but an
+/// [`ImageWait`].
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     /// A container's image reference is not valid.
@@ -225,43 +233,85 @@ pub enum PullError {
         #[source]
         source: Box<ImageError>,
     },
-    /// The image is missing and the container's policy is `Never` (kubelet's message).
-    #[error("container {container}: {ERR_IMAGE_NEVER_PULL}: Container image {image:?} is not present with pull policy of Never")]
-    NeverPull {
-        /// The container.
-        container: String,
-        /// The normalized reference.
-        image: String,
-    },
-    /// The pull failed (kubelet's `Failed to pull image`); the source starts with
-    /// `ErrImagePull` and names the registry's answer.
-    #[error("container {container}: Failed to pull image {image:?}")]
-    Pull {
-        /// The container.
-        container: String,
-        /// The normalized reference.
-        image: String,
-        /// Cause: the last credentials' failure when several were tried.
-        #[source]
-        source: Box<ImageError>,
-    },
+}
+
+/// An image a pod waits for: its containers are Waiting with kubelet's `reason`
+/// ([`ERR_IMAGE_PULL`], [`IMAGE_PULL_BACK_OFF`], [`ERR_IMAGE_NEVER_PULL`]) and `message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageWait {
+    /// The normalized reference.
+    pub image: String,
+    /// The containers that use it, in declaration order; the first is the one named in
+    /// the CLI's warning (the one whose policy asked for the pull).
+    pub containers: Vec<String>,
+    /// kubelet's waiting reason.
+    pub reason: String,
+    /// kubelet's waiting message: the pull's error, `Back-off pulling image "<ref>"`, or
+    /// `Container image "<ref>" is not present with pull policy of Never`.
+    pub message: String,
+}
+
+impl ImageWait {
+    /// Whether a pull may mend it: not for `Never`, where only the image's arrival in the
+    /// store does (kubelet checks again at each sync).
+    pub fn pulls(&self) -> bool {
+        self.reason != ERR_IMAGE_NEVER_PULL
+    }
+
+    /// What the CLI warns when its pod waits: the container, kubelet's event sentence and
+    /// the cause (`container app: Failed to pull image "<ref>": ErrImagePull: …`).
+    pub fn warning(&self) -> String {
+        let container = self.containers.first().map_or("", String::as_str);
+        if self.pulls() {
+            format!(
+                "container {container}: Failed to pull image {:?}: {}",
+                self.image, self.message
+            )
+        } else {
+            format!("container {container}: {ERR_IMAGE_NEVER_PULL}: {}", self.message)
+        }
+    }
+}
+
+/// What making sure of a pod's images came to.
+#[derive(Debug, Clone, Default)]
+pub struct Pulled {
+    /// The images still missing, in the order their first container is declared; empty
+    /// when the pod can start.
+    pub waiting: Vec<ImageWait>,
+    /// kubelet's image events, oldest first (`Pulling`, `Pulled`, `Failed`,
+    /// `ErrImageNeverPull`; `pkg/kubelet/images/image_manager.go`).
+    pub events: Vec<PodEvent>,
+}
+
+/// kubelet's event (`From: kubelet`), now.
+fn event(warning: bool, reason: &str, message: String) -> PodEvent {
+    PodEvent {
+        time: jiff::Timestamp::now(),
+        warning,
+        reason: reason.to_string(),
+        message,
+    }
 }
 
 /// Embedded mode: makes sure `store` holds every image of `plan` as its policies ask,
 /// pulling (http for loopback registries) with the credentials `keyring` gives for each
 /// image's repository, tried in turn; reports `pulling image <ref>` to `progress` (the
 /// store reports downloads and unpacking to its own). Each distinct image is checked and
-/// pulled once.
+/// pulled once. An image that cannot be had is an [`ImageWait`] (`ErrImagePull` with the
+/// last credentials' error, or `ErrImageNeverPull`); the others are still made sure of,
+/// as kubelet makes sure of each container's.
 ///
-/// Errors: [`PullError`] naming the container and image; nothing is left in the store
-/// by a failed pull beyond complete, verified blobs.
+/// Errors: [`PullError`] for a reference that does not parse or a store that cannot be
+/// read; nothing is left in the store by a failed pull beyond complete, verified blobs.
 pub fn ensure_images(
     store: &Store,
     plan: &PodPlan,
     keyring: &DockerKeyring,
     progress: &dyn Fn(&str),
-) -> Result<(), PullError> {
+) -> Result<Pulled, PullError> {
     let needs = image_needs(plan).map_err(|(container, source)| PullError::ImageReference { container, source })?;
+    let mut out = Pulled::default();
     for need in needs {
         let present = match store.resolve(&need.image) {
             Ok(_) => true,
@@ -275,17 +325,42 @@ pub fn ensure_images(
                 })
             }
         };
-        let container = need.container(present).to_string();
+        let mut containers: Vec<String> = need.containers.iter().map(|(c, _)| c.clone()).collect();
+        // The container that asked for the pull is named first.
+        let first = need.container(present).to_string();
+        containers.retain(|c| *c != first);
+        containers.insert(0, first);
+        let mut wait = |reason: &str, message: String| {
+            out.waiting.push(ImageWait {
+                image: need.image.clone(),
+                containers: containers.clone(),
+                reason: reason.to_string(),
+                message,
+            })
+        };
         if !need.should_pull(present) {
-            if !present {
-                return Err(PullError::NeverPull {
-                    container,
-                    image: need.image,
-                });
+            if present {
+                out.events.push(event(
+                    false,
+                    "Pulled",
+                    format!("Container image {:?} already present on machine", need.image),
+                ));
+            } else {
+                let message = format!(
+                    "Container image {:?} is not present with pull policy of Never",
+                    need.image
+                );
+                out.events.push(event(true, ERR_IMAGE_NEVER_PULL, message.clone()));
+                out.events
+                    .push(event(true, "Failed", format!("Error: {ERR_IMAGE_NEVER_PULL}")));
+                wait(ERR_IMAGE_NEVER_PULL, message);
             }
             continue;
         }
         progress(&format!("pulling image {}", need.image));
+        out.events
+            .push(event(false, "Pulling", format!("Pulling image {:?}", need.image)));
+        let began = std::time::Instant::now();
         let creds = keyring.lookup(need.repository());
         let mut last = None;
         let attempts: Vec<Option<&AuthConfig>> = if creds.is_empty() {
@@ -302,15 +377,32 @@ pub fn ensure_images(
                 Err(e) => last = Some(e),
             }
         }
-        if let Some(e) = last {
-            return Err(PullError::Pull {
-                container,
-                image: need.image,
-                source: Box::new(e),
-            });
+        match last {
+            None => {
+                let took = began.elapsed().as_secs_f64();
+                out.events.push(event(
+                    false,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image {:?} in {took:.3}s ({took:.3}s including waiting)",
+                        need.image
+                    ),
+                ))
+            }
+            Some(e) => {
+                let message = sandbox::error::chain(&e);
+                out.events.push(event(
+                    true,
+                    "Failed",
+                    format!("Failed to pull image {:?}: {message}", need.image),
+                ));
+                out.events
+                    .push(event(true, "Failed", format!("Error: {ERR_IMAGE_PULL}")));
+                wait(ERR_IMAGE_PULL, message);
+            }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -449,14 +541,23 @@ mod tests {
             )
             .replace("  - {name: b, image: '127.0.0.1:5000/app'}\n", "");
         let (plan, _) = manifests(&pod);
-        let err = ensure_images(&store, &plan, &DockerKeyring::default(), &|_| {
+        let pulled = ensure_images(&store, &plan, &DockerKeyring::default(), &|_| {
             panic!("a pull was tried")
         })
-        .unwrap_err()
-        .to_string();
+        .unwrap();
+        assert_eq!(pulled.waiting.len(), 1, "{pulled:?}");
+        let wait = &pulled.waiting[0];
         assert_eq!(
-            err,
+            (wait.reason.as_str(), &wait.containers[..]),
+            (ERR_IMAGE_NEVER_PULL, &["i".to_string(), "a".to_string()][..])
+        );
+        assert!(!wait.pulls());
+        assert_eq!(
+            wait.warning(),
             "container i: ErrImageNeverPull: Container image \"docker.io/library/busybox:1.36\" is not present with pull policy of Never"
         );
+        let reasons: Vec<&str> = pulled.events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, [ERR_IMAGE_NEVER_PULL, "Failed"]);
+        assert_eq!(pulled.events[1].message, "Error: ErrImageNeverPull");
     }
 }

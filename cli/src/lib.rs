@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod pods;
 pub mod podstatus;
 pub mod probes;
+pub mod pullbackoff;
 pub mod runner;
 pub mod security;
 pub mod volumes;

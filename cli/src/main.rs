@@ -176,6 +176,14 @@ enum Command {
         #[arg(long)]
         id: Option<String>,
     },
+    /// (Internal) Wait out an embedded pod's image pull back-off, pull again, and start
+    /// its containers once its images are there. `run` leaves it behind when a pull
+    /// fails; `delete` ends it. Credentials come as JSON on stdin.
+    #[command(name = "pull-back-off", hide = true)]
+    PullBackOff {
+        /// The pod's key, `<namespace>_<name>`.
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +301,7 @@ fn main() {
         )),
         Command::Image(cmd) => image(&paths, cmd),
         Command::Spec { bundle, args } => write_spec(&bundle, &args).map(|()| 0),
+        Command::PullBackOff { key } => pull_back_off(&paths, &key).map(|()| 0),
         Command::RunBundle { bundle, id } => run_bundle(&cli.state.join("containers"), &bundle, id).or_else(|e| {
             eprintln!("peapod: {}", sandbox::error::chain(e.as_ref()));
             Ok(125)
@@ -348,10 +357,20 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
             };
             runner::preflight(paths, &plan, seccomp_root)?;
             // Images as their pull policies ask, before anything of the pod exists; the
-            // store reports downloads as `peapod image pull` does.
+            // store reports downloads as `peapod image pull` does. One that cannot be had
+            // leaves the pod waiting for it, as kubelet does (`ErrImagePull`, then
+            // `ImagePullBackOff` and pulls again).
             let store = paths.images()?.with_progress(std::sync::Arc::new(spinner.report()));
-            peapod::imagepull::ensure_images(&store, &plan, &keyring, &progress)?;
-            let record = runner::run(paths, &bins, &plan, &volumes, network, seccomp_root, &progress)?;
+            let pulled = peapod::imagepull::ensure_images(&store, &plan, &keyring, &progress)?;
+            for wait in &pulled.waiting {
+                report(&format!("warning: {}", wait.warning()));
+            }
+            let inputs = runner::RunInputs {
+                volumes,
+                pulled,
+                keyring,
+            };
+            let record = runner::run(paths, &bins, &plan, network, seccomp_root, inputs, &progress)?;
             runner::save_manifest(paths, &record, &pod)?;
             record.ip
         }
@@ -370,6 +389,16 @@ fn run(mode: &Mode, files: &[PathBuf], network: Network, seccomp_root: &Path) ->
         ip.map(|ip| format!(" ({ip})")).unwrap_or_default()
     );
     Ok(0)
+}
+
+/// The image puller's process ([`runner::PULLER_COMMAND`]): its lock moved off stdout
+/// first, the credentials read from stdin, then the wait.
+fn pull_back_off(paths: &Paths, key: &str) -> Result<()> {
+    let _lock = runner::keep_puller_lock().context("keep the puller's lock")?;
+    let keyring: peapod::images::auth::DockerKeyring =
+        serde_json::from_reader(std::io::stdin()).context("read the pull credentials from stdin")?;
+    runner::wait_for_images(paths, key, &keyring)?;
+    Ok(())
 }
 
 fn check_pods(resource: &str) -> Result<()> {

@@ -69,6 +69,25 @@ pub enum Observation {
     Exited(Exit),
     /// Exited and waiting for its restart (kubelet's back-off).
     BackOff,
+    /// Not created, for the given reason (kubelet's waiting reason and message:
+    /// `ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`, `CreateContainerError`).
+    Waiting {
+        /// kubelet's reason.
+        reason: String,
+        /// kubelet's message.
+        message: String,
+    },
+}
+
+impl Observation {
+    /// Whether the container was created and started at least once: neither absent,
+    /// waiting to be created, nor created and held back.
+    pub fn has_run(&self) -> bool {
+        !matches!(
+            self,
+            Observation::Absent | Observation::Created | Observation::Waiting { .. }
+        )
+    }
 }
 
 /// One container as observed.
@@ -138,13 +157,16 @@ pub fn phase(plan: &PodPlan, observed: &[Observed]) -> &'static str {
         };
         let restarted_after_failure = o.last_exit.as_ref().is_some_and(|e| e.code != 0);
         match (c.role, &o.state) {
-            (Role::Init, Observation::Running(_) | Observation::Absent | Observation::Created) => pending_init += 1,
+            (
+                Role::Init,
+                Observation::Running(_) | Observation::Absent | Observation::Created | Observation::Waiting { .. },
+            ) => pending_init += 1,
             (Role::Init, Observation::Exited(e)) => failed_init += usize::from(e.code != 0),
             (Role::Init, Observation::BackOff) if restarted_after_failure => failed_init += 1,
             (Role::Init, Observation::BackOff) => pending_init += 1,
             (Role::Sidecar, Observation::Running(_)) => running += 1,
             (Role::Sidecar, Observation::Exited(_) | Observation::BackOff) => {}
-            (Role::Sidecar, Observation::Absent | Observation::Created) => {
+            (Role::Sidecar, Observation::Absent | Observation::Created | Observation::Waiting { .. }) => {
                 pending_init += 1;
                 waiting += 1;
             }
@@ -154,7 +176,7 @@ pub fn phase(plan: &PodPlan, observed: &[Observed]) -> &'static str {
                 succeeded += usize::from(e.code == 0);
             }
             (Role::App, Observation::BackOff) => stopped += 1,
-            (Role::App, Observation::Absent | Observation::Created) => waiting += 1,
+            (Role::App, Observation::Absent | Observation::Created | Observation::Waiting { .. }) => waiting += 1,
         }
     }
     if failed_init > 0 && plan.restart_policy == "Never" {
@@ -187,11 +209,11 @@ fn initialized(plan: &PodPlan, observed: &[Observed]) -> bool {
             Role::Sidecar => matches!(state, Some(Observation::Running(_))),
             Role::App => true,
         }
-    }) || plan.containers.iter().filter(|c| c.role == Role::App).any(|c| {
-        observed
-            .iter()
-            .any(|o| o.name == c.name && o.state != Observation::Absent && o.state != Observation::Created)
-    })
+    }) || plan
+        .containers
+        .iter()
+        .filter(|c| c.role == Role::App)
+        .any(|c| observed.iter().any(|o| o.name == c.name && o.state.has_run()))
 }
 
 /// One container's `v1.ContainerStatus`; `c` is the container as declared (its probes and
@@ -211,6 +233,17 @@ fn container_status(o: &Observed, c: &ContainerPlan, pod_initialized: bool) -> C
         }
         Observation::Absent | Observation::Created => (waiting("ContainerCreating"), false, false),
         Observation::BackOff => (waiting("CrashLoopBackOff"), false, false),
+        Observation::Waiting { reason, message } => (
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: Some(message.clone()),
+                }),
+                ..Default::default()
+            },
+            false,
+            false,
+        ),
         // kubelet: a running init container is not ready yet; a running sidecar or app
         // container is once started and its readiness probe (if any) succeeded.
         Observation::Running(since) => {
@@ -478,7 +511,7 @@ pub fn restarts(status: &PodStatus) -> i32 {
 }
 
 /// One line of `describe`'s Events: what happened to the pod, when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodEvent {
     /// When.
     pub time: jiff::Timestamp,

@@ -1,12 +1,12 @@
 //! The `peapod` CLI's embedded mode: a pod from a [`PodPlan`] run by
 //! `containerd-shim-peapod-v2` without containerd.
 //!
-//! `run`: images resolved first from the store (a missing one fails the pod with
-//! `ErrImagePull` before anything exists; the CLI pulls what the pull policies ask for
-//! before, see [`crate::imagepull`]), the pod recorded, its configMap, secret,
-//! downwardAPI and projected volumes written ([`crate::volumes`]), the sandbox (pause)
-//! task created and started, the
-//! pod network attached to its network namespace through CNI, every container's bundle
+//! `run`: images resolved first from the store (the CLI pulls what the pull policies ask
+//! for before, see [`crate::imagepull`]; when one could not be had, the pod is created
+//! without its containers and waits for it, [`crate::pullbackoff`]), the pod recorded,
+//! its configMap, secret, downwardAPI and projected volumes written
+//! ([`crate::volumes`]), the sandbox (pause) task created and started, the pod network
+//! attached to its network namespace through CNI, every container's bundle
 //! written and its task created in declaration order, then all containers started at
 //! once: the shim orders them (init containers, sidecars, apps). `delete`: SIGTERM to the
 //! sandbox task (the shim signals every container at once, waits the grace period,
@@ -239,6 +239,37 @@ pub enum RunError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The pod's `pulls.json` could not be read or written.
+    #[error("image pull state")]
+    PullState(#[source] crate::pullbackoff::PullStateError),
+    /// The process that waits out the pod's image pull back-off could not be started.
+    #[error("pod {pod}: start the image puller ({})", path.display())]
+    SpawnPuller {
+        /// The pod.
+        pod: String,
+        /// The file or binary involved.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pod's image puller did not exit after SIGKILL.
+    #[error("pod {pod}: the image puller (pid {pid}) did not exit within 10 s of SIGKILL")]
+    PullerStuck {
+        /// The pod.
+        pod: String,
+        /// Its pid as its lock file gives it (0 if unreadable).
+        pid: i32,
+    },
+    /// Waiting out the image pull back-off stopped.
+    #[error("pod {pod}: wait for its images")]
+    WaitImages {
+        /// The pod.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: crate::pullbackoff::WaitError,
     },
     /// A container's OCI spec could not be built from the manifest and its image.
     #[error("build the OCI spec")]
@@ -540,6 +571,18 @@ impl PodRecord {
         paths.pod_state(&self.key).join("events")
     }
 
+    /// What the pod's images came to ([`crate::pullbackoff::PullState`]), in the pod's
+    /// state directory.
+    pub fn pull_state(&self, paths: &Paths) -> PathBuf {
+        paths.pod_state(&self.key).join("pulls.json")
+    }
+
+    /// The lock and pid file of the process that waits out the pod's image pull back-off
+    /// ([`spawn_puller`]): locked (`flock(2)`) while it lives.
+    fn puller_lock(&self, paths: &Paths) -> PathBuf {
+        paths.pod_state(&self.key).join("puller")
+    }
+
     /// The task id of container `name`.
     pub fn task_id(&self, name: &str) -> Option<&str> {
         self.containers
@@ -722,18 +765,40 @@ pub fn preflight(paths: &Paths, plan: &PodPlan, seccomp_root: &Path) -> Result<(
     })
 }
 
+/// What `run` takes besides the plan, from the objects around it: the payloads of the
+/// plan's configMap, secret, downwardAPI and projected volumes
+/// ([`crate::volumes::resolve`]), what making sure of its images came to
+/// ([`crate::imagepull::ensure_images`]) and the pull Secrets' credentials, for the
+/// process that pulls again after a failure. The default (no such volumes, nothing
+/// pulled, nothing waited for) runs what the store holds and fails with `ErrImagePull`
+/// on what it lacks.
+#[derive(Debug, Default)]
+pub struct RunInputs {
+    /// The volumes' files.
+    pub volumes: ResolvedVolumes,
+    /// The outcome of the first attempt.
+    pub pulled: crate::imagepull::Pulled,
+    /// The credentials (kept in memory only: passed to the puller on a pipe).
+    pub keyring: crate::images::auth::DockerKeyring,
+}
+
 /// Runs a pod; returns its record. On error everything created is removed again.
 /// Localhost seccomp profiles are read under `seccomp_root`, and checked (with the
-/// AppArmor profiles) before anything is created. `volumes` holds the payloads of the
-/// plan's configMap, secret, downwardAPI and projected volumes
-/// ([`crate::volumes::resolve`]), written before the sandbox starts.
+/// AppArmor profiles) before anything is created. The volumes' files
+/// (`inputs.volumes`) are written before the sandbox starts.
+///
+/// When an image is missing (`inputs.pulled.waiting`), the pod is created without its
+/// containers, as kubelet leaves a pod whose image it cannot pull: sandbox, network and
+/// volumes, the containers Waiting with kubelet's reason in `pulls.json`, and a process
+/// that waits out kubelet's back-off, pulls again, and creates and starts them once the
+/// images are there ([`spawn_puller`], [`crate::pullbackoff`]).
 pub fn run(
     paths: &Paths,
     bins: &Binaries,
     plan: &PodPlan,
-    volumes: &ResolvedVolumes,
     network: NetworkMode,
     seccomp_root: &Path,
+    inputs: RunInputs,
     progress: &dyn Fn(&str),
 ) -> Result<PodRecord> {
     let key = key(&plan.namespace, &plan.name);
@@ -744,12 +809,18 @@ pub fn run(
         source: Box::new(source),
     };
     hostports::check_mappable(plan, network == NetworkMode::None).map_err(host_port_err)?;
-    // Images first: a missing one fails the pod before anything exists.
-    let store = paths.images()?;
-    let mut images = Vec::new();
-    for c in &plan.containers {
-        images.push(resolve_image(&store, c)?);
-    }
+    // Images first: read from the store before anything exists, unless the pod waits
+    // for one.
+    let waits = !inputs.pulled.waiting.is_empty();
+    let resolved = if waits {
+        Vec::new()
+    } else {
+        let store = paths.images()?;
+        plan.containers
+            .iter()
+            .map(|c| resolve_image(&store, c))
+            .collect::<Result<Vec<_>>>()?
+    };
     // A pod with host ports checks the other pods' and records itself under one lock, so
     // two runs at once cannot both take a port.
     let lock = if hostports::claims(plan).is_empty() {
@@ -782,7 +853,18 @@ pub fn run(
         return Err(e);
     }
     drop(lock);
-    match run_inner(paths, bins, &mut record, &images, volumes, progress) {
+    let ran = (|| -> Result<()> {
+        let mut state = crate::pullbackoff::PullState::default();
+        state.record(inputs.pulled, jiff::Timestamp::now());
+        state.save(&record.pull_state(paths)).map_err(RunError::PullState)?;
+        let (shim, rt) = start_sandbox(paths, bins, &mut record, &inputs.volumes, progress)?;
+        if waits {
+            progress("waiting for images (kubelet's back-off: 10 s, doubled up to 5 min)");
+            return spawn_puller(paths, &record, &inputs.keyring);
+        }
+        create_and_start(paths, &shim, &record, &rt, &resolved, progress)
+    })();
+    match ran {
         Ok(()) => Ok(record),
         Err(e) => {
             let _ = delete_record(paths, &record, Some(0));
@@ -850,14 +932,16 @@ fn resolve_image(store: &Store, c: &ContainerPlan) -> Result<crate::images::Imag
     })
 }
 
-fn run_inner(
+/// The pod without its containers: volumes written, the sandbox task created and
+/// started in a new shim, the network attached. Returns the shim and what the
+/// containers' specs need of the pod.
+fn start_sandbox(
     paths: &Paths,
     bins: &Binaries,
     record: &mut PodRecord,
-    images: &[crate::images::Image],
     volumes: &ResolvedVolumes,
     progress: &dyn Fn(&str),
-) -> Result<()> {
+) -> Result<(Shim, PodRuntime)> {
     let plan = record.plan.clone();
     let state = paths.pod_state(&record.key);
     let data = paths.pod_data(&record.key);
@@ -948,11 +1032,23 @@ fn run_inner(
         NetworkMode::Host => {}
     }
     rt.ip = record.ip.clone().unwrap_or_default();
+    Ok((shim, rt))
+}
 
-    create_dir(&data.join("logs"))?;
-    for (c, image) in plan.containers.iter().zip(images) {
+/// Creates every container's task in the pod's shim in declaration order, then starts
+/// them all at once.
+fn create_and_start(
+    paths: &Paths,
+    shim: &Shim,
+    record: &PodRecord,
+    rt: &PodRuntime,
+    images: &[crate::images::Image],
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    create_dir(&paths.pod_data(&record.key).join("logs"))?;
+    for (c, image) in record.plan.containers.iter().zip(images) {
         progress(&format!("creating container {}", c.name));
-        create_task(paths, &shim, record, &rt, c, image)?;
+        create_task(paths, shim, record, rt, c, image)?;
     }
 
     // Started all at once; the shim holds each back until its turn (KEP-753 order).
@@ -1050,23 +1146,7 @@ pub fn add_container(paths: &Paths, record: &mut PodRecord, c: &ContainerPlan) -
     }
     let image = resolve_image(&paths.images()?, c)?;
     let shim = connect(record)?;
-    let sandbox_pid = shim
-        .state(&record.sandbox_id, "")
-        .map_err(|source| RunError::SandboxState {
-            pod: record.plan.name.clone(),
-            source,
-        })?
-        .pid;
-    let rt = PodRuntime {
-        uid: record.uid.clone(),
-        sandbox_id: record.sandbox_id.clone(),
-        pause_pid: pause_pid(sandbox_pid)?,
-        ip: record.ip.clone().unwrap_or_default(),
-        clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
-        seccomp_root: record.seccomp_root.clone(),
-        sys_root: PathBuf::from(SYS_ROOT),
-        volumes_dir: paths.pod_volumes(&record.key),
-    };
+    let rt = pod_runtime(paths, record, &shim)?;
     let task_id = format!("{}_{}", record.key, c.name);
     record.plan.containers.push(c.clone());
     record.containers.push((c.name.clone(), task_id.clone()));
@@ -1089,6 +1169,196 @@ pub fn add_container(paths: &Paths, record: &mut PodRecord, c: &ContainerPlan) -
                 source: Box::new(e),
             })
         }
+    }
+}
+
+/// What the containers' specs need of the running pod `record`: its sandbox's pid as its
+/// shim reports it, its IP and paths.
+///
+/// Errors: [`RunError::SandboxState`] when the shim cannot tell the sandbox's state.
+fn pod_runtime(paths: &Paths, record: &PodRecord, shim: &Shim) -> Result<PodRuntime> {
+    let sandbox_pid = shim
+        .state(&record.sandbox_id, "")
+        .map_err(|source| RunError::SandboxState {
+            pod: record.plan.name.clone(),
+            source,
+        })?
+        .pid;
+    Ok(PodRuntime {
+        uid: record.uid.clone(),
+        sandbox_id: record.sandbox_id.clone(),
+        pause_pid: pause_pid(sandbox_pid)?,
+        ip: record.ip.clone().unwrap_or_default(),
+        clamp_oom_score_adj: !crate::pods::can_lower_oom_score_adj(),
+        seccomp_root: record.seccomp_root.clone(),
+        sys_root: PathBuf::from(SYS_ROOT),
+        volumes_dir: paths.pod_volumes(&record.key),
+    })
+}
+
+/// The hidden subcommand the image puller runs as (`peapod --root R --state S
+/// pull-back-off <key>`), also how `delete` recognises it.
+pub const PULLER_COMMAND: &str = "pull-back-off";
+
+/// Leaves behind the process that waits out pod `record`'s image pull back-off: this
+/// binary again as [`PULLER_COMMAND`], in a process group of its own (it outlives the
+/// CLI; a Ctrl-C to the terminal's foreground group does not reach it), holding the
+/// `flock(2)` on the pod's `puller` file so that `delete` can end it and know when it has
+/// (the file holds its pid), and reading `keyring` as JSON on its stdin (credentials
+/// never touch a file). The lock reaches it as its stdout, a descriptor of the locked
+/// file; it moves it aside at once ([`keep_puller_lock`]). Its stderr goes to
+/// `puller.log` in the pod's data directory.
+///
+/// Errors: [`RunError::SpawnPuller`].
+pub fn spawn_puller(paths: &Paths, record: &PodRecord, keyring: &crate::images::auth::DockerKeyring) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let lock_path = record.puller_lock(paths);
+    let err = |path: &Path| {
+        let (pod, path) = (record.plan.name.clone(), path.to_path_buf());
+        move |source| RunError::SpawnPuller { pod, path, source }
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(err(&lock_path))?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| err(&lock_path)(errno.into()))?;
+    let log_path = paths.pod_data(&record.key).join("puller.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(err(&log_path))?;
+    let exe = std::env::current_exe().map_err(err(Path::new("/proc/self/exe")))?;
+    // The same open file description: the child holds the lock with it.
+    let shared = lock.try_clone().map_err(err(&lock_path))?;
+    let mut child = std::process::Command::new(&exe)
+        .arg("--root")
+        .arg(&paths.root)
+        .arg("--state")
+        .arg(&paths.state)
+        .args([PULLER_COMMAND, &record.key])
+        .process_group(0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(shared)
+        .stderr(log)
+        .spawn()
+        .map_err(err(&exe))?;
+    let handed = (|| -> std::io::Result<()> {
+        (&*lock).write_all(format!("{}\n", child.id()).as_bytes())?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        serde_json::to_writer(stdin, keyring).map_err(std::io::Error::other)
+    })();
+    if let Err(source) = handed {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err(&lock_path)(source));
+    }
+    // Not unlocked: `Flock`'s drop would release the lock for the child too (one open
+    // file description); the descriptor closes with this process.
+    std::mem::forget(lock);
+    // Not waited for: it outlives this process (and is reaped by whoever adopts it).
+    Ok(())
+}
+
+/// In the image puller ([`PULLER_COMMAND`]), first: keeps the lock that came as stdout on
+/// a descriptor of its own (returned; the lock lasts as long as it is open, i.e. the
+/// process) and points stdout at stderr (`puller.log`), so that nothing printed lands
+/// in the lock file.
+///
+/// Errors: `dup(2)` failures.
+pub fn keep_puller_lock() -> nix::Result<std::os::fd::OwnedFd> {
+    let lock = nix::unistd::dup(std::io::stdout())?;
+    nix::unistd::dup2_stdout(std::io::stderr())?;
+    Ok(lock)
+}
+
+/// The image puller's body ([`PULLER_COMMAND`]): waits out pod `key`'s back-off, pulls
+/// again with `keyring`'s credentials until its images are in the store, then creates
+/// and starts its containers ([`crate::pullbackoff::wait`]).
+///
+/// Errors: a pod not recorded, an image store that cannot be opened, or
+/// [`RunError::WaitImages`].
+pub fn wait_for_images(paths: &Paths, key: &str, keyring: &crate::images::auth::DockerKeyring) -> Result<()> {
+    let record = load(paths, key)?;
+    let store = paths.images()?;
+    let chain = |e: &dyn std::error::Error| sandbox::error::chain(e);
+    crate::pullbackoff::wait(
+        &record.pull_state(paths),
+        || crate::imagepull::ensure_images(&store, &record.plan, keyring, &|_| {}).map_err(|e| chain(&e)),
+        || resume(paths, &record).map_err(|e| chain(&e)),
+        &jiff::Timestamp::now,
+        &std::thread::sleep,
+    )
+    .map_err(|source| RunError::WaitImages {
+        pod: record.plan.name.clone(),
+        source,
+    })
+}
+
+/// Creates and starts the containers of pod `record`, whose sandbox runs without them
+/// (it waited for its images).
+fn resume(paths: &Paths, record: &PodRecord) -> Result<()> {
+    let store = paths.images()?;
+    let images = record
+        .plan
+        .containers
+        .iter()
+        .map(|c| resolve_image(&store, c))
+        .collect::<Result<Vec<_>>>()?;
+    let shim = connect(record)?;
+    let rt = pod_runtime(paths, record, &shim)?;
+    create_and_start(paths, &shim, record, &rt, &images, &|_| {})
+}
+
+/// Ends pod `record`'s image puller, if one runs: SIGKILL to the pid in its lock file
+/// (when that process is the puller), until the lock is free, i.e. the process is gone.
+///
+/// Errors: [`RunError::Lock`], or [`RunError::PullerStuck`] after 10 s.
+fn stop_puller(paths: &Paths, record: &PodRecord) -> Result<()> {
+    use nix::fcntl::{Flock, FlockArg};
+
+    let path = record.puller_lock(paths);
+    let Ok(mut file) = fs::File::open(&path) else {
+        // The pod never waited for an image.
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(_) => return Ok(()),
+            Err((f, nix::Error::EWOULDBLOCK)) => file = f,
+            Err((_, errno)) => {
+                return Err(RunError::Lock {
+                    path,
+                    source: errno.into(),
+                })
+            }
+        }
+        let pid: i32 = fs::read_to_string(&path)
+            .ok()
+            .and_then(|p| p.lines().next().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or(0);
+        let is_puller = pid > 0
+            && fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == PULLER_COMMAND.as_bytes()));
+        if is_puller {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(RunError::PullerStuck {
+                pod: record.plan.name.clone(),
+                pid,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -1160,7 +1430,7 @@ pub fn status(paths: &Paths, record: &PodRecord) -> (String, Vec<ContainerStatus
         .iter()
         .map(|o| {
             let (state, exit_code) = match &o.state {
-                Observation::Absent => ("unknown", None),
+                Observation::Absent | Observation::Waiting { .. } => ("unknown", None),
                 Observation::Created => ("created", None),
                 Observation::Running(_) => ("running", None),
                 Observation::Exited(e) => ("stopped", Some(e_code(e))),
@@ -1392,6 +1662,12 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
     use containerd_shim_protos::types::task::Status as S;
 
     let (mut runs, mut events, mut probes) = history(paths, record);
+    // What the pod's images came to (kubelet's image events; containers waiting for one).
+    let pulls = crate::pullbackoff::PullState::load(&record.pull_state(paths))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    events.extend(pulls.events.iter().cloned());
     let shim = Shim::connect(&record.shim_address).ok();
     let sandbox_state = shim.as_ref().and_then(|s| s.state(&record.sandbox_id, "").ok());
     // A shim that does not answer (killed, crashed) cannot tell anything live.
@@ -1433,7 +1709,17 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
             }
             _ => match history.last() {
                 Some(e) if e.finished.is_some() => Observation::Exited(e.clone()),
-                _ => Observation::Absent,
+                _ => match (pulls.wait_of(name), &pulls.failure) {
+                    (Some(w), _) => Observation::Waiting {
+                        reason: w.reason.clone(),
+                        message: w.message.clone(),
+                    },
+                    (None, Some(failure)) if live.is_none() => Observation::Waiting {
+                        reason: "CreateContainerError".into(),
+                        message: failure.clone(),
+                    },
+                    _ => Observation::Absent,
+                },
             },
         };
         // Waiting for its restart, the run that ended is the last termination.
@@ -1548,6 +1834,8 @@ pub fn delete(paths: &Paths, key: &str, grace: Option<u64>) -> Result<()> {
 }
 
 fn delete_record(paths: &Paths, record: &PodRecord, grace: Option<u64>) -> Result<()> {
+    // First, so nothing creates containers in the pod while it goes.
+    stop_puller(paths, record)?;
     if let Ok(shim) = Shim::connect(&record.shim_address) {
         // Taken while the sandbox task exists (Connect names a task): after Shutdown the
         // shim exits on its own, and the pod is only gone once it has.

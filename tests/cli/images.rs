@@ -1213,12 +1213,51 @@ fn run_and_delete(cli: &Cli, name: &str, yaml: &str, check: impl FnOnce(&str) ->
     Ok(err)
 }
 
+/// `run` of `yaml`, whose pod `name` cannot have an image: stderr names each of `want`.
+/// Embedded mode does what kubelet does: the run succeeds, the pod exists without its
+/// containers, which wait with kubelet's reason until `get`'s STATUS is `status` (the
+/// container's waiting reason; `ErrImagePull` turns into `ImagePullBackOff` a second
+/// after the failure), an image puller process waits out the back-off; `delete` then
+/// ends it and leaves nothing. CRI mode makes sure of the images before the sandbox
+/// exists: the run is refused and creates nothing. Returns the run's stderr.
+fn assert_waits_for_image(cli: &Cli, name: &str, yaml: &str, want: &[&str], status: &str) -> Result<String> {
+    let out = run_yaml(cli, yaml)?;
+    if cli.mode() == Mode::Cri {
+        return cli.assert_refused(&out, want);
+    }
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(out.status.success(), "run {name}: {}: {err}", out.status);
+    let uid = uid_of(cli, name)?;
+    let checked = (|| -> Result<()> {
+        for w in want {
+            ensure!(err.contains(w), "want {w:?} in: {err}");
+        }
+        cli.wait_for(&format!("{name}'s STATUS {status}"), || {
+            let (ready, shown, _) = cli.row(name)?;
+            ensure!(ready.starts_with("0/"), "READY {ready}");
+            Ok((shown == status).then_some(()))
+        })?;
+        let pod = cli.pod_json(name)?;
+        ensure!(pod["status"]["phase"] == "Pending", "{pod:#}");
+        ensure!(
+            !crate::pods::pullers_of(cli, name).is_empty(),
+            "no image puller runs for {name}"
+        );
+        Ok(())
+    })();
+    let deleted = delete_and_check(cli, name, &uid);
+    checked?;
+    deleted?;
+    Ok(err)
+}
+
 /// `peapod run` pulls as kubelet's image manager does (issue 15): an image only in a
-/// registry is refused with `imagePullPolicy: Never` (kubelet's `ErrImageNeverPull`
-/// message, nothing created), pulled once for the two containers that use it by the
-/// default `IfNotPresent` (a tag other than `latest`), with `image pull`'s progress on
-/// stderr; with the registry stopped, `IfNotPresent` runs the image it has without
-/// asking, and `Always` fails with `ErrImagePull` naming the container, creating nothing.
+/// registry is not pulled with `imagePullPolicy: Never` (kubelet's `ErrImageNeverPull`
+/// message; the pod waits for it, see [`assert_waits_for_image`]), pulled once for the
+/// two containers that use it by the default `IfNotPresent` (a tag other than `latest`),
+/// with `image pull`'s progress on stderr; with the registry stopped, `IfNotPresent`
+/// runs the image it has without asking, and `Always` fails with `ErrImagePull` naming
+/// the container.
 pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
     let cli = Cli::new(mode)?;
     let layout = tempfile::tempdir()?;
@@ -1227,12 +1266,14 @@ pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
     registry.push(layout.path(), "busybox", "peapod/pulled:v1", false)?;
     let image = format!("{}/peapod/pulled:v1", registry.host());
 
-    let out = run_yaml(&cli, &pulled_pod("pulled", &image, Some("Never"), "", ""))?;
-    cli.assert_refused(
-        &out,
+    assert_waits_for_image(
+        &cli,
+        "pulled",
+        &pulled_pod("pulled", &image, Some("Never"), "", ""),
         &[&format!(
             "container app: ErrImageNeverPull: Container image \"{image}\" is not present with pull policy of Never"
         )],
+        "ErrImageNeverPull",
     )?;
 
     let err = run_and_delete(&cli, "pulled", &pulled_pod("pulled", &image, None, "", ""), |_| Ok(()))?;
@@ -1260,8 +1301,13 @@ pub fn run_pulls_images_as_their_pull_policies_ask(mode: Mode) -> Result<()> {
         "IfNotPresent pulled a present image: {err}"
     );
 
-    let out = run_yaml(&cli, &pulled_pod("pulled", &image, Some("Always"), "", ""))?;
-    cli.assert_refused(&out, &["container app: ", "ErrImagePull", &image])?;
+    assert_waits_for_image(
+        &cli,
+        "pulled",
+        &pulled_pod("pulled", &image, Some("Always"), "", ""),
+        &["container app: ", "ErrImagePull", &image],
+        "ImagePullBackOff",
+    )?;
     Ok(())
 }
 
@@ -1292,12 +1338,19 @@ pub fn pull_secrets_authenticate_to_a_registry(mode: Mode) -> Result<()> {
         );
         Ok(())
     };
-    let out = run_yaml(&cli, &pulled_pod("private", &image, None, "", ""))?;
-    unauthorized(&cli.assert_refused(&out, &["container app", &image])?)?;
-    let out = run_yaml(&cli, &pulled_pod("private", &image, None, "", pull_secret))?;
-    unauthorized(&cli.assert_refused(
-        &out,
+    unauthorized(&assert_waits_for_image(
+        &cli,
+        "private",
+        &pulled_pod("private", &image, None, "", ""),
+        &["container app", &image],
+        "ImagePullBackOff",
+    )?)?;
+    unauthorized(&assert_waits_for_image(
+        &cli,
+        "private",
+        &pulled_pod("private", &image, None, "", pull_secret),
         &["warning: spec.imagePullSecrets[0]: secret \"regcred\" not found"],
+        "ImagePullBackOff",
     )?)?;
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -1354,6 +1407,96 @@ pub fn pull_secrets_authenticate_to_a_registry(mode: Mode) -> Result<()> {
         Ok(())
     })?;
     Ok(())
+}
+
+/// A failed pull leaves the pod waiting, as kubelet does (issue 15): `run` succeeds with
+/// the pull's error as a warning; the containers are Waiting `ErrImagePull`, then
+/// `ImagePullBackOff` with kubelet's message and events, while a puller process waits
+/// out the back-off; once the image is in the registry the next attempt (10 s after the
+/// failure) pulls it and the pod starts, with `Pulled` among its events, and the puller
+/// is gone. An init container waiting for its image shows `Init:ImagePullBackOff`, keeps
+/// the app from starting, and `delete` during the back-off ends its puller and leaves
+/// nothing. Embedded mode only: the CLI's CRI mode makes sure of the images before the
+/// sandbox exists, and refuses the run when it cannot.
+pub fn a_failed_pull_backs_off_and_the_pod_starts_once_the_image_is_there() -> Result<()> {
+    let cli = Cli::new(Mode::Embedded)?;
+    let layout = tempfile::tempdir()?;
+    registry_layout(layout.path())?;
+    let registry = Registry::start()?;
+    let image = format!("{}/peapod/late:v1", registry.host());
+    let out = run_yaml(&cli, &pulled_pod("late", &image, None, "", ""))?;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(out.status.success(), "run: {}: {err}", out.status);
+    let want = format!("warning: container app: Failed to pull image \"{image}\": ErrImagePull: {image}: ");
+    ensure!(err.contains(&want), "want {want:?} in: {err}");
+    let uid = uid_of(&cli, "late")?;
+    let checked = (|| -> Result<()> {
+        cli.wait_for("STATUS ImagePullBackOff", || {
+            Ok((cli.row("late")?.1 == "ImagePullBackOff").then_some(()))
+        })?;
+        let pod = cli.pod_json("late")?;
+        for s in pod["status"]["containerStatuses"]
+            .as_array()
+            .context("containerStatuses")?
+        {
+            let waiting = &s["state"]["waiting"];
+            ensure!(
+                waiting["reason"] == "ImagePullBackOff"
+                    && waiting["message"] == format!("Back-off pulling image \"{image}\""),
+                "{s:#}"
+            );
+        }
+        let d = cli.ok(&["describe", "pod", "late"])?;
+        for want in [
+            format!("Pulling image \"{image}\""),
+            format!("Failed to pull image \"{image}\": ErrImagePull"),
+            "Error: ErrImagePull".to_string(),
+            format!("Back-off pulling image \"{image}\""),
+            "Error: ImagePullBackOff".to_string(),
+        ] {
+            ensure!(d.contains(&want), "describe lacks {want:?}:\n{d}");
+        }
+        ensure!(!crate::pods::pullers_of(&cli, "late").is_empty(), "no puller runs");
+        registry.push(layout.path(), "busybox", "peapod/late:v1", false)?;
+        cli.wait_for("the app to run once its image is there", || {
+            Ok(logs(&cli, "late", "app")?.contains("pulled-ok").then_some(()))
+        })?;
+        cli.wait_for("READY 2/2", || Ok((cli.row("late")?.0 == "2/2").then_some(())))?;
+        let d = cli.ok(&["describe", "pod", "late"])?;
+        let want = format!("Successfully pulled image \"{image}\" in ");
+        ensure!(d.contains(&want), "describe lacks {want:?}:\n{d}");
+        cli.wait_for("the puller to exit", || {
+            Ok(crate::pods::pullers_of(&cli, "late").is_empty().then_some(()))
+        })?;
+        Ok(())
+    })();
+    let deleted = delete_and_check(&cli, "late", &uid);
+    checked?;
+    deleted?;
+
+    // An init container's image missing: the pod is initializing, the app waits.
+    let never = format!("{}/peapod/never:v1", registry.host());
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: init-waits}}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         initContainers: [{{name: setup, image: '{never}', command: ['true']}}]\n  \
+         containers: [{{name: app, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, '3600']}}]\n"
+    );
+    let out = run_yaml(&cli, &yaml)?;
+    ensure!(out.status.success(), "run init-waits: {out:?}");
+    let uid = uid_of(&cli, "init-waits")?;
+    let checked = cli
+        .wait_for("STATUS Init:ImagePullBackOff", || {
+            Ok((cli.row("init-waits")?.1 == "Init:ImagePullBackOff").then_some(()))
+        })
+        .and_then(|()| {
+            let pod = cli.pod_json("init-waits")?;
+            let app = &pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
+            ensure!(app == "PodInitializing", "the app: {pod:#}");
+            Ok(())
+        });
+    let deleted = delete_and_check(&cli, "init-waits", &uid);
+    checked?;
+    deleted
 }
 
 /// Regular files under `dir`, recursively (symlinks not followed; a missing dir has none).

@@ -81,7 +81,8 @@ fn main() {
             a_dynamically_linked_pause_is_refused_before_anything_exists,
             probes_gate_readiness_and_restart_the_unhealthy,
             grpc_probe_follows_a_real_health_server,
-            lifecycle_hooks_run_around_the_container
+            lifecycle_hooks_run_around_the_container,
+            a_failed_pull_backs_off_and_the_pod_starts_once_the_image_is_there
         ]
         .into_iter()
         .map(|(name, f)| (format!("embedded::{name}"), f)),

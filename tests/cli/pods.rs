@@ -76,6 +76,14 @@ impl Cli {
         Ok(Cli { dir, bin, ctrd })
     }
 
+    /// Which mode this CLI runs pods in.
+    pub fn mode(&self) -> Mode {
+        match self.ctrd {
+            None => Mode::Embedded,
+            Some(_) => Mode::Cri,
+        }
+    }
+
     /// CRI mode: where the CLI puts pod log directories.
     fn pod_log_dir(&self) -> PathBuf {
         self.dir.path().join("pod-logs")
@@ -269,6 +277,10 @@ impl Cli {
         let cgroup = format!("peapod/pod-{uid}");
         ensure!(!sandbox::cgroups::exists_anywhere(&cgroup), "leak: cgroup {cgroup}");
         ensure!(shims_of(self, name).is_empty(), "leak: shim for {name} still runs");
+        ensure!(
+            pullers_of(self, name).is_empty(),
+            "leak: the image puller of {name} still runs"
+        );
         if self.ctrd.is_none() {
             // host-local's allocations: a file per address naming the container id.
             let dir = std::path::Path::new(peapod::cni::IPAM_DIR).join("peapod");
@@ -312,6 +324,30 @@ pub fn shims_of(cli: &Cli, pod: &str) -> Vec<u32> {
             let is = args.first()?.ends_with("containerd-shim-peapod-v2")
                 && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
                 && std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&state));
+            is.then_some(pid)
+        })
+        .collect()
+}
+
+/// The image pullers of pod `pod` of this CLI: `peapod … --state <its state> pull-back-off
+/// default_<pod>` (embedded mode leaves one behind while the pod waits for an image).
+pub fn pullers_of(cli: &Cli, pod: &str) -> Vec<u32> {
+    let (key, state) = (format!("default_{pod}"), cli.state().to_string_lossy().into_owned());
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is = args
+                .windows(2)
+                .any(|w| w[0] == peapod::runner::PULLER_COMMAND && w[1] == key)
+                && args.windows(2).any(|w| w[0] == "--state" && w[1] == state);
             is.then_some(pid)
         })
         .collect()
@@ -747,8 +783,8 @@ pub fn bad_manifests_fail_clearly_and_create_nothing(mode: Mode) -> Result<()> {
     let cases: [(&str, &str); 5] = [
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n", "kind"),
         (
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: m}\nspec: {containers: [{name: c, image: no-such-image}]}\n",
-            "ErrImagePull",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: m}\nspec: {containers: [{name: c, image: 'Not/A:Valid:Name'}]}\n",
+            "container c: invalid image reference \"Not/A:Valid:Name\"",
         ),
         (
             "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec: {containers: [{name: c, image: busybox, imagePullPolicy: IfNotPresent, resources: {limits: {memory: lots}}}]}\n",

@@ -144,9 +144,9 @@ impl Embedded {
             &self.paths,
             &self.bins,
             plan,
-            &peapod::volumes::ResolvedVolumes::default(),
             self.network,
             std::path::Path::new(peapod::security::KUBELET_SECCOMP_ROOT),
+            runner::RunInputs::default(),
             &|_| {},
         );
         let (uid, tasks) = match &result {

@@ -37,11 +37,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Credentials for one registry: kubelet's `credentialprovider.AuthConfig`, what CRI's
 /// `AuthConfig` carries. Empty strings are absent fields.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Serializable only to hand a pod's credentials to its image puller on a pipe
+/// ([`crate::runner::spawn_puller`]); never written to a file.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthConfig {
     /// The user name (Basic auth, or the token endpoint's Basic auth).
     pub username: String,
@@ -146,7 +148,7 @@ const DEFAULT_REGISTRY_HOST: &str = "index.docker.io";
 
 /// The credentials of a pod's pull Secrets, by registry key (kubelet's
 /// `BasicDockerKeyring`; see the module docs for the matching rules).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DockerKeyring {
     /// Normalized keys (`host[:port][/path]`) → credentials, in the order added.
     creds: BTreeMap<String, Vec<AuthConfig>>,
