@@ -125,6 +125,14 @@ pub fn v2(stats: &Stats, psi: &Psi) -> v2::Metrics {
     }
 }
 
+impl crate::events::TypeUrl for v1::Metrics {
+    const TYPE_URL: &'static str = "io.containerd.cgroups.v1.Metrics";
+}
+
+impl crate::events::TypeUrl for v2::Metrics {
+    const TYPE_URL: &'static str = "io.containerd.cgroups.v2.Metrics";
+}
+
 /// `stats` packed as the `Any` of a `StatsResponse` (or a sandbox's `Metric`): v2
 /// `Metrics` with `psi` when the cgroup is on the unified hierarchy (`cgroup_v2`), else v1.
 ///

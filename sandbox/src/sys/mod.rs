@@ -9,8 +9,8 @@
 //! init), `fd` (fd ownership and passing, pidfds), `signal` (signal state before exec),
 //! `tty` (controlling terminal, window size), `wait` (child exits read without reaping),
 //! `exe` (the sealed executable the helper runs from), `exec` (`execve` with prepared
-//! arrays), `bpf` (the cgroup v2 device program: load, query, attach, detach) and
-//! `seccomp` (installing a compiled filter).
+//! arrays), `malloc` (the allocator's arena cap), `bpf` (the cgroup v2 device program:
+//! load, query, attach, detach) and `seccomp` (installing a compiled filter).
 //! Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
 #![allow(unsafe_code)]
 
@@ -20,6 +20,7 @@ mod bpf;
 mod exe;
 mod exec;
 mod fd;
+mod malloc;
 mod seccomp;
 mod signal;
 mod spawn;
@@ -36,6 +37,7 @@ pub use fd::{
     adopt_inherited_fd, cloexec_from, inherit_fd, kill, map_fds, own_received_fd, peer_credentials, pidfd_open,
     pidfd_send_signal,
 };
+pub use malloc::{limit_malloc_arenas, trim_malloc};
 pub use seccomp::{set_mode_filter, SockFilter};
 pub use signal::reset_signals;
 pub use spawn::{clone_parent, spawn_with_fds, CloneResult};

@@ -15,6 +15,9 @@ fn main() {
     // binary, re-executed) make mount points with the modes they ask for. The modes that
     // keep host users out are set explicitly (sandbox::hostdir).
     sandbox::hostdir::set_umask();
+    // One malloc arena: a shim is many mostly idle threads, and glibc's arena per thread
+    // is most of its private memory otherwise (issue 17; sandbox::sys::limit_malloc_arenas).
+    sandbox::sys::limit_malloc_arenas(1);
     // Release builds abort on panic: log it first (to containerd's log once `serve` has
     // set logging up).
     shim::panic::install();
