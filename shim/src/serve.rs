@@ -341,8 +341,12 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Listener { fd, source })?
         .register_service(task)
         .register_service(sandbox)
-        .set_thread_count_default(4)
-        .set_thread_count_min(2)
+        // Per connection, ttrpc keeps `default` idle workers and tops them up when fewer
+        // than `min` are left (every pending Wait holds one for its task's life): 2 and
+        // 1 serve containerd's calls as well as 4 and 2 did (pod ready unchanged in
+        // `make bench`) with fewer idle threads (issue 17).
+        .set_thread_count_default(2)
+        .set_thread_count_min(1)
         .set_thread_count_max(MAX_THREADS);
     server.start().map_err(ServeError::StartServer)?;
     tracing::info!(namespace = %flags.namespace, id = %flags.id, "shim serving");

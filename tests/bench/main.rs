@@ -678,6 +678,24 @@ fn memory_rows(b: &Runtimes, config: &Config, run: &mut Run) {
                     config.memory_pods,
                     procs.join(", ")
                 ));
+                if let Some(last) = samples.last() {
+                    let nprocs = last.processes.len().max(1) as f64;
+                    let kinds: Vec<String> = last
+                        .pss_by_kind
+                        .iter()
+                        .map(|(k, kib)| format!("{k} {:.0}", *kib as f64 / pods))
+                        .collect();
+                    let mut names: Vec<(&String, &u64)> = last.thread_names.iter().collect();
+                    names.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                    let threads: Vec<String> = names
+                        .iter()
+                        .map(|(n, c)| format!("{:.1}× {n}", **c as f64 / nprocs))
+                        .collect();
+                    run.notes
+                        .push(format!("{h}: PSS KiB per pod by kind: {}", kinds.join(", ")));
+                    run.notes
+                        .push(format!("{h}: threads per process by name: {}", threads.join(", ")));
+                }
             }
             Err(e) => run.fail(&h, &[MEM_PSS, MEM_RSS], "memory", &e),
         }

@@ -2,7 +2,7 @@
 //! shims and any helper they leave running) and what they cost. `make bench` reads them
 //! for its memory row and `make soak` for its samples over time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 use anyhow::{ensure, Context, Result};
@@ -17,6 +17,10 @@ pub struct MemSample {
     pub processes: Vec<(u32, String)>,
     /// Their threads, all together.
     pub threads: u64,
+    /// Their PSS by kind of mapping, KiB, all together ([`pss_by_kind`]).
+    pub pss_by_kind: BTreeMap<&'static str, u64>,
+    /// Their threads by name (`comm`), all together.
+    pub thread_names: BTreeMap<String, u64>,
 }
 
 /// A process as `/proc` shows it.
@@ -108,6 +112,8 @@ pub fn sample_memory(procs: Vec<Proc>) -> Result<MemSample> {
         rss_kib: 0,
         processes: Vec::new(),
         threads: 0,
+        pss_by_kind: BTreeMap::new(),
+        thread_names: BTreeMap::new(),
     };
     for p in procs {
         let (rss, pss) = rss_pss_kib(p.pid)?;
@@ -119,6 +125,18 @@ pub fn sample_memory(procs: Vec<Proc>) -> Result<MemSample> {
             .find_map(|l| l.strip_prefix("Threads:"))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        for (kind, kib) in pss_by_kind(p.pid)? {
+            *sample.pss_by_kind.entry(kind).or_default() += kib;
+        }
+        for t in fs::read_dir(format!("/proc/{}/task", p.pid))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(comm) = fs::read_to_string(t.path().join("comm")) {
+                *sample.thread_names.entry(comm.trim().to_string()).or_default() += 1;
+            }
+        }
         let name = p
             .args
             .first()
@@ -127,4 +145,76 @@ pub fn sample_memory(procs: Vec<Proc>) -> Result<MemSample> {
         sample.processes.push((p.pid, name));
     }
     Ok(sample)
+}
+
+/// What `pid`'s resident memory is, as PSS in KiB by kind of mapping, from
+/// `/proc/<pid>/smaps`: `text` (its executable's code), `read-only data` (its
+/// executable's read-only segments: `.rodata`, clean and shared, and the relocated
+/// `.data.rel.ro`, private once relocated), `data` (its writable segment), `libraries`
+/// (every other file), `heap` (`[heap]` and glibc's malloc arenas: anonymous mappings
+/// aligned to 64 MiB followed by their reserve), `thread stacks` (anonymous mappings
+/// right above a guard page), `main stack`, and `other` (the rest: anonymous mappings,
+/// vdso).
+///
+/// Errors: `smaps` cannot be read.
+pub fn pss_by_kind(pid: u32) -> Result<BTreeMap<&'static str, u64>> {
+    struct Map {
+        start: u64,
+        end: u64,
+        perms: String,
+        path: String,
+        pss: u64,
+    }
+    let path = format!("/proc/{pid}/smaps");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut maps: Vec<Map> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                let perms = words.next().unwrap_or_default().to_string();
+                let path = words.nth(3).unwrap_or_default().to_string();
+                maps.push(Map {
+                    start,
+                    end,
+                    perms,
+                    path,
+                    pss: 0,
+                });
+                continue;
+            }
+        }
+        if let (Some(m), Some(v)) = (maps.last_mut(), line.strip_prefix("Pss:")) {
+            m.pss = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (i, m) in maps.iter().enumerate() {
+        let guard_below = i > 0 && {
+            let p = &maps[i - 1];
+            p.perms.starts_with("---") && p.end == m.start && p.end - p.start <= 64 << 10
+        };
+        let reserve_above = maps
+            .get(i + 1)
+            .is_some_and(|n| n.perms.starts_with("---") && n.start == m.end);
+        let kind = match m.path.as_str() {
+            p if !exe.is_empty() && p == exe => match m.perms.as_bytes() {
+                [_, _, b'x', ..] => "text",
+                [_, b'w', ..] => "data",
+                _ => "read-only data",
+            },
+            "[heap]" => "heap",
+            "[stack]" => "main stack",
+            "" if guard_below => "thread stacks",
+            "" if reserve_above && m.start % (64 << 20) == 0 => "heap",
+            p if p.starts_with('/') => "libraries",
+            _ => "other",
+        };
+        *out.entry(kind).or_default() += m.pss;
+    }
+    Ok(out)
 }
