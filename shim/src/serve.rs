@@ -349,7 +349,13 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
         .set_thread_count_min(1)
         .set_thread_count_max(MAX_THREADS);
     server.start().map_err(ServeError::StartServer)?;
-    tracing::info!(namespace = %flags.namespace, id = %flags.id, "shim serving");
+    // From `start`'s main to here, where the socket answers (issue 17's start-up phase).
+    let startup_us = std::env::var(crate::start::STARTED_AT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&began| began > 0)
+        .map_or(0, |began| crate::start::boottime_ns().saturating_sub(began) / 1000);
+    tracing::info!(namespace = %flags.namespace, id = %flags.id, startup_us, "shim serving");
 
     service.wait_for_shutdown();
     server.shutdown();

@@ -43,6 +43,20 @@ pub const SOCKET_ROOT: &str = "/run/containerd/s";
 /// Environment variable naming the listener fd handed to the shim daemon.
 pub const LISTENER_ENV: &str = "_PEAPOD_SHIM_LISTENER";
 
+/// How the daemon learns when `start` began: `CLOCK_BOOTTIME` in nanoseconds, read first
+/// thing in `start`'s `main` ([`boottime_ns`]); the daemon logs its start-up time
+/// (`startup_us`, `start`'s main to the socket served) with `shim serving`.
+pub const STARTED_AT_ENV: &str = "_PEAPOD_SHIM_STARTED_AT";
+
+/// `CLOCK_BOOTTIME` in nanoseconds: one clock for every process of the machine (0 if it
+/// cannot be read).
+pub fn boottime_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .ok()
+        .and_then(|t| u64::try_from(i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())).ok())
+        .unwrap_or(0)
+}
+
 /// A step of `start` or `delete` that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -131,7 +145,7 @@ pub fn group_id(bundle: &Path, id: &str) -> Result<String, StartError> {
 /// Runs `start` with what containerd gave besides the flags (`input`,
 /// [`crate::bootstrap::parse`]): returns the shim's address (`unix://…`), which the caller
 /// answers in the form `input.generation` expects ([`crate::bootstrap::answer`]).
-pub fn start(flags: &Flags, bundle: &Path, input: &StartInput) -> Result<String, StartError> {
+pub fn start(flags: &Flags, bundle: &Path, input: &StartInput, began_ns: u64) -> Result<String, StartError> {
     let options = match &input.options {
         Some(any) => RuntimeOptions::from_any(any)?,
         None => RuntimeOptions::default(),
@@ -170,19 +184,20 @@ pub fn start(flags: &Flags, bundle: &Path, input: &StartInput) -> Result<String,
         let _ = fs::remove_file(&path);
         return Err(io_err("chmod 0600", &path)(e));
     }
-    let result = spawn_daemon(&flags, bundle, &listener, input.ttrpc_address.as_deref()).and_then(|mut daemon| {
-        let placed = match &options.shim_cgroup {
-            Some(cgroup) => join_shim_cgroup(cgroup, daemon.id()),
-            None => Ok(()),
-        };
-        let result = placed.and_then(|()| write_address(bundle, &address));
-        if result.is_err() {
-            // The daemon serves a socket that is about to go: it must not outlive start.
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
-        result
-    });
+    let result =
+        spawn_daemon(&flags, bundle, &listener, input.ttrpc_address.as_deref(), began_ns).and_then(|mut daemon| {
+            let placed = match &options.shim_cgroup {
+                Some(cgroup) => join_shim_cgroup(cgroup, daemon.id()),
+                None => Ok(()),
+            };
+            let result = placed.and_then(|()| write_address(bundle, &address));
+            if result.is_err() {
+                // The daemon serves a socket that is about to go: it must not outlive start.
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+            }
+            result
+        });
     if result.is_err() {
         let _ = fs::remove_file(&path);
     }
@@ -210,6 +225,7 @@ fn spawn_daemon(
     bundle: &Path,
     listener: &UnixListener,
     ttrpc_address: Option<&str>,
+    began_ns: u64,
 ) -> Result<Child, StartError> {
     let exe = std::env::current_exe().map_err(io_err("locate own binary", Path::new("/proc/self/exe")))?;
     let fd = listener.as_fd();
@@ -226,6 +242,7 @@ fn spawn_daemon(
         .arg("-bundle")
         .arg(bundle)
         .env(LISTENER_ENV, std::os::fd::AsRawFd::as_raw_fd(&fd).to_string())
+        .env(STARTED_AT_ENV, began_ns.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -40,8 +40,9 @@
 //! go away) is a failure too: its cells say so, the run goes on, and the binary exits 1.
 //! Nothing asserts on timings.
 //!
-//! After the rows, peapod's per-phase timings come from the shim's `create timings` and
-//! `start timings` lines in containerd's log; then the instance must be empty
+//! After the rows, peapod's per-phase timings come from the shim's `create timings`,
+//! `start timings`, `call served` and `shim serving` (start-up) lines in containerd's
+//! log; then the instance must be empty
 //! (`assert_no_leftovers`), its teardown must succeed, and the embedded pods must have
 //! left nothing (`Embedded::finish`), else the run fails.
 //!

@@ -142,6 +142,9 @@ pub struct Phases {
     pub start_lines: usize,
     /// `served_us` of the shim's `call served` lines, by ttrpc method.
     pub served: Vec<(String, Vec<u64>)>,
+    /// `startup_us` of the shim's `shim serving` lines: from `start`'s main to the socket
+    /// served, per shim started.
+    pub startup: Vec<u64>,
 }
 
 /// Collects every `<name>_us=<integer>` field of the lines holding `create timings` or
@@ -150,6 +153,12 @@ pub struct Phases {
 pub fn parse_phases(log: &str) -> Phases {
     let mut phases = Phases::default();
     for line in log.lines() {
+        if line.contains("shim serving") {
+            if let Some((_, us)) = us_fields(line).into_iter().find(|(n, _)| n == "startup_us") {
+                phases.startup.push(us);
+            }
+            continue;
+        }
         if line.contains("call served") {
             let method = word_after(line, "method=");
             let us = us_fields(line).into_iter().find(|(n, _)| n == "served_us");
@@ -321,7 +330,7 @@ impl Report<'_> {
     /// peapod's per-phase table (or that the log has none).
     pub fn phases_markdown(&self) -> String {
         let p = self.phases;
-        if p.create.is_empty() && p.start.is_empty() && p.served.is_empty() {
+        if p.create.is_empty() && p.start.is_empty() && p.served.is_empty() && p.startup.is_empty() {
             return "### peapod shim phases\n\nno phase timings in the shim log\n".into();
         }
         let mut md = format!(
@@ -329,11 +338,19 @@ impl Report<'_> {
              containerd's log: every sandbox and container peapod created in this run, warm-ups included. \
              `served`: the shim's time per Task or Sandbox API call of a pod's life (`call served`), \
              from the request reaching its handler to the answer queued; the rest of a CRI call is \
-             containerd's and the round trips'.\n\n",
+             containerd's and the round trips'. `shim start-up`: from the `start` command's main \
+             to the daemon's socket served (`shim serving`), per shim started.\n\n",
             p.create_lines, p.start_lines
         );
         md.push_str("| call | phase | median | p90 | n |\n| --- | --- | ---: | ---: | ---: |\n");
-        for (call, fields) in [("create", &p.create), ("start", &p.start), ("served", &p.served)] {
+        let startup = [("start-up".to_string(), p.startup.clone())];
+        let startup: &[(String, Vec<u64>)] = if p.startup.is_empty() { &[] } else { &startup };
+        for (call, fields) in [
+            ("shim", startup),
+            ("create", &p.create[..]),
+            ("start", &p.start[..]),
+            ("served", &p.served[..]),
+        ] {
             for (name, values) in fields {
                 let v: Vec<f64> = values.iter().map(|&x| x as f64).collect();
                 let _ = writeln!(

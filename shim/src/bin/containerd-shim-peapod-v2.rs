@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use containerd_shim_protos::protobuf::Message;
 
 fn main() {
+    // For the start-up time the daemon logs (shim::start::STARTED_AT_ENV).
+    let began_ns = shim::start::boottime_ns();
     // Container init helpers are this binary too.
     sandbox::init::run_if_requested();
     // containerd starts us with its own umask (and the embedded CLI with its caller's):
@@ -76,7 +78,7 @@ fn main() {
             })
             .map_err(anyhow::Error::from)
             .and_then(|input| {
-                let address = shim::start::start(&flags, &bundle, &input)?;
+                let address = shim::start::start(&flags, &bundle, &input, began_ns)?;
                 let mut out = std::io::stdout().lock();
                 out.write_all(&shim::bootstrap::answer(input.generation, &address))?;
                 out.flush()?;
