@@ -135,7 +135,7 @@ pub fn churn(e: &Embedded, containers: usize) -> Result<Duration> {
 
 /// Row 5: `pods` pods of one `sleep` app each, all running, then `samples` readings of
 /// their shims' memory; the pods deleted.
-pub fn memory(e: &Embedded, pods: usize, samples: usize) -> Result<Vec<MemSample>> {
+pub fn memory(e: &Embedded, pods: usize, samples: usize) -> Result<(Vec<MemSample>, Option<u64>)> {
     let mut running: Vec<PodRecord> = Vec::with_capacity(pods);
     let measured = (|| -> Result<_> {
         for _ in 0..pods {
@@ -159,7 +159,7 @@ pub fn memory(e: &Embedded, pods: usize, samples: usize) -> Result<Vec<MemSample
             }
             out.push(procs::sample_memory(resident_processes(&ids))?);
         }
-        Ok(out)
+        Ok((out, None))
     })();
     let mut removal = Ok(());
     for record in &running {
@@ -172,6 +172,91 @@ pub fn memory(e: &Embedded, pods: usize, samples: usize) -> Result<Vec<MemSample
     let samples = measured?;
     removal?;
     Ok(samples)
+}
+
+/// The embedded column of the at-once row: `pods` pods of one `sleep` app each, run
+/// from a thread each (`runner::run`, as `peapod run` in parallel), each waited for until
+/// its app runs; then deleted.
+pub fn at_once(e: &Embedded, pods: usize) -> Result<crate::scenarios::AtOnce> {
+    let plans = (0..pods)
+        .map(|_| {
+            e.plan(
+                "burst",
+                "Never",
+                "",
+                "  - {name: sleep, image: busybox, command: [sleep, '3600']}\n",
+                "",
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let begun = Instant::now();
+    let results: Vec<Result<(PodRecord, Duration)>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = plans
+            .iter()
+            .map(|plan| {
+                scope.spawn(move || {
+                    let record = e.run(plan)?;
+                    match wait_running(e.paths(), &record, &["sleep"]) {
+                        Ok(()) => Ok((record, begun.elapsed())),
+                        Err(err) => {
+                            let _ = e.delete(&record);
+                            Err(err)
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("pod thread")).collect()
+    });
+    let all = begun.elapsed();
+    let mut ready = Vec::with_capacity(pods);
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((record, d)) => {
+                ready.push(d);
+                if let Err(err) = e.delete(&record) {
+                    first_error.get_or_insert(err);
+                }
+            }
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+    Ok(crate::scenarios::AtOnce {
+        ready,
+        all,
+        containerd_cpu: None,
+    })
+}
+
+/// The embedded column of the containers-per-pod rows: one pod of `containers` `sleep`
+/// containers (`runner::run` creates them in order and starts them at once), waited for
+/// until all run: the mean time per container, and one reading of its shim's memory.
+pub fn containers_in_one_pod(e: &Embedded, containers: usize) -> Result<(Duration, MemSample)> {
+    let list: String = (0..containers)
+        .map(|i| format!("  - {{name: sleep-{i}, image: busybox, command: [sleep, '3600']}}\n"))
+        .collect();
+    let plan = e.plan("many", "Never", "", &list, "")?;
+    let names: Vec<String> = (0..containers).map(|i| format!("sleep-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let begun = Instant::now();
+    let record = e.run(&plan)?;
+    let measured = (|| -> Result<_> {
+        wait_running(e.paths(), &record, &names)?;
+        let each = begun.elapsed() / u32::try_from(containers.max(1)).unwrap_or(u32::MAX);
+        std::thread::sleep(Duration::from_secs(1));
+        let ids = BTreeSet::from([record.sandbox_id.clone()]);
+        Ok((each, procs::sample_memory(resident_processes(&ids))?))
+    })();
+    let deleted = e.delete(&record);
+    let out = measured?;
+    deleted?;
+    Ok(out)
 }
 
 /// A pod of one `sleep` app with an exec readiness probe of [`probes::COMMAND`] every

@@ -54,7 +54,10 @@
 //! one-pod row, 20; 0 leaves the row out), `BENCH_PROBE_IDLE` (seconds of its idle window,
 //! 5), `BENCH_PROBE_PODS` (20; 0 leaves the row out), `BENCH_PROBE_SECONDS` (their
 //! window, 60), `BENCH_PROBE_HANDLERS` (`runc,peapod-embedded`; any of the run's),
-//! `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
+//! `BENCH_AT_ONCE` (pods created at once from as many threads, 50; 0 leaves those rows
+//! out), `BENCH_POD_CONTAINERS` (container counts of the one-pod rows, `1,10,30`),
+//! `BENCH_SCALE_PODS` (pod counts of the PSS-per-pod and containerd RSS rows besides
+//! `BENCH_MEMORY_PODS`, `1,100`), `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
 //! and prints the phase table.
 //!
 //! The last line on stdout is `bench result: ok. …` or `bench result: FAILED. …` (what
@@ -112,7 +115,27 @@ struct Config {
     probe_window: Duration,
     /// The handlers of the exec-probe rows.
     probe_handlers: Vec<String>,
+    /// Pods of the at-once rows (0: no such rows).
+    at_once: usize,
+    /// Container counts of the one-pod rows.
+    pod_containers: Vec<usize>,
+    /// Pod counts of the scale rows, besides `memory_pods`.
+    scale_pods: Vec<usize>,
     out: PathBuf,
+}
+
+/// A comma-separated list of counts from `name`, else `default`.
+fn env_counts(name: &str, default: &str) -> Result<Vec<usize>> {
+    let text = std::env::var(name).unwrap_or_else(|_| default.to_string());
+    text.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse()
+                .with_context(|| format!("{name}={text:?}: {c:?} is not a count"))
+        })
+        .filter(|c: &Result<usize>| !matches!(c, Ok(0)))
+        .collect()
 }
 
 /// A column's CRI handler and, for the second containerd's columns (`runc@2.3.4`), its
@@ -216,6 +239,9 @@ impl Config {
             probe_pods: env_usize("BENCH_PROBE_PODS", 20)?,
             probe_window: Duration::from_secs(env_usize("BENCH_PROBE_SECONDS", 60)?.max(1) as u64),
             probe_handlers,
+            at_once: env_usize("BENCH_AT_ONCE", 50)?,
+            pod_containers: env_counts("BENCH_POD_CONTAINERS", "1,10,30")?,
+            scale_pods: env_counts("BENCH_SCALE_PODS", "1,100")?,
             out,
         };
         Ok(config)
@@ -434,6 +460,8 @@ impl Run {
                 None,
             ),
         ];
+        let mut rows = rows;
+        rows.extend(growth_row_set(config));
         Self {
             handlers: config.handlers.clone(),
             unavailable: BTreeMap::new(),
@@ -454,6 +482,14 @@ impl Run {
             self.rows[r].cell(handler).error = Some(format!("FAILED: {}", cell_error(e)));
         }
         self.failures.push(format!("{handler}, {what}: {e:#}"));
+    }
+
+    /// The index of the row with key `key` (growth rows have keys built from counts).
+    fn row_index(&self, key: &str) -> usize {
+        self.rows
+            .iter()
+            .position(|r| r.key == key)
+            .unwrap_or_else(|| panic!("no bench row {key}"))
     }
 
     fn failed(&self, handler: &str, row: usize) -> bool {
@@ -540,11 +576,27 @@ impl Runtimes<'_> {
         )
     }
 
-    fn memory(&self, handler: &str, pods: usize, samples: usize) -> Result<Vec<MemSample>> {
+    fn memory(&self, handler: &str, pods: usize, samples: usize) -> Result<(Vec<MemSample>, Option<u64>)> {
         self.run_on(
             handler,
             |e| embedded::memory(e, pods, samples),
             |b, name| scenarios::memory(b, name, pods, samples),
+        )
+    }
+
+    fn at_once(&self, handler: &str, pods: usize) -> Result<scenarios::AtOnce> {
+        self.run_on(
+            handler,
+            |e| embedded::at_once(e, pods),
+            |b, name| scenarios::at_once(b, name, pods),
+        )
+    }
+
+    fn containers_in_one_pod(&self, handler: &str, containers: usize) -> Result<(Duration, MemSample)> {
+        self.run_on(
+            handler,
+            |e| embedded::containers_in_one_pod(e, containers),
+            |b, name| scenarios::containers_in_one_pod(b, name, containers),
         )
     }
 
@@ -644,7 +696,11 @@ fn memory_rows(b: &Runtimes, config: &Config, run: &mut Run) {
         }
         let begun = Instant::now();
         match b.memory(&h, config.memory_pods, config.memory_samples) {
-            Ok(samples) => {
+            Ok((samples, containerd_rss)) => {
+                if let Some(kib) = containerd_rss {
+                    let row = run.row_index(&format!("containerd_rss_{}", config.memory_pods));
+                    run.rows[row].cell(&h).samples.push(kib as f64 / 1024.0);
+                }
                 let mut counts: BTreeMap<String, usize> = BTreeMap::new();
                 let mut threads = 0;
                 if let Some(last) = samples.last() {
@@ -699,6 +755,177 @@ fn memory_rows(b: &Runtimes, config: &Config, run: &mut Run) {
                 }
             }
             Err(e) => run.fail(&h, &[MEM_PSS, MEM_RSS], "memory", &e),
+        }
+    }
+}
+
+/// A row key made of a count (`pod_10_containers_each`): leaked, as row keys are static;
+/// a few per run.
+fn key(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
+/// How the cost grows (issue 17): pods created at once, containers in one pod, pods
+/// running. Rows in the order [`growth_rows`] fills them.
+fn growth_row_set(config: &Config) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if config.at_once > 0 {
+        let n = config.at_once;
+        rows.push(Row::new(
+            "at_once_all",
+            format!("{n} pods created at once (each sandbox + 1 container): until all are ready"),
+            Unit::Seconds,
+            None,
+        ));
+        rows.push(Row::new(
+            "at_once_each",
+            format!("{n} pods created at once: each pod's time to ready (p99 in the notes)"),
+            Unit::Millis,
+            None,
+        ));
+        rows.push(Row::new(
+            "at_once_containerd_cpu",
+            format!("{n} pods created at once: containerd's CPU time"),
+            Unit::Seconds,
+            None,
+        ));
+    }
+    for &n in &config.pod_containers {
+        rows.push(Row::new(
+            key(format!("pod_{n}_containers_each")),
+            format!("one pod of {n} containers: create + start, per container"),
+            Unit::Millis,
+            None,
+        ));
+        rows.push(Row::new(
+            key(format!("pod_{n}_containers_pss")),
+            format!("one pod of {n} containers: shim PSS"),
+            Unit::Mib,
+            None,
+        ));
+    }
+    for &n in &config.scale_pods {
+        rows.push(Row::new(
+            key(format!("pss_per_pod_{n}")),
+            format!("shim memory per pod, PSS ({n} pods running)"),
+            Unit::Mib,
+            None,
+        ));
+    }
+    let mut counts: Vec<usize> = config.scale_pods.clone();
+    if config.memory_pods > 0 {
+        counts.push(config.memory_pods);
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    for n in counts {
+        rows.push(Row::new(
+            key(format!("containerd_rss_{n}")),
+            format!("containerd RSS ({n} pods running)"),
+            Unit::Mib,
+            None,
+        ));
+    }
+    rows
+}
+
+/// The quantile at `permille`/1000 (nearest rank) of `samples`, in ms.
+fn quantile_ms(samples: &[Duration], permille: usize) -> f64 {
+    let mut s: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
+    s.sort_by(f64::total_cmp);
+    let rank = (s.len() * permille).div_ceil(1000).clamp(1, s.len().max(1));
+    s.get(rank - 1).copied().unwrap_or(0.0)
+}
+
+fn growth_rows(b: &Runtimes, config: &Config, run: &mut Run) {
+    if config.at_once > 0 {
+        eprintln!("== {} pods created at once", config.at_once);
+        let rows = [
+            run.row_index("at_once_all"),
+            run.row_index("at_once_each"),
+            run.row_index("at_once_containerd_cpu"),
+        ];
+        for h in run.handlers.clone() {
+            if !run.available(&h) {
+                continue;
+            }
+            match b.at_once(&h, config.at_once) {
+                Ok(r) => {
+                    let (p50, p99) = (quantile_ms(&r.ready, 500), quantile_ms(&r.ready, 990));
+                    eprintln!(
+                        "  {h}: all ready in {:.2} s; each p50 {p50:.0} ms, p99 {p99:.0} ms{}",
+                        r.all.as_secs_f64(),
+                        r.containerd_cpu
+                            .map(|c| format!("; containerd CPU {:.2} s", c.as_secs_f64()))
+                            .unwrap_or_default()
+                    );
+                    run.rows[rows[0]].cell(&h).samples.push(r.all.as_secs_f64());
+                    run.rows[rows[1]]
+                        .cell(&h)
+                        .samples
+                        .extend(r.ready.iter().map(|d| ms(*d)));
+                    if let Some(c) = r.containerd_cpu {
+                        run.rows[rows[2]].cell(&h).samples.push(c.as_secs_f64());
+                    }
+                    run.notes.push(format!(
+                        "{h}: {} pods at once: each pod's ready p50 {p50:.0} ms, p99 {p99:.0} ms",
+                        config.at_once
+                    ));
+                }
+                Err(e) => run.fail(&h, &rows, "pods at once", &e),
+            }
+        }
+    }
+    for &n in &config.pod_containers {
+        eprintln!("== one pod of {n} containers");
+        let rows = [
+            run.row_index(&format!("pod_{n}_containers_each")),
+            run.row_index(&format!("pod_{n}_containers_pss")),
+        ];
+        for h in run.handlers.clone() {
+            if !run.available(&h) {
+                continue;
+            }
+            match b.containers_in_one_pod(&h, n) {
+                Ok((each, mem)) => {
+                    eprintln!(
+                        "  {h}: {:.1} ms per container, shim PSS {:.2} MiB",
+                        ms(each),
+                        mem.pss_kib as f64 / 1024.0
+                    );
+                    run.rows[rows[0]].cell(&h).samples.push(ms(each));
+                    run.rows[rows[1]].cell(&h).samples.push(mem.pss_kib as f64 / 1024.0);
+                }
+                Err(e) => run.fail(&h, &rows, &format!("one pod of {n} containers"), &e),
+            }
+        }
+    }
+    for &n in &config.scale_pods {
+        eprintln!("== {n} pods running");
+        let rows = [
+            run.row_index(&format!("pss_per_pod_{n}")),
+            run.row_index(&format!("containerd_rss_{n}")),
+        ];
+        for h in run.handlers.clone() {
+            if !run.available(&h) {
+                continue;
+            }
+            match b.memory(&h, n, 1) {
+                Ok((samples, containerd_rss)) => {
+                    let pss = samples.last().map_or(0.0, |s| s.pss_kib as f64 / 1024.0 / n as f64);
+                    eprintln!(
+                        "  {h}: shim PSS {pss:.2} MiB per pod{}",
+                        containerd_rss
+                            .map(|k| format!(", containerd RSS {:.0} MiB", k as f64 / 1024.0))
+                            .unwrap_or_default()
+                    );
+                    run.rows[rows[0]].cell(&h).samples.push(pss);
+                    if let Some(kib) = containerd_rss {
+                        run.rows[rows[1]].cell(&h).samples.push(kib as f64 / 1024.0);
+                    }
+                }
+                Err(e) => run.fail(&h, &rows, &format!("{n} pods running"), &e),
+            }
         }
     }
 }
@@ -823,6 +1050,7 @@ fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
     pod_rows(&b, config, run);
     churn_rows(&b, config, run);
     memory_rows(&b, config, run);
+    growth_rows(&b, config, run);
     probe_rows(&b, config, run);
     if let Some(e) = b.embedded.take() {
         if let Err(e) = e.finish() {

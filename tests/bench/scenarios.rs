@@ -108,6 +108,16 @@ fn start(b: &Bench, pod: &RunningPod, config: &api::ContainerConfig) -> Result<S
 /// once when it exited while `want` is running, and after [`STATE_TIMEOUT`] otherwise,
 /// with the last status.
 fn wait_state(cri: &CriClient, id: &str, want: api::ContainerState) -> Result<api::ContainerStatus> {
+    wait_state_every(cri, id, want, POLL)
+}
+
+/// [`wait_state`], polling every `poll`.
+fn wait_state_every(
+    cri: &CriClient,
+    id: &str,
+    want: api::ContainerState,
+    poll: Duration,
+) -> Result<api::ContainerStatus> {
     let deadline = Instant::now() + STATE_TIMEOUT;
     loop {
         let status = cri
@@ -127,7 +137,7 @@ fn wait_state(cri: &CriClient, id: &str, want: api::ContainerState) -> Result<ap
                 status.message
             );
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(poll);
     }
 }
 
@@ -236,7 +246,7 @@ pub fn churn(b: &Bench, handler: &str, containers: usize) -> Result<Duration> {
 
 /// Runs `pods` pods (sandbox + one `sleep` container each), waits until all run, lets
 /// them settle, and reads the shims' memory `samples` times; removes the pods.
-pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<Vec<MemSample>> {
+pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<(Vec<MemSample>, Option<u64>)> {
     let mut running: Vec<RunningPod> = Vec::with_capacity(pods);
     let measured = (|| -> Result<_> {
         for _ in 0..pods {
@@ -255,7 +265,7 @@ pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<V
             }
             out.push(read_memory(b.ctrd, &pod_ids)?);
         }
-        Ok(out)
+        Ok((out, Some(containerd_rss_kib(b)?)))
     })();
     let mut removal = Ok(());
     for pod in &running {
@@ -268,6 +278,134 @@ pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<V
     let samples = measured?;
     removal?;
     Ok(samples)
+}
+
+/// How often each pod of [`at_once`] polls `ContainerStatus`: fifty pods polling every
+/// millisecond would be most of containerd's CPU time there.
+const AT_ONCE_POLL: Duration = Duration::from_millis(10);
+
+/// What creating many pods at once cost.
+pub struct AtOnce {
+    /// Each pod's time from the common start until its app container ran.
+    pub ready: Vec<Duration>,
+    /// From the common start until the last pod was ready.
+    pub all: Duration,
+    /// containerd's own CPU time (user + system, its shims not included) meanwhile; none
+    /// for the embedded column.
+    pub containerd_cpu: Option<Duration>,
+}
+
+/// User + system CPU time of process `pid` (all its threads, exited ones included), from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+pub fn process_cpu(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).context("stat without comm")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // After `comm`: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks: u64 = [11, 12]
+        .iter()
+        .map(|&i| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .context("stat utime/stime")
+        })
+        .sum::<Result<u64>>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(100);
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1)))
+}
+
+/// `pods` pods (sandbox + one `sleep` container each) created at once, each from a
+/// thread with its own CRI connection, as kubelet's pod workers start pods side by side;
+/// each waits for its container to run (polling every [`AT_ONCE_POLL`]). Returns each
+/// pod's ready time, the time until all were ready, and containerd's CPU time meanwhile;
+/// removes the pods.
+pub fn at_once(b: &Bench, handler: &str, pods: usize) -> Result<AtOnce> {
+    let configs = (0..pods)
+        .map(|_| cri::pod_config(b.ctrd, "burst"))
+        .collect::<Result<Vec<_>>>()?;
+    let clients = (0..pods).map(|_| b.ctrd.cri()).collect::<Result<Vec<_>, _>>()?;
+    let cpu_before = process_cpu(b.ctrd.pid())?;
+    let begun = Instant::now();
+    let results: Vec<Result<(RunningPod, Duration)>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = configs
+            .into_iter()
+            .zip(&clients)
+            .map(|(config, cri)| {
+                scope.spawn(move || {
+                    let own = Bench { ctrd: b.ctrd, cri };
+                    let pod = run_pod_with(&own, handler, config)?;
+                    let ready = start(&own, &pod, &container_config("sleep", &["sleep", "3600"]))
+                        .and_then(|c| wait_state_every(cri, &c, api::ContainerState::ContainerRunning, AT_ONCE_POLL))
+                        .map(|_| begun.elapsed());
+                    match ready {
+                        Ok(d) => Ok((pod, d)),
+                        Err(e) => {
+                            let _ = pod.remove(cri);
+                            Err(e)
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("pod thread")).collect()
+    });
+    let all = begun.elapsed();
+    let cpu = process_cpu(b.ctrd.pid())?.saturating_sub(cpu_before);
+    let mut ready = Vec::with_capacity(pods);
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((pod, d)) => {
+                ready.push(d);
+                if let Err(e) = pod.remove(b.cri) {
+                    first_error.get_or_insert(e.context(format!("remove pod {}", pod.id)));
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(AtOnce {
+        ready,
+        all,
+        containerd_cpu: Some(cpu),
+    })
+}
+
+/// One pod with `containers` `sleep` containers, created and started one after another:
+/// returns the mean time per container (CreateContainer + StartContainer until it runs)
+/// and one reading of the pod's shim memory with all running; removes the pod.
+pub fn containers_in_one_pod(b: &Bench, handler: &str, containers: usize) -> Result<(Duration, MemSample)> {
+    with_pod(b, handler, "many", |pod| {
+        let begun = Instant::now();
+        for i in 0..containers {
+            let c = start(b, pod, &container_config(&format!("sleep-{i}"), &["sleep", "3600"]))?;
+            wait_state(b.cri, &c, api::ContainerState::ContainerRunning)?;
+        }
+        let each = begun.elapsed() / u32::try_from(containers.max(1)).unwrap_or(u32::MAX);
+        std::thread::sleep(Duration::from_secs(1));
+        let ids = BTreeSet::from([pod.id.clone()]);
+        Ok((each, read_memory(b.ctrd, &ids)?))
+    })
+}
+
+/// containerd's resident memory (`VmRSS`), KiB.
+pub fn containerd_rss_kib(b: &Bench) -> Result<u64> {
+    let path = format!("/proc/{}/status", b.ctrd.pid());
+    fs::read_to_string(&path)
+        .with_context(|| format!("read {path}"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{path} has no VmRSS"))
 }
 
 /// Whether process `pid` is in the cgroup of one of `ids` (a container or sandbox of the
