@@ -793,13 +793,13 @@ fn growth_row_set(config: &Config) -> Vec<Row> {
     for &n in &config.pod_containers {
         rows.push(Row::new(
             key(format!("pod_{n}_containers_each")),
-            format!("one pod of {n} containers: create + start, per container"),
+            format!("one pod of {n} container{}: create + start, per container", plural(n)),
             Unit::Millis,
             None,
         ));
         rows.push(Row::new(
             key(format!("pod_{n}_containers_pss")),
-            format!("one pod of {n} containers: shim PSS"),
+            format!("one pod of {n} container{}: shim PSS", plural(n)),
             Unit::Mib,
             None,
         ));
@@ -807,7 +807,7 @@ fn growth_row_set(config: &Config) -> Vec<Row> {
     for &n in &config.scale_pods {
         rows.push(Row::new(
             key(format!("pss_per_pod_{n}")),
-            format!("shim memory per pod, PSS ({n} pods running)"),
+            format!("shim memory per pod, PSS ({n} pod{} running)", plural(n)),
             Unit::Mib,
             None,
         ));
@@ -821,12 +821,21 @@ fn growth_row_set(config: &Config) -> Vec<Row> {
     for n in counts {
         rows.push(Row::new(
             key(format!("containerd_rss_{n}")),
-            format!("containerd RSS ({n} pods running)"),
+            format!("containerd RSS ({n} pod{} running)", plural(n)),
             Unit::Mib,
             None,
         ));
     }
     rows
+}
+
+/// `s` unless `n` is 1.
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// The quantile at `permille`/1000 (nearest rank) of `samples`, in ms.
