@@ -227,15 +227,12 @@ pub fn wait(
             sleep(left.unsigned_abs());
         }
     };
-    if load()?.waiting.is_empty() {
+    let mut state = load()?;
+    if state.waiting.is_empty() {
         // Nothing to wait for: the containers were created already.
         return Ok(());
     }
-    loop {
-        let mut state = load()?;
-        if state.waiting.is_empty() {
-            break;
-        }
+    while !state.waiting.is_empty() {
         if let Some(failed) = state.failed_at {
             sleep_until(failed + jiff::SignedDuration::try_from(SHOWN_AS_ERR_IMAGE_PULL).expect("1 s"));
             if state.back_off(now()) {
@@ -248,7 +245,7 @@ pub fn wait(
         let pulled = attempt().map_err(WaitError::Attempt)?;
         // Re-read: nothing else writes the state while this process lives, but a `delete`
         // may have removed it; a missing file ends the wait.
-        let mut state = load()?;
+        state = load()?;
         state.record(pulled, now());
         state.save(path)?;
     }

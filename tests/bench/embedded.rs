@@ -208,30 +208,7 @@ pub fn at_once(e: &Embedded, pods: usize) -> Result<crate::scenarios::AtOnce> {
             .collect();
         threads.into_iter().map(|t| t.join().expect("pod thread")).collect()
     });
-    let all = begun.elapsed();
-    let mut ready = Vec::with_capacity(pods);
-    let mut first_error = None;
-    for r in results {
-        match r {
-            Ok((record, d)) => {
-                ready.push(d);
-                if let Err(err) = e.delete(&record) {
-                    first_error.get_or_insert(err);
-                }
-            }
-            Err(err) => {
-                first_error.get_or_insert(err);
-            }
-        }
-    }
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-    Ok(crate::scenarios::AtOnce {
-        ready,
-        all,
-        containerd_cpu: None,
-    })
+    crate::scenarios::finish_burst(results, |record| e.delete(record), begun.elapsed(), None)
 }
 
 /// The embedded column of the containers-per-pod rows: one pod of `containers` `sleep`

@@ -355,29 +355,45 @@ pub fn at_once(b: &Bench, handler: &str, pods: usize) -> Result<AtOnce> {
     });
     let all = begun.elapsed();
     let cpu = process_cpu(b.ctrd.pid())?.saturating_sub(cpu_before);
-    let mut ready = Vec::with_capacity(pods);
+    finish_burst(
+        results,
+        |pod| {
+            pod.remove(b.cri)
+                .map(|_| ())
+                .with_context(|| format!("remove pod {}", pod.id))
+        },
+        all,
+        Some(cpu),
+    )
+}
+
+/// The end of a burst of pods created at once: each made pod's ready time, every made
+/// pod removed with `remove` (also after another's failure); the first error wins.
+pub fn finish_burst<P>(
+    results: Vec<Result<(P, Duration)>>,
+    remove: impl Fn(&P) -> Result<()>,
+    all: Duration,
+    containerd_cpu: Option<Duration>,
+) -> Result<AtOnce> {
+    let mut ready = Vec::with_capacity(results.len());
     let mut first_error = None;
     for r in results {
-        match r {
-            Ok((pod, d)) => {
-                ready.push(d);
-                if let Err(e) = pod.remove(b.cri) {
-                    first_error.get_or_insert(e.context(format!("remove pod {}", pod.id)));
-                }
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+        let removed = r.and_then(|(pod, d)| {
+            ready.push(d);
+            remove(&pod)
+        });
+        if let Err(e) = removed {
+            first_error.get_or_insert(e);
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(AtOnce {
+            ready,
+            all,
+            containerd_cpu,
+        }),
     }
-    Ok(AtOnce {
-        ready,
-        all,
-        containerd_cpu: Some(cpu),
-    })
 }
 
 /// One pod with `containers` `sleep` containers, created and started one after another:

@@ -310,22 +310,14 @@ pub fn uid_of(cli: &Cli, name: &str) -> Result<String> {
 pub fn shims_of(cli: &Cli, pod: &str) -> Vec<u32> {
     let id = format!("default_{pod}");
     let state = cli.state();
-    std::fs::read_dir("/proc")
+    peapod_tests::procs::processes()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmd
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is = args.first()?.ends_with("containerd-shim-peapod-v2")
-                && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
-                && std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&state));
-            is.then_some(pid)
+        .filter(|p| {
+            p.args.first().is_some_and(|a| a.ends_with("containerd-shim-peapod-v2"))
+                && has_pair(&p.args, "-id", &id)
+                && std::fs::read_link(format!("/proc/{}/cwd", p.pid)).is_ok_and(|cwd| cwd.starts_with(&state))
         })
+        .map(|p| p.pid)
         .collect()
 }
 
@@ -333,24 +325,16 @@ pub fn shims_of(cli: &Cli, pod: &str) -> Vec<u32> {
 /// default_<pod>` (embedded mode leaves one behind while the pod waits for an image).
 pub fn pullers_of(cli: &Cli, pod: &str) -> Vec<u32> {
     let (key, state) = (format!("default_{pod}"), cli.state().to_string_lossy().into_owned());
-    std::fs::read_dir("/proc")
+    peapod_tests::procs::processes()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmd
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is = args
-                .windows(2)
-                .any(|w| w[0] == peapod::runner::PULLER_COMMAND && w[1] == key)
-                && args.windows(2).any(|w| w[0] == "--state" && w[1] == state);
-            is.then_some(pid)
-        })
+        .filter(|p| has_pair(&p.args, peapod::runner::PULLER_COMMAND, &key) && has_pair(&p.args, "--state", &state))
+        .map(|p| p.pid)
         .collect()
+}
+
+/// Whether `args` hold `first` followed by `second`.
+fn has_pair(args: &[String], first: &str, second: &str) -> bool {
+    args.windows(2).any(|w| w[0] == first && w[1] == second)
 }
 
 pub fn example(name: &str) -> PathBuf {
