@@ -846,6 +846,13 @@ impl AsFd for OomWatcher {
     }
 }
 
+/// For event loops that register raw fds (tokio's `AsyncFd`): readable as [`AsFd`] says.
+impl std::os::fd::AsRawFd for OomWatcher {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 fn io_to_nix(e: std::io::Error) -> nix::Error {
     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }

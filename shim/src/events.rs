@@ -1,11 +1,12 @@
 //! Task events to containerd's `containerd.services.events.ttrpc.v1.Events/Forward` at
 //! `TTRPC_ADDRESS`.
 //!
-//! One worker thread drains a bounded FIFO queue, so events leave in the order the
-//! service produced them (TaskCreate → TaskStart → TaskExit → TaskDelete). A failed
-//! forward is retried with backoff on a fresh connection, then logged and dropped: a
-//! publishing failure never fails a task operation. A full queue drops the event with an
-//! error log rather than blocking the caller.
+//! One task on the shim's event loop drains a bounded FIFO queue, so events leave in the
+//! order the service produced them (TaskCreate → TaskStart → TaskExit → TaskDelete). A
+//! failed forward is retried with backoff on a fresh connection, then logged and dropped:
+//! a publishing failure never fails a task operation. A full queue drops the event with
+//! an error log rather than blocking the caller. Before the daemon exits it lets the
+//! queue drain ([`Publisher::drained`]).
 //!
 //! Without containerd (the `peapod` CLI's embedded mode) events can instead be appended to
 //! an event log, `$PEAPOD_EVENT_LOG`: the same [`Envelope`]s, in the format of
@@ -15,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,8 +28,11 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim_async::EventsClient;
 use containerd_shim_protos::ttrpc::{self, context};
-use containerd_shim_protos::EventsClient;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{channel, Receiver, Sender};
+use tokio::sync::Notify;
 
 /// Events queued at most; beyond that new events are dropped (and logged).
 pub const QUEUE_LEN: usize = 1024;
@@ -106,28 +110,54 @@ pub struct Publisher {
 enum Sink {
     /// Nobody listens: events are only logged.
     None,
-    /// containerd, through the forwarding thread.
-    Containerd(SyncSender<Envelope>),
+    /// containerd, through the forwarding task.
+    Containerd(Sender<Envelope>, Arc<Queued>),
     /// An append-only event log.
     File(Arc<Mutex<File>>),
 }
 
 impl Publisher {
-    /// Publishes to containerd's ttrpc socket `ttrpc_address` (a path or `unix://` URL).
+    /// Publishes to containerd's ttrpc socket `ttrpc_address` (a path or `unix://` URL),
+    /// from a task on the current tokio runtime (the shim's event loop).
+    ///
+    /// Panics outside a tokio runtime.
     pub fn new(ttrpc_address: &str, namespace: &str) -> Self {
-        let (tx, rx) = sync_channel(QUEUE_LEN);
+        let (tx, rx) = channel(QUEUE_LEN);
         let address = if ttrpc_address.starts_with("unix://") {
             ttrpc_address.to_string()
         } else {
             format!("unix://{ttrpc_address}")
         };
-        std::thread::Builder::new()
-            .name("events".into())
-            .spawn(move || forward_loop(&address, rx))
-            .expect("spawn event publisher thread");
+        let queued = Arc::new(Queued::default());
+        tokio::spawn(forward_loop(address, rx, queued.clone()));
         Self {
             namespace: namespace.to_string(),
-            sink: Sink::Containerd(tx),
+            sink: Sink::Containerd(tx, queued),
+        }
+    }
+
+    /// Resolves once every event queued for containerd so far has been forwarded or
+    /// dropped, or after `timeout`; at once for a publisher without containerd.
+    pub async fn drained(&self, timeout: Duration) {
+        let Sink::Containerd(_, queued) = &self.sink else {
+            return;
+        };
+        let all_out = async {
+            loop {
+                let woken = queued.changed.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if queued.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        if tokio::time::timeout(timeout, all_out).await.is_err() {
+            tracing::warn!(
+                events = queued.count.load(Ordering::SeqCst),
+                "exiting with events not yet forwarded to containerd"
+            );
         }
     }
 
@@ -193,8 +223,8 @@ impl Publisher {
             event: MessageField::some(any),
             ..Default::default()
         };
-        let tx = match &self.sink {
-            Sink::Containerd(tx) => tx,
+        let (tx, queued) = match &self.sink {
+            Sink::Containerd(tx, queued) => (tx, queued),
             Sink::None => {
                 tracing::debug!(topic = E::TOPIC, "event (no listener)");
                 return;
@@ -210,11 +240,28 @@ impl Publisher {
                 return;
             }
         };
-        match tx.try_send(envelope) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => tracing::error!(topic = E::TOPIC, "event queue full: event dropped"),
-            Err(TrySendError::Disconnected(_)) => tracing::error!(topic = E::TOPIC, "event publisher stopped"),
-        }
+        queued.count.fetch_add(1, Ordering::SeqCst);
+        let refused = match tx.try_send(envelope) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => "event queue full: event dropped",
+            Err(TrySendError::Closed(_)) => "event publisher stopped: event dropped",
+        };
+        tracing::error!(topic = E::TOPIC, "{refused}");
+        queued.done();
+    }
+}
+
+/// Events in the queue or being forwarded, and a wake-up each time one is out.
+#[derive(Default)]
+struct Queued {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl Queued {
+    fn done(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 }
 
@@ -228,41 +275,48 @@ pub fn pack<M: TypeUrl>(m: &M) -> Result<Any, containerd_shim_protos::protobuf::
     })
 }
 
-fn forward_loop(address: &str, rx: Receiver<Envelope>) {
+async fn forward_loop(address: String, mut rx: Receiver<Envelope>, queued: Arc<Queued>) {
     let mut client: Option<EventsClient> = None;
-    for envelope in rx {
-        let req = ForwardRequest {
-            envelope: MessageField::some(envelope),
-            ..Default::default()
-        };
-        let topic = req.envelope.topic.clone();
-        let mut delay = Duration::from_millis(20);
-        for attempt in 1..=ATTEMPTS {
-            let c = match client.take() {
-                Some(c) => c,
-                None => match ttrpc::Client::connect(address) {
-                    Ok(c) => EventsClient::new(c),
-                    Err(e) => {
-                        tracing::warn!(%topic, attempt, error = %e, "connect to containerd events");
-                        std::thread::sleep(delay);
-                        delay *= 2;
-                        continue;
-                    }
-                },
-            };
-            match c.forward(context::with_timeout(5_000_000_000), &req) {
-                Ok(_) => {
-                    client = Some(c);
-                    break;
-                }
-                Err(e) if attempt == ATTEMPTS => {
-                    tracing::error!(%topic, error = %e, "event dropped after {ATTEMPTS} attempts");
-                }
+    while let Some(envelope) = rx.recv().await {
+        forward(&address, &mut client, envelope).await;
+        queued.done();
+    }
+}
+
+/// Forwards one event, connecting (again) as needed: [`ATTEMPTS`] tries with backoff
+/// from 20 ms, then the event is logged and dropped.
+async fn forward(address: &str, client: &mut Option<EventsClient>, envelope: Envelope) {
+    let req = ForwardRequest {
+        envelope: MessageField::some(envelope),
+        ..Default::default()
+    };
+    let topic = req.envelope.topic.clone();
+    let mut delay = Duration::from_millis(20);
+    for attempt in 1..=ATTEMPTS {
+        let c = match client.take() {
+            Some(c) => c,
+            None => match ttrpc::r#async::Client::connect(address).await {
+                Ok(c) => EventsClient::new(c),
                 Err(e) => {
-                    tracing::warn!(%topic, attempt, error = %e, "forward event");
-                    std::thread::sleep(delay);
+                    tracing::warn!(%topic, attempt, error = %e, "connect to containerd events");
+                    tokio::time::sleep(delay).await;
                     delay *= 2;
+                    continue;
                 }
+            },
+        };
+        match c.forward(context::with_timeout(5_000_000_000), &req).await {
+            Ok(_) => {
+                *client = Some(c);
+                return;
+            }
+            Err(e) if attempt == ATTEMPTS => {
+                tracing::error!(%topic, error = %e, "event dropped after {ATTEMPTS} attempts");
+            }
+            Err(e) => {
+                tracing::warn!(%topic, attempt, error = %e, "forward event");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
             }
         }
     }

@@ -52,7 +52,7 @@ use containerd_shim_protos::sandbox_api::{
     ShutdownSandboxResponse, StartSandboxRequest, StartSandboxResponse, StopSandboxRequest, StopSandboxResponse,
     WaitSandboxRequest, WaitSandboxResponse,
 };
-use containerd_shim_protos::ttrpc::{self, TtrpcContext};
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim_protos::types::platform::Platform;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -324,7 +324,7 @@ impl Service {
         sb.started = true;
         sb.started_at = Some(now);
         self.adopt(&mut st, pid);
-        self.inner.changed.notify_all();
+        self.notify_changed();
         Ok(StartSandboxResponse {
             pid: pid_u32(pid),
             created_at: MessageField::some(to_timestamp(now)),
@@ -382,24 +382,19 @@ impl Service {
         }
     }
 
-    /// WaitSandbox: blocks until the pause has exited.
-    pub(crate) fn do_wait_sandbox(&self, id: &str) -> Result<WaitSandboxResponse> {
-        let mut st = self.lock();
-        loop {
-            let sb = st
-                .pods
-                .get(id)
-                .and_then(|p| p.sandbox.as_ref())
-                .ok_or_else(|| not_found(id))?;
-            if let Some(exit) = sb.exit {
-                return Ok(WaitSandboxResponse {
-                    exit_status: exit_status(exit.code),
-                    exited_at: MessageField::some(to_timestamp(exit.at)),
-                    ..Default::default()
-                });
-            }
-            st = self.inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
+    /// WaitSandbox's answer if it is known: the pause's exit, or `NotFound` for a
+    /// sandbox this shim does not have (or no longer has); `None` while it runs.
+    pub(crate) fn sandbox_exit(st: &Tasks, id: &str) -> Option<Result<WaitSandboxResponse>> {
+        let Some(sb) = st.pods.get(id).and_then(|p| p.sandbox.as_ref()) else {
+            return Some(Err(not_found(id)));
+        };
+        sb.exit.map(|exit| {
+            Ok(WaitSandboxResponse {
+                exit_status: exit_status(exit.code),
+                exited_at: MessageField::some(to_timestamp(exit.at)),
+                ..Default::default()
+            })
+        })
     }
 
     /// SandboxStatus.
@@ -475,7 +470,7 @@ impl Service {
                 if st.tasks_empty() && st.pods.values().all(|p| p.sandbox.is_none()) {
                     tracing::info!(sandbox = id, "shutdown of an unknown sandbox: nothing left, exiting");
                     st.shutdown = true;
-                    self.inner.changed.notify_all();
+                    self.notify_changed();
                 }
                 return Ok(());
             }
@@ -536,7 +531,7 @@ impl Service {
         if st.tasks_empty() && st.pods.values().all(|p| p.sandbox.is_none()) {
             st.shutdown = true;
         }
-        self.inner.changed.notify_all();
+        self.notify_changed();
         Ok(())
     }
 
@@ -586,73 +581,114 @@ fn reply<T>(op: &'static str, id: &str, r: Result<T>) -> ttrpc::Result<T> {
     })
 }
 
-impl containerd_shim_protos::sandbox_sync::Sandbox for Service {
-    fn create_sandbox(&self, _: &TtrpcContext, req: CreateSandboxRequest) -> ttrpc::Result<CreateSandboxResponse> {
-        tracing::info!(sandbox = %req.sandbox_id, netns = %req.netns_path, "create sandbox");
-        let r = self.do_create_sandbox(&req).map(|()| CreateSandboxResponse::default());
-        reply("create_sandbox", &req.sandbox_id, r)
+/// The Sandbox API on the shim's event loop, as the Task API
+/// (`crate::service`'s `shim_async::Task`): WaitSandbox is a parked future, the other
+/// calls run on tokio's blocking pool.
+#[async_trait::async_trait]
+impl containerd_shim_protos::sandbox_async::Sandbox for Service {
+    async fn create_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: CreateSandboxRequest,
+    ) -> ttrpc::Result<CreateSandboxResponse> {
+        self.blocking(move |svc| {
+            tracing::info!(sandbox = %req.sandbox_id, netns = %req.netns_path, "create sandbox");
+            let r = svc.do_create_sandbox(&req).map(|()| CreateSandboxResponse::default());
+            reply("create_sandbox", &req.sandbox_id, r)
+        })
+        .await
     }
 
-    fn start_sandbox(&self, _: &TtrpcContext, req: StartSandboxRequest) -> ttrpc::Result<StartSandboxResponse> {
-        tracing::info!(sandbox = %req.sandbox_id, "start sandbox");
-        reply("start_sandbox", &req.sandbox_id, self.do_start_sandbox(&req.sandbox_id))
+    async fn start_sandbox(&self, _: &TtrpcContext, req: StartSandboxRequest) -> ttrpc::Result<StartSandboxResponse> {
+        self.blocking(move |svc| {
+            tracing::info!(sandbox = %req.sandbox_id, "start sandbox");
+            reply("start_sandbox", &req.sandbox_id, svc.do_start_sandbox(&req.sandbox_id))
+        })
+        .await
     }
 
-    fn platform(&self, _: &TtrpcContext, req: PlatformRequest) -> ttrpc::Result<PlatformResponse> {
-        let r = self.require_sandbox(&req.sandbox_id).map(|()| PlatformResponse {
-            platform: MessageField::some(Platform {
-                os: "linux".to_string(),
-                architecture: go_arch().to_string(),
+    async fn platform(&self, _: &TtrpcContext, req: PlatformRequest) -> ttrpc::Result<PlatformResponse> {
+        self.blocking(move |svc| {
+            let r = svc.require_sandbox(&req.sandbox_id).map(|()| PlatformResponse {
+                platform: MessageField::some(Platform {
+                    os: "linux".to_string(),
+                    architecture: go_arch().to_string(),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        });
-        reply("platform", &req.sandbox_id, r)
+            });
+            reply("platform", &req.sandbox_id, r)
+        })
+        .await
     }
 
-    fn stop_sandbox(&self, _: &TtrpcContext, req: StopSandboxRequest) -> ttrpc::Result<StopSandboxResponse> {
-        tracing::info!(sandbox = %req.sandbox_id, timeout_secs = req.timeout_secs, "stop sandbox");
-        let r = self
-            .do_stop_sandbox(&req.sandbox_id, req.timeout_secs)
-            .map(|()| StopSandboxResponse::default());
-        reply("stop_sandbox", &req.sandbox_id, r)
+    async fn stop_sandbox(&self, _: &TtrpcContext, req: StopSandboxRequest) -> ttrpc::Result<StopSandboxResponse> {
+        self.blocking(move |svc| {
+            tracing::info!(sandbox = %req.sandbox_id, timeout_secs = req.timeout_secs, "stop sandbox");
+            let r = svc
+                .do_stop_sandbox(&req.sandbox_id, req.timeout_secs)
+                .map(|()| StopSandboxResponse::default());
+            reply("stop_sandbox", &req.sandbox_id, r)
+        })
+        .await
     }
 
-    fn wait_sandbox(&self, _: &TtrpcContext, req: WaitSandboxRequest) -> ttrpc::Result<WaitSandboxResponse> {
-        reply("wait_sandbox", &req.sandbox_id, self.do_wait_sandbox(&req.sandbox_id))
+    async fn wait_sandbox(&self, _: &TtrpcContext, req: WaitSandboxRequest) -> ttrpc::Result<WaitSandboxResponse> {
+        let id = req.sandbox_id;
+        reply("wait_sandbox", &id, self.until(|st| Self::sandbox_exit(st, &id)).await)
     }
 
-    fn sandbox_status(&self, _: &TtrpcContext, req: SandboxStatusRequest) -> ttrpc::Result<SandboxStatusResponse> {
-        reply(
-            "sandbox_status",
-            &req.sandbox_id,
-            self.do_sandbox_status(&req.sandbox_id, req.verbose),
-        )
+    async fn sandbox_status(
+        &self,
+        _: &TtrpcContext,
+        req: SandboxStatusRequest,
+    ) -> ttrpc::Result<SandboxStatusResponse> {
+        self.blocking(move |svc| {
+            reply(
+                "sandbox_status",
+                &req.sandbox_id,
+                svc.do_sandbox_status(&req.sandbox_id, req.verbose),
+            )
+        })
+        .await
     }
 
-    fn ping_sandbox(&self, _: &TtrpcContext, req: PingRequest) -> ttrpc::Result<PingResponse> {
-        let r = self.require_sandbox(&req.sandbox_id).map(|()| PingResponse::default());
-        reply("ping_sandbox", &req.sandbox_id, r)
+    async fn ping_sandbox(&self, _: &TtrpcContext, req: PingRequest) -> ttrpc::Result<PingResponse> {
+        self.blocking(move |svc| {
+            let r = svc.require_sandbox(&req.sandbox_id).map(|()| PingResponse::default());
+            reply("ping_sandbox", &req.sandbox_id, r)
+        })
+        .await
     }
 
-    fn shutdown_sandbox(
+    async fn shutdown_sandbox(
         &self,
         _: &TtrpcContext,
         req: ShutdownSandboxRequest,
     ) -> ttrpc::Result<ShutdownSandboxResponse> {
-        tracing::info!(sandbox = %req.sandbox_id, "shutdown sandbox");
-        let r = self
-            .do_shutdown_sandbox(&req.sandbox_id)
-            .map(|()| ShutdownSandboxResponse::default());
-        reply("shutdown_sandbox", &req.sandbox_id, r)
+        self.blocking(move |svc| {
+            tracing::info!(sandbox = %req.sandbox_id, "shutdown sandbox");
+            let r = svc
+                .do_shutdown_sandbox(&req.sandbox_id)
+                .map(|()| ShutdownSandboxResponse::default());
+            reply("shutdown_sandbox", &req.sandbox_id, r)
+        })
+        .await
     }
 
-    fn sandbox_metrics(&self, _: &TtrpcContext, req: SandboxMetricsRequest) -> ttrpc::Result<SandboxMetricsResponse> {
-        reply(
-            "sandbox_metrics",
-            &req.sandbox_id,
-            self.do_sandbox_metrics(&req.sandbox_id),
-        )
+    async fn sandbox_metrics(
+        &self,
+        _: &TtrpcContext,
+        req: SandboxMetricsRequest,
+    ) -> ttrpc::Result<SandboxMetricsResponse> {
+        self.blocking(move |svc| {
+            reply(
+                "sandbox_metrics",
+                &req.sandbox_id,
+                svc.do_sandbox_metrics(&req.sandbox_id),
+            )
+        })
+        .await
     }
 }
 
@@ -745,9 +781,10 @@ mod tests {
 
         assert!(!dir.path().join("pods").join("sb1").exists(), "nothing is left");
         assert!(svc.lock().pods.is_empty());
+        let wait = Service::sandbox_exit(&svc.lock(), "sb1").unwrap().unwrap_err();
         for e in [
             svc.do_start_sandbox("sb1").unwrap_err(),
-            svc.do_wait_sandbox("sb1").unwrap_err(),
+            wait,
             svc.do_sandbox_status("sb1", true).unwrap_err(),
             svc.do_sandbox_metrics("sb1").unwrap_err(),
         ] {

@@ -10,28 +10,51 @@
 //! `internal/cri/config`; the default is FIFOs); peapod answers it Unimplemented, with a
 //! message that says so.
 //!
-//! Only peers with the shim's own uid and gid are served ([`PeerCheck`]), as containerd's
-//! Go shims do (`ttrpc.UnixSocketRequireSameUser`): the socket's mode (0600) keeps out
-//! other users, but not a process holding CAP_DAC_OVERRIDE under another uid.
+//! Only peers with the shim's own uid and gid are served ([`check_peer`], at accept), as
+//! containerd's Go shims do (`ttrpc.UnixSocketRequireSameUser`): the socket's mode (0600)
+//! keeps out other users, but not a process holding CAP_DAC_OVERRIDE under another uid.
+//!
+//! One event loop serves it all: ttrpc's async server on a current-thread tokio runtime
+//! on the daemon's main thread. Every connection is a task on it (containerd 1.6 opens
+//! one per container), every pending Wait a parked future, and the events client lives
+//! there too; the calls that do work run on tokio's blocking pool, whose threads end
+//! after [`IDLE_THREAD_KEEP_ALIVE`] without a call. At rest a shim has its main thread,
+//! the reaper and the output copiers of its containers (issue 17: ttrpc's sync server
+//! kept a reader, a handler, idle workers and a worker per pending Wait for every
+//! connection: 16 threads or more per pod).
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use std::collections::HashMap;
-
-use containerd_shim_protos::ttrpc::{self, MethodHandler, Request, Server, TtrpcContext};
+use async_trait::async_trait;
+use containerd_shim_protos::ttrpc::r#async::transport::Listener;
+use containerd_shim_protos::ttrpc::r#async::{MethodHandler, Server, Service as TtrpcService, TtrpcContext};
+use containerd_shim_protos::ttrpc::{self, Request, Response};
 
 use crate::args::Flags;
 use crate::events::Publisher;
 use crate::service::Service;
 use crate::start::{Paths, LISTENER_ENV};
 
-/// Upper bound of ttrpc worker threads: every pending Wait holds one.
-const MAX_THREADS: usize = 512;
+/// Upper bound of the blocking pool's threads: Task API calls running at once.
+const MAX_CALLS: usize = 512;
+
+/// How long a blocking-pool thread outlives its last call. Long enough to serve a pod's
+/// start (containerd's calls for one pod come within ~150 ms) on warm threads; short
+/// enough that a shim at rest holds none.
+pub const IDLE_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// How long an exiting daemon waits for its queued events to reach containerd.
+const EVENTS_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long an exiting daemon gives its connections to finish the answers in flight.
+const CONNECTIONS_CLOSE: Duration = Duration::from_millis(500);
 
 /// The Task service's name in Task API v2 (containerd 1.6).
 pub const TASK_V2: &str = "containerd.task.v2.Task";
@@ -41,15 +64,19 @@ pub const TASK_V3: &str = "containerd.task.v3.Task";
 /// containerd's Streaming service (`api/services/streaming/v1`), which peapod does not serve.
 pub const STREAMING: &str = "containerd.streaming.v1.Streaming";
 
+/// ttrpc's services by name, each with its methods by name (`Create`).
+pub type Services = HashMap<String, TtrpcService>;
+
 /// Answers every call with `Unimplemented` (not ttrpc's generic "does not exist"), naming
 /// the method and what to configure instead.
 struct Unimplemented {
     hint: &'static str,
 }
 
+#[async_trait]
 impl MethodHandler for Unimplemented {
-    fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<()> {
-        let mut res = ttrpc::Response::new();
+    async fn handler(&self, _: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
+        let mut res = Response::new();
         res.set_status(ttrpc::get_status(
             ttrpc::Code::UNIMPLEMENTED,
             format!(
@@ -57,36 +84,41 @@ impl MethodHandler for Unimplemented {
                 req.service, req.method, self.hint
             ),
         ));
-        ttrpc::response_to_channel(ctx.mh.stream_id, res, ctx.res_tx)
+        Ok(res)
     }
 }
 
-/// The methods peapod answers `Unimplemented`: `/containerd.streaming.v1.Streaming/Stream`.
-pub fn unimplemented_methods() -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
+/// The services peapod answers `Unimplemented`: `/containerd.streaming.v1.Streaming/Stream`.
+pub fn unimplemented_services() -> Services {
     let stream: Box<dyn MethodHandler + Send + Sync> = Box::new(Unimplemented {
         hint: "container I/O goes through FIFOs (CRI io_type \"fifo\", the default)",
     });
-    HashMap::from([(format!("/{STREAMING}/Stream"), stream)])
+    HashMap::from([(
+        STREAMING.to_string(),
+        TtrpcService {
+            methods: HashMap::from([("Stream".to_string(), stream)]),
+            streams: HashMap::new(),
+        },
+    )])
 }
 
-/// Both names of the Task service: the ttrpc method table `create_task` builds for
-/// `/containerd.task.v2.Task/<Method>`, plus each method again as
-/// `/containerd.task.v3.Task/<Method>`, sharing `service`.
-pub fn task_methods<S>(service: S) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>>
-where
-    S: containerd_shim_protos::Task + Clone + Send + Sync + 'static,
-{
-    let v2_prefix = format!("/{TASK_V2}/");
-    let v3_prefix = format!("/{TASK_V3}/");
-    let mut methods = containerd_shim_protos::create_task(Arc::new(service.clone()));
-    let v3 = containerd_shim_protos::create_task(Arc::new(service))
+/// Both names of the Task service: the method table `create_task` builds for
+/// `containerd.task.v2.Task`, and the same methods again as `containerd.task.v3.Task`,
+/// sharing `service`.
+pub fn task_services(service: Service) -> Services {
+    let service: Arc<dyn containerd_shim_protos::shim_async::Task + Send + Sync> = Arc::new(service);
+    let mut services = containerd_shim_protos::shim_async::create_task(service.clone());
+    let v3 = containerd_shim_protos::shim_async::create_task(service)
         .into_iter()
-        .filter_map(|(name, method)| {
-            name.strip_prefix(&v2_prefix)
-                .map(|m| (format!("{v3_prefix}{m}"), method))
-        });
-    methods.extend(v3.collect::<Vec<_>>());
-    methods
+        .filter(|(name, _)| name == TASK_V2)
+        .map(|(_, methods)| (TASK_V3.to_string(), methods));
+    services.extend(v3.collect::<Vec<_>>());
+    services
+}
+
+/// containerd 2.x's Sandbox service (`sandboxer = "shim"`, [`crate::sandbox_service`]).
+pub fn sandbox_services(service: Service) -> Services {
+    containerd_shim_protos::sandbox_async::create_sandbox(Arc::new(service))
 }
 
 /// A step of the shim daemon's start that failed; the daemon exits with it.
@@ -134,14 +166,17 @@ pub enum ServeError {
     /// The child reaper's thread or signal handler could not be set up.
     #[error("start reaper")]
     Reaper(#[source] io::Error),
-    /// ttrpc refused the listener fd.
-    #[error("ttrpc listener fd {fd}")]
+    /// The event loop (a current-thread tokio runtime) could not be built.
+    #[error("build the event loop")]
+    Runtime(#[source] io::Error),
+    /// The listener fd could not be registered with the event loop.
+    #[error("register listener fd {fd} with the event loop")]
     Listener {
         /// The listener's fd number.
         fd: RawFd,
         /// Cause.
         #[source]
-        source: ttrpc::Error,
+        source: io::Error,
     },
     /// The ttrpc server did not start.
     #[error("start ttrpc server")]
@@ -215,34 +250,34 @@ pub fn check_peer(fd: RawFd) -> Result<(), PeerError> {
     }
 }
 
-/// A Task API method that first checks the connection's peer ([`check_peer`]). The ttrpc
-/// crate has no handshake hook (Go's `WithServerHandshaker`), so the check runs on every
-/// request, before the method: one `getsockopt`. A refused request gets no answer and its
-/// connection is closed (ttrpc closes a connection whose handler fails).
-pub struct PeerCheck {
-    method: Box<dyn MethodHandler + Send + Sync>,
-}
-
-impl PeerCheck {
-    /// Wraps every method of `methods` (as `create_task` returns them).
-    pub fn wrap_all(
-        methods: HashMap<String, Box<dyn MethodHandler + Send + Sync>>,
-    ) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
-        methods
-            .into_iter()
-            .map(|(name, method)| {
-                let checked: Box<dyn MethodHandler + Send + Sync> = Box::new(PeerCheck { method });
-                (name, checked)
-            })
-            .collect()
-    }
+/// The connections of `listener` whose peer passes [`check_peer`], as a stream for
+/// ttrpc's server: the check runs once per connection, at accept (Go's
+/// `WithServerHandshaker`). A refused peer's connection is closed unread and logged;
+/// accept errors (EMFILE…) are handed to the server, which logs them and goes on.
+pub fn checked_connections(listener: tokio::net::UnixListener) -> Listener {
+    Listener::new(futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((conn, _)) => {
+                    use std::os::fd::AsRawFd;
+                    match check_peer(conn.as_raw_fd()) {
+                        Ok(()) => return Some((Ok(conn), listener)),
+                        Err(e) => {
+                            tracing::warn!(error = %sandbox::error::chain(&e), "refused a connection to the Task API");
+                        }
+                    }
+                }
+                Err(e) => return Some((Err(e), listener)),
+            }
+        }
+    }))
 }
 
 /// The calls of a pod's life whose time in the shim is logged at info level (`call
-/// served`, `served_us`: from the request's arrival at its handler to its answer queued
-/// for sending), so that the bench can tell the shim's share of pod ready and teardown
-/// from containerd's and the round trips'. The others (Wait, State, Stats, Connect…) log
-/// at debug level.
+/// served`, `served_us`: from the request's arrival at its handler to its answer, before
+/// it is queued for sending), so that the bench can tell the shim's share of pod ready
+/// and teardown from containerd's and the round trips'. The others (Wait, State, Stats,
+/// Connect…) log at debug level.
 const LIFECYCLE_CALLS: &[&str] = &[
     "Create",
     "Start",
@@ -256,27 +291,53 @@ const LIFECYCLE_CALLS: &[&str] = &[
     "ShutdownSandbox",
 ];
 
-impl MethodHandler for PeerCheck {
-    fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<()> {
-        if let Err(e) = check_peer(ctx.fd) {
-            tracing::warn!(method = %req.method, error = %sandbox::error::chain(&e), "refused a Task API call");
-            return Err(ttrpc::Error::Others(e.to_string()));
-        }
+/// A method that logs its time in the shim (`call served`) and, after a lifecycle call,
+/// gives the heap's free chunks back ([`sandbox::sys::trim_malloc`]).
+struct Timed {
+    method: Box<dyn MethodHandler + Send + Sync>,
+}
+
+#[async_trait]
+impl MethodHandler for Timed {
+    async fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<Response> {
         let t0 = std::time::Instant::now();
         let method = req.method.clone();
-        let result = self.method.handler(ctx, req);
+        let result = self.method.handler(ctx, req).await;
         let served_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         if LIFECYCLE_CALLS.contains(&method.as_str()) {
             tracing::info!(method = %method, served_us, "call served");
             // What the call allocated and freed stays in the heap as free chunks
-            // otherwise (a create's spec, seccomp and mount plans): given back once the
-            // answer is queued (sandbox::sys::trim_malloc).
+            // otherwise (a create's spec, seccomp and mount plans).
             sandbox::sys::trim_malloc();
         } else {
             tracing::debug!(method = %method, served_us, "call served");
         }
         result
     }
+}
+
+/// Wraps every method of `services` in [`Timed`].
+pub fn timed(services: Services) -> Services {
+    services
+        .into_iter()
+        .map(|(name, service)| {
+            let methods = service
+                .methods
+                .into_iter()
+                .map(|(m, method)| {
+                    let timed: Box<dyn MethodHandler + Send + Sync> = Box::new(Timed { method });
+                    (m, timed)
+                })
+                .collect();
+            (
+                name,
+                TtrpcService {
+                    methods,
+                    streams: service.streams,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Runs the daemon. `flags` are those `start` passed; the listener fd comes from the
@@ -302,13 +363,22 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
         tracing::warn!(fd, error = %e, "cannot set close-on-exec on the listener");
     }
     std::env::remove_var(LISTENER_ENV);
-    // The socket file goes when the daemon does; wherever `start` bound it.
     let socket = std::os::unix::net::UnixListener::from(listener);
+    // The socket file goes when the daemon does; wherever `start` bound it.
     let socket_file = socket
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(Path::to_path_buf));
-    let listener = std::os::fd::OwnedFd::from(socket);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_CALLS)
+        .thread_keep_alive(IDLE_THREAD_KEEP_ALIVE)
+        .thread_name("call")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    // The events client and the OOM watchers are tasks on this runtime.
+    let entered = runtime.enter();
     // containerd always sets TTRPC_ADDRESS; the peapod CLI's embedded mode leaves it empty
     // and may name an event log instead.
     let publisher = match std::env::var("TTRPC_ADDRESS") {
@@ -323,46 +393,55 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
             _ => Publisher::disabled(&flags.namespace),
         },
     };
+    let events = publisher.clone();
     let service = Service::new(&flags.namespace, Paths::for_namespace(&flags.namespace), publisher);
 
     let reaped = service.clone();
     crate::reaper::start(move |pid, code| reaped.on_exit(pid, code)).map_err(ServeError::Reaper)?;
 
-    let mut methods = task_methods(service.clone());
-    methods.extend(unimplemented_methods());
-    let task = PeerCheck::wrap_all(methods);
-    // containerd 2.x's `sandboxer = "shim"` (crate::sandbox_service), on the same socket.
-    let sandbox = PeerCheck::wrap_all(containerd_shim_protos::sandbox_sync::create_sandbox(Arc::new(
-        service.clone(),
-    )));
-    let fd = listener.into_raw_fd();
-    let mut server = Server::new()
-        .add_listener(fd)
-        .map_err(|source| ServeError::Listener { fd, source })?
-        .register_service(task)
-        .register_service(sandbox)
-        // Per connection, ttrpc keeps `default` idle workers and tops them up when fewer
-        // than `min` are left (every pending Wait holds one for its task's life): 2 and
-        // 1 serve containerd's calls as well as 4 and 2 did (pod ready unchanged in
-        // `make bench`) with fewer idle threads (issue 17).
-        .set_thread_count_default(2)
-        .set_thread_count_min(1)
-        .set_thread_count_max(MAX_THREADS);
-    server.start().map_err(ServeError::StartServer)?;
-    // From `start`'s main to here, where the socket answers (issue 17's start-up phase).
-    let startup_us = std::env::var(crate::start::STARTED_AT_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&began| began > 0)
-        .map_or(0, |began| crate::start::boottime_ns().saturating_sub(began) / 1000);
-    tracing::info!(namespace = %flags.namespace, id = %flags.id, startup_us, "shim serving");
-
-    service.wait_for_shutdown();
-    server.shutdown();
-    if let Some(file) = socket_file {
-        let _ = std::fs::remove_file(file);
-    }
-    Ok(())
+    let served = runtime.block_on(async {
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| ServeError::Listener { fd, source })?;
+        let listener =
+            tokio::net::UnixListener::from_std(socket).map_err(|source| ServeError::Listener { fd, source })?;
+        let mut services = task_services(service.clone());
+        services.extend(unimplemented_services());
+        // containerd 2.x's `sandboxer = "shim"` (crate::sandbox_service), on the same socket.
+        services.extend(sandbox_services(service.clone()));
+        let mut server = Server::new()
+            .add_listener(checked_connections(listener))
+            .register_service(timed(services));
+        server.start().await.map_err(ServeError::StartServer)?;
+        // From `start`'s main to here, where the socket answers (issue 17's start-up phase).
+        let startup_us = std::env::var(crate::start::STARTED_AT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&began| began > 0)
+            .map_or(0, |began| crate::start::boottime_ns().saturating_sub(began) / 1000);
+        tracing::info!(namespace = %flags.namespace, id = %flags.id, startup_us, "shim serving");
+        service.shutdown_requested().await;
+        // No new connection from here: a `delete` run now finds no shim on the socket.
+        server.stop_listen().await;
+        if let Some(file) = &socket_file {
+            let _ = std::fs::remove_file(file);
+        }
+        // The last TaskDelete goes out before the process does.
+        events.drained(EVENTS_DRAIN).await;
+        // Answers in flight (Shutdown's own) are written; connections containerd keeps
+        // open are not waited for beyond that.
+        if tokio::time::timeout(CONNECTIONS_CLOSE, server.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::debug!("connections still open at exit");
+        }
+        Ok(())
+    });
+    // Calls still on the blocking pool get as long, then the process exits regardless.
+    drop(entered);
+    runtime.shutdown_timeout(CONNECTIONS_CLOSE);
+    served
 }
 
 #[cfg(test)]
@@ -400,24 +479,38 @@ mod tests {
             disk: dir.path().join("disk"),
         };
         let service = Service::new("test", paths, Publisher::disabled("test"));
-        let mut methods = task_methods(service);
-        let names: Vec<&String> = methods.keys().collect();
-        for m in ["Create", "Start", "Delete", "Wait", "Connect", "Shutdown", "Stats"] {
-            assert!(names.contains(&&format!("/containerd.task.v2.Task/{m}")), "{m}");
-            assert!(names.contains(&&format!("/containerd.task.v3.Task/{m}")), "{m}");
+        let mut services = task_services(service.clone());
+        for name in [TASK_V2, TASK_V3] {
+            let methods = &services[name].methods;
+            for m in ["Create", "Start", "Delete", "Wait", "Connect", "Shutdown", "Stats"] {
+                assert!(methods.contains_key(m), "{name}/{m}");
+            }
         }
-        assert_eq!(methods.len() % 2, 0);
-        methods.extend(unimplemented_methods());
+        assert_eq!(services[TASK_V2].methods.len(), services[TASK_V3].methods.len());
+        services.extend(unimplemented_services());
+        services.extend(sandbox_services(service));
 
         let socket = dir.path().join("s");
         let address = format!("unix://{}", socket.display());
-        let mut server = Server::new()
-            .bind(&address)
-            .unwrap()
-            .register_service(methods)
-            .set_thread_count_default(2)
-            .set_thread_count_min(1);
-        server.start().unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // The server's event loop on a thread of its own; the test's sync client here.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+                let mut server = Server::new()
+                    .add_listener(checked_connections(listener))
+                    .register_service(timed(services));
+                server.start().await.unwrap();
+                let _ = stopped.await;
+                server.shutdown().await.unwrap();
+            });
+        });
         let client = ttrpc::Client::connect(&address).unwrap();
         // Connect for an unknown task: the service's own NotFound under both names.
         for service in [TASK_V2, TASK_V3] {
@@ -427,6 +520,9 @@ mod tests {
         let (c, message) = code(call(&client, STREAMING, "Stream"));
         assert_eq!(c, ttrpc::Code::UNIMPLEMENTED, "{message}");
         assert!(message.contains("fifo"), "{message}");
+        // Wait for an unknown task: NotFound at once, not a future parked for ever.
+        let (c, message) = code(call(&client, TASK_V2, "Wait"));
+        assert_eq!(c, ttrpc::Code::NOT_FOUND, "{message}");
         // Anything else: ttrpc's own answer.
         let (c, _) = code(call(&client, "containerd.task.v4.Task", "Connect"));
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
@@ -436,7 +532,8 @@ mod tests {
             crate::start::ShimProbe::Answers
         );
         drop(client);
-        server.shutdown();
+        stop.send(()).unwrap();
+        server.join().unwrap();
     }
 
     #[test]

@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,7 +27,7 @@ use containerd_shim_protos::events::task::{
     TaskStart,
 };
 use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
-use containerd_shim_protos::ttrpc::{self, TtrpcContext};
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim_protos::types::task::Status as TaskStatus;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -127,7 +126,8 @@ struct Task {
     init: Proc,
     execs: HashMap<String, Exec>,
     oom_published: u64,
-    oom_stop: Arc<AtomicBool>,
+    /// Ends the container's OOM watch (notified once, at Delete).
+    oom_stop: Arc<tokio::sync::Notify>,
     /// The Create request, to create the container again on restart.
     request: api::CreateTaskRequest,
     /// Its probes ([`annotations::PROBES`]), run by `crate::probes` in a supervised pod.
@@ -196,7 +196,14 @@ pub(crate) struct Inner {
     pub(crate) paths: Paths,
     publisher: Publisher,
     state: Mutex<Tasks>,
+    /// Notified on every change of `state`, for threads (the supervisor's, probes').
     pub(crate) changed: Condvar,
+    /// Notified on every change of `state` too, for futures on the event loop (Wait,
+    /// WaitSandbox, the daemon's wait for Shutdown): see [`Service::until`].
+    woken: tokio::sync::Notify,
+    /// The daemon's event loop, which the OOM watches run on; `None` for a service made
+    /// outside a tokio runtime (unit tests), which watches no OOM kills.
+    events_loop: Option<tokio::runtime::Handle>,
 }
 
 /// The Task service of one shim. Cheap to clone (shared state).
@@ -207,7 +214,8 @@ pub struct Service {
 
 impl Service {
     /// A service for containerd namespace `namespace`, keeping state under `paths` and
-    /// publishing through `publisher`.
+    /// publishing through `publisher`. Made inside a tokio runtime (the daemon's event
+    /// loop), it watches containers' OOM kills there.
     pub fn new(namespace: &str, paths: Paths, publisher: Publisher) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -220,6 +228,8 @@ impl Service {
                 publisher,
                 state: Mutex::new(Tasks::default()),
                 changed: Condvar::new(),
+                woken: tokio::sync::Notify::new(),
+                events_loop: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -228,12 +238,54 @@ impl Service {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Blocks until Shutdown arrived with no task left.
-    pub fn wait_for_shutdown(&self) {
-        let mut st = self.lock();
-        while !(st.shutdown && st.tasks.is_empty()) {
-            st = self.inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+    /// Wakes whatever waits for a change of the state: threads on [`Inner::changed`],
+    /// futures in [`Service::until`]. Call it after each change, lock held or not.
+    pub(crate) fn notify_changed(&self) {
+        self.inner.changed.notify_all();
+        self.inner.woken.notify_waiters();
+    }
+
+    /// Resolves to `check`'s value once it returns one, looking again after each
+    /// [`Service::notify_changed`]: a parked future, not a thread, for every pending Wait
+    /// (issue 17). `check` runs under the state lock and must not block.
+    pub(crate) async fn until<T>(&self, mut check: impl FnMut(&Tasks) -> Option<T>) -> T {
+        loop {
+            // Registered before looking, so a change between the look and the await
+            // still wakes this future (tokio's `Notify::notify_waiters` contract).
+            let woken = self.inner.woken.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(value) = check(&self.lock()) {
+                return value;
+            }
+            woken.await;
         }
+    }
+
+    /// Runs `call` on tokio's blocking pool and waits for it without holding the event
+    /// loop: a Task API call may take the state lock, create a container or wait out a
+    /// grace period while other connections' calls and Waits go on.
+    ///
+    /// Errors: `Internal` when `call` panicked (in a debug build; release builds abort).
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(Service) -> ttrpc::Result<T> + Send + 'static,
+    ) -> ttrpc::Result<T> {
+        let svc = self.clone();
+        tokio::task::spawn_blocking(move || call(svc))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                    ttrpc::Code::INTERNAL,
+                    format!("task call failed: {e}"),
+                )))
+            })
+    }
+
+    /// Resolves once Shutdown arrived with no task left.
+    pub async fn shutdown_requested(&self) {
+        self.until(|st| (st.shutdown && st.tasks.is_empty()).then_some(()))
+            .await;
     }
 
     /// Sets the termination grace period of the pod whose sandbox task is `sandbox_id`
@@ -272,11 +324,11 @@ impl Service {
     fn claim(&self, st: &mut Tasks, pid: Pid, exit: Exit) -> bool {
         if let Some(code) = st.probe_execs.get_mut(&pid).filter(|c| c.is_none()) {
             *code = Some(exit.code);
-            self.inner.changed.notify_all();
+            self.notify_changed();
             return true;
         }
         if crate::sandbox_service::claim_pause(st, pid, exit) {
-            self.inner.changed.notify_all();
+            self.notify_changed();
             return true;
         }
         for (id, task) in st.tasks.iter_mut() {
@@ -370,7 +422,7 @@ impl Service {
                 supervisor::member_exited(self, &mut st, &pod, &id, exit.code);
             }
         }
-        self.inner.changed.notify_all();
+        self.notify_changed();
     }
 
     fn publish_oom(&self, st: &mut Tasks, id: &str) {
@@ -386,23 +438,48 @@ impl Service {
         }
     }
 
-    fn watch_oom(&self, id: &str, container: &Container, stop: Arc<AtomicBool>) {
-        let Ok(mut watcher) = container.cgroup().and_then(|cg| {
+    /// Publishes TaskOOM for container `id` whenever the kernel OOM-kills a process in
+    /// its cgroup, until `stop` is notified: a task on the event loop, woken by the
+    /// cgroup's notifier (`sandbox::cgroups::OomWatcher`), not a thread per container.
+    fn watch_oom(&self, id: &str, container: &Container, stop: Arc<tokio::sync::Notify>) {
+        let Some(events_loop) = &self.inner.events_loop else {
+            tracing::warn!(id, "no event loop: OOM kills are not watched");
+            return;
+        };
+        let watcher = container.cgroup().and_then(|cg| {
             cg.watch_oom().map_err(|source| sandbox::Error::Cgroup {
                 id: id.to_string(),
                 source,
             })
-        }) else {
-            tracing::warn!(id, "cannot watch OOM events");
-            return;
+        });
+        // Registered with the loop's reactor here, on the loop's runtime.
+        let _entered = events_loop.enter();
+        let mut watcher = match watcher.map(register_readable) {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                tracing::warn!(id, error = %e, "cannot watch OOM events: register with the event loop");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(id, error = %sandbox::error::chain(&e), "cannot watch OOM events");
+                return;
+            }
         };
         let svc = self.clone();
         let id = id.to_string();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                if watcher.wait(Duration::from_millis(500)) > 0 {
-                    let mut st = svc.lock();
-                    svc.publish_oom(&mut st, &id);
+        events_loop.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.notified() => return,
+                    ready = watcher.readable_mut() => {
+                        let Ok(mut ready) = ready else { return };
+                        // Drains the notifier: "would block" again before clearing.
+                        if ready.get_inner_mut().take() > 0 {
+                            let mut st = svc.lock();
+                            svc.publish_oom(&mut st, &id);
+                        }
+                        ready.clear_ready();
+                    }
                 }
             }
         });
@@ -765,7 +842,7 @@ impl Service {
         let mut init = Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         init.pid = Some(pid);
         init.io = Some(io);
-        let oom_stop = Arc::new(AtomicBool::new(false));
+        let oom_stop = Arc::new(tokio::sync::Notify::new());
         self.watch_oom(&req.id, &container, oom_stop.clone());
 
         // containerd 2.x attached this task to its sandbox's shim without running `start`,
@@ -924,7 +1001,7 @@ impl Service {
                 ..Default::default()
             });
             // Later members of the pod may be waiting for this one.
-            self.inner.changed.notify_all();
+            self.notify_changed();
             let pod = task.pod.clone();
             let supervised = pod
                 .and_then(|p| st.pods.get(&p))
@@ -1053,31 +1130,34 @@ impl Service {
         }
     }
 
-    fn do_wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
-        let mut st = self.lock();
-        loop {
-            let task = st
-                .tasks
-                .get(&req.id)
-                .ok_or_else(|| ServiceError::NotFound(format!("task {}", req.id)))?;
-            let proc = if req.exec_id.is_empty() {
-                &task.init
-            } else {
-                &task
-                    .execs
-                    .get(&req.exec_id)
-                    .ok_or_else(|| ServiceError::NotFound(format!("exec {}", req.exec_id)))?
-                    .proc
-            };
-            if let Some(exit) = proc.exit {
-                return Ok(api::WaitResponse {
-                    exit_status: exit_status(exit.code),
-                    exited_at: MessageField::some(to_timestamp(exit.at)),
-                    ..Default::default()
-                });
+    /// Wait: resolves with the exit of task `req.id`'s init, or of its exec
+    /// `req.exec_id`, once it is published (its output drained).
+    ///
+    /// Errors: `NotFound` for an unknown task or exec, also when it is deleted meanwhile.
+    async fn wait_for_exit(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
+        self.until(|st| Self::exit_of(st, &req)).await
+    }
+
+    /// Wait's answer if it is known: the exit, or `NotFound`; `None` while the process runs.
+    fn exit_of(st: &Tasks, req: &api::WaitRequest) -> Option<Result<api::WaitResponse>> {
+        let Some(task) = st.tasks.get(&req.id) else {
+            return Some(Err(ServiceError::NotFound(format!("task {}", req.id))));
+        };
+        let proc = if req.exec_id.is_empty() {
+            &task.init
+        } else {
+            match task.execs.get(&req.exec_id) {
+                Some(e) => &e.proc,
+                None => return Some(Err(ServiceError::NotFound(format!("exec {}", req.exec_id)))),
             }
-            st = self.inner.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
+        };
+        proc.exit.map(|exit| {
+            Ok(api::WaitResponse {
+                exit_status: exit_status(exit.code),
+                exited_at: MessageField::some(to_timestamp(exit.at)),
+                ..Default::default()
+            })
+        })
     }
 
     /// Leaves the marker by which `delete` finds container `id` of pod `pod` if the shim
@@ -1149,7 +1229,7 @@ impl Service {
         {
             pod.supervision.member_deleted(task.member(&req.id));
         }
-        task.oom_stop.store(true, Ordering::SeqCst);
+        task.oom_stop.notify_one();
         if task.init.exit.is_none() {
             // Created but never started: init is killed by the delete.
             task.init.exit = Some(Exit {
@@ -1177,7 +1257,7 @@ impl Service {
             exited_at: resp.exited_at.clone(),
             ..Default::default()
         });
-        self.inner.changed.notify_all();
+        self.notify_changed();
         result?;
         Ok(resp)
     }
@@ -1441,6 +1521,21 @@ impl supervisor::Host for Service {
     }
 }
 
+/// `watcher` registered with the current runtime's reactor, for readability.
+///
+/// Errors: the reactor's (`epoll_ctl`), with the watcher dropped.
+#[allow(unsafe_code)]
+fn register_readable(
+    watcher: sandbox::cgroups::OomWatcher,
+) -> std::io::Result<tokio::io::unix::AsyncFd<sandbox::cgroups::OomWatcher>> {
+    // SAFETY: `AsyncFd::register_with_interest` needs the fd to stay open, and to be the
+    // same file, for as long as it is registered. It is the watcher's own `OwnedFd`, and
+    // the `AsyncFd` owns the watcher: nothing else can close or replace it, and the
+    // `AsyncFd` deregisters it before dropping the watcher.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(watcher, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
 fn pipe_fd(f: &std::fs::File) -> std::os::fd::BorrowedFd<'_> {
     use std::os::fd::AsFd;
     f.as_fd()
@@ -1472,40 +1567,56 @@ fn reply<T>(op: &'static str, r: Result<T>) -> ttrpc::Result<T> {
     })
 }
 
-impl containerd_shim_protos::Task for Service {
-    fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
-        reply("state", self.do_state(req))
+/// The Task API on the shim's event loop (ttrpc's async server, `crate::serve`). Wait
+/// is a future woken by the exit it waits for ([`Service::until`]); every other call runs
+/// on tokio's blocking pool ([`Service::blocking`]), as it may take the state lock, fork
+/// a container or wait out a grace period.
+#[async_trait::async_trait]
+impl containerd_shim_protos::shim_async::Task for Service {
+    async fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
+        self.blocking(move |svc| reply("state", svc.do_state(req))).await
     }
 
-    fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
-        tracing::info!(id = %req.id, bundle = %req.bundle, "create");
-        // Runtime options (`req.options`, e.g. runc's `Options`) are accepted and ignored.
-        reply("create", self.do_create(req))
+    async fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
+        self.blocking(move |svc| {
+            tracing::info!(id = %req.id, bundle = %req.bundle, "create");
+            // Runtime options (`req.options`, e.g. runc's `Options`) are accepted and ignored.
+            reply("create", svc.do_create(req))
+        })
+        .await
     }
 
-    fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
-        tracing::info!(id = %req.id, exec_id = %req.exec_id, "start");
-        reply("start", self.do_start(req))
+    async fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
+        self.blocking(move |svc| {
+            tracing::info!(id = %req.id, exec_id = %req.exec_id, "start");
+            reply("start", svc.do_start(req))
+        })
+        .await
     }
 
-    fn delete(&self, _: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
-        tracing::info!(id = %req.id, exec_id = %req.exec_id, "delete");
-        reply("delete", self.do_delete(req))
+    async fn delete(&self, _: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
+        self.blocking(move |svc| {
+            tracing::info!(id = %req.id, exec_id = %req.exec_id, "delete");
+            reply("delete", svc.do_delete(req))
+        })
+        .await
     }
 
-    fn pids(&self, _: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
-        reply("pids", self.do_pids(&req.id))
+    async fn pids(&self, _: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
+        self.blocking(move |svc| reply("pids", svc.do_pids(&req.id))).await
     }
 
-    fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
-        reply("pause", self.do_pause(&req.id, true).map(|()| Empty::new()))
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| reply("pause", svc.do_pause(&req.id, true).map(|()| Empty::new())))
+            .await
     }
 
-    fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<Empty> {
-        reply("resume", self.do_pause(&req.id, false).map(|()| Empty::new()))
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| reply("resume", svc.do_pause(&req.id, false).map(|()| Empty::new())))
+            .await
     }
 
-    fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+    async fn checkpoint(&self, _: &TtrpcContext, _: api::CheckpointTaskRequest) -> ttrpc::Result<Empty> {
         reply(
             "checkpoint",
             Err(ServiceError::Unimplemented(
@@ -1514,83 +1625,102 @@ impl containerd_shim_protos::Task for Service {
         )
     }
 
-    fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<Empty> {
-        tracing::info!(id = %req.id, exec_id = %req.exec_id, signal = req.signal, all = req.all, "kill");
-        reply("kill", self.do_kill(req).map(|()| Empty::new()))
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| {
+            tracing::info!(id = %req.id, exec_id = %req.exec_id, signal = req.signal, all = req.all, "kill");
+            reply("kill", svc.do_kill(req).map(|()| Empty::new()))
+        })
+        .await
     }
 
-    fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
-        tracing::info!(id = %req.id, exec_id = %req.exec_id, "exec");
-        reply("exec", self.do_exec(req).map(|()| Empty::new()))
+    async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| {
+            tracing::info!(id = %req.id, exec_id = %req.exec_id, "exec");
+            reply("exec", svc.do_exec(req).map(|()| Empty::new()))
+        })
+        .await
     }
 
-    fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
-        let r = self.with_proc_io(&req.id, &req.exec_id, |io| {
-            io.resize(req.width, req.height)
-                .map_err(|source| ServiceError::ResizePty {
-                    id: req.id.clone(),
-                    exec_id: req.exec_id.clone(),
-                    source,
-                })
-        });
-        reply("resize_pty", r.map(|()| Empty::new()))
+    async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| {
+            let r = svc.with_proc_io(&req.id, &req.exec_id, |io| {
+                io.resize(req.width, req.height)
+                    .map_err(|source| ServiceError::ResizePty {
+                        id: req.id.clone(),
+                        exec_id: req.exec_id.clone(),
+                        source,
+                    })
+            });
+            reply("resize_pty", r.map(|()| Empty::new()))
+        })
+        .await
     }
 
-    fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<Empty> {
-        let r = self.with_proc_io(&req.id, &req.exec_id, |io| {
-            if req.stdin {
-                io.close_stdin();
+    async fn close_io(&self, _: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| {
+            let r = svc.with_proc_io(&req.id, &req.exec_id, |io| {
+                if req.stdin {
+                    io.close_stdin();
+                }
+                Ok(())
+            });
+            reply("close_io", r.map(|()| Empty::new()))
+        })
+        .await
+    }
+
+    async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| reply("update", svc.do_update(req).map(|()| Empty::new())))
+            .await
+    }
+
+    async fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
+        reply("wait", self.wait_for_exit(req).await)
+    }
+
+    async fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
+        self.blocking(move |svc| reply("stats", svc.do_stats(&req.id))).await
+    }
+
+    async fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
+        self.blocking(move |svc| {
+            // containerd ≥ 2.0 connects to a sandbox shim it reloads after a restart by the
+            // sandbox's id (core/runtime/v2/shim_load.go `loadShimTask`): a Sandbox API pod's
+            // pause answers for it, else containerd takes the shim for dead and deletes it.
+            let pause = crate::sandbox_service::pause_pid(&svc.lock(), &req.id);
+            let task_pid = match pause {
+                Some(pid) => Ok(pid_u32(pid)),
+                None => svc.with_task(&req.id, |t| Ok(t.init.pid.map_or(0, pid_u32))),
+            };
+            reply(
+                "connect",
+                task_pid.map(|task_pid| api::ConnectResponse {
+                    shim_pid: std::process::id(),
+                    task_pid,
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    ..Default::default()
+                }),
+            )
+        })
+        .await
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> ttrpc::Result<Empty> {
+        self.blocking(move |svc| {
+            let mut st = svc.lock();
+            // A pod made through the Sandbox API keeps the shim until ShutdownSandbox, even
+            // with no task left (containerd before task API v3 sends Shutdown after each
+            // container's Delete).
+            if st.tasks.is_empty() && st.pods.values().all(|p| p.sandbox.is_none()) {
+                tracing::info!("shutdown: no task left, exiting");
+                st.shutdown = true;
+                svc.notify_changed();
+            } else {
+                tracing::debug!(tasks = st.tasks.len(), "shutdown ignored: tasks remain");
             }
-            Ok(())
-        });
-        reply("close_io", r.map(|()| Empty::new()))
-    }
-
-    fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        reply("update", self.do_update(req).map(|()| Empty::new()))
-    }
-
-    fn wait(&self, _: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
-        reply("wait", self.do_wait(req))
-    }
-
-    fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
-        reply("stats", self.do_stats(&req.id))
-    }
-
-    fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
-        // containerd ≥ 2.0 connects to a sandbox shim it reloads after a restart by the
-        // sandbox's id (core/runtime/v2/shim_load.go `loadShimTask`): a Sandbox API pod's
-        // pause answers for it, else containerd takes the shim for dead and deletes it.
-        let pause = crate::sandbox_service::pause_pid(&self.lock(), &req.id);
-        let task_pid = match pause {
-            Some(pid) => Ok(pid_u32(pid)),
-            None => self.with_task(&req.id, |t| Ok(t.init.pid.map_or(0, pid_u32))),
-        };
-        reply(
-            "connect",
-            task_pid.map(|task_pid| api::ConnectResponse {
-                shim_pid: std::process::id(),
-                task_pid,
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                ..Default::default()
-            }),
-        )
-    }
-
-    fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> ttrpc::Result<Empty> {
-        let mut st = self.lock();
-        // A pod made through the Sandbox API keeps the shim until ShutdownSandbox, even
-        // with no task left (containerd before task API v3 sends Shutdown after each
-        // container's Delete).
-        if st.tasks.is_empty() && st.pods.values().all(|p| p.sandbox.is_none()) {
-            tracing::info!("shutdown: no task left, exiting");
-            st.shutdown = true;
-            self.inner.changed.notify_all();
-        } else {
-            tracing::debug!(tasks = st.tasks.len(), "shutdown ignored: tasks remain");
-        }
-        Ok(Empty::new())
+            Ok(Empty::new())
+        })
+        .await
     }
 }
 
