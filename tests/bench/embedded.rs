@@ -149,8 +149,7 @@ pub fn memory(e: &Embedded, pods: usize, samples: usize) -> Result<(Vec<MemSampl
             running.push(e.run(&plan)?);
             wait_running(e.paths(), running.last().expect("just pushed"), &["sleep"])?;
         }
-        // As for the CRI handlers: let the shims finish their start-up work.
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(crate::scenarios::MEMORY_SETTLE);
         let ids: BTreeSet<String> = running.iter().map(|r| r.sandbox_id.clone()).collect();
         let mut out = Vec::with_capacity(samples);
         for i in 0..samples {
@@ -226,7 +225,7 @@ pub fn containers_in_one_pod(e: &Embedded, containers: usize) -> Result<(Duratio
     let measured = (|| -> Result<_> {
         wait_running(e.paths(), &record, &names)?;
         let each = begun.elapsed() / u32::try_from(containers.max(1)).unwrap_or(u32::MAX);
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(crate::scenarios::MEMORY_SETTLE);
         let ids = BTreeSet::from([record.sandbox_id.clone()]);
         Ok((each, procs::sample_memory(resident_processes(&ids))?))
     })();

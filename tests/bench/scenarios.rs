@@ -255,8 +255,7 @@ pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<(
             let c = start(b, pod, &container_config("sleep", &["sleep", "3600"]))?;
             wait_state(b.cri, &c, api::ContainerState::ContainerRunning)?;
         }
-        // Let the shims finish their start-up work (Go's GC, lazily mapped pages).
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(MEMORY_SETTLE);
         let pod_ids: BTreeSet<String> = running.iter().map(|p| p.id.clone()).collect();
         let mut out = Vec::with_capacity(samples);
         for i in 0..samples {
@@ -279,6 +278,12 @@ pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<(
     removal?;
     Ok(samples)
 }
+
+/// How long the memory rows wait once the pods run, before reading the shims: their
+/// start-up work done (Go's GC, lazily mapped pages), and peapod's blocking-pool threads,
+/// which outlive a call by `shim::serve::IDLE_THREAD_KEEP_ALIVE`, gone: what a shim holds
+/// at rest.
+pub const MEMORY_SETTLE: Duration = Duration::from_secs(1).saturating_add(shim::serve::IDLE_THREAD_KEEP_ALIVE);
 
 /// How often each pod of [`at_once`] polls `ContainerStatus`: fifty pods polling every
 /// millisecond would be most of containerd's CPU time there.
@@ -407,7 +412,7 @@ pub fn containers_in_one_pod(b: &Bench, handler: &str, containers: usize) -> Res
             wait_state(b.cri, &c, api::ContainerState::ContainerRunning)?;
         }
         let each = begun.elapsed() / u32::try_from(containers.max(1)).unwrap_or(u32::MAX);
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(MEMORY_SETTLE);
         let ids = BTreeSet::from([pod.id.clone()]);
         Ok((each, read_memory(b.ctrd, &ids)?))
     })
