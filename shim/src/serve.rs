@@ -316,7 +316,8 @@ impl MethodHandler for Timed {
     }
 }
 
-/// Wraps every method of `services` in [`Timed`].
+/// Wraps every method of `services` in `Timed`: its `call served` log line, and the heap
+/// trimmed after a lifecycle call.
 pub fn timed(services: Services) -> Services {
     services
         .into_iter()

@@ -1568,8 +1568,8 @@ fn reply<T>(op: &'static str, r: Result<T>) -> ttrpc::Result<T> {
 }
 
 /// The Task API on the shim's event loop (ttrpc's async server, `crate::serve`). Wait
-/// is a future woken by the exit it waits for ([`Service::until`]); every other call runs
-/// on tokio's blocking pool ([`Service::blocking`]), as it may take the state lock, fork
+/// is a future woken by the exit it waits for (`Service::until`); every other call runs
+/// on tokio's blocking pool (`Service::blocking`), as it may take the state lock, fork
 /// a container or wait out a grace period.
 #[async_trait::async_trait]
 impl containerd_shim_protos::shim_async::Task for Service {
