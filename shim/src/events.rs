@@ -142,17 +142,9 @@ impl Publisher {
         let Sink::Containerd(_, queued) = &self.sink else {
             return;
         };
-        let all_out = async {
-            loop {
-                let woken = queued.changed.notified();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                if queued.count.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                woken.await;
-            }
-        };
+        let all_out = crate::wake::when(&queued.changed, || {
+            (queued.count.load(Ordering::SeqCst) == 0).then_some(())
+        });
         if tokio::time::timeout(timeout, all_out).await.is_err() {
             tracing::warn!(
                 events = queued.count.load(Ordering::SeqCst),

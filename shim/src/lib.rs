@@ -26,3 +26,4 @@ pub mod sandbox_service;
 pub mod serve;
 pub mod service;
 pub mod start;
+mod wake;

@@ -249,17 +249,7 @@ impl Service {
     /// [`Service::notify_changed`]: a parked future, not a thread, for every pending Wait
     /// (issue 17). `check` runs under the state lock and must not block.
     pub(crate) async fn until<T>(&self, mut check: impl FnMut(&Tasks) -> Option<T>) -> T {
-        loop {
-            // Registered before looking, so a change between the look and the await
-            // still wakes this future (tokio's `Notify::notify_waiters` contract).
-            let woken = self.inner.woken.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if let Some(value) = check(&self.lock()) {
-                return value;
-            }
-            woken.await;
-        }
+        crate::wake::when(&self.inner.woken, || check(&self.lock())).await
     }
 
     /// Runs `call` on tokio's blocking pool and waits for it without holding the event
