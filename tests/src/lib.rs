@@ -214,6 +214,10 @@ pub type TestFn = fn() -> Result<()>;
 /// The name filter may list alternatives separated by `|` (`embedded::probes|cri::`): a
 /// test runs when its name contains any of them (libtest takes one substring; the VM
 /// tier runs chosen tests of a suite so, `tests/vm/suites`).
+///
+/// Each test that passes also prints `took <seconds> s: <name>` on stderr, so a run's log
+/// (the VM's serial log too) shows where a tier's time goes when choosing what each tier
+/// repeats (README, Tests).
 pub fn run_privileged_suite<S: Into<String>>(tests: Vec<(S, TestFn)>, after: impl FnOnce() -> Result<()>) -> ! {
     let mut args = libtest_mimic::Arguments::from_args();
     let alternatives: Option<Vec<String>> = args
@@ -235,9 +239,13 @@ pub fn run_privileged_suite<S: Into<String>>(tests: Vec<(S, TestFn)>, after: imp
         })
         .map(|(name, f)| {
             let root = root.clone();
+            let label = name.clone();
             libtest_mimic::Trial::test(name, move || {
                 root?;
-                f().map_err(|e| format!("{e:#}").into())
+                let began = std::time::Instant::now();
+                f().map_err(|e| format!("{e:#}"))?;
+                eprintln!("took {:.1} s: {label}", began.elapsed().as_secs_f64());
+                Ok(())
             })
         })
         .collect();
