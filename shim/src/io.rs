@@ -428,6 +428,10 @@ fn open_sink(stream: &'static str, uri: &str) -> Result<Option<Sink>, IoError> {
     }))
 }
 
+/// Bytes a copier reads at a time: containerd's own copy buffer (32 KiB, its shims' and
+/// CRI's `io.CopyBuffer` pool), half a default pipe.
+const COPY_BUFFER: usize = 32 * 1024;
+
 /// Copies `src` (a pipe or pty master) to `sink` until end-of-file (EIO on a pty whose
 /// slaves are all closed), or, once `exited` is set, until nothing more is buffered.
 fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitSignal>) -> JoinHandle<()> {
@@ -440,9 +444,15 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitS
             }
             let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
             let mut src = src;
-            let mut buf = vec![0u8; 64 * 1024];
+            // Held only while output flows (issue 17): a buffer per copier kept for the
+            // process's life was most of an idle shim's heap. Freed before each wait, its
+            // pages go back to the allocator for the next copier that wakes.
+            let mut buf = Vec::new();
             let mut dropped = Dropped::default();
             loop {
+                if buf.is_empty() {
+                    buf = vec![0u8; COPY_BUFFER];
+                }
                 // Read the flag before reading the pipe: if the process had exited by
                 // then, every byte it wrote is already buffered, so "would block" means
                 // drained.
@@ -462,6 +472,7 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitS
                         if done {
                             break;
                         }
+                        buf = Vec::new();
                         exited.wait_readable(&src);
                     }
                     // A pty master whose slaves are all closed.
@@ -482,7 +493,7 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitS
 
 /// Output a stdio target refused (a full disk under a log file: ENOSPC), counted so the
 /// shim's log gets one warning when writes start failing, naming the error, and one when
-/// they work again or the copy ends, with the bytes lost meanwhile; not one per 64 KiB
+/// they work again or the copy ends, with the bytes lost meanwhile; not one per 32 KiB
 /// read while the disk stays full.
 #[derive(Debug, Default)]
 struct Dropped {

@@ -50,6 +50,11 @@ const MAX_CALLS: usize = 512;
 /// enough that a shim at rest holds none.
 pub const IDLE_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(2);
 
+/// Ready file descriptors the event loop takes from one `epoll_wait` (tokio's default is
+/// 1024, a 12 KiB buffer). A shim's loop watches its connections, the events client and
+/// one OOM notifier per container: a few dozen at most; more wait for the next turn.
+const IO_EVENTS_PER_TICK: usize = 64;
+
 /// How long an exiting daemon waits for its queued events to reach containerd.
 const EVENTS_DRAIN: Duration = Duration::from_secs(2);
 
@@ -374,6 +379,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(MAX_CALLS)
+        .max_io_events_per_tick(IO_EVENTS_PER_TICK)
         .thread_keep_alive(IDLE_THREAD_KEEP_ALIVE)
         .thread_name("call")
         .build()
