@@ -445,7 +445,7 @@ fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitS
             let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
             let mut src = src;
             // Held only while output flows (issue 17): a buffer per copier kept for the
-            // process's life was most of an idle shim's heap. Freed before each wait, its
+            // process's life was half an idle shim's live heap. Freed before each wait, its
             // pages go back to the allocator for the next copier that wakes.
             let mut buf = Vec::new();
             let mut dropped = Dropped::default();
