@@ -1,7 +1,7 @@
 //! A task's stdio as containerd hands it over (`CreateTaskRequest` / `ExecProcessRequest`
 //! `stdin`, `stdout`, `stderr`):
 //! - a FIFO path: containerd's FIFOs. The process writes into a pipe of ours and a
-//!   copier thread moves the bytes into the FIFO. The copier first waits until a reader
+//!   copier moves the bytes into the FIFO. The copier first waits until a reader
 //!   has the FIFO open (containerd opens its end in a goroutine of its own, containerd/fifo's
 //!   `OpenFifo` with `O_NONBLOCK`, which may run after a short process has already
 //!   exited): a FIFO whose last writer closes before any reader opened discards what was
@@ -24,6 +24,12 @@
 //! - empty: `/dev/null`.
 //!
 //! With a terminal, the pty master (from `sandbox`) is copied to stdout, and stdin into it.
+//!
+//! An output copier is a task on the shim's event loop, not a thread (issue 17): it waits
+//! there for output or the exit, holding no thread and no buffer; a burst of output is
+//! written from tokio's blocking pool (a write may block on a full FIFO or a slow disk),
+//! with the reads that follow until the pipe is empty. A shim at rest thus keeps no
+//! thread per container (two per container before, 22 KiB of stack each).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -32,11 +38,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio as StdStdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::runtime::Handle;
 
 /// A stdio target that cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +74,8 @@ pub struct IoOwner {
 pub struct ProcessIo {
     /// Ends for the process (taken by `create`/`exec`).
     pub stdio: sandbox::Stdio,
-    copiers: Vec<JoinHandle<()>>,
+    /// One per output copier: disconnected once the copier has ended.
+    copiers: Vec<mpsc::Receiver<()>>,
     stdin: Arc<Mutex<Option<File>>>,
     /// `CloseIO` arrived: the stdin copier closes the process's stdin once it has moved
     /// everything already written to the FIFO.
@@ -74,52 +83,34 @@ pub struct ProcessIo {
     /// A copier moves containerd's stdin FIFO into the process.
     stdin_copier: bool,
     exited: Arc<ExitSignal>,
+    /// The event loop the output copiers run on.
+    events: Option<Handle>,
     /// (stdin, stdout) URIs waiting for the pty master of a terminal process.
     terminal: Option<(String, String)>,
     console: Option<OwnedFd>,
 }
 
-/// The process's exit as its output copiers learn it: a flag, and an eventfd that turns
-/// readable (and stays so: nobody reads it) when the flag is set, so that a copier blocked
-/// in `poll` on the process's pipe wakes up for it. Copiers thus sleep until there is
-/// output or an exit, with no periodic wake-up while the process runs.
-struct ExitSignal {
-    flag: AtomicBool,
-    /// `None` when no eventfd could be made: copiers then look at the flag every 50 ms.
-    event: Option<nix::sys::eventfd::EventFd>,
-}
+/// The process's exit as its output copiers learn it: a flag that the copiers' tasks can
+/// also wait for, so that they sleep until there is output or an exit, with no periodic
+/// wake-up while the process runs. Set from any thread.
+struct ExitSignal(tokio::sync::watch::Sender<bool>);
 
 impl ExitSignal {
     fn new() -> ExitSignal {
-        use nix::sys::eventfd::{EfdFlags, EventFd};
-        ExitSignal {
-            flag: AtomicBool::new(false),
-            event: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok(),
-        }
+        ExitSignal(tokio::sync::watch::Sender::new(false))
     }
 
     fn set(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        if let Some(event) = &self.event {
-            let _ = event.write(1);
-        }
+        self.0.send_replace(true);
     }
 
     fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        *self.0.borrow()
     }
 
-    /// Waits until `src` is readable (or hung up) or the process exited.
-    fn wait_readable(&self, src: &File) {
-        let mut fds = vec![PollFd::new(src.as_fd(), PollFlags::POLLIN)];
-        let timeout = match &self.event {
-            Some(event) => {
-                fds.push(PollFd::new(event.as_fd(), PollFlags::POLLIN));
-                PollTimeout::NONE
-            }
-            None => PollTimeout::from(50u16),
-        };
-        let _ = poll(&mut fds, timeout);
+    /// Resolves once the flag is set.
+    async fn wait(&self) {
+        let _ = self.0.subscribe().wait_for(|&set| set).await;
     }
 }
 
@@ -129,16 +120,23 @@ fn pipe() -> io::Result<(File, File)> {
 }
 
 impl ProcessIo {
-    /// Opens the targets. With `terminal`, no fds are handed to the process: call
-    /// [`ProcessIo::attach_console`] with the pty master once it exists.
+    /// Opens the targets; output copiers run on `events`, the shim's event loop. With
+    /// `terminal`, no fds are handed to the process: call [`ProcessIo::attach_console`]
+    /// with the pty master once it exists.
+    ///
+    /// Errors: [`IoError`] naming the stream and URI when a target cannot be opened, or
+    /// when output is to be copied and `events` is `None` (a service made outside a
+    /// tokio runtime).
     pub fn open(
         stdin: &str,
         stdout: &str,
         stderr: &str,
         terminal: bool,
         owner: &IoOwner,
+        events: Option<&Handle>,
     ) -> Result<ProcessIo, IoError> {
         let mut io = ProcessIo {
+            events: events.cloned(),
             stdio: sandbox::Stdio::default(),
             copiers: Vec::new(),
             stdin: Arc::new(Mutex::new(None)),
@@ -162,7 +160,8 @@ impl ProcessIo {
             for (name, uri) in [("stdout", stdout), ("stderr", stderr)] {
                 let Some(sink) = open_sink(name, uri)? else { continue };
                 let (r, w) = pipe().map_err(err(name, uri, "pipe"))?;
-                io.copiers.push(spawn_copier(name, r, sink, io.exited.clone()));
+                let copier = io.spawn_copier(name, uri, r, sink)?;
+                io.copiers.push(copier);
                 let w: OwnedFd = w.into();
                 if name == "stdout" {
                     io.stdio.stdout = Some(w);
@@ -194,8 +193,8 @@ impl ProcessIo {
         };
         if let Some(sink) = open_sink("stdout", &stdout)? {
             // A terminal has one output stream: CRI logs call it stdout.
-            self.copiers
-                .push(spawn_copier("stdout", dup(&master)?, sink, self.exited.clone()));
+            let copier = self.spawn_copier("stdout", &stdout, dup(&master)?, sink)?;
+            self.copiers.push(copier);
         }
         if !stdin.is_empty() {
             *self.stdin.lock().expect("stdin lock") = Some(dup(&master)?);
@@ -234,14 +233,50 @@ impl ProcessIo {
     }
 
     /// After the process exited: lets the copiers drain what is buffered, waits for them,
-    /// and closes every target. Blocks at most as long as the buffered data takes to move.
+    /// and closes every target. Blocks at most as long as the buffered data takes to move
+    /// (or [`FIFO_READER_GRACE`] for a FIFO no reader opened). The copiers run on the
+    /// event loop: never call this on it, nor while holding a lock that a task on it takes.
     pub fn finish(&mut self) {
         self.exited.set();
         for c in self.copiers.drain(..) {
-            let _ = c.join();
+            // Disconnected when the copier ends: it never sends.
+            let _ = c.recv();
         }
         self.stdin.lock().expect("stdin lock").take();
         self.console = None;
+    }
+
+    /// Starts a copier of `src` into `sink` (`stream`'s target `uri`) on the event loop.
+    fn spawn_copier(
+        &self,
+        stream: &'static str,
+        uri: &str,
+        src: File,
+        sink: Sink,
+    ) -> Result<mpsc::Receiver<()>, IoError> {
+        let Some(events) = &self.events else {
+            return Err(IoError {
+                stream,
+                uri: uri.to_string(),
+                op: "start output copier",
+                source: io::Error::other("the shim has no event loop"),
+            });
+        };
+        let (ended, copier) = mpsc::channel();
+        let exited = self.exited.clone();
+        events.spawn(async move {
+            copy_output(stream, src, sink, exited).await;
+            drop(ended);
+        });
+        Ok(copier)
+    }
+}
+
+/// Dropped without [`ProcessIo::finish`] (a deleted task, an exec that is forgotten): the
+/// copiers drain what is buffered and end on their own, as after the exit.
+impl Drop for ProcessIo {
+    fn drop(&mut self) {
+        self.exited.set();
     }
 }
 
@@ -286,7 +321,7 @@ impl Sink {
     /// O_NONBLOCK)` (ENXIO while no reader has it open). Waits as long as the process runs
     /// (`exited` unset), then at most [`FIFO_READER_GRACE`]. False when no reader came or
     /// the FIFO cannot be opened (logged): the output is then dropped.
-    fn connect(&mut self, name: &str, exited: &ExitSignal) -> bool {
+    async fn connect(&mut self, name: &str, exited: &ExitSignal) -> bool {
         let Some(path) = self.fifo.take() else {
             return self.file.is_some();
         };
@@ -317,7 +352,7 @@ impl Sink {
                             return false;
                         }
                     }
-                    std::thread::sleep(delay);
+                    tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(50));
                 }
                 Err(e) => {
@@ -433,62 +468,157 @@ fn open_sink(stream: &'static str, uri: &str) -> Result<Option<Sink>, IoError> {
 const COPY_BUFFER: usize = 32 * 1024;
 
 /// Copies `src` (a pipe or pty master) to `sink` until end-of-file (EIO on a pty whose
-/// slaves are all closed), or, once `exited` is set, until nothing more is buffered.
-fn spawn_copier(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitSignal>) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(format!("io-{name}"))
-        .spawn(move || {
-            // The process's output waits in our pipe (or pty) meanwhile.
-            if !sink.connect(name, &exited) {
-                return;
-            }
-            let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-            let mut src = src;
-            // Held only while output flows (issue 17): a buffer per copier kept for the
-            // process's life was half an idle shim's live heap. Freed before each wait, its
-            // pages go back to the allocator for the next copier that wakes.
-            let mut buf = Vec::new();
-            let mut dropped = Dropped::default();
-            loop {
-                if buf.is_empty() {
+/// slaves are all closed), or, once `exited` is set, until nothing more is buffered. Runs
+/// on the event loop; the writes run on the blocking pool ([`Output::drain`]).
+async fn copy_output(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitSignal>) {
+    // The process's output waits in our pipe (or pty) meanwhile.
+    if !sink.connect(name, &exited).await {
+        return;
+    }
+    let registered = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+        .map_err(io::Error::from)
+        .and_then(|_| register_readable(src));
+    let src = match registered {
+        Ok(src) => Arc::new(src),
+        Err(e) => {
+            tracing::warn!(stream = name, error = %e, "watch process output: output dropped");
+            return;
+        }
+    };
+    let mut out = Output {
+        name,
+        sink,
+        dropped: Dropped::default(),
+    };
+    loop {
+        // Read the flag before reading the pipe: if the process had exited by then,
+        // every byte it wrote is already buffered, so "would block" means drained.
+        let done = exited.is_set();
+        // Allocated only once there is output (issue 17: a buffer per copier kept for the
+        // process's life was half an idle shim's live heap).
+        let mut buf;
+        let read = if done {
+            buf = vec![0u8; COPY_BUFFER];
+            src.get_ref().read(&mut buf)
+        } else {
+            tokio::select! {
+                ready = src.readable() => {
+                    let Ok(mut ready) = ready else { break };
                     buf = vec![0u8; COPY_BUFFER];
+                    // A read through the guard: "would block" clears the readiness it
+                    // saw, and only that, so output that came meanwhile is not missed.
+                    match ready.try_io(|src| src.get_ref().read(&mut buf)) {
+                        Ok(read) => read,
+                        Err(_would_block) => continue,
+                    }
                 }
-                // Read the flag before reading the pipe: if the process had exited by
-                // then, every byte it wrote is already buffered, so "would block" means
-                // drained.
+                () = exited.wait() => continue,
+            }
+        };
+        match next_step(name, read, done) {
+            Step::Copy(n) => {
+                let (src, exited) = (src.clone(), exited.clone());
+                let drained =
+                    tokio::task::spawn_blocking(move || out.drain(buf, n, src.get_ref(), &exited).map(|()| out)).await;
+                match drained {
+                    Ok(Ok(more)) => out = more,
+                    Ok(Err(())) | Err(_) => return,
+                }
+            }
+            Step::Retry | Step::Wait => {}
+            Step::End => break,
+        }
+    }
+    out.end();
+}
+
+/// Registers the read end of a pipe (or a pty master) with the event loop.
+#[allow(unsafe_code)]
+fn register_readable(src: File) -> io::Result<AsyncFd<File>> {
+    // SAFETY: `AsyncFd::register_with_interest` needs the fd to stay open, and to be the
+    // same file, for as long as it is registered. The `AsyncFd` owns the `File`: nothing
+    // else can close or replace its fd, and the `AsyncFd` deregisters it before dropping
+    // the `File`.
+    unsafe { AsyncFd::register_with_interest(src, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+}
+
+/// What a copier does after a read of the process's output.
+enum Step {
+    /// Write these many bytes, then read again.
+    Copy(usize),
+    /// Interrupted: read again.
+    Retry,
+    /// Nothing buffered: wait for output or the exit.
+    Wait,
+    /// End of output, or the process exited and nothing more is buffered.
+    End,
+}
+
+/// Classifies a read of the process's output; `done`: the process had exited before it.
+fn next_step(name: &str, read: io::Result<usize>, done: bool) -> Step {
+    match read {
+        Ok(0) => Step::End,
+        Ok(n) => Step::Copy(n),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Retry,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if done {
+                Step::End
+            } else {
+                Step::Wait
+            }
+        }
+        // A pty master whose slaves are all closed.
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => Step::End,
+        Err(e) => {
+            tracing::warn!(stream = name, error = %e, "read process output");
+            Step::End
+        }
+    }
+}
+
+/// An output copier's target, and what it has dropped.
+struct Output {
+    name: &'static str,
+    sink: Sink,
+    dropped: Dropped,
+}
+
+impl Output {
+    /// On the blocking pool: writes the `n` bytes read into `buf`, then reads and writes
+    /// until the pipe is empty (`Ok`: wait for more) or the output ended (`Err`: the
+    /// target is finished).
+    fn drain(&mut self, mut buf: Vec<u8>, mut n: usize, mut src: &File, exited: &ExitSignal) -> Result<(), ()> {
+        loop {
+            match self.sink.write(&buf[..n]) {
+                Ok(()) => {
+                    self.dropped.resumed(self.name);
+                }
+                Err(e) => {
+                    self.dropped.failed(self.name, &e, n);
+                }
+            }
+            n = loop {
                 let done = exited.is_set();
-                match src.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => match sink.write(&buf[..n]) {
-                        Ok(()) => {
-                            dropped.resumed(name);
-                        }
-                        Err(e) => {
-                            dropped.failed(name, &e, n);
-                        }
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if done {
-                            break;
-                        }
-                        buf = Vec::new();
-                        exited.wait_readable(&src);
-                    }
-                    // A pty master whose slaves are all closed.
-                    Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
-                    Err(e) => {
-                        tracing::warn!(stream = name, error = %e, "read process output");
-                        break;
+                match next_step(self.name, src.read(&mut buf), done) {
+                    Step::Copy(n) => break n,
+                    Step::Retry => {}
+                    Step::Wait => return Ok(()),
+                    Step::End => {
+                        self.end();
+                        return Err(());
                     }
                 }
-            }
-            let _ = dropped.resumed(name);
-            if let Err(e) = sink.finish() {
-                tracing::warn!(stream = name, error = %e, "write to stdio target");
-            }
-        })
-        .expect("spawn io copier")
+            };
+        }
+    }
+
+    /// At the end of output: reports what was dropped and ends a last CRI record.
+    fn end(&mut self) {
+        let _ = self.dropped.resumed(self.name);
+        if let Err(e) = self.sink.finish() {
+            tracing::warn!(stream = self.name, error = %e, "write to stdio target");
+        }
+    }
 }
 
 /// Output a stdio target refused (a full disk under a log file: ENOSPC), counted so the
@@ -537,22 +667,29 @@ fn spawn_stdin(fifo: String, writer: Arc<Mutex<Option<File>>>, closing: Arc<Atom
             }
         };
         let _ = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-        let mut buf = vec![0u8; 32 * 1024];
         loop {
             // Read the flag first: once CloseIO arrived, "would block" means drained.
             let close = closing.load(Ordering::SeqCst);
+            // Waits for input, looking at the flag every 100 ms meanwhile; the buffer is
+            // allocated only once there is input (issue 17: it was held for life).
+            let mut fds = [PollFd::new(src.as_fd(), PollFlags::POLLIN)];
+            let timeout = if close {
+                PollTimeout::ZERO
+            } else {
+                PollTimeout::from(100u16)
+            };
+            if !poll(&mut fds, timeout).is_ok_and(|n| n > 0) {
+                if close {
+                    break;
+                }
+                continue;
+            }
+            let mut buf = vec![0u8; COPY_BUFFER];
             let n = match src.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if close {
-                        break;
-                    }
-                    let mut fds = [PollFd::new(src.as_fd(), PollFlags::POLLIN)];
-                    let _ = poll(&mut fds, PollTimeout::from(100u16));
-                    continue;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(_) => break,
             };
             let mut guard = writer.lock().expect("stdin lock");
@@ -651,34 +788,54 @@ mod tests {
         }
     }
 
+    /// An event loop as the daemon's: a current-thread runtime driven by a thread of its
+    /// own, shared by the tests of this process.
+    fn event_loop() -> &'static Handle {
+        static LOOP: std::sync::OnceLock<Handle> = std::sync::OnceLock::new();
+        LOOP.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = runtime.handle().clone();
+            std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
+            handle
+        })
+    }
+
     /// A FIFO, a `ProcessIo` with it as stdout, and the process's stdout end.
     fn fifo_io(dir: &std::path::Path) -> (PathBuf, ProcessIo, File) {
-        let fifo = dir.join("stdout");
+        fifo_io_named(dir, "stdout")
+    }
+
+    fn fifo_io_named(dir: &std::path::Path, name: &str) -> (PathBuf, ProcessIo, File) {
+        let fifo = dir.join(name);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let owner = IoOwner {
             namespace: "test".into(),
             id: "test".into(),
         };
-        let mut io = ProcessIo::open("", fifo.to_str().unwrap(), "", false, &owner).unwrap();
+        let mut io = ProcessIo::open("", fifo.to_str().unwrap(), "", false, &owner, Some(event_loop())).unwrap();
         let out = File::from(io.stdio.stdout.take().unwrap());
         (fifo, io, out)
     }
 
-    /// Reads the FIFO from a reader that opens it `late`, as containerd's goroutine may
-    /// under load, until `ok\n` or 2 s; returns what it read.
-    fn late_reader(fifo: &std::path::Path, late: Duration) -> Vec<u8> {
-        std::thread::sleep(late);
-        // Non-blocking, so the test never hangs where containerd would: with no writer, a
-        // read returns end-of-file at once.
-        let mut reader = OpenOptions::new()
+    /// A reader of `fifo` that has it open (non-blocking: with no writer, a read returns
+    /// end-of-file at once).
+    fn fifo_reader(fifo: &std::path::Path) -> File {
+        OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(fifo)
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Reads `reader` until `want` arrived or 2 s passed; returns what it read.
+    fn read_until(reader: &mut File, want: &[u8]) -> Vec<u8> {
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut got = Vec::new();
         let mut buf = [0u8; 64];
-        while got != b"ok\n" && Instant::now() < deadline {
+        while got != want && Instant::now() < deadline {
             match reader.read(&mut buf) {
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -687,6 +844,88 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         got
+    }
+
+    /// The copier sleeps between bursts of output, and each burst reaches the reader while
+    /// the process runs: no output waits for the exit.
+    #[test]
+    fn output_reaches_the_fifo_burst_by_burst_while_the_process_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fifo, mut io, mut out) = fifo_io(dir.path());
+        let mut reader = fifo_reader(&fifo);
+        for burst in ["one\n", "two\n", "three\n"] {
+            std::thread::sleep(Duration::from_millis(50));
+            out.write_all(burst.as_bytes()).unwrap();
+            let got = read_until(&mut reader, burst.as_bytes());
+            assert_eq!(String::from_utf8_lossy(&got), burst, "burst not copied while running");
+        }
+        drop(out);
+        io.finish();
+    }
+
+    /// A FIFO whose reader stops reading blocks its copier's writes, on the blocking pool:
+    /// the event loop, and another process's copier on it, go on.
+    #[test]
+    fn a_full_fifo_holds_only_its_own_copier() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full_fifo, mut full_io, full_out) = fifo_io_named(dir.path(), "full");
+        let mut stalled = fifo_reader(&full_fifo);
+        // Fills the FIFO and then our pipe: the copier blocks in a write.
+        nix::fcntl::fcntl(&full_out, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        let chunk = vec![b'x'; 4096];
+        let mut filled = 0usize;
+        // Until nothing more fits for 200 ms: the copier is stuck in its write.
+        let mut progress = Instant::now();
+        while progress.elapsed() < Duration::from_millis(200) {
+            match (&full_out).write(&chunk) {
+                Ok(n) => {
+                    filled += n;
+                    progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        assert!(
+            filled > 2 * 64 * 1024,
+            "only {filled} bytes fitted: the copier does not copy"
+        );
+
+        let (fifo, mut io, mut out) = fifo_io(dir.path());
+        let mut reader = fifo_reader(&fifo);
+        out.write_all(b"ok\n").unwrap();
+        let got = read_until(&mut reader, b"ok\n");
+        assert_eq!(String::from_utf8_lossy(&got), "ok\n", "a full FIFO held another copier");
+        drop(out);
+        io.finish();
+
+        // Every byte still reaches the stalled reader once it reads again.
+        drop(full_out);
+        let finisher = std::thread::spawn(move || full_io.finish());
+        let mut copied = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match stalled.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => copied += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "{copied} of {filled} bytes copied");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("read fifo: {e}"),
+            }
+        }
+        finisher.join().unwrap();
+        assert_eq!(copied, filled);
+    }
+
+    /// Reads the FIFO from a reader that opens it `late`, as containerd's goroutine may
+    /// under load, until `ok\n` or 2 s; returns what it read.
+    fn late_reader(fifo: &std::path::Path, late: Duration) -> Vec<u8> {
+        std::thread::sleep(late);
+        // Non-blocking, so the test never hangs where containerd would.
+        read_until(&mut fifo_reader(fifo), b"ok\n")
     }
 
     /// A process that wrote and exited before containerd's reader opened the FIFO (the

@@ -18,10 +18,11 @@
 //! on the daemon's main thread. Every connection is a task on it (containerd 1.6 opens
 //! one per container), every pending Wait a parked future, and the events client lives
 //! there too; the calls that do work run on tokio's blocking pool, whose threads end
-//! after [`IDLE_THREAD_KEEP_ALIVE`] without a call. At rest a shim has its main thread,
-//! the reaper and the output copiers of its containers (issue 17: ttrpc's sync server
-//! kept a reader, a handler, idle workers and a worker per pending Wait for every
-//! connection: 16 threads or more per pod).
+//! after [`IDLE_THREAD_KEEP_ALIVE`] without a call. The reaper and the output copiers
+//! are tasks on it too, so at rest a shim has its main thread and nothing else (issue
+//! 17: ttrpc's sync server kept a reader, a handler, idle workers and a worker per
+//! pending Wait for every connection, 16 threads or more per pod; then the reaper and
+//! two copiers per container were threads of their own).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -168,7 +169,7 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
-    /// The child reaper's thread or signal handler could not be set up.
+    /// The child reaper's signal handler could not be set up.
     #[error("start reaper")]
     Reaper(#[source] io::Error),
     /// The event loop (a current-thread tokio runtime) could not be built.
@@ -384,7 +385,8 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
         .thread_name("call")
         .build()
         .map_err(ServeError::Runtime)?;
-    // The events client and the OOM watchers are tasks on this runtime.
+    // The events client, the OOM watchers, the reaper and the output copiers are tasks on
+    // this runtime.
     let entered = runtime.enter();
     // containerd always sets TTRPC_ADDRESS; the peapod CLI's embedded mode leaves it empty
     // and may name an event log instead.
@@ -404,7 +406,7 @@ pub fn serve(flags: &Flags, bundle: &Path) -> Result<(), ServeError> {
     let service = Service::new(&flags.namespace, Paths::for_namespace(&flags.namespace), publisher);
 
     let reaped = service.clone();
-    crate::reaper::start(move |pid, code| reaped.on_exit(pid, code)).map_err(ServeError::Reaper)?;
+    crate::reaper::start(runtime.handle(), move |pid, code| reaped.on_exit(pid, code)).map_err(ServeError::Reaper)?;
 
     let served = runtime.block_on(async {
         socket

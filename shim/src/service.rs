@@ -201,8 +201,9 @@ pub(crate) struct Inner {
     /// Notified on every change of `state` too, for futures on the event loop (Wait,
     /// WaitSandbox, the daemon's wait for Shutdown): see [`Service::until`].
     woken: tokio::sync::Notify,
-    /// The daemon's event loop, which the OOM watches run on; `None` for a service made
-    /// outside a tokio runtime (unit tests), which watches no OOM kills.
+    /// The daemon's event loop, which the OOM watches and output copiers run on; `None`
+    /// for a service made outside a tokio runtime (unit tests), which watches no OOM kills
+    /// and refuses stdio that needs a copier.
     events_loop: Option<tokio::runtime::Handle>,
 }
 
@@ -929,7 +930,14 @@ impl Service {
             namespace: self.inner.namespace.clone(),
             id: req.id.clone(),
         };
-        let mut io = ProcessIo::open(&req.stdin, &req.stdout, &req.stderr, req.terminal, &owner)?;
+        let mut io = ProcessIo::open(
+            &req.stdin,
+            &req.stdout,
+            &req.stderr,
+            req.terminal,
+            &owner,
+            self.inner.events_loop.as_ref(),
+        )?;
         let rootfs_mounts = req
             .rootfs
             .iter()
@@ -1024,7 +1032,14 @@ impl Service {
             id: req.id.clone(),
         };
         let p = &exec.proc;
-        let mut io = ProcessIo::open(&p.stdin, &p.stdout, &p.stderr, p.terminal, &owner)?;
+        let mut io = ProcessIo::open(
+            &p.stdin,
+            &p.stdout,
+            &p.stderr,
+            p.terminal,
+            &owner,
+            self.inner.events_loop.as_ref(),
+        )?;
         let mut handle = task.container.exec(&exec.spec, std::mem::take(&mut io.stdio))?;
         if let Some(master) = handle.take_console() {
             io.attach_console(master)?;
@@ -1227,9 +1242,9 @@ impl Service {
                 at: SystemTime::now(),
             });
         }
-        if let Some(mut io) = task.init.io.take() {
-            io.finish();
-        }
+        // Dropped, not finished: the copiers run on the event loop, which may be waiting
+        // for this lock; they drain what is buffered and end on their own.
+        drop(task.init.io.take());
         let resp = delete_response(&task.init);
         let mut result = task.container.delete(true).map_err(ServiceError::from);
         if task.sandbox {
