@@ -602,7 +602,11 @@ impl Output {
                 match next_step(self.name, src.read(&mut buf), done) {
                     Step::Copy(n) => break n,
                     Step::Retry => {}
-                    Step::Wait => return Ok(()),
+                    Step::Wait => {
+                        // The buffer is freed here; the heap is trimmed once at rest.
+                        crate::serve::worked();
+                        return Ok(());
+                    }
                     Step::End => {
                         self.end();
                         return Err(());

@@ -243,6 +243,12 @@ fn spawn_daemon(
         .arg(bundle)
         .env(LISTENER_ENV, std::os::fd::AsRawFd::as_raw_fd(&fd).to_string())
         .env(STARTED_AT_ENV, began_ns.to_string())
+        // No cached stacks of the blocking pool's ended threads in a resting daemon
+        // (issue 17); `serve` gives its own children the variable as it was.
+        .env(
+            sandbox::sys::TUNABLES_ENV,
+            sandbox::sys::tunables_without_stack_cache(std::env::var(sandbox::sys::TUNABLES_ENV).ok().as_deref()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -280,10 +280,11 @@ pub fn memory(b: &Bench, handler: &str, pods: usize, samples: usize) -> Result<(
 }
 
 /// How long the memory rows wait once the pods run, before reading the shims: their
-/// start-up work done (Go's GC, lazily mapped pages), and peapod's blocking-pool threads,
-/// which outlive a call by `shim::serve::IDLE_THREAD_KEEP_ALIVE`, gone: what a shim holds
-/// at rest.
-pub const MEMORY_SETTLE: Duration = Duration::from_secs(1).saturating_add(shim::serve::IDLE_THREAD_KEEP_ALIVE);
+/// start-up work done (Go's GC, lazily mapped pages), and peapod's shim at rest
+/// (`shim::serve::AT_REST` after its last call: its blocking-pool threads, which outlive
+/// a call by `shim::serve::IDLE_THREAD_KEEP_ALIVE`, gone, and its heap trimmed): what a
+/// shim holds at rest.
+pub const MEMORY_SETTLE: Duration = Duration::from_secs(1).saturating_add(shim::serve::AT_REST);
 
 /// How often each pod of [`at_once`] polls `ContainerStatus`: fifty pods polling every
 /// millisecond would be most of containerd's CPU time there.

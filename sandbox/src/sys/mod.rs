@@ -37,7 +37,9 @@ pub use fd::{
     adopt_inherited_fd, cloexec_from, inherit_fd, kill, map_fds, own_received_fd, peer_credentials, pidfd_open,
     pidfd_send_signal,
 };
-pub use malloc::{limit_malloc_arenas, trim_malloc};
+pub use malloc::{
+    limit_malloc_arenas, trim_malloc, tunables_before, tunables_without_stack_cache, NO_STACK_CACHE, TUNABLES_ENV,
+};
 pub use seccomp::{set_mode_filter, SockFilter};
 pub use signal::reset_signals;
 pub use spawn::{clone_parent, spawn_with_fds, CloneResult};
