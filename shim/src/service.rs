@@ -273,6 +273,16 @@ impl Service {
             })
     }
 
+    /// Answers a read-only call on the event loop itself, not on the blocking pool. State,
+    /// Pids, Stats and Connect only read the state (under its lock) and a few cgroup files,
+    /// and containerd asks some of them periodically: containerd 2.3.4's CRI asks every
+    /// task's Stats each second (measured in the bench's memory rows), which kept a pool
+    /// thread alive in every resting shim (issue 17). `call` must wait for nothing but the
+    /// state lock.
+    pub(crate) fn quick<T>(&self, call: impl FnOnce(&Service) -> ttrpc::Result<T>) -> ttrpc::Result<T> {
+        call(self)
+    }
+
     /// Resolves once Shutdown arrived with no task left.
     pub async fn shutdown_requested(&self) {
         self.until(|st| (st.shutdown && st.tasks.is_empty()).then_some(()))
@@ -1579,7 +1589,7 @@ fn reply<T>(op: &'static str, r: Result<T>) -> ttrpc::Result<T> {
 #[async_trait::async_trait]
 impl containerd_shim_protos::shim_async::Task for Service {
     async fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
-        self.blocking(move |svc| reply("state", svc.do_state(req))).await
+        self.quick(move |svc| reply("state", svc.do_state(req)))
     }
 
     async fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
@@ -1608,7 +1618,7 @@ impl containerd_shim_protos::shim_async::Task for Service {
     }
 
     async fn pids(&self, _: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
-        self.blocking(move |svc| reply("pids", svc.do_pids(&req.id))).await
+        self.quick(move |svc| reply("pids", svc.do_pids(&req.id)))
     }
 
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<Empty> {
@@ -1684,11 +1694,11 @@ impl containerd_shim_protos::shim_async::Task for Service {
     }
 
     async fn stats(&self, _: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
-        self.blocking(move |svc| reply("stats", svc.do_stats(&req.id))).await
+        self.quick(move |svc| reply("stats", svc.do_stats(&req.id)))
     }
 
     async fn connect(&self, _: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
-        self.blocking(move |svc| {
+        self.quick(move |svc| {
             // containerd ≥ 2.0 connects to a sandbox shim it reloads after a restart by the
             // sandbox's id (core/runtime/v2/shim_load.go `loadShimTask`): a Sandbox API pod's
             // pause answers for it, else containerd takes the shim for dead and deletes it.
@@ -1707,7 +1717,6 @@ impl containerd_shim_protos::shim_async::Task for Service {
                 }),
             )
         })
-        .await
     }
 
     async fn shutdown(&self, _: &TtrpcContext, _: api::ShutdownRequest) -> ttrpc::Result<Empty> {
