@@ -57,7 +57,7 @@ pub const IDLE_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(2);
 const IO_EVENTS_PER_TICK: usize = 64;
 
 /// How long the daemon must have been quiet (no lifecycle call, no output copied) before
-/// it gives its heap's free pages back ([`trim_at_rest`]): past
+/// it gives its heap's free pages back (`trim_at_rest`): past
 /// [`IDLE_THREAD_KEEP_ALIVE`], so the blocking pool's threads have ended and freed what
 /// they held.
 pub const AT_REST: Duration = IDLE_THREAD_KEEP_ALIVE.saturating_add(Duration::from_millis(500));
