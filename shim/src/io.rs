@@ -42,8 +42,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::runtime::Handle;
 
 /// A stdio target that cannot be opened.
@@ -477,7 +475,7 @@ async fn copy_output(name: &'static str, src: File, mut sink: Sink, exited: Arc<
     }
     let registered = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
         .map_err(io::Error::from)
-        .and_then(|_| register_readable(src));
+        .and_then(|_| crate::wake::register_readable(src));
     let src = match registered {
         Ok(src) => Arc::new(src),
         Err(e) => {
@@ -530,16 +528,6 @@ async fn copy_output(name: &'static str, src: File, mut sink: Sink, exited: Arc<
         }
     }
     out.end();
-}
-
-/// Registers the read end of a pipe (or a pty master) with the event loop.
-#[allow(unsafe_code)]
-fn register_readable(src: File) -> io::Result<AsyncFd<File>> {
-    // SAFETY: `AsyncFd::register_with_interest` needs the fd to stay open, and to be the
-    // same file, for as long as it is registered. The `AsyncFd` owns the `File`: nothing
-    // else can close or replace its fd, and the `AsyncFd` deregisters it before dropping
-    // the `File`.
-    unsafe { AsyncFd::register_with_interest(src, Interest::READABLE) }.map_err(|e| e.into_parts().1)
 }
 
 /// What a copier does after a read of the process's output.

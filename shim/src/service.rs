@@ -455,7 +455,7 @@ impl Service {
         });
         // Registered with the loop's reactor here, on the loop's runtime.
         let _entered = events_loop.enter();
-        let mut watcher = match watcher.map(register_readable) {
+        let mut watcher = match watcher.map(crate::wake::register_readable) {
             Ok(Ok(w)) => w,
             Ok(Err(e)) => {
                 tracing::warn!(id, error = %e, "cannot watch OOM events: register with the event loop");
@@ -1534,21 +1534,6 @@ impl supervisor::Host for Service {
         tracing::info!(id, ok = record.ok, message = %record.message, "preStop hook ran");
         self.hook_record(id, seq, &record);
     }
-}
-
-/// `watcher` registered with the current runtime's reactor, for readability.
-///
-/// Errors: the reactor's (`epoll_ctl`), with the watcher dropped.
-#[allow(unsafe_code)]
-fn register_readable(
-    watcher: sandbox::cgroups::OomWatcher,
-) -> std::io::Result<tokio::io::unix::AsyncFd<sandbox::cgroups::OomWatcher>> {
-    // SAFETY: `AsyncFd::register_with_interest` needs the fd to stay open, and to be the
-    // same file, for as long as it is registered. It is the watcher's own `OwnedFd`, and
-    // the `AsyncFd` owns the watcher: nothing else can close or replace it, and the
-    // `AsyncFd` deregisters it before dropping the watcher.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(watcher, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
 }
 
 fn pipe_fd(f: &std::fs::File) -> std::os::fd::BorrowedFd<'_> {
