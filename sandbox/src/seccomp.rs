@@ -162,10 +162,12 @@ struct Wire {
 
 impl From<Program> for Wire {
     fn from(p: Program) -> Wire {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut bpf = String::with_capacity(p.instructions.len() * 16);
         for insn in p.instructions.iter() {
             for b in insn.to_bytes() {
-                bpf.push_str(&format!("{b:02x}"));
+                bpf.push(char::from(HEX[usize::from(b >> 4)]));
+                bpf.push(char::from(HEX[usize::from(b & 0xf)]));
             }
         }
         Wire { flags: p.flags, bpf }
