@@ -248,9 +248,16 @@ type Result<T> = std::result::Result<T, Error>;
 pub struct Timings {
     /// Loading and validating the spec.
     pub validate_us: u64,
+    /// Mounting the caller's rootfs layers on the host (containerd's overlay in
+    /// `CreateTaskRequest.rootfs`); zero when the bundle's rootfs is already in place.
+    pub layers_us: u64,
+    /// Writing the container's state file (`state.json`, each time it changes).
+    pub state_us: u64,
     /// Creating the cgroup and applying resources.
     pub cgroup_us: u64,
     /// Spawning the init helper until it reported the cloned pid (includes `namespaces_us`).
+    /// On cgroup v1 the helper is started before the layers and the cgroup, and the time
+    /// it ran beside them is not counted: this is its share of the critical path.
     pub spawn_us: u64,
     /// Joining and creating namespaces (in the helper).
     pub namespaces_us: u64,
@@ -405,13 +412,29 @@ impl Container {
 
     fn create_inner(&mut self, plan: &spec::Plan, layers: &[RootfsMount], stdio: Stdio) -> Result<()> {
         let id = self.state.id.clone();
-        self.save()?;
-        if !layers.is_empty() {
-            rootfs::mount_rootfs_layers(layers, &plan.rootfs)
-                .map_err(|source| Error::Rootfs { id: id.clone(), source })?;
-        }
+        // Recorded before anything exists, so that a delete after a crash knows what to
+        // undo: the rootfs layers to unmount and the cgroups to remove.
         self.state.cgroup_owned_from = crate::cgroups::first_missing_ancestor(&plan.cgroup_path);
         self.save()?;
+        // On v1 the helper moves itself into the cgroup once it exists, so it is started
+        // first: its exec and dynamic loading overlap the layer mounts and the cgroup's
+        // creation. On v2 it is born in the cgroup (`CLONE_INTO_CGROUP`), which must exist
+        // before it. Either way it enters the cgroup before it creates any namespace.
+        let v1 = !crate::cgroups::is_v2();
+        let mut stdio = Some(stdio);
+        let mut helper = None;
+        let mut spawn_us = 0;
+        if v1 {
+            let t = Instant::now();
+            helper = Some(self.start_helper(stdio.take().unwrap_or_default())?);
+            spawn_us += micros(t);
+        }
+        if !layers.is_empty() {
+            let t = Instant::now();
+            rootfs::mount_rootfs_layers(layers, &plan.rootfs)
+                .map_err(|source| Error::Rootfs { id: id.clone(), source })?;
+            self.timings.layers_us = micros(t);
+        }
         // Every container gets a device policy: without rules in the spec, deny-all plus
         // the OCI default devices, as runc appends its AllowedDevices to whatever it got.
         let mut resources = plan
@@ -442,12 +465,18 @@ impl Container {
             seccomp: self.state.seccomp.clone(),
         }));
         let t = Instant::now();
-        let (chan, pid) = self.spawn(&cfg, stdio, None)?;
-        self.timings.spawn_us = micros(t);
+        let helper = match helper {
+            Some(helper) => helper,
+            None => self.start_helper(stdio.take().unwrap_or_default())?,
+        };
+        let (chan, pid) = self.run_helper(helper, &cfg, None)?;
+        self.timings.spawn_us = spawn_us + micros(t);
         self.state.pid = Some(pid.as_raw());
         self.state.pid_start_time = pid_start_time(pid);
         self.pidfd = Some(sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?);
-        self.save()?;
+        // No state write for the pid alone: init is in the container's cgroup already,
+        // where a delete after a crash finds and kills it, and it exits by itself when
+        // our end of the channel closes before `Continue`.
         let t = Instant::now();
         chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {
             id: id.clone(),
@@ -471,10 +500,18 @@ impl Container {
         self.save()
     }
 
-    /// Spawns the init helper from our sealed binary, gets it into the cgroup, sends
+    /// Spawns the init helper from our sealed binary and gets it into the cgroup, sends
     /// `msg` (with `with_fd` attached, if any), and returns the channel and the pid of the
     /// process the helper cloned.
     fn spawn(&mut self, msg: &ToChild, stdio: Stdio, with_fd: Option<OwnedFd>) -> Result<(Channel, Pid)> {
+        let helper = self.start_helper(stdio)?;
+        self.run_helper(helper, msg, with_fd)
+    }
+
+    /// Starts the init helper with `stdio` as its fds 0–2: on v2, once the container has
+    /// its cgroup, born in it; otherwise in ours until [`Container::run_helper`] moves it.
+    /// Returns once the helper's `execveat` succeeded; it then waits for its first message.
+    fn start_helper(&self, stdio: Stdio) -> Result<Helper> {
         let id = self.state.id.clone();
         let rt = |op| {
             let id = id.clone();
@@ -502,8 +539,6 @@ impl Container {
             stdio.stderr.as_ref().map_or(null.as_fd(), AsFd::as_fd),
             child.as_fd(),
         ];
-        // On v2 the helper is born in the cgroup; on v1 it moves itself in (see
-        // `ToChild::EnterCgroup`).
         let cgroup_dir = match self.cgroup.as_ref().and_then(Cgroup::v2_dir) {
             Some(dir) => Some(
                 nix::fcntl::open(
@@ -520,7 +555,7 @@ impl Container {
             None => None,
         };
         let env = [std::ffi::CString::new(format!("{INIT_ENV}={HELPER_CHANNEL_FD}")).expect("no NUL")];
-        let (helper_pid, in_cgroup) = sys::spawn_with_fds(
+        let (pid, in_cgroup) = sys::spawn_with_fds(
             exe.as_fd(),
             &[c"peapod-init"],
             &env,
@@ -528,9 +563,26 @@ impl Container {
             cgroup_dir.as_ref().map(AsFd::as_fd),
         )
         .map_err(sys_err)?;
-        drop(child);
-        drop(stdio);
+        Ok(Helper {
+            chan: Some(parent),
+            pid,
+            in_cgroup,
+            reported: false,
+        })
+    }
 
+    /// Gets `helper` into the container's cgroup (on v1 it moves itself: see
+    /// `ToChild::EnterCgroup`), sends it `msg` and waits for the pid it cloned. The helper
+    /// exits right after reporting (or failing) and is reaped here either way.
+    fn run_helper(&mut self, mut helper: Helper, msg: &ToChild, with_fd: Option<OwnedFd>) -> Result<(Channel, Pid)> {
+        let id = self.state.id.clone();
+        let rt = |op| {
+            let id = id.clone();
+            move |source| Error::Runtime { id, op, source }
+        };
+        let parent = helper.chan.take().expect("a helper's channel is taken only here");
+        let helper_pid = helper.pid;
+        let in_cgroup = helper.in_cgroup;
         let result = (|| {
             if let Some(cg) = self.cgroup.as_mut().filter(|_| !in_cgroup) {
                 let files = cg.self_attach_files();
@@ -554,11 +606,9 @@ impl Container {
                 other => Err(self.init_failure(other)),
             }
         })();
-        // The helper exits right after reporting (or failing); reap it whatever happened.
-        if result.is_err() {
-            let _ = nix::sys::signal::kill(helper_pid, Signal::SIGKILL);
-        }
-        let _ = waitpid(helper_pid, None);
+        // Dropping `helper` reaps it, killing it first if something failed.
+        helper.reported = result.is_ok();
+        drop(helper);
         result.map(|pid| (parent, pid))
     }
 
@@ -996,7 +1046,14 @@ impl Container {
         self.config.state_root.join(&self.state.id)
     }
 
-    fn save(&self) -> Result<()> {
+    fn save(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let saved = self.write_state();
+        self.timings.state_us += micros(t);
+        saved
+    }
+
+    fn write_state(&self) -> Result<()> {
         let path = self.dir().join("state.json");
         let tmp = self.dir().join("state.json.tmp");
         let err = |source| Error::State {
@@ -1007,6 +1064,27 @@ impl Container {
         let text = serde_json::to_vec_pretty(&self.state).map_err(|e| err(io::Error::other(e)))?;
         crate::hostdir::write_private(&tmp, &text).map_err(err)?;
         fs::rename(&tmp, &path).map_err(err)
+    }
+}
+
+/// An init helper from [`Container::start_helper`] that [`Container::run_helper`] has not
+/// finished with. Dropping it reaps the process, killed first unless it reported (it then
+/// exits by itself): no error path between the two leaves a helper behind.
+struct Helper {
+    chan: Option<Channel>,
+    pid: Pid,
+    /// Born in the container's cgroup (`CLONE_INTO_CGROUP`).
+    in_cgroup: bool,
+    reported: bool,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // Our unreaped child: its pid cannot have been reused.
+        if !self.reported {
+            let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        }
+        let _ = waitpid(self.pid, None);
     }
 }
 

@@ -832,6 +832,8 @@ impl Service {
             validate_us = t.validate_us,
             seccomp_us = t.seccomp_us,
             cgroup_us = t.cgroup_us,
+            layers_us = t.layers_us,
+            state_us = t.state_us,
             spawn_us = t.spawn_us,
             namespaces_us = t.namespaces_us,
             rootfs_us = t.rootfs_us,

@@ -32,7 +32,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, MountBuilder};
 use peapod::embedded::Shim;
 use peapod_tests::containerd::peapod_shim;
 use peapod_tests::seccomp;
-use peapod_tests::{run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn};
+use peapod_tests::{assert_no_children, run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn};
 
 mod lsm;
 mod volumes;
@@ -2163,5 +2163,8 @@ fn main() {
             volumes::populated_volumes_are_read_only_and_hold_no_setuid_bit,
         ),
     ];
-    run_privileged_suite(tests, sweep_test_cgroups);
+    run_privileged_suite(tests, || {
+        sweep_test_cgroups()?;
+        assert_no_children()
+    });
 }

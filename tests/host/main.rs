@@ -1200,5 +1200,8 @@ fn main() {
         seccomp_loads_before_the_caps_drop_without_no_new_privs,
         bad_seccomp_profiles_fail_create_naming_the_field_and_leave_nothing,
     ];
-    run_privileged_suite(tests, sweep_test_cgroups);
+    run_privileged_suite(tests, || {
+        sweep_test_cgroups()?;
+        assert_no_children()
+    });
 }

@@ -280,6 +280,30 @@ pub fn sweep_test_cgroups() -> Result<()> {
     Ok(())
 }
 
+/// After a suite: no child of this process is left, running or unreaped (init helpers and
+/// container inits are our children; every test reaps what it started). Read from each
+/// thread's `/proc/self/task/<tid>/children`, which lists live and zombie children.
+pub fn assert_no_children() -> Result<()> {
+    let mut left = Vec::new();
+    for task in fs::read_dir("/proc/self/task")?.flatten() {
+        let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            left.push(format!(
+                "{pid} {}",
+                stat.split(')')
+                    .next()
+                    .unwrap_or_default()
+                    .split('(')
+                    .nth(1)
+                    .unwrap_or("?")
+            ));
+        }
+    }
+    ensure!(left.is_empty(), "leak: child processes left (pid comm): {left:?}");
+    Ok(())
+}
+
 /// What a container run printed and returned.
 #[derive(Debug)]
 pub struct Output {
