@@ -256,8 +256,8 @@ pub struct Timings {
     /// Creating the cgroup and applying resources.
     pub cgroup_us: u64,
     /// Spawning the init helper until it reported the cloned pid (includes `namespaces_us`).
-    /// On cgroup v1 the helper is started before the layers and the cgroup, and the time
-    /// it ran beside them is not counted: this is its share of the critical path.
+    /// The helper starts before the cgroup (v1) or the layers (v2) are set up and the time
+    /// it runs beside them is not counted: this is its share of the critical path.
     pub spawn_us: u64,
     /// Joining and creating namespaces (in the helper).
     pub namespaces_us: u64,
@@ -416,10 +416,11 @@ impl Container {
         // undo: the rootfs layers to unmount and the cgroups to remove.
         self.state.cgroup_owned_from = crate::cgroups::first_missing_ancestor(&plan.cgroup_path);
         self.save()?;
-        // On v1 the helper moves itself into the cgroup once it exists, so it is started
-        // first: its exec and dynamic loading overlap the layer mounts and the cgroup's
-        // creation. On v2 it is born in the cgroup (`CLONE_INTO_CGROUP`), which must exist
-        // before it. Either way it enters the cgroup before it creates any namespace.
+        // The helper's exec and dynamic loading run beside the rest of the setup. On v1 it
+        // moves itself into the cgroup once that exists, so it is started first and
+        // overlaps the cgroup's creation and the layer mounts; on v2 it is born in the
+        // cgroup (`CLONE_INTO_CGROUP`), so it is started after the cgroup and overlaps the
+        // layer mounts. Either way it is in the cgroup before it creates any namespace.
         let v1 = !crate::cgroups::is_v2();
         let mut stdio = Some(stdio);
         let mut helper = None;
@@ -428,12 +429,6 @@ impl Container {
             let t = Instant::now();
             helper = Some(self.start_helper(stdio.take().unwrap_or_default())?);
             spawn_us += micros(t);
-        }
-        if !layers.is_empty() {
-            let t = Instant::now();
-            rootfs::mount_rootfs_layers(layers, &plan.rootfs)
-                .map_err(|source| Error::Rootfs { id: id.clone(), source })?;
-            self.timings.layers_us = micros(t);
         }
         // Every container gets a device policy: without rules in the spec, deny-all plus
         // the OCI default devices, as runc appends its AllowedDevices to whatever it got.
@@ -464,11 +459,22 @@ impl Container {
             cgroup_v2: v2,
             seccomp: self.state.seccomp.clone(),
         }));
-        let t = Instant::now();
         let helper = match helper {
             Some(helper) => helper,
-            None => self.start_helper(stdio.take().unwrap_or_default())?,
+            None => {
+                let t = Instant::now();
+                let helper = self.start_helper(stdio.take().unwrap_or_default())?;
+                spawn_us += micros(t);
+                helper
+            }
         };
+        if !layers.is_empty() {
+            let t = Instant::now();
+            rootfs::mount_rootfs_layers(layers, &plan.rootfs)
+                .map_err(|source| Error::Rootfs { id: id.clone(), source })?;
+            self.timings.layers_us = micros(t);
+        }
+        let t = Instant::now();
         let (chan, pid) = self.run_helper(helper, &cfg, None)?;
         self.timings.spawn_us = spawn_us + micros(t);
         self.state.pid = Some(pid.as_raw());

@@ -32,7 +32,9 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, MountBuilder};
 use peapod::embedded::Shim;
 use peapod_tests::containerd::peapod_shim;
 use peapod_tests::seccomp;
-use peapod_tests::{assert_no_children, run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn};
+use peapod_tests::{
+    assert_no_children, run_privileged_suite, sweep_test_cgroups, wait_shim_gone, Bundle, Output, TestFn,
+};
 
 mod lsm;
 mod volumes;
