@@ -315,7 +315,7 @@ fn now_secs() -> u64 {
 /// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), or `None`
 /// when no such process exists.
 pub fn pid_start_time(pid: Pid) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = sys::read_proc(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: skip past the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split(' ').nth(19)?.parse().ok()
@@ -1095,7 +1095,7 @@ impl Drop for Helper {
 }
 
 fn is_zombie(pid: Pid) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
+    sys::read_proc(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
         .unwrap_or(true)
@@ -1154,7 +1154,7 @@ impl ExecProcess {
 
 /// True if `path` is a mount point in this process's mount namespace.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = sys::read_proc("/proc/self/mountinfo") else {
         return false;
     };
     let want = path.to_string_lossy();

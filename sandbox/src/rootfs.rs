@@ -423,7 +423,7 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<()> {
 // pivot_root(2) refuses a new root whose parent mount is shared; runc does the same walk
 // (rootfsParentMountPrivate).
 fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountinfo = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
     let mut best: Option<PathBuf> = None;
     for line in mountinfo.lines() {
         let Some(mp) = line.split(' ').nth(4) else { continue };
@@ -510,15 +510,18 @@ fn hierarchies(mountinfo: &str, v2: bool) -> Vec<Hierarchy> {
 
 /// The cgroup v1 hierarchies mounted on the host.
 fn v1_hierarchies() -> Vec<Hierarchy> {
-    hierarchies(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), false)
+    hierarchies(
+        &crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default(),
+        false,
+    )
 }
 
 /// For each host hierarchy, the host directory of the calling process's own cgroup in it
 /// (`<mountpoint>/<path in /proc/self/cgroup relative to the mount's root>`). Container
 /// init is already in the container's cgroup when it runs this.
 fn own_cgroups(v2: bool) -> Result<Vec<(Hierarchy, PathBuf)>> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let cgroup = fs::read_to_string("/proc/self/cgroup").map_err(|source| RootfsError::Create {
+    let mountinfo = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
+    let cgroup = crate::sys::read_proc("/proc/self/cgroup").map_err(|source| RootfsError::Create {
         what: "cgroup file",
         path: PathBuf::from("/proc/self/cgroup"),
         source,

@@ -84,10 +84,14 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// The id of the mount `fd` is on (`mnt_id` of `/proc/self/fdinfo/<n>`).
+/// The id of the mount `fd` is on: `statx(STATX_MNT_ID)`, or `mnt_id` of
+/// `/proc/self/fdinfo/<n>` before Linux 5.8.
 pub fn mount_id(fd: BorrowedFd<'_>) -> Result<u64> {
+    if let Ok(Some(id)) = crate::sys::mount_id(fd) {
+        return Ok(id);
+    }
     let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
-    let text = std::fs::read_to_string(&path).map_err(|source| RootfsError::Create {
+    let text = crate::sys::read_proc(&path).map_err(|source| RootfsError::Create {
         what: "fdinfo",
         path: PathBuf::from(&path),
         source,

@@ -48,7 +48,7 @@ pub fn apparmor_enabled(sys: &Path) -> bool {
 /// also requires that mount to be writable; peapod refuses labels either way, so only
 /// the reason given differs.)
 pub fn selinux_enabled(proc: &Path) -> bool {
-    let mounted = std::fs::read_to_string(proc.join("self/mountinfo"))
+    let mounted = crate::sys::read_proc(proc.join("self/mountinfo"))
         .is_ok_and(|m| m.lines().any(|l| l.contains(" - selinuxfs ")));
     if !mounted {
         return false;

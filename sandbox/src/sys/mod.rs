@@ -63,3 +63,42 @@ fn last_error(op: impl Into<String>) -> SysError {
         source: io::Error::last_os_error(),
     }
 }
+
+/// Reads a procfs file (`/proc/self/mountinfo`, `/proc/<pid>/stat`) into a string with a
+/// 16 KiB first read. procfs reports size 0, so `fs::read_to_string` starts at 32 bytes
+/// and doubles: about ten reads of `mountinfo`, each of which walks the mount list again
+/// up to where the last one stopped.
+///
+/// Errors: open(2) or read(2) failed, or the file is not UTF-8.
+pub fn read_proc(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    f.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(io::Error::other)
+}
+
+/// The id of the mount `fd` is on, from `statx(STATX_MNT_ID)` (Linux 5.8); `None` on a
+/// kernel that does not report it (the caller then reads `/proc/self/fdinfo`).
+///
+/// Errors: statx(2) failed.
+pub fn mount_id(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero statx is a valid value of the plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open for the call's duration, the path is a NUL-terminated empty
+    // string (AT_EMPTY_PATH: the fd itself), and `stx` is a writable statx.
+    let ret = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id))
+}
