@@ -516,7 +516,8 @@ impl Container {
 
     /// Starts the init helper with `stdio` as its fds 0–2: on v2, once the container has
     /// its cgroup, born in it; otherwise in ours until [`Container::run_helper`] moves it.
-    /// Returns once the helper's `execveat` succeeded; it then waits for its first message.
+    /// Returns once the helper exists; its `execveat` runs on while the caller goes on,
+    /// and is checked by [`Container::run_helper`].
     fn start_helper(&self, stdio: Stdio) -> Result<Helper> {
         let id = self.state.id.clone();
         let rt = |op| {
@@ -561,7 +562,7 @@ impl Container {
             None => None,
         };
         let env = [std::ffi::CString::new(format!("{INIT_ENV}={HELPER_CHANNEL_FD}")).expect("no NUL")];
-        let (pid, in_cgroup) = sys::spawn_with_fds(
+        let exec = sys::start_spawn(
             exe.as_fd(),
             &[c"peapod-init"],
             &env,
@@ -571,8 +572,8 @@ impl Container {
         .map_err(sys_err)?;
         Ok(Helper {
             chan: Some(parent),
-            pid,
-            in_cgroup,
+            pid: exec.pid(),
+            exec: Some(exec),
             reported: false,
         })
     }
@@ -588,8 +589,11 @@ impl Container {
         };
         let parent = helper.chan.take().expect("a helper's channel is taken only here");
         let helper_pid = helper.pid;
-        let in_cgroup = helper.in_cgroup;
+        let exec = helper.exec.take().expect("a helper's exec is checked only here");
         let result = (|| {
+            let (_, in_cgroup) = exec
+                .exec_result()
+                .map_err(|source| Error::Sys { id: id.clone(), source })?;
             if let Some(cg) = self.cgroup.as_mut().filter(|_| !in_cgroup) {
                 let files = cg.self_attach_files();
                 if files.is_empty() {
@@ -1079,8 +1083,8 @@ impl Container {
 struct Helper {
     chan: Option<Channel>,
     pid: Pid,
-    /// Born in the container's cgroup (`CLONE_INTO_CGROUP`).
-    in_cgroup: bool,
+    /// Its `execveat`, checked when the helper is given its work.
+    exec: Option<sys::PendingExec>,
     reported: bool,
 }
 

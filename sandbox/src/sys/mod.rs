@@ -42,7 +42,7 @@ pub use malloc::{
 };
 pub use seccomp::{set_mode_filter, SockFilter};
 pub use signal::reset_signals;
-pub use spawn::{clone_parent, spawn_with_fds, CloneResult};
+pub use spawn::{clone_parent, spawn_with_fds, start_spawn, CloneResult, PendingExec};
 pub use tty::{set_controlling_terminal, set_window_size, window_size};
 pub use wait::peek_exited_child;
 

@@ -98,6 +98,65 @@ pub fn spawn_with_fds(
     fds: &[BorrowedFd<'_>],
     cgroup: Option<BorrowedFd<'_>>,
 ) -> Result<(Pid, bool), SysError> {
+    let pending = start_spawn(exe, argv, env, fds, cgroup)?;
+    let pid = pending.pid();
+    pending.exec_result().inspect_err(|_| {
+        let _ = nix::sys::wait::waitpid(pid, None);
+    })
+}
+
+/// A child of [`start_spawn`] whose `execveat` may still be under way.
+#[derive(Debug)]
+pub struct PendingExec {
+    pid: Pid,
+    in_cgroup: bool,
+    err_r: std::os::fd::OwnedFd,
+}
+
+impl PendingExec {
+    /// The child's pid: an unreaped child of the caller, whatever its exec gave.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Waits until the child's `execveat` succeeded (the close-on-exec pipe closed) and
+    /// returns its pid and whether it was born in the cgroup. On failure the child exits
+    /// (127) and is left unreaped: the caller still owns its pid.
+    ///
+    /// Errors: the errno of the failed `execveat`.
+    pub fn exec_result(self) -> Result<(Pid, bool), SysError> {
+        let mut errno = [0u8; 4];
+        let mut got = 0;
+        while got < errno.len() {
+            match nix::unistd::read(&self.err_r, &mut errno[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        if got == 0 {
+            return Ok((self.pid, self.in_cgroup));
+        }
+        Err(SysError {
+            op: "execveat of the init helper".into(),
+            source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+        })
+    }
+}
+
+/// [`spawn_with_fds`] without waiting for the exec: returns once the child exists, so the
+/// caller can do other work while the kernel loads the program, then calls
+/// [`PendingExec::exec_result`].
+///
+/// Errors: `clone3` (e.g. `EAGAIN` at the pids limit) or the pipe for the exec's result.
+pub fn start_spawn(
+    exe: BorrowedFd<'_>,
+    argv: &[&std::ffi::CStr],
+    env: &[std::ffi::CString],
+    fds: &[BorrowedFd<'_>],
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<PendingExec, SysError> {
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SysError {
         op: "pipe2 for the spawn".into(),
         source: e.into(),
@@ -149,24 +208,7 @@ pub fn spawn_with_fds(
     }
     let pid = Pid::from_raw(i32::try_from(ret).expect("kernel pids fit in i32"));
     drop(err_w);
-    let mut errno = [0u8; 4];
-    let mut got = 0;
-    while got < errno.len() {
-        match nix::unistd::read(&err_r, &mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => break,
-        }
-    }
-    if got == 0 {
-        return Ok((pid, in_cgroup));
-    }
-    let _ = nix::sys::wait::waitpid(pid, None);
-    Err(SysError {
-        op: "execveat of the init helper".into(),
-        source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
-    })
+    Ok(PendingExec { pid, in_cgroup, err_r })
 }
 
 /// The child's side of [`spawn_with_fds`]: places the fds, resets the signal mask, changes
