@@ -459,7 +459,7 @@ impl Container {
             cgroup_v2: v2,
             seccomp: self.state.seccomp.clone(),
         }));
-        let helper = match helper {
+        let mut helper = match helper {
             Some(helper) => helper,
             None => {
                 let t = Instant::now();
@@ -475,7 +475,7 @@ impl Container {
             self.timings.layers_us = micros(t);
         }
         let t = Instant::now();
-        let (chan, pid) = self.run_helper(helper, &cfg, None)?;
+        let (chan, pid) = self.run_helper(&mut helper, &cfg, None)?;
         self.timings.spawn_us = spawn_us + micros(t);
         self.state.pid = Some(pid.as_raw());
         self.state.pid_start_time = pid_start_time(pid);
@@ -501,17 +501,11 @@ impl Container {
                 other => return Err(self.init_failure(other.map(|o| o.map(|(m, _)| m)))),
             }
         }
+        // Reaped only now: the helper exited while init built its mount table.
+        drop(helper);
         self.chan = Some(chan);
         self.state.status = Status::Created;
         self.save()
-    }
-
-    /// Spawns the init helper from our sealed binary and gets it into the cgroup, sends
-    /// `msg` (with `with_fd` attached, if any), and returns the channel and the pid of the
-    /// process the helper cloned.
-    fn spawn(&mut self, msg: &ToChild, stdio: Stdio, with_fd: Option<OwnedFd>) -> Result<(Channel, Pid)> {
-        let helper = self.start_helper(stdio)?;
-        self.run_helper(helper, msg, with_fd)
     }
 
     /// Starts the init helper with `stdio` as its fds 0–2: on v2, once the container has
@@ -580,8 +574,8 @@ impl Container {
 
     /// Gets `helper` into the container's cgroup (on v1 it moves itself: see
     /// `ToChild::EnterCgroup`), sends it `msg` and waits for the pid it cloned. The helper
-    /// exits right after reporting (or failing) and is reaped here either way.
-    fn run_helper(&mut self, mut helper: Helper, msg: &ToChild, with_fd: Option<OwnedFd>) -> Result<(Channel, Pid)> {
+    /// exits right after reporting (or failing); dropping `helper` reaps it.
+    fn run_helper(&mut self, helper: &mut Helper, msg: &ToChild, with_fd: Option<OwnedFd>) -> Result<(Channel, Pid)> {
         let id = self.state.id.clone();
         let rt = |op| {
             let id = id.clone();
@@ -616,9 +610,7 @@ impl Container {
                 other => Err(self.init_failure(other)),
             }
         })();
-        // Dropping `helper` reaps it, killing it first if something failed.
         helper.reported = result.is_ok();
-        drop(helper);
         result.map(|pid| (parent, pid))
     }
 
@@ -884,7 +876,9 @@ impl Container {
             process,
             seccomp: self.state.seccomp.clone(),
         }));
-        let (chan, pid) = self.spawn(&msg, stdio, Some(init))?;
+        // The helper is reaped once the process runs: its exit is off the critical path.
+        let mut helper = self.start_helper(stdio)?;
+        let (chan, pid) = self.run_helper(&mut helper, &msg, Some(init))?;
         let pidfd = sys::pidfd_open(pid).map_err(|source| Error::Sys { id: id.clone(), source })?;
         chan.send(&ToChild::Continue).map_err(|source| Error::Runtime {
             id,
@@ -895,7 +889,10 @@ impl Container {
         loop {
             match chan.recv_with_fd::<FromChild>() {
                 // Close-on-exec closed the child's end: the program runs.
-                Ok(None) => return Ok(ExecProcess { pid, pidfd, console }),
+                Ok(None) => {
+                    drop(helper);
+                    return Ok(ExecProcess { pid, pidfd, console });
+                }
                 Ok(Some((FromChild::Console, Some(fd)))) => console = Some(fd),
                 other => {
                     let err = self.init_failure(other.map(|o| o.map(|(m, _)| m)));
