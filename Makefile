@@ -164,10 +164,11 @@ vm-test:
 		fi; \
 		suites=tests/vm/suites; [ "$$k" = "$$newest" ] && suites="$$suites tests/vm/suites.newest"; \
 		rc=0; VM_KERNEL=$$k VM_CONTAINERD="$$ctrd" VM_SUITES="$$suites" CARGO="$(CARGO)" tests/vm/run || rc=$$?; \
-		if [ $$rc = 75 ]; then \
-			echo "vm-test: $$k: emulator fault (exit 75, see tests/vm/run): booting again, once"; \
+		for again in 1 2; do \
+			[ $$rc = 75 ] || break; \
+			echo "vm-test: $$k: emulator fault (exit 75, see tests/vm/run): booting again ($$again of 2)"; \
 			rc=0; VM_KERNEL=$$k VM_CONTAINERD="$$ctrd" VM_SUITES="$$suites" CARGO="$(CARGO)" tests/vm/run || rc=$$?; \
-		fi; \
+		done; \
 		[ $$rc = 0 ] || exit 1; \
 	done
 
