@@ -288,16 +288,8 @@ pub fn assert_no_children() -> Result<()> {
     for task in fs::read_dir("/proc/self/task")?.flatten() {
         let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
         for pid in children.split_whitespace() {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            left.push(format!(
-                "{pid} {}",
-                stat.split(')')
-                    .next()
-                    .unwrap_or_default()
-                    .split('(')
-                    .nth(1)
-                    .unwrap_or("?")
-            ));
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            left.push(format!("{pid} {}", comm.trim_end()));
         }
     }
     ensure!(left.is_empty(), "leak: child processes left (pid comm): {left:?}");

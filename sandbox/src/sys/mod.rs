@@ -10,7 +10,8 @@
 //! `tty` (controlling terminal, window size), `wait` (child exits read without reaping),
 //! `exe` (the sealed executable the helper runs from), `exec` (`execve` with prepared
 //! arrays), `malloc` (the allocator's arena cap), `bpf` (the cgroup v2 device program:
-//! load, query, attach, detach) and `seccomp` (installing a compiled filter).
+//! load, query, attach, detach) and `seccomp` (installing a compiled filter); here itself,
+//! `mount_id` (`statx`) and `read_proc` (procfs files in one read).
 //! Every `unsafe` block carries a `// SAFETY:` comment naming its invariant.
 #![allow(unsafe_code)]
 
