@@ -735,6 +735,7 @@ fn run_bundle(state: &std::path::Path, bundle: &std::path::Path, id: Option<Stri
     let config = Config {
         state_root: state.to_path_buf(),
         init_binary: sandbox::init::installed_helper(),
+        seccomp_store: None,
     };
     let mut container = Container::create(
         &config,

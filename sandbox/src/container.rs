@@ -46,6 +46,10 @@ pub struct Config {
     /// process; where overlayfs is missing, from a sealed memfd copy, kept for our own
     /// executable and made per spawn for another (see [`sys::SealedExe`]).
     pub init_binary: Option<PathBuf>,
+    /// Directory of compiled seccomp programs shared with the runtime's other processes
+    /// ([`crate::seccomp::store`]): `/run/peapod/seccomp` by default; `None` compiles
+    /// each profile once per process.
+    pub seccomp_store: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -53,6 +57,7 @@ impl Default for Config {
         Self {
             state_root: PathBuf::from("/run/peapod/containers"),
             init_binary: None,
+            seccomp_store: Some(PathBuf::from("/run/peapod/seccomp")),
         }
     }
 }
@@ -345,7 +350,9 @@ impl Container {
         // Compiled here, so a bad profile fails before any state, cgroup or process exists.
         let t = Instant::now();
         let seccomp = match plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(profile) => Some(crate::seccomp::compile(profile).map_err(SpecError::from)?),
+            Some(profile) => {
+                Some(crate::seccomp::compile_with(profile, config.seccomp_store.as_deref()).map_err(SpecError::from)?)
+            }
             None => None,
         };
         let seccomp_us = micros(t);

@@ -7,10 +7,11 @@
 //!
 //! # Where each step runs
 //! - [`compile`] runs in the runtime, at `create`, before any state dir, cgroup or
-//!   process exists (an identical profile compiled before by the same process, such as
-//!   containerd's default profile for the next container of a pod, comes from a cache): libseccomp (through the `libseccomp` crate over Debian's libseccomp
+//!   process exists: libseccomp (through the `libseccomp` crate over Debian's libseccomp
 //!   2.5, as runc, crun and youki use it) turns the profile into BPF, exported into a
-//!   memfd and read back into a [`Program`]. A bad profile fails the create with the
+//!   memfd and read back into a [`Program`]. An identical profile compiled before comes
+//!   from the process's cache (containerd's default profile for the next container of a
+//!   pod) or from the host's [`store`] (the same profile in an earlier pod's shim). A bad profile fails the create with the
 //!   field named ([`SeccompError::field`]) and leaves nothing behind. The container keeps
 //!   the program, so exec'd processes get the same filter, as runc applies the
 //!   container's seccomp config to `runc exec` (libcontainer/setns_init_linux.go).
@@ -75,6 +76,8 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag
 use serde::{Deserialize, Serialize};
 
 use crate::sys::{self, SockFilter, SysError};
+
+pub mod store;
 
 /// A profile that cannot be compiled; `field` names the offending `linux.seccomp` field
 /// in OCI JSON spelling.
@@ -351,12 +354,20 @@ static CACHE: std::sync::Mutex<Vec<(String, Program)>> = std::sync::Mutex::new(V
 /// Compiles `profile` into a [`Program`] with runc's semantics (see the module doc), or
 /// returns the program this process compiled for an identical profile before (the result
 /// depends only on the profile and on libseccomp and the kernel, which do not change
-/// under a running process). Errors are not cached.
+/// under a running process). Errors are not cached. [`compile_with`] without a store.
 ///
 /// Errors: [`SeccompError`] naming the `linux.seccomp` field (`defaultAction`,
 /// `flags[i]`, `architectures[i]`, `listenerPath`, `syscalls[i].action`,
 /// `syscalls[i].errnoRet`, `syscalls[i].names[j]`, `syscalls[i].args[k].index`).
 pub fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
+    compile_with(profile, None)
+}
+
+/// [`compile`], looking in the store directory `store` ([`store`]) before running
+/// libseccomp and storing what it compiled there: a new process (each pod's shim) then
+/// compiles a profile only if no process of this boot and build did before. Errors as
+/// [`compile`]; the store's own failures are logged and never fail the call.
+pub fn compile_with(profile: &LinuxSeccomp, store: Option<&std::path::Path>) -> Result<Program, SeccompError> {
     let Ok(key) = serde_json::to_string(profile) else {
         return compile_uncached(profile);
     };
@@ -364,7 +375,16 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
     if let Some((_, program)) = lock().iter().find(|(k, _)| *k == key) {
         return Ok(program.clone());
     }
-    let program = compile_uncached(profile)?;
+    let program = match store.and_then(|dir| store::get(dir, &key)) {
+        Some(program) => program,
+        None => {
+            let program = compile_uncached(profile)?;
+            if let Some(dir) = store {
+                store::put(dir, &key, &program);
+            }
+            program
+        }
+    };
     let mut cache = lock();
     if !cache.iter().any(|(k, _)| *k == key) {
         if cache.len() == CACHE_ENTRIES {

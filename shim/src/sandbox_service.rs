@@ -699,11 +699,7 @@ mod tests {
     use crate::start::Paths;
 
     fn service(dir: &std::path::Path) -> Service {
-        let paths = Paths {
-            containers: dir.join("containers"),
-            pods: dir.join("pods"),
-            disk: dir.join("disk"),
-        };
+        let paths = Paths::under(dir);
         Service::new("test", paths, Publisher::disabled("test"))
     }
 

@@ -526,11 +526,7 @@ mod tests {
     #[test]
     fn the_task_service_answers_under_v2_and_v3_and_streaming_is_unimplemented() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths {
-            containers: dir.path().join("containers"),
-            pods: dir.path().join("pods"),
-            disk: dir.path().join("disk"),
-        };
+        let paths = Paths::under(dir.path());
         let service = Service::new("test", paths, Publisher::disabled("test"));
         let mut services = task_services(service.clone());
         for name in [TASK_V2, TASK_V3] {

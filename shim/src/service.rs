@@ -224,6 +224,7 @@ impl Service {
                 config: Config {
                     state_root: paths.containers.clone(),
                     init_binary: sandbox::init::installed_helper(),
+                    seccomp_store: Some(paths.seccomp.clone()),
                 },
                 paths,
                 publisher,
@@ -1730,11 +1731,7 @@ mod tests {
     use super::*;
 
     fn service(dir: &std::path::Path) -> Service {
-        let paths = Paths {
-            containers: dir.join("containers"),
-            pods: dir.join("pods"),
-            disk: dir.join("disk"),
-        };
+        let paths = Paths::under(dir);
         Service::new("test", paths, Publisher::disabled("test"))
     }
 

@@ -352,6 +352,9 @@ pub struct Paths {
     pub pods: PathBuf,
     /// Disk-medium emptyDirs: `/var/lib/peapod/shim/<ns>/pods/<pod>/volumes`.
     pub disk: PathBuf,
+    /// Compiled seccomp programs shared by the namespace's shims
+    /// (`sandbox::Config::seccomp_store`): `/run/peapod/shim/<ns>/seccomp`.
+    pub seccomp: PathBuf,
 }
 
 impl Paths {
@@ -363,6 +366,17 @@ impl Paths {
     /// the sandbox reads them (see [`delete`]).
     pub fn member_marker(&self, pod: &str, id: &str) -> PathBuf {
         self.pods.join(pod).join(MEMBERS_DIR).join(id)
+    }
+
+    /// All of them under `dir` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn under(dir: &Path) -> Paths {
+        Paths {
+            containers: dir.join("containers"),
+            pods: dir.join("pods"),
+            disk: dir.join("disk"),
+            seccomp: dir.join("seccomp"),
+        }
     }
 
     /// The paths for `namespace`; `$PEAPOD_SHIM_STATE` and `$PEAPOD_SHIM_ROOT` replace
@@ -377,6 +391,7 @@ impl Paths {
         Paths {
             containers: state.join("containers"),
             pods: state.join("pods"),
+            seccomp: state.join("seccomp"),
             disk: base("PEAPOD_SHIM_ROOT", "/var/lib/peapod/shim").join("pods"),
         }
     }
@@ -400,6 +415,7 @@ pub fn delete(flags: &Flags, bundle: &Path) -> Result<DeleteResponse, StartError
     let config = sandbox::Config {
         state_root: paths.containers.clone(),
         init_binary: None,
+        seccomp_store: None,
     };
     // Where the group's socket is: `start` wrote it to the bundle (containerd 2.3 may
     // have put it in its `socket_dir`, which `delete` is not told).

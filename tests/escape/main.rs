@@ -23,7 +23,7 @@
 //! `sandbox::init`), so `main` dispatches to it before running tests.
 
 use std::fs;
-use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcStdio};
 
@@ -1248,6 +1248,84 @@ fn runc_seccomp_log_action_does_not_block() -> Result<()> {
     seccomp_log("escape-sc-log-runc", runc_run)
 }
 
+/// How [`seccomp_store_files_others_could_write_are_not_loaded`] plants a program.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Plant {
+    /// Root's own file, 0600 in the 0700 store: trusted, so loaded (the control case:
+    /// it shows the planted file sits where the runtime looks).
+    Trusted,
+    /// Mode 0660: the group could have written it.
+    GroupWritable,
+    /// Owned by nobody (65534), mode 0600.
+    OthersFile,
+    /// Root's file in a store directory of mode 0770.
+    GroupWritableDir,
+}
+
+/// Class: the compiled seccomp programs the runtime keeps on the host
+/// (`sandbox::seccomp::store`). A host user who could write a program there would decide
+/// what the next container may call, so a file is loaded only if nobody but root could
+/// have written it. Here the program planted for the container's profile allows
+/// everything: from a file or a directory others could write it must be ignored (unshare
+/// refused with the profile's errno) and replaced by the real program, 0600; root's own
+/// file is loaded (the control: the plant is where the runtime looks).
+fn seccomp_store_files_others_could_write_are_not_loaded() -> Result<()> {
+    let allow_all = sandbox::seccomp::compile_uncached(&seccomp::log_only(&[])?)?;
+    // One profile per case, unlike any other test's: this process's own cache of
+    // compiled programs must not answer before the store is read.
+    let extra = ["acct", "swapon", "swapoff", "reboot"];
+    let plants = [
+        Plant::Trusted,
+        Plant::GroupWritable,
+        Plant::OthersFile,
+        Plant::GroupWritableDir,
+    ];
+    for (plant, extra) in plants.into_iter().zip(extra) {
+        let mut b = Bundle::new("escape-sc-store", &["sh", "-c", "unshare -U true; echo unshare=$?"])?;
+        let profile = seccomp::errno_for(&["unshare", extra], seccomp::EDQUOT)?;
+        seccomp::set(&mut b.spec, profile.clone())?;
+        let store = b.config().seccomp_store.context("the bundle's config has no store")?;
+        sandbox::hostdir::create_private(&store)?;
+        let file = sandbox::seccomp::store::path_for(&store, &profile).context("no store path")?;
+        fs::write(&file, serde_json::to_vec(&allow_all)?)?;
+        let (mode, owner, dir_mode) = match plant {
+            Plant::Trusted => (0o600, 0, 0o700),
+            Plant::GroupWritable => (0o660, 0, 0o700),
+            Plant::OthersFile => (0o600, 65534, 0o700),
+            Plant::GroupWritableDir => (0o600, 0, 0o770),
+        };
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode))?;
+        std::os::unix::fs::chown(&file, Some(owner), Some(owner))?;
+        fs::set_permissions(&store, fs::Permissions::from_mode(dir_mode))?;
+
+        let out = b.run()?;
+        let stored: sandbox::seccomp::Program = serde_json::from_slice(&fs::read(&file)?)?;
+        let meta = fs::metadata(&file)?;
+        if plant == Plant::Trusted {
+            ensure!(
+                out.stdout == "unshare=0\n" && stored == allow_all,
+                "{plant:?}: root's own program in the store was not the one loaded: {out:?}"
+            );
+            continue;
+        }
+        ensure!(
+            out.stdout == "unshare=1\n" && out.stderr.contains(seccomp::EDQUOT_TEXT),
+            "{plant:?}: a program others could write was loaded: unshare(CLONE_NEWUSER) not refused: {out:?}"
+        );
+        ensure!(
+            stored == sandbox::seccomp::compile_uncached(&profile)?
+                && meta.uid() == 0
+                && meta.mode() & 0o7777 == 0o600
+                && fs::metadata(&store)?.mode() & 0o7777 == 0o700,
+            "{plant:?}: the planted program was not replaced by the compiled one, root's and 0600 \
+             in a 0700 store (file uid {}, mode {:o})",
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
 /// An exec'd process (a second way in, as `kubectl exec`) gets the container's filter,
 /// with and without no_new_privs; the filter is on init as seen from the host.
 fn seccomp_filters_exec_d_processes() -> Result<()> {
@@ -2139,6 +2217,10 @@ fn main() {
         (
             "peapod::seccomp_log_action_does_not_block",
             seccomp_log_action_does_not_block,
+        ),
+        (
+            "peapod::seccomp_store_files_others_could_write_are_not_loaded",
+            seccomp_store_files_others_could_write_are_not_loaded,
         ),
         (
             "runc::seccomp_log_action_does_not_block",

@@ -95,11 +95,13 @@ impl Bundle {
         self.dir.path()
     }
 
-    /// Runtime config with a state root private to this bundle.
+    /// Runtime config with a state root and a seccomp store (`seccomp/`) private to this
+    /// bundle.
     pub fn config(&self) -> Config {
         Config {
             state_root: self.path().join("state"),
             init_binary: None,
+            seccomp_store: Some(self.path().join("seccomp")),
         }
     }
 
