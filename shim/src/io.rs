@@ -466,13 +466,15 @@ fn open_sink(stream: &'static str, uri: &str) -> Result<Option<Sink>, IoError> {
 const COPY_BUFFER: usize = 32 * 1024;
 
 /// Copies `src` (a pipe or pty master) to `sink` until end-of-file (EIO on a pty whose
-/// slaves are all closed), or, once `exited` is set, until nothing more is buffered. Runs
+/// slaves are all closed), or, once `exited` is set, until nothing more is buffered (for a
+/// pty, nothing more within [`PTY_SETTLE`]). Runs
 /// on the event loop; the writes run on the blocking pool ([`Output::drain`]).
 async fn copy_output(name: &'static str, src: File, mut sink: Sink, exited: Arc<ExitSignal>) {
     // The process's output waits in our pipe (or pty) meanwhile.
     if !sink.connect(name, &exited).await {
         return;
     }
+    let tty = nix::unistd::isatty(&src).unwrap_or(false);
     let registered = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
         .map_err(io::Error::from)
         .and_then(|_| crate::wake::register_readable(src));
@@ -485,6 +487,7 @@ async fn copy_output(name: &'static str, src: File, mut sink: Sink, exited: Arc<
     };
     let mut out = Output {
         name,
+        tty,
         sink,
         dropped: Dropped::default(),
     };
@@ -524,10 +527,41 @@ async fn copy_output(name: &'static str, src: File, mut sink: Sink, exited: Arc<
                 }
             }
             Step::Retry | Step::Wait => {}
+            Step::Drained => {
+                let src = src.clone();
+                let more = tty
+                    && tokio::task::spawn_blocking(move || pty_has_more(src.get_ref()))
+                        .await
+                        .unwrap_or(false);
+                if !more {
+                    break;
+                }
+            }
             Step::End => break,
         }
     }
     out.end();
+}
+
+/// How long, once the process has exited and its terminal's master has nothing to read,
+/// a copier waits for more: the kernel moves what the process wrote from the pty's slave
+/// side to its master through a buffer of its own (flushed by a work item), so right
+/// after the exit a read may find nothing although output is still on its way (the last
+/// ~2.5 KB of `seq -s " " 1000000` went missing so in containerd's large tty output test).
+/// Once the slave is closed everywhere the master is readable at once (data, or EIO at the
+/// end), so this bounds only a terminal a background process still holds.
+const PTY_SETTLE: Duration = Duration::from_millis(100);
+
+/// After the exit: true when the pty master `src` turns readable (more output, or the
+/// end) within [`PTY_SETTLE`]. Blocks: call it on the blocking pool.
+fn pty_has_more(src: &File) -> bool {
+    let mut fds = [PollFd::new(src.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(PTY_SETTLE).unwrap_or(PollTimeout::ZERO);
+    match poll(&mut fds, timeout) {
+        Ok(n) => n > 0,
+        // Interrupted: read again, which comes back here if nothing is there.
+        Err(_) => true,
+    }
 }
 
 /// What a copier does after a read of the process's output.
@@ -538,7 +572,10 @@ enum Step {
     Retry,
     /// Nothing buffered: wait for output or the exit.
     Wait,
-    /// End of output, or the process exited and nothing more is buffered.
+    /// Nothing to read and the process has exited: the end for a pipe (all it wrote is
+    /// buffered by then); a terminal may still have output on its way ([`pty_has_more`]).
+    Drained,
+    /// End of output.
     End,
 }
 
@@ -550,7 +587,7 @@ fn next_step(name: &str, read: io::Result<usize>, done: bool) -> Step {
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Retry,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             if done {
-                Step::End
+                Step::Drained
             } else {
                 Step::Wait
             }
@@ -567,6 +604,8 @@ fn next_step(name: &str, read: io::Result<usize>, done: bool) -> Step {
 /// An output copier's target, and what it has dropped.
 struct Output {
     name: &'static str,
+    /// The source is a pty master (see [`Step::Drained`]).
+    tty: bool,
     sink: Sink,
     dropped: Dropped,
 }
@@ -595,7 +634,8 @@ impl Output {
                         crate::serve::worked();
                         return Ok(());
                     }
-                    Step::End => {
+                    Step::Drained if self.tty && pty_has_more(src) => {}
+                    Step::Drained | Step::End => {
                         self.end();
                         return Err(());
                     }
@@ -956,6 +996,61 @@ mod tests {
         let took = begun.elapsed();
         assert!(took >= FIFO_READER_GRACE, "gave up after {took:?}");
         assert!(took < FIFO_READER_GRACE + Duration::from_secs(1), "waited {took:?}");
+    }
+
+    /// A terminal's output written right before the exit all arrives, and the writer's
+    /// exit (its slave closed) ends the copy. (containerd's large tty output test once lost
+    /// the last ~2.5 KB of `seq`'s output under load, which [`pty_has_more`] addresses;
+    /// this test did not reproduce that race here, it guards the drain and the end.)
+    #[test]
+    fn a_terminal_s_last_output_before_the_exit_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = IoOwner {
+            namespace: "test".into(),
+            id: "test".into(),
+        };
+        for round in 0..20 {
+            let log = dir.path().join(format!("out-{round}"));
+            let uri = format!("file://{}", log.display());
+            let mut io = ProcessIo::open("", &uri, "", true, &owner, Some(event_loop())).unwrap();
+            let pty = nix::pty::openpty(None, None).unwrap();
+            io.attach_console(pty.master).unwrap();
+            const LEN: usize = 1 << 20;
+            let mut slave = File::from(pty.slave);
+            let writer = std::thread::spawn(move || slave.write_all(&[b'x'; LEN]).unwrap());
+            writer.join().unwrap();
+            let began = Instant::now();
+            io.finish();
+            assert_eq!(std::fs::metadata(&log).unwrap().len(), LEN as u64, "round {round}");
+            assert!(began.elapsed() < PTY_SETTLE * 10, "round {round}: the copy did not end");
+        }
+    }
+
+    /// A terminal a background process still holds after the exit (its slave open) ends
+    /// the copy after [`PTY_SETTLE`], with what was written.
+    #[test]
+    fn a_terminal_held_by_a_background_process_ends_after_the_settle_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = IoOwner {
+            namespace: "test".into(),
+            id: "test".into(),
+        };
+        let log = dir.path().join("out");
+        let uri = format!("file://{}", log.display());
+        let mut io = ProcessIo::open("", &uri, "", true, &owner, Some(event_loop())).unwrap();
+        let pty = nix::pty::openpty(None, None).unwrap();
+        io.attach_console(pty.master).unwrap();
+        let mut slave = File::from(pty.slave);
+        slave.write_all(b"before the exit").unwrap();
+        let began = Instant::now();
+        io.finish();
+        let took = began.elapsed();
+        assert_eq!(std::fs::read(&log).unwrap(), b"before the exit");
+        assert!(
+            took >= PTY_SETTLE && took < PTY_SETTLE * 20,
+            "the copy ended after {took:?}"
+        );
+        drop(slave);
     }
 
     #[test]
