@@ -837,6 +837,23 @@ mod tests {
         })
     }
 
+    fn owner() -> IoOwner {
+        IoOwner {
+            namespace: "test".into(),
+            id: "test".into(),
+        }
+    }
+
+    /// A `ProcessIo` with a terminal whose output goes to the file `log`, and the pty's
+    /// slave end (the process's).
+    fn terminal_io(log: &std::path::Path) -> (ProcessIo, File) {
+        let uri = format!("file://{}", log.display());
+        let mut io = ProcessIo::open("", &uri, "", true, &owner(), Some(event_loop())).unwrap();
+        let pty = nix::pty::openpty(None, None).unwrap();
+        io.attach_console(pty.master).unwrap();
+        (io, File::from(pty.slave))
+    }
+
     /// A FIFO, a `ProcessIo` with it as stdout, and the process's stdout end.
     fn fifo_io(dir: &std::path::Path) -> (PathBuf, ProcessIo, File) {
         fifo_io_named(dir, "stdout")
@@ -845,11 +862,7 @@ mod tests {
     fn fifo_io_named(dir: &std::path::Path, name: &str) -> (PathBuf, ProcessIo, File) {
         let fifo = dir.join(name);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let owner = IoOwner {
-            namespace: "test".into(),
-            id: "test".into(),
-        };
-        let mut io = ProcessIo::open("", fifo.to_str().unwrap(), "", false, &owner, Some(event_loop())).unwrap();
+        let mut io = ProcessIo::open("", fifo.to_str().unwrap(), "", false, &owner(), Some(event_loop())).unwrap();
         let out = File::from(io.stdio.stdout.take().unwrap());
         (fifo, io, out)
     }
@@ -1007,18 +1020,10 @@ mod tests {
     #[test]
     fn a_terminal_s_last_output_before_the_exit_arrives() {
         let dir = tempfile::tempdir().unwrap();
-        let owner = IoOwner {
-            namespace: "test".into(),
-            id: "test".into(),
-        };
         for round in 0..20 {
             let log = dir.path().join(format!("out-{round}"));
-            let uri = format!("file://{}", log.display());
-            let mut io = ProcessIo::open("", &uri, "", true, &owner, Some(event_loop())).unwrap();
-            let pty = nix::pty::openpty(None, None).unwrap();
-            io.attach_console(pty.master).unwrap();
+            let (mut io, mut slave) = terminal_io(&log);
             const LEN: usize = 1 << 20;
-            let mut slave = File::from(pty.slave);
             let writer = std::thread::spawn(move || slave.write_all(&[b'x'; LEN]).unwrap());
             writer.join().unwrap();
             let began = Instant::now();
@@ -1033,16 +1038,8 @@ mod tests {
     #[test]
     fn a_terminal_held_by_a_background_process_ends_after_the_settle_time() {
         let dir = tempfile::tempdir().unwrap();
-        let owner = IoOwner {
-            namespace: "test".into(),
-            id: "test".into(),
-        };
         let log = dir.path().join("out");
-        let uri = format!("file://{}", log.display());
-        let mut io = ProcessIo::open("", &uri, "", true, &owner, Some(event_loop())).unwrap();
-        let pty = nix::pty::openpty(None, None).unwrap();
-        io.attach_console(pty.master).unwrap();
-        let mut slave = File::from(pty.slave);
+        let (mut io, mut slave) = terminal_io(&log);
         slave.write_all(b"before the exit").unwrap();
         let began = Instant::now();
         io.finish();

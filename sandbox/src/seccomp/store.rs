@@ -112,14 +112,7 @@ fn entry_name(profile_json: &str) -> Option<String> {
     h.update(inputs.as_bytes());
     h.update([0]);
     h.update(profile_json.as_bytes());
-    let digest = h.finalize();
-    let mut name = String::with_capacity(digest.len() * 2 + 5);
-    for b in digest {
-        name.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        name.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    name.push_str(".json");
-    Some(name)
+    Some(format!("{:x}.json", h.finalize()))
 }
 
 /// What a compiled program depends on besides its profile, read once per process.
