@@ -1658,9 +1658,22 @@ fn probe_record(
 /// Observes a pod: live states from its shim (`State`), start times, exit history and
 /// OOM kills from its event log. A shim that cannot be reached leaves only what the log
 /// tells, and the phase `Unknown`.
+///
+/// The live states are asked for before the log is read: the shim appends a container's
+/// `TaskOOM` and `TaskExit` to the log before `State` can answer `STOPPED` (both under
+/// its task lock), so a container seen stopped has its whole run in what is read next.
+/// The other order could pair a stopped state with a log read just before its OOM kill
+/// was written, and report `Error` for an `OOMKilled` container.
 pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
     use containerd_shim_protos::types::task::Status as S;
 
+    let shim = Shim::connect(&record.shim_address).ok();
+    let sandbox_state = shim.as_ref().and_then(|s| s.state(&record.sandbox_id, "").ok());
+    let lives: Vec<_> = record
+        .containers
+        .iter()
+        .map(|(_, id)| shim.as_ref().and_then(|s| s.state(id, "").ok()))
+        .collect();
     let (mut runs, mut events, mut probes) = history(paths, record);
     // What the pod's images came to (kubelet's image events; containers waiting for one).
     let pulls = crate::pullbackoff::PullState::load(&record.pull_state(paths))
@@ -1668,8 +1681,6 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
         .flatten()
         .unwrap_or_default();
     events.extend(pulls.events.iter().cloned());
-    let shim = Shim::connect(&record.shim_address).ok();
-    let sandbox_state = shim.as_ref().and_then(|s| s.state(&record.sandbox_id, "").ok());
     // A shim that does not answer (killed, crashed) cannot tell anything live.
     let reachable = sandbox_state.is_some();
     let sandbox_ready = sandbox_state.is_some_and(|st| st.status.enum_value_or_default() == S::RUNNING);
@@ -1688,9 +1699,8 @@ pub fn observe(paths: &Paths, record: &PodRecord) -> PodView {
                 .is_some_and(|e| e.finished.is_some() && !will_restart(c.role, e.code, false))
         });
     let mut observed = Vec::new();
-    for (c, (name, id)) in record.plan.containers.iter().zip(&record.containers) {
+    for ((c, (name, id)), live) in record.plan.containers.iter().zip(&record.containers).zip(lives) {
         let history = runs.remove(name).unwrap_or_default();
-        let live = shim.as_ref().and_then(|s| s.state(id, "").ok());
         let mut backoff = None;
         let state = match live.as_ref().map(|s| s.status.enum_value_or_default()) {
             Some(S::RUNNING | S::PAUSED) => Observation::Running(history.last().and_then(|r| r.started)),
