@@ -1,9 +1,15 @@
-//! Control groups for a container, cgroup v1 and v2, through `cgroups-rs`.
+//! Control groups for a container, cgroup v1 and v2, through `cgroups-rs`'s controllers.
 //!
-//! `linux.resources` is applied by cgroups-rs's `FsManager`, which speaks the OCI types.
-//! On v2 it converts `cpu.shares` to `cpu.weight` with the linear formula of runc 1.1
-//! (`1 + (shares - 2) * 9999 / 262142`, see [`shares_to_weight`]) and `memory.swap`
-//! (memory+swap in OCI) to `memory.swap.max` (swap alone).
+//! `linux.resources` is written field by field by [`resources`] (runc's rules). On v2
+//! `cpu.shares` becomes `cpu.weight` with the linear formula of runc 1.1 (`1 + (shares -
+//! 2) * 9999 / 262142`, see [`shares_to_weight`]) and `memory.swap` (memory+swap in OCI)
+//! becomes `memory.swap.max` (swap alone, [`resources::swap_v2`]).
+//!
+//! The host's cgroup mounts are read from `/proc/self/mountinfo` once per process
+//! ([`hierarchy`]): that file grows with every mount on the host (a few per pod), and
+//! reading it for each create made a create's cost grow with the number of pods. A
+//! hierarchy mounted or moved after the process read them is not seen; the shim lives as
+//! long as its pod, and hosts do not remount their cgroup hierarchies under running pods.
 //!
 //! Device rules (`linux.resources.devices`, with the OCI default devices appended as runc
 //! does) become a [`DevicePolicy`] (see [`crate::devices`]): on v1 it is written to the
@@ -20,8 +26,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::hierarchies;
-use cgroups_rs::{FreezerState, FsManager, Manager};
+use cgroups_rs::fs::Hierarchy;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
@@ -29,6 +36,8 @@ use oci_spec::runtime::LinuxResources;
 use crate::devices::{DevicePolicy, DeviceRuleError};
 use crate::signal::SignalNumber;
 use crate::sys::{self, SysError};
+
+pub mod resources;
 
 /// A cgroup operation that failed; `path` is relative to the hierarchy root.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +58,7 @@ pub enum CgroupError {
         path: String,
         /// Cause.
         #[source]
-        source: Box<cgroups_rs::manager::Error>,
+        source: Box<resources::ResourceError>,
     },
     /// `linux.resources.devices` cannot be applied as given.
     #[error("device rules for cgroup {path}: {source}")]
@@ -78,7 +87,7 @@ pub enum CgroupError {
         pid: i32,
         /// Cause.
         #[source]
-        source: Box<cgroups_rs::manager::Error>,
+        source: Box<cgroups_rs::fs::error::Error>,
     },
     /// The cgroup to join is not a plain path below the cgroup root (empty, or with `..`).
     #[error("cgroup {path:?}: not a path below the cgroup root")]
@@ -117,7 +126,15 @@ pub enum CgroupError {
         frozen: bool,
         /// Cause.
         #[source]
-        source: Box<cgroups_rs::manager::Error>,
+        source: Box<cgroups_rs::fs::error::Error>,
+    },
+    /// The cgroup lacks the controller an operation needs (not mounted on v1).
+    #[error("cgroup {path}: no {controller} controller")]
+    NoController {
+        /// The cgroup.
+        path: String,
+        /// The controller, e.g. `freezer`.
+        controller: &'static str,
     },
     /// Removing the cgroup failed (processes still inside it after the timeout).
     #[error("remove cgroup {path}: {source}")]
@@ -167,10 +184,21 @@ pub fn is_v2() -> bool {
     hierarchies::is_cgroup2_unified_mode()
 }
 
+/// The host's cgroup hierarchies for cgroups-rs: v2's fixed root, or the v1 mounts read
+/// from `/proc/self/mountinfo` the first time and kept for the life of the process (see
+/// the module's doc). cgroups-rs's own `hierarchies::auto()` reads that file on each call.
+pub fn hierarchy() -> Box<dyn Hierarchy> {
+    static V1: std::sync::OnceLock<hierarchies::V1> = std::sync::OnceLock::new();
+    if is_v2() {
+        Box::new(hierarchies::V2::new())
+    } else {
+        Box::new(V1.get_or_init(hierarchies::V1::new).clone())
+    }
+}
+
 /// A container's cgroup (one directory per v1 hierarchy, or one on v2).
 pub struct Cgroup {
     path: String,
-    manager: FsManager,
     cg: cgroups_rs::fs::Cgroup,
     files: CgroupFiles,
 }
@@ -190,7 +218,7 @@ impl Cgroup {
     /// cgroup and its ancestors up to `owned_from` ([`first_missing_ancestor`], taken
     /// before the call) are removed again.
     pub fn create(path: &str, resources: Option<&LinuxResources>, owned_from: Option<&str>) -> Result<Self> {
-        let cg = cgroups_rs::fs::Cgroup::load(hierarchies::auto(), path);
+        let cg = cgroups_rs::fs::Cgroup::load(hierarchy(), path);
         if let Err(source) = cg.create() {
             // Creation stops at the first hierarchy that fails: undo the others.
             if cg.delete().is_ok() {
@@ -201,7 +229,7 @@ impl Cgroup {
                 source: Box::new(source),
             });
         }
-        let mut me = Self::load(path, cg)?;
+        let mut me = Self::load(path, cg);
         if let Some(resources) = resources {
             if let Err(e) = me.update(resources) {
                 if me.cg.delete().is_ok() {
@@ -215,20 +243,15 @@ impl Cgroup {
 
     /// Opens an existing cgroup at `path` (for `delete` from another process).
     pub fn open(path: &str) -> Result<Self> {
-        Self::load(path, cgroups_rs::fs::Cgroup::load(hierarchies::auto(), path))
+        Ok(Self::load(path, cgroups_rs::fs::Cgroup::load(hierarchy(), path)))
     }
 
-    fn load(path: &str, cg: cgroups_rs::fs::Cgroup) -> Result<Self> {
-        let manager = FsManager::new(path).map_err(|source| CgroupError::Apply {
+    fn load(path: &str, cg: cgroups_rs::fs::Cgroup) -> Self {
+        Self {
             path: path.to_string(),
-            source: Box::new(source),
-        })?;
-        Ok(Self {
-            path: path.to_string(),
-            manager,
             cg,
             files: CgroupFiles::host(path),
-        })
+        }
     }
 
     /// The path relative to each hierarchy's root, e.g. `peapod/c1`.
@@ -266,7 +289,7 @@ impl Cgroup {
             Some(p) if !self.files.v2 => Some(p.v1_rules()),
             _ => None,
         });
-        self.manager.set(&r).map_err(|source| CgroupError::Apply {
+        resources::apply(&self.cg, &self.files, &r).map_err(|source| CgroupError::Apply {
             path: self.path.clone(),
             source: Box::new(source),
         })?;
@@ -335,7 +358,7 @@ impl Cgroup {
     /// Moves process `pid` (all its threads) into the cgroup.
     pub fn add_proc(&mut self, pid: Pid) -> Result<()> {
         let tgid = cgroups_rs::CgroupPid::from(u64::try_from(pid.as_raw()).unwrap_or_default());
-        self.manager.add_proc(tgid).map_err(|source| CgroupError::AddProc {
+        self.cg.add_task_by_tgid(tgid).map_err(|source| CgroupError::AddProc {
             path: self.path.clone(),
             pid: pid.as_raw(),
             source: Box::new(source),
@@ -388,12 +411,15 @@ impl Cgroup {
     /// `cgroup.freeze`. Freezing returns once the kernel reports the cgroup frozen (v1
     /// `FROZEN`, v2 `frozen 1` in `cgroup.events`), up to 2 s, as runc waits.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
-        let state = if frozen {
-            FreezerState::Frozen
-        } else {
-            FreezerState::Thawed
-        };
-        self.manager.freeze(state).map_err(|source| CgroupError::Freeze {
+        let freezer = self
+            .cg
+            .controller_of::<FreezerController>()
+            .ok_or_else(|| CgroupError::NoController {
+                path: self.path.clone(),
+                controller: "freezer",
+            })?;
+        let done = if frozen { freezer.freeze() } else { freezer.thaw() };
+        done.map_err(|source| CgroupError::Freeze {
             path: self.path.clone(),
             frozen,
             source: Box::new(source),

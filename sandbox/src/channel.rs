@@ -184,6 +184,9 @@ pub struct InitConfig {
     pub namespaces: Vec<NamespacePlan>,
     /// The host runs the unified cgroup v2 hierarchy.
     pub cgroup_v2: bool,
+    /// The host's cgroup mounts as the runtime read them once
+    /// ([`crate::rootfs::host_hierarchies`]), for the container's `cgroup` mounts.
+    pub cgroup_mounts: Vec<crate::rootfs::Hierarchy>,
     /// `linux.seccomp`, compiled by the runtime ([`crate::seccomp::compile`]); init only
     /// loads it, in the order [`crate::seccomp`] describes.
     pub seccomp: Option<Program>,

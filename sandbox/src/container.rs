@@ -464,6 +464,7 @@ impl Container {
             rootfs: plan.rootfs.clone(),
             namespaces: plan.namespaces.clone(),
             cgroup_v2: v2,
+            cgroup_mounts: crate::rootfs::host_hierarchies(v2),
             seccomp: self.state.seccomp.clone(),
         }));
         let mut helper = match helper {

@@ -209,7 +209,7 @@ fn container_init(chan: &Channel, cfg: &InitConfig) -> Result<Infallible, Failur
     wait_for(chan, "continue")?;
     let t = Instant::now();
     nix::unistd::setsid().stage("process")?;
-    rootfs::prepare(&cfg.spec, &cfg.rootfs, cfg.cgroup_v2).stage("rootfs")?;
+    rootfs::prepare(&cfg.spec, &cfg.rootfs, cfg.cgroup_v2, &cfg.cgroup_mounts).stage("rootfs")?;
     let process = cfg.spec.process().as_ref().expect("validated: process present");
     if process.terminal() == Some(true) {
         let slave = console(chan, process)?;

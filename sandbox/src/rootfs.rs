@@ -30,7 +30,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::AtFlags;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, fstatat, makedev, mknodat, Mode, SFlag};
 use nix::unistd::{chdir, chroot, fchownat, pivot_root, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -372,7 +372,7 @@ fn finish_mount(root: &Root, t: &Target, remount: Option<MsFlags>, propagation: 
 /// Afterwards `/` is the container's root. `cgroup_v2` selects how `cgroup` mounts are
 /// made; whether the spec has a cgroup namespace, what they show: the container's own
 /// cgroup either way (a fresh mount rooted by the namespace, else binds of its own cgroup).
-pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<()> {
+pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool, cgroup_mounts: &[Hierarchy]) -> Result<()> {
     let linux = spec.linux().as_ref();
     let root_prop = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
@@ -393,13 +393,17 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<()> {
     let cgroupns = linux
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|nss| nss.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
-    let cgroups = if cgroupns { Vec::new() } else { own_cgroups(cgroup_v2)? };
+    let cgroups = if cgroupns {
+        Vec::new()
+    } else {
+        own_cgroups(cgroup_mounts, cgroup_v2)?
+    };
     let cg = CgroupView {
         v2: cgroup_v2,
         namespaced: cgroupns,
         // Mounted fresh only with a cgroup namespace (on v1); without one `own` is used.
         v1: if cgroupns && !cgroup_v2 {
-            v1_hierarchies()
+            cgroup_mounts.to_vec()
         } else {
             Vec::new()
         },
@@ -422,18 +426,49 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<()> {
 
 // pivot_root(2) refuses a new root whose parent mount is shared; runc does the same walk
 // (rootfsParentMountPrivate).
+// The mount is found by mount id (statx), walking up from the rootfs: O(depth), where
+// runc's walk of /proc/self/mountinfo is O(mounts on the host), a few per pod. The
+// mountinfo walk remains for kernels before 5.8, which have no mount id in statx.
 fn make_parent_private(rootfs: &Path) -> Result<()> {
+    let parent = match mount_point_of(rootfs) {
+        Ok(p) => p,
+        Err(_) => mount_point_in_mountinfo(rootfs),
+    };
+    do_mount(None, &parent, None, MsFlags::MS_PRIVATE, None)
+}
+
+/// Where the mount that `path` (absolute, without `..`) is on is mounted: the highest of
+/// `path` and its ancestors with the same mount id (`path` itself when it is a mount
+/// point). Errors: statx's, or `Unsupported` when the kernel reports no mount id.
+fn mount_point_of(path: &Path) -> std::io::Result<PathBuf> {
+    let id_of = |p: &Path| -> std::io::Result<u64> {
+        let fd = nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+        crate::sys::mount_id(fd.as_fd())?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Unsupported))
+    };
+    let id = id_of(path)?;
+    let mut top = path;
+    while let Some(parent) = top.parent() {
+        if id_of(parent)? != id {
+            break;
+        }
+        top = parent;
+    }
+    Ok(top.to_path_buf())
+}
+
+/// [`mount_point_of`] from `/proc/self/mountinfo`: the longest mount point that `path`
+/// is under (runc's `rootfsParentMountPrivate`), `/` if none is.
+fn mount_point_in_mountinfo(path: &Path) -> PathBuf {
     let mountinfo = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
     let mut best: Option<PathBuf> = None;
     for line in mountinfo.lines() {
         let Some(mp) = line.split(' ').nth(4) else { continue };
         let mp = PathBuf::from(unescape_mountinfo(mp));
-        if rootfs.starts_with(&mp) && best.as_ref().is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len()) {
+        if path.starts_with(&mp) && best.as_ref().is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len()) {
             best = Some(mp);
         }
     }
-    let parent = best.unwrap_or_else(|| PathBuf::from("/"));
-    do_mount(None, &parent, None, MsFlags::MS_PRIVATE, None)
+    best.unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -444,8 +479,8 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// A cgroup hierarchy mounted on the host, from `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Hierarchy {
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hierarchy {
     /// Directory name under `/sys/fs/cgroup` (`cpu`, `systemd`, `cpu,cpuacct`).
     name: String,
     /// Superblock options naming it (`cpu`, `name=systemd`); empty for cgroup2.
@@ -508,30 +543,32 @@ fn hierarchies(mountinfo: &str, v2: bool) -> Vec<Hierarchy> {
     out
 }
 
-/// The cgroup v1 hierarchies mounted on the host.
-fn v1_hierarchies() -> Vec<Hierarchy> {
-    hierarchies(
-        &crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default(),
-        false,
-    )
+/// The cgroup hierarchies mounted on the host (v1 ones, or the v2 one with `v2`), read
+/// from `/proc/self/mountinfo` once per process: the runtime passes them to container
+/// init ([`crate::channel::InitConfig::cgroup_mounts`]) so that no create reads that file,
+/// which grows with every mount on the host (see [`crate::cgroups`]).
+pub fn host_hierarchies(v2: bool) -> Vec<Hierarchy> {
+    static V1: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    static V2: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    let read = || hierarchies(&crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default(), v2);
+    if v2 { &V2 } else { &V1 }.get_or_init(read).clone()
 }
 
 /// For each host hierarchy, the host directory of the calling process's own cgroup in it
 /// (`<mountpoint>/<path in /proc/self/cgroup relative to the mount's root>`). Container
 /// init is already in the container's cgroup when it runs this.
-fn own_cgroups(v2: bool) -> Result<Vec<(Hierarchy, PathBuf)>> {
-    let mountinfo = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
+fn own_cgroups(mounts: &[Hierarchy], v2: bool) -> Result<Vec<(Hierarchy, PathBuf)>> {
     let cgroup = crate::sys::read_proc("/proc/self/cgroup").map_err(|source| RootfsError::Create {
         what: "cgroup file",
         path: PathBuf::from("/proc/self/cgroup"),
         source,
     })?;
-    own_cgroups_in(&mountinfo, &cgroup, v2)
+    own_cgroups_in(mounts, &cgroup, v2)
 }
 
-fn own_cgroups_in(mountinfo: &str, cgroup: &str, v2: bool) -> Result<Vec<(Hierarchy, PathBuf)>> {
+fn own_cgroups_in(mounts: &[Hierarchy], cgroup: &str, v2: bool) -> Result<Vec<(Hierarchy, PathBuf)>> {
     let mut out = Vec::new();
-    for h in hierarchies(mountinfo, v2) {
+    for h in mounts.iter().cloned() {
         let opts: Vec<&str> = h.opts.split(',').filter(|o| !o.is_empty()).collect();
         let path = cgroup.lines().find_map(|l| {
             let mut f = l.splitn(3, ':');
@@ -1018,6 +1055,29 @@ mod tests {
         assert!(check_proc_mount(Path::new("/x/../proc/kcore"), &tmpfs).is_err());
     }
 
+    /// The mount-id walk finds the mount point runc's mountinfo walk finds, for a mount
+    /// point itself, paths below one, and `/`.
+    #[test]
+    fn the_mount_of_a_path_by_mount_id_is_the_one_mountinfo_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        fs::create_dir_all(&deep).unwrap();
+        for p in [
+            Path::new("/"),
+            Path::new("/proc"),
+            Path::new("/proc/sys/kernel"),
+            Path::new("/usr/bin"),
+            &deep,
+        ] {
+            assert_eq!(
+                mount_point_of(p).unwrap(),
+                mount_point_in_mountinfo(p),
+                "{}",
+                p.display()
+            );
+        }
+    }
+
     #[test]
     fn own_cgroups_are_the_hierarchy_mount_plus_our_path() {
         let mountinfo = "\
@@ -1027,7 +1087,7 @@ mod tests {
 33 30 0:29 /kube /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 ";
         let cgroup = "3:memory:/kube/pod1/c\n2:cpu,cpuacct:/kube/pod1/c\n1:name=systemd:/system.slice/x\n0::/\n";
-        let own = own_cgroups_in(mountinfo, cgroup, false).unwrap();
+        let own = own_cgroups_in(&hierarchies(mountinfo, false), cgroup, false).unwrap();
         let got: Vec<(&str, &Path)> = own.iter().map(|(h, p)| (h.name.as_str(), p.as_path())).collect();
         assert_eq!(
             got,
@@ -1038,10 +1098,10 @@ mod tests {
             ]
         );
         let v2 = "40 25 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        let own = own_cgroups_in(v2, "0::/kubepods/p/c\n", true).unwrap();
+        let own = own_cgroups_in(&hierarchies(v2, true), "0::/kubepods/p/c\n", true).unwrap();
         assert_eq!(own[0].1, Path::new("/sys/fs/cgroup/kubepods/p/c"));
         assert!(matches!(
-            own_cgroups_in(mountinfo, "3:memory:/elsewhere\n", false),
+            own_cgroups_in(&hierarchies(mountinfo, false), "3:memory:/elsewhere\n", false),
             Err(RootfsError::OwnCgroup { .. })
         ));
     }
