@@ -18,6 +18,9 @@
 //!    the node's CPU per exec probe of `/bin/true` in one pod, and over a window with P
 //!    pods probed every second; ExecSync through containerd for a CRI handler, the
 //!    shim's own prober embedded.
+//! 7. how the cost grows: pods created at once, one pod of many containers, shim PSS with
+//!    many pods running, and pod ready with `BENCH_HOST_MOUNTS` more mounts on the host
+//!    (each a small tmpfs below a private one, removed after the row).
 //!
 //! With a containerd 2.x build at hand (the newest of `PEAPOD_CONTAINERD_BUILDS`, or
 //! `BENCH_CONTAINERD2=<dir>`; `none` to leave it out), a second private containerd of that
@@ -57,7 +60,8 @@
 //! `BENCH_AT_ONCE` (pods created at once from as many threads, 50; 0 leaves those rows
 //! out), `BENCH_POD_CONTAINERS` (container counts of the one-pod rows, `1,10,30`),
 //! `BENCH_SCALE_PODS` (pod counts of the PSS-per-pod and containerd RSS rows besides
-//! `BENCH_MEMORY_PODS`, `1,100`), `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
+//! `BENCH_MEMORY_PODS`, `1,100`), `BENCH_HOST_MOUNTS` (mounts added to the host for the
+//! pod-ready-among-mounts row, 1000; 0 leaves it out), `BENCH_OUT` (`target/bench`). `bench --phases <log>` only parses a saved containerd log
 //! and prints the phase table.
 //!
 //! The last line on stdout is `bench result: ok. …` or `bench result: FAILED. …` (what
@@ -69,7 +73,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use embedded::Embedded;
 use peapod::runner::NetworkMode;
 use peapod_tests::containerd::{
@@ -121,6 +125,8 @@ struct Config {
     pod_containers: Vec<usize>,
     /// Pod counts of the scale rows, besides `memory_pods`.
     scale_pods: Vec<usize>,
+    /// Extra mounts on the host for the pod-ready-among-mounts row (0: no such row).
+    host_mounts: usize,
     out: PathBuf,
 }
 
@@ -242,6 +248,7 @@ impl Config {
             at_once: env_usize("BENCH_AT_ONCE", 50)?,
             pod_containers: env_counts("BENCH_POD_CONTAINERS", "1,10,30")?,
             scale_pods: env_counts("BENCH_SCALE_PODS", "1,100")?,
+            host_mounts: env_usize("BENCH_HOST_MOUNTS", 1000)?,
             out,
         };
         Ok(config)
@@ -812,6 +819,17 @@ fn growth_row_set(config: &Config) -> Vec<Row> {
             None,
         ));
     }
+    if config.host_mounts > 0 {
+        rows.push(Row::new(
+            "pod_ready_host_mounts",
+            format!(
+                "pod ready with {} more mounts on the host (a node with many pods)",
+                config.host_mounts
+            ),
+            Unit::Millis,
+            None,
+        ));
+    }
     let mut counts: Vec<usize> = config.scale_pods.clone();
     if config.memory_pods > 0 {
         counts.push(config.memory_pods);
@@ -939,6 +957,104 @@ fn growth_rows(b: &Runtimes, config: &Config, run: &mut Run) {
     }
 }
 
+/// Iterations of the pod-ready-among-mounts row per handler, after one warm-up.
+const HOST_MOUNT_ITERATIONS: usize = 5;
+
+/// Pod ready while the host has `config.host_mounts` more mounts ([`HostMounts`]): every
+/// reader of `/proc/self/mountinfo` (runc, containerd, the shims) and every new mount
+/// namespace (a copy of the host's mounts) pays for them, as on a node with many pods.
+fn host_mount_rows(b: &Runtimes, config: &Config, run: &mut Run) {
+    if config.host_mounts == 0 {
+        return;
+    }
+    let row = run.row_index("pod_ready_host_mounts");
+    eprintln!(
+        "== pod ready with {} more mounts on the host: 1 warm-up + {HOST_MOUNT_ITERATIONS} iterations",
+        config.host_mounts
+    );
+    let mounts = match HostMounts::new(config.host_mounts) {
+        Ok(m) => m,
+        Err(e) => {
+            run.failures.push(format!("host mounts: {e:#}"));
+            return;
+        }
+    };
+    for i in 0..=HOST_MOUNT_ITERATIONS {
+        let mut line = format!("iteration {i}/{HOST_MOUNT_ITERATIONS}:");
+        for h in run.handlers.clone() {
+            if !run.available(&h) || run.failed(&h, row) {
+                continue;
+            }
+            match b.pod_cycle(&h, 1) {
+                Ok(t) => {
+                    line.push_str(&format!("  {h} ready {:.0} ms;", ms(t.ready)));
+                    if i > 0 {
+                        run.rows[row].cell(&h).samples.push(ms(t.ready));
+                    }
+                }
+                Err(e) => run.fail(&h, &[row], "pod cycle among host mounts", &e),
+            }
+        }
+        eprintln!("  {line}");
+    }
+    if let Err(e) = mounts.remove() {
+        run.failures.push(format!("host mounts: {e:#}"));
+    }
+}
+
+/// `n` small tmpfs mounts in the host's mount namespace, below a private tmpfs of their
+/// own in a temporary directory (so none propagates anywhere). [`HostMounts::remove`]
+/// detaches them and checks that mountinfo no longer lists any; dropping without it
+/// detaches them too.
+struct HostMounts {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl HostMounts {
+    fn new(n: usize) -> Result<Self> {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::Builder::new().prefix("peapod-bench-mounts-").tempdir()?;
+        let top = dir.path().to_path_buf();
+        mount(Some("tmpfs"), &top, Some("tmpfs"), MsFlags::empty(), Some("size=1m"))
+            .with_context(|| format!("mount tmpfs on {}", top.display()))?;
+        // From here on, dropping `me` detaches what is mounted.
+        let me = Self { dir: Some(dir) };
+        mount(None::<&str>, &top, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .with_context(|| format!("make {} private", top.display()))?;
+        for i in 0..n {
+            let sub = top.join(i.to_string());
+            fs::create_dir(&sub)?;
+            mount(Some("tmpfs"), &sub, Some("tmpfs"), MsFlags::empty(), Some("size=4k"))
+                .with_context(|| format!("mount tmpfs on {}", sub.display()))?;
+        }
+        Ok(me)
+    }
+
+    fn detach(&mut self) -> Option<tempfile::TempDir> {
+        let dir = self.dir.take()?;
+        let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
+        Some(dir)
+    }
+
+    fn remove(mut self) -> Result<()> {
+        let Some(dir) = self.detach() else { return Ok(()) };
+        let path = dir.path().to_string_lossy().to_string();
+        let left = fs::read_to_string("/proc/self/mountinfo")?
+            .lines()
+            .filter(|l| l.contains(&path))
+            .count();
+        ensure!(left == 0, "{left} mounts under {path} are still there");
+        dir.close()?;
+        Ok(())
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
 fn probe_rows(b: &Runtimes, config: &Config, run: &mut Run) {
     let handlers: Vec<String> = run
         .handlers
@@ -1060,6 +1176,7 @@ fn bench(config: &Config, run: &mut Run) -> Result<Phases> {
     churn_rows(&b, config, run);
     memory_rows(&b, config, run);
     growth_rows(&b, config, run);
+    host_mount_rows(&b, config, run);
     probe_rows(&b, config, run);
     if let Some(e) = b.embedded.take() {
         if let Err(e) = e.finish() {

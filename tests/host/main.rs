@@ -427,6 +427,26 @@ fn bad_cgroup_value_fails_and_leaves_nothing() -> Result<()> {
         matches!(err.downcast_ref::<Error>(), Some(Error::Cgroup { .. })),
         "{err:#}"
     );
+    ensure!(
+        format!("{err:#}").contains("linux.resources.cpu.cpus"),
+        "the field is not named: {err:#}"
+    );
+    b.assert_clean(None)?;
+    // A value peapod refuses before the kernel sees it, naming the field and the rule.
+    let mut b = Bundle::new("badcg2", &["true"])?;
+    let res = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(64 << 20).swap(32 << 20).build()?)
+        .build()?;
+    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let err = b
+        .create(Stdio::default())
+        .err()
+        .context("create with swap below memory succeeded")?;
+    let text = format!("{err:#}");
+    ensure!(
+        text.contains("linux.resources.memory"),
+        "the field is not named: {text}"
+    );
     b.assert_clean(None)
 }
 
