@@ -369,6 +369,7 @@ fn cgroup_limits_are_applied() -> Result<()> {
             LinuxMemoryBuilder::default()
                 .limit(64 * 1024 * 1024i64)
                 .swap(64 * 1024 * 1024i64)
+                .reservation(32 * 1024 * 1024i64)
                 .build()?,
         )
         .cpu(
@@ -381,6 +382,16 @@ fn cgroup_limits_are_applied() -> Result<()> {
         )
         .pids(LinuxPidsBuilder::default().limit(32i64).build()?)
         .build()?;
+    let mut res = res;
+    if cgroups::is_v2() {
+        // kubelet's MemoryQoS and swap settings come this way; written last, so
+        // `pids.max` here wins over `pids.limit` above (runc's order).
+        res.set_unified(Some(
+            [("memory.high", "50331648"), ("pids.max", "7")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        ));
+    }
     b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
     let c = b.create(Stdio::default())?;
     let cg = b.cgroup_path();
@@ -389,12 +400,19 @@ fn cgroup_limits_are_applied() -> Result<()> {
         if cgroups::is_v2() {
             ensure!(read("memory", "memory.max")? == "67108864");
             ensure!(read("memory", "memory.swap.max")? == "0");
+            ensure!(read("memory", "memory.low")? == "33554432");
             ensure!(read("cpu", "cpu.weight")? == cgroups::shares_to_weight(512).to_string());
             ensure!(read("cpu", "cpu.max")? == "50000 100000");
-            ensure!(read("pids", "pids.max")? == "32");
+            ensure!(read("memory", "memory.high")? == "50331648");
+            ensure!(read("pids", "pids.max")? == "7");
             ensure!(read("cpuset", "cpuset.cpus")? == "0");
         } else {
             ensure!(read("memory", "memory.limit_in_bytes")? == "67108864");
+            ensure!(read("memory", "memory.soft_limit_in_bytes")? == "33554432");
+            // memory+swap, where the kernel accounts swap (swapaccount).
+            if let Ok(memsw) = read("memory", "memory.memsw.limit_in_bytes") {
+                ensure!(memsw == "67108864", "memory.memsw.limit_in_bytes {memsw}");
+            }
             ensure!(read("cpu", "cpu.shares")? == "512");
             ensure!(read("cpu", "cpu.cfs_quota_us")? == "50000");
             ensure!(read("cpu", "cpu.cfs_period_us")? == "100000");
@@ -445,6 +463,22 @@ fn bad_cgroup_value_fails_and_leaves_nothing() -> Result<()> {
     let text = format!("{err:#}");
     ensure!(
         text.contains("linux.resources.memory"),
+        "the field is not named: {text}"
+    );
+    b.assert_clean(None)?;
+    // A unified key that is not a file name of the cgroup (refused on v2 by its name, on
+    // v1 because v1 has no unified hierarchy): nothing outside the cgroup is written.
+    let mut b = Bundle::new("badcg3", &["true"])?;
+    let mut res = LinuxResourcesBuilder::default().build()?;
+    res.set_unified(Some([("../../../escape".to_string(), "1".to_string())].into()));
+    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let err = b
+        .create(Stdio::default())
+        .err()
+        .context("create with a unified path key succeeded")?;
+    let text = format!("{err:#}");
+    ensure!(
+        text.contains("linux.resources.unified"),
         "the field is not named: {text}"
     );
     b.assert_clean(None)

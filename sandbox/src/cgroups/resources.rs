@@ -54,6 +54,17 @@ pub enum ResourceError {
         #[source]
         source: cgroups_rs::fs::error::Error,
     },
+    /// The kernel refused a write peapod makes without cgroups-rs.
+    #[error("{field}: write {}: {source}", file.display())]
+    WriteFile {
+        /// The OCI field.
+        field: &'static str,
+        /// The cgroup file.
+        file: std::path::PathBuf,
+        /// The errno.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, ResourceError>;
@@ -114,6 +125,49 @@ pub(super) fn apply(cg: &Cgroup, files: &CgroupFiles, r: &LinuxResources) -> Res
     }
     if let Some(rules) = r.devices().as_ref().filter(|_| !v2) {
         devices_v1(cg, rules)?;
+    }
+    if let Some(map) = r.unified() {
+        unified(files, map)?;
+    }
+    Ok(())
+}
+
+/// `linux.resources.unified` (cgroup v2 only, as runc's `fs2.setUnified`): each value is
+/// written, in key order and after every other field (so it has the last word), to the
+/// cgroup's file of that name, e.g. `memory.swap.max` (kubelet's way to turn swap off on
+/// v2) or `memory.high`. A key must be a plain file name (no `/`, not `.` or `..`); the
+/// file is opened as runc opens it (write, truncate), without creating it and without
+/// following a symlink. On v1 a
+/// non-empty map is refused, as runc refuses it.
+pub(super) fn unified(files: &CgroupFiles, map: &std::collections::HashMap<String, String>) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let field = "linux.resources.unified";
+    if map.is_empty() {
+        return Ok(());
+    }
+    if !files.v2 {
+        return Err(invalid(
+            field,
+            "cgroup v1 has no unified hierarchy to write it to".into(),
+        ));
+    }
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    for key in keys {
+        if key.is_empty() || key.contains(['/', '\0']) || key == "." || key == ".." {
+            return Err(invalid(field, format!("{key:?} is not a file name of the cgroup")));
+        }
+        let file = files.file("", key);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&file)
+            .and_then(|mut f| f.write_all(map[key].as_bytes()));
+        if let Err(source) = written {
+            return Err(ResourceError::WriteFile { field, file, source });
+        }
     }
     Ok(())
 }
@@ -213,42 +267,59 @@ fn memory_v1(cg: &Cgroup, files: &CgroupFiles, m: &LinuxMemory) -> Result<()> {
     Ok(())
 }
 
-/// v2: limits at or below what the cgroup already uses (`memory.current`) are refused, as
-/// runc refuses them; then `memory.swap.max` ([`swap_v2`]), `memory.max` and `memory.low`.
+/// v2, runc's `fs2.setMemory`: nothing unless one of limit, swap or reservation is set;
+/// a limit at or below what the cgroup already uses (`memory.current`) is refused (runc's
+/// `CheckMemoryUsage`); then `memory.swap.max` ([`swap_v2`]; left alone when swap is
+/// unset, `0` when swap equals the memory limit), `memory.max` and `memory.low` (0 leaves
+/// each alone, -1 writes `max`).
 fn memory_v2(cg: &Cgroup, files: &CgroupFiles, m: &LinuxMemory) -> Result<()> {
-    if m.reservation().is_none() && m.limit().is_none() && m.swap().is_none() {
-        return Ok(());
-    }
     let limit = m.limit().unwrap_or(0);
     let swap = m.swap().unwrap_or(0);
-    if limit <= 0 && swap <= 0 {
+    let reservation = m.reservation().unwrap_or(0);
+    if limit == 0 && swap == 0 && reservation == 0 {
         return Ok(());
     }
     let c = controller::<MemController>(cg, "linux.resources.memory", "memory")?;
-    let usage: u64 = files
-        .read("memory", "memory.current")
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
-    for (field, value) in [
-        ("linux.resources.memory.swap", swap),
-        ("linux.resources.memory.limit", limit),
-    ] {
-        if u64::try_from(value).is_ok_and(|v| v > 0 && v <= usage) {
-            return Err(invalid(
-                field,
-                format!("{value} is not above the current usage {usage}"),
-            ));
+    if limit > 0 || swap > 0 {
+        let usage: u64 = files
+            .read("memory", "memory.current")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        for (field, value) in [
+            ("linux.resources.memory.swap", swap),
+            ("linux.resources.memory.limit", limit),
+        ] {
+            if u64::try_from(value).is_ok_and(|v| v > 0 && v <= usage) {
+                return Err(invalid(
+                    field,
+                    format!("{value} is not above the current usage {usage}"),
+                ));
+            }
         }
     }
-    c.set_memswap_limit(swap_v2(swap, limit)?)
-        .map_err(write("linux.resources.memory.swap"))?;
+    let swap_max = swap_v2(swap, limit)?;
+    if swap_max != 0 || swap > 0 {
+        c.set_memswap_limit(swap_max)
+            .map_err(write("linux.resources.memory.swap"))?;
+    }
     if limit != 0 {
         c.set_limit(limit).map_err(write("linux.resources.memory.limit"))?;
     }
-    if let Some(reservation) = m.reservation() {
-        c.set_soft_limit(reservation)
-            .map_err(write("linux.resources.memory.reservation"))?;
+    match reservation {
+        0 => {}
+        // cgroups-rs would write "-1", which `memory.low` refuses.
+        r if r < 0 => {
+            let file = files.file("memory", "memory.low");
+            std::fs::write(&file, "max").map_err(|source| ResourceError::WriteFile {
+                field: "linux.resources.memory.reservation",
+                file: file.clone(),
+                source,
+            })?;
+        }
+        r => c
+            .set_soft_limit(r)
+            .map_err(write("linux.resources.memory.reservation"))?,
     }
     Ok(())
 }
@@ -393,6 +464,51 @@ fn invalid(field: &'static str, cause: String) -> ResourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn unified_values_are_written_to_existing_files_of_the_cgroup_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pod/c");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.swap.max"), "max").unwrap();
+        std::fs::write(dir.join("memory.high"), "max").unwrap();
+        std::fs::write(root.path().join("pod/secret"), "kept").unwrap();
+        std::os::unix::fs::symlink(root.path().join("pod/secret"), dir.join("pids.max")).unwrap();
+        let files = CgroupFiles::new(root.path(), "pod/c", true);
+
+        unified(&files, &map(&[("memory.swap.max", "0"), ("memory.high", "1048576")])).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("memory.swap.max")).unwrap(), "0");
+        assert_eq!(std::fs::read_to_string(dir.join("memory.high")).unwrap(), "1048576");
+
+        for key in ["../secret", "..", ".", "", "a/b"] {
+            let e = unified(&files, &map(&[(key, "x")])).unwrap_err().to_string();
+            assert!(
+                e.contains("linux.resources.unified") && e.contains("not a file name"),
+                "{key:?}: {e}"
+            );
+        }
+        // Never created, never followed out of the cgroup.
+        let e = unified(&files, &map(&[("memory.nosuch", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("linux.resources.unified") && e.contains("memory.nosuch"),
+            "{e}"
+        );
+        assert!(!dir.join("memory.nosuch").exists());
+        assert!(unified(&files, &map(&[("pids.max", "1")])).is_err());
+        assert_eq!(std::fs::read_to_string(root.path().join("pod/secret")).unwrap(), "kept");
+
+        let v1 = CgroupFiles::new(root.path(), "pod/c", false);
+        let e = unified(&v1, &map(&[("memory.high", "1")])).unwrap_err().to_string();
+        assert!(e.contains("linux.resources.unified") && e.contains("v1"), "{e}");
+        unified(&v1, &HashMap::new()).unwrap();
+    }
 
     #[test]
     fn swap_is_converted_to_v2_as_runc_does() {
