@@ -1,15 +1,16 @@
 //! Writes OCI `linux.resources` to a cgroup's controller files (v1 and v2), one field at a
 //! time, with cgroups-rs's controllers doing the file formats.
 //!
-//! The rules are runc's and cgroups-rs's `FsManager::set` (which this replaces so that a
-//! create no longer parses `/proc/self/mountinfo` and `/proc/self/cgroup` for a manager it
-//! needs only to write files): the order cpuset, cpu, memory, pids, blkio, hugetlb,
-//! network, devices; v1 memory and memory+swap written in the order the kernel accepts
-//! (a new swap limit above the current memory limit first); v2 `cpu.weight` from the
-//! shares ([`super::shares_to_weight`]), `memory.swap.max` from OCI's memory+swap
-//! ([`swap_v2`]), and limits at or below the current usage refused as runc refuses them.
-//! Kernel memory (`kernel`, `kernelTCP`) is ignored, as runc 1.1+ ignores it. Device rules
-//! are written here only on v1 (v2's are an eBPF program, see [`super::Cgroup::update`]).
+//! The rules are runc's (this replaces cgroups-rs's `FsManager::set`, whose manager parsed
+//! `/proc/self/mountinfo` and `/proc/self/cgroup` on every create only to write files):
+//! the order cpuset, cpu, memory, pids, blkio, hugetlb, network, devices, then `unified`
+//! (v2 only, [`unified`]); v1 memory and memory+swap written in the order the kernel
+//! accepts (a new swap limit above the current memory limit first); v2 memory as runc's
+//! `fs2.setMemory` (`cpu.weight` from the shares, [`super::shares_to_weight`];
+//! `memory.swap.max` from OCI's memory+swap, [`swap_v2`]; limits at or below the current
+//! usage refused). Kernel memory (`kernel`, `kernelTCP`) is ignored, as runc 1.1+ ignores
+//! it. Device rules are written here only on v1 (v2's are an eBPF program, see
+//! [`super::Cgroup::update`]).
 
 use cgroups_rs::fs::blkio::BlkIoController;
 use cgroups_rs::fs::cpu::CpuController;
