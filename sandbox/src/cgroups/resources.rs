@@ -4,7 +4,7 @@
 //! The rules are runc's (this replaces cgroups-rs's `FsManager::set`, whose manager parsed
 //! `/proc/self/mountinfo` and `/proc/self/cgroup` on every create only to write files):
 //! the order cpuset, cpu, memory, pids, blkio, hugetlb, network, devices, then `unified`
-//! (v2 only, [`unified`]); v1 memory and memory+swap written in the order the kernel
+//! (v2 only, see `unified`); v1 memory and memory+swap written in the order the kernel
 //! accepts (a new swap limit above the current memory limit first); v2 memory as runc's
 //! `fs2.setMemory` (`cpu.weight` from the shares, [`super::shares_to_weight`];
 //! `memory.swap.max` from OCI's memory+swap, [`swap_v2`]; limits at or below the current
