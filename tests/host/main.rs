@@ -13,8 +13,8 @@ use anyhow::{ensure, Context, Result};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, UserBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, UserBuilder,
 };
 use peapod_tests::seccomp;
 use peapod_tests::*;
@@ -433,55 +433,41 @@ fn cgroup_limits_are_applied() -> Result<()> {
     b.assert_clean(pid)
 }
 
+/// Creates bundle `name` with `res`, expects the create to fail with an error that names
+/// `field` and to leave nothing behind, and returns the error.
+fn refused_resources(name: &str, res: LinuxResources, field: &str) -> Result<anyhow::Error> {
+    let mut b = Bundle::new(name, &["true"])?;
+    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
+    let err = b
+        .create(Stdio::default())
+        .err()
+        .with_context(|| format!("create {name} succeeded"))?;
+    ensure!(format!("{err:#}").contains(field), "{field} is not named: {err:#}");
+    b.assert_clean(None)?;
+    Ok(err)
+}
+
 fn bad_cgroup_value_fails_and_leaves_nothing() -> Result<()> {
-    let mut b = Bundle::new("badcg", &["true"])?;
     // Valid syntax, but no such CPUs: only the kernel can refuse it.
     let res = LinuxResourcesBuilder::default()
         .cpu(LinuxCpuBuilder::default().cpus("0-4095").build()?)
         .build()?;
-    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
-    let err = b.create(Stdio::default()).err().context("create succeeded")?;
+    let err = refused_resources("badcg", res, "linux.resources.cpu.cpus")?;
     ensure!(
         matches!(err.downcast_ref::<Error>(), Some(Error::Cgroup { .. })),
         "{err:#}"
     );
-    ensure!(
-        format!("{err:#}").contains("linux.resources.cpu.cpus"),
-        "the field is not named: {err:#}"
-    );
-    b.assert_clean(None)?;
-    // A value peapod refuses before the kernel sees it, naming the field and the rule.
-    let mut b = Bundle::new("badcg2", &["true"])?;
+    // A value peapod refuses before the kernel sees it (the spec's validation).
     let res = LinuxResourcesBuilder::default()
         .memory(LinuxMemoryBuilder::default().limit(64 << 20).swap(32 << 20).build()?)
         .build()?;
-    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
-    let err = b
-        .create(Stdio::default())
-        .err()
-        .context("create with swap below memory succeeded")?;
-    let text = format!("{err:#}");
-    ensure!(
-        text.contains("linux.resources.memory"),
-        "the field is not named: {text}"
-    );
-    b.assert_clean(None)?;
+    refused_resources("badcg2", res, "linux.resources.memory")?;
     // A unified key that is not a file name of the cgroup (refused on v2 by its name, on
     // v1 because v1 has no unified hierarchy): nothing outside the cgroup is written.
-    let mut b = Bundle::new("badcg3", &["true"])?;
     let mut res = LinuxResourcesBuilder::default().build()?;
     res.set_unified(Some([("../../../escape".to_string(), "1".to_string())].into()));
-    b.spec.linux_mut().as_mut().unwrap().set_resources(Some(res));
-    let err = b
-        .create(Stdio::default())
-        .err()
-        .context("create with a unified path key succeeded")?;
-    let text = format!("{err:#}");
-    ensure!(
-        text.contains("linux.resources.unified"),
-        "the field is not named: {text}"
-    );
-    b.assert_clean(None)
+    refused_resources("badcg3", res, "linux.resources.unified")?;
+    Ok(())
 }
 
 fn oom_kill_is_observed() -> Result<()> {
