@@ -1,0 +1,3 @@
+//! Links the binaries with packed relative relocations (DT_RELR): see scripts/relr.rs.
+
+include!("../scripts/relr.rs");
