@@ -51,7 +51,7 @@ endef
 # and the peapod CLI, in two cargo runs: `$(call build_bins,--release)`. cargo builds every
 # package of one run with the union of the features they all ask of a shared dependency, so
 # a shim built beside the CLI carries the CLI's (proto's CRI client, regex's Unicode and DFA
-# tables, …): 145 KiB more text and 0.6 to 0.8 MiB more RSS in a resting shim (issue 17,
+# tables, …): 145 KiB more text and about 0.65 MiB more RSS in a resting shim (issue 17,
 # measured). The second run builds only the CLI's own targets: the shim's stay as built.
 build_bins = $(CARGO) build $(1) -p sandbox -p shim && $(CARGO) build $(1) -p peapod $(2)
 
