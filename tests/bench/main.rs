@@ -369,7 +369,7 @@ const SHIM_SECTIONS: [&str; 6] = [
 ];
 
 /// The shim binary's size and [`SHIM_SECTIONS`]' sizes, from `readelf -SW` (binutils, which
-/// links the build): `6.66 MB; KiB: .text 4853, …` (a section it lacks is left out;
+/// links the build): `6.66 MB, static-pie; KiB: .text 4853, …` (a section it lacks is left out;
 /// `.relr.dyn` is there when it was linked with packed relative relocations).
 fn shim_binary() -> String {
     let path = match containerd::peapod_shim() {
@@ -397,7 +397,14 @@ fn shim_binary() -> String {
         .iter()
         .filter_map(|s| sizes.get(s).map(|b| format!("{s} {}", b.div_ceil(1024))))
         .collect();
-    format!("{:.2} MB; KiB: {}", size as f64 / 1e6, sections.join(", "))
+    // A dynamically linked binary names its loader in `.interp`; the Makefile's static-pie
+    // build has none.
+    let link = if sizes.contains_key(".interp") {
+        "dynamic"
+    } else {
+        "static-pie"
+    };
+    format!("{:.2} MB, {link}; KiB: {}", size as f64 / 1e6, sections.join(", "))
 }
 
 /// First line of an error's chain (`{:#}` puts the chain on one line; messages relayed
