@@ -75,7 +75,7 @@ export PEAPOD_CONTAINERD_BUILDS
 # One test command per containerd, labelled, with a summary (scripts/each-containerd).
 EACH_CONTAINERD := scripts/each-containerd
 
-.PHONY: deps deps-demo build check test unit-test fuzz fuzz-cmin host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm soak soak-vm demo demo-bundle install clean containerd-builds
+.PHONY: deps deps-demo build check test unit-test fuzz fuzz-cmin host-test escape-test containerd-test cli-test pause probe vm-test bench bench-vm symbol-order soak soak-vm demo demo-bundle install clean containerd-builds
 
 deps:
 	@# make fuzz: cargo-fuzz on the nightly toolchain.
@@ -198,6 +198,15 @@ vm-test:
 bench: pause probe
 	$(call build_bins,--release)
 	$(CARGO) bench -p peapod-tests --bench bench
+
+# Privileged, not part of `make test`: writes shim/symbol-order.txt, the shim's functions
+# that a pod's life runs, which shim/build.rs has lld lay out first in the release shim
+# (a resting shim maps less of its text). Runs a short `make bench` on a page-aligned build
+# of the shim from a loop-mounted ext4 without readahead: see scripts/symbol-order. With
+# PEAPOD_CONTAINERD_BUILDS, so that the 2.x Sandbox API is in the list.
+symbol-order: pause probe
+	$(call build_bins,--release)
+	CARGO="$(CARGO)" scripts/symbol-order
 
 # Privileged, cgroup v2 only: `make bench` inside the VM of `make vm-test` (tests/vm/run
 # with the list tests/vm/bench), on the newest installed Debian kernel (BENCH_VM_KERNELS

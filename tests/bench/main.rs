@@ -88,6 +88,7 @@ mod embedded;
 mod probes;
 mod report;
 mod scenarios;
+mod symbols;
 
 /// Handlers a host may legitimately be unable to run: their failure to run a first pod
 /// makes them unavailable, not the run failed.
@@ -355,6 +356,7 @@ fn machine() -> Vec<(&'static str, String)> {
             ),
         ),
         ("peapod shim binary", shim_binary()),
+        ("peapod shim symbol order", symbol_order()),
     ]
 }
 
@@ -405,6 +407,17 @@ fn shim_binary() -> String {
         "static-pie"
     };
     format!("{:.2} MB, {link}; KiB: {}", size as f64 / 1e6, sections.join(", "))
+}
+
+/// The shim's symbol ordering file (`shim/symbol-order.txt`, see `symbols.rs`) against the
+/// shim binary: `2712 of 2712 listed functions found` (fewer: the list is stale, run
+/// `make symbol-order`).
+fn symbol_order() -> String {
+    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shim/symbol-order.txt");
+    match containerd::peapod_shim().and_then(|shim| symbols::order_coverage(&shim, &order)) {
+        Ok((found, listed)) => format!("{found} of {listed} listed functions found"),
+        Err(e) => format!("unknown ({e:#})"),
+    }
 }
 
 /// First line of an error's chain (`{:#}` puts the chain on one line; messages relayed
@@ -1311,8 +1324,16 @@ fn real_main() -> Result<bool> {
                 print!("{}", report.phases_markdown());
                 return Ok(true);
             }
+            // scripts/symbol-order: the functions of a page-aligned build that ran.
+            "--resident-functions" => {
+                let elf = args.next().context("--resident-functions needs an ELF binary")?;
+                for name in symbols::resident_functions(Path::new(&elf))? {
+                    println!("{name}");
+                }
+                return Ok(true);
+            }
             "-h" | "--help" => {
-                println!("usage: bench [--phases <containerd.log>]; knobs: BENCH_* environment variables (see tests/bench/main.rs)");
+                println!("usage: bench [--phases <containerd.log> | --resident-functions <binary>]; knobs: BENCH_* environment variables (see tests/bench/main.rs)");
                 return Ok(true);
             }
             other => bail!("unknown argument {other:?} (see --help)"),

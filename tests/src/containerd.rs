@@ -147,10 +147,23 @@ pub fn target_profile_dir() -> Result<PathBuf> {
     })
 }
 
-/// The peapod shim under test: `target/<profile>/containerd-shim-peapod-v2`. Fails with
+/// The environment variable naming a directory that holds the shim under test in place of
+/// `target/<profile>` (with `peapod-init` and `peapod-pause` beside it, where the shim looks
+/// for them): `scripts/symbol-order` runs the bench on a profiling build this way.
+pub const SHIM_DIR_ENV: &str = "PEAPOD_TEST_SHIM_DIR";
+
+/// Where the shim under test is: `$PEAPOD_TEST_SHIM_DIR`, else `target/<profile>`.
+pub fn shim_dir() -> Result<PathBuf> {
+    match std::env::var_os(SHIM_DIR_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => target_profile_dir(),
+    }
+}
+
+/// The peapod shim under test: `containerd-shim-peapod-v2` in [`shim_dir`]. Fails with
 /// how to build it when it is missing.
 pub fn peapod_shim() -> Result<PathBuf> {
-    let path = target_profile_dir()?.join(PEAPOD_SHIM);
+    let path = shim_dir()?.join(PEAPOD_SHIM);
     ensure!(
         path.is_file(),
         "{} is missing: build it first with `cargo build -p sandbox -p shim` (`make containerd-test` does)",
@@ -471,7 +484,7 @@ impl Layout {
 }
 
 /// Runs `build`'s containerd on `layout`'s config, logging (appending) to
-/// `containerd.log`, with the cargo profile dir first on its PATH so it finds
+/// `containerd.log`, with [`shim_dir`] (the cargo profile dir) first on its PATH so it finds
 /// `containerd-shim-peapod-v2`, and the build's bin dir next so it finds its own
 /// `containerd-shim-runc-v2` (containerd resolves `io.containerd.<name>.v2` with
 /// `exec.LookPath` first: `runtime/v2/manager.go` in 1.6, `core/runtime/v2/shim_manager.go`
@@ -483,10 +496,9 @@ fn spawn_containerd(layout: &Layout, build: &ContainerdBuild) -> Result<Child> {
         .append(true)
         .open(dir.join("containerd.log"))
         .context("open containerd.log")?;
-    let profile = target_profile_dir()?;
     let path = std::env::var_os("PATH").unwrap_or_default();
     let path = std::env::join_paths(
-        [profile, build.bin_dir.clone()]
+        [shim_dir()?, build.bin_dir.clone()]
             .into_iter()
             .chain(std::env::split_paths(&path)),
     )?;
