@@ -1,6 +1,6 @@
-// The build script of each package with binaries the runtime runs (sandbox: peapod-init
-// and peapod-pause; shim: containerd-shim-peapod-v2; cli: peapod), `include!`d by their
-// build.rs.
+// `include!`d by the build script of each package with binaries the runtime runs (sandbox:
+// peapod-init and peapod-pause; shim: containerd-shim-peapod-v2; cli: peapod), whose `main`
+// calls `link_with_relr`.
 //
 // Links the package's binaries with packed relative relocations (`ld -z
 // pack-relative-relocs`, DT_RELR; issue 17). A position-independent executable carries one
@@ -17,7 +17,7 @@ use std::process::Command;
 /// DT_RELR came with glibc 2.36 (its loader) and binutils 2.38 (the `-z` option).
 const GLIBC_WITH_RELR: (u32, u32) = (2, 36);
 
-fn main() {
+fn link_with_relr() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=../scripts/relr.rs");
     let env = |key: &str| std::env::var(key).unwrap_or_default();
