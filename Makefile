@@ -206,7 +206,7 @@ bench: pause probe
 # PEAPOD_CONTAINERD_BUILDS, so that the 2.x Sandbox API is in the list.
 symbol-order: pause probe
 	$(call build_bins,--release)
-	CARGO="$(CARGO)" scripts/symbol-order
+	CARGO="$(CARGO)" STATIC_PIE="$(STATIC_PIE)" scripts/symbol-order
 
 # Privileged, cgroup v2 only: `make bench` inside the VM of `make vm-test` (tests/vm/run
 # with the list tests/vm/bench), on the newest installed Debian kernel (BENCH_VM_KERNELS

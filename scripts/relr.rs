@@ -36,7 +36,12 @@ fn link_with_relr() {
 fn host_glibc() -> Option<(u32, u32)> {
     let out = Command::new("getconf").arg("GNU_LIBC_VERSION").output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
-    let (major, minor) = text.trim().strip_prefix("glibc ")?.split_once('.')?;
-    let minor = minor.split(|c: char| !c.is_ascii_digit()).next()?;
+    major_minor(text.trim().strip_prefix("glibc ")?)
+}
+
+/// (major, minor) of a version such as "2.36" or "1.95.0".
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let (major, rest) = version.split_once('.')?;
+    let minor = rest.split(|c: char| !c.is_ascii_digit()).next()?;
     Some((major.parse().ok()?, minor.parse().ok()?))
 }

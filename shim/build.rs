@@ -48,7 +48,5 @@ fn main() {
 fn rustc_release(rustc: &str) -> Option<(u32, u32)> {
     let out = Command::new(rustc).arg("-V").output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
-    let version = text.split_whitespace().nth(1)?;
-    let mut parts = version.split('.');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    major_minor(text.split_whitespace().nth(1)?)
 }

@@ -379,10 +379,9 @@ fn shim_binary() -> String {
         Err(e) => return format!("unknown ({e:#})"),
     };
     let size = fs::metadata(&path).map_or(0, |m| m.len());
-    let out = match Command::new("readelf").arg("-SW").arg(&path).output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-        Ok(out) => return format!("{size} bytes (readelf -SW: {})", out.status),
-        Err(e) => return format!("{size} bytes (readelf: {e})"),
+    let out = match symbols::binutils("readelf", &["-SW"], &path) {
+        Ok(out) => out,
+        Err(e) => return format!("{size} bytes ({e:#})"),
     };
     // `  [15] .text  PROGBITS  0000000000140dc0 13fdc0 4bd6c7 00  AX  0   0 16`: name, type,
     // address, offset, size in hex.

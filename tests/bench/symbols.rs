@@ -28,7 +28,7 @@ struct Function {
 }
 
 /// Runs a binutils tool (`nm`, `readelf`) on `elf` and returns its stdout.
-fn binutils(tool: &str, args: &[&str], elf: &Path) -> Result<String> {
+pub fn binutils(tool: &str, args: &[&str], elf: &Path) -> Result<String> {
     let out = Command::new(tool)
         .args(args)
         .arg(elf)
